@@ -1,0 +1,92 @@
+"""The design interface every escalation rule implements.
+
+A design is an immutable, hashable description.  ``decide(state)`` is a pure function of the
+trial state returning the next ``Decision``; ``select_mtd(state)`` returns the dose (0-based)
+recommended at the end of the trial, or ``None`` for "no MTD".  The cohort engine, exact
+enumeration, the discrete-event engine and the conduct helpers all call these two functions.
+
+Each design module also defines a pydantic ``Spec`` model (the YAML form of the design,
+unknown keys rejected) and registers a builder with :mod:`escalation_sim.designs.registry`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..types import Decision, TrialState
+
+
+class Design:
+    """Base class (frozen dataclasses subclass it).  Subclasses set ``n_doses``."""
+
+    n_doses: int
+
+    #: the largest cohort a decision of this design can ask for (used by the engines)
+    @property
+    def max_cohort_size(self) -> int:  # pragma: no cover - overridden
+        return getattr(self, "cohort_size", 1)
+
+    def decide(self, state: TrialState) -> Decision:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def select_mtd(self, state: TrialState) -> Optional[int]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def estimates(self, state: TrialState) -> Dict[str, Any]:
+        """Current per-dose estimates for display (optional)."""
+        return {}
+
+    @property
+    def inner(self) -> "Design":
+        """The undecorated design (wrappers override)."""
+        return self
+
+
+@dataclass(frozen=True)
+class DesignContext:
+    """Trial-level settings a design inherits unless its spec overrides them."""
+
+    n_doses: int
+    target: float
+    cohort_size: int
+    max_n: int
+    start_dose: int  # 0-based
+
+
+class DesignSpecBase(BaseModel):
+    """Keys every design accepts in the scenario file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    name: Optional[str] = Field(default=None, description="label in tables; defaults to type")
+    target: Optional[float] = Field(default=None, gt=0, lt=1,
+                                    description="overrides the scenario target")
+    cohort_size: Optional[int] = Field(default=None, ge=1, le=12)
+    max_n: Optional[int] = Field(default=None, ge=1, le=1000)
+    start_dose: Optional[int] = Field(default=None, ge=1, description="1-based")
+    stop_n_at_dose: Optional[int] = Field(
+        default=None, ge=1,
+        description="stop when the dose recommended next already has this many patients")
+
+    def context(self, ctx: DesignContext) -> DesignContext:
+        return DesignContext(
+            n_doses=ctx.n_doses,
+            target=self.target if self.target is not None else ctx.target,
+            cohort_size=self.cohort_size if self.cohort_size is not None else ctx.cohort_size,
+            max_n=self.max_n if self.max_n is not None else ctx.max_n,
+            start_dose=(self.start_dose - 1) if self.start_dose is not None else ctx.start_dose,
+        )
+
+
+def closest_to_target(values, target: float) -> int:
+    """Index of the value closest to ``target``; ties go to the lower index."""
+    best = 0
+    best_dist = abs(values[0] - target)
+    for i in range(1, len(values)):
+        dist = abs(values[i] - target)
+        if dist < best_dist:
+            best, best_dist = i, dist
+    return best
