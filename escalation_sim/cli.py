@@ -1,0 +1,400 @@
+"""Command-line interface: ``escalation-sim COMMAND ...``.
+
+Exit codes: 0 success, 2 invalid input (scenario file, options, outcome strings), 1 an
+unexpected failure (set ESCALATION_SIM_DEBUG=1 to see its traceback), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from .scenario import ScenarioError, load_scenario
+
+
+class UsageError(Exception):
+    """Bad input that is not a scenario file problem."""
+
+
+def _progress(args, total: int, desc: str):
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        return None, None
+    bar = tqdm(total=total, desc=desc, unit="trial", unit_scale=True, file=sys.stderr)
+    return bar.update, bar
+
+
+def cmd_validate(args) -> int:
+    bad = 0
+    for f in args.files:
+        try:
+            sc = load_scenario(f)
+            print(f"{f}: OK ({sc.name}: {sc.n_doses} doses, {len(sc.designs)} designs"
+                  f"{', calendar-time logistics' if sc.has_logistics else ''})")
+        except ScenarioError as exc:
+            print(str(exc), file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+def cmd_schema(args) -> int:
+    from .scenario import scenario_json_schema
+    print(json.dumps(scenario_json_schema(), indent=2))
+    return 0
+
+
+def _check_positive(name, value, minimum=1):
+    if value is not None and value < minimum:
+        raise UsageError(f"--{name} must be >= {minimum} (got {value})")
+
+
+def cmd_run(args) -> int:
+    from .api import exact_oc, simulate
+    sc = load_scenario(args.file)
+    _check_positive("n-trials", args.n_trials)
+    _check_positive("chunk-size", args.chunk_size)
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer (got {args.seed})")
+    method = args.method or sc.model.simulation.method
+    designs = args.design or None
+    if method == "exact":
+        res = exact_oc(designs, sc)
+    else:
+        n = args.n_trials or sc.model.simulation.n_trials
+        upd, bar = _progress(args, n * 1, f"{sc.name}")
+        ck = None
+        if args.out and args.resume is not None:
+            from .checkpoint import Checkpoint
+            ck = Checkpoint.open(Path(args.out), sc, n, args.seed if args.seed is not None
+                                 else sc.model.simulation.seed, args.chunk_size,
+                                 resume=args.resume, keep_trials=args.keep_trials)
+        try:
+            res = simulate(sc, n_trials=n, seed=args.seed, n_jobs=args.n_jobs,
+                           chunk_size=args.chunk_size if ck is None else ck.chunk_size,
+                           backend=args.backend, designs=designs, keep_trials=args.keep_trials,
+                           logistics=False if args.no_logistics else None, progress=upd,
+                           checkpoint=ck)
+        finally:
+            if bar is not None:
+                bar.close()
+    if args.out:
+        res.write(args.out)
+    if args.json:
+        print(res.to_json(indent=None if args.compact else 2))
+    else:
+        print(res.table())
+        if args.out:
+            print(f"\ntables written to {args.out}/")
+    return 0
+
+
+def cmd_exact(args) -> int:
+    args.method = "exact"
+    for k in ("n_trials", "seed", "n_jobs", "chunk_size", "backend", "resume"):
+        setattr(args, k, None)
+    args.keep_trials = False
+    args.no_logistics = True
+    return cmd_run(args)
+
+
+def _design_for(args):
+    sc = load_scenario(args.file)
+    if args.design is None:
+        if len(sc.designs) == 1:
+            return sc, sc.designs[0]
+        raise UsageError(f"{args.file} has several designs "
+                         f"({', '.join(d.name for d in sc.designs)}): choose one with --design")
+    try:
+        return sc, sc.design(args.design)
+    except KeyError as exc:
+        raise UsageError(exc.args[0])
+
+
+def _state(sc, text: str):
+    from .outcomes import OutcomeStringError, state_from_outcomes
+    try:
+        return state_from_outcomes(text or "", sc.n_doses)
+    except (OutcomeStringError, ValueError) as exc:
+        raise UsageError(f"--outcomes: {exc}")
+
+
+def _fmt_est(est: dict) -> List[str]:
+    out = []
+    for k, v in est.items():
+        if isinstance(v, (list, tuple)):
+            cells = ", ".join("-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+                              for x in v)
+            out.append(f"  {k}: [{cells}]")
+        elif isinstance(v, float):
+            out.append(f"  {k}: {v:.4f}")
+        else:
+            out.append(f"  {k}: {v}")
+    return out
+
+
+def cmd_next_dose(args) -> int:
+    sc, item = _design_for(args)
+    if item.time_to_event:
+        raise UsageError(f"design {item.name!r} is time-to-event: next-dose needs complete "
+                         "follow-up data; use the Python API with follow-up times")
+    state = _state(sc, args.outcomes)
+    dec = item.design.decide(state)
+    est = item.design.estimates(state)
+    labels = sc.dose_labels
+    doc = {"design": item.name, "outcomes": args.outcomes, "n": list(state.n),
+           "dlt": list(state.y), "stop": dec.stop,
+           "next_dose": None if dec.stop else dec.dose + 1,
+           "cohort_size": None if dec.stop else dec.cohort_size, "reason": dec.reason,
+           "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
+           "estimates": est}
+    if dec.stop:
+        m = item.design.select_mtd(state)
+        doc["mtd"] = None if m is None else m + 1
+    if args.json:
+        print(json.dumps(doc, default=str, indent=2))
+        return 0
+    print(f"{item.name} after {args.outcomes!r}: " + ", ".join(
+        f"{labels[d]} {state.y[d]}/{state.n[d]}" for d in range(sc.n_doses) if state.n[d]))
+    if dec.stop:
+        m = doc["mtd"]
+        print(f"STOP ({doc['stop_reason']}): {dec.reason}")
+        print(f"recommended MTD: {'none' if m is None else f'dose {m} ({labels[m - 1]})'}")
+    else:
+        print(f"next: dose {dec.dose + 1} ({labels[dec.dose]}), cohort of {dec.cohort_size}"
+              f" -- {dec.reason}")
+    lines = _fmt_est(est)
+    if lines:
+        print("estimates:")
+        print("\n".join(lines))
+    return 0
+
+
+def cmd_select_mtd(args) -> int:
+    sc, item = _design_for(args)
+    if args.outcomes is not None:
+        state = _state(sc, args.outcomes)
+    else:
+        from .types import TrialState
+        try:
+            n = [int(x) for x in args.n.split(",")]
+            y = [int(x) for x in args.dlt.split(",")]
+        except (AttributeError, ValueError):
+            raise UsageError("give --outcomes, or --n and --dlt as comma-separated integers "
+                             f"(got --n {args.n!r} --dlt {args.dlt!r})")
+        if len(n) != sc.n_doses or len(y) != sc.n_doses:
+            raise UsageError(f"--n and --dlt need {sc.n_doses} values each "
+                             f"(got {len(n)} and {len(y)})")
+        if any(a < 0 or b < 0 or b > a for a, b in zip(n, y)):
+            raise UsageError(f"need 0 <= dlt <= n at every dose (got n={n}, dlt={y})")
+        state = TrialState(tuple(n), tuple(y))
+    m = item.design.select_mtd(state)
+    if args.json:
+        print(json.dumps({"design": item.name, "n": list(state.n), "dlt": list(state.y),
+                          "mtd": None if m is None else m + 1,
+                          "estimates": item.design.estimates(state)}, default=str, indent=2))
+    else:
+        print(f"{item.name}: MTD = " + ("none" if m is None else
+                                       f"dose {m + 1} ({sc.dose_labels[m]})"))
+        lines = _fmt_est(item.design.estimates(state))
+        if lines:
+            print("\n".join(lines))
+    return 0
+
+
+def cmd_boundaries(args) -> int:
+    from .designs.boin import boin_boundaries
+    if not 0 < args.target < 1:
+        raise UsageError(f"--target must be in (0, 1) (got {args.target})")
+    _check_positive("max-n", args.max_n)
+    _check_positive("cohort-size", args.cohort_size)
+    try:
+        b = boin_boundaries(args.target, args.max_n, cohort_size=args.cohort_size,
+                            phi1=args.phi1, phi2=args.phi2, cutoff_eli=args.cutoff_eli)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    if args.json:
+        print(json.dumps(b, default=str, indent=2))
+        return 0
+    ns = b["n"]
+    rows = [("Number of patients treated", ns),
+            ("Escalate if # of DLT <=", b["escalate"]),
+            ("De-escalate if # of DLT >=", b["deescalate"]),
+            ("Eliminate if # of DLT >=", b["eliminate"])]
+    print(f"BOIN boundaries, target {args.target:g}")
+    for label, vals in rows:
+        print(f"{label:<28}" + "".join(f"{'NA' if v is None else v:>4}" for v in vals))
+    return 0
+
+
+def cmd_paths(args) -> int:
+    from .paths import dose_paths, format_paths
+    sc, item = _design_for(args)
+    if item.time_to_event:
+        raise UsageError(f"design {item.name!r} is time-to-event; dose paths need a time-free design")
+    _check_positive("cohorts", args.cohorts)
+    state = _state(sc, args.outcomes or "")
+    tree = dose_paths(item.design, state, args.cohorts)
+    if args.json:
+        print(json.dumps(tree, indent=2))
+    else:
+        print(format_paths(tree, sc.dose_labels, args.outcomes or ""))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .api import simulate
+    sc = load_scenario(args.file)
+    _check_positive("n-trials", args.n_trials)
+    res = simulate(sc, n_trials=args.n_trials, seed=args.seed, n_jobs=args.n_jobs,
+                   keep_trials=False)
+    path = write_report(res, args.output)
+    print(f"report written to {path}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .study import run_study
+    run_study(args.file, args.out, n_jobs=args.n_jobs, backend=args.backend,
+              scheduler=args.scheduler, resume=args.resume, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    p = argparse.ArgumentParser(prog="escalation-sim",
+                                description="Simulate phase I dose-escalation trials.")
+    p.add_argument("--version", action="version", version=f"escalation-sim {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("validate", help="check scenario files")
+    s.add_argument("files", nargs="+", metavar="FILE")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of scenario files")
+    s.set_defaults(func=cmd_schema)
+
+    def run_opts(s, exact_only=False):
+        s.add_argument("file", metavar="FILE")
+        s.add_argument("--design", action="append", metavar="NAME",
+                       help="only this design (repeatable)")
+        s.add_argument("--out", metavar="DIR", help="write tidy tables and metadata here")
+        s.add_argument("--json", action="store_true", help="print one JSON document")
+        s.add_argument("--compact", action="store_true", help="JSON on one line")
+        s.add_argument("--quiet", action="store_true", help="no progress bar")
+        if exact_only:
+            return
+        s.add_argument("--n-trials", type=int, metavar="N")
+        s.add_argument("--seed", type=int, metavar="S")
+        s.add_argument("--n-jobs", type=int, metavar="J")
+        s.add_argument("--chunk-size", type=int, metavar="C")
+        s.add_argument("--backend", choices=["loky", "multiprocessing", "threading",
+                                             "sequential", "dask"])
+        s.add_argument("--method", choices=["monte-carlo", "exact"])
+        s.add_argument("--keep-trials", action="store_true",
+                       help="also write per-trial tables (with --out)")
+        s.add_argument("--no-logistics", action="store_true",
+                       help="ignore the conduct block (time-free cohort engine)")
+        s.add_argument("--resume", action="store_true", default=None,
+                       help="with --out: checkpoint chunks and skip finished ones")
+
+    s = sub.add_parser("run", help="simulate operating characteristics")
+    run_opts(s)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("exact", help="exact operating characteristics by enumeration")
+    run_opts(s, exact_only=True)
+    s.set_defaults(func=cmd_exact)
+
+    s = sub.add_parser("next-dose", help="the next dose on real trial data")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--design", metavar="NAME")
+    s.add_argument("--outcomes", required=True, help='e.g. "1NNN 2NTN"')
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_next_dose)
+
+    s = sub.add_parser("select-mtd", help="the MTD from final data")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--design", metavar="NAME")
+    s.add_argument("--outcomes")
+    s.add_argument("--n", help="patients per dose, e.g. 3,6,9,6")
+    s.add_argument("--dlt", help="DLTs per dose, e.g. 0,1,2,3")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_select_mtd)
+
+    s = sub.add_parser("boundaries", help="print the BOIN decision table")
+    s.add_argument("--target", type=float, required=True)
+    s.add_argument("--max-n", type=int, default=30)
+    s.add_argument("--cohort-size", type=int, default=1)
+    s.add_argument("--phi1", type=float)
+    s.add_argument("--phi2", type=float)
+    s.add_argument("--cutoff-eli", type=float, default=0.95)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_boundaries)
+
+    s = sub.add_parser("paths", help="dose paths for the next cohorts")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--design", metavar="NAME")
+    s.add_argument("--outcomes", default="")
+    s.add_argument("--cohorts", type=int, default=2)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_paths)
+
+    s = sub.add_parser("report", help="self-contained HTML report")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("-o", "--output", default="report.html")
+    s.add_argument("--n-trials", type=int)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--n-jobs", type=int)
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--n-jobs", type=int, default=1)
+    s.add_argument("--backend", default="loky",
+                   choices=["loky", "multiprocessing", "threading", "sequential", "dask"])
+    s.add_argument("--scheduler", metavar="ADDRESS")
+    s.add_argument("--resume", action="store_true")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=cmd_study)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ScenarioError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except UsageError as exc:
+        print(f"escalation-sim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, KeyError) as exc:
+        if os.environ.get("ESCALATION_SIM_DEBUG"):
+            raise
+        msg = exc.args[0] if exc.args else str(exc)
+        print(f"escalation-sim {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001
+        if os.environ.get("ESCALATION_SIM_DEBUG"):
+            raise
+        print(f"escalation-sim {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+              "(set ESCALATION_SIM_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

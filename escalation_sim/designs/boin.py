@@ -1,0 +1,499 @@
+"""BOIN: the Bayesian optimal interval design (Liu & Yuan 2015).
+
+Sources
+-------
+* Liu S., Yuan Y. (2015). Bayesian optimal interval designs for phase I clinical trials.
+  JRSS-C 64:507-523 (the boundaries and the local design).
+* Yuan Y., Hess K.R., Hilsenbeck S.G., Gilbert M.R. (2016). Bayesian optimal interval design:
+  a simple and well-performing design for phase I oncology trials. Clin Cancer Res 22:4291.
+* The R package BOIN (Yuan & Liu; CRAN, version 2.7.x), functions ``get.boundary``,
+  ``get.oc`` and ``select.mtd``: its documented and observed behaviour is what the defaults
+  below reproduce.  No code was taken from it; the rules were re-derived from the papers and
+  the behaviour description.
+
+Rules (0-based doses inside the library, 1-based in the text below)
+-------------------------------------------------------------------
+Target ``phi``; ``phi1`` (default ``0.6 * phi``) and ``phi2`` (default ``1.4 * phi``)::
+
+    lambda_e = log((1 - phi1) / (1 - phi)) / log(phi (1 - phi1) / (phi1 (1 - phi)))
+    lambda_d = log((1 - phi) / (1 - phi2)) / log(phi2 (1 - phi) / (phi (1 - phi2)))
+
+(``phi = 0.3`` gives 0.2365 and 0.3585, printed as 0.236 / 0.358 in the papers, which
+truncate to three decimals.)  With ``n`` patients and ``y`` DLTs at the current dose:
+
+* escalate   iff ``y <= b_e(n) = floor(lambda_e * n)``   (i.e. y/n <= lambda_e);
+* de-escalate iff ``y >= b_d(n) = ceil(lambda_d * n)``   (i.e. y/n >= lambda_d), with ``b_d``
+  capped at the elimination boundary;
+* otherwise stay.
+
+An exact product ``lambda_d * n`` that is an integer k gives ``b_d = k``: y/n = lambda_d
+*is* a de-escalation, as in the paper (``p_hat >= lambda_d``) and in ``get.boundary``
+(``ceiling``).  (The project primer says "an exact integer counts as not reached"; the paper
+and the R package disagree with it, and the paper wins.  With the default phi1/phi2 the
+product is never an integer, so the published tables are the same either way.)
+
+Elimination (safety): with a Beta(1, 1) prior, dose ``j`` and all higher doses are eliminated
+when ``n_j >= 3`` and ``Pr(p_j > phi | y_j, n_j) > cutoff_eli`` (0.95).  The elimination
+boundary ``b_elim(n)`` is the smallest ``y >= 1`` meeting the rule (``None`` for n < 3 or when
+no y qualifies).  Here eliminated doses are *derived from the counts*: the lowest dose meeting
+the rule and everything above it.  This equals the R simulation's sticky flags, because a
+dose's counts only change while it is the current dose, where ``get.oc`` checks the rule, and
+no patient is ever treated at an eliminated dose.
+
+``decide`` after a cohort at dose ``d``:
+
+1. dose 1 eliminated -> stop (``StopReason.LOWEST_DOSE_TOO_TOXIC``); the MTD is ``None``.
+2. ``extrasafe``: when ``d`` is dose 1, ``n_1 >= 3`` and
+   ``Pr(p_1 > phi | data) > cutoff_eli - offset`` -> stop, no MTD.  As in ``get.oc`` the check
+   is only made when an elimination boundary exists at ``n_1`` (``b_elim(n_1)`` not NA).
+3. ``y <= b_e`` and ``d`` is not the top dose: escalate unless ``d + 1`` is eliminated (then
+   stay).  At the top dose: stay.
+4. otherwise ``y >= b_d`` and ``d`` is not dose 1: de-escalate.  At dose 1: stay.
+5. otherwise stay.
+6. ``n_earlystop``: stop (``StopReason.N_AT_DOSE``) when the decision is to stay at ``d`` and
+   ``n_d >= n_earlystop``.  This is ``get.oc``'s rule: it looks only at the current dose and
+   only when the design would stay there (the generic ``StopWhenNAtDose`` wrapper instead
+   stops whenever the *next* dose already has n patients, whichever dose that is).
+
+A guard never used with sensible settings: if a (pathological, e.g. ``cutoff_eli`` near 0.5)
+configuration would keep or move a cohort into an eliminated dose, the cohort goes to the
+highest non-eliminated dose instead.  Maximum sample size is not the design's job: ``build``
+wraps it in ``StopAtN`` (``get.oc`` also cuts the last cohort to fit ``ncohort*cohortsize``).
+
+Titration (``titration=True``, ``get.oc(titration=TRUE)``), only when ``cohort_size > 1``
+(``get.oc`` switches it off for cohorts of 1): one patient per dose, escalating from the start
+dose while no DLT is seen.  At the first DLT (dose ``d``), or when the top dose has had its
+patient without DLT, titration ends and the next cohort is a full cohort at that dose; the
+BOIN rules then apply to the cumulative counts.  The titration states are recognised from the
+counts (every treated dose has exactly one patient), so no hidden state is needed.
+Deviations from ``get.oc`` 2.7.1, stated here once:
+
+* ``get.oc`` always titrates from dose 1, whatever ``startdose``; here titration starts at
+  ``start_dose`` (the package *documentation*'s wording).  Identical for the default start.
+* ``get.oc`` has a flag (``ft``) that is initialised once per call rather than once per
+  simulated trial, so only the *first* simulated trial of each call steps down one dose after
+  titration and adds ``cohortsize - 1`` patients there; all later trials do what is described
+  above.  That one-trial artefact is not reproduced.
+
+MTD selection (``select_mtd``, = ``select.mtd``): among doses that were tried and are not
+eliminated (with ``extrasafe``, dose 1 meeting the lowered cut-off eliminates everything),
+the pool-adjacent-violators isotonic regression of ``(y + 0.05) / (n + 0.1)`` with weights
+``1 / var``, ``var = (y + 0.05)(n - y + 0.05) / ((n + 0.1)^2 (n + 1.1))``; then
+``k * 1e-10`` is added to the k-th admissible estimate (k = 1, 2, ...) and the dose with the
+smallest ``|estimate - phi|`` is chosen, the first (lowest) on an exact tie.  The offset is
+the published tie rule: within a pooled block whose estimate is below ``phi`` the highest
+dose wins, above ``phi`` the lowest; it also breaks a tie between a block at ``phi - e`` and
+one at ``phi + e`` in favour of the lower dose.  ``bound_mtd`` (``boundMTD=TRUE``): only
+doses whose (offset) estimate is below ``lambda_d`` are candidates; if none is, no MTD.
+``None`` is returned when dose 1 is eliminated or no admissible dose was tried.
+Numerical note: R's ``sum`` accumulates in long double; the pooled means here use ordinary
+double sums, so a pooled value may differ from R in the last bit.  Selection can differ only
+if two block estimates tie to within ~1e-16, which the 1e-10 offsets make irrelevant in
+practice.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+
+from pydantic import Field, model_validator
+from scipy.stats import beta as beta_dist
+
+from ..types import Decision, StopReason, TrialState
+from .base import Design, DesignContext, DesignSpecBase
+from .registry import DesignEntry, register
+from .rules import StopAtN, StopWhenNAtDose
+
+__all__ = ["boin_lambdas", "boin_boundaries", "elimination_boundary", "isotonic_regression",
+           "BOIN", "Spec", "build"]
+
+#: offset added to the k-th admissible isotonic estimate (R ``select.mtd``)
+TIE_OFFSET = 1e-10
+
+
+# --------------------------------------------------------------------------- boundaries
+def _resolve_phis(target: float, phi1: Optional[float], phi2: Optional[float]
+                  ) -> Tuple[float, float]:
+    p1 = 0.6 * target if phi1 is None else float(phi1)
+    p2 = 1.4 * target if phi2 is None else float(phi2)
+    return p1, p2
+
+
+def _check_phis(target: float, phi1: float, phi2: float) -> None:
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target must be in (0, 1) (got {target})")
+    if not 0.0 < phi1 < target:
+        raise ValueError(f"phi1 must satisfy 0 < phi1 < target={target} (got phi1={phi1})")
+    if not target < phi2 < 1.0:
+        raise ValueError(f"phi2 must satisfy target={target} < phi2 < 1 (got phi2={phi2})")
+
+
+def boin_lambdas(target: float, phi1: Optional[float] = None,
+                 phi2: Optional[float] = None) -> Tuple[float, float]:
+    """``(lambda_e, lambda_d)`` of the local BOIN design (Liu & Yuan 2015, eq. for the
+    non-informative prior).  ``phi1``/``phi2`` default to 0.6 and 1.4 times the target."""
+    p1, p2 = _resolve_phis(target, phi1, phi2)
+    _check_phis(target, p1, p2)
+    # same operation order as the published formula / get.boundary, so the doubles agree
+    lam_e = math.log((1 - p1) / (1 - target)) / math.log(target * (1 - p1) / (p1 * (1 - target)))
+    lam_d = math.log((1 - target) / (1 - p2)) / math.log(p2 * (1 - target) / (target * (1 - p2)))
+    return lam_e, lam_d
+
+
+def _prob_above(target: float, n: int, y: int) -> float:
+    """Pr(p > target | y of n, Beta(1, 1) prior), written as 1 - cdf like ``1 - pbeta``."""
+    return 1.0 - float(beta_dist.cdf(target, y + 1, n - y + 1))
+
+
+@lru_cache(maxsize=None)
+def elimination_boundary(target: float, n: int, cutoff: float = 0.95,
+                         min_n: int = 3) -> Optional[int]:
+    """Smallest y in 1..n with Pr(p > target | y, n) > cutoff; None if n < min_n or none."""
+    if n < min_n:
+        return None
+    for y in range(1, n + 1):
+        if _prob_above(target, n, y) > cutoff:
+            return y
+    return None
+
+
+@lru_cache(maxsize=None)
+def _bounds_at(target: float, phi1: float, phi2: float, cutoff_eli: float, n: int
+               ) -> Tuple[int, int, Optional[int]]:
+    """(b_e, b_d capped at b_elim, b_elim) for n patients at a dose."""
+    lam_e, lam_d = boin_lambdas(target, phi1, phi2)
+    b_e = math.floor(lam_e * n)
+    b_d = math.ceil(lam_d * n)
+    b_elim = elimination_boundary(target, n, cutoff_eli)
+    if b_elim is not None and b_d > b_elim:
+        b_d = b_elim
+    return b_e, b_d, b_elim
+
+
+def boin_boundaries(target: float, max_n: int, cohort_size: int = 1,
+                    phi1: Optional[float] = None, phi2: Optional[float] = None,
+                    cutoff_eli: float = 0.95, *, full: bool = True,
+                    extrasafe: bool = False, offset: float = 0.05) -> Dict[str, Any]:
+    """The BOIN decision table, as ``get.boundary`` prints it.
+
+    Returns a dict with ``lambda_e``, ``lambda_d`` and parallel lists ``n``, ``escalate``
+    (escalate if # DLT <= value), ``deescalate`` (de-escalate if # DLT >= value, capped at the
+    elimination boundary) and ``eliminate`` (eliminate if # DLT >= value; ``None`` for n < 3
+    or when no count qualifies).  ``full=True`` (default) gives every n = 1..max_n
+    (``$full_boundary_tab``, what the simulation uses); ``full=False`` gives only multiples
+    of ``cohort_size`` (``$boundary_tab``, what the package prints for cohorts > 1).
+    With ``extrasafe=True`` a ``stop_lowest`` list is added: stop the trial if # DLT at
+    dose 1 >= value (cut-off ``cutoff_eli - offset``; ``$stop_boundary``).
+    """
+    if max_n < 1:
+        raise ValueError(f"max_n must be >= 1 (got {max_n})")
+    if cohort_size < 1:
+        raise ValueError(f"cohort_size must be >= 1 (got {cohort_size})")
+    p1, p2 = _resolve_phis(target, phi1, phi2)
+    lam_e, lam_d = boin_lambdas(target, p1, p2)
+    ns = [n for n in range(1, max_n + 1) if full or n % cohort_size == 0]
+    rows = [_bounds_at(target, p1, p2, cutoff_eli, n) for n in ns]
+    out: Dict[str, Any] = {
+        "target": target, "phi1": p1, "phi2": p2, "cutoff_eli": cutoff_eli,
+        "lambda_e": lam_e, "lambda_d": lam_d,
+        "n": ns,
+        "escalate": [r[0] for r in rows],
+        "deescalate": [r[1] for r in rows],
+        "eliminate": [r[2] for r in rows],
+    }
+    if extrasafe:
+        out["stop_lowest"] = [elimination_boundary(target, n, cutoff_eli - offset) for n in ns]
+    return out
+
+
+# --------------------------------------------------------------------------- isotonic
+def isotonic_regression(values: Sequence[float], weights: Sequence[float]) -> List[float]:
+    """Weighted pool-adjacent-violators: repeatedly merge the first adjacent pair of blocks
+    that decreases, giving the merged block the weighted mean of its members."""
+    blocks: List[List[int]] = [[i] for i in range(len(values))]
+    vals = [float(v) for v in values]
+    w = [float(x) for x in weights]
+    while True:
+        viol = None
+        for b in range(len(blocks) - 1):
+            if vals[blocks[b + 1][0]] < vals[blocks[b][0]]:
+                viol = b
+                break
+        if viol is None:
+            break
+        members = blocks[viol] + blocks[viol + 1]
+        num = sum(vals[i] * w[i] for i in members)
+        den = sum(w[i] for i in members)
+        pooled = num / den
+        for i in members:
+            vals[i] = pooled
+        blocks[viol:viol + 2] = [members]
+    return vals
+
+
+def _boin_phat_and_weights(n: Sequence[int], y: Sequence[int]
+                           ) -> Tuple[List[float], List[float]]:
+    phat = [(yy + 0.05) / (nn + 0.1) for nn, yy in zip(n, y)]
+    var = [(yy + 0.05) * (nn - yy + 0.05) / ((nn + 0.1) ** 2 * (nn + 0.1 + 1))
+           for nn, yy in zip(n, y)]
+    return phat, [1.0 / v for v in var]
+
+
+# --------------------------------------------------------------------------- design
+@dataclass(frozen=True)
+class BOIN(Design):
+    """The BOIN design; defaults reproduce R ``BOIN`` ``get.oc``/``select.mtd``."""
+
+    n_doses: int
+    target: float
+    cohort_size: int = 3
+    start_dose: int = 0  # 0-based
+    phi1: Optional[float] = None  # resolved to 0.6 * target
+    phi2: Optional[float] = None  # resolved to 1.4 * target
+    cutoff_eli: float = 0.95
+    extrasafe: bool = False
+    offset: float = 0.05
+    n_earlystop: Optional[int] = None
+    titration: bool = False
+    bound_mtd: bool = False
+    name: str = "boin"
+
+    def __post_init__(self) -> None:
+        p1, p2 = _resolve_phis(self.target, self.phi1, self.phi2)
+        _check_phis(self.target, p1, p2)
+        object.__setattr__(self, "phi1", p1)
+        object.__setattr__(self, "phi2", p2)
+        if self.n_doses < 1:
+            raise ValueError(f"n_doses must be >= 1 (got {self.n_doses})")
+        if self.cohort_size < 1:
+            raise ValueError(f"cohort_size must be >= 1 (got {self.cohort_size})")
+        if not 0 <= self.start_dose < self.n_doses:
+            raise ValueError(f"start_dose (0-based) must be in 0..{self.n_doses - 1} "
+                             f"(got {self.start_dose})")
+        if not 0.5 <= self.cutoff_eli < 1.0:
+            raise ValueError(f"cutoff_eli must be in [0.5, 1) (got {self.cutoff_eli})")
+        if not 0.0 <= self.offset < 0.5:
+            raise ValueError(f"offset must be in [0, 0.5) (got {self.offset})")
+        if self.n_earlystop is not None and self.n_earlystop < 1:
+            raise ValueError(f"n_earlystop must be >= 1 (got {self.n_earlystop})")
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def max_cohort_size(self) -> int:
+        return self.cohort_size
+
+    @property
+    def lambdas(self) -> Tuple[float, float]:
+        return boin_lambdas(self.target, self.phi1, self.phi2)
+
+    def bounds(self, n: int) -> Tuple[int, int, Optional[int]]:
+        """``(b_e, b_d, b_elim)`` for n patients at a dose."""
+        return _bounds_at(self.target, self.phi1, self.phi2, self.cutoff_eli, n)
+
+    def _meets_elimination(self, n: int, y: int) -> bool:
+        b_elim = elimination_boundary(self.target, n, self.cutoff_eli)
+        return b_elim is not None and y >= b_elim
+
+    def lowest_eliminated(self, state: TrialState) -> Optional[int]:
+        """Lowest dose meeting the elimination rule (it and all above are eliminated)."""
+        for d in range(state.n_doses):
+            if self._meets_elimination(state.n[d], state.y[d]):
+                return d
+        return None
+
+    def eliminated(self, state: TrialState) -> List[bool]:
+        low = self.lowest_eliminated(state)
+        return [low is not None and d >= low for d in range(state.n_doses)]
+
+    def _extrasafe_hit(self, state: TrialState) -> bool:
+        n1, y1 = state.n[0], state.y[0]
+        return n1 >= 3 and _prob_above(self.target, n1, y1) > self.cutoff_eli - self.offset
+
+    @property
+    def _titrating(self) -> bool:
+        return self.titration and self.cohort_size > 1
+
+    def _titration_step(self, state: TrialState) -> Optional[Decision]:
+        """The titration decision if ``state`` is a titration state, else None."""
+        tried = [d for d in range(state.n_doses) if state.n[d] > 0]
+        cur = state.current
+        if (not tried or any(state.n[d] != 1 for d in tried)
+                or tried != list(range(self.start_dose, cur + 1))):
+            return None
+        if state.total_y == 0:
+            if cur < state.n_doses - 1:
+                return Decision.treat(cur + 1, 1, f"titration: no DLT at dose {cur + 1}; "
+                                                  f"escalate with 1 patient")
+            return Decision.treat(cur, self.cohort_size,
+                                  "titration complete at the top dose without DLT")
+        if state.total_y == 1 and state.y[cur] == 1:
+            return Decision.treat(cur, self.cohort_size,
+                                  f"titration complete: first DLT at dose {cur + 1}")
+        return None
+
+    # -- the interface -------------------------------------------------------------------
+    def decide(self, state: TrialState) -> Decision:
+        if state.current is None:
+            size = 1 if self._titrating else self.cohort_size
+            return Decision.treat(self.start_dose, size, "start")
+        d = state.current
+        low = self.lowest_eliminated(state)
+        if low == 0:
+            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
+                                 f"dose 1 eliminated: Pr(DLT rate > {self.target}) > "
+                                 f"{self.cutoff_eli} with {state.y[0]}/{state.n[0]}")
+        n_d, y_d = state.n[d], state.y[d]
+        b_e, b_d, b_elim = self.bounds(n_d)
+        if self.extrasafe and d == 0 and b_elim is not None and self._extrasafe_hit(state):
+            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
+                                 f"extra-safe rule: Pr(DLT rate at dose 1 > {self.target}) > "
+                                 f"{self.cutoff_eli - self.offset:g} with "
+                                 f"{state.y[0]}/{state.n[0]}")
+        if self._titrating:
+            step = self._titration_step(state)
+            if step is not None:
+                return step
+        top = state.n_doses - 1
+        obs = f"{y_d}/{n_d} DLT at dose {d + 1}"
+        if y_d <= b_e and d != top:
+            if low is None or d + 1 < low:
+                nxt, why = d + 1, f"{obs} (escalate if <= {b_e}): escalate"
+            else:
+                nxt, why = d, f"{obs} (escalate if <= {b_e}) but dose {d + 2} is eliminated: stay"
+        elif y_d >= b_d and d != 0:
+            nxt, why = d - 1, f"{obs} (de-escalate if >= {b_d}): de-escalate"
+        else:
+            if y_d <= b_e:
+                why = f"{obs}: escalate asked at the top dose: stay"
+            elif y_d >= b_d:
+                why = f"{obs}: de-escalate asked at dose 1: stay"
+            else:
+                why = f"{obs} (escalate <= {b_e} < y < {b_d} <= de-escalate): stay"
+            nxt = d
+        if low is not None and nxt >= low:  # never treat an eliminated dose (guard)
+            nxt, why = low - 1, why + f"; dose {low + 1} and above eliminated"
+        if (self.n_earlystop is not None and nxt == d and n_d >= self.n_earlystop):
+            return Decision.halt(StopReason.N_AT_DOSE,
+                                 f"{n_d} patients at dose {d + 1} (n_earlystop "
+                                 f"{self.n_earlystop}) and the rule says stay")
+        return Decision.treat(nxt, self.cohort_size, why)
+
+    def _admissible(self, state: TrialState) -> Optional[List[int]]:
+        """Tried, non-eliminated doses; None if dose 1 is eliminated (incl. extrasafe)."""
+        elim = self.eliminated(state)
+        if self.extrasafe and self._extrasafe_hit(state):
+            elim = [True] * state.n_doses
+        if elim[0]:
+            return None
+        return [d for d in range(state.n_doses) if state.n[d] > 0 and not elim[d]]
+
+    def select_mtd(self, state: TrialState) -> Optional[int]:
+        adm = self._admissible(state)
+        if not adm:
+            return None
+        phat, w = _boin_phat_and_weights([state.n[d] for d in adm], [state.y[d] for d in adm])
+        iso = isotonic_regression(phat, w)
+        est = [v + (k + 1) * TIE_OFFSET for k, v in enumerate(iso)]
+        candidates = list(range(len(adm)))
+        if self.bound_mtd:
+            lam_d = self.lambdas[1]
+            candidates = [k for k in candidates if est[k] < lam_d]
+            if not candidates:
+                return None
+        best = min(candidates, key=lambda k: (abs(est[k] - self.target), k))
+        return adm[best]
+
+    def estimates(self, state: TrialState) -> Dict[str, Any]:
+        tried = [d for d in range(state.n_doses) if state.n[d] > 0]
+        p_hat: List[Optional[float]] = [None] * state.n_doses
+        if tried:
+            ph, w = _boin_phat_and_weights([state.n[d] for d in tried],
+                                           [state.y[d] for d in tried])
+            for d, v in zip(tried, isotonic_regression(ph, w)):
+                p_hat[d] = v
+        lam_e, lam_d = self.lambdas
+        out: Dict[str, Any] = {
+            "p_hat": p_hat,
+            "eliminated": self.eliminated(state),
+            "pr_above_target": [None if state.n[d] == 0 else
+                                _prob_above(self.target, state.n[d], state.y[d])
+                                for d in range(state.n_doses)],
+            "lambda_e": lam_e, "lambda_d": lam_d,
+            "n_current": None, "escalate_if_dlt_le": None,
+            "deescalate_if_dlt_ge": None, "eliminate_if_dlt_ge": None,
+        }
+        if state.current is not None:
+            n_c = state.n[state.current]
+            b_e, b_d, b_elim = self.bounds(n_c)
+            out.update(n_current=n_c, escalate_if_dlt_le=b_e, deescalate_if_dlt_ge=b_d,
+                       eliminate_if_dlt_ge=b_elim)
+        return out
+
+
+# --------------------------------------------------------------------------- spec
+class Spec(DesignSpecBase):
+    """BOIN in the scenario file (``type: boin``)."""
+
+    type: Literal["boin"] = "boin"
+    phi1: Optional[float] = Field(
+        default=None, gt=0, lt=1,
+        description="highest DLT rate deemed sub-therapeutic (escalate); default 0.6*target")
+    phi2: Optional[float] = Field(
+        default=None, gt=0, lt=1,
+        description="lowest DLT rate deemed overly toxic (de-escalate); default 1.4*target")
+    cutoff_eli: float = Field(
+        default=0.95, ge=0.5, lt=1,
+        description="eliminate a dose (and all above) when Pr(p > target | data) exceeds this "
+                    "and n >= 3")
+    extrasafe: bool = Field(
+        default=False,
+        description="also stop when Pr(p_1 > target | data) > cutoff_eli - offset at dose 1")
+    offset: float = Field(default=0.05, ge=0, lt=0.5,
+                          description="lowers cutoff_eli for the extrasafe rule")
+    n_earlystop: Optional[int] = Field(
+        default=None, ge=1,
+        description="stop when the current dose has this many patients and the rule says stay "
+                    "(get.oc n.earlystop)")
+    titration: bool = Field(
+        default=False,
+        description="accelerated start: 1 patient per dose until the first DLT, then full "
+                    "cohorts (get.oc titration=TRUE; ignored for cohort_size 1)")
+    bound_mtd: bool = Field(
+        default=False,
+        description="the selected MTD's isotonic estimate must be below lambda_d "
+                    "(select.mtd boundMTD=TRUE)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Spec":
+        if self.phi1 is not None and self.phi2 is not None and not self.phi1 < self.phi2:
+            raise ValueError(f"phi1 must be < phi2 (got phi1={self.phi1}, phi2={self.phi2})")
+        if self.target is not None:
+            p1, p2 = _resolve_phis(self.target, self.phi1, self.phi2)
+            _check_phis(self.target, p1, p2)
+        return self
+
+
+def build(spec: Spec, ctx: DesignContext) -> Design:
+    """BOIN from its spec, wrapped in ``StopWhenNAtDose`` (if ``stop_n_at_dose``) and
+    ``StopAtN(max_n)``."""
+    c = spec.context(ctx)
+    p1, p2 = _resolve_phis(c.target, spec.phi1, spec.phi2)
+    try:
+        _check_phis(c.target, p1, p2)
+    except ValueError as exc:
+        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    design: Design = BOIN(
+        n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
+        start_dose=c.start_dose, phi1=p1, phi2=p2, cutoff_eli=spec.cutoff_eli,
+        extrasafe=spec.extrasafe, offset=spec.offset, n_earlystop=spec.n_earlystop,
+        titration=spec.titration, bound_mtd=spec.bound_mtd, name=spec.name or spec.type)
+    if spec.stop_n_at_dose is not None:
+        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
+    return StopAtN(base=design, n=c.max_n)
+
+
+register(DesignEntry(
+    type="boin", spec_model=Spec, build=build,
+    summary="Bayesian optimal interval design (Liu & Yuan 2015; R BOIN get.oc/select.mtd)"))

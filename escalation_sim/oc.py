@@ -1,0 +1,179 @@
+"""Operating characteristics from the distribution of trial end-states.
+
+Both the Monte Carlo engines and exact enumeration produce an :class:`OutcomeTally`: the
+weight (a count of simulated trials, or an exact probability) of each distinct trial ending
+``(mtd, stop reason, patients per dose, DLTs per dose)``.  Integer counts merge exactly, so
+results do not depend on chunking or the number of workers; every operating characteristic
+and its Monte Carlo standard error is computed from the tally by one function.
+
+Definitions (doses 1-based in output):
+- true MTD: the dose whose true DLT rate is closest to the target; a tie goes to the lower
+  dose.  With ``acceptable=(lo, hi)`` every dose with lo <= p_d <= hi counts as correct.
+- overdose: a dose above the true MTD (above every acceptable dose when a band is given).
+- PCS: P(select a correct dose).  P(no MTD): the trial recommends no dose.
+- pct_patients_at_mtd / above: E[patients at (above) the MTD] / E[patients] (ratio of means,
+  as the BOIN package reports it) with a delta-method SE.
+- p_over60 / p_over80: P(more than 60% / 80% of a trial's patients above the MTD).
+SE of a proportion p over R trials is sqrt(p(1-p)/R); of a mean, sd/sqrt(R); exact results have
+SE 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .engine.graph import STOP_CODES
+
+Key = Tuple[int, int, Tuple[int, ...], Tuple[int, ...]]
+
+
+@dataclass
+class OutcomeTally:
+    n_doses: int
+    exact: bool = False
+    counts: Dict[Key, float] = field(default_factory=dict)
+
+    def add(self, key: Key, weight) -> None:
+        self.counts[key] = self.counts.get(key, 0) + weight
+
+    def merge(self, other: "OutcomeTally") -> "OutcomeTally":
+        for k, w in other.counts.items():
+            self.add(k, w)
+        return self
+
+    @property
+    def total(self):
+        return sum(self.counts.values())
+
+    def arrays(self):
+        keys = sorted(self.counts)
+        w = np.array([self.counts[k] for k in keys], dtype=np.float64)
+        mtd = np.array([k[0] for k in keys], dtype=np.int64)
+        stop = np.array([k[1] for k in keys], dtype=np.int64)
+        n = np.array([k[2] for k in keys], dtype=np.int64).reshape(len(keys), self.n_doses)
+        y = np.array([k[3] for k in keys], dtype=np.int64).reshape(len(keys), self.n_doses)
+        return w, mtd, stop, n, y
+
+    @classmethod
+    def from_graph_sids(cls, graph, sids: np.ndarray) -> "OutcomeTally":
+        t = cls(graph.K, exact=False)
+        ids, cnt = np.unique(sids, return_counts=True)
+        for sid, c in zip(ids.tolist(), cnt.tolist()):
+            t.add(terminal_key(graph, sid), int(c))
+        return t
+
+
+def terminal_key(graph, sid: int) -> Key:
+    st = graph.states[sid]
+    m = graph.mtd(sid)
+    return (-1 if m is None else m, int(graph.stop_code[sid]), st.n, st.y)
+
+
+def true_mtd(p_true: Sequence[float], target: float) -> int:
+    p = np.asarray(p_true, dtype=float)
+    return int(np.argmin(np.abs(p - target)))  # argmin takes the first (lower) on ties
+
+
+def correct_set(p_true, target: float, acceptable: Optional[Tuple[float, float]] = None):
+    p = np.asarray(p_true, dtype=float)
+    if acceptable is None:
+        s = np.zeros(p.size, dtype=bool)
+        s[true_mtd(p, target)] = True
+        return s
+    lo, hi = acceptable
+    return (p >= lo) & (p <= hi)
+
+
+def _prop(p, R, exact):
+    return 0.0 if exact else float(np.sqrt(max(p * (1 - p), 0.0) / R))
+
+
+def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
+               acceptable: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
+    """Every operating characteristic with its standard error (0 for exact tallies)."""
+    K = tally.n_doses
+    w, mtd, stop, n, y = tally.arrays()
+    R = float(w.sum())
+    exact = tally.exact
+    if R <= 0:
+        raise ValueError("empty tally")
+    f = w / R  # weights as probabilities
+    ok = correct_set(p_true, target, acceptable)
+    top_ok = int(np.max(np.nonzero(ok)[0])) if ok.any() else true_mtd(p_true, target)
+    over = np.arange(K) > top_ok
+    at = ok
+
+    p_select = np.array([f[mtd == d].sum() for d in range(K)])
+    p_none = float(f[mtd < 0].sum())
+    pcs = float(p_select[ok].sum())
+    p_over_sel = float(p_select[over].sum())
+
+    def mean_se(x):
+        m = float((f * x).sum())
+        if exact:
+            return m, 0.0
+        var = float((w * (x - m) ** 2).sum() / max(R - 1, 1))
+        return m, float(np.sqrt(var / R))
+
+    ntot = n.sum(axis=1).astype(float)
+    ytot = y.sum(axis=1).astype(float)
+    mean_n = [mean_se(n[:, d].astype(float)) for d in range(K)]
+    mean_y = [mean_se(y[:, d].astype(float)) for d in range(K)]
+    mn, mn_se = mean_se(ntot)
+    my, my_se = mean_se(ytot)
+
+    def ratio_se(a):
+        # ratio of means E[a]/E[ntot] with delta-method SE
+        ea = float((f * a).sum())
+        r = ea / mn if mn > 0 else 0.0
+        if exact or mn <= 0:
+            return r, 0.0
+        z = a - r * ntot
+        var = float((w * (z - (f * z).sum()) ** 2).sum() / max(R - 1, 1))
+        return r, float(np.sqrt(var / R) / mn)
+
+    n_at = n[:, at].sum(axis=1).astype(float)
+    n_over = n[:, over].sum(axis=1).astype(float)
+    pct_at, pct_at_se = ratio_se(n_at)
+    pct_over, pct_over_se = ratio_se(n_over)
+    frac_over = np.divide(n_over, ntot, out=np.zeros_like(ntot), where=ntot > 0)
+    p60 = float(f[frac_over > 0.6].sum())
+    p80 = float(f[frac_over > 0.8].sum())
+
+    stop_dist = {}
+    for code in np.unique(stop):
+        r = STOP_CODES[int(code)]
+        stop_dist[r.value if r is not None else "none"] = float(f[stop == code].sum())
+
+    return {
+        "n_trials": int(round(R)) if not exact else None,
+        "exact": exact,
+        "true_mtd": true_mtd(p_true, target) + 1,
+        "p_select": p_select.tolist(),
+        "se_p_select": [_prop(p, R, exact) for p in p_select],
+        "p_no_mtd": p_none,
+        "se_p_no_mtd": _prop(p_none, R, exact),
+        "pcs": pcs,
+        "se_pcs": _prop(pcs, R, exact),
+        "p_select_overdose": p_over_sel,
+        "se_p_select_overdose": _prop(p_over_sel, R, exact),
+        "mean_n": [m for m, _ in mean_n],
+        "se_mean_n": [s for _, s in mean_n],
+        "mean_dlt": [m for m, _ in mean_y],
+        "se_mean_dlt": [s for _, s in mean_y],
+        "mean_n_total": mn,
+        "se_mean_n_total": mn_se,
+        "mean_dlt_total": my,
+        "se_mean_dlt_total": my_se,
+        "pct_patients_at_mtd": pct_at,
+        "se_pct_patients_at_mtd": pct_at_se,
+        "pct_patients_above_mtd": pct_over,
+        "se_pct_patients_above_mtd": pct_over_se,
+        "p_over60_above_mtd": p60,
+        "se_p_over60_above_mtd": _prop(p60, R, exact),
+        "p_over80_above_mtd": p80,
+        "se_p_over80_above_mtd": _prop(p80, R, exact),
+        "stop_reasons": stop_dist,
+    }

@@ -1,0 +1,278 @@
+"""Results of a comparison: tidy tables, operating characteristics and metadata."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from .engine.graph import STOP_CODES
+from .oc import OutcomeTally, compute_oc
+
+SCALAR_OC = ["pcs", "p_no_mtd", "p_select_overdose", "mean_n_total", "mean_dlt_total",
+             "pct_patients_at_mtd", "pct_patients_above_mtd", "p_over60_above_mtd",
+             "p_over80_above_mtd"]
+
+
+def versions() -> Dict[str, str]:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("escalation-sim", "numpy", "scipy", "pandas", "simpy", "joblib", "pydantic"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class DesignResult:
+    name: str
+    type: str
+    tally: OutcomeTally
+    durations: Optional[np.ndarray] = None
+    des_totals: Dict[str, float] = field(default_factory=dict)
+    trials: Optional[Dict[str, np.ndarray]] = None
+
+
+def duration_summary(d: np.ndarray) -> Dict[str, float]:
+    d = np.asarray(d, dtype=float)
+    mean = math.fsum(d.tolist()) / d.size
+    sd = float(np.std(d, ddof=1)) if d.size > 1 else 0.0
+    q = np.quantile(d, [0.1, 0.5, 0.9])
+    return {"mean": mean, "se_mean": sd / math.sqrt(d.size) if d.size else 0.0,
+            "median": float(q[1]), "p10": float(q[0]), "p90": float(q[2])}
+
+
+class Results:
+    """Operating characteristics of several designs on one scenario."""
+
+    def __init__(self, scenario, designs: List[DesignResult], pair_sums, n_trials: int,
+                 seed: int, method: str, meta: Optional[Dict[str, Any]] = None):
+        self.scenario = scenario
+        self.designs = designs
+        self.pair_sums = pair_sums
+        self.n_trials = n_trials
+        self.seed = seed
+        self.method = method
+        self.meta = dict(meta or {})
+        self.meta.setdefault("versions", versions())
+        self._oc_cache: Dict[str, Dict[str, Any]] = {}
+
+    # -- per design ----------------------------------------------------------------------
+    def design_oc(self, name: str) -> Dict[str, Any]:
+        if name not in self._oc_cache:
+            dr = self._get(name)
+            oc = compute_oc(dr.tally, self.scenario.p_true, self.scenario.target,
+                            self.scenario.model.oc.acceptable)
+            if dr.durations is not None:
+                oc["duration_days"] = duration_summary(dr.durations)
+                for k, v in dr.des_totals.items():
+                    oc[k] = v
+            self._oc_cache[name] = oc
+        return self._oc_cache[name]
+
+    def _get(self, name: str) -> DesignResult:
+        for d in self.designs:
+            if d.name == name:
+                return d
+        raise KeyError(f"no design named {name!r}")
+
+    # -- tidy tables -------------------------------------------------------------------------
+    def oc(self):
+        """One row per scenario x design with every scalar OC and its SE."""
+        import pandas as pd
+        rows = []
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            row = {"scenario": self.scenario.name, "design": d.name, "type": d.type,
+                   "method": self.method, "n_trials": self.n_trials, "true_mtd": oc["true_mtd"]}
+            for k in SCALAR_OC:
+                row[k] = oc[k]
+                row["se_" + k] = oc["se_" + k]
+            if "duration_days" in oc:
+                for k, v in oc["duration_days"].items():
+                    row[f"duration_{k}"] = v
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self):
+        """One row per design x dose: selection, patients and DLTs with SEs."""
+        import pandas as pd
+        rows = []
+        labels = self.scenario.dose_labels
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            for k in range(self.scenario.n_doses):
+                rows.append({"scenario": self.scenario.name, "design": d.name, "dose": k + 1,
+                             "label": labels[k], "p_true": float(self.scenario.p_true[k]),
+                             "p_select": oc["p_select"][k], "se_p_select": oc["se_p_select"][k],
+                             "mean_n": oc["mean_n"][k], "se_mean_n": oc["se_mean_n"][k],
+                             "mean_dlt": oc["mean_dlt"][k], "se_mean_dlt": oc["se_mean_dlt"][k]})
+        return pd.DataFrame(rows)
+
+    def paired(self):
+        """Paired differences (first minus second design) on the same simulated patients."""
+        import pandas as pd
+        rows = []
+        R = self.n_trials
+        for (a, b), sums in sorted(self.pair_sums.items()):
+            for metric, (s, ss) in sums.items():
+                mean = s / R
+                var = (ss - R * mean * mean) / (R - 1) if R > 1 else 0.0
+                se = 0.0 if self.method == "exact" else math.sqrt(max(var, 0.0) / R)
+                rows.append({"scenario": self.scenario.name, "design_a": self.designs[a].name,
+                             "design_b": self.designs[b].name, "metric": metric,
+                             "mean_difference": mean, "se": se})
+        return pd.DataFrame(rows, columns=["scenario", "design_a", "design_b", "metric",
+                                           "mean_difference", "se"])
+
+    def trials(self):
+        """One row per trial x design (only when the run kept per-trial data)."""
+        import pandas as pd
+        frames = []
+        for d in self.designs:
+            if d.trials is None:
+                raise ValueError("per-trial data were not kept; rerun with keep_trials=True")
+            df = pd.DataFrame(d.trials)
+            df["mtd"] = df["mtd"].where(df["mtd"] >= 0, 0).astype("int64")  # 0 = no MTD
+            df["mtd"] = np.where(np.asarray(d.trials["mtd"]) >= 0,
+                                 np.asarray(d.trials["mtd"]) + 1, 0)
+            df["stop_reason"] = [(STOP_CODES[c].value if STOP_CODES[c] else "none")
+                                 for c in df.pop("stop_code")]
+            df.insert(0, "design", d.name)
+            df.insert(0, "scenario", self.scenario.name)
+            frames.append(df)
+        return pd.concat(frames, ignore_index=True)
+
+    def doses_long(self):
+        """One row per trial x design x dose (from the kept per-trial data)."""
+        import pandas as pd
+        t = self.trials()
+        K = self.scenario.n_doses
+        parts = []
+        for k in range(1, K + 1):
+            parts.append(pd.DataFrame({"scenario": t["scenario"], "design": t["design"],
+                                       "trial": t["trial"], "dose": k, "n": t[f"n_{k}"],
+                                       "dlt": t[f"dlt_{k}"]}))
+        return pd.concat(parts, ignore_index=True).sort_values(
+            ["design", "trial", "dose"], kind="stable").reset_index(drop=True)
+
+    # -- documents -------------------------------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        out = {"scenario": self.scenario.name, "source": self.scenario.source,
+               "method": self.method, "seed": self.seed, "n_trials": self.n_trials,
+               "target": self.scenario.target, "p_true": self.scenario.p_true.tolist(),
+               "dose_labels": self.scenario.dose_labels, "designs": []}
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            entry = {"design": d.name, "type": d.type,
+                     "n_trials": self.n_trials if self.method != "exact" else None}
+            entry.update({k: v for k, v in oc.items() if k not in ("n_trials", "exact")})
+            out["designs"].append(entry)
+        out["paired"] = self.paired().to_dict(orient="records")
+        out["versions"] = self.meta.get("versions", {})
+        for k in ("elapsed_s", "n_jobs", "backend", "chunk_size"):
+            if k in self.meta:
+                out[k] = self.meta[k]
+        return out
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), default=_json_default, **kw)
+
+    def write(self, out_dir, formats=("csv", "parquet")) -> List[Path]:
+        """Write the tidy tables, the resolved scenario and metadata into ``out_dir``."""
+        import yaml
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        tables = {"oc": self.oc(), "summary": self.summary(), "paired": self.paired()}
+        if all(d.trials is not None for d in self.designs):
+            tables["trials"] = self.trials()
+            tables["trial_doses"] = self.doses_long()
+        for name, df in tables.items():
+            p = out / f"{name}.csv"
+            df.to_csv(p, index=False)
+            written.append(p)
+            if "parquet" in formats:
+                try:
+                    import pyarrow  # noqa: F401
+                    q = out / f"{name}.parquet"
+                    df.to_parquet(q, index=False)
+                    written.append(q)
+                except ImportError:
+                    pass
+        p = out / "scenario.resolved.yaml"
+        p.write_text(yaml.safe_dump(self.scenario.resolved(), sort_keys=False))
+        written.append(p)
+        p = out / "results.json"
+        p.write_text(self.to_json(indent=2))
+        written.append(p)
+        return written
+
+    # -- display -----------------------------------------------------------------------------
+    def table(self) -> str:
+        """A readable comparison table for the terminal."""
+        K = self.scenario.n_doses
+        labels = self.scenario.dose_labels
+        w = max(12, max(len(d.name) for d in self.designs) + 2)
+        lines = []
+        title = (f"{self.scenario.name}: target {self.scenario.target:g}, "
+                 f"{'exact' if self.method == 'exact' else f'{self.n_trials:,} trials, seed {self.seed}'}")
+        lines.append(title)
+        head = f"{'':<{w}}" + "".join(f"{l:>9}" for l in labels) + f"{'none':>9}"
+        lines.append("P(select)".ljust(w) + " true DLT: " +
+                     " ".join(f"{p:.2f}" for p in self.scenario.p_true))
+        lines.append(head)
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            lines.append(f"{d.name:<{w}}" + "".join(f"{v:9.3f}" for v in oc["p_select"])
+                         + f"{oc['p_no_mtd']:9.3f}")
+        lines.append("")
+        lines.append("Mean patients (DLTs) per dose")
+        lines.append(f"{'':<{w}}" + "".join(f"{l:>13}" for l in labels) + f"{'total':>13}")
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            cells = "".join(f"{n:7.2f} ({y:.2f})".rjust(13)
+                            for n, y in zip(oc["mean_n"], oc["mean_dlt"]))
+            lines.append(f"{d.name:<{w}}" + cells +
+                         f"{oc['mean_n_total']:7.2f} ({oc['mean_dlt_total']:.2f})".rjust(13))
+        lines.append("")
+        hdr = f"{'':<{w}}{'PCS':>8}{'SE':>7}{'P(over)':>9}{'%pts>MTD':>10}"
+        has_dur = any("duration_days" in self.design_oc(d.name) for d in self.designs)
+        if has_dur:
+            hdr += f"{'days mean':>11}{'median':>8}{'p10':>7}{'p90':>7}"
+        lines.append(hdr)
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            row = (f"{d.name:<{w}}{oc['pcs']:8.3f}{oc['se_pcs']:7.3f}"
+                   f"{oc['p_select_overdose']:9.3f}{100 * oc['pct_patients_above_mtd']:10.1f}")
+            if "duration_days" in oc:
+                dd = oc["duration_days"]
+                row += f"{dd['mean']:11.0f}{dd['median']:8.0f}{dd['p10']:7.0f}{dd['p90']:7.0f}"
+            lines.append(row)
+        lines.append(f"(true MTD: dose {self.design_oc(self.designs[0].name)['true_mtd']}; "
+                     "PCS = probability of correct selection)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.table()
+
+    def _repr_html_(self) -> str:
+        return ("<div><b>escalation-sim results</b>" + self.oc().to_html(index=False,
+                float_format=lambda v: f"{v:.4f}") + self.summary().to_html(
+                index=False, float_format=lambda v: f"{v:.4f}") + "</div>")
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

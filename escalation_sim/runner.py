@@ -1,0 +1,154 @@
+"""Run a scenario's designs over many simulated trials, in chunks, in parallel.
+
+The trial index range ``0 .. n_trials-1`` is cut into chunks; each chunk runs every design on
+the same trial indices (common random numbers) and returns integer tallies, so the merged
+result is identical for any chunk size, number of workers or backend.  Chunks are dispatched
+with joblib (loky processes by default; ``threading``, ``sequential`` or ``dask``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .designs.base import Design
+from .engine.cohort import simulate_cohort_chunk
+from .oc import OutcomeTally, correct_set, terminal_key, true_mtd
+
+PAIR_METRICS = ("correct", "select_overdose", "n_total", "dlt_total")
+
+
+@dataclass
+class ChunkResult:
+    start: int
+    stop: int
+    tallies: List[OutcomeTally]
+    pair_sums: Dict[Tuple[int, int], Dict[str, List[float]]]
+    durations: Optional[List[np.ndarray]] = None        # DES: per design, per trial
+    des_stats: Optional[List[Dict[str, np.ndarray]]] = None
+    trials: Optional[List[Dict[str, np.ndarray]]] = None  # per design, columnar per trial
+
+
+def _per_trial_metrics(mtd, n, y, ok, over):
+    sel = mtd >= 0
+    correct = np.zeros(mtd.size, dtype=np.int64)
+    correct[sel] = ok[mtd[sel]]
+    overdose = np.zeros(mtd.size, dtype=np.int64)
+    overdose[sel] = over[mtd[sel]]
+    return {"correct": correct, "select_overdose": overdose,
+            "n_total": n.sum(axis=1).astype(np.int64), "dlt_total": y.sum(axis=1).astype(np.int64)}
+
+
+def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
+              start: int, stop: int, conduct=None, keep_trials: bool = False,
+              acceptable=None, record_patients: bool = False) -> ChunkResult:
+    """Simulate trials ``start..stop-1`` for every design (same patients for all)."""
+    K = designs[0].n_doses
+    ok = correct_set(p_true, target, acceptable).astype(np.int64)
+    top_ok = int(np.max(np.nonzero(ok)[0])) if ok.any() else true_mtd(p_true, target)
+    over = (np.arange(K) > top_ok).astype(np.int64)
+    tallies, metrics, trials, durations, des_stats = [], [], [], [], []
+    for design in designs:
+        if conduct is None:
+            ch = simulate_cohort_chunk(design, p_true, seed, start, stop)
+            g = ch.graph
+            tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
+            # per-trial arrays through the per-state look-up tables
+            uniq, inv = np.unique(ch.sids, return_inverse=True)
+            keys = [terminal_key(g, s) for s in uniq.tolist()]
+            mtd = np.array([k[0] for k in keys], dtype=np.int64)[inv]
+            n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
+            y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
+            stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            durations.append(None)
+            des_stats.append(None)
+        else:
+            from .des import simulate_des_trials
+            res = simulate_des_trials(design, p_true, conduct, seed, np.arange(start, stop),
+                                      record_patients=record_patients)
+            mtd, stopc, n, y = res["mtd"], res["stop_code"], res["n"], res["y"]
+            t = OutcomeTally(K)
+            for key in zip(mtd.tolist(), stopc.tolist(), map(tuple, n.tolist()),
+                           map(tuple, y.tolist())):
+                t.add(key, 1)
+            tallies.append(t)
+            durations.append(np.asarray(res["duration_days"], dtype=float))
+            des_stats.append({k: v for k, v in res.items()
+                              if k not in ("mtd", "stop_code", "n", "y", "patients")})
+        m = _per_trial_metrics(mtd, n, y, ok, over)
+        if durations[-1] is not None:
+            m["duration_days"] = durations[-1]
+        metrics.append(m)
+        if keep_trials:
+            cols = {"trial": np.arange(start, stop), "mtd": mtd, "stop_code": stopc}
+            for d in range(K):
+                cols[f"n_{d + 1}"] = n[:, d]
+            for d in range(K):
+                cols[f"dlt_{d + 1}"] = y[:, d]
+            if durations[-1] is not None:
+                for k, v in des_stats[-1].items():
+                    if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == stop - start:
+                        cols[k] = v
+                cols["duration_days"] = durations[-1]
+            trials.append(cols)
+    pair_sums: Dict[Tuple[int, int], Dict[str, List[float]]] = {}
+    for a, b in combinations(range(len(designs)), 2):
+        sums = {}
+        for name in metrics[a]:
+            d = metrics[a][name] - metrics[b][name]
+            if d.dtype.kind == "f":
+                sums[name] = [math.fsum(d.tolist()), math.fsum((d * d).tolist())]
+            else:
+                sums[name] = [int(d.sum()), int((d * d).sum())]
+        pair_sums[(a, b)] = sums
+    return ChunkResult(start, stop, tallies, pair_sums,
+                       durations if conduct is not None else None,
+                       des_stats if conduct is not None else None,
+                       trials if keep_trials else None)
+
+
+def chunk_ranges(n_trials: int, chunk_size: int) -> List[Tuple[int, int]]:
+    return [(a, min(a + chunk_size, n_trials)) for a in range(0, n_trials, chunk_size)]
+
+
+def default_chunk_size(n_trials: int, n_jobs: int, des: bool) -> int:
+    per = 2_000 if des else 131_072
+    return max(1, min(per, math.ceil(n_trials / max(1, 4 * max(1, n_jobs)))))
+
+
+def make_parallel(n_jobs: int, backend: str, scheduler: Optional[str] = None):
+    """A joblib ``Parallel`` for the chosen backend (Dask needs dask.distributed)."""
+    import joblib
+    if backend == "sequential" or n_jobs == 1 and backend != "dask":
+        return joblib.Parallel(n_jobs=1, return_as="generator")
+    if backend == "dask":
+        try:
+            from dask.distributed import Client, LocalCluster  # noqa: F401
+        except ImportError as exc:  # pragma: no cover
+            raise RuntimeError("backend 'dask' needs the distributed extra: "
+                               "pip install 'escalation-sim[distributed]'") from exc
+        return joblib.Parallel(backend="dask", return_as="generator")
+    return joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")
+
+
+def run_chunks(designs, p_true, target, seed, n_trials, *, conduct=None, n_jobs=1,
+               chunk_size=None, backend="loky", keep_trials=False, acceptable=None,
+               skip: Optional[set] = None, on_chunk: Optional[Callable] = None,
+               progress: Optional[Callable[[int], None]] = None):
+    """Dispatch chunks; yield ``ChunkResult`` as they finish (order not guaranteed)."""
+    import joblib
+    cs = chunk_size or default_chunk_size(n_trials, n_jobs, conduct is not None)
+    ranges = [r for r in chunk_ranges(n_trials, cs) if not skip or r[0] not in skip]
+    par = make_parallel(n_jobs, backend)
+    jobs = (joblib.delayed(run_chunk)(designs, list(map(float, p_true)), target, seed, a, b,
+                                      conduct, keep_trials, acceptable) for a, b in ranges)
+    for res in par(jobs):
+        if on_chunk is not None:
+            on_chunk(res)
+        if progress is not None:
+            progress(res.stop - res.start)
+        yield res

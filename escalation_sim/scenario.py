@@ -1,0 +1,403 @@
+"""The scenario file: one true dose-toxicity curve and the designs to compare on it.
+
+Validation collects every problem at once and reports each as
+``FILE: field.path: message (got VALUE)``.  Doses are 1-based in the file.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+
+import numpy as np
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator)
+
+from .designs.base import Design, DesignContext, DesignSpecBase
+from .designs.registry import get_entry, registry, unknown_type_message
+
+try:  # the discrete-event engine's logistics block
+    from .conduct import Conduct
+except ImportError:  # pragma: no cover - during development only
+    Conduct = Dict[str, Any]  # type: ignore
+
+Prob = float
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class DoseSpec(_Strict):
+    label: str = Field(description="name shown in tables, e.g. DL1")
+    amount: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False,
+                                    description="dose amount, e.g. 25e6")
+    unit: Optional[str] = Field(default=None, description="unit of amount, e.g. CAR-T cells")
+
+
+class TruthSpec(_Strict):
+    p_dlt: List[float] = Field(description="true DLT probability at each dose, in (0, 1)")
+    allow_non_monotone: bool = Field(default=False,
+                                     description="accept a truth that decreases somewhere")
+    label: Optional[str] = None
+
+    @field_validator("p_dlt")
+    @classmethod
+    def _probs(cls, v):
+        bad = [x for x in v if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 < x < 1)]
+        if bad:
+            raise ValueError(f"every probability must be a finite number in (0, 1); bad: {bad}")
+        return v
+
+
+class TrialSpec(_Strict):
+    max_n: int = Field(ge=1, le=1000, description="maximum number of patients")
+    cohort_size: int = Field(default=3, ge=1, le=12)
+    start_dose: int = Field(default=1, ge=1, description="1-based")
+
+
+class SimulationSpec(_Strict):
+    n_trials: int = Field(default=10000, ge=1, le=10**9)
+    seed: int = Field(default=2026, ge=0, le=2**63 - 1)
+    n_jobs: int = Field(default=1, ge=-1, le=1024)
+    chunk_size: Optional[int] = Field(default=None, ge=1)
+    method: Literal["monte-carlo", "exact"] = "monte-carlo"
+    backend: Literal["loky", "multiprocessing", "threading", "sequential", "dask"] = "loky"
+    scheduler: Optional[str] = Field(default=None, description="Dask scheduler address")
+
+
+class OCSpec(_Strict):
+    acceptable: Optional[Tuple[float, float]] = Field(
+        default=None, description="[lo, hi]: doses with lo <= p_dlt <= hi count as correct")
+
+    @field_validator("acceptable")
+    @classmethod
+    def _band(cls, v):
+        if v is not None and not (0 <= v[0] <= v[1] <= 1):
+            raise ValueError("must be [lo, hi] with 0 <= lo <= hi <= 1")
+        return v
+
+
+class ScenarioModel(_Strict):
+    name: str
+    description: str = ""
+    doses: List[Union[DoseSpec, str]] = Field(min_length=1)
+    truth: TruthSpec
+    target: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    trial: TrialSpec
+    designs: List[Dict[str, Any]]
+    simulation: SimulationSpec = Field(default_factory=SimulationSpec)
+    oc: OCSpec = Field(default_factory=OCSpec)
+    conduct: Optional[Conduct] = None  # type: ignore[valid-type]
+
+    @field_validator("doses", mode="before")
+    @classmethod
+    def _labels(cls, v):
+        if isinstance(v, list):
+            return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
+                    for x in v]
+        return v
+
+
+class ScenarioError(Exception):
+    """All the problems found in one scenario file."""
+
+    def __init__(self, source: str, problems: List[str]):
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass
+class DesignItem:
+    name: str
+    type: str
+    spec: DesignSpecBase
+    design: Design
+    time_to_event: bool = False
+
+
+@dataclass
+class Scenario:
+    """A validated scenario with its designs built."""
+
+    model: ScenarioModel
+    designs: List[DesignItem]
+    source: str = "<memory>"
+    raw: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_doses(self) -> int:
+        return len(self.model.doses)
+
+    @property
+    def dose_labels(self) -> List[str]:
+        return [d if isinstance(d, str) else d.label for d in self.model.doses]
+
+    @property
+    def p_true(self) -> np.ndarray:
+        return np.asarray(self.model.truth.p_dlt, dtype=float)
+
+    @property
+    def target(self) -> float:
+        return self.model.target
+
+    @property
+    def has_logistics(self) -> bool:
+        return self.model.conduct is not None
+
+    def design(self, name: str) -> DesignItem:
+        for d in self.designs:
+            if d.name == name:
+                return d
+        close = difflib.get_close_matches(name, [d.name for d in self.designs], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"no design named {name!r} in {self.source}{hint} "
+                       f"(designs: {', '.join(d.name for d in self.designs)})")
+
+    def resolved(self) -> Dict[str, Any]:
+        """The scenario with every default filled in (written beside results)."""
+        d = self.model.model_dump(mode="json")
+        d["designs"] = [dict(item.spec.model_dump(mode="json"), name=item.name)
+                        for item in self.designs]
+        return d
+
+    def with_truth(self, p_dlt) -> "Scenario":
+        raw = dict(self.raw)
+        raw["truth"] = dict(raw.get("truth", {}), p_dlt=[float(x) for x in p_dlt])
+        return load_scenario_dict(raw, self.source)
+
+
+# --------------------------------------------------------------------------------------
+def _fmt_loc(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _short(v) -> str:
+    s = repr(v) if isinstance(v, str) else json_like(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+def json_like(v) -> str:
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    try:
+        import json
+        return json.dumps(v, default=str)
+    except Exception:  # pragma: no cover
+        return repr(v)
+
+
+def _pydantic_problems(err: ValidationError, prefix=(), model=None) -> List[str]:
+    out = []
+    for e in err.errors():
+        loc = tuple(prefix) + tuple(p for p in e["loc"] if not (isinstance(p, str) and (
+            p.startswith("function-") or p in ("DoseSpec", "str", "list[float]"))))
+        typ = e["type"]
+        msg = e["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if typ == "missing":
+            out.append(f"{_fmt_loc(loc)}: required key is missing")
+            continue
+        if typ == "extra_forbidden":
+            fields = _fields_at(model, e["loc"]) if model is not None else []
+            close = difflib.get_close_matches(str(e["loc"][-1]), fields, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append(f"{_fmt_loc(loc)}: unknown key{hint} (got {_short(e.get('input'))})")
+            continue
+        out.append(f"{_fmt_loc(loc)}: {msg} (got {_short(e.get('input'))})")
+    # a union (dose as label or mapping) reports both branches; keep one per location
+    seen, uniq = set(), []
+    for p in out:
+        k = p.split(":")[0]
+        if k in seen and "doses[" in k:
+            continue
+        seen.add(k)
+        uniq.append(p)
+    return uniq
+
+
+def _fields_at(model, loc) -> List[str]:
+    cls = model
+    for part in loc[:-1]:
+        if cls is None or isinstance(part, int):
+            continue
+        f = getattr(cls, "model_fields", {}).get(part)
+        if f is None:
+            return []
+        ann = f.annotation
+        cls = None
+        for cand in getattr(ann, "__args__", ()) + (ann,):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                cls = cand
+                break
+            for sub in getattr(cand, "__args__", ()):
+                if isinstance(sub, type) and issubclass(sub, BaseModel):
+                    cls = sub
+    return list(getattr(cls, "model_fields", {})) if cls is not None else []
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``25e6`` and ``1.0e-3`` as numbers (YAML 1.2 floats)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_scenario(path: Union[str, Path]) -> Scenario:
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(source, ["file not found"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(source, [f"cannot read file: {exc}"])
+    return load_scenario_text(text, source)
+
+
+def load_scenario_text(text: str, source: str = "<string>") -> Scenario:
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(source, [f"{where}malformed YAML: {problem}"])
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, [f"(top level): expected a mapping of keys "
+                                     f"(got {_short(raw)})"])
+    return load_scenario_dict(raw, source)
+
+
+def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
+    problems: List[str] = []
+    model: Optional[ScenarioModel] = None
+    try:
+        model = ScenarioModel.model_validate(raw)
+    except ValidationError as err:
+        problems.extend(_pydantic_problems(err, model=ScenarioModel))
+
+    # design entries are checked one by one against their own spec model
+    designs_raw = raw.get("designs")
+    specs: List[Tuple[int, DesignSpecBase]] = []
+    if isinstance(designs_raw, list):
+        if not designs_raw:
+            problems.append("designs: must list at least one design (got [])")
+        for i, item in enumerate(designs_raw):
+            if not isinstance(item, dict):
+                problems.append(f"designs[{i}]: expected a mapping like {{type: boin}} "
+                                f"(got {_short(item)})")
+                continue
+            if "type" not in item:
+                problems.append(f"designs[{i}].type: required key is missing")
+                continue
+            try:
+                entry = get_entry(item["type"])
+            except (KeyError, AttributeError):
+                problems.append(f"designs[{i}].type: {unknown_type_message(item['type'])} "
+                                f"(got {_short(item['type'])})")
+                continue
+            data = dict(item)
+            data["type"] = entry.type
+            try:
+                specs.append((i, entry.spec_model.model_validate(data)))
+            except ValidationError as err:
+                problems.extend(_pydantic_problems(err, prefix=("designs", i),
+                                                   model=entry.spec_model))
+    elif designs_raw is None and "designs" in raw:
+        problems.append("designs: must list at least one design (got null)")
+
+    # cross-field checks need the parts that did validate
+    truth = raw.get("truth") if isinstance(raw.get("truth"), dict) else {}
+    doses = raw.get("doses") if isinstance(raw.get("doses"), list) else None
+    p = truth.get("p_dlt") if isinstance(truth.get("p_dlt"), list) else None
+    K = len(doses) if doses else None
+    if K and p is not None and len(p) != K:
+        problems.append(f"truth.p_dlt: has {len(p)} values for {K} doses (got {_short(p)})")
+    if p is not None and all(isinstance(x, (int, float)) and math.isfinite(x) for x in p):
+        if any(b < a for a, b in zip(p, p[1:])) and not truth.get("allow_non_monotone", False):
+            problems.append("truth.p_dlt: must be non-decreasing in dose; set "
+                            f"truth.allow_non_monotone: true to allow it (got {_short(p)})")
+    trial = raw.get("trial") if isinstance(raw.get("trial"), dict) else {}
+    sd = trial.get("start_dose", 1)
+    if K and isinstance(sd, int) and not isinstance(sd, bool) and not 1 <= sd <= K:
+        problems.append(f"trial.start_dose: must be between 1 and {K} (got {sd})")
+
+    names: Dict[str, int] = {}
+    items: List[DesignItem] = []
+    if model is not None or (K and specs):
+        target = raw.get("target")
+        for i, spec in specs:
+            name = spec.name or spec.type
+            if name in names:
+                problems.append(f"designs[{i}].name: duplicate design name {name!r} (also "
+                                f"designs[{names[name]}]); give each design a distinct name")
+                continue
+            names[name] = i
+            if model is None:
+                continue
+            ctx = DesignContext(n_doses=K, target=model.target,
+                                cohort_size=model.trial.cohort_size, max_n=model.trial.max_n,
+                                start_dose=model.trial.start_dose - 1)
+            rctx = spec.context(ctx)
+            if spec.start_dose is not None and not 1 <= spec.start_dose <= K:
+                problems.append(f"designs[{i}].start_dose: must be between 1 and {K} "
+                                f"(got {spec.start_dose})")
+                continue
+            uses_max_n = spec.type != "3+3" or spec.max_n is not None
+            csize = 3 if spec.type == "3+3" else rctx.cohort_size
+            if uses_max_n and rctx.max_n % csize != 0:
+                where = "max_n" if spec.max_n is not None else "trial.max_n"
+                problems.append(f"designs[{i}] ({name}): {where} must be a multiple of the "
+                                f"cohort size {csize} (got {rctx.max_n})")
+                continue
+            entry = registry()[spec.type]
+            try:
+                built = entry.build(spec, ctx)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"designs[{i}] ({name}): {exc}")
+                continue
+            items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
+        _ = target
+    if problems:
+        raise ScenarioError(source, problems)
+    assert model is not None
+    return Scenario(model=model, designs=items, source=source, raw=raw)
+
+
+def scenario_json_schema() -> Dict[str, Any]:
+    """JSON Schema of the scenario file (designs as a tagged union of every design type)."""
+    schema = ScenarioModel.model_json_schema()
+    variants = []
+    defs = schema.setdefault("$defs", {})
+    for t, entry in registry().items():
+        sub = entry.spec_model.model_json_schema()
+        for k, v in sub.pop("$defs", {}).items():
+            defs[k] = v
+        sub.setdefault("title", f"design {t}")
+        variants.append(sub)
+    schema["properties"]["designs"] = {"type": "array", "minItems": 1,
+                                       "items": {"oneOf": variants}}
+    return schema

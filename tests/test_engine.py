@@ -1,0 +1,149 @@
+"""Monte Carlo engine: agreement with exact enumeration, reproducibility, common random numbers."""
+import math
+
+import numpy as np
+import pytest
+
+from escalation_sim import exact_oc, simulate
+from escalation_sim.engine.cohort import simulate_cohort_chunk
+from escalation_sim.exact import exact_tally
+from escalation_sim.oc import compute_oc
+from escalation_sim.randomness import stream_key, uniforms
+from escalation_sim.scenario import load_scenario_text
+from escalation_sim.types import TrialState
+
+SC = """\
+name: engine-test
+doses: [DL1, DL2, DL3, DL4]
+truth: {{p_dlt: {p}}}
+target: 0.25
+trial: {{max_n: 24, cohort_size: 3, start_dose: 1}}
+designs:
+  - {{type: "3+3"}}
+  - {{type: boin}}
+  - {{type: crm, skeleton: [0.10, 0.17, 0.25, 0.35]}}
+simulation: {{n_trials: 20000, seed: 11}}
+"""
+TRUTHS = {
+    "mtd1": [0.25, 0.40, 0.55, 0.70],
+    "mtd2": [0.10, 0.25, 0.40, 0.55],
+    "mtd3": [0.05, 0.12, 0.25, 0.40],
+    "mtd4": [0.02, 0.06, 0.12, 0.25],
+    "safe": [0.02, 0.04, 0.06, 0.08],
+    "toxic": [0.45, 0.55, 0.65, 0.75],
+}
+
+
+def scenario(p):
+    return load_scenario_text(SC.format(p=p), "engine-test.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(TRUTHS))
+def test_monte_carlo_within_4se_of_exact(name):
+    sc = scenario(TRUTHS[name])
+    mc = simulate(sc, n_trials=20000, seed=11, n_jobs=1)
+    ex = exact_oc(None, sc)
+    for d in sc.designs:
+        a, b = mc.design_oc(d.name), ex.design_oc(d.name)
+        R = 20000
+        for k in range(sc.n_doses):
+            p = b["p_select"][k]
+            se = math.sqrt(p * (1 - p) / R)
+            assert abs(a["p_select"][k] - p) <= 4 * se + 1e-12, (d.name, k, a["p_select"], b["p_select"])
+        pn = b["p_no_mtd"]
+        assert abs(a["p_no_mtd"] - pn) <= 4 * math.sqrt(pn * (1 - pn) / R) + 1e-12
+        # means: SE from the exact distribution's variance
+        w, mtd, stop, n, y = ex.designs[[x.name for x in ex.designs].index(d.name)].tally.arrays()
+        tot = n.sum(axis=1)
+        var = float((w * (tot - (w * tot).sum()) ** 2).sum())
+        assert abs(a["mean_n_total"] - b["mean_n_total"]) <= 4 * math.sqrt(var / R) + 1e-12
+
+
+def test_exact_probabilities_sum_to_one():
+    sc = scenario(TRUTHS["mtd3"])
+    for d in sc.designs:
+        t = exact_tally(d.design, sc.p_true)
+        assert abs(math.fsum(t.counts.values()) - 1.0) < 1e-12
+
+
+def test_bit_identical_across_jobs_and_chunks():
+    sc = scenario(TRUTHS["mtd2"])
+    ref = simulate(sc, n_trials=30000, seed=5, n_jobs=1, chunk_size=30000).to_dict()
+    for n_jobs, cs in [(2, 7001), (1, 4096), (2, 30000), (2, 1)]:
+        if cs == 1:
+            continue
+        other = simulate(sc, n_trials=30000, seed=5, n_jobs=n_jobs, chunk_size=cs).to_dict()
+        for a, b in zip(ref["designs"], other["designs"]):
+            assert a == b
+        assert ref["paired"] == other["paired"]
+
+
+def test_threading_and_sequential_backends_identical():
+    sc = scenario(TRUTHS["mtd3"])
+    a = simulate(sc, n_trials=5000, seed=3, n_jobs=2, backend="threading", chunk_size=999)
+    b = simulate(sc, n_trials=5000, seed=3, backend="sequential")
+    assert a.to_dict()["designs"] == b.to_dict()["designs"]
+
+
+def test_seed_changes_results():
+    sc = scenario(TRUTHS["mtd3"])
+    a = simulate(sc, n_trials=2000, seed=1).to_dict()["designs"][1]["p_select"]
+    b = simulate(sc, n_trials=2000, seed=2).to_dict()["designs"][1]["p_select"]
+    assert a != b
+
+
+def test_latent_uniform_contract_trial_by_trial():
+    """Trial t's k-th patient has a DLT at dose d iff u(t, k) < p_d: replay by hand."""
+    sc = scenario(TRUTHS["mtd2"])
+    design = sc.designs[1].design
+    ch = simulate_cohort_chunk(design, sc.p_true, 9, 100, 140)
+    key = stream_key(9, "dlt")
+    for i, t in enumerate(range(100, 140)):
+        state = TrialState.empty(4)
+        while True:
+            dec = design.decide(state)
+            if dec.stop:
+                break
+            u = uniforms(key, t, np.arange(state.total_n, state.total_n + dec.cohort_size))
+            state = state.add_cohort(dec.dose, dec.cohort_size, int((u < sc.p_true[dec.dose]).sum()))
+        assert ch.graph.states[ch.sids[i]] == state
+
+
+def test_common_random_numbers_across_designs():
+    """Two copies of a design see the same patients, so every paired difference is 0; and
+    designs compared in one run are positively correlated (paired SE < unpaired SE)."""
+    text = SC.format(p=TRUTHS["mtd3"]).replace(
+        '  - {type: "3+3"}\n', '  - {type: boin, name: boin-copy}\n')
+    sc = load_scenario_text(text)
+    res = simulate(sc, n_trials=4000, seed=8)
+    paired = res.paired()
+    same = paired[(paired.design_a == "boin-copy") & (paired.design_b == "boin")]
+    assert (same["mean_difference"] == 0).all() and (same["se"] == 0).all()
+    row = paired[(paired.design_a == "boin") & (paired.design_b == "crm")
+                 & (paired.metric == "dlt_total")].iloc[0]
+    a, b = res.design_oc("boin"), res.design_oc("crm")
+    unpaired = math.hypot(a["se_mean_dlt_total"], b["se_mean_dlt_total"])
+    assert row["se"] < unpaired
+    assert row["mean_difference"] == pytest.approx(a["mean_dlt_total"] - b["mean_dlt_total"])
+
+
+def test_uniforms_are_uniform():
+    key = stream_key(123, "dlt")
+    u = uniforms(key, np.arange(200000), 3)
+    assert 0 < u.min() and u.max() < 1
+    # mean and variance within 4 SE of 1/2 and 1/12
+    assert abs(u.mean() - 0.5) < 4 * math.sqrt(1 / 12 / u.size)
+    counts = np.bincount((u * 20).astype(int), minlength=20)
+    chi2 = ((counts - u.size / 20) ** 2 / (u.size / 20)).sum()
+    assert chi2 < 50  # 19 df: P(chi2 > 50) < 1e-4
+
+
+def test_oc_standard_errors():
+    sc = scenario(TRUTHS["mtd3"])
+    res = simulate(sc, n_trials=5000, seed=4)
+    oc = res.design_oc("boin")
+    for p, se in zip(oc["p_select"], oc["se_p_select"]):
+        assert se == pytest.approx(math.sqrt(p * (1 - p) / 5000))
+    ex = exact_oc(None, sc).design_oc("boin")
+    assert all(s == 0 for s in ex["se_p_select"])
+    assert abs(sum(oc["p_select"]) + oc["p_no_mtd"] - 1) < 1e-12
