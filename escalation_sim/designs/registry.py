@@ -25,17 +25,26 @@ def register(entry: DesignEntry) -> DesignEntry:
     return entry
 
 
+_BUILTIN = ("threeplusthree", "boin", "crm", "tite")
+_loaded = False
+
+
 def _load_builtin() -> None:
-    # importing the modules registers them
-    from . import threeplusthree, boin, crm  # noqa: F401
-    try:
-        from . import tite  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
+    """Import the built-in design modules (importing a module registers its designs)."""
+    import importlib
+    global _loaded
+    _loaded = True
+    for mod in _BUILTIN:
+        name = f"{__package__}.{mod}"
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
 
 
 def registry() -> Dict[str, DesignEntry]:
-    if not _REGISTRY:
+    if not _loaded:
         _load_builtin()
     return _REGISTRY
 
