@@ -222,7 +222,8 @@ def make_distribution(mean: float, sd: float = 0.0, dist: str = "gamma") -> Dist
 
 
 class DurationSpec(BaseModel):
-    """A duration in days: ``{mean, sd, dist}`` (``dist`` defaults to gamma)."""
+    """A duration in days: ``{mean, sd, dist}`` (``dist`` defaults to gamma), or a bare number
+    of days (a fixed duration)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -230,6 +231,14 @@ class DurationSpec(BaseModel):
     sd: float = Field(default=0.0, description="standard deviation in days (>= 0); 0 = fixed")
     dist: DistName = Field(default="gamma",
                            description="shape: gamma | lognormal | normal | uniform | fixed")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_number(cls, data):
+        # a bare number of days is a fixed duration
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return {"mean": data, "sd": 0.0, "dist": "fixed"}
+        return data
 
     @field_validator("mean")
     @classmethod

@@ -6,10 +6,14 @@ Sources
   JRSS-C 64:507-523 (the boundaries and the local design).
 * Yuan Y., Hess K.R., Hilsenbeck S.G., Gilbert M.R. (2016). Bayesian optimal interval design:
   a simple and well-performing design for phase I oncology trials. Clin Cancer Res 22:4291.
-* The R package BOIN (Yuan & Liu; CRAN, version 2.7.x), functions ``get.boundary``,
-  ``get.oc`` and ``select.mtd``: its documented and observed behaviour is what the defaults
-  below reproduce.  No code was taken from it; the rules were re-derived from the papers and
-  the behaviour description.
+* The R package BOIN (Yuan & Liu; CRAN, versions 2.7.0-2.7.2), functions ``get.boundary``,
+  ``get.oc`` and ``select.mtd``: their behaviour (read from the 2.7.1 sources and the help
+  pages) is what the defaults below reproduce.  No code was taken from it; the rules were
+  re-derived from the papers and that behaviour.
+
+Validation is looser than the R package in two ways that change no decision: targets outside
+[0.05, 0.6] and phi1/phi2 closer than 10% of the target are accepted (R refuses them), and
+``cutoff_eli`` must lie in [0.5, 1) (R accepts any value).
 
 Rules (0-based doses inside the library, 1-based in the text below)
 -------------------------------------------------------------------
@@ -18,8 +22,8 @@ Target ``phi``; ``phi1`` (default ``0.6 * phi``) and ``phi2`` (default ``1.4 * p
     lambda_e = log((1 - phi1) / (1 - phi)) / log(phi (1 - phi1) / (phi1 (1 - phi)))
     lambda_d = log((1 - phi) / (1 - phi2)) / log(phi2 (1 - phi) / (phi (1 - phi2)))
 
-(``phi = 0.3`` gives 0.2365 and 0.3585, printed as 0.236 / 0.358 in the papers, which
-truncate to three decimals.)  With ``n`` patients and ``y`` DLTs at the current dose:
+(``phi = 0.3`` gives 0.23649 and 0.35852, quoted as 0.236 / 0.358 in the papers; R prints
+0.2364907 / 0.3585195.)  With ``n`` patients and ``y`` DLTs at the current dose:
 
 * escalate   iff ``y <= b_e(n) = floor(lambda_e * n)``   (i.e. y/n <= lambda_e);
 * de-escalate iff ``y >= b_d(n) = ceil(lambda_d * n)``   (i.e. y/n >= lambda_d), with ``b_d``
@@ -55,25 +59,28 @@ no patient is ever treated at an eliminated dose.
    only when the design would stay there (the generic ``StopWhenNAtDose`` wrapper instead
    stops whenever the *next* dose already has n patients, whichever dose that is).
 
-A guard never used with sensible settings: if a (pathological, e.g. ``cutoff_eli`` near 0.5)
-configuration would keep or move a cohort into an eliminated dose, the cohort goes to the
-highest non-eliminated dose instead.  Maximum sample size is not the design's job: ``build``
-wraps it in ``StopAtN`` (``get.oc`` also cuts the last cohort to fit ``ncohort*cohortsize``).
+A guard that the published settings never reach: if some configuration (an elimination
+boundary at or below the escalation boundary) would keep or move a cohort into an eliminated
+dose, the cohort goes to the highest non-eliminated dose instead; ``get.oc`` would stay.
+Maximum sample size is not the design's job: ``build`` wraps it in ``StopAtN`` (``get.oc``
+also cuts the last cohort to fit ``ncohort*cohortsize``).
 
 Titration (``titration=True``, ``get.oc(titration=TRUE)``), only when ``cohort_size > 1``
-(``get.oc`` switches it off for cohorts of 1): one patient per dose, escalating from the start
-dose while no DLT is seen.  At the first DLT (dose ``d``), or when the top dose has had its
+(``get.oc`` switches it off for cohorts of 1): one patient per dose, escalating from dose 1
+while no DLT is seen.  At the first DLT (dose ``d``), or when the top dose has had its
 patient without DLT, titration ends and the next cohort is a full cohort at that dose; the
 BOIN rules then apply to the cumulative counts.  The titration states are recognised from the
 counts (every treated dose has exactly one patient), so no hidden state is needed.
-Deviations from ``get.oc`` 2.7.1, stated here once:
+What ``get.oc`` 2.7.1 does, and the named options for the alternatives:
 
-* ``get.oc`` always titrates from dose 1, whatever ``startdose``; here titration starts at
-  ``start_dose`` (the package *documentation*'s wording).  Identical for the default start.
-* ``get.oc`` has a flag (``ft``) that is initialised once per call rather than once per
-  simulated trial, so only the *first* simulated trial of each call steps down one dose after
-  titration and adds ``cohortsize - 1`` patients there; all later trials do what is described
-  above.  That one-trial artefact is not reproduced.
+* ``get.oc``'s code titrates from dose 1 whatever ``startdose`` is (its documentation says
+  "starting from startdose").  Default: from dose 1, as the code;
+  ``titration_from_start_dose=True`` starts at ``start_dose`` instead.
+* ``get.oc`` has a flag (``ft``) initialised once per *call* rather than once per simulated
+  trial, so only the first simulated trial of each call steps down one dose after titration
+  (not below dose 1) and adds ``cohortsize - 1`` patients there; every later trial does what
+  is described above, which is therefore the default.  ``titration_step_down=True`` gives the
+  first-trial behaviour to every trial.
 
 MTD selection (``select_mtd``, = ``select.mtd``): among doses that were tried and are not
 eliminated (with ``extrasafe``, dose 1 meeting the lowered cut-off eliminates everything),
@@ -259,6 +266,8 @@ class BOIN(Design):
     titration: bool = False
     bound_mtd: bool = False
     name: str = "boin"
+    titration_from_start_dose: bool = False
+    titration_step_down: bool = False
 
     def __post_init__(self) -> None:
         p1, p2 = _resolve_phis(self.target, self.phi1, self.phi2)
@@ -315,29 +324,41 @@ class BOIN(Design):
     def _titrating(self) -> bool:
         return self.titration and self.cohort_size > 1
 
+    @property
+    def first_dose(self) -> int:
+        """The dose of the first patient (titration starts at dose 1 unless told otherwise)."""
+        if self._titrating and not self.titration_from_start_dose:
+            return 0
+        return self.start_dose
+
+    def _end_titration(self, cur: int, why: str) -> Decision:
+        if self.titration_step_down:
+            dose = max(cur - 1, 0)
+            return Decision.treat(dose, self.cohort_size - 1,
+                                  why + f"; step down to dose {dose + 1} and complete a cohort")
+        return Decision.treat(cur, self.cohort_size, why)
+
     def _titration_step(self, state: TrialState) -> Optional[Decision]:
         """The titration decision if ``state`` is a titration state, else None."""
         tried = [d for d in range(state.n_doses) if state.n[d] > 0]
         cur = state.current
         if (not tried or any(state.n[d] != 1 for d in tried)
-                or tried != list(range(self.start_dose, cur + 1))):
+                or tried != list(range(self.first_dose, cur + 1))):
             return None
         if state.total_y == 0:
             if cur < state.n_doses - 1:
                 return Decision.treat(cur + 1, 1, f"titration: no DLT at dose {cur + 1}; "
                                                   f"escalate with 1 patient")
-            return Decision.treat(cur, self.cohort_size,
-                                  "titration complete at the top dose without DLT")
+            return self._end_titration(cur, "titration complete at the top dose without DLT")
         if state.total_y == 1 and state.y[cur] == 1:
-            return Decision.treat(cur, self.cohort_size,
-                                  f"titration complete: first DLT at dose {cur + 1}")
+            return self._end_titration(cur, f"titration complete: first DLT at dose {cur + 1}")
         return None
 
     # -- the interface -------------------------------------------------------------------
     def decide(self, state: TrialState) -> Decision:
         if state.current is None:
             size = 1 if self._titrating else self.cohort_size
-            return Decision.treat(self.start_dose, size, "start")
+            return Decision.treat(self.first_dose, size, "start")
         d = state.current
         low = self.lowest_eliminated(state)
         if low == 0:
@@ -361,7 +382,8 @@ class BOIN(Design):
             if low is None or d + 1 < low:
                 nxt, why = d + 1, f"{obs} (escalate if <= {b_e}): escalate"
             else:
-                nxt, why = d, f"{obs} (escalate if <= {b_e}) but dose {d + 2} is eliminated: stay"
+                nxt, why = d, (f"{obs} (escalate if <= {b_e}) but dose {d + 2} is "
+                               "eliminated: stay")
         elif y_d >= b_d and d != 0:
             nxt, why = d - 1, f"{obs} (de-escalate if >= {b_d}): de-escalate"
         else:
@@ -406,6 +428,9 @@ class BOIN(Design):
         return adm[best]
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
+        """Isotonic estimates over all tried doses (as ``select.mtd`` prints them, eliminated
+        doses included, no tie offsets; None when untried), eliminated flags, the Beta(1,1)
+        Pr(p > target) per dose and the boundaries at the current dose's n."""
         tried = [d for d in range(state.n_doses) if state.n[d] > 0]
         p_hat: List[Optional[float]] = [None] * state.n_doses
         if tried:
@@ -464,6 +489,13 @@ class Spec(DesignSpecBase):
         default=False,
         description="the selected MTD's isotonic estimate must be below lambda_d "
                     "(select.mtd boundMTD=TRUE)")
+    titration_from_start_dose: bool = Field(
+        default=False,
+        description="titrate from start_dose (get.oc's code always titrates from dose 1)")
+    titration_step_down: bool = Field(
+        default=False,
+        description="after titration step down one dose and add cohort_size-1 patients "
+                    "(what get.oc does in the first simulated trial of a call only)")
 
     @model_validator(mode="after")
     def _check(self) -> "Spec":
@@ -488,7 +520,9 @@ def build(spec: Spec, ctx: DesignContext) -> Design:
         n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
         start_dose=c.start_dose, phi1=p1, phi2=p2, cutoff_eli=spec.cutoff_eli,
         extrasafe=spec.extrasafe, offset=spec.offset, n_earlystop=spec.n_earlystop,
-        titration=spec.titration, bound_mtd=spec.bound_mtd, name=spec.name or spec.type)
+        titration=spec.titration, bound_mtd=spec.bound_mtd, name=spec.name or spec.type,
+        titration_from_start_dose=spec.titration_from_start_dose,
+        titration_step_down=spec.titration_step_down)
     if spec.stop_n_at_dose is not None:
         design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
     return StopAtN(base=design, n=c.max_n)

@@ -53,6 +53,13 @@ Final recommendation (``select_mtd``)
   The unrestricted model choice on all data (dfcrm ``crm()$mtd``), None when no patient was
   treated or when the safety rule applies.
 
+Scenario keys (``type: crm``)
+  ``skeleton``: a list (one strictly increasing probability per dose) or
+  ``{halfwidth: 0.05, prior_mtd: 3}`` (1-based prior MTD; calibrated by :func:`getprior` for
+  the chosen model).  Omitted: halfwidth 0.05 at the upper median dose K//2 + 1 (an
+  escalation-sim default; dfcrm has none).  ``model``, ``prior_var``, ``intcpt``,
+  ``estimate``, ``restrict``, ``safety_threshold``, ``two_stage`` (1-based doses) as above.
+
 Deviations from dfcrm (all tiny or in non-default settings)
   * dfcrm integrates the numerator of E[beta] over [-10, 10] and the denominator over the
     whole line with ``integrate``; here both use [-B, B] (difference < 1e-15 at the default
@@ -414,7 +421,7 @@ class Spec(DesignSpecBase):
                                        "logistic with intercept intcpt")
     prior_var: float = Field(default=DEFAULT_PRIOR_VAR, gt=0, le=100,
                              description="variance of the normal prior on beta (dfcrm 1.34)")
-    intcpt: float = Field(default=DEFAULT_INTCPT, gt=0,
+    intcpt: float = Field(default=DEFAULT_INTCPT, allow_inf_nan=False,
                           description="fixed intercept a0 of the logistic model")
     estimate: Literal["plugin", "posterior_mean"] = Field(
         default="plugin", description="plugin: p_d at the posterior mean of beta (dfcrm); "

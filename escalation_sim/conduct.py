@@ -1,0 +1,286 @@
+"""The ``conduct:`` block of a scenario: how the trial runs in calendar time.
+
+A :class:`Conduct` describes everything the discrete-event engine (:mod:`escalation_sim.des`)
+needs beyond the design and the true DLT rates: accrual, screening, the waiting list, the
+patient's path from enrollment to infusion (a list of *phases*, given as data), the DLT
+window, drop-outs and the gating rules (sentinel spacing, a cap on patients in follow-up,
+safety-review delay).  Every time is in days unless the name says otherwise; probabilities
+are in [0, 1].  The defaults sketch an autologous CAR-T trial:
+
+    accrual ~1 patient / month, screening 14 days (sd 7) with 1/3 screen failures,
+    leukapheresis 5 days (sd 3) -> manufacturing 21 days (sd 5, 5% failure / out of spec)
+    -> bridging therapy for 30% of patients (14 days, sd 5, 2% lost)
+    -> lymphodepletion with fludarabine + cyclophosphamide (days -5 to -3) -> 2 rest days
+    -> infusion on day 0 -> 28-day DLT window, DLT onset uniform within it.
+
+Example (YAML)::
+
+    conduct:
+      accrual_per_month: 1.5
+      screening: {failure_prob: 0.3, duration_days: {mean: 14, sd: 5}}
+      max_wait_days: 45
+      phases:
+        - {name: leukapheresis, kind: leukapheresis, duration_days: 3}
+        - {name: manufacturing, kind: manufacturing, duration_days: {mean: 24, sd: 6},
+           failure_prob: 0.08}
+        - {name: lymphodepletion, kind: lymphodepletion, duration_days: 3}
+        - {name: rest, duration_days: 2}
+      dlt_window_days: 28
+      stagger_days: 14            # sentinel: first patient of a new dose observed 14 days
+
+``Conduct.zero()`` removes every delay (patients are available at once, all phases take 0
+days); with it the discrete-event engine reproduces the time-free cohort engine trial by trial.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .distributions import Distribution, DurationSpec, as_distribution
+
+DAYS_PER_MONTH = 365.25 / 12.0
+
+PhaseKind = Literal["leukapheresis", "manufacturing", "bridging", "lymphodepletion", "other"]
+
+
+def _check_prob(v: float) -> float:
+    if v is None or not (0.0 <= float(v) <= 1.0):
+        raise ValueError(f"must be a probability in [0, 1] (got {v})")
+    return float(v)
+
+
+class Phase(BaseModel):
+    """One step of the patient's path between enrollment and infusion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="label used in the patient log (columns <name>_start_day, "
+                                  "<name>_end_day)")
+    duration_days: DurationSpec = Field(
+        default=DurationSpec(mean=0.0), description="days: a number (fixed) or {mean, sd, dist}")
+    failure_prob: float = Field(
+        default=0.0, description="probability the patient leaves at the end of this phase and "
+                                 "is never infused (manufacturing failure or out of "
+                                 "specification, progression, infection ...); replaced")
+    probability: float = Field(
+        default=1.0, description="probability the phase happens at all (e.g. 0.3: bridging "
+                                 "therapy for 30% of patients); skipped phases take 0 days")
+    kind: PhaseKind = Field(
+        default="other", description="leukapheresis | manufacturing | bridging | "
+                                     "lymphodepletion | other; failures of manufacturing "
+                                     "phases are counted as manufacturing failures and held "
+                                     "patients wait before the first lymphodepletion phase")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        v = v.strip()
+        if not v or not all(c.isalnum() or c in "_-" for c in v):
+            raise ValueError(f"must be a non-empty word of letters, digits, '_' or '-' "
+                             f"(got {v!r})")
+        return v
+
+    @field_validator("failure_prob", "probability")
+    @classmethod
+    def _prob_ok(cls, v: float) -> float:
+        return _check_prob(v)
+
+    @property
+    def distribution(self) -> Distribution:
+        return as_distribution(self.duration_days)
+
+
+class Screening(BaseModel):
+    """Screening after arrival: takes some days, and some patients fail it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    failure_prob: float = Field(default=1.0 / 3.0,
+                                description="probability a screened patient is not eligible")
+    duration_days: DurationSpec = Field(
+        default=DurationSpec(mean=14.0, sd=7.0),
+        description="days from arrival to the end of screening (number or {mean, sd, dist})")
+
+    @field_validator("failure_prob")
+    @classmethod
+    def _fail_ok(cls, v: float) -> float:
+        return _check_prob(v)
+
+    @property
+    def distribution(self) -> Distribution:
+        return as_distribution(self.duration_days)
+
+
+def default_phases() -> List[Phase]:
+    return [
+        Phase(name="leukapheresis", kind="leukapheresis",
+              duration_days=DurationSpec(mean=5.0, sd=3.0)),
+        Phase(name="manufacturing", kind="manufacturing",
+              duration_days=DurationSpec(mean=21.0, sd=5.0), failure_prob=0.05),
+        Phase(name="bridging", kind="bridging", probability=0.3,
+              duration_days=DurationSpec(mean=14.0, sd=5.0), failure_prob=0.02),
+        Phase(name="lymphodepletion", kind="lymphodepletion",
+              duration_days=DurationSpec(mean=3.0)),
+        Phase(name="rest", kind="other", duration_days=DurationSpec(mean=2.0)),
+    ]
+
+
+class Conduct(BaseModel):
+    """How the trial runs in calendar time (the scenario's ``conduct:`` block)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    accrual_per_month: Optional[float] = Field(
+        default=1.0, description="mean arrivals per month (Poisson process; 1 month = "
+                                 "30.4375 days); null = unlimited: a screened patient is ready "
+                                 "the moment a slot opens")
+    screening: Screening = Field(default_factory=Screening)
+    max_wait_days: Optional[float] = Field(
+        default=60.0, description="days an eligible patient waits for a slot before being "
+                                  "lost; null = waits as long as needed")
+    when_paused: Literal["wait", "leave"] = Field(
+        default="wait", description="what an eligible patient does when no slot is open: "
+                                    "join the waiting list (wait) or go elsewhere (leave)")
+    phases: List[Phase] = Field(default_factory=default_phases,
+                                description="the steps from enrollment to infusion, in order")
+    gate_before_phase: Optional[str] = Field(
+        default=None, description="name of the phase before which patients held by sentinel "
+                                  "spacing or the follow-up cap wait; default: the first "
+                                  "lymphodepletion phase, else just before infusion")
+    dlt_window_days: float = Field(default=28.0, description="DLT observation window after "
+                                                             "infusion (day 0), days")
+    dlt_onset: Union[Literal["uniform"], DurationSpec] = Field(
+        default="uniform", description="day of DLT onset after infusion, conditioned to fall "
+                                       "inside the window: 'uniform' or {mean, sd, dist}")
+    dropout_prob: float = Field(
+        default=0.0, description="probability an infused patient leaves before the end of the "
+                                 "window without a DLT (not evaluable, replaced); the leaving "
+                                 "day is uniform within the window")
+    stagger_days: float = Field(
+        default=0.0, description="sentinel / staggered dosing: minimum days between the "
+                                 "first infusion of a group and the next ones (0 = off)")
+    stagger_mode: Literal["sentinel", "all"] = Field(
+        default="sentinel", description="sentinel: only the first patient of the group is "
+                                        "observed alone; all: consecutive infusions in the group "
+                                        "are at least stagger_days apart")
+    stagger_scope: Literal["new_dose", "every_cohort"] = Field(
+        default="new_dose", description="new_dose: the group is every patient at a dose, so "
+                                        "only a dose's first patient is a sentinel; "
+                                        "every_cohort: each cohort has its own sentinel")
+    max_in_followup: Optional[int] = Field(
+        default=None, description="most patients between the start of lymphodepletion (the "
+                                  "gate) and the end of their DLT window at once; null = no cap")
+    review_days: float = Field(
+        default=0.0, description="days between the close of a cohort's last DLT window and "
+                                 "its dose decision (safety review committee)")
+
+    # -- validators ---------------------------------------------------------------------
+    @field_validator("accrual_per_month")
+    @classmethod
+    def _accrual_ok(cls, v: Optional[float]) -> Optional[float]:
+        if v is None:
+            return None
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 patients per month, or null for unlimited (got {v})")
+        return float(v)
+
+    @field_validator("max_wait_days")
+    @classmethod
+    def _wait_ok(cls, v: Optional[float]) -> Optional[float]:
+        if v is None:
+            return None
+        if math.isnan(float(v)) or float(v) < 0:
+            raise ValueError(f"must be >= 0 (got {v})")
+        return float(v)
+
+    @field_validator("dlt_window_days")
+    @classmethod
+    def _window_ok(cls, v: float) -> float:
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 (got {v})")
+        return float(v)
+
+    @field_validator("stagger_days", "review_days")
+    @classmethod
+    def _days_ok(cls, v: float) -> float:
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"must be >= 0 (got {v})")
+        return float(v)
+
+    @field_validator("dropout_prob")
+    @classmethod
+    def _dropout_ok(cls, v: float) -> float:
+        v = _check_prob(v)
+        if v >= 1.0:
+            raise ValueError(f"must be < 1, or no patient would ever be evaluable (got {v})")
+        return v
+
+    @field_validator("max_in_followup")
+    @classmethod
+    def _cap_ok(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise ValueError(f"must be >= 1, or null for no cap (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _phases_ok(self) -> "Conduct":
+        names = [p.name for p in self.phases]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"phases: duplicate phase name(s) {', '.join(dup)}")
+        if self.gate_before_phase is not None and self.gate_before_phase not in names:
+            known = ", ".join(names) if names else "none"
+            raise ValueError(f"gate_before_phase: no phase named {self.gate_before_phase!r} "
+                             f"(phases: {known})")
+        if any(p.failure_prob >= 1.0 and p.probability >= 1.0 for p in self.phases):
+            bad = next(i for i, p in enumerate(self.phases)
+                       if p.failure_prob >= 1.0 and p.probability >= 1.0)
+            raise ValueError(f"phases[{bad}].failure_prob: must be < 1 for a phase every "
+                             f"patient goes through (got {self.phases[bad].failure_prob})")
+        if self.screening.failure_prob >= 1.0:
+            raise ValueError(f"screening.failure_prob: must be < 1, or nobody is ever eligible "
+                             f"(got {self.screening.failure_prob})")
+        return self
+
+    # -- helpers ------------------------------------------------------------------------
+    @classmethod
+    def zero(cls, dlt_window_days: float = 28.0) -> "Conduct":
+        """Zero-length logistics: unlimited accrual, no screening failures or delays, no
+        phases, no drop-outs, no gating.  Only the DLT window itself takes time."""
+        return cls(accrual_per_month=None,
+                   screening=Screening(failure_prob=0.0, duration_days=DurationSpec(mean=0.0)),
+                   max_wait_days=None, when_paused="wait", phases=[],
+                   dlt_window_days=dlt_window_days, dropout_prob=0.0, stagger_days=0.0,
+                   max_in_followup=None, review_days=0.0)
+
+    @property
+    def accrual_per_day(self) -> Optional[float]:
+        return None if self.accrual_per_month is None else self.accrual_per_month / DAYS_PER_MONTH
+
+    @property
+    def gate_index(self) -> int:
+        """Index of the phase before which held patients wait (len(phases) = at infusion)."""
+        names = [p.name for p in self.phases]
+        if self.gate_before_phase is not None:
+            return names.index(self.gate_before_phase)
+        for i, p in enumerate(self.phases):
+            if p.kind == "lymphodepletion":
+                return i
+        return len(self.phases)
+
+    @property
+    def onset_distribution(self) -> Optional[Distribution]:
+        """``None`` for uniform onset within the window."""
+        return None if self.dlt_onset == "uniform" else as_distribution(self.dlt_onset)
+
+    @property
+    def gated(self) -> bool:
+        """True when patients may be held before infusion (spacing or follow-up cap)."""
+        return self.stagger_days > 0 or self.max_in_followup is not None
+
+    def mean_enrollment_to_infusion_days(self) -> float:
+        """Expected days from enrollment to infusion without waiting, for patients who are
+        infused (phases weighted by their probability)."""
+        return sum(p.probability * p.distribution.mean for p in self.phases)

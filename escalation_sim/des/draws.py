@@ -1,0 +1,217 @@
+"""Pre-drawn random numbers of the discrete-event engine.
+
+Every random quantity of a simulated trial is a pure function of ``(seed, stream, trial,
+draw)`` (:mod:`escalation_sim.randomness`).  The streams and their draw indices:
+
+========== =============================================== ==================================
+stream     draw index                                      use
+========== =============================================== ==================================
+accrual    i (i-th arrival of the trial)                   inter-arrival time, Exp(rate)
+screening  2 i, 2 i + 1                                    screen failure; screening days
+phase      j * 3P + 3 p + (0, 1, 2), j = enrollment order  phase p happens; its days; failure
+dropout    2 j, 2 j + 1                                    drops out; day (uniform in window)
+dlt        k = order of infusion among evaluable patients  DLT iff u < p_dose (shared with
+                                                           the cohort engine)
+onset      k                                               DLT onset day within the window
+========== =============================================== ==================================
+
+The ``dlt`` and ``onset`` streams are indexed by the evaluable-infusion order only, so
+changing the logistics never changes which patients (k = 0, 1, 2, ...) have a DLT or when
+in their window it starts.
+
+Numbers are drawn in vectorised blocks for a whole chunk of trials; a trial that needs more
+(many replacements, a long waiting list) extends its own block on demand with the same
+counter-based streams, so results never depend on block sizes.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from ..conduct import Conduct
+from ..randomness import stream_key, uniforms
+
+STREAMS = ("accrual", "screening", "phase", "dropout", "dlt", "onset")
+
+
+class DrawPlan:
+    """Keys and distributions shared by all trials of one simulation call."""
+
+    def __init__(self, conduct: Conduct, seed: int):
+        self.conduct = conduct
+        self.keys = {s: stream_key(int(seed), s) for s in STREAMS}
+        self.rate = conduct.accrual_per_day                     # None = unlimited
+        self.screen_fail = conduct.screening.failure_prob
+        self.screen_dist = conduct.screening.distribution
+        self.phases = list(conduct.phases)
+        self.P = len(self.phases)
+        self.phase_dists = [p.distribution for p in self.phases]
+        self.phase_prob = np.array([p.probability for p in self.phases], dtype=float)
+        self.phase_fail = np.array([p.failure_prob for p in self.phases], dtype=float)
+        self.window = conduct.dlt_window_days
+        self.onset_dist = conduct.onset_distribution
+        self.dropout = conduct.dropout_prob
+
+    # -- vectorised blocks -------------------------------------------------------------
+    def arrivals(self, trials: np.ndarray, start: int, size: int):
+        """(inter-arrival days, screen-failed flags, screening days), shape (m, size)."""
+        t = trials[:, None]
+        i = np.arange(start, start + size, dtype=np.uint64)[None, :]
+        if self.rate is not None:
+            gaps = -np.log(uniforms(self.keys["accrual"], t, i)) / self.rate
+        else:
+            gaps = np.zeros((trials.size, size))
+        if self.screen_fail > 0:
+            failed = uniforms(self.keys["screening"], t, 2 * i) < self.screen_fail
+        else:
+            failed = np.zeros((trials.size, size), dtype=bool)
+        if self.screen_dist.is_fixed:
+            sdays = np.full((trials.size, size), self.screen_dist.mean)
+        else:
+            sdays = self.screen_dist.sample_from_uniforms(
+                uniforms(self.keys["screening"], t, 2 * i + np.uint64(1)))
+        return gaps, failed, sdays
+
+    def patients(self, trials: np.ndarray, start: int, size: int):
+        """Per enrolled patient: phase days (m, size, P) (0 when skipped), index of the phase
+        at whose end the patient fails (-1 none), dropout flag and day."""
+        m, P = trials.size, self.P
+        t = trials[:, None, None]
+        if P:
+            base = (np.arange(start, start + size, dtype=np.uint64)[:, None] * np.uint64(3 * P)
+                    + np.uint64(3) * np.arange(P, dtype=np.uint64)[None, :])[None, :, :]
+            key = self.keys["phase"]
+            days = np.empty((m, size, P))
+            for p, dist in enumerate(self.phase_dists):
+                if dist.is_fixed:
+                    days[:, :, p] = dist.mean
+                else:
+                    days[:, :, p] = dist.sample_from_uniforms(
+                        uniforms(key, t[:, :, 0], base[:, :, p] + np.uint64(1)))
+            if (self.phase_prob < 1).any():
+                happens = uniforms(key, t, base) < self.phase_prob[None, None, :]
+            else:
+                happens = np.ones((m, size, P), dtype=bool)
+            days = np.where(happens, days, 0.0)
+            if (self.phase_fail > 0).any():
+                fails = happens & (uniforms(key, t, base + np.uint64(2))
+                                   < self.phase_fail[None, None, :])
+                any_fail = fails.any(axis=2)
+                fail_at = np.where(any_fail, fails.argmax(axis=2), -1)
+            else:
+                fail_at = np.full((m, size), -1)
+                happens = happens
+        else:
+            days = np.zeros((m, size, 0))
+            happens = np.zeros((m, size, 0), dtype=bool)
+            fail_at = np.full((m, size), -1)
+        j = np.arange(start, start + size, dtype=np.uint64)[None, :]
+        if self.dropout > 0:
+            drop = uniforms(self.keys["dropout"], trials[:, None], 2 * j) < self.dropout
+            drop_day = uniforms(self.keys["dropout"], trials[:, None], 2 * j + np.uint64(1)) \
+                * self.window
+        else:
+            drop = np.zeros((m, size), dtype=bool)
+            drop_day = np.zeros((m, size))
+        return days, happens, fail_at, drop, drop_day
+
+    def evaluable(self, trials: np.ndarray, start: int, size: int):
+        """Per evaluable infused patient k: the DLT uniform and the onset day if DLT."""
+        k = np.arange(start, start + size, dtype=np.uint64)[None, :]
+        t = trials[:, None]
+        u = uniforms(self.keys["dlt"], t, k)
+        v = uniforms(self.keys["onset"], t, k)
+        if self.onset_dist is None:
+            onset = v * self.window
+        else:
+            onset = self.onset_dist.sample_within(v, self.window)
+        return u, onset
+
+
+class ChunkDraws:
+    """Blocks for a chunk of trials; ``trial(r)`` gives the r-th trial's :class:`TrialDraws`."""
+
+    def __init__(self, plan: DrawPlan, trials: np.ndarray, n_arrivals: int, n_patients: int,
+                 n_evaluable: int):
+        self.plan = plan
+        self.trials = np.asarray(trials, dtype=np.uint64)
+        self.na, self.np_, self.ne = n_arrivals, n_patients, n_evaluable
+        self.arr = plan.arrivals(self.trials, 0, n_arrivals)
+        self.pat = plan.patients(self.trials, 0, n_patients)
+        self.ev = plan.evaluable(self.trials, 0, n_evaluable)
+
+    def trial(self, r: int) -> "TrialDraws":
+        gaps, failed, sdays = (a[r] for a in self.arr)
+        days, happens, fail_at, drop, drop_day = (a[r] for a in self.pat)
+        u, onset = (a[r] for a in self.ev)
+        return TrialDraws(self.plan, int(self.trials[r]), gaps, failed, sdays, days, happens,
+                          fail_at, drop, drop_day, u, onset)
+
+
+class TrialDraws:
+    """One trial's numbers as Python lists (fast scalar access), extended on demand."""
+
+    __slots__ = ("plan", "trial", "arrival_time", "screen_failed", "screen_days",
+                 "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "dlt_u",
+                 "onset_day")
+
+    def __init__(self, plan: DrawPlan, trial: int, gaps, failed, sdays, days, happens,
+                 fail_at, drop, drop_day, u, onset):
+        self.plan = plan
+        self.trial = trial
+        self.arrival_time: List[float] = np.cumsum(gaps).tolist()
+        self.screen_failed: List[bool] = failed.tolist()
+        self.screen_days: List[float] = sdays.tolist()
+        self.phase_days: List[List[float]] = days.tolist()
+        self.phase_happens: List[List[bool]] = happens.tolist()
+        self.fail_at: List[int] = fail_at.tolist()
+        self.drop: List[bool] = drop.tolist()
+        self.drop_day: List[float] = drop_day.tolist()
+        self.dlt_u: List[float] = u.tolist()
+        self.onset_day: List[float] = onset.tolist()
+
+    # -- on-demand extension (same streams, next draw indices) -------------------------
+    def more_arrivals(self) -> None:
+        n = len(self.arrival_time)
+        size = max(16, n)
+        gaps, failed, sdays = self.plan.arrivals(np.array([self.trial], dtype=np.uint64), n, size)
+        last = self.arrival_time[-1] if n else 0.0
+        self.arrival_time.extend((last + np.cumsum(gaps[0])).tolist())
+        self.screen_failed.extend(failed[0].tolist())
+        self.screen_days.extend(sdays[0].tolist())
+
+    def more_patients(self) -> None:
+        n = len(self.fail_at)
+        size = max(16, n)
+        days, happens, fail_at, drop, drop_day = self.plan.patients(
+            np.array([self.trial], dtype=np.uint64), n, size)
+        self.phase_days.extend(days[0].tolist())
+        self.phase_happens.extend(happens[0].tolist())
+        self.fail_at.extend(fail_at[0].tolist())
+        self.drop.extend(drop[0].tolist())
+        self.drop_day.extend(drop_day[0].tolist())
+
+    def more_evaluable(self) -> None:
+        n = len(self.dlt_u)
+        size = max(16, n)
+        u, onset = self.plan.evaluable(np.array([self.trial], dtype=np.uint64), n, size)
+        self.dlt_u.extend(u[0].tolist())
+        self.onset_day.extend(onset[0].tolist())
+
+
+def block_sizes(conduct: Conduct, max_n: Optional[int]) -> tuple:
+    """Initial block sizes (arrivals, patients, evaluable) for a trial of at most ``max_n``
+    evaluable patients: enough for most trials, the rest extend themselves."""
+    n = max_n if max_n is not None else 30
+    pass_rate = max(1e-3, 1.0 - conduct.screening.failure_prob)
+    loss = 1.0
+    for p in conduct.phases:
+        loss *= 1.0 - p.probability * p.failure_prob
+    loss *= 1.0 - conduct.dropout_prob
+    patients = int(math.ceil((n + 2) / max(loss, 0.05))) + 2
+    arrivals = int(math.ceil(patients * 1.3 / pass_rate)) + 4
+    if conduct.accrual_per_month is None:
+        arrivals = int(math.ceil(patients / pass_rate)) + 4
+    return arrivals, patients, n + 2

@@ -1,0 +1,117 @@
+"""The command line end to end: run --json keys, --out tables, conduct helpers."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED = ROOT / "scenarios" / "standard_mtd3.yaml"
+KEYS = {"design", "type", "n_trials", "p_select", "p_no_mtd", "mean_n", "mean_dlt", "se_p_select"}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "escalation_sim", *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT)
+
+
+def test_run_json_document():
+    r = cli("run", SEED, "--n-trials", 3000, "--json", "--seed", 7)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [d["design"] for d in doc["designs"]] == ["3+3", "boin", "crm"]
+    for d in doc["designs"]:
+        assert KEYS <= set(d)
+        assert d["n_trials"] == 3000
+        assert len(d["p_select"]) == len(d["mean_n"]) == len(d["se_p_select"]) == 4
+        assert abs(sum(d["p_select"]) + d["p_no_mtd"] - 1) < 1e-9
+    assert doc["seed"] == 7
+
+
+def test_run_json_reproducible_across_jobs():
+    a = json.loads(cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 1).stdout)
+    b = json.loads(cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 2,
+                       "--chunk-size", 777).stdout)
+    assert a["designs"] == b["designs"]
+
+
+def test_run_out_writes_tidy_tables(tmp_path):
+    out = tmp_path / "res"
+    r = cli("run", SEED, "--n-trials", 1000, "--out", out, "--keep-trials")
+    assert r.returncode == 0, r.stderr
+    oc = pd.read_csv(out / "oc.csv")
+    assert list(oc["design"]) == ["3+3", "boin", "crm"]
+    assert {"pcs", "se_pcs", "p_no_mtd", "mean_n_total"} <= set(oc.columns)
+    summ = pd.read_csv(out / "summary.csv")
+    assert len(summ) == 12 and set(summ["dose"]) == {1, 2, 3, 4}
+    trials = pd.read_parquet(out / "trials.parquet")
+    assert len(trials) == 3000
+    # the per-trial table reproduces the summary
+    for name, g in trials.groupby("design"):
+        sel = (g["mtd"] == 3).mean()
+        row = summ[(summ.design == name) & (summ.dose == 3)].iloc[0]
+        assert sel == pytest.approx(row["p_select"])
+    assert (out / "scenario.resolved.yaml").exists() and (out / "results.json").exists()
+
+
+def test_exact_cli_same_keys_zero_se():
+    r = cli("exact", SEED, "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    for d in doc["designs"]:
+        assert KEYS - {"n_trials"} <= set(d)
+        assert all(s == 0 for s in d["se_p_select"])
+        assert abs(sum(d["p_select"]) + d["p_no_mtd"] - 1) < 1e-12
+    r2 = cli("run", SEED, "--method", "exact", "--json")
+    assert json.loads(r2.stdout)["designs"] == doc["designs"]
+
+
+def test_next_dose():
+    r = cli("next-dose", SEED, "--design", "boin", "--outcomes", "1NNN 2NTN")
+    assert r.returncode == 0, r.stderr
+    # target 0.25: 1/3 at dose 2 reaches the de-escalation boundary (lambda_d = 0.298)
+    assert "next: dose 1" in r.stdout
+    r = cli("next-dose", SEED, "--design", "3+3", "--outcomes", "1NNN 2TTN", "--json")
+    doc = json.loads(r.stdout)
+    assert doc["next_dose"] == 1 and doc["cohort_size"] == 3  # de-escalation to 3 more at dose 1
+    r = cli("next-dose", SEED, "--design", "3+3", "--outcomes", "1TTN")
+    assert "STOP" in r.stdout and "MTD: none" in r.stdout
+
+
+def test_next_dose_bad_outcomes():
+    r = cli("next-dose", SEED, "--design", "boin", "--outcomes", "1NNN 9NTN")
+    assert r.returncode == 2 and "dose 9 outside 1..4" in r.stderr and "Traceback" not in r.stderr
+    r = cli("next-dose", SEED, "--design", "bion", "--outcomes", "1NNN")
+    assert r.returncode == 2 and "did you mean 'boin'" in r.stderr
+
+
+def test_boundaries_table():
+    r = cli("boundaries", "--target", 0.3, "--max-n", 12, "--json")
+    b = json.loads(r.stdout)
+    # Liu & Yuan (2015) / BOIN R package, target 0.3, cohort size 1
+    assert b["escalate"][:12] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+    assert b["deescalate"][:12] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5]
+    r = cli("boundaries", "--target", 1.5)
+    assert r.returncode == 2 and "--target" in r.stderr
+
+
+def test_select_mtd():
+    r = cli("select-mtd", SEED, "--design", "boin", "--n", "3,6,9,6", "--dlt", "0,1,2,3", "--json")
+    assert json.loads(r.stdout)["mtd"] == 3
+    r = cli("select-mtd", SEED, "--design", "boin", "--n", "3,6", "--dlt", "0,1")
+    assert r.returncode == 2
+
+
+def test_paths_tree():
+    r = cli("paths", SEED, "--design", "3+3", "--outcomes", "1NNN", "--cohorts", 1, "--json")
+    tree = json.loads(r.stdout)
+    assert tree["next_dose"] == 2
+    nxt = {c["outcome"].count("T"): c["next_dose"] for c in tree["children"]}
+    assert nxt == {0: 3, 1: 2, 2: 1, 3: 1}
+
+
+def test_bad_numbers_on_command_line():
+    r = cli("run", SEED, "--n-trials", 0)
+    assert r.returncode == 2 and "--n-trials must be >= 1 (got 0)" in r.stderr
