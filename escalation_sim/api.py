@@ -28,12 +28,17 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
              chunk_size: Optional[int] = None, backend: Optional[str] = None,
              designs: Optional[Sequence[str]] = None, keep_trials: bool = False,
              logistics: Optional[bool] = None,
-             progress: Optional[Callable[[int], None]] = None, checkpoint=None) -> Results:
+             progress: Optional[Callable[[int], None]] = None, checkpoint=None,
+             scheduler: Optional[str] = None) -> Results:
     """Monte Carlo operating characteristics of the scenario's designs.
 
     Time-free scenarios run on the vectorised cohort engine; scenarios with a ``conduct``
     block run on the discrete-event engine (``logistics=False`` forces the cohort engine).
     Results are bit-identical for any ``n_jobs``, ``chunk_size`` or ``backend``.
+    ``backend="dask"`` runs on the dask.distributed scheduler at ``scheduler`` (or on the
+    current client, or on a LocalCluster of ``n_jobs`` workers started for the run).
+    ``checkpoint`` (a :class:`escalation_sim.checkpoint.Checkpoint`) saves each chunk as it
+    finishes and skips the chunks an interrupted run already saved.
     """
     from .runner import run_chunks
     sc = _as_scenario(scenario)
@@ -43,6 +48,7 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
     n_jobs = int(n_jobs if n_jobs is not None else sim.n_jobs)
     backend = backend or sim.backend
     chunk_size = chunk_size or sim.chunk_size
+    scheduler = scheduler or sim.scheduler
     if n_trials < 1:
         raise ValueError(f"n_trials must be >= 1 (got {n_trials})")
     items = _select(sc, designs)
@@ -54,51 +60,97 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
         raise ValueError(f"{sc.source}: time-to-event designs {tte} need calendar time: add a "
                          "conduct block to the scenario (or drop them from this run)")
     conduct = sc.model.conduct if use_des else None
+    if checkpoint is not None:
+        chunk_size = checkpoint.chunk_size
+        checkpoint.verify(n_trials=n_trials, seed=seed, designs=[it.name for it in items],
+                          engine="des" if use_des else "cohort", keep_trials=keep_trials)
     t0 = time.perf_counter()
-    K = sc.n_doses
-    tallies = [OutcomeTally(K) for _ in items]
-    pair_sums = {}
-    dur_parts, stat_parts, trial_parts = [[] for _ in items], [[] for _ in items], [[] for _ in items]
+    merger = ChunkMerger(sc.n_doses, len(items))
+    done = checkpoint.done_starts() if checkpoint is not None else set()
+    if done and progress is not None:
+        progress(sum(min(s + chunk_size, n_trials) - s for s in done))
     gen = run_chunks([it.design for it in items], sc.p_true, sc.target, seed, n_trials,
                      conduct=conduct, n_jobs=n_jobs, chunk_size=chunk_size, backend=backend,
                      keep_trials=keep_trials, acceptable=sc.model.oc.acceptable,
-                     progress=progress,
-                     skip=checkpoint.done_starts() if checkpoint is not None else None,
+                     progress=progress, skip=done or None, scheduler=scheduler,
                      on_chunk=checkpoint.save if checkpoint is not None else None)
-    chunks = list(gen)
-    if checkpoint is not None:
-        chunks = checkpoint.load_all()
-    chunks.sort(key=lambda c: c.start)
-    for ch in chunks:
-        for i, t in enumerate(ch.tallies):
-            tallies[i].merge(t)
-            if ch.durations is not None:
-                dur_parts[i].append(ch.durations[i])
-                stat_parts[i].append(ch.des_stats[i])
-            if ch.trials is not None:
-                trial_parts[i].append(ch.trials[i])
-        for pair, sums in ch.pair_sums.items():
-            acc = pair_sums.setdefault(pair, {})
-            for m, (s, ss) in sums.items():
-                a = acc.setdefault(m, [0, 0])
-                a[0] += s
-                a[1] += ss
-    results = []
-    for i, it in enumerate(items):
-        dur = np.concatenate(dur_parts[i]) if dur_parts[i] else None
-        totals = {}
-        if stat_parts[i]:
-            for k in stat_parts[i][0]:
-                v = np.concatenate([np.asarray(s[k], dtype=float) for s in stat_parts[i]])
-                if v.ndim == 1 and v.size == n_trials:
-                    totals["mean_" + k] = float(v.mean())
-        trials = None
-        if trial_parts[i]:
-            trials = {k: np.concatenate([p[k] for p in trial_parts[i]]) for k in trial_parts[i][0]}
-        results.append(DesignResult(it.name, it.type, tallies[i], dur, totals, trials))
+    for ch in gen:  # merged as they arrive: memory does not grow with the number of chunks
+        merger.add(ch)
+    if checkpoint is not None:  # chunks finished by an earlier (interrupted) run
+        for ch in checkpoint.iter_chunks(done):
+            merger.add(ch)
+    if merger.n_trials != n_trials:  # pragma: no cover - a bug, never expected
+        raise RuntimeError(f"merged {merger.n_trials} trials, expected {n_trials}")
     meta = {"elapsed_s": time.perf_counter() - t0, "n_jobs": n_jobs, "backend": backend,
             "chunk_size": chunk_size, "engine": "des" if use_des else "cohort"}
-    return Results(sc, results, pair_sums, n_trials, seed, "monte-carlo", meta)
+    return Results(sc, merger.design_results(items), merger.pair_sums(), n_trials, seed,
+                   "monte-carlo", meta)
+
+
+class ChunkMerger:
+    """Merges ``ChunkResult`` objects, in any order, into per-design results.
+
+    Integer tallies and integer paired sums are added as chunks arrive, so memory does not
+    grow with the number of chunks; floating-point paired sums and per-trial arrays (DES
+    durations, kept trials) are combined in trial order at the end, so the result is
+    bit-identical whatever order the chunks finished in.
+    """
+
+    def __init__(self, n_doses: int, n_designs: int):
+        self.tallies = [OutcomeTally(n_doses) for _ in range(n_designs)]
+        self.n_trials = 0
+        self._int_sums: dict = {}
+        self._float_sums: dict = {}   # start -> {pair: {metric: [s, ss]}}
+        self._per_trial: dict = {}    # start -> (durations, des_stats, trials)
+
+    def add(self, ch) -> None:
+        self.n_trials += ch.stop - ch.start
+        for i, t in enumerate(ch.tallies):
+            self.tallies[i].merge(t)
+        floats = {}
+        for pair, sums in ch.pair_sums.items():
+            for m, (s, ss) in sums.items():
+                if isinstance(s, float) or isinstance(ss, float):
+                    floats.setdefault(pair, {})[m] = (s, ss)
+                else:
+                    acc = self._int_sums.setdefault(pair, {}).setdefault(m, [0, 0])
+                    acc[0] += s
+                    acc[1] += ss
+        if floats:
+            self._float_sums[ch.start] = floats
+        if ch.durations is not None or ch.trials is not None:
+            self._per_trial[ch.start] = (ch.durations, ch.des_stats, ch.trials)
+
+    def pair_sums(self) -> dict:
+        out = {pair: {m: list(v) for m, v in sums.items()}
+               for pair, sums in self._int_sums.items()}
+        for start in sorted(self._float_sums):
+            for pair, sums in self._float_sums[start].items():
+                for m, (s, ss) in sums.items():
+                    acc = out.setdefault(pair, {}).setdefault(m, [0, 0])
+                    acc[0] += s
+                    acc[1] += ss
+        return out
+
+    def design_results(self, items) -> list:
+        parts = [self._per_trial[k] for k in sorted(self._per_trial)]
+        results = []
+        for i, it in enumerate(items):
+            durs = [p[0][i] for p in parts if p[0] is not None]
+            stats = [p[1][i] for p in parts if p[1] is not None]
+            trial_parts = [p[2][i] for p in parts if p[2] is not None]
+            dur = np.concatenate(durs) if durs else None
+            totals = {}
+            if stats:
+                for k in stats[0]:
+                    v = np.concatenate([np.asarray(s[k], dtype=float) for s in stats])
+                    if v.ndim == 1 and v.size == self.n_trials:
+                        totals["mean_" + k] = float(v.mean())
+            trials = None
+            if trial_parts:
+                trials = {k: np.concatenate([p[k] for p in trial_parts]) for k in trial_parts[0]}
+            results.append(DesignResult(it.name, it.type, self.tallies[i], dur, totals, trials))
+        return results
 
 
 def compare(scenario, **kw) -> Results:

@@ -74,13 +74,14 @@ def cmd_run(args) -> int:
             from .checkpoint import Checkpoint
             ck = Checkpoint.open(Path(args.out), sc, n, args.seed if args.seed is not None
                                  else sc.model.simulation.seed, args.chunk_size,
-                                 resume=args.resume, keep_trials=args.keep_trials)
+                                 resume=args.resume, keep_trials=args.keep_trials,
+                                 designs=designs, logistics=False if args.no_logistics else None)
         try:
             res = simulate(sc, n_trials=n, seed=args.seed, n_jobs=args.n_jobs,
                            chunk_size=args.chunk_size if ck is None else ck.chunk_size,
                            backend=args.backend, designs=designs, keep_trials=args.keep_trials,
                            logistics=False if args.no_logistics else None, progress=upd,
-                           checkpoint=ck)
+                           checkpoint=ck, scheduler=args.scheduler)
         finally:
             if bar is not None:
                 bar.close()
@@ -97,7 +98,7 @@ def cmd_run(args) -> int:
 
 def cmd_exact(args) -> int:
     args.method = "exact"
-    for k in ("n_trials", "seed", "n_jobs", "chunk_size", "backend", "resume"):
+    for k in ("n_trials", "seed", "n_jobs", "chunk_size", "backend", "resume", "scheduler"):
         setattr(args, k, None)
     args.keep_trials = False
     args.no_logistics = True
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--chunk-size", type=int, metavar="C")
         s.add_argument("--backend", choices=["loky", "multiprocessing", "threading",
                                              "sequential", "dask"])
+        s.add_argument("--scheduler", metavar="ADDRESS",
+                       help="with --backend dask: scheduler address (default: a LocalCluster "
+                            "of --n-jobs workers)")
         s.add_argument("--method", choices=["monte-carlo", "exact"])
         s.add_argument("--keep-trials", action="store_true",
                        help="also write per-trial tables (with --out)")

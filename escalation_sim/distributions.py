@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal, Optional, Union
 
 import numpy as np
@@ -97,6 +98,17 @@ class Fixed(Distribution):
         return f"{self.value:g} days"
 
 
+#: normal scores at which gamma quantiles are tabulated (uniforms from the counter-based
+#: streams lie in [2**-54, 1 - 2**-54], i.e. |z| < 8.3)
+_Z_GRID = np.linspace(-8.5, 8.5, 4097)
+
+
+@lru_cache(maxsize=256)
+def _gamma_log_quantiles(shape: float) -> np.ndarray:
+    q = special.gammaincinv(shape, special.ndtr(_Z_GRID))
+    return np.log(np.maximum(q, 1e-300))
+
+
 @dataclass(frozen=True)
 class Gamma(Distribution):
     mu: float
@@ -117,6 +129,19 @@ class Gamma(Distribution):
 
     def ppf(self, q):
         return special.gammaincinv(self.shape, q) * self.scale
+
+    def sample_from_uniforms(self, u) -> np.ndarray:
+        """Inverse CDF through a table of log-quantiles on a normal-score grid, linearly
+        interpolated (about 50 times faster than ``gammaincinv``; relative error below
+        1e-5 for shapes >= 0.3, below 1e-7 for the shapes of typical durations, sd < mean).
+        Always used, whatever the array size, so results never depend on block sizes."""
+        z = special.ndtri(np.asarray(u, dtype=np.float64))
+        return np.exp(np.interp(z, _Z_GRID, _gamma_log_quantiles(self.shape))) * self.scale
+
+    def sample_within(self, u, upper: float) -> np.ndarray:
+        u = np.asarray(u, dtype=np.float64)
+        top = float(self.cdf(np.asarray(upper, dtype=np.float64)))
+        return np.minimum(self.ppf(u * top), upper)
 
     def cdf(self, x):
         return special.gammainc(self.shape, np.maximum(x, 0.0) / self.scale)

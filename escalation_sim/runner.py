@@ -8,7 +8,9 @@ with joblib (loky processes by default; ``threading``, ``sequential`` or ``dask`
 from __future__ import annotations
 
 import math
+import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -121,34 +123,81 @@ def default_chunk_size(n_trials: int, n_jobs: int, des: bool) -> int:
 
 
 def make_parallel(n_jobs: int, backend: str, scheduler: Optional[str] = None):
-    """A joblib ``Parallel`` for the chosen backend (Dask needs dask.distributed)."""
+    """A joblib ``Parallel`` for the chosen backend.
+
+    ``dask`` needs an active dask.distributed ``Client`` (see :func:`backend_session`).
+    """
     import joblib
     if backend == "sequential" or n_jobs == 1 and backend != "dask":
         return joblib.Parallel(n_jobs=1, return_as="generator")
     if backend == "dask":
-        try:
-            from dask.distributed import Client, LocalCluster  # noqa: F401
-        except ImportError as exc:  # pragma: no cover
-            raise RuntimeError("backend 'dask' needs the distributed extra: "
-                               "pip install 'escalation-sim[distributed]'") from exc
-        return joblib.Parallel(backend="dask", return_as="generator")
+        _need_distributed()
+        # joblib registers its dask backend through parallel_config (Parallel(backend="dask")
+        # would pass joblib's nesting_level on to Client.submit)
+        with joblib.parallel_config(backend="dask"):
+            return joblib.Parallel(return_as="generator")
     return joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")
+
+
+def _need_distributed():
+    try:
+        import distributed  # noqa: F401
+    except ImportError as exc:  # pragma: no cover
+        raise RuntimeError("backend 'dask' needs the distributed extra: "
+                           "pip install 'escalation-sim[distributed]'") from exc
+
+
+@contextmanager
+def backend_session(backend: Optional[str], n_jobs: int = 1, scheduler: Optional[str] = None):
+    """Context for a run on ``backend``: for ``dask``, a dask.distributed ``Client``.
+
+    With a scheduler address the client connects to it; without one it reuses the current
+    client if there is one, else starts a ``LocalCluster`` of ``n_jobs`` single-threaded worker
+    processes.  Clients and clusters started here are closed on exit.
+    """
+    if backend != "dask":
+        yield None
+        return
+    _need_distributed()
+    import logging
+    from dask.distributed import Client, LocalCluster
+    if scheduler is None:
+        from distributed import default_client
+        try:
+            current = default_client()
+        except ValueError:  # no client yet
+            current = None
+        if current is not None:
+            yield current
+            return
+        n = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
+        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            yield client
+        return
+    with Client(scheduler) as client:
+        yield client
 
 
 def run_chunks(designs, p_true, target, seed, n_trials, *, conduct=None, n_jobs=1,
                chunk_size=None, backend="loky", keep_trials=False, acceptable=None,
                skip: Optional[set] = None, on_chunk: Optional[Callable] = None,
-               progress: Optional[Callable[[int], None]] = None):
+               progress: Optional[Callable[[int], None]] = None,
+               scheduler: Optional[str] = None):
     """Dispatch chunks; yield ``ChunkResult`` as they finish (order not guaranteed)."""
     import joblib
     cs = chunk_size or default_chunk_size(n_trials, n_jobs, conduct is not None)
     ranges = [r for r in chunk_ranges(n_trials, cs) if not skip or r[0] not in skip]
-    par = make_parallel(n_jobs, backend)
-    jobs = (joblib.delayed(run_chunk)(designs, list(map(float, p_true)), target, seed, a, b,
-                                      conduct, keep_trials, acceptable) for a, b in ranges)
-    for res in par(jobs):
-        if on_chunk is not None:
-            on_chunk(res)
-        if progress is not None:
-            progress(res.stop - res.start)
-        yield res
+    if not ranges:
+        return
+    with backend_session(backend, n_jobs, scheduler):
+        par = make_parallel(n_jobs, backend)
+        jobs = (joblib.delayed(run_chunk)(designs, list(map(float, p_true)), target, seed, a, b,
+                                          conduct, keep_trials, acceptable) for a, b in ranges)
+        for res in par(jobs):
+            if on_chunk is not None:
+                on_chunk(res)
+            if progress is not None:
+                progress(res.stop - res.start)
+            yield res

@@ -286,6 +286,12 @@ SK4 = getprior(0.05, 0.3, 3, 4)
 LOW = (0.01, 0.02, 0.03, 0.05, 0.08)
 
 
+def test_design_is_hashable_even_from_lists():
+    a = CRM(n_doses=4, target=0.3, skeleton=list(SK4), two_stage=[0, 1])
+    b = CRM(n_doses=4, target=0.3, skeleton=SK4, two_stage=(0, 1))
+    assert a == b and hash(a) == hash(b)
+
+
 def test_start_dose_and_first_cohort():
     d = CRM(n_doses=4, target=0.3, skeleton=SK4, cohort_size=3, start_dose=1)
     dec = d.decide(TrialState.empty(4))

@@ -38,6 +38,15 @@ class Design:
         """Current per-dose estimates for display (optional)."""
         return {}
 
+    def canonical(self, state: TrialState) -> Any:
+        """A hashable key such that states with equal keys get equal decisions and MTDs.
+
+        The engines merge states by this key.  The default, the state itself, is always
+        safe; a design that ignores part of the state (e.g. the last cohort) may drop it,
+        which shrinks the state graph and speeds up exact enumeration.
+        """
+        return state
+
     @property
     def inner(self) -> "Design":
         """The undecorated design (wrappers override)."""

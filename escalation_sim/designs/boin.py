@@ -411,6 +411,10 @@ class BOIN(Design):
             return None
         return [d for d in range(state.n_doses) if state.n[d] > 0 and not elim[d]]
 
+    def canonical(self, state: TrialState):
+        """Decisions use the per-dose counts and the current dose only."""
+        return (state.n, state.y, state.current)
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         adm = self._admissible(state)
         if not adm:

@@ -276,6 +276,10 @@ class CRM(Design):
     name: str = "crm"
 
     def __post_init__(self):
+        # keep the design hashable even when given lists
+        object.__setattr__(self, "skeleton", tuple(float(v) for v in self.skeleton))
+        if self.two_stage is not None:
+            object.__setattr__(self, "two_stage", tuple(int(d) for d in self.two_stage))
         check_skeleton(self.skeleton, self.n_doses)
         if self.model not in ("empiric", "logistic"):
             raise ValueError(f"model must be 'empiric' or 'logistic' (got {self.model!r})")

@@ -36,6 +36,10 @@ class _Wrapper(Design):
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         return self.base.estimates(state)
 
+    def canonical(self, state: TrialState):
+        # the rules here depend on per-dose counts only, which every key keeps
+        return self.base.canonical(state)
+
     def __getattr__(self, item):  # forward read-only options (target, name, ...)
         if item.startswith("__") or item == "base":
             raise AttributeError(item)

@@ -214,6 +214,10 @@ class ThreePlusThree(Design):
             return False
         return True
 
+    def canonical(self, state: TrialState):
+        """Decisions use the per-dose counts and the current dose only."""
+        return (state.n, state.y, state.current)
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         """The declared MTD (0-based) or ``None``; see the module docstring."""
         self._check(state)

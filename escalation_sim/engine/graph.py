@@ -28,7 +28,7 @@ class StateGraph:
         self.C = int(design.max_cohort_size)
         self.max_states = max_states
         self.states: List[TrialState] = []
-        self.index: Dict[TrialState, int] = {}
+        self.index: Dict[object, int] = {}  # canonical key -> id
         cap = 1024
         self.dose = np.full(cap, -1, dtype=np.int32)       # next dose, -1 = stop
         self.size = np.zeros(cap, dtype=np.int32)          # next cohort size
@@ -57,7 +57,8 @@ class StateGraph:
         self._mtd = grow(self._mtd, -2)
 
     def add(self, state: TrialState) -> int:
-        sid = self.index.get(state)
+        key = self.design.canonical(state)
+        sid = self.index.get(key)
         if sid is not None:
             return sid
         sid = len(self.states)
@@ -78,7 +79,7 @@ class StateGraph:
             self.size[sid] = dec.cohort_size
         self.total_n[sid] = state.total_n
         self.states.append(state)
-        self.index[state] = sid
+        self.index[key] = sid
         return sid
 
     def successor(self, sid: int, y: int) -> int:

@@ -1,0 +1,228 @@
+"""Discrete-event (simpy) simulation of dose-escalation trials in calendar time.
+
+The public entry point is :func:`simulate_des_trials`: it runs one design on a chunk of trial
+indices under a :class:`~escalation_sim.conduct.Conduct` and returns columnar numpy arrays,
+one entry per trial, ready for the runner's tallies and tidy tables::
+
+    from escalation_sim.conduct import Conduct
+    from escalation_sim.des import simulate_des_trials
+    res = simulate_des_trials(design, [0.05, 0.1, 0.2, 0.35], Conduct(), seed=1,
+                              trial_indices=range(1000))
+    res["duration_days"].mean(), res["mtd"], res["n"]          # per trial
+
+Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
+
+=============================== ===========================================================
+``trial``                       trial index (int)
+``mtd``                         selected dose, 0-based; -1 = no MTD (``design.select_mtd``)
+``stop_code``                   index into ``[None] + list(StopReason)`` (as the cohort engine)
+``stop_reason``                 the :class:`~escalation_sim.types.StopReason` value (str)
+``n``, ``y``                    (trials x doses) evaluable patients and DLTs per dose
+``final_state``                 list of the terminal :class:`~escalation_sim.types.TrialState`
+``duration_days``               first enrollment -> final decision
+``first_enrollment_day``        day of the first enrollment (accrual starts on day 0)
+``time_to_first_decision_days`` first enrollment -> first dose decision (NaN if none)
+``decision_times``              list of arrays: days from first enrollment to each decision
+                                (classic: after each cohort; TITE: each new group), last =
+                                the final decision
+``n_decisions``                 number of those decisions
+``n_screened``                  arrivals screened (incl. screen failures)
+``n_screen_failed``             screen failures
+``n_enrolled``                  patients enrolled (took a slot)
+``n_treated``                   patients infused
+``n_evaluable``                 infused patients who completed the DLT window
+``n_lost``                      eligible patients lost: waited longer than ``max_wait_days``
+                                or left because the trial was paused (``when_paused: leave``)
+``n_waiting_max``               longest waiting list
+``n_waiting_at_close``          eligible patients still waiting when the trial closed
+``n_manufacturing_failures``    failures in phases of kind ``manufacturing``
+``n_phase_failures``            failures in any phase (manufacturing included)
+``n_dropouts``                  infused patients who left before the end of the window
+``patients``                    with ``record_patients=True``: a dict of columns, one row per
+                                arrival (see :func:`patient_columns`); else ``None``
+=============================== ===========================================================
+
+Reproducibility: trial ``t`` gives the same result whatever chunk it is simulated in (all
+randomness is counter-based, see :mod:`escalation_sim.des.draws`).  With
+``Conduct.zero()`` the sequence of cohorts and the terminal state equal the time-free cohort
+engine's, trial by trial, for every classic design.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+from ..conduct import Conduct
+from ..designs.base import Design
+from ..types import StopReason
+from .draws import ChunkDraws, DrawPlan, block_sizes
+from .model import Setup, Trial, is_time_to_event
+
+__all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "STOP_CODES",
+           "is_time_to_event", "Trial", "Conduct"]
+
+#: stop codes, shared with the cohort engine (engine/graph.py): 0 = none
+STOP_CODES: List[Optional[StopReason]] = [None] + list(StopReason)
+_STOP_INDEX = {r: i for i, r in enumerate(STOP_CODES)}
+
+BLOCK = 256  # trials per vectorised block of random numbers
+
+_INT_COLS = ("n_screened", "n_screen_failed", "n_enrolled", "n_treated", "n_evaluable",
+             "n_lost", "n_waiting_max", "n_waiting_at_close", "n_manufacturing_failures",
+             "n_phase_failures", "n_dropouts", "n_decisions")
+
+
+def _max_n(design: Design) -> Optional[int]:
+    """The StopAtN cap found among the design's wrappers (None if none)."""
+    from ..designs.rules import StopAtN
+    d = design
+    while d is not None:
+        if isinstance(d, StopAtN):
+            return int(d.n)
+        d = d.__dict__.get("base") if hasattr(d, "__dict__") else None
+    return None
+
+
+def _as_conduct(conduct: Union[Conduct, Mapping[str, Any], None]) -> Conduct:
+    if isinstance(conduct, Conduct):
+        return conduct
+    if isinstance(conduct, Mapping):
+        return Conduct.model_validate(dict(conduct))
+    raise TypeError(f"conduct must be a Conduct or a mapping (got {type(conduct).__name__}); "
+                    f"use Conduct.zero() for zero-length logistics")
+
+
+def _check_p(p_true, n_doses: int) -> List[float]:
+    p = [float(v) for v in p_true]
+    if len(p) != n_doses:
+        raise ValueError(f"p_true has {len(p)} values for {n_doses} doses")
+    bad = [v for v in p if not 0.0 <= v <= 1.0]
+    if bad:
+        raise ValueError(f"p_true values must lie in [0, 1] (got {p})")
+    return p
+
+
+def simulate_des_trials(design: Design, p_true: Sequence[float],
+                        conduct: Union[Conduct, Mapping[str, Any]], seed: int,
+                        trial_indices: Iterable[int], record_patients: bool = False
+                        ) -> Dict[str, Any]:
+    """Simulate the trials ``trial_indices`` of ``design`` in calendar time.
+
+    Returns a dict of per-trial columns (see the module docstring).  ``design`` is any
+    built design (wrappers included); time-to-event designs (``design.inner.time_to_event``)
+    decide with pending patients, classic designs wait for each cohort's DLT windows.
+    """
+    conduct = _as_conduct(conduct)
+    p = _check_p(p_true, design.n_doses)
+    trials = np.asarray(list(trial_indices) if not isinstance(trial_indices, np.ndarray)
+                        else trial_indices, dtype=np.int64).ravel()
+    if trials.size and trials.min() < 0:
+        raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
+    max_n = _max_n(design)
+    guard = 50 * (max_n or 100) + 1000
+    setup = Setup(design, p, conduct, bool(record_patients), guard)
+    plan = DrawPlan(conduct, seed)
+    na, npat, ne = block_sizes(conduct, max_n)
+    results: List[Trial] = []
+    for b in range(0, trials.size, BLOCK):
+        block = trials[b:b + BLOCK]
+        chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
+        for r in range(block.size):
+            results.append(Trial(setup, chunk.trial(r)).run())
+    return _collect(setup, trials, results, bool(record_patients))
+
+
+def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
+                 trial: int, record_patients: bool = True) -> Trial:
+    """One trial as a :class:`~escalation_sim.des.model.Trial` object (for inspection)."""
+    conduct = _as_conduct(conduct)
+    p = _check_p(p_true, design.n_doses)
+    max_n = _max_n(design)
+    setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000)
+    plan = DrawPlan(conduct, seed)
+    na, npat, ne = block_sizes(conduct, max_n)
+    chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)
+    return Trial(setup, chunk.trial(0)).run()
+
+
+def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
+             ) -> Dict[str, Any]:
+    m, K = trials.size, setup.K
+    nan = float("nan")
+    out: Dict[str, Any] = {"trial": trials.copy()}
+    mtd = np.empty(m, dtype=np.int64)
+    stop_code = np.empty(m, dtype=np.int64)
+    stop_reason = np.empty(m, dtype=object)
+    n = np.zeros((m, K), dtype=np.int64)
+    y = np.zeros((m, K), dtype=np.int64)
+    duration = np.empty(m)
+    first = np.empty(m)
+    ttfd = np.empty(m)
+    ints = {c: np.zeros(m, dtype=np.int64) for c in _INT_COLS}
+    states, dtimes = [], []
+    for r, t in enumerate(res):
+        st = t.final_state
+        states.append(st)
+        sel = setup.select_mtd(st)
+        mtd[r] = -1 if sel is None else sel
+        stop_code[r] = _STOP_INDEX[t.stop_reason]
+        stop_reason[r] = t.stop_reason.value
+        n[r] = st.n
+        y[r] = st.y
+        fe = t.first_enroll
+        duration[r] = 0.0 if fe is None else t.t_end - fe
+        first[r] = nan if fe is None else fe
+        dt = np.asarray(t.decision_times, dtype=float)
+        dtimes.append(dt)
+        ttfd[r] = dt[0] if dt.size else nan
+        ints["n_screened"][r] = t.n_arrived
+        ints["n_screen_failed"][r] = t.n_screen_failed
+        ints["n_enrolled"][r] = len(t.pat_dose)
+        ints["n_treated"][r] = t.n_treated
+        ints["n_evaluable"][r] = st.total_n
+        ints["n_lost"][r] = t.n_lost
+        ints["n_waiting_max"][r] = t.n_wait_max
+        ints["n_waiting_at_close"][r] = t.n_waiting_at_close
+        ints["n_manufacturing_failures"][r] = t.n_manuf_fail
+        ints["n_phase_failures"][r] = t.n_phase_fail
+        ints["n_dropouts"][r] = t.n_dropout
+        ints["n_decisions"][r] = dt.size
+    out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y,
+               duration_days=duration, first_enrollment_day=first,
+               time_to_first_decision_days=ttfd, **ints)
+    out["decision_times"] = dtimes
+    out["final_state"] = states
+    out["patients"] = patient_columns(setup, trials, res) if record else None
+    return out
+
+
+def patient_columns(setup: Setup, trials: np.ndarray, res: List[Trial]) -> Dict[str, np.ndarray]:
+    """The patient log as columns, one row per arrival (trials recorded with
+    ``record_patients=True``).  Days are calendar days since the trial opened (day 0) except
+    ``dlt_day`` and ``dropout_day`` (days after infusion, day 0 = infusion) and
+    ``gate_wait_days``.  ``dose_level`` is 1-based (0 = never enrolled); ``patient`` is the
+    enrollment order (-1 = never enrolled); ``evaluable_index`` k is the patient's place in
+    the order of evaluable infusions, the draw index of the shared ``dlt`` stream (-1 = not
+    evaluable).  ``fate`` is one of screen_failed, lost_waiting, lost_paused, not_enrolled,
+    failed_<phase>, dropout, evaluable."""
+    rows: List[Dict[str, Any]] = []
+    tcol: List[int] = []
+    for t_idx, t in zip(trials.tolist(), res):
+        r = t.patient_rows()
+        rows.extend(r)
+        tcol.extend([t_idx] * len(r))
+    cols: Dict[str, np.ndarray] = {"trial": np.asarray(tcol, dtype=np.int64)}
+    if not rows:
+        return cols
+    for key in rows[0]:
+        vals = [row[key] for row in rows]
+        if key == "fate":
+            cols[key] = np.asarray(vals, dtype=object)
+        elif isinstance(vals[0], bool):
+            cols[key] = np.asarray(vals, dtype=bool)
+        elif isinstance(vals[0], int):
+            cols[key] = np.asarray(vals, dtype=np.int64)
+        else:
+            cols[key] = np.asarray(vals, dtype=float)
+    return cols

@@ -1,0 +1,568 @@
+"""One self-contained HTML page describing a comparison of designs.
+
+``write_report(results, "report.html")`` writes a single file: CSS inline, every plot a
+base64-encoded PNG, no scripts and no external URLs, so it can be mailed, archived or opened
+offline.  Sections (each an ``id`` so they can be linked to): the scenario, the operating
+characteristics with their Monte Carlo standard errors, the per-dose summary, paired
+differences between designs, plots, trial durations (scenarios with a ``conduct`` block), the
+run settings (seed, number of trials) and the package versions.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["write_report", "render_report", "SECTION_IDS"]
+
+SECTION_IDS = ("scenario", "operating-characteristics", "per-dose-summary",
+               "paired-differences", "plots", "durations", "run-settings", "versions")
+
+SECTION_TITLES = {
+    "scenario": "Scenario",
+    "operating-characteristics": "Operating characteristics",
+    "per-dose-summary": "Per-dose summary",
+    "paired-differences": "Paired differences",
+    "plots": "Plots",
+    "durations": "Trial durations",
+    "run-settings": "Run settings",
+    "versions": "Package versions",
+}
+
+# (key, heading, kind) kind: p = probability, pct = percentage of patients, n = mean count
+OC_COLUMNS = [
+    ("pcs", "P(correct selection)", "p"),
+    ("p_no_mtd", "P(no MTD)", "p"),
+    ("p_select_overdose", "P(select overdose)", "p"),
+    ("mean_n_total", "mean patients", "n"),
+    ("mean_dlt_total", "mean DLTs", "n"),
+    ("pct_patients_at_mtd", "% patients at MTD", "pct"),
+    ("pct_patients_above_mtd", "% patients above MTD", "pct"),
+    ("p_over60_above_mtd", "P(&gt;60% above MTD)", "p"),
+    ("p_over80_above_mtd", "P(&gt;80% above MTD)", "p"),
+]
+
+PAIRED_LABELS = {
+    "correct": "P(correct selection)",
+    "select_overdose": "P(select overdose)",
+    "n_total": "patients",
+    "dlt_total": "DLTs",
+    "duration_days": "duration (days)",
+}
+
+CSS = """
+:root { --ink:#1f2328; --muted:#59636e; --line:#d8dee4; --band:#f6f8fa; --accent:#0072B2; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial,
+       sans-serif; color: var(--ink); background: #fff; }
+main { max-width: 1080px; margin: 0 auto; padding: 24px 28px 64px; }
+header h1 { font-size: 1.7em; margin: 0 0 4px; }
+header p.lead { color: var(--muted); margin: 0 0 12px; }
+nav { border-top: 1px solid var(--line); border-bottom: 1px solid var(--line); padding: 6px 0;
+      margin-bottom: 8px; font-size: 0.92em; }
+nav a { color: var(--accent); text-decoration: none; margin-right: 16px; white-space: nowrap; }
+nav a:hover { text-decoration: underline; }
+section { margin-top: 30px; }
+h2 { font-size: 1.3em; border-bottom: 2px solid var(--ink); padding-bottom: 3px; }
+h3 { font-size: 1.05em; margin: 18px 0 6px; }
+table { border-collapse: collapse; margin: 8px 0 6px; font-variant-numeric: tabular-nums;
+        font-size: 0.93em; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { text-align: left; background: var(--band); font-weight: 600; }
+td.num { text-align: right; white-space: nowrap; }
+th.num { text-align: right; }
+table.oc tbody th { background: none; font-weight: 500; white-space: nowrap; }
+table.oc thead th { text-align: right; }
+.wrap { overflow-x: auto; }
+p.glance { background: #f1f7fc; border-left: 4px solid var(--accent); padding: 8px 12px;
+           max-width: 90ch; }
+tbody tr:hover { background: #fbfcfd; }
+.se { color: var(--muted); font-size: 0.86em; }
+.note { color: var(--muted); font-size: 0.9em; max-width: 80ch; }
+.kv th { width: 14em; background: none; font-weight: 600; }
+.best { font-weight: 700; }
+figure { margin: 14px 0; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); }
+figcaption { color: var(--muted); font-size: 0.9em; max-width: 90ch; }
+code { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 0.9em;
+       background: var(--band); padding: 1px 4px; border-radius: 3px; }
+.tag { display: inline-block; padding: 0 6px; border-radius: 3px; font-size: 0.85em;
+       background: #e7f0f8; color: #0b4f80; }
+footer { margin-top: 40px; color: var(--muted); font-size: 0.85em; }
+@media print { nav { display: none; } section { break-inside: avoid-page; } }
+"""
+
+
+# -- formatting helpers ---------------------------------------------------------------------
+def _e(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v: Optional[float], kind: str = "p") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if kind == "pct":
+        return f"{100.0 * v:.1f}%"
+    if kind == "n":
+        return f"{v:.2f}"
+    if kind == "days":
+        return f"{v:.0f}"
+    return f"{v:.3f}"
+
+
+def _cell(v, se=None, kind="p", exact=False, cls="") -> str:
+    txt = _fmt(v, kind)
+    if se is not None and not exact:
+        s = _fmt(se, kind)
+        txt += f' <span class="se">({s})</span>'
+    c = "num" + (f" {cls}" if cls else "")
+    return f'<td class="{c}">{txt}</td>'
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[str]], num_from: int = 1,
+           cls: str = "", raw_head: bool = False) -> str:
+    ths = "".join(f'<th class="{"num" if i >= num_from else ""}">'
+                  f'{h if raw_head else _e(h)}</th>' for i, h in enumerate(head))
+    body = "".join("<tr>" + "".join(r) + "</tr>" for r in rows)
+    c = f' class="{cls}"' if cls else ""
+    return (f'<div class="wrap"><table{c}><thead><tr>{ths}</tr></thead><tbody>{body}'
+            "</tbody></table></div>")
+
+
+def _kv(pairs: Sequence[Tuple[str, str]]) -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+    return f'<table class="kv"><tbody>{rows}</tbody></table>'
+
+
+def _fig_to_img(fig, alt: str, caption: str = "", dpi: int = 110) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">{cap}'
+            f"</figure>")
+
+
+def _figure(w: float, h: float, ncols: int = 1):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(w, h))
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _duration_text(spec) -> str:
+    if isinstance(spec, (int, float)):
+        return f"{float(spec):g} days (fixed)"
+    try:
+        d = spec.model_dump()
+    except AttributeError:  # pragma: no cover
+        return _e(spec)
+    parts = [f"mean {d.get('mean'):g}"]
+    if d.get("sd"):
+        parts.append(f"sd {d['sd']:g}")
+    dist = d.get("dist")
+    if dist:
+        parts.append(str(dist))
+    return _e(", ".join(parts) + " days")
+
+
+# -- sections -------------------------------------------------------------------------------
+def _section(sid: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{SECTION_TITLES[sid]}</h2>{body}</section>'
+
+
+def _scenario_section(res) -> str:
+    from .plotting import format_amount, plot_truth
+    sc = res.scenario
+    m = sc.model
+    out = []
+    if m.description:
+        out.append(f'<p>{_e(m.description)}</p>')
+    mtd = int(np.argmin(np.abs(sc.p_true - sc.target)))
+    acc = m.oc.acceptable
+    rows = []
+    for k, d in enumerate(m.doses):
+        label = d if isinstance(d, str) else d.label
+        amount = "" if isinstance(d, str) or d.amount is None else format_amount(d.amount)
+        unit = "" if isinstance(d, str) or d.unit is None else d.unit
+        p = float(sc.p_true[k])
+        ok = (acc[0] <= p <= acc[1]) if acc is not None else (k == mtd)
+        rows.append([f"<td>{k + 1}</td>", f"<td>{_e(label)}</td>",
+                     f'<td class="num">{_e(amount)}</td>', f"<td>{_e(unit)}</td>",
+                     f'<td class="num{" best" if ok else ""}">{p:.3f}</td>',
+                     f"<td>{'true MTD' if k == mtd else ('acceptable' if ok else '')}</td>"])
+    out.append("<h3>Doses and true DLT probabilities</h3>")
+    out.append(_table(["dose", "label", "amount", "unit", "true P(DLT)", ""], rows, num_from=9))
+    settings = [
+        ("target DLT rate", f"{sc.target:g}"),
+        ("true MTD", f"dose {mtd + 1} ({_e(sc.dose_labels[mtd])}), the dose whose true DLT "
+                     "rate is closest to the target"),
+        ("correct selection", (f"any dose with {acc[0]:g} &le; P(DLT) &le; {acc[1]:g}"
+                               if acc is not None else "the true MTD only")),
+        ("maximum sample size", f"{m.trial.max_n} patients"),
+        ("cohort size", f"{m.trial.cohort_size}"),
+        ("start dose", f"dose {m.trial.start_dose} ({_e(sc.dose_labels[m.trial.start_dose - 1])})"),
+        ("source file", f"<code>{_e(sc.source)}</code>"),
+    ]
+    out.append("<h3>Trial settings</h3>")
+    out.append(_kv(settings))
+    out.append("<h3>Designs</h3>")
+    drows = []
+    for item in sc.designs:
+        spec = item.spec.model_dump(mode="json", exclude_none=True)
+        spec.pop("type", None)
+        spec.pop("name", None)
+        opts = ", ".join(f"{k}={v}" for k, v in spec.items()) or "defaults"
+        drows.append([f"<td>{_e(item.name)}</td>", f"<td>{_e(item.type)}</td>",
+                      f"<td><code>{_e(opts)}</code></td>"])
+    out.append(_table(["name", "type", "options"], drows,
+                      num_from=9))
+    out.append(_conduct_html(m.conduct))
+    fig, (ax,) = _figure(5.6, 3.4)
+    plot_truth(sc, ax=ax)
+    out.append(_fig_to_img(fig, "true dose-toxicity curve",
+                           "True probability of a DLT at each dose; dashed line: target; "
+                           "shaded: the band around it; ringed: the true MTD."))
+    return _section("scenario", "".join(out))
+
+
+def _conduct_html(conduct) -> str:
+    if conduct is None:
+        return ("<h3>Conduct</h3><p class=\"note\">No <code>conduct</code> block: the trial "
+                "is simulated without calendar time (every cohort's outcomes are known "
+                "before the next decision), so no durations are reported.</p>")
+    c = conduct
+    acc = ("unlimited (a patient is ready whenever a slot opens)" if c.accrual_per_month is None
+           else f"{c.accrual_per_month:g} patients per month (Poisson)")
+    pairs = [
+        ("accrual", acc),
+        ("screening", f"{_duration_text(c.screening.duration_days)}; "
+                      f"{100 * c.screening.failure_prob:.0f}% fail"),
+        ("waiting", ("waits as long as needed" if c.max_wait_days is None
+                     else f"lost after {c.max_wait_days:g} days") + f"; when paused: {c.when_paused}"),
+        ("DLT window", f"{c.dlt_window_days:g} days after infusion; onset "
+                       f"{c.dlt_onset if isinstance(c.dlt_onset, str) else _duration_text(c.dlt_onset)}"),
+        ("drop-out", f"{100 * c.dropout_prob:.1f}% of infused patients (replaced)"),
+        ("staggered dosing", "off" if c.stagger_days == 0 else
+         f"{c.stagger_days:g} days ({c.stagger_mode}, {c.stagger_scope.replace('_', ' ')})"),
+        ("patients in follow-up", "no cap" if c.max_in_followup is None
+         else f"at most {c.max_in_followup}"),
+        ("safety review", f"{c.review_days:g} days after a cohort's last window closes"),
+    ]
+    rows = []
+    for p in c.phases:
+        rows.append([f"<td>{_e(p.name)}</td>", f"<td>{_e(p.kind)}</td>",
+                     f"<td>{_duration_text(p.duration_days)}</td>",
+                     f'<td class="num">{100 * p.probability:.0f}%</td>',
+                     f'<td class="num">{100 * p.failure_prob:.1f}%</td>'])
+    phases = (_table(["phase", "kind", "duration", "happens", "fails"], rows, num_from=3)
+              if rows else "<p class=\"note\">no phases between enrollment and infusion</p>")
+    return "<h3>Conduct (calendar time)</h3>" + _kv(pairs) + \
+        "<h3>From enrollment to infusion</h3>" + phases
+
+
+def _oc_section(res) -> str:
+    exact = res.method == "exact"
+    ocs = {d.name: res.design_oc(d.name) for d in res.designs}
+    names = list(ocs)
+    has_dur = any("duration_days" in oc for oc in ocs.values())
+    best = max(names, key=lambda n: ocs[n]["pcs"]) if len(names) > 1 else None
+    rows = []
+    for key, heading, kind in OC_COLUMNS:
+        r = [f"<th>{heading}</th>"]
+        for name in names:
+            oc = ocs[name]
+            r.append(_cell(oc[key], oc.get("se_" + key), kind, exact,
+                           "best" if key == "pcs" and name == best else ""))
+        rows.append(r)
+    if has_dur:
+        r = ["<th>mean duration (days)</th>"]
+        for name in names:
+            dd = ocs[name].get("duration_days")
+            r.append(_cell(dd["mean"], dd["se_mean"], "days", exact) if dd else "<td></td>")
+        rows.append(r)
+    true_mtd = next(iter(ocs.values()))["true_mtd"]
+    se_note = ("Exact values (enumeration of every possible trial): no simulation error."
+               if exact else f"In brackets: Monte Carlo standard errors over "
+                             f"{res.n_trials:,} simulated trials.")
+    note = (f'<p class="note">{se_note} True MTD: dose {true_mtd}. '
+            "Overdose = selecting a dose above the true MTD. % patients at / above the MTD "
+            "is the ratio of mean patients there to mean patients in total. "
+            "P(&gt;60% above MTD) is the probability that more than 60% of a trial's "
+            "patients are treated above the MTD.</p>")
+    glance = _at_a_glance(res, ocs, best)
+    stops = sorted({k for oc in ocs.values() for k in oc.get("stop_reasons", {})})
+    srows = [[f"<th>{_e(k.replace('_', ' '))}</th>"] +
+             [_cell(ocs[n].get("stop_reasons", {}).get(k, 0.0), None, "p") for n in names]
+             for k in stops]
+    stop_tbl = ("<h3>Why trials stopped</h3>" +
+                _table([""] + names, srows, cls="oc")) if stops else ""
+    return _section("operating-characteristics",
+                    glance + _table([""] + names, rows, cls="oc") + note + stop_tbl)
+
+
+def _at_a_glance(res, ocs, best) -> str:
+    if best is None:
+        return ""
+    exact = res.method == "exact"
+    oc = ocs[best]
+    se = "" if exact else f" (SE {oc['se_pcs']:.3f})"
+    what = "a correct dose" if res.scenario.model.oc.acceptable is not None else "the true MTD"
+    txt = (f"<b>{_e(best)}</b> selects {what} most often: "
+           f"P(correct selection) {oc['pcs']:.3f}{se}")
+    others = sorted((n for n in ocs if n != best), key=lambda n: -ocs[n]["pcs"])
+    if others:
+        second = others[0]
+        txt += f", against {ocs[second]['pcs']:.3f} for {_e(second)}"
+        if not exact:
+            pdf = res.paired()
+            for _, r in pdf[pdf["metric"] == "correct"].iterrows():
+                if {r["design_a"], r["design_b"]} == {best, second}:
+                    diff = r["mean_difference"] * (1 if r["design_a"] == best else -1)
+                    txt += (f" (paired difference {diff:+.3f}, SE {r['se']:.3f})")
+                    break
+    txt += ". "
+    txt += _extreme(ocs, "p_select_overdose", "selects an overdose", "{:.3f}", exact)
+    txt += _extreme(ocs, "mean_n_total", "treats the fewest patients on average", "{:.1f}",
+                    exact)
+    return f'<p class="glance">{txt}</p>'
+
+
+def _extreme(ocs, key, phrase, fmt, exact) -> str:
+    """A sentence naming the design(s) with the smallest value of ``key`` (ties named)."""
+    vals = {n: oc[key] for n, oc in ocs.items()}
+    lo = min(vals.values())
+    tol = 1e-12 if exact else 1e-9
+    winners = [n for n, v in vals.items() if abs(v - lo) <= tol]
+    if len(winners) == len(vals):
+        if key == "p_select_overdose" and lo == 0:
+            return "No design ever selects an overdose here. "
+        return ""
+    who = " and ".join(f"<b>{_e(n)}</b>" for n in winners)
+    if key == "p_select_overdose":
+        return f"Least likely to select an overdose: {who} ({fmt.format(lo)}). "
+    return f"{who} {phrase} ({fmt.format(lo)}). "
+
+
+def _per_dose_section(res) -> str:
+    exact = res.method == "exact"
+    sm = res.summary()
+    labels = res.scenario.dose_labels
+    blocks = []
+    for metric, title, kind in (("p_select", "P(selected as MTD)", "p"),
+                                ("mean_n", "mean patients treated", "n"),
+                                ("mean_dlt", "mean DLTs", "n")):
+        rows = []
+        for name in dict.fromkeys(sm["design"].tolist()):
+            sub = sm[sm["design"] == name].sort_values("dose")
+            r = [f"<td>{_e(name)}</td>"]
+            for v, s in zip(sub[metric], sub["se_" + metric]):
+                r.append(_cell(float(v), float(s), kind, exact))
+            if metric == "p_select":
+                oc = res.design_oc(name)
+                r.append(_cell(oc["p_no_mtd"], oc["se_p_no_mtd"], "p", exact))
+            rows.append(r)
+        head = ["design"] + [f"{l} ({p:.2f})" for l, p in zip(labels, res.scenario.p_true)]
+        if metric == "p_select":
+            head.append("no MTD")
+        blocks.append(f"<h3>{_e(title)}</h3>" + _table(head, rows))
+    note = ('<p class="note">Column headings: dose label (true P(DLT)). '
+            + ("Exact values." if exact else "In brackets: Monte Carlo standard errors.")
+            + "</p>")
+    return _section("per-dose-summary", "".join(blocks) + note)
+
+
+def _paired_section(res) -> str:
+    pdf = res.paired()
+    if res.method == "exact" or pdf.empty:
+        why = ("exact results are computed design by design, so there is no paired sample"
+               if res.method == "exact" else "only one design was run")
+        return _section("paired-differences", f'<p class="note">No paired differences: {why}.</p>')
+    rows = []
+    for _, r in pdf.iterrows():
+        label = PAIRED_LABELS.get(r["metric"], r["metric"])
+        kind = "n" if r["metric"] in ("n_total", "dlt_total") else (
+            "days" if r["metric"] == "duration_days" else "p")
+        lo, hi = r["mean_difference"] - 1.96 * r["se"], r["mean_difference"] + 1.96 * r["se"]
+        clear = r["se"] > 0 and (lo > 0 or hi < 0)
+        sign = "+" if r["mean_difference"] > 0 else ""
+        rows.append([f"<td>{_e(r['design_a'])} − {_e(r['design_b'])}</td>",
+                     f"<td>{_e(label)}</td>",
+                     f'<td class="num{" best" if clear else ""}">{sign}{_fmt(r["mean_difference"], kind)}</td>',
+                     f'<td class="num se">{_fmt(r["se"], kind)}</td>',
+                     f'<td class="num">[{_fmt(lo, kind)}, {_fmt(hi, kind)}]</td>'])
+    note = ('<p class="note">Every design ran on the same simulated patients (common random '
+            "numbers: patient <i>k</i> has the same latent DLT threshold in every design), so "
+            "differences are estimated per trial and their standard errors are much smaller "
+            "than those of two independent runs. Bold: the 95% interval excludes 0.</p>")
+    return _section("paired-differences",
+                    _table(["first − second", "metric", "mean difference", "SE", "95% interval"],
+                           rows, num_from=2) + note)
+
+
+def _plots_section(res) -> str:
+    from .plotting import plot_allocation, plot_selection
+    fig, (ax,) = _figure(8.5, 4.4)
+    plot_selection(res, ax=ax, show_none="auto")
+    img1 = _fig_to_img(fig, "selection probability per dose by design",
+                       "Probability that each dose is selected as the MTD (bars, with "
+                       "&plusmn;1 SE error bars), the true DLT curve (black, right axis) and "
+                       "the target (dashed).")
+    fig, (ax,) = _figure(8.5, 4.4)
+    plot_allocation(res, ax=ax)
+    img2 = _fig_to_img(fig, "mean patients and DLTs per dose by design",
+                       "Mean number of patients treated (light bars) and of DLTs (dark, "
+                       "hatched) at each dose, per trial, &plusmn;1 SE.")
+    return _section("plots", img1 + img2)
+
+
+def _durations_section(res, swimmer: bool) -> str:
+    from .plotting import plot_durations
+    with_dur = [d for d in res.designs if d.durations is not None]
+    if not with_dur:
+        return _section("durations",
+                        '<p class="note">Not simulated: the scenario has no <code>conduct</code> '
+                        "block, so trials run without calendar time. Add one (accrual, "
+                        "screening, manufacturing, DLT window ...) to see how long each design "
+                        "takes.</p>")
+    rows = []
+    for d in with_dur:
+        oc = res.design_oc(d.name)
+        dd = oc["duration_days"]
+        r = [f"<td>{_e(d.name)}</td>", _cell(dd["mean"], dd["se_mean"], "days"),
+             _cell(dd["median"], None, "days"), _cell(dd["p10"], None, "days"),
+             _cell(dd["p90"], None, "days"),
+             f'<td class="num">{dd["mean"] / (365.25 / 12):.1f}</td>']
+        rows.append(r)
+    tbl = _table(["design", "mean days (SE)", "median", "10th pct", "90th pct",
+                  "mean months"], rows)
+    extra_keys = sorted({k for d in with_dur for k in d.des_totals})
+    extra = ""
+    if extra_keys:
+        erows = [[f"<td>{_e(d.name)}</td>"] + [_cell(d.des_totals.get(k), None, "n")
+                                               for k in extra_keys] for d in with_dur]
+        extra = ("<h3>Other per-trial means from the calendar simulation</h3>" +
+                 _table(["design"] + [k.replace("mean_", "").replace("_", " ")
+                                      for k in extra_keys], erows))
+    fig, axes = _figure(10.5, 3.8, ncols=2)
+    plot_durations(res, ax=axes[0], kind="box", unit="months")
+    plot_durations(res, ax=axes[1], kind="ecdf", unit="months")
+    fig.tight_layout()
+    img = _fig_to_img(fig, "trial duration by design",
+                      "Trial duration from the first arrival to the final decision. Left: box "
+                      "= quartiles, whiskers = 5th-95th percentiles, diamond = mean. Right: "
+                      "fraction of trials finished by each month.")
+    body = tbl + extra + img
+    if swimmer:
+        body += _swimmer_html(res)
+    return _section("durations", body)
+
+
+def _swimmer_html(res) -> str:
+    """One simulated trial per design as a swimmer plot (needs the DES patient log)."""
+    from .plotting import plot_swimmer
+    try:
+        from .des import example_trial  # type: ignore[attr-defined]
+    except ImportError:
+        return ""
+    parts = ["<h3>One simulated trial</h3>",
+             '<p class="note">Trial number 0 of the simulation (the same patients for every '
+             "design), one lane per patient.</p>"]
+    sc = res.scenario
+    for d in res.designs:
+        if d.durations is None:
+            continue
+        ex = example_trial(sc.design(d.name).design, sc.p_true, sc.model.conduct, res.seed, 0)
+        patients, decisions = ex["patients"], ex.get("decisions")
+        n = len(patients)
+        fig, (ax,) = _figure(10.0, max(2.6, 0.3 * n + 1.4))
+        plot_swimmer(patients, ax=ax, decisions=decisions, dose_labels=sc.dose_labels,
+                     title=f"{d.name}: trial 0")
+        parts.append(_fig_to_img(fig, f"swimmer plot of one simulated trial, {d.name}"))
+    return "".join(parts)
+
+
+def _run_section(res) -> str:
+    meta = res.meta
+    exact = res.method == "exact"
+    pairs = [("method", "exact enumeration" if exact else "Monte Carlo simulation"),
+             ("number of trials", "– (exact)" if exact else f"{res.n_trials:,}"),
+             ("seed", "– (exact)" if exact else f"{res.seed}")]
+    if "engine" in meta:
+        pairs.append(("engine", "discrete-event (calendar time)" if meta["engine"] == "des"
+                      else "cohort (time-free)"))
+    if "elapsed_s" in meta:
+        pairs.append(("run time", f"{meta['elapsed_s']:.1f} s"))
+    if "n_jobs" in meta:
+        pairs.append(("parallel jobs", f"{meta['n_jobs']} ({_e(meta.get('backend', ''))})"))
+    src = res.scenario.source
+    if not exact and src and not src.startswith("<"):
+        cmd = f"escalation-sim run {src} --n-trials {res.n_trials} --seed {res.seed}"
+        pairs.append(("reproduce with", f"<code>{_e(cmd)}</code>"))
+    note = ('<p class="note">Results are identical for any number of jobs, chunk size or '
+            "backend: every trial's random numbers depend only on the seed and the trial "
+            "index.</p>")
+    return _section("run-settings", _kv(pairs) + note)
+
+
+def _versions_section(res) -> str:
+    vers = dict(res.meta.get("versions", {}))
+    try:
+        import matplotlib
+        vers.setdefault("matplotlib", matplotlib.__version__)
+    except ImportError:  # pragma: no cover
+        pass
+    rows = [[f"<td>{_e(k)}</td>", f'<td class="num"><code>{_e(v)}</code></td>']
+            for k, v in vers.items()]
+    return _section("versions", _table(["package", "version"], rows))
+
+
+# -- entry points -----------------------------------------------------------------------------
+def render_report(results, title: Optional[str] = None, swimmer: bool = True) -> str:
+    """The report as one HTML string (see :func:`write_report`)."""
+    import matplotlib
+    sc = results.scenario
+    title = title or f"{sc.name}: comparison of dose-escalation designs"
+    designs = ", ".join(d.name for d in results.designs)
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    kind = "exact" if results.method == "exact" else f"{results.n_trials:,} simulated trials"
+    with matplotlib.rc_context({"font.size": 9.5, "axes.spines.top": False,
+                                "axes.titlesize": "medium"}):
+        sections = [_scenario_section(results), _oc_section(results),
+                    _per_dose_section(results), _paired_section(results),
+                    _plots_section(results), _durations_section(results, swimmer),
+                    _run_section(results), _versions_section(results)]
+    nav = "".join(f'<a href="#{sid}">{SECTION_TITLES[sid]}</a>' for sid in SECTION_IDS)
+    ver = results.meta.get("versions", {}).get("escalation-sim", "")
+    return ("<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<header><h1>{_e(title)}</h1>"
+            f'<p class="lead">{_e(designs)} &middot; target {sc.target:g} &middot; {kind} '
+            f'&middot; <span class="tag">{_e(results.method)}</span></p>'
+            f"<nav>{nav}</nav></header>"
+            + "".join(sections) +
+            f"<footer>Generated by escalation-sim {_e(ver)} on {when}.</footer>"
+            "</main></body></html>\n")
+
+
+def write_report(results, path: Union[str, Path] = "report.html", *,
+                 title: Optional[str] = None, swimmer: bool = True) -> Path:
+    """Write one self-contained HTML report of ``results`` to ``path``; return the path.
+
+    The page has no scripts and no external references (CSS inline, plots as base64 PNG),
+    so it opens offline.  ``swimmer``: also draw one simulated trial per design when the
+    scenario has calendar-time logistics.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_report(results, title=title, swimmer=swimmer)
+    path.write_text(text, encoding="utf-8")
+    return path
