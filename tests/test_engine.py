@@ -106,7 +106,8 @@ def test_latent_uniform_contract_trial_by_trial():
                 break
             u = uniforms(key, t, np.arange(state.total_n, state.total_n + dec.cohort_size))
             state = state.add_cohort(dec.dose, dec.cohort_size, int((u < sc.p_true[dec.dose]).sum()))
-        assert ch.graph.states[ch.sids[i]] == state
+        end = ch.graph.states[ch.sids[i]]  # representative of the merged class
+        assert (end.n, end.y, end.current) == (state.n, state.y, state.current)
 
 
 def test_common_random_numbers_across_designs():

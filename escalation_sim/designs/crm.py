@@ -357,6 +357,12 @@ class CRM(Design):
                 rec, reason = cur + 1, reason + "; escalation by one level (no skipping)"
         return Decision(rec, self.cohort_size, reason, None, p_hat)
 
+    def canonical(self, state: TrialState):
+        """Decisions use the counts, the current dose and whether the last cohort's DLT rate
+        reached the target (the coherence restriction)."""
+        last_toxic = state.last_n > 0 and state.last_y / state.last_n >= self.target
+        return (state.n, state.y, state.current, last_toxic)
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         if state.total_n == 0:
             return None
