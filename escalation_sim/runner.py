@@ -80,7 +80,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             tallies.append(t)
             durations.append(np.asarray(res["duration_days"], dtype=float))
             des_stats.append({k: v for k, v in res.items()
-                              if k not in ("mtd", "stop_code", "n", "y", "patients")})
+                              if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
+                              and isinstance(v, np.ndarray) and v.ndim == 1
+                              and v.dtype.kind in "iuf" and v.size == stop - start})
         m = _per_trial_metrics(mtd, n, y, ok, over)
         if durations[-1] is not None:
             m["duration_days"] = durations[-1]
