@@ -90,47 +90,36 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
 class ChunkMerger:
     """Merges ``ChunkResult`` objects, in any order, into per-design results.
 
-    Integer tallies and integer paired sums are added as chunks arrive, so memory does not
-    grow with the number of chunks; floating-point paired sums and per-trial arrays (DES
-    durations, kept trials) are combined in trial order at the end, so the result is
-    bit-identical whatever order the chunks finished in.
+    Integer tallies and paired sums (integers, or exact fractions for real-valued metrics
+    such as DES durations) are added as chunks arrive, so memory does not grow with the
+    number of chunks and the totals do not depend on the chunking or the order the chunks
+    finished in; fractions are rounded to float once, at the end.  Per-trial arrays (DES
+    durations, kept trials) are concatenated in trial order.
     """
 
     def __init__(self, n_doses: int, n_designs: int):
         self.tallies = [OutcomeTally(n_doses) for _ in range(n_designs)]
         self.n_trials = 0
-        self._int_sums: dict = {}
-        self._float_sums: dict = {}   # start -> {pair: {metric: [s, ss]}}
+        self._sums: dict = {}         # pair -> metric -> [s, ss], exact
         self._per_trial: dict = {}    # start -> (durations, des_stats, trials)
 
     def add(self, ch) -> None:
         self.n_trials += ch.stop - ch.start
         for i, t in enumerate(ch.tallies):
             self.tallies[i].merge(t)
-        floats = {}
         for pair, sums in ch.pair_sums.items():
             for m, (s, ss) in sums.items():
-                if isinstance(s, float) or isinstance(ss, float):
-                    floats.setdefault(pair, {})[m] = (s, ss)
-                else:
-                    acc = self._int_sums.setdefault(pair, {}).setdefault(m, [0, 0])
-                    acc[0] += s
-                    acc[1] += ss
-        if floats:
-            self._float_sums[ch.start] = floats
+                acc = self._sums.setdefault(pair, {}).setdefault(m, [0, 0])
+                acc[0] += s
+                acc[1] += ss
         if ch.durations is not None or ch.trials is not None:
             self._per_trial[ch.start] = (ch.durations, ch.des_stats, ch.trials)
 
     def pair_sums(self) -> dict:
-        out = {pair: {m: list(v) for m, v in sums.items()}
-               for pair, sums in self._int_sums.items()}
-        for start in sorted(self._float_sums):
-            for pair, sums in self._float_sums[start].items():
-                for m, (s, ss) in sums.items():
-                    acc = out.setdefault(pair, {}).setdefault(m, [0, 0])
-                    acc[0] += s
-                    acc[1] += ss
-        return out
+        def num(v):
+            return v if isinstance(v, int) else float(v)
+        return {pair: {m: [num(s), num(ss)] for m, (s, ss) in sums.items()}
+                for pair, sums in self._sums.items()}
 
     def design_results(self, items) -> list:
         parts = [self._per_trial[k] for k in sorted(self._per_trial)]

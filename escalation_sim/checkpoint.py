@@ -34,6 +34,7 @@ import re
 import shutil
 import time
 import uuid
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
@@ -157,13 +158,26 @@ def tallies_from_table(table, n_designs: int, n_doses: int) -> List[OutcomeTally
     return out
 
 
+def _enc(v):
+    if isinstance(v, Fraction):  # exact sums of real-valued metrics
+        return {"num": v.numerator, "den": v.denominator}
+    return v
+
+
+def _dec(v):
+    if isinstance(v, dict):
+        return Fraction(int(v["num"]), int(v["den"]))
+    return v
+
+
 def _encode_pairs(pair_sums) -> list:
-    return [[a, b, {m: [s, ss] for m, (s, ss) in sums.items()}]
+    return [[a, b, {m: [_enc(s), _enc(ss)] for m, (s, ss) in sums.items()}]
             for (a, b), sums in sorted(pair_sums.items())]
 
 
 def _decode_pairs(data) -> dict:
-    return {(int(a), int(b)): {m: [s, ss] for m, (s, ss) in sums.items()} for a, b, sums in data}
+    return {(int(a), int(b)): {m: [_dec(s), _dec(ss)] for m, (s, ss) in sums.items()}
+            for a, b, sums in data}
 
 
 def per_trial_table(chunk, m: int):
@@ -299,8 +313,8 @@ class Checkpoint:
             if diffs:
                 raise CheckpointError(
                     f"{root}: the checkpoint in this output folder belongs to a different run: "
-                    + "; ".join(diffs) + ". Use another --out folder, or delete "
-                    f"{root} (or run without --resume) to start over")
+                    + "; ".join(diffs) + f". Use another --out folder, or delete {root} to "
+                    "start over")
             ck = cls(root, old)
         else:
             if root.exists():

@@ -70,6 +70,8 @@ def cmd_run(args) -> int:
         n = args.n_trials or sc.model.simulation.n_trials
         upd, bar = _progress(args, n * 1, f"{sc.name}")
         ck = None
+        if args.resume and not args.out:
+            raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
         if args.out and args.resume is not None:
             from .checkpoint import Checkpoint
             ck = Checkpoint.open(Path(args.out), sc, n, args.seed if args.seed is not None
@@ -254,8 +256,15 @@ def cmd_report(args) -> int:
     from .api import simulate
     sc = load_scenario(args.file)
     _check_positive("n-trials", args.n_trials)
-    res = simulate(sc, n_trials=args.n_trials, seed=args.seed, n_jobs=args.n_jobs,
-                   keep_trials=False)
+    n = args.n_trials or sc.model.simulation.n_trials
+    upd, bar = _progress(args, n, f"{sc.name}")
+    try:
+        res = simulate(sc, n_trials=n, seed=args.seed, n_jobs=args.n_jobs,
+                       designs=args.design or None,
+                       logistics=False if args.no_logistics else None, progress=upd)
+    finally:
+        if bar is not None:
+            bar.close()
     path = write_report(res, args.output)
     print(f"report written to {path}")
     return 0
@@ -354,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="self-contained HTML report")
     s.add_argument("file", metavar="FILE")
     s.add_argument("-o", "--output", default="report.html")
+    s.add_argument("--design", action="append", metavar="NAME", help="only this design")
+    s.add_argument("--no-logistics", action="store_true", help="ignore the conduct block")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--n-trials", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--n-jobs", type=int)

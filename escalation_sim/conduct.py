@@ -174,7 +174,8 @@ class Conduct(BaseModel):
                                   "gate) and the end of their DLT window at once; null = no cap")
     review_days: float = Field(
         default=0.0, description="days between the close of a cohort's last DLT window and "
-                                 "its dose decision (safety review committee)")
+                                 "its dose decision (safety review committee); classic "
+                                 "designs only (time-to-event designs decide continuously)")
 
     # -- validators ---------------------------------------------------------------------
     @field_validator("accrual_per_month")

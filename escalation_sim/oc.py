@@ -9,6 +9,8 @@ and its Monte Carlo standard error is computed from the tally by one function.
 Definitions (doses 1-based in output):
 - true MTD: the dose whose true DLT rate is closest to the target; a tie goes to the lower
   dose.  With ``acceptable=(lo, hi)`` every dose with lo <= p_d <= hi counts as correct.
+  When even dose 1 is too toxic (p_1 > 1.4 x target, BOIN's phi2, or above the band) there is
+  no true MTD: stopping is correct, PCS = P(no MTD) and every dose is an overdose.
 - overdose: a dose above the true MTD (above every acceptable dose when a band is given).
 - PCS: P(select a correct dose).  P(no MTD): the trial recommends no dose.
 - pct_patients_at_mtd / above: E[patients at (above) the MTD] / E[patients] (ratio of means,
@@ -72,18 +74,43 @@ def terminal_key(graph, sid: int) -> Key:
 
 
 def true_mtd(p_true: Sequence[float], target: float) -> int:
+    """Dose (0-based) whose true DLT rate is closest to the target; ties to the lower dose.
+
+    Distances are rounded to 12 decimals first so that ties such as 0.15 / 0.35 around
+    0.25 are recognised despite floating-point representation.
+    """
     p = np.asarray(p_true, dtype=float)
-    return int(np.argmin(np.abs(p - target)))  # argmin takes the first (lower) on ties
+    return int(np.argmin(np.round(np.abs(p - target), 12)))  # first (lower) on ties
+
+
+TOXIC_FACTOR = 1.4  # BOIN's phi2 = 1.4 x target: a rate "deemed toxic"
+
+
+def truth_sets(p_true, target: float, acceptable: Optional[Tuple[float, float]] = None):
+    """``(correct, overdose)`` boolean arrays over doses.
+
+    ``correct``: the true MTD (closest to the target), or every dose in the ``acceptable``
+    band.  When even the lowest dose is too toxic (above the band's upper limit, or above
+    1.4 x target without a band) no dose is correct: stopping with no MTD is the right
+    answer, PCS = P(no MTD), and every dose counts as an overdose.
+    ``overdose``: doses above the highest correct dose.
+    """
+    p = np.asarray(p_true, dtype=float)
+    hi = acceptable[1] if acceptable is not None else TOXIC_FACTOR * target
+    if p[0] > hi + 1e-12:
+        return np.zeros(p.size, dtype=bool), np.ones(p.size, dtype=bool)
+    ok = np.zeros(p.size, dtype=bool)
+    if acceptable is not None:
+        lo, hi = acceptable
+        ok = (p >= lo - 1e-12) & (p <= hi + 1e-12)
+    if not ok.any():
+        ok[true_mtd(p, target)] = True
+    top = int(np.max(np.nonzero(ok)[0]))
+    return ok, np.arange(p.size) > top
 
 
 def correct_set(p_true, target: float, acceptable: Optional[Tuple[float, float]] = None):
-    p = np.asarray(p_true, dtype=float)
-    if acceptable is None:
-        s = np.zeros(p.size, dtype=bool)
-        s[true_mtd(p, target)] = True
-        return s
-    lo, hi = acceptable
-    return (p >= lo) & (p <= hi)
+    return truth_sets(p_true, target, acceptable)[0]
 
 
 def _prop(p, R, exact):
@@ -100,14 +127,12 @@ def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
     if R <= 0:
         raise ValueError("empty tally")
     f = w / R  # weights as probabilities
-    ok = correct_set(p_true, target, acceptable)
-    top_ok = int(np.max(np.nonzero(ok)[0])) if ok.any() else true_mtd(p_true, target)
-    over = np.arange(K) > top_ok
+    ok, over = truth_sets(p_true, target, acceptable)
     at = ok
 
     p_select = np.array([f[mtd == d].sum() for d in range(K)])
     p_none = float(f[mtd < 0].sum())
-    pcs = float(p_select[ok].sum())
+    pcs = float(p_select[ok].sum()) if ok.any() else p_none
     p_over_sel = float(p_select[over].sum())
 
     def mean_se(x):
@@ -150,7 +175,7 @@ def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
     return {
         "n_trials": int(round(R)) if not exact else None,
         "exact": exact,
-        "true_mtd": true_mtd(p_true, target) + 1,
+        "true_mtd": (true_mtd(p_true, target) + 1) if ok.any() else None,
         "p_select": p_select.tolist(),
         "se_p_select": [_prop(p, R, exact) for p in p_select],
         "p_no_mtd": p_none,

@@ -20,7 +20,7 @@ Artists carry a ``gid`` so they can be found again (``"selection"``, ``"patients
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -31,8 +31,8 @@ __all__ = ["plot_selection", "plot_allocation", "plot_durations", "plot_swimmer"
 # Okabe & Ito (2008) colour-blind-safe palette, without black
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
              "#999999"]
-PHASE_COLORS = {"screening": "#DDDDDD", "leukapheresis": "#E5D8BD", "manufacturing": "#B2DF8A",
-                "bridging": "#FDBF6F", "lymphodepletion": "#CAB2D6", "rest": "#E0E0E0"}
+PHASE_COLORS = {"screening": "#EEEEEE", "leukapheresis": "#E5D8BD", "manufacturing": "#B2DF8A",
+                "bridging": "#FDBF6F", "lymphodepletion": "#CAB2D6", "rest": "#B0B0B0"}
 _EXTRA_PHASE_COLORS = ["#FFFF99", "#FB9A99", "#B15928", "#1F78B4", "#33A02C"]
 TARGET_COLOR = "#C0392B"
 
@@ -137,13 +137,15 @@ def _legend_below(ax, handles, labels, ncol=None):
 # -- selection ---------------------------------------------------------------------------------
 def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth: bool = True,
                    show_none: Union[bool, str] = "auto", se_mult: float = 1.0,
+                   truth_ylim: Optional[Tuple[float, float]] = None,
                    legend: bool = True, title: Optional[str] = None):
     """Probability of selecting each dose as the MTD, by design.
 
     Grouped bars (one group per dose, one bar per design) with error bars of ``se_mult``
     Monte Carlo standard errors; a last "none" group for P(no MTD) (``show_none``: True,
     False or "auto" = only if some design ever stops without one).  With ``show_truth`` the
-    true DLT curve and the target are drawn on a twin y axis (kept as ``ax.truth_axis``).
+    true DLT curve and the target are drawn on a twin y axis (kept as ``ax.truth_axis``;
+    ``truth_ylim`` fixes its range, e.g. ``(0, 0.8)`` to compare panels).
 
     ``data``: a :class:`Results` or its ``summary()`` table (columns design, dose, p_select,
     se_p_select, optionally label and p_true).
@@ -206,7 +208,7 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
                             label=f"target {tgt:g}", gid="target")
             handles.append(ln)
             hlabels.append(f"target {tgt:g}")
-        tw.set_ylim(0, min(1.0, top * 1.35 + 0.02))
+        tw.set_ylim(*(truth_ylim or (0, min(1.0, top * 1.35 + 0.02))))
         tw.set_ylabel("true P(DLT)")
     if legend:
         _legend_below(ax, handles, hlabels)
@@ -505,7 +507,8 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
     # DLT windows coloured by dose
     import matplotlib
     doses_present = sorted({int(d) for d in dose if pd.notna(d)})
-    max_dose = max(doses_present) if doses_present else 1
+    # colour by dose level on the scenario's scale, so a dose keeps its colour across trials
+    max_dose = max([len(dose_labels) if dose_labels else 0] + doses_present + [1])
     cmap = matplotlib.colormaps["Blues"]
     dose_color = {d: cmap(0.3 + 0.6 * (d - 1) / max(max_dose - 1, 1)) for d in doses_present}
     win_rows = [i for i in range(n) if np.isfinite(infusion[i]) and np.isfinite(window_end[i])
@@ -705,7 +708,8 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
                gid="target")
     ax.plot(x, p, "-o", color="#222222", linewidth=1.6, markersize=5, label="true P(DLT)",
             gid="truth")
-    mtd = int(np.argmin(np.abs(p - tgt)))
+    from .oc import true_mtd
+    mtd = true_mtd(p, tgt)
     ax.plot([mtd], [p[mtd]], linestyle="none", marker="o", markersize=13, markerfacecolor="none",
             markeredgecolor=TARGET_COLOR, markeredgewidth=1.6, label="true MTD", gid="true-mtd")
     for xi, pi in zip(x, p):

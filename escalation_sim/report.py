@@ -15,9 +15,7 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
-
-import numpy as np
+from typing import Iterable, Optional, Sequence, Tuple, Union
 
 __all__ = ["write_report", "render_report", "SECTION_IDS"]
 
@@ -47,6 +45,23 @@ OC_COLUMNS = [
     ("p_over60_above_mtd", "P(&gt;60% above MTD)", "p"),
     ("p_over80_above_mtd", "P(&gt;80% above MTD)", "p"),
 ]
+
+DES_TOTAL_LABELS = {
+    "mean_n_screened": "patients screened",
+    "mean_n_screen_failed": "screen failures",
+    "mean_n_enrolled": "patients enrolled",
+    "mean_n_treated": "patients infused",
+    "mean_n_evaluable": "evaluable patients",
+    "mean_n_manufacturing_failures": "manufacturing failures",
+    "mean_n_phase_failures": "failures before infusion (any phase)",
+    "mean_n_dropouts": "drop-outs (not evaluable)",
+    "mean_n_lost": "eligible patients lost (waited too long or left)",
+    "mean_n_waiting_max": "longest waiting list",
+    "mean_n_waiting_at_close": "still waiting at the close",
+    "mean_n_decisions": "dose decisions",
+    "mean_first_enrollment_day": "day of the first enrollment",
+    "mean_time_to_first_decision_days": "days to the first decision",
+}
 
 PAIRED_LABELS = {
     "correct": "P(correct selection)",
@@ -156,20 +171,22 @@ def _figure(w: float, h: float, ncols: int = 1):
     return fig, axes
 
 
+def _days(x: float) -> str:
+    return f"{x:g} day" if x == 1 else f"{x:g} days"
+
+
 def _duration_text(spec) -> str:
+    """``21`` -> "21 days"; ``{mean: 21, sd: 5}`` -> "mean 21 days, sd 5 (gamma)"."""
     if isinstance(spec, (int, float)):
-        return f"{float(spec):g} days (fixed)"
+        return _days(float(spec))
     try:
         d = spec.model_dump()
     except AttributeError:  # pragma: no cover
         return _e(spec)
-    parts = [f"mean {d.get('mean'):g}"]
-    if d.get("sd"):
-        parts.append(f"sd {d['sd']:g}")
-    dist = d.get("dist")
-    if dist:
-        parts.append(str(dist))
-    return _e(", ".join(parts) + " days")
+    mean, sd, dist = d.get("mean"), d.get("sd") or 0.0, d.get("dist")
+    if not sd or dist == "fixed":
+        return _e(_days(mean))
+    return _e(f"mean {mean:g} days, sd {sd:g}" + (f" ({dist})" if dist else ""))
 
 
 # -- sections -------------------------------------------------------------------------------
@@ -184,7 +201,8 @@ def _scenario_section(res) -> str:
     out = []
     if m.description:
         out.append(f'<p>{_e(m.description)}</p>')
-    mtd = int(np.argmin(np.abs(sc.p_true - sc.target)))
+    from .oc import true_mtd
+    mtd = true_mtd(sc.p_true, sc.target)
     acc = m.oc.acceptable
     rows = []
     for k, d in enumerate(m.doses):
@@ -239,21 +257,26 @@ def _conduct_html(conduct) -> str:
                 "before the next decision), so no durations are reported.</p>")
     c = conduct
     acc = ("unlimited (a patient is ready whenever a slot opens)" if c.accrual_per_month is None
-           else f"{c.accrual_per_month:g} patients per month (Poisson)")
+           else f"{c.accrual_per_month:g} arrival{'' if c.accrual_per_month == 1 else 's'} "
+                "per month (Poisson), screened before enrollment")
     pairs = [
         ("accrual", acc),
         ("screening", f"{_duration_text(c.screening.duration_days)}; "
                       f"{100 * c.screening.failure_prob:.0f}% fail"),
         ("waiting", ("waits as long as needed" if c.max_wait_days is None
-                     else f"lost after {c.max_wait_days:g} days") + f"; when paused: {c.when_paused}"),
-        ("DLT window", f"{c.dlt_window_days:g} days after infusion; onset "
-                       f"{c.dlt_onset if isinstance(c.dlt_onset, str) else _duration_text(c.dlt_onset)}"),
+                     else f"lost after {_days(c.max_wait_days)}")
+         + ("; joins the waiting list while the trial is paused" if c.when_paused == "wait"
+            else "; goes elsewhere while the trial is paused")),
+        ("DLT window", f"{_days(c.dlt_window_days)} after infusion; onset "
+                       + ("uniform within the window" if isinstance(c.dlt_onset, str)
+                          else _duration_text(c.dlt_onset))),
         ("drop-out", f"{100 * c.dropout_prob:.1f}% of infused patients (replaced)"),
-        ("staggered dosing", "off" if c.stagger_days == 0 else
-         f"{c.stagger_days:g} days ({c.stagger_mode}, {c.stagger_scope.replace('_', ' ')})"),
+        ("staggered dosing", _stagger_text(c)),
         ("patients in follow-up", "no cap" if c.max_in_followup is None
          else f"at most {c.max_in_followup}"),
-        ("safety review", f"{c.review_days:g} days after a cohort's last window closes"),
+        ("safety review", "none: the decision is taken when a cohort's last window closes"
+         if c.review_days == 0 else f"{_days(c.review_days)} after a cohort's last window "
+                                    "closes"),
     ]
     rows = []
     for p in c.phases:
@@ -265,6 +288,16 @@ def _conduct_html(conduct) -> str:
               if rows else "<p class=\"note\">no phases between enrollment and infusion</p>")
     return "<h3>Conduct (calendar time)</h3>" + _kv(pairs) + \
         "<h3>From enrollment to infusion</h3>" + phases
+
+
+def _stagger_text(c) -> str:
+    if c.stagger_days == 0:
+        return "off"
+    group = "each new dose" if c.stagger_scope == "new_dose" else "each cohort"
+    if c.stagger_mode == "sentinel":
+        return (f"sentinel: the first patient of {group} is observed for "
+                f"{_days(c.stagger_days)} before the others are infused")
+    return f"infusions of {group} at least {_days(c.stagger_days)} apart"
 
 
 def _oc_section(res) -> str:
@@ -291,7 +324,10 @@ def _oc_section(res) -> str:
     se_note = ("Exact values (enumeration of every possible trial): no simulation error."
                if exact else f"In brackets: Monte Carlo standard errors over "
                              f"{res.n_trials:,} simulated trials.")
-    note = (f'<p class="note">{se_note} True MTD: dose {true_mtd}. '
+    mtd_text = (f"True MTD: dose {true_mtd}." if true_mtd is not None else
+                "No true MTD: even dose 1 is too toxic, so stopping is the correct answer "
+                "(PCS = P(no MTD)).")
+    note = (f'<p class="note">{se_note} {mtd_text} '
             "Overdose = selecting a dose above the true MTD. % patients at / above the MTD "
             "is the ratio of mean patients there to mean patients in total. "
             "P(&gt;60% above MTD) is the probability that more than 60% of a trial's "
@@ -394,7 +430,8 @@ def _paired_section(res) -> str:
         sign = "+" if r["mean_difference"] > 0 else ""
         rows.append([f"<td>{_e(r['design_a'])} − {_e(r['design_b'])}</td>",
                      f"<td>{_e(label)}</td>",
-                     f'<td class="num{" best" if clear else ""}">{sign}{_fmt(r["mean_difference"], kind)}</td>',
+                     f'<td class="num{" best" if clear else ""}">'
+                     f'{sign}{_fmt(r["mean_difference"], kind)}</td>',
                      f'<td class="num se">{_fmt(r["se"], kind)}</td>',
                      f'<td class="num">[{_fmt(lo, kind)}, {_fmt(hi, kind)}]</td>'])
     note = ('<p class="note">Every design ran on the same simulated patients (common random '
@@ -442,20 +479,21 @@ def _durations_section(res, swimmer: bool) -> str:
         rows.append(r)
     tbl = _table(["design", "mean days (SE)", "median", "10th pct", "90th pct",
                   "mean months"], rows)
-    extra_keys = sorted({k for d in with_dur for k in d.des_totals})
+    extra_keys = [k for k in DES_TOTAL_LABELS if any(k in d.des_totals for d in with_dur)]
+    extra_keys += sorted({k for d in with_dur for k in d.des_totals} - set(extra_keys))
     extra = ""
     if extra_keys:
-        erows = [[f"<td>{_e(d.name)}</td>"] + [_cell(d.des_totals.get(k), None, "n")
-                                               for k in extra_keys] for d in with_dur]
-        extra = ("<h3>Other per-trial means from the calendar simulation</h3>" +
-                 _table(["design"] + [k.replace("mean_", "").replace("_", " ")
-                                      for k in extra_keys], erows))
+        erows = [[f"<th>{_e(DES_TOTAL_LABELS.get(k, k.replace('mean_', '').replace('_', ' ')))}"
+                  "</th>"] + [_cell(d.des_totals.get(k), None, "n") for d in with_dur]
+                 for k in extra_keys]
+        extra = ("<h3>Per trial, on average</h3>" +
+                 _table([""] + [d.name for d in with_dur], erows, cls="oc"))
     fig, axes = _figure(10.5, 3.8, ncols=2)
     plot_durations(res, ax=axes[0], kind="box", unit="months")
     plot_durations(res, ax=axes[1], kind="ecdf", unit="months")
     fig.tight_layout()
     img = _fig_to_img(fig, "trial duration by design",
-                      "Trial duration from the first arrival to the final decision. Left: box "
+                      "Trial duration from the first enrollment to the final decision. Left: box "
                       "= quartiles, whiskers = 5th-95th percentiles, diamond = mean. Right: "
                       "fraction of trials finished by each month.")
     body = tbl + extra + img
@@ -465,25 +503,28 @@ def _durations_section(res, swimmer: bool) -> str:
 
 
 def _swimmer_html(res) -> str:
-    """One simulated trial per design as a swimmer plot (needs the DES patient log)."""
-    from .plotting import plot_swimmer
-    try:
-        from .des import example_trial  # type: ignore[attr-defined]
-    except ImportError:
+    """One simulated trial per design as a swimmer plot (from the DES patient log)."""
+    from .plotting import plot_swimmer, swimmer_data
+    sc = res.scenario
+    if not sc.has_logistics:
         return ""
     parts = ["<h3>One simulated trial</h3>",
-             '<p class="note">Trial number 0 of the simulation (the same patients for every '
-             "design), one lane per patient.</p>"]
-    sc = res.scenario
+             '<p class="note">Trial number 0 of this simulation (the same arrivals and '
+             "the same patients' DLT thresholds for every design), one lane per enrolled "
+             "patient: coloured bars are the steps before infusion, the triangle the "
+             "infusion, the blue bar the DLT window (darker = higher dose; hatched = left "
+             "early, replaced), red crosses the DLTs, dotted lines the dose decisions.</p>"]
     for d in res.designs:
         if d.durations is None:
             continue
-        ex = example_trial(sc.design(d.name).design, sc.p_true, sc.model.conduct, res.seed, 0)
-        patients, decisions = ex["patients"], ex.get("decisions")
-        n = len(patients)
-        fig, (ax,) = _figure(10.0, max(2.6, 0.3 * n + 1.4))
-        plot_swimmer(patients, ax=ax, decisions=decisions, dose_labels=sc.dose_labels,
-                     title=f"{d.name}: trial 0")
+        ex = swimmer_data(sc, d.name, trial=0, seed=res.seed)
+        n = len(ex["patients"])
+        fig, (ax,) = _figure(10.0, max(2.8, 0.3 * n + 1.6))
+        mtd = "no MTD" if ex["mtd"] is None else f"MTD {sc.dose_labels[ex['mtd'] - 1]}"
+        plot_swimmer(ex["patients"], ax=ax, decisions=ex["decisions"],
+                     dose_labels=sc.dose_labels,
+                     title=f"{d.name}, trial 0: {ex['duration_days']:.0f} days from the first "
+                           f"enrollment to the final decision; {mtd}")
         parts.append(_fig_to_img(fig, f"swimmer plot of one simulated trial, {d.name}"))
     return "".join(parts)
 

@@ -255,8 +255,10 @@ class Results:
                 dd = oc["duration_days"]
                 row += f"{dd['mean']:11.0f}{dd['median']:8.0f}{dd['p10']:7.0f}{dd['p90']:7.0f}"
             lines.append(row)
-        lines.append(f"(true MTD: dose {self.design_oc(self.designs[0].name)['true_mtd']}; "
-                     "PCS = probability of correct selection)")
+        tm = self.design_oc(self.designs[0].name)["true_mtd"]
+        lines.append(f"(true MTD: dose {tm}; " if tm is not None else
+                     "(no true MTD: even dose 1 is too toxic, stopping is correct; ")
+        lines[-1] += "PCS = probability of correct selection)"
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -266,6 +268,117 @@ class Results:
         return ("<div><b>escalation-sim results</b>" + self.oc().to_html(index=False,
                 float_format=lambda v: f"{v:.4f}") + self.summary().to_html(
                 index=False, float_format=lambda v: f"{v:.4f}") + "</div>")
+
+    # -- saving and loading (added for the report / notebooks) ---------------------------------
+    _PARQUET_KEY = b"escalation_sim.results"
+
+    def to_parquet(self, path) -> Path:
+        """Save everything needed to rebuild these results into one Parquet file.
+
+        The table holds the outcome tallies (one row per design x distinct trial ending:
+        ``mtd`` 1-based or 0 = none, ``stop_code``, ``n_<d>``, ``dlt_<d>``, ``weight``); the
+        file's metadata holds the scenario as written, seed, trial count, method, paired sums,
+        per-trial durations and run metadata.  Per-trial tables (``keep_trials``) are not
+        stored.  Read back with :meth:`Results.from_parquet`.
+        """
+        import base64
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        K = self.scenario.n_doses
+        rows = []
+        for i, d in enumerate(self.designs):
+            for (mtd, stop, n, y), w in sorted(d.tally.counts.items()):
+                row = {"design_index": i, "design": d.name, "mtd": mtd + 1 if mtd >= 0 else 0,
+                       "stop_code": int(stop)}
+                row.update({f"n_{k + 1}": int(n[k]) for k in range(K)})
+                row.update({f"dlt_{k + 1}": int(y[k]) for k in range(K)})
+                row["weight"] = float(w)
+                rows.append(row)
+        cols = (["design_index", "design", "mtd", "stop_code"] +
+                [f"n_{k + 1}" for k in range(K)] + [f"dlt_{k + 1}" for k in range(K)] +
+                ["weight"])
+        df = pd.DataFrame(rows, columns=cols)
+        meta = {
+            "format": 1, "scenario_raw": self.scenario.raw, "source": self.scenario.source,
+            "n_trials": self.n_trials, "seed": self.seed, "method": self.method,
+            "meta": self.meta,
+            "designs": [{"name": d.name, "type": d.type, "exact": bool(d.tally.exact),
+                         "integer_weights": all(isinstance(w, (int, np.integer))
+                                                for w in d.tally.counts.values()),
+                         "des_totals": d.des_totals,
+                         "durations": (None if d.durations is None else base64.b64encode(
+                             np.ascontiguousarray(d.durations, dtype="<f8").tobytes()
+                         ).decode("ascii"))} for d in self.designs],
+            "pair_sums": [[a, b, m, v[0], v[1]] for (a, b), sums in sorted(self.pair_sums.items())
+                          for m, v in sums.items()],
+        }
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        md = dict(table.schema.metadata or {})
+        md[self._PARQUET_KEY] = json.dumps(meta, default=_json_default).encode("utf-8")
+        table = table.replace_schema_metadata(md)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return path
+
+    @classmethod
+    def from_parquet(cls, path) -> "Results":
+        """Rebuild the :class:`Results` saved by :meth:`to_parquet` (same tables, same OCs)."""
+        import base64
+        import pyarrow.parquet as pq
+        from .oc import OutcomeTally
+        from .scenario import load_scenario_dict
+        table = pq.read_table(path)
+        raw_meta = (table.schema.metadata or {}).get(cls._PARQUET_KEY)
+        if raw_meta is None:
+            raise ValueError(f"{path}: not a file written by Results.to_parquet")
+        meta = json.loads(raw_meta.decode("utf-8"))
+        sc = load_scenario_dict(meta["scenario_raw"], meta.get("source", str(path)))
+        K = sc.n_doses
+        df = table.to_pandas()
+        designs = []
+        for i, dm in enumerate(meta["designs"]):
+            t = OutcomeTally(K, exact=dm["exact"])
+            sub = df[df["design_index"] == i]
+            n = sub[[f"n_{k + 1}" for k in range(K)]].to_numpy(dtype=np.int64)
+            y = sub[[f"dlt_{k + 1}" for k in range(K)]].to_numpy(dtype=np.int64)
+            for r, (mtd, stop, w) in enumerate(zip(sub["mtd"].tolist(), sub["stop_code"].tolist(),
+                                                   sub["weight"].tolist())):
+                key = (int(mtd) - 1 if mtd > 0 else -1, int(stop), tuple(map(int, n[r])),
+                       tuple(map(int, y[r])))
+                t.add(key, int(round(w)) if dm["integer_weights"] else float(w))
+            dur = None
+            if dm["durations"] is not None:
+                dur = np.frombuffer(base64.b64decode(dm["durations"]), dtype="<f8").astype(float)
+            designs.append(DesignResult(dm["name"], dm["type"], t, dur, dict(dm["des_totals"])))
+        pair_sums: Dict[Any, Dict[str, List[float]]] = {}
+        for a, b, m, s1, s2 in meta["pair_sums"]:
+            pair_sums.setdefault((int(a), int(b)), {})[m] = [s1, s2]
+        return cls(sc, designs, pair_sums, int(meta["n_trials"]), int(meta["seed"]),
+                   meta["method"], meta.get("meta"))
+
+    @staticmethod
+    def read_tables(out_dir) -> Dict[str, Any]:
+        """The tidy tables written by :meth:`write` (``oc``, ``summary``, ``paired``, and
+        ``trials`` / ``trial_doses`` when kept), read back as DataFrames (Parquet when
+        present, else CSV)."""
+        import pandas as pd
+        out = Path(out_dir)
+        tables = {}
+        for name in ("oc", "summary", "paired", "trials", "trial_doses"):
+            pq_path, csv_path = out / f"{name}.parquet", out / f"{name}.csv"
+            if pq_path.exists():
+                try:
+                    tables[name] = pd.read_parquet(pq_path)
+                    continue
+                except ImportError:
+                    pass
+            if csv_path.exists():
+                tables[name] = pd.read_csv(csv_path)
+        if not tables:
+            raise FileNotFoundError(f"{out}: no tables written by Results.write")
+        return tables
 
 
 def _json_default(o):

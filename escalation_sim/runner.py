@@ -12,6 +12,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from fractions import Fraction
 from itertools import combinations
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from .designs.base import Design
 from .engine.cohort import simulate_cohort_chunk
-from .oc import OutcomeTally, correct_set, terminal_key, true_mtd
+from .oc import OutcomeTally, terminal_key, truth_sets
 
 PAIR_METRICS = ("correct", "select_overdose", "n_total", "dlt_total")
 
@@ -37,7 +38,8 @@ class ChunkResult:
 
 def _per_trial_metrics(mtd, n, y, ok, over):
     sel = mtd >= 0
-    correct = np.zeros(mtd.size, dtype=np.int64)
+    # with no acceptable dose, stopping without an MTD is the correct answer
+    correct = np.zeros(mtd.size, dtype=np.int64) if ok.any() else (~sel).astype(np.int64)
     correct[sel] = ok[mtd[sel]]
     overdose = np.zeros(mtd.size, dtype=np.int64)
     overdose[sel] = over[mtd[sel]]
@@ -45,14 +47,17 @@ def _per_trial_metrics(mtd, n, y, ok, over):
             "n_total": n.sum(axis=1).astype(np.int64), "dlt_total": y.sum(axis=1).astype(np.int64)}
 
 
+def _exact_sum(x: np.ndarray) -> Fraction:
+    return sum(map(Fraction, x.tolist()), Fraction(0))
+
+
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
               acceptable=None, record_patients: bool = False) -> ChunkResult:
     """Simulate trials ``start..stop-1`` for every design (same patients for all)."""
     K = designs[0].n_doses
-    ok = correct_set(p_true, target, acceptable).astype(np.int64)
-    top_ok = int(np.max(np.nonzero(ok)[0])) if ok.any() else true_mtd(p_true, target)
-    over = (np.arange(K) > top_ok).astype(np.int64)
+    ok_b, over_b = truth_sets(p_true, target, acceptable)
+    ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
     tallies, metrics, trials, durations, des_stats = [], [], [], [], []
     for design in designs:
         if conduct is None:
@@ -104,8 +109,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
         sums = {}
         for name in metrics[a]:
             d = metrics[a][name] - metrics[b][name]
-            if d.dtype.kind == "f":
-                sums[name] = [math.fsum(d.tolist()), math.fsum((d * d).tolist())]
+            if d.dtype.kind == "f":  # exact rational sums: merged totals do not depend
+                # on the chunking (ChunkMerger rounds them to float once, at the end)
+                sums[name] = [_exact_sum(d), _exact_sum(d * d)]
             else:
                 sums[name] = [int(d.sum()), int((d * d).sum())]
         pair_sums[(a, b)] = sums
@@ -174,7 +180,7 @@ def backend_session(backend: Optional[str], n_jobs: int = 1, scheduler: Optional
             return
         n = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             yield client
         return

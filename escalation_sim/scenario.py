@@ -70,15 +70,20 @@ class SimulationSpec(_Strict):
 
 
 class OCSpec(_Strict):
-    acceptable: Optional[Tuple[float, float]] = Field(
+    acceptable: Optional[List[float]] = Field(
         default=None, description="[lo, hi]: doses with lo <= p_dlt <= hi count as correct")
+
+    @field_validator("acceptable", mode="before")
+    @classmethod
+    def _as_list(cls, v):
+        return list(v) if isinstance(v, tuple) else v
 
     @field_validator("acceptable")
     @classmethod
     def _band(cls, v):
-        if v is not None and not (0 <= v[0] <= v[1] <= 1):
+        if v is not None and not (len(v) == 2 and 0 <= v[0] <= v[1] <= 1):
             raise ValueError("must be [lo, hi] with 0 <= lo <= hi <= 1")
-        return v
+        return tuple(v) if v is not None else None
 
 
 class ScenarioModel(_Strict):

@@ -318,18 +318,33 @@ def test_n_earlystop_follows_get_oc():
 
 
 @pytest.mark.parametrize("outcomes, expected", [
-    # titration (get.oc titration=TRUE), cohort size 3: one patient per dose until a DLT
+    # titration (get.oc titration=TRUE, BOIN 2.7.2 / simFastBOIN), cohort size 3: one patient
+    # per dose until a DLT, then cohort_size - 1 more at that dose to complete a cohort
     ("", (1, 1)),
     ("1N", (2, 1)),
     ("1N 2N", (3, 1)),
-    ("1N 2N 3T", (3, 3)),               # first DLT: full cohort at the same dose
-    ("1N 2N 3T 3NNN", (3, 3)),          # 1/4: b_e(4) = 0 < 1 < 2 = b_d(4): stay
-    ("1N 2N 3T 3NTN", (2, 3)),          # 2/4 >= 2: de-escalate
-    ("1N 2N 3N 4N 5N", (5, 3)),         # no DLT up to the top: full cohort there
-    ("1T", (1, 3)),
+    ("1N 2N 3T", (3, 2)),               # first DLT: 2 more at the same dose
+    ("1N 2N 3T 3NN", (3, 3)),           # 1/3: b_e(3) = 0 < 1 < 2 = b_d(3): stay
+    ("1N 2N 3T 3NT", (2, 3)),           # 2/3 >= 2: de-escalate
+    ("1N 2N 3N 4N 5N", (5, 2)),         # no DLT up to the top: complete a cohort there
+    ("1T", (1, 2)),
 ])
 def test_titration(outcomes, expected):
     design = BOIN(n_doses=5, target=0.3, cohort_size=3, titration=True)
+    assert _next(design, outcomes) == expected
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    # BOIN 2.7.1 get.oc (every simulated trial but the first): a full cohort after titration
+    ("1N 2N 3T", (3, 3)),
+    ("1N 2N 3T 3NNN", (3, 3)),          # 1/4: b_e(4) = 0 < 1 < 2 = b_d(4): stay
+    ("1N 2N 3T 3NTN", (2, 3)),          # 2/4 >= 2: de-escalate
+    ("1N 2N 3N 4N 5N", (5, 3)),
+    ("1T", (1, 3)),
+])
+def test_titration_full_cohort_variant(outcomes, expected):
+    design = BOIN(n_doses=5, target=0.3, cohort_size=3, titration=True,
+                  titration_complete_cohort=False)
     assert _next(design, outcomes) == expected
 
 
@@ -342,7 +357,7 @@ def test_titration_start_follows_get_oc_code():
                      titration_from_start_dose=True)
     assert _next(docs_like, "") == (3, 1)
     assert _next(docs_like, "3N") == (4, 1)
-    assert _next(docs_like, "3N 4T") == (4, 3)
+    assert _next(docs_like, "3N 4T") == (4, 2)
 
 
 @pytest.mark.parametrize("outcomes, expected", [

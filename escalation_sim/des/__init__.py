@@ -43,12 +43,16 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 =============================== ===========================================================
 
 Reproducibility: trial ``t`` gives the same result whatever chunk it is simulated in (all
-randomness is counter-based, see :mod:`escalation_sim.des.draws`).  With
-``Conduct.zero()`` the sequence of cohorts and the terminal state equal the time-free cohort
-engine's, trial by trial, for every classic design.
+randomness is counter-based, see :mod:`escalation_sim.des.draws`).  For classic designs the
+sequence of cohorts and the terminal state do not depend on the logistics at all (only the
+calendar does) and equal, trial by trial, what looping ``design.decide`` /
+``state.add_cohort`` over the shared ``dlt`` stream gives -- the time-free cohort engine's
+trials (which merges states with equal ``design.canonical`` keys).  The collector is paused
+while a call runs (see the comment in :func:`simulate_des_trials`).
 """
 from __future__ import annotations
 
+import gc
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -125,12 +129,24 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     plan = DrawPlan(conduct, seed)
     na, npat, ne = block_sizes(conduct, max_n)
     results: List[Trial] = []
-    for b in range(0, trials.size, BLOCK):
-        block = trials[b:b + BLOCK]
-        chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
-        for r in range(block.size):
-            results.append(Trial(setup, chunk.trial(r)).run())
-    return _collect(setup, trials, results, bool(record_patients))
+    # A trial allocates thousands of small objects, so automatic collections would run
+    # often and rescan the growing decision memo each time.  Finished trials hold no
+    # reference cycle (Trial.release empties the simpy queue), so reference counting frees
+    # them; the collector is paused for the call and restored afterwards.
+    gc_on = gc.isenabled()
+    gc.disable()
+    try:
+        for b in range(0, trials.size, BLOCK):
+            block = trials[b:b + BLOCK]
+            chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
+            for r in range(block.size):
+                t = Trial(setup, chunk.trial(r)).run()
+                t.release()
+                results.append(t)
+        return _collect(setup, trials, results, bool(record_patients))
+    finally:
+        if gc_on:
+            gc.enable()
 
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
@@ -176,9 +192,9 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
         dt = np.asarray(t.decision_times, dtype=float)
         dtimes.append(dt)
         ttfd[r] = dt[0] if dt.size else nan
-        ints["n_screened"][r] = t.n_arrived
+        ints["n_screened"][r] = t.n_screened
         ints["n_screen_failed"][r] = t.n_screen_failed
-        ints["n_enrolled"][r] = len(t.pat_dose)
+        ints["n_enrolled"][r] = len(t.pats)
         ints["n_treated"][r] = t.n_treated
         ints["n_evaluable"][r] = st.total_n
         ints["n_lost"][r] = t.n_lost
@@ -219,10 +235,14 @@ def patient_columns(setup: Setup, trials: np.ndarray, res: List[Trial]) -> Dict[
         vals = [row[key] for row in rows]
         if key == "fate":
             cols[key] = np.asarray(vals, dtype=object)
-        elif isinstance(vals[0], bool):
+        elif key in _LOG_BOOL:
             cols[key] = np.asarray(vals, dtype=bool)
-        elif isinstance(vals[0], int):
+        elif key in _LOG_INT:
             cols[key] = np.asarray(vals, dtype=np.int64)
         else:
             cols[key] = np.asarray(vals, dtype=float)
     return cols
+
+
+_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt"})
+_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index"})

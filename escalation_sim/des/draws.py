@@ -50,6 +50,7 @@ class DrawPlan:
         self.phase_dists = [p.distribution for p in self.phases]
         self.phase_prob = np.array([p.probability for p in self.phases], dtype=float)
         self.phase_fail = np.array([p.failure_prob for p in self.phases], dtype=float)
+        self.gate = conduct.gate_index if conduct.gated else self.P
         self.window = conduct.dlt_window_days
         self.onset_dist = conduct.onset_distribution
         self.dropout = conduct.dropout_prob
@@ -75,8 +76,10 @@ class DrawPlan:
         return gaps, failed, sdays
 
     def patients(self, trials: np.ndarray, start: int, size: int):
-        """Per enrolled patient: phase days (m, size, P) (0 when skipped), index of the phase
-        at whose end the patient fails (-1 none), dropout flag and day."""
+        """Per enrolled patient: phase days (m, size, P) (0 when skipped), whether each phase
+        happens, index of the phase at whose end the patient fails (-1 none), drop-out flag
+        and day, and the sums: days before the gate, days from the gate to infusion, days
+        from enrollment to the end of the failing phase (-1 none)."""
         m, P = trials.size, self.P
         t = trials[:, None, None]
         if P:
@@ -102,7 +105,6 @@ class DrawPlan:
                 fail_at = np.where(any_fail, fails.argmax(axis=2), -1)
             else:
                 fail_at = np.full((m, size), -1)
-                happens = happens
         else:
             days = np.zeros((m, size, 0))
             happens = np.zeros((m, size, 0), dtype=bool)
@@ -115,7 +117,16 @@ class DrawPlan:
         else:
             drop = np.zeros((m, size), dtype=bool)
             drop_day = np.zeros((m, size))
-        return days, happens, fail_at, drop, drop_day
+        cum = np.concatenate([np.zeros((m, size, 1)), np.cumsum(days, axis=2)], axis=2)
+        pre = cum[:, :, self.gate]
+        post = cum[:, :, P] - pre
+        if P:
+            fail_days = np.where(fail_at >= 0,
+                                 np.take_along_axis(cum, np.maximum(fail_at, 0)[:, :, None] + 1,
+                                                    axis=2)[:, :, 0], -1.0)
+        else:
+            fail_days = np.full((m, size), -1.0)
+        return days, happens, fail_at, drop, drop_day, pre, post, fail_days
 
     def evaluable(self, trials: np.ndarray, start: int, size: int):
         """Per evaluable infused patient k: the DLT uniform and the onset day if DLT."""
@@ -144,21 +155,20 @@ class ChunkDraws:
 
     def trial(self, r: int) -> "TrialDraws":
         gaps, failed, sdays = (a[r] for a in self.arr)
-        days, happens, fail_at, drop, drop_day = (a[r] for a in self.pat)
+        pat = [a[r] for a in self.pat]
         u, onset = (a[r] for a in self.ev)
-        return TrialDraws(self.plan, int(self.trials[r]), gaps, failed, sdays, days, happens,
-                          fail_at, drop, drop_day, u, onset)
+        return TrialDraws(self.plan, int(self.trials[r]), gaps, failed, sdays, *pat, u, onset)
 
 
 class TrialDraws:
     """One trial's numbers as Python lists (fast scalar access), extended on demand."""
 
     __slots__ = ("plan", "trial", "arrival_time", "screen_failed", "screen_days",
-                 "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "dlt_u",
-                 "onset_day")
+                 "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "pre_days",
+                 "post_days", "fail_days", "dlt_u", "onset_day")
 
     def __init__(self, plan: DrawPlan, trial: int, gaps, failed, sdays, days, happens,
-                 fail_at, drop, drop_day, u, onset):
+                 fail_at, drop, drop_day, pre, post, fail_days, u, onset):
         self.plan = plan
         self.trial = trial
         self.arrival_time: List[float] = np.cumsum(gaps).tolist()
@@ -169,6 +179,9 @@ class TrialDraws:
         self.fail_at: List[int] = fail_at.tolist()
         self.drop: List[bool] = drop.tolist()
         self.drop_day: List[float] = drop_day.tolist()
+        self.pre_days: List[float] = pre.tolist()
+        self.post_days: List[float] = post.tolist()
+        self.fail_days: List[float] = fail_days.tolist()
         self.dlt_u: List[float] = u.tolist()
         self.onset_day: List[float] = onset.tolist()
 
@@ -185,13 +198,16 @@ class TrialDraws:
     def more_patients(self) -> None:
         n = len(self.fail_at)
         size = max(16, n)
-        days, happens, fail_at, drop, drop_day = self.plan.patients(
+        days, happens, fail_at, drop, drop_day, pre, post, fail_days = self.plan.patients(
             np.array([self.trial], dtype=np.uint64), n, size)
         self.phase_days.extend(days[0].tolist())
         self.phase_happens.extend(happens[0].tolist())
         self.fail_at.extend(fail_at[0].tolist())
         self.drop.extend(drop[0].tolist())
         self.drop_day.extend(drop_day[0].tolist())
+        self.pre_days.extend(pre[0].tolist())
+        self.post_days.extend(post[0].tolist())
+        self.fail_days.extend(fail_days[0].tolist())
 
     def more_evaluable(self) -> None:
         n = len(self.dlt_u)

@@ -1,32 +1,35 @@
 """The simpy model of one CAR-T dose-escalation trial.
 
 A trial is one :class:`Trial` object holding all of its state; simpy provides the clock and
-the event queue.  To keep the simpy layer thin every step of a patient's path is a single
-``env.timeout`` whose callback performs the next step (no generator process per patient, no
-event per phase: a patient's phase durations are pre-drawn, so the path from enrollment to
-the gate, from the gate to infusion, and from infusion to the end of the window are one
-timeout each).  Per patient that is at most: gate arrival, release, infusion, DLT onset
-(time-to-event designs only) and end of window / drop-out / failure.
+the event queue.  To keep the simpy layer thin every step is a single ``env.timeout`` whose
+callback performs the next step: no generator process per patient and no event per phase (a
+patient's phase durations are pre-drawn, so the stretch from enrollment to the gate, from
+the gate to infusion and from infusion to the end of the window are one timeout each).
+Events per trial: one per eligible arrival (ready after screening), and per enrolled patient
+one at the end of its path (failure, drop-out or end of window), plus gate arrival / release
+when patients can be held, plus infusion and DLT onset for time-to-event designs.
 
 Patient path
 ------------
 arrival (Poisson, ``accrual_per_month``) -> screening (``screening.duration_days``; fails
-with ``screening.failure_prob``) -> eligible: enrolled into an open slot, else waiting list
-(``when_paused: wait``, at most ``max_wait_days``) or lost (``leave``) -> phases in order
-(each may be skipped with ``1 - probability`` and may end in failure with
-``failure_prob``: the patient is never infused and the slot reopens) -> the *gate* (before
-the first lymphodepletion phase by default): held by sentinel spacing (``stagger_*``) and the
+with ``screening.failure_prob``) -> eligible: enrolled into an open slot, else the waiting
+list (``when_paused: wait``, at most ``max_wait_days``) or lost (``leave``) -> phases in order
+(each skipped with probability ``1 - probability``, each may end in failure with
+``failure_prob``: never infused, the slot reopens) -> the *gate* (before the first
+lymphodepletion phase by default): held by sentinel spacing (``stagger_*``) and by the
 follow-up cap (``max_in_followup``, counted from gate release to the end of the window) ->
-remaining phases -> infusion (day 0) -> DLT window (``dlt_window_days``): a DLT (per the
-shared ``dlt`` stream) starts on its onset day; a drop-out leaves, not evaluable, and the slot
-reopens.
+remaining phases -> infusion (day 0) -> DLT window (``dlt_window_days``); a drop-out leaves
+before the end of the window, not evaluable, and the slot reopens.
 
-Gating (classic designs)
-------------------------
-The design's decision ``treat(dose, c)`` opens a cohort of ``c`` slots at ``dose``.  The
-cohort is complete when ``c`` of its patients finished the window evaluable; after
-``review_days`` the design decides on the updated :class:`~escalation_sim.types.TrialState`
-(the exact state the cohort engine would reach).  Accrual is paused while a cohort is full.
+DLTs: the k-th evaluable infusion of the trial (k = 0, 1, ... in order of infusion time, ties
+in enrollment order; drop-outs excluded) has a DLT at dose d iff ``u_dlt(k) < p_d``.
+
+Classic designs
+---------------
+A decision ``treat(dose, c)`` opens a cohort of ``c`` slots at ``dose``.  The cohort is
+complete when ``c`` of its patients finished the window evaluable; after ``review_days``
+the design decides on the updated :class:`~escalation_sim.types.TrialState` (the state the
+cohort engine reaches), and so on until it stops.  Accrual is paused while the cohort is full.
 
 Time-to-event designs
 ---------------------
@@ -34,15 +37,16 @@ Designs whose undecorated design has ``time_to_event = True`` decide whenever an
 patient is ready and no slot is open, from a ``TiteState`` at that moment: per-dose counts of
 every enrolled patient still in the trial (``n``), DLTs observed so far (``y``) and, for each
 pending patient (no DLT yet, window not over; enrolled-not-yet-infused patients count with
-follow-up 0), the fraction of the window followed.  ``cohort_size == 0`` in a decision means
-"suspend accrual until the data change"; a stop decision with patients still pending pauses
-accrual until they finish (decisions are re-taken whenever the data change), and the trial
-ends when the design stops on complete data.
+follow-up 0), the fraction of the window followed.  A decision with ``cohort_size == 0``
+suspends accrual until the data change; a stop decision while patients are pending pauses
+accrual until they finish (decisions are re-taken whenever the data change); the trial ends
+when the design stops with no patient in flight.
 
 Everything random comes from :mod:`escalation_sim.des.draws` (counter-based streams).
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from itertools import accumulate
 from typing import Any, Dict, List, Optional
@@ -56,9 +60,10 @@ from .draws import TrialDraws
 
 INF = float("inf")
 
-# patient status codes
+# patient record fields (one list per patient)
+CAND, DOSE, GROUP, ENROLL, GATE, RELEASE, INFUSE, KIDX, DLT, STATUS, END = range(11)
+# patient status / planned end
 PIPELINE, FOLLOWUP, COMPLETE, FAILED, DROPPED = 0, 1, 2, 3, 4
-
 
 _TITE_STATE = None
 
@@ -72,6 +77,7 @@ def _tite_state_cls():
 
 
 def is_time_to_event(design: Design) -> bool:
+    """True for designs that decide with pending patients (``design.inner.time_to_event``)."""
     return bool(getattr(design.inner, "time_to_event", False))
 
 
@@ -89,36 +95,49 @@ class Setup:
         self.unlimited = conduct.accrual_per_month is None
         self.leave = conduct.when_paused == "leave"
         self.max_wait = INF if conduct.max_wait_days is None else conduct.max_wait_days
-        self.gated = conduct.gated
-        self.gate = conduct.gate_index
-        self.cap = conduct.max_in_followup
+        cap = conduct.max_in_followup
+        # classic designs never have more patients in flight than the cohort has slots, so a
+        # cap at least that large never binds
+        if cap is not None and not self.tite and cap >= design.max_cohort_size:
+            cap = None
+        self.cap = cap
         self.stagger = conduct.stagger_days
+        self.gated = self.stagger > 0 or cap is not None
+        self.gate = conduct.gate_index if self.gated else len(conduct.phases)
         self.stagger_all = conduct.stagger_mode == "all"
         self.stagger_cohort = conduct.stagger_scope == "every_cohort"
+        # sentinel spacing without a binding cap: once a group's sentinel is released, the
+        # release day of the others is known at enrollment (no gate event needed)
+        self.known_release = self.gated and cap is None and not self.stagger_all
         self.review = conduct.review_days
         self.phase_names = [p.name for p in conduct.phases]
         self.manufacturing = [p.kind == "manufacturing" for p in conduct.phases]
         self.record = record
         self.max_patients = max_patients
-        self._decisions: Dict[TrialState, Decision] = {}
-        self._mtds: Dict[TrialState, Optional[int]] = {}
+        self._decisions: Dict[Any, Decision] = {}
+        self._mtds: Dict[Any, Optional[int]] = {}
+        self._canonical = design.canonical
 
     def decide(self, state: TrialState) -> Decision:
-        """Memoised ``design.decide`` (classic designs: states repeat across trials)."""
-        dec = self._decisions.get(state)
+        """Memoised ``design.decide`` for complete-data states, by the design's canonical key
+        (states with equal keys get equal decisions; they repeat across trials)."""
+        key = self._canonical(state)
+        dec = self._decisions.get(key)
         if dec is None:
-            dec = self._decisions[state] = self.design.decide(state)
+            dec = self._decisions[key] = self.design.decide(state)
         return dec
 
     def select_mtd(self, state: TrialState) -> Optional[int]:
-        if state in self._mtds:
-            return self._mtds[state]
-        m = self._mtds[state] = self.design.select_mtd(state)
-        return m
+        key = self._canonical(state)
+        try:
+            return self._mtds[key]
+        except KeyError:
+            m = self._mtds[key] = self.design.select_mtd(state)
+            return m
 
 
 class Trial:
-    """One simulated trial (create, ``run()``, then read the attributes)."""
+    """One simulated trial: create, ``run()``, then read the attributes."""
 
     def __init__(self, setup: Setup, draws: TrialDraws):
         s = self.s = setup
@@ -126,25 +145,19 @@ class Trial:
         self.env = simpy.Environment()
         self.end = self.env.event()
         self.finished = False
-        # accrual
-        self.n_arrived = 0
+        # accrual: eligible arrivals sorted by the day screening ends
+        self.rq: List[tuple] = []
+        self.rq_pos = 0
+        self.armed = False                     # a ready event is scheduled
+        self.n_arrived = 0                     # unlimited accrual: candidates drawn
+        self.n_screened = 0
         self.n_screen_failed = 0
         self.waiting: deque = deque()          # (candidate, deadline)
         self.n_lost = 0
         self.n_wait_max = 0
         self.n_waiting_at_close = 0
-        # patients (index j = enrollment order)
-        self.pat_cand: List[int] = []
-        self.pat_dose: List[int] = []
-        self.pat_group: List[int] = []
-        self.pat_enroll: List[float] = []
-        self.pat_gate: List[float] = []        # reached the gate
-        self.pat_release: List[float] = []     # released from the gate
-        self.pat_inf: List[float] = []
-        self.pat_k: List[int] = []
-        self.pat_dlt: List[bool] = []
-        self.pat_status: List[int] = []
-        self.pat_end: List[float] = []         # window end / drop-out / failure time
+        # patients, index j = enrollment order; one record list each (fields above)
+        self.pats: List[list] = []
         self.n_eval = 0                        # k counter (evaluable infusions)
         self.n_treated = 0
         self.n_manuf_fail = 0
@@ -161,7 +174,7 @@ class Trial:
         self.group_dose = -1
         self.group_open = 0
         self.group_size = 0
-        self.group_done = 0
+        self.group_done: List[int] = []
         self.group_y = 0
         self.group_active = 0
         self.decision_times: List[float] = []
@@ -169,18 +182,16 @@ class Trial:
         self.t_end = 0.0
         self.stop_reason: Optional[StopReason] = None
         self.final_state: Optional[TrialState] = None
-        # time-to-event bookkeeping
         if s.tite:
             self.n_active = [0] * s.K
             self.y_obs = [0] * s.K
             self.pending: Dict[int, None] = {}
-        # candidate log (only when recording)
         if s.record:
-            self.cand_arrival: Dict[int, float] = {}
             self.cand_ready: Dict[int, float] = {}
             self.cand_fate: Dict[int, str] = {}
             self.cand_lost: Dict[int, float] = {}
             self.cand_j: Dict[int, int] = {}
+            self.cand_arrival: Dict[int, float] = {}
 
     # ================================================================== running
     def run(self) -> "Trial":
@@ -190,53 +201,79 @@ class Trial:
         if s.unlimited:
             self._fill()
         else:
-            self._next_arrival()
+            self._merge_ready(0)
+            self._arm()
         if not self.finished:
             self.env.run(until=self.end)
+        self._close_accrual()
         return self
 
-    def _at(self, delay: float, fn, value=None) -> None:
-        ev = self.env.timeout(delay, value)
-        ev.callbacks.append(fn)
+    def release(self) -> None:
+        """Drop the simpy environment once the trial is over.  Events still queued (the next
+        arrival, windows running past a final decision) hold the environment and this trial
+        in a reference cycle; emptying the queue lets reference counting free everything."""
+        queue = getattr(self.env, "_queue", None)
+        if queue is not None:
+            queue.clear()
+        self.env = None
+        self.end = None
+        self.rq = []
 
     # ================================================================== accrual
-    def _next_arrival(self) -> None:
+    def _merge_ready(self, start: int) -> None:
         d = self.d
-        i = self.n_arrived
-        while i >= len(d.arrival_time):
-            d.more_arrivals()
-        self._at(d.arrival_time[i] - self.env.now, self._on_arrival, i)
+        at, sf, sd = d.arrival_time, d.screen_failed, d.screen_days
+        new = [(at[i] + sd[i], i) for i in range(start, len(at)) if not sf[i]]
+        rest = self.rq[self.rq_pos:] + new
+        rest.sort()
+        self.rq = rest
+        self.rq_pos = 0
 
-    def _on_arrival(self, ev) -> None:
-        if self.finished:
-            return
-        i = ev.value
+    def _peek(self) -> tuple:
+        """(ready day, candidate) of the next eligible arrival.  Arrivals not drawn yet come
+        after the last drawn one, so the head of the queue is final once it is ready by
+        then; otherwise draw more arrivals first."""
         d = self.d
-        self.n_arrived = i + 1
-        self._next_arrival()
-        rec = self.s.record
-        if rec:
-            self.cand_arrival[i] = self.env.now
-        if d.screen_failed[i]:
-            self.n_screen_failed += 1
-            if rec:
-                self.cand_fate[i] = "screen_failed"
-                self.cand_ready[i] = self.env.now + d.screen_days[i]
+        while self.rq_pos >= len(self.rq) or self.rq[self.rq_pos][0] > d.arrival_time[-1]:
+            n0 = len(d.arrival_time)
+            d.more_arrivals()
+            self._merge_ready(n0)
+        return self.rq[self.rq_pos]
+
+    def _arm(self) -> None:
+        """Schedule the next eligible arrival.  Classic designs skip this while no slot is
+        open: arrivals during a pause only join the waiting list (or leave), which
+        :meth:`_catch_up` replays, in order, when a slot opens."""
+        if self.armed or self.finished or (not self.s.tite and self.group_open <= 0):
             return
-        sd = d.screen_days[i]
-        if sd > 0:
-            self._at(sd, self._on_ready, i)
-        else:
-            self._offer(i)
+        r, i = self._peek()
+        self.rq_pos += 1
+        self.armed = True
+        ev = self.env.timeout(r - self.env.now, i)
+        ev.callbacks.append(self._on_ready)
 
     def _on_ready(self, ev) -> None:
-        if not self.finished:
-            self._offer(ev.value)
+        self.armed = False
+        if self.finished:
+            return
+        self._offer(ev.value)
+        self._arm()
+
+    def _catch_up(self, until: float) -> None:
+        """Replay the eligible arrivals up to ``until`` that no event handled (no slot was
+        open for them): each joins the waiting list or leaves."""
+        if self.armed or self.s.unlimited:
+            return
+        while True:
+            r, i = self._peek()
+            if r > until:
+                return
+            self.rq_pos += 1
+            self._wait_or_leave(i, r)
 
     def _new_candidate(self) -> int:
         """Unlimited accrual: the next eligible candidate, ready now."""
         d = self.d
-        now = self.env.now
         rec = self.s.record
         while True:
             i = self.n_arrived
@@ -244,8 +281,7 @@ class Trial:
                 d.more_arrivals()
             self.n_arrived = i + 1
             if rec:
-                self.cand_arrival[i] = now
-                self.cand_ready[i] = now
+                self.cand_arrival[i] = self.cand_ready[i] = self.env.now
             if d.screen_failed[i]:
                 self.n_screen_failed += 1
                 if rec:
@@ -255,27 +291,27 @@ class Trial:
 
     def _offer(self, i: int) -> None:
         """Candidate ``i`` is eligible now."""
-        if self.s.record:
-            self.cand_ready[i] = self.env.now
-        self._purge()
+        self._purge(self.env.now)
         if not self.waiting and self._slot():
             self._enroll(i)
-            return
-        if self.finished:
-            self._not_enrolled(i)
-        elif self.s.leave:
+        elif not self.finished:
+            self._wait_or_leave(i, self.env.now)
+
+    def _wait_or_leave(self, i: int, t: float) -> None:
+        """No slot for candidate ``i`` (eligible on day ``t``)."""
+        if self.s.leave:
             self.n_lost += 1
             if self.s.record:
                 self.cand_fate[i] = "lost_paused"
-                self.cand_lost[i] = self.env.now
-        else:
-            self.waiting.append((i, self.env.now + self.s.max_wait))
-            if len(self.waiting) > self.n_wait_max:
-                self.n_wait_max = len(self.waiting)
+                self.cand_lost[i] = t
+            return
+        self._purge(t)
+        self.waiting.append((i, t + self.s.max_wait))
+        if len(self.waiting) > self.n_wait_max:
+            self.n_wait_max = len(self.waiting)
 
-    def _purge(self) -> None:
+    def _purge(self, now: float) -> None:
         w = self.waiting
-        now = self.env.now
         while w and w[0][1] < now:
             i, dl = w.popleft()
             self.n_lost += 1
@@ -283,24 +319,41 @@ class Trial:
                 self.cand_fate[i] = "lost_waiting"
                 self.cand_lost[i] = dl
 
-    def _not_enrolled(self, i: int) -> None:
-        if self.s.record:
-            self.cand_fate[i] = "not_enrolled"
-
     def _fill(self) -> None:
         """Enroll waiting (or, with unlimited accrual, new) patients into open slots."""
         unlimited = self.s.unlimited
+        now = self.env.now
+        self._catch_up(now)
         while not self.finished:
-            self._purge()
+            self._purge(now)
             if not self.waiting and not unlimited:
-                return
+                break
             if not self._slot():
-                return
+                break
             if self.waiting:
                 i = self.waiting.popleft()[0]
             else:
                 i = self._new_candidate()
             self._enroll(i)
+        if not unlimited:
+            self._arm()
+
+    def _close_accrual(self) -> None:
+        """Counts of arrivals up to the close (arrival-driven accrual)."""
+        d = self.d
+        if self.s.unlimited:
+            self.n_screened = self.n_arrived
+            return
+        while d.arrival_time[-1] <= self.t_end:
+            d.more_arrivals()
+        self.n_arrived = self.n_screened = bisect_right(d.arrival_time, self.t_end)
+        self.n_screen_failed = sum(d.screen_failed[:self.n_screened])
+        if self.s.record:
+            for i in range(self.n_screened):
+                self.cand_arrival[i] = d.arrival_time[i]
+                self.cand_ready.setdefault(i, d.arrival_time[i] + d.screen_days[i])
+                if d.screen_failed[i]:
+                    self.cand_fate[i] = "screen_failed"
 
     # ================================================================== slots & decisions
     def _slot(self) -> bool:
@@ -328,14 +381,13 @@ class Trial:
         self.group_dose = dec.dose
         self.group_open = dec.cohort_size
         self.group_size = dec.cohort_size
-        self.group_done = 0
+        self.group_done = []
         self.group_y = 0
         self.group_active = 0
 
     def _decide_classic(self, ev=None) -> None:
         self.decision_times.append(self.env.now - self.first_enroll)
-        dec = self.s.decide(self.state)
-        self._open(dec)
+        self._open(self.s.decide(self.state))
         if not self.finished:
             self._fill()
 
@@ -351,20 +403,23 @@ class Trial:
                 self._finish(dec)
 
     def _finish(self, dec: Decision) -> None:
+        s = self.s
         self.finished = True
         self.t_end = self.env.now
         self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
-        if self.s.tite and self.first_enroll is not None:
-            self.decision_times.append(self.t_end - self.first_enroll)
-        if self.s.tite:
+        if s.tite:
+            if self.first_enroll is not None:
+                self.decision_times.append(self.t_end - self.first_enroll)
             self.final_state = TrialState(tuple(self.n_active), tuple(self.y_obs),
                                           self.group_dose if self.group >= 0 else None,
                                           self.group_active, self.group_y)
         else:
             self.final_state = self.state
-        self._purge()
+        if not s.unlimited:
+            self._catch_up(self.t_end)
+        self._purge(self.t_end)
         self.n_waiting_at_close = len(self.waiting)
-        if self.s.record:
+        if s.record:
             for i, _ in self.waiting:
                 self.cand_fate[i] = "not_enrolled"
         self.waiting.clear()
@@ -375,67 +430,88 @@ class Trial:
         """The :class:`~escalation_sim.designs.tite.TiteState` at the current time."""
         now = self.env.now
         W = self.s.window
-        inf = self.pat_inf
-        dose = self.pat_dose
+        pats = self.pats
         pend = []
         for j in self.pending:
-            t0 = inf[j]
-            f = 0.0 if t0 < 0 else min((now - t0) / W, 1.0)
-            pend.append((dose[j], f))
+            p = pats[j]
+            t0 = p[INFUSE]
+            pend.append((p[DOSE], 0.0 if t0 < 0 else min((now - t0) / W, 1.0)))
         return _tite_state_cls()(tuple(self.n_active), tuple(self.y_obs),
-                         self.group_dose if self.group >= 0 else None,
-                         self.group_active, self.group_y, tuple(pend))
+                                 self.group_dose if self.group >= 0 else None,
+                                 self.group_active, self.group_y, tuple(pend))
 
     # ================================================================== patient path
     def _enroll(self, i: int) -> None:
-        s, d = self.s, self.d
-        j = len(self.pat_dose)
+        s, d, env = self.s, self.d, self.env
+        j = len(self.pats)
         if j >= s.max_patients:
             raise RuntimeError(f"trial {d.trial}: more than {s.max_patients} patients enrolled; "
                                f"does the design ever stop?")
         while j >= len(d.fail_at):
             d.more_patients()
-        now = self.env.now
+        now = env.now
         if self.first_enroll is None:
             self.first_enroll = now
         dose = self.group_dose
         self.group_open -= 1
         self.group_active += 1
-        self.pat_cand.append(i)
-        self.pat_dose.append(dose)
-        self.pat_group.append(self.group)
-        self.pat_enroll.append(now)
-        self.pat_gate.append(-1.0)
-        self.pat_release.append(-1.0)
-        self.pat_inf.append(-1.0)
-        self.pat_k.append(-1)
-        self.pat_dlt.append(False)
-        self.pat_status.append(PIPELINE)
-        self.pat_end.append(-1.0)
+        pat = [i, dose, self.group, now, -1.0, -1.0, -1.0, -1, False, PIPELINE, -1.0]
+        self.pats.append(pat)
         self.in_flight += 1
         if s.tite:
             self.n_active[dose] += 1
             self.pending[j] = None
         if s.record:
             self.cand_j[i] = j
-        days = d.phase_days[j]
         f = d.fail_at[j]
-        if f >= 0:
-            t_fail = sum(days[:f + 1])
-        if s.gated:
-            g = s.gate
-            if 0 <= f < g:
-                self._at(t_fail, self._on_fail, j)
-            else:
-                self._at(sum(days[:g]), self._on_gate, j)
-        elif f >= 0:
-            self._at(t_fail, self._on_fail, j)
+        if 0 <= f < s.gate:                          # fails before the gate / infusion
+            pat[STATUS] = FAILED
+            ev = env.timeout(d.fail_days[j], j)
+            ev.callbacks.append(self._on_end)
+        elif not s.gated:
+            self._to_infusion(j, pat, d.pre_days[j])
         else:
-            self._at(sum(days), self._on_infusion, j)
+            rec = self.stag.get(self.group if s.stagger_cohort else dose) \
+                if s.known_release else None
+            if rec is None:
+                ev = env.timeout(d.pre_days[j], j)
+                ev.callbacks.append(self._on_gate)
+                return
+            # the group's sentinel is already on its way: the release day is known now
+            gate = now + d.pre_days[j]
+            release = max(gate, rec[0] + s.stagger - d.post_days[j])
+            pat[GATE] = gate
+            pat[RELEASE] = release
+            self.in_fu += 1
+            if f >= 0:
+                pat[STATUS] = FAILED
+                ev = env.timeout(release - now + d.fail_days[j] - d.pre_days[j], j)
+                ev.callbacks.append(self._on_end)
+            else:
+                self._to_infusion(j, pat, release - now + d.post_days[j])
+
+    def _to_infusion(self, j: int, pat: list, delay: float) -> None:
+        """Schedule the infusion ``delay`` days from now (and, for classic designs, the end of
+        the patient's path at once: drop-out or end of window)."""
+        env = self.env
+        if self.s.tite:
+            ev = env.timeout(delay, j)
+            ev.callbacks.append(self._on_infusion)
+            return
+        d = self.d
+        t_inf = env.now + delay
+        pat[INFUSE] = t_inf
+        if d.drop[j]:
+            pat[STATUS] = DROPPED
+            ev = env.timeout(delay + d.drop_day[j], j)
+        else:
+            pat[STATUS] = COMPLETE
+            ev = env.timeout(delay + self.s.window, j)
+        ev.callbacks.append(self._on_end)
 
     def _on_gate(self, ev) -> None:
         j = ev.value
-        self.pat_gate[j] = self.env.now
+        self.pats[j][GATE] = self.env.now
         self.gate_q.append(j)
         self._try_gate()
 
@@ -444,13 +520,13 @@ class Trial:
         q = self.gate_q
         while q and (s.cap is None or self.in_fu < s.cap):
             j = q.popleft()
+            pat = self.pats[j]
             self.in_fu += 1
             now = self.env.now
-            days = self.d.phase_days[j]
-            post = sum(days[s.gate:])
+            post = self.d.post_days[j]
             release = now
             if s.stagger > 0:
-                key = self.pat_group[j] if s.stagger_cohort else self.pat_dose[j]
+                key = pat[GROUP] if s.stagger_cohort else pat[DOSE]
                 rec = self.stag.get(key)
                 if rec is None:
                     self.stag[key] = [now + post, now + post]
@@ -459,185 +535,187 @@ class Trial:
                     rec[1] = release + post
                 else:
                     release = max(now, rec[0] + s.stagger - post)
-            self.pat_release[j] = release
-            self._at(release - now, self._on_release, j)
+            pat[RELEASE] = release
+            if release > now:
+                ev = self.env.timeout(release - now, j)
+                ev.callbacks.append(self._on_release)
+            else:
+                self._release(j, pat)
 
     def _on_release(self, ev) -> None:
         j = ev.value
-        s = self.s
-        days = self.d.phase_days[j]
-        f = self.d.fail_at[j]
-        if f >= s.gate:
-            self._at(sum(days[s.gate:f + 1]), self._on_fail, j)
+        self._release(j, self.pats[j])
+
+    def _release(self, j: int, pat: list) -> None:
+        d = self.d
+        if d.fail_at[j] >= self.s.gate:
+            pat[STATUS] = FAILED
+            ev = self.env.timeout(d.fail_days[j] - d.pre_days[j], j)
+            ev.callbacks.append(self._on_end)
         else:
-            self._at(sum(days[s.gate:]), self._on_infusion, j)
-
-    def _on_fail(self, ev) -> None:
-        j = ev.value
-        s = self.s
-        now = self.env.now
-        self.pat_status[j] = FAILED
-        self.pat_end[j] = now
-        self.in_flight -= 1
-        self.n_phase_fail += 1
-        if s.manufacturing[self.d.fail_at[j]]:
-            self.n_manuf_fail += 1
-        if self.pat_release[j] >= 0:
-            self.in_fu -= 1
-        self._lose_patient(j)
-        if self.pat_release[j] >= 0:
-            self._try_gate()
-
-    def _lose_patient(self, j: int) -> None:
-        """Patient ``j`` leaves without being evaluable: free the slot (replacement)."""
-        if self.pat_group[j] == self.group:
-            self.group_active -= 1
-        if self.s.tite:
-            self.n_active[self.pat_dose[j]] -= 1
-            self.pending.pop(j, None)
-        elif self.pat_group[j] == self.group:
-            self.group_open += 1
-        self._changed()
+            self._to_infusion(j, pat, d.post_days[j])
 
     def _on_infusion(self, ev) -> None:
+        """Time-to-event designs: infusion, then DLT onset and end of window / drop-out."""
         j = ev.value
-        s, d = self.s, self.d
-        now = self.env.now
-        self.pat_inf[j] = now
-        self.pat_status[j] = FOLLOWUP
+        s, d, env = self.s, self.d, self.env
+        pat = self.pats[j]
+        pat[INFUSE] = env.now
         self.n_treated += 1
         if d.drop[j]:
-            self._at(d.drop_day[j], self._on_dropout, j)
+            pat[STATUS] = DROPPED
+            ev = env.timeout(d.drop_day[j], j)
+            ev.callbacks.append(self._on_end)
             return
+        pat[STATUS] = COMPLETE
         k = self.n_eval
         self.n_eval = k + 1
         while k >= len(d.dlt_u):
             d.more_evaluable()
-        self.pat_k[j] = k
-        dlt = d.dlt_u[k] < s.p[self.pat_dose[j]]
-        self.pat_dlt[j] = dlt
-        if dlt and s.tite:
-            self._at(d.onset_day[k], self._on_dlt, j)
-        self._at(s.window, self._on_window_end, j)
+        pat[KIDX] = k
+        if d.dlt_u[k] < s.p[pat[DOSE]]:
+            pat[DLT] = True
+            ev = env.timeout(d.onset_day[k], j)
+            ev.callbacks.append(self._on_dlt)
+        ev = env.timeout(s.window, j)
+        ev.callbacks.append(self._on_end)
 
     def _on_dlt(self, ev) -> None:
         j = ev.value
-        if self.pat_status[j] != FOLLOWUP:
-            return
-        self.y_obs[self.pat_dose[j]] += 1
+        pat = self.pats[j]
+        self.y_obs[pat[DOSE]] += 1
         self.pending.pop(j, None)
-        if self.pat_group[j] == self.group:
+        if pat[GROUP] == self.group:
             self.group_y += 1
         self._changed()
 
-    def _on_dropout(self, ev) -> None:
-        j = ev.value
-        self.pat_status[j] = DROPPED
-        self.pat_end[j] = self.env.now
-        self.in_flight -= 1
-        self.n_dropout += 1
-        if self.s.gated:
-            self.in_fu -= 1
-        self._lose_patient(j)
-        if self.s.gated:
-            self._try_gate()
-
-    def _on_window_end(self, ev) -> None:
+    def _on_end(self, ev) -> None:
+        """End of the patient's path: failure, drop-out or end of the DLT window."""
         j = ev.value
         s = self.s
-        self.pat_status[j] = COMPLETE
-        self.pat_end[j] = self.env.now
+        pat = self.pats[j]
+        pat[END] = self.env.now
         self.in_flight -= 1
-        if s.gated:
+        st = pat[STATUS]
+        released = pat[RELEASE] >= 0
+        if released:
             self.in_fu -= 1
-            self._try_gate()
-        if s.tite:
-            self.pending.pop(j, None)
-            self._changed()
+        if st == COMPLETE:
+            if s.tite:
+                self.pending.pop(j, None)
+                if released and self.gate_q:
+                    self._try_gate()
+                self._changed()
+                return
+            self.n_treated += 1
+            self.group_done.append(j)
+            if released and self.gate_q:
+                self._try_gate()
+            if len(self.group_done) == self.group_size:
+                self._complete_cohort()
             return
-        self.group_done += 1
-        if self.pat_dlt[j]:
-            self.group_y += 1
-        if self.group_done == self.group_size:
-            self.state = self.state.add_cohort(self.group_dose, self.group_size, self.group_y)
-            if s.review > 0:
-                self._at(s.review, self._decide_classic)
-            else:
-                self._decide_classic()
+        if st == FAILED:
+            self.n_phase_fail += 1
+            if s.manufacturing[self.d.fail_at[j]]:
+                self.n_manuf_fail += 1
+        else:  # DROPPED
+            self.n_dropout += 1
+            if not s.tite:
+                self.n_treated += 1
+        if pat[GROUP] == self.group:
+            self.group_active -= 1
+        if s.tite:
+            self.n_active[pat[DOSE]] -= 1
+            self.pending.pop(j, None)
+        elif pat[GROUP] == self.group:
+            self.group_open += 1              # replacement
+        if released and self.gate_q:
+            self._try_gate()
+        self._changed()
+
+    def _complete_cohort(self) -> None:
+        """Classic designs: the cohort's windows are closed; outcomes in infusion order."""
+        s, d = self.s, self.d
+        pats = self.pats
+        members = sorted(self.group_done, key=lambda j: (pats[j][INFUSE], j))
+        p = s.p[self.group_dose]
+        y = 0
+        for j in members:
+            k = self.n_eval
+            self.n_eval = k + 1
+            while k >= len(d.dlt_u):
+                d.more_evaluable()
+            pats[j][KIDX] = k
+            if d.dlt_u[k] < p:
+                pats[j][DLT] = True
+                y += 1
+        self.group_y = y
+        self.state = self.state.add_cohort(self.group_dose, self.group_size, y)
+        if s.review > 0:
+            ev = self.env.timeout(s.review)
+            ev.callbacks.append(self._decide_classic)
+        else:
+            self._decide_classic()
 
     # ================================================================== patient log
     def patient_rows(self) -> List[Dict[str, Any]]:
-        """One dict per arrival (only with ``record=True``)."""
+        """One dict per arrival up to the close (only with ``record=True``)."""
         s, d = self.s, self.d
         nan = float("nan")
-        W = s.window
         rows = []
         for i in range(self.n_arrived):
-            arr = self.cand_arrival.get(i, nan)
             j = self.cand_j.get(i, -1)
             row: Dict[str, Any] = {
                 "arrival_index": i,
-                "arrival_day": arr,
+                "arrival_day": self.cand_arrival.get(i, nan),
                 "screening_end_day": self.cand_ready.get(i, nan),
                 "eligible": not d.screen_failed[i],
                 "lost_day": self.cand_lost.get(i, nan),
             }
-            fate = self.cand_fate.get(i)
             if j < 0:
-                if fate is None:          # still in screening when the trial closed
-                    fate = "not_enrolled"
-                row.update(fate=fate, patient=-1, enrolled_day=nan, dose_level=0, cohort=-1,
-                           gate_wait_days=nan, infusion_day=nan, evaluable=False,
-                           evaluable_index=-1, dlt=False, dlt_day=nan, dropout_day=nan,
-                           window_end_day=nan)
+                row.update(fate=self.cand_fate.get(i, "not_enrolled"), patient=-1,
+                           enrolled_day=nan, dose_level=0, cohort=-1, gate_wait_days=nan,
+                           infusion_day=nan, evaluable=False, evaluable_index=-1, dlt=False,
+                           dlt_day=nan, dropout_day=nan, window_end_day=nan)
                 for name in s.phase_names:
                     row[f"{name}_start_day"] = nan
                     row[f"{name}_end_day"] = nan
                 rows.append(row)
                 continue
-            st = self.pat_status[j]
-            enroll = self.pat_enroll[j]
-            inf = self.pat_inf[j]
+            pat = self.pats[j]
+            st = pat[STATUS]
             f = d.fail_at[j]
+            inf = pat[INFUSE]
+            evaluable = st == COMPLETE
+            k = pat[KIDX]
             if st == FAILED:
                 fate = f"failed_{s.phase_names[f]}"
             elif st == DROPPED:
                 fate = "dropout"
-            elif st == COMPLETE:
-                fate = "evaluable"
             else:
-                fate = "in_progress"
-            k = self.pat_k[j]
-            evaluable = st == COMPLETE
+                fate = "evaluable"
+            dlt = bool(pat[DLT]) and evaluable
+            rel, gate = pat[RELEASE], pat[GATE]
             row.update(
-                fate=fate, patient=j, enrolled_day=enroll, dose_level=self.pat_dose[j] + 1,
-                cohort=self.pat_group[j],
-                gate_wait_days=(self.pat_release[j] - self.pat_gate[j]
-                                if self.pat_release[j] >= 0 and self.pat_gate[j] >= 0 else nan),
-                infusion_day=inf if inf >= 0 else nan,
-                evaluable=evaluable, evaluable_index=k,
-                dlt=bool(self.pat_dlt[j]) and evaluable,
-                dlt_day=(d.onset_day[k] if evaluable and self.pat_dlt[j] else nan),
-                dropout_day=(d.drop_day[j] if st == DROPPED else nan),
-                window_end_day=(inf + W if st == COMPLETE else nan))
+                fate=fate, patient=j, enrolled_day=pat[ENROLL], dose_level=pat[DOSE] + 1,
+                cohort=pat[GROUP],
+                gate_wait_days=rel - gate if rel >= 0 and gate >= 0 else nan,
+                infusion_day=inf if inf >= 0 and st != FAILED else nan,
+                evaluable=evaluable, evaluable_index=k if evaluable else -1, dlt=dlt,
+                dlt_day=d.onset_day[k] if dlt else nan,
+                dropout_day=d.drop_day[j] if st == DROPPED else nan,
+                window_end_day=pat[END] if evaluable else nan)
             days = d.phase_days[j]
             happens = d.phase_happens[j]
             cum = [0.0] + list(accumulate(days))
-            g = s.gate if s.gated else len(days)
-            rel = self.pat_release[j]
+            g = s.gate
             last = f if f >= 0 else len(days) - 1
             for p, name in enumerate(s.phase_names):
-                if p > last or not happens[p]:
+                if p > last or not happens[p] or (p >= g and rel < 0):
                     row[f"{name}_start_day"] = nan
                     row[f"{name}_end_day"] = nan
                     continue
-                if p < g:
-                    start = enroll + cum[p]
-                else:
-                    if rel < 0:
-                        start = nan
-                    else:
-                        start = rel + cum[p] - cum[g]
+                start = pat[ENROLL] + cum[p] if p < g else rel + sum(days[g:p])
                 row[f"{name}_start_day"] = start
                 row[f"{name}_end_day"] = start + days[p]
             rows.append(row)

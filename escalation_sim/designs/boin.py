@@ -149,6 +149,7 @@ def boin_lambdas(target: float, phi1: Optional[float] = None,
     return lam_e, lam_d
 
 
+@lru_cache(maxsize=65536)
 def _prob_above(target: float, n: int, y: int) -> float:
     """Pr(p > target | y of n, Beta(1, 1) prior), written as 1 - cdf like ``1 - pbeta``."""
     return 1.0 - float(beta_dist.cdf(target, y + 1, n - y + 1))
@@ -268,6 +269,7 @@ class BOIN(Design):
     name: str = "boin"
     titration_from_start_dose: bool = False
     titration_step_down: bool = False
+    titration_complete_cohort: bool = True
 
     def __post_init__(self) -> None:
         p1, p2 = _resolve_phis(self.target, self.phi1, self.phi2)
@@ -336,6 +338,9 @@ class BOIN(Design):
             dose = max(cur - 1, 0)
             return Decision.treat(dose, self.cohort_size - 1,
                                   why + f"; step down to dose {dose + 1} and complete a cohort")
+        if self.titration_complete_cohort:
+            return Decision.treat(cur, self.cohort_size - 1,
+                                  why + f"; add {self.cohort_size - 1} to complete a cohort")
         return Decision.treat(cur, self.cohort_size, why)
 
     def _titration_step(self, state: TrialState) -> Optional[Decision]:
@@ -500,6 +505,11 @@ class Spec(DesignSpecBase):
         default=False,
         description="after titration step down one dose and add cohort_size-1 patients "
                     "(what get.oc does in the first simulated trial of a call only)")
+    titration_complete_cohort: bool = Field(
+        default=True,
+        description="after titration add cohort_size-1 patients at the titration dose so it has "
+                    "one full cohort (BOIN 2.7.2 get.oc, as reproduced by simFastBOIN); false: a "
+                    "full cohort (BOIN 2.7.1 for every simulated trial but the first)")
 
     @model_validator(mode="after")
     def _check(self) -> "Spec":
@@ -526,7 +536,8 @@ def build(spec: Spec, ctx: DesignContext) -> Design:
         extrasafe=spec.extrasafe, offset=spec.offset, n_earlystop=spec.n_earlystop,
         titration=spec.titration, bound_mtd=spec.bound_mtd, name=spec.name or spec.type,
         titration_from_start_dose=spec.titration_from_start_dose,
-        titration_step_down=spec.titration_step_down)
+        titration_step_down=spec.titration_step_down,
+        titration_complete_cohort=spec.titration_complete_cohort)
     if spec.stop_n_at_dose is not None:
         design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
     return StopAtN(base=design, n=c.max_n)

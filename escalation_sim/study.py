@@ -1,0 +1,609 @@
+"""Study files: scenarios x design variants x parameter sweeps, run as one checkpointed job.
+
+A study file expands into a grid of *cells*; each cell is an ordinary scenario (validated like
+a scenario file) on which every design is simulated with the same patients.  Example::
+
+    name: standard-grid
+    description: six standard truths, three target levels, two sample sizes
+    scenarios: ["../standard_*.yaml"]    # files, folders (their *.yaml) or glob patterns,
+                                         # relative to the study file
+    designs:                             # optional: replaces the designs of every scenario
+      - {type: "3+3"}
+      - {type: boin}
+      - {type: crm, skeleton: [0.10, 0.17, 0.25, 0.35]}
+    sweep:                               # every combination of these values
+      target: [0.20, 0.25, 0.30]
+      trial.max_n: [24, 30]
+    cases:                               # optional: listed combinations, crossed with sweep
+      - {designs.crm.skeleton: [0.05, 0.10, 0.20, 0.30]}
+      - {designs.crm.skeleton: [0.10, 0.17, 0.25, 0.35]}
+    logistics: false                     # optional: drop conduct blocks (time-free engine)
+    simulation: {n_trials: 100000, seed: 2026}
+
+A parameter is a dotted path into the scenario: ``target``, ``trial.cohort_size``,
+``trial.max_n``, ``truth.p_dlt``, ``conduct.accrual_per_month``, ``oc.acceptable``; design
+options are addressed by design name (``designs.crm.skeleton``, ``designs.boin.cutoff_eli``;
+``designs.*.cohort_size`` sets every design).  Cells are ordered scenario file, then case,
+then sweep (the last sweep key varies fastest).  Every cell uses the study's seed, so all
+cells see the same latent patient uniforms (common random numbers across the grid).
+
+Output (``escalation-sim study FILE --out DIR``): ``oc`` (one row per cell x design with the
+parameters as columns), ``summary`` (cell x design x dose), ``paired`` and ``cells`` (the
+expanded grid) as CSV and Parquet, ``cells.json`` (each cell's resolved scenario) and
+``study.json`` (metadata).  Each cell x chunk is checkpointed under ``DIR/checkpoint``;
+``--resume`` continues an interrupted study.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import glob
+import itertools
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+
+from .scenario import (Scenario, ScenarioError, ScenarioModel, _Loader, _pydantic_problems,
+                       _short, _Strict, load_scenario_dict)
+
+_SWEEPABLE = [k for k in ScenarioModel.model_fields if k not in ("simulation",)]
+
+
+class StudySimulation(_Strict):
+    n_trials: int = Field(default=10000, ge=1, le=10**9, description="trials per cell")
+    seed: int = Field(default=2026, ge=0, le=2**63 - 1,
+                      description="one seed for every cell (common random numbers)")
+    chunk_size: Optional[int] = Field(
+        default=None, ge=1, description="trials per checkpointed chunk (default 20000; 500 "
+                                        "for scenarios with a conduct block)")
+
+
+class StudyModel(_Strict):
+    name: str
+    description: str = ""
+    scenarios: Union[str, List[str]] = Field(
+        description="scenario files, folders of them or glob patterns, relative to the study")
+    designs: Optional[List[Dict[str, Any]]] = Field(
+        default=None, description="design variants replacing each scenario's designs")
+    sweep: Dict[str, List[Any]] = Field(
+        default_factory=dict, description="parameter path -> values; every combination")
+    cases: List[Dict[str, Any]] = Field(
+        default_factory=list, description="listed parameter combinations, crossed with sweep")
+    logistics: bool = Field(
+        default=True, description="false: drop the scenarios' conduct blocks and run the "
+                                  "time-free cohort engine")
+    simulation: StudySimulation = Field(default_factory=StudySimulation)
+
+    @field_validator("scenarios")
+    @classmethod
+    def _some(cls, v):
+        if isinstance(v, list) and not v:
+            raise ValueError("list at least one scenario file, folder or pattern")
+        return v
+
+    @field_validator("sweep")
+    @classmethod
+    def _values(cls, v):
+        empty = [k for k, vals in v.items() if not vals]
+        if empty:
+            raise ValueError(f"every sweep needs at least one value; empty: {empty}")
+        return v
+
+    @field_validator("designs")
+    @classmethod
+    def _designs(cls, v):
+        if v is not None and not v:
+            raise ValueError("list at least one design (or leave designs out to keep each "
+                             "scenario's own)")
+        return v
+
+
+@dataclass
+class Cell:
+    """One scenario of the grid."""
+
+    index: int
+    file: str
+    params: Dict[str, Any]
+    scenario: Scenario
+    hash: str
+    label: str
+
+
+@dataclass
+class Study:
+    model: StudyModel
+    source: str
+    cells: List[Cell]
+    param_names: List[str]
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_trials(self) -> int:
+        return self.model.simulation.n_trials
+
+    @property
+    def seed(self) -> int:
+        return self.model.simulation.seed
+
+    def cells_table(self):
+        """One row per cell: its parameters and the resolved truth and trial settings."""
+        import pandas as pd
+        rows = []
+        for c in self.cells:
+            sc = c.scenario
+            row = {"cell": c.index, "scenario_file": c.file, "scenario": sc.name}
+            for k in self.param_names:
+                row[k] = _param_value(c.params.get(k))
+            row.update({"label": c.label, "n_doses": sc.n_doses, "target": sc.target,
+                        "p_true": json.dumps([float(x) for x in sc.p_true]),
+                        "max_n": sc.model.trial.max_n,
+                        "cohort_size": sc.model.trial.cohort_size,
+                        "designs": ", ".join(d.name for d in sc.designs),
+                        "engine": "des" if sc.has_logistics else "cohort",
+                        "scenario_hash": c.hash})
+            rows.append(row)
+        return _tidy_params(pd.DataFrame(rows), self.param_names)
+
+
+# ---------------------------------------------------------------------------------------------
+# loading and expansion
+def load_study(path: Union[str, Path]) -> Study:
+    """Read, validate and expand a study file (raises ScenarioError listing every problem)."""
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(source, ["file not found"])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(source, [f"cannot read file: {exc}"])
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ScenarioError(source, [f"{where}malformed YAML: {problem}"])
+    return load_study_dict(raw, source, path.parent, self_path=path)
+
+
+def load_study_dict(raw: Any, source: str = "<study>", base_dir: Union[str, Path] = ".",
+                    self_path: Optional[Path] = None) -> Study:
+    if not isinstance(raw, dict):
+        raise ScenarioError(source, ["(top level): expected a mapping of keys "
+                                     f"(got {_short(raw)})"])
+    problems: List[str] = []
+    model = None
+    try:
+        model = StudyModel.model_validate(raw)
+    except ValidationError as err:
+        problems.extend(_pydantic_problems(err, model=StudyModel))
+    base_dir = Path(base_dir)
+
+    # parameter paths (checked on the raw mapping, so they are reported with other problems)
+    sweep = raw.get("sweep") if isinstance(raw.get("sweep"), dict) else {}
+    cases = [c for c in raw.get("cases") or [] if isinstance(c, dict)] \
+        if isinstance(raw.get("cases"), list) else []
+    for where, keys in [("sweep", list(sweep))] + [
+            (f"cases[{i}]", list(c)) for i, c in enumerate(cases)]:
+        for k in keys:
+            msg = _check_path(str(k))
+            if msg:
+                problems.append(f"{where}.{k}: {msg} (got {_short(k)})")
+    if raw.get("logistics") is False:
+        for k in list(sweep) + [k for c in cases for k in c]:
+            if str(k).split(".")[0] == "conduct":
+                problems.append(f"logistics: false drops the conduct block, so {k} cannot be "
+                                "swept (got false)")
+    overlap = sorted(set(sweep) & {k for c in cases for k in c})
+    if overlap:
+        problems.append(f"cases: {overlap} also in sweep; give each parameter in one place "
+                        f"(got {_short(overlap)})")
+
+    # scenario files
+    scen = raw.get("scenarios")
+    entries = [scen] if isinstance(scen, str) else [e for e in scen if isinstance(e, str)] \
+        if isinstance(scen, list) else []
+    files: List[Tuple[str, Path]] = []
+    for i, entry in enumerate(entries):
+        where = "scenarios" if isinstance(scen, str) else f"scenarios[{i}]"
+        found = _expand_entry(entry, base_dir, self_path)
+        if isinstance(found, str):
+            problems.append(f"{where}: {found} (got {_short(entry)})")
+            continue
+        files.extend(found)
+    bases: List[Tuple[str, Path, Dict[str, Any]]] = []
+    for shown, p in files:
+        try:
+            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problems.append(f"scenarios: {shown}: cannot read: {str(exc).splitlines()[0]}")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"scenarios: {shown}: expected a scenario mapping "
+                            f"(got {_short(data)})")
+            continue
+        bases.append((shown, p, data))
+    if problems:
+        raise ScenarioError(source, problems)
+    assert model is not None
+
+    # the grid
+    sweep_keys = list(model.sweep)
+    case_keys: List[str] = []
+    for c in model.cases:
+        case_keys.extend(k for k in c if k not in case_keys)
+    param_names = case_keys + sweep_keys
+    combos = list(itertools.product(*[model.sweep[k] for k in sweep_keys]))
+    cases = model.cases or [{}]
+    cells: List[Cell] = []
+    cell_problems: Dict[str, List[int]] = {}
+    labels: Dict[int, str] = {}
+    seen: Dict[str, int] = {}
+    index = 0
+    from .checkpoint import scenario_hash
+    for shown, p, data in bases:
+        for case in cases:
+            for combo in combos:
+                params = dict(case)
+                params.update(zip(sweep_keys, combo))
+                base = data.get("name") if isinstance(data.get("name"), str) else p.stem
+                label = base + "".join(f", {k}={_short(v)}" for k, v in params.items())
+                labels[index] = label
+                cell_raw = copy.deepcopy(data)
+                if model.designs is not None:
+                    cell_raw["designs"] = copy.deepcopy(model.designs)
+                if not model.logistics:
+                    cell_raw.pop("conduct", None)
+                cell_raw["simulation"] = {"n_trials": model.simulation.n_trials,
+                                          "seed": model.simulation.seed}
+                errs = []
+                for k, v in params.items():
+                    err = _apply(cell_raw, k, copy.deepcopy(v))
+                    if err:
+                        errs.append(err)
+                sc = None
+                try:
+                    sc = load_scenario_dict(cell_raw, f"{source} cells[{index}]")
+                except ScenarioError as exc:
+                    errs.extend(exc.problems)
+                if sc is not None:
+                    tte = [d.name for d in sc.designs if d.time_to_event]
+                    if tte and not sc.has_logistics:
+                        errs.append(f"designs: time-to-event designs {tte} need calendar time: "
+                                    "add a conduct block")
+                if sc is not None and not errs:
+                    h = scenario_hash(sc)
+                    if h in seen:
+                        errs.append(f"same scenario as cells[{seen[h]}] ({labels[seen[h]]}); "
+                                    "remove the repeat")
+                    else:
+                        seen[h] = index
+                        cells.append(Cell(index, shown, params, sc, h, label))
+                for e in errs:
+                    cell_problems.setdefault(e, []).append(index)
+                index += 1
+    for e, idx in cell_problems.items():
+        more = (f" (and {len(idx) - 1} more cell{'s' if len(idx) > 2 else ''})"
+                if len(idx) > 1 else "")
+        problems.append(f"cells[{idx[0]}] ({labels[idx[0]]}): {e}{more}")
+    if problems:
+        raise ScenarioError(source, problems)
+    return Study(model, source, cells, param_names)
+
+
+def _check_path(path: str) -> Optional[str]:
+    parts = path.split(".")
+    if any(not p for p in parts):
+        return "a parameter is a dotted path like trial.max_n or designs.crm.skeleton"
+    head = parts[0]
+    if head == "simulation":
+        return "set n_trials and seed in the study's own simulation block"
+    if head not in _SWEEPABLE:
+        close = difflib.get_close_matches(head, _SWEEPABLE, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"unknown scenario key {head!r}{hint}"
+    if head == "designs" and len(parts) == 2:
+        return ("address a design option as designs.<design name>.<option>, e.g. "
+                "designs.crm.skeleton (designs.*.<option> sets every design)")
+    return None
+
+
+def _apply(raw: Dict[str, Any], path: str, value) -> Optional[str]:
+    """Set ``path`` in the raw scenario mapping; a message if it cannot be set."""
+    parts = path.split(".")
+    if parts[0] == "designs" and len(parts) >= 3:
+        designs = raw.get("designs")
+        if not isinstance(designs, list):
+            return f"{path}: the scenario has no designs list"
+        name = parts[1]
+        names = [d.get("name") or d.get("type") if isinstance(d, dict) else None
+                 for d in designs]
+        targets = [d for d, n in zip(designs, names) if isinstance(d, dict)
+                   and (name == "*" or str(n) == name)]
+        if not targets:
+            close = difflib.get_close_matches(name, [str(n) for n in names if n], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return (f"{path}: no design named {name!r}{hint} (designs: "
+                    f"{', '.join(str(n) for n in names)})")
+        for d in targets:
+            err = _set(d, parts[2:], copy.deepcopy(value), path, f"designs.{name}")
+            if err:
+                return err
+        return None
+    return _set(raw, parts, value, path, "")
+
+
+def _set(obj: Dict[str, Any], parts: List[str], value, path: str, prefix: str) -> Optional[str]:
+    cur = obj
+    for i, p in enumerate(parts[:-1]):
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(([prefix] if prefix else []) + parts[:i + 1])
+            return f"{path}: {where} is not a mapping in the scenario (got {_short(nxt)})"
+        cur = nxt
+    cur[parts[-1]] = value
+    return None
+
+
+def _expand_entry(entry: str, base_dir: Path, self_path: Optional[Path]):
+    """The scenario files an entry names, as (shown name, path); a message if none."""
+    p = Path(entry)
+    full = p if p.is_absolute() else base_dir / p
+    if any(ch in entry for ch in "*?["):
+        paths = [Path(x) for x in sorted(glob.glob(str(full)))]
+        paths = [x for x in paths if x.is_file()]
+        what = "pattern matches no files"
+    elif full.is_dir():
+        paths = sorted([x for x in full.iterdir()
+                        if x.is_file() and x.suffix in (".yaml", ".yml")])
+        what = "folder holds no .yaml files"
+    elif full.is_file():
+        paths = [full]
+        what = ""
+    else:
+        return "file not found"
+    if self_path is not None:
+        paths = [x for x in paths if x.resolve() != self_path.resolve()]
+    if not paths:
+        return what
+    out = []
+    for x in paths:
+        try:
+            shown = str(x.relative_to(base_dir))
+        except ValueError:
+            shown = str(x)
+        out.append((shown, x))
+    return out
+
+
+def _param_value(v):
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return json.dumps(v)
+
+
+def _tidy_params(df, names):
+    """Parameter columns with one type each (mixed columns become strings)."""
+    for k in names:
+        if k not in df:
+            continue
+        vals = [v for v in df[k].tolist() if v is not None]
+        kinds = {("num" if isinstance(v, (int, float)) and not isinstance(v, bool)
+                  else type(v).__name__) for v in vals}
+        if len(kinds) > 1:
+            df[k] = [None if v is None else str(v) for v in df[k].tolist()]
+    return df
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+def _cell_chunk(cell: int, designs, p_true, target, seed, start, stop, conduct, acceptable):
+    from .runner import run_chunk
+    return cell, run_chunk(designs, p_true, target, seed, start, stop, conduct, False, acceptable)
+
+
+@dataclass
+class StudyResults:
+    study: Study
+    out_dir: Path
+    oc: Any
+    summary: Any
+    paired: Any
+    cells: Any
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """PCS (and mean duration on the discrete-event engine) of every design in every cell,
+        one row per cell with its parameters first."""
+        cells = self.cells.set_index("cell")
+        front = (["scenario"] if cells["scenario"].nunique() > 1 else []) + \
+            list(self.study.param_names)
+        order = list(dict.fromkeys(self.oc["design"]))
+        out = [f"{self.study.name}: {len(self.cells)} cells, {self.study.n_trials:,} trials "
+               f"each, seed {self.study.seed}"]
+        figures = [("pcs", "PCS (probability of correct selection)", "{:.3f}")]
+        if "duration_mean" in self.oc and self.oc["duration_mean"].notna().any():
+            figures.append(("duration_mean", "mean trial duration (days)", "{:.0f}"))
+        for col, title, fmt in figures:
+            pv = self.oc.pivot(index="cell", columns="design", values=col)[order]
+            pv = pv.apply(lambda c: [("-" if v != v else fmt.format(v)) for v in c])
+            if front:
+                left = cells.loc[pv.index, front].apply(
+                    lambda c: [_fmt_param(v) for v in c])
+                pv = left.join(pv)
+            out.append(title)
+            out.append(pv.to_string(index=not front))
+        return "\n".join(out)
+
+
+def _fmt_param(v) -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "loky",
+              scheduler: Optional[str] = None, resume: bool = False,
+              quiet: bool = False) -> StudyResults:
+    """Run every cell of a study file; write the tidy tables into ``out``.
+
+    Chunks of every cell are dispatched together (joblib: local processes by default, or a
+    dask.distributed cluster with ``backend="dask"``), each checkpointed as it finishes;
+    ``resume=True`` skips the chunks an interrupted run saved.  Results are bit-identical for
+    any backend, ``n_jobs`` or interruption.
+    """
+    import joblib
+    import pandas as pd
+    from .api import ChunkMerger
+    from .checkpoint import Checkpoint
+    from .results import Results, versions
+    from .runner import backend_session, chunk_ranges, make_parallel
+
+    study = file if isinstance(file, Study) else load_study(file)
+    n_jobs = int(n_jobs or 1)
+    backend = backend or "loky"
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cells_dir = out / "checkpoint" / "cells"
+    if not resume and cells_dir.exists():
+        shutil.rmtree(cells_dir)
+    cells_df = study.cells_table()
+    _write_table(cells_df, out / "cells")
+    (out / "cells.json").write_text(json.dumps(
+        [{"cell": c.index, "label": c.label, "scenario_file": c.file, "params": c.params,
+          "scenario_hash": c.hash, "scenario": c.scenario.resolved()} for c in study.cells],
+        indent=1, default=str))
+
+    n, seed = study.n_trials, study.seed
+    t0 = time.perf_counter()
+    cks, todo = {}, {}
+    for c in study.cells:
+        ck = Checkpoint.open(out, c.scenario, n, seed, study.model.simulation.chunk_size,
+                             resume=resume, subdir=f"checkpoint/cells/{c.hash[:16]}")
+        cks[c.index] = ck
+        done = ck.done_starts()
+        todo[c.index] = [r for r in chunk_ranges(n, ck.chunk_size) if r[0] not in done]
+    total = sum(b - a for rs in todo.values() for a, b in rs)
+    bar = None
+    if not quiet and sys.stderr.isatty() and total:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=total, desc=study.name, unit="trial", unit_scale=True,
+                       file=sys.stderr)
+        except ImportError:  # pragma: no cover
+            bar = None
+
+    frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {}}
+    mergers: Dict[int, ChunkMerger] = {}
+    by_index = {c.index: c for c in study.cells}
+
+    def finalize(i: int) -> None:
+        c = by_index[i]
+        sc = c.scenario
+        merger = mergers.pop(i, None) or ChunkMerger(sc.n_doses, len(sc.designs))
+        fresh = {a for a, _ in todo[i]}
+        for ch in cks[i].iter_chunks(cks[i].done_starts() - fresh):
+            merger.add(ch)
+        if merger.n_trials != n:  # pragma: no cover - a bug, never expected
+            raise RuntimeError(f"cell {i}: merged {merger.n_trials} trials, expected {n}")
+        res = Results(sc, merger.design_results(sc.designs), merger.pair_sums(), n, seed,
+                      "monte-carlo", {"versions": {}})
+        for name, df in (("oc", res.oc()), ("summary", res.summary()),
+                         ("paired", res.paired())):
+            frames[name][i] = _with_cell_columns(df, c, study.param_names)
+
+    remaining = {i: len(rs) for i, rs in todo.items()}
+    for i, k in remaining.items():
+        if k == 0:
+            finalize(i)
+    jobs = []
+    for c in study.cells:
+        sc = c.scenario
+        conduct = sc.model.conduct if sc.has_logistics else None
+        designs = [d.design for d in sc.designs]
+        p = [float(x) for x in sc.p_true]
+        for a, b in todo[c.index]:
+            jobs.append((c.index, designs, p, sc.target, seed, a, b, conduct,
+                         sc.model.oc.acceptable))
+    try:
+        if jobs:
+            with backend_session(backend, n_jobs, scheduler):
+                par = make_parallel(n_jobs, backend)
+                for i, ch in par(joblib.delayed(_cell_chunk)(*j) for j in jobs):
+                    cks[i].save(ch)
+                    m = mergers.get(i)
+                    if m is None:
+                        sc = by_index[i].scenario
+                        m = mergers[i] = ChunkMerger(sc.n_doses, len(sc.designs))
+                    m.add(ch)
+                    if bar is not None:
+                        bar.update(ch.stop - ch.start)
+                    remaining[i] -= 1
+                    if remaining[i] == 0:
+                        finalize(i)
+    except KeyboardInterrupt:
+        print("interrupted: finished chunks are saved; rerun with --resume to continue",
+              file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+
+    tables = {}
+    for name, parts in frames.items():
+        tables[name] = pd.concat([parts[i] for i in sorted(parts)], ignore_index=True)
+        tables[name] = _tidy_params(tables[name], study.param_names)
+        _write_table(tables[name], out / name)
+    meta = {"study": study.name, "description": study.model.description,
+            "source": study.source, "n_cells": len(study.cells), "n_trials": n, "seed": seed,
+            "chunk_size": sorted({ck.chunk_size for ck in cks.values()}),
+            "parameters": study.param_names, "n_jobs": n_jobs, "backend": backend,
+            "scheduler": scheduler, "resumed_trials": len(study.cells) * n - total,
+            "elapsed_s": elapsed, "versions": versions()}
+    (out / "study.json").write_text(json.dumps(meta, indent=2, default=str))
+    (out / "study.resolved.yaml").write_text(yaml.safe_dump(
+        study.model.model_dump(mode="json"), sort_keys=False))
+    res = StudyResults(study, out, tables["oc"], tables["summary"], tables["paired"], cells_df,
+                       meta)
+    if not quiet:
+        print(res.table())
+        print(f"\n{len(study.cells)} cells x {tables['oc']['design'].nunique()} designs in "
+              f"{elapsed:.1f} s; tables written to {out}/ (oc, summary, paired, cells)")
+    return res
+
+
+def _with_cell_columns(df, cell: Cell, names: List[str]):
+    df = df.copy()
+    pos = list(df.columns).index("scenario") if "scenario" in df.columns else 0
+    df.insert(pos, "scenario_file", cell.file)
+    df.insert(pos, "cell", cell.index)
+    at = list(df.columns).index("scenario") + 1 if "scenario" in df.columns else pos + 2
+    for j, k in enumerate(names):
+        df.insert(at + j, k, [_param_value(cell.params.get(k))] * len(df))
+    return df
+
+
+def _write_table(df, stem: Path) -> None:
+    df.to_csv(stem.with_suffix(".csv"), index=False)
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:  # pragma: no cover
+        return
+    df.to_parquet(stem.with_suffix(".parquet"), index=False)
