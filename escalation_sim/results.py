@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 import math
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -18,7 +19,8 @@ SCALAR_OC = ["pcs", "p_no_mtd", "p_select_overdose", "mean_n_total", "mean_dlt_t
              "p_over80_above_mtd"]
 
 
-def versions() -> Dict[str, str]:
+@lru_cache(maxsize=1)
+def _versions() -> Tuple[Tuple[str, str], ...]:
     import importlib.metadata as md
     out = {"python": platform.python_version()}
     for pkg in ("escalation-sim", "numpy", "scipy", "pandas", "simpy", "joblib", "pydantic"):
@@ -26,7 +28,12 @@ def versions() -> Dict[str, str]:
             out[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def versions() -> Dict[str, str]:
+    """Python and package versions (cached: read once per process)."""
+    return dict(_versions())
 
 
 @dataclass
