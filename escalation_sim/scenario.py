@@ -270,15 +270,19 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def load_scenario(path: Union[str, Path]) -> Scenario:
-    path = Path(path)
+def read_text_file(path: Union[str, Path]) -> Tuple[str, str]:
+    """``(source, text)`` of a UTF-8 file; a ScenarioError names the file if unreadable."""
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return source, Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioError(source, ["file not found"])
     except (OSError, UnicodeDecodeError) as exc:
         raise ScenarioError(source, [f"cannot read file: {exc}"])
+
+
+def load_scenario(path: Union[str, Path]) -> Scenario:
+    source, text = read_text_file(path)
     return load_scenario_text(text, source)
 
 

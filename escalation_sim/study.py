@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from .scenario import (Scenario, ScenarioError, ScenarioModel, _Loader, _pydantic_problems,
+from .scenario import (Scenario, ScenarioError, read_text_file, ScenarioModel, _Loader, _pydantic_problems,
                        _short, _Strict, load_scenario_dict)
 
 _SWEEPABLE = [k for k in ScenarioModel.model_fields if k not in ("simulation",)]
@@ -161,13 +161,7 @@ class Study:
 def load_study(path: Union[str, Path]) -> Study:
     """Read, validate and expand a study file (raises ScenarioError listing every problem)."""
     path = Path(path)
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(source, ["file not found"])
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(source, [f"cannot read file: {exc}"])
+    source, text = read_text_file(path)
     try:
         raw = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:

@@ -359,6 +359,21 @@ class BOIN(Design):
             return self._end_titration(cur, f"titration complete: first DLT at dose {cur + 1}")
         return None
 
+    def _safety_stop(self, state: TrialState, low: Optional[int],
+                     b_elim: Optional[int]) -> Optional[Decision]:
+        """Stop when dose 1 is eliminated, or by the extra-safe rule at dose 1."""
+        if low == 0:
+            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
+                                 f"dose 1 eliminated: Pr(DLT rate > {self.target}) > "
+                                 f"{self.cutoff_eli} with {state.y[0]}/{state.n[0]}")
+        if (self.extrasafe and state.current == 0 and b_elim is not None
+                and self._extrasafe_hit(state)):
+            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
+                                 f"extra-safe rule: Pr(DLT rate at dose 1 > {self.target}) > "
+                                 f"{self.cutoff_eli - self.offset:g} with "
+                                 f"{state.y[0]}/{state.n[0]}")
+        return None
+
     # -- the interface -------------------------------------------------------------------
     def decide(self, state: TrialState) -> Decision:
         if state.current is None:
@@ -366,17 +381,11 @@ class BOIN(Design):
             return Decision.treat(self.first_dose, size, "start")
         d = state.current
         low = self.lowest_eliminated(state)
-        if low == 0:
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"dose 1 eliminated: Pr(DLT rate > {self.target}) > "
-                                 f"{self.cutoff_eli} with {state.y[0]}/{state.n[0]}")
         n_d, y_d = state.n[d], state.y[d]
         b_e, b_d, b_elim = self.bounds(n_d)
-        if self.extrasafe and d == 0 and b_elim is not None and self._extrasafe_hit(state):
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"extra-safe rule: Pr(DLT rate at dose 1 > {self.target}) > "
-                                 f"{self.cutoff_eli - self.offset:g} with "
-                                 f"{state.y[0]}/{state.n[0]}")
+        stop = self._safety_stop(state, low, b_elim)
+        if stop is not None:
+            return stop
         if self._titrating:
             step = self._titration_step(state)
             if step is not None:

@@ -491,6 +491,11 @@ def resolve_skeleton(spec: Spec, n_doses: int, target: float) -> Tuple[float, ..
 
 
 def build(spec: Spec, ctx: DesignContext) -> Design:
+    return build_with(CRM, spec, ctx)
+
+
+def build_with(cls, spec: Spec, ctx: DesignContext) -> Design:
+    """Build ``cls`` (CRM or a subclass taking the same options) from its spec, wrapped."""
     c = spec.context(ctx)
     skeleton = resolve_skeleton(spec, c.n_doses, c.target)
     two = None
@@ -500,7 +505,7 @@ def build(spec: Spec, ctx: DesignContext) -> Design:
             raise ValueError(f"two_stage doses must lie between 1 and {c.n_doses} "
                              f"(got {spec.two_stage})")
         two = tuple(d - 1 for d in spec.two_stage)
-    design: Design = CRM(
+    design: Design = cls(
         n_doses=c.n_doses, target=c.target, skeleton=skeleton, model=spec.model,
         prior_var=spec.prior_var, intcpt=spec.intcpt, estimate=spec.estimate,
         cohort_size=c.cohort_size, start_dose=c.start_dose, restrict=spec.restrict,

@@ -208,17 +208,11 @@ class TITEBOIN(_boin.BOIN):
         if m == 0:
             return super().decide(state)
         low = self.lowest_eliminated(state)
-        if low == 0:
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"dose 1 eliminated: Pr(DLT rate > {self.target}) > "
-                                 f"{self.cutoff_eli} with {state.y[0]}/{state.n[0]}")
         n_d, y_d = state.n[d], state.y[d]
         b_e, b_d, b_elim = self.bounds(n_d)
-        if self.extrasafe and d == 0 and b_elim is not None and self._extrasafe_hit(state):
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"extra-safe rule: Pr(DLT rate at dose 1 > {self.target}) > "
-                                 f"{self.cutoff_eli - self.offset:g} with "
-                                 f"{state.y[0]}/{state.n[0]}")
+        stop = self._safety_stop(state, low, b_elim)
+        if stop is not None:
+            return stop
         lam_e, lam_d = self.lambdas
         s = sum(f for dd, f in pend if dd == d)
         obs = f"{y_d}/{n_d} DLT at dose {d + 1}, {m} pending (STFT {s:.2f})"
@@ -305,23 +299,7 @@ class TiteBOINSpec(_boin.Spec):
 
 
 def build_tite_crm(spec: TiteCRMSpec, ctx: DesignContext) -> Design:
-    c = spec.context(ctx)
-    skeleton = _crm.resolve_skeleton(spec, c.n_doses, c.target)
-    two = None
-    if spec.two_stage is not None:
-        bad = [d for d in spec.two_stage if not 1 <= d <= c.n_doses]
-        if bad:
-            raise ValueError(f"two_stage doses must lie between 1 and {c.n_doses} "
-                             f"(got {spec.two_stage})")
-        two = tuple(d - 1 for d in spec.two_stage)
-    design: Design = TITECRM(
-        n_doses=c.n_doses, target=c.target, skeleton=skeleton, model=spec.model,
-        prior_var=spec.prior_var, intcpt=spec.intcpt, estimate=spec.estimate,
-        cohort_size=c.cohort_size, start_dose=c.start_dose, restrict=spec.restrict,
-        safety_threshold=spec.safety_threshold, two_stage=two, name=spec.name or spec.type)
-    if spec.stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
-    return StopAtN(base=design, n=c.max_n)
+    return _crm.build_with(TITECRM, spec, ctx)
 
 
 def build_tite_boin(spec: TiteBOINSpec, ctx: DesignContext) -> Design:
