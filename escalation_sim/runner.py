@@ -130,6 +130,19 @@ def default_chunk_size(n_trials: int, n_jobs: int, des: bool) -> int:
     return max(1, min(per, math.ceil(n_trials / max(1, 4 * max(1, n_jobs)))))
 
 
+def resolve_n_jobs(n_jobs: int, backend: Optional[str]) -> int:
+    """Validate ``n_jobs``; -1 means every CPU.  Local process pools are capped at the number
+    of CPUs: more processes than cores only cost memory (each holds its own state graphs)."""
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or (n_jobs < 1 and n_jobs != -1):
+        raise ValueError(f"n_jobs must be -1 (every CPU) or a positive integer (got {n_jobs!r})")
+    cpus = os.cpu_count() or 1
+    if n_jobs == -1:
+        return cpus
+    if backend in (None, "loky", "multiprocessing") and n_jobs > cpus:
+        return cpus
+    return n_jobs
+
+
 def make_parallel(n_jobs: int, backend: str, scheduler: Optional[str] = None):
     """A joblib ``Parallel`` for the chosen backend.
 
@@ -195,6 +208,7 @@ def run_chunks(designs, p_true, target, seed, n_trials, *, conduct=None, n_jobs=
                scheduler: Optional[str] = None):
     """Dispatch chunks; yield ``ChunkResult`` as they finish (order not guaranteed)."""
     import joblib
+    n_jobs = resolve_n_jobs(n_jobs, backend)
     cs = chunk_size or default_chunk_size(n_trials, n_jobs, conduct is not None)
     ranges = [r for r in chunk_ranges(n_trials, cs) if not skip or r[0] not in skip]
     if not ranges:

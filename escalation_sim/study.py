@@ -470,7 +470,8 @@ def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "lo
     from .runner import backend_session, chunk_ranges, make_parallel
 
     study = file if isinstance(file, Study) else load_study(file)
-    n_jobs = int(n_jobs or 1)
+    from .runner import resolve_n_jobs
+    n_jobs = resolve_n_jobs(int(n_jobs if n_jobs is not None else 1), backend)
     backend = backend or "loky"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

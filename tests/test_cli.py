@@ -115,3 +115,18 @@ def test_paths_tree():
 def test_bad_numbers_on_command_line():
     r = cli("run", SEED, "--n-trials", 0)
     assert r.returncode == 2 and "--n-trials must be >= 1 (got 0)" in r.stderr
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_bad_n_jobs_rejected(value):
+    r = cli("run", SEED, "--n-trials", 100, "--n-jobs", value)
+    assert r.returncode == 2 and "n_jobs must be -1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_n_jobs_capped_at_cpu_count():
+    import os
+    from escalation_sim.runner import resolve_n_jobs
+    cpus = os.cpu_count() or 1
+    assert resolve_n_jobs(10_000, "loky") == cpus
+    assert resolve_n_jobs(-1, "loky") == cpus
+    assert resolve_n_jobs(1, "loky") == 1
