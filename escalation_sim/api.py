@@ -17,6 +17,12 @@ def _as_scenario(scenario) -> Scenario:
     return load_scenario(scenario)
 
 
+def _skip_note(sc: Scenario, names) -> None:
+    import sys
+    print(f"note: {sc.source}: time-to-event designs {', '.join(names)} skipped: they need "
+          "calendar time (the conduct block)", file=sys.stderr)
+
+
 def _select(sc: Scenario, designs: Optional[Sequence[str]]):
     if not designs:
         return list(sc.designs)
@@ -57,8 +63,13 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
         raise ValueError(f"{sc.source}: logistics requested but the scenario has no conduct block")
     tte = [it.name for it in items if it.time_to_event]
     if tte and not use_des:
-        raise ValueError(f"{sc.source}: time-to-event designs {tte} need calendar time: add a "
-                         "conduct block to the scenario (or drop them from this run)")
+        if designs or len(tte) == len(items):
+            why = ("the run ignores the conduct block" if sc.has_logistics
+                   else "add a conduct block to the scenario")
+            raise ValueError(f"{sc.source}: time-to-event designs {tte} need calendar time "
+                             f"({why}); run them with logistics or leave them out")
+        _skip_note(sc, tte)
+        items = [it for it in items if not it.time_to_event]
     conduct = sc.model.conduct if use_des else None
     if checkpoint is not None:
         chunk_size = checkpoint.chunk_size
@@ -168,7 +179,10 @@ def exact_oc(design=None, scenario: Union[Scenario, str, None] = None,
     else:
         items = _select(sc, design or designs)
     bad = [it.name for it in items if it.time_to_event]
-    if bad:
+    if bad and design is None and not designs and len(bad) < len(items):
+        _skip_note(sc, bad)
+        items = [it for it in items if not it.time_to_event]
+    elif bad:
         raise ValueError(f"exact enumeration is for time-free designs; not for {bad}")
     t0 = time.perf_counter()
     res = [DesignResult(it.name, it.type, exact_tally(it.design, sc.p_true)) for it in items]

@@ -55,9 +55,15 @@ def _check_positive(name, value, minimum=1):
         raise UsageError(f"--{name} must be >= {minimum} (got {value})")
 
 
+def _check_out_dir(out) -> None:
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out}: exists and is not a directory")
+
+
 def cmd_run(args) -> int:
     from .api import exact_oc, simulate
     sc = load_scenario(args.file)
+    _check_out_dir(args.out)
     _check_positive("n-trials", args.n_trials)
     _check_positive("chunk-size", args.chunk_size)
     if args.seed is not None and args.seed < 0:

@@ -224,7 +224,10 @@ def _pydantic_problems(err: ValidationError, prefix=(), model=None) -> List[str]
             hint = f"; did you mean {close[0]!r}?" if close else ""
             out.append(f"{_fmt_loc(loc)}: unknown key{hint} (got {_short(e.get('input'))})")
             continue
-        out.append(f"{_fmt_loc(loc)}: {msg} (got {_short(e.get('input'))})")
+        if "(got " in msg:  # the validator already shows the value
+            out.append(f"{_fmt_loc(loc)}: {msg}")
+        else:
+            out.append(f"{_fmt_loc(loc)}: {msg} (got {_short(e.get('input'))})")
     # a union (dose as label or mapping) reports both branches; keep one per location
     seen, uniq = set(), []
     for p in out:
@@ -324,9 +327,10 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 continue
             try:
                 entry = get_entry(item["type"])
-            except (KeyError, AttributeError):
-                problems.append(f"designs[{i}].type: {unknown_type_message(item['type'])} "
-                                f"(got {_short(item['type'])})")
+            except (KeyError, AttributeError, TypeError):
+                msg = (unknown_type_message(item["type"]) if isinstance(item["type"], str)
+                       else "must be a design type name such as boin")
+                problems.append(f"designs[{i}].type: {msg} (got {_short(item['type'])})")
                 continue
             data = dict(item)
             data["type"] = entry.type
@@ -353,6 +357,14 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
     sd = trial.get("start_dose", 1)
     if K and isinstance(sd, int) and not isinstance(sd, bool) and not 1 <= sd <= K:
         problems.append(f"trial.start_dose: must be between 1 and {K} (got {sd})")
+        model = None  # designs cannot be built on a bad start dose
+    if doses:
+        labels = [d if not isinstance(d, dict) else d.get("label") for d in doses]
+        seen_l = [str(x) for x in labels if x is not None]
+        dup = sorted({x for x in seen_l if seen_l.count(x) > 1})
+        if dup:
+            problems.append(f"doses: labels must be distinct (got {_short(seen_l)}; "
+                            f"repeated: {', '.join(dup)})")
 
     names: Dict[str, int] = {}
     items: List[DesignItem] = []

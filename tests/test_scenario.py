@@ -189,3 +189,33 @@ def test_cli_schema_is_json_schema():
     types = {v["properties"]["type"].get("const") or tuple(v["properties"]["type"].get("enum", ()))
              for v in schema["properties"]["designs"]["items"]["oneOf"]}
     assert "boin" in str(types) and "crm" in str(types)
+
+
+def test_design_type_not_a_string():
+    p = problems(BASE.replace("{type: boin}", "{type: [boin]}"))
+    assert 'designs[1].type: must be a design type name such as boin (got ["boin"])' in p
+
+
+def test_duplicate_dose_labels():
+    p = problems(BASE.replace("[DL1, DL2, DL3, DL4]", "[DL1, DL1, DL3, DL4]"))
+    assert any(x.startswith("doses: labels must be distinct") for x in p)
+
+
+def test_design_options_are_strictly_typed():
+    p = problems(BASE.replace("{type: boin}", '{type: boin, extrasafe: "yes", n_earlystop: 6.0}'))
+    assert any(x.startswith("designs[1].extrasafe:") for x in p)
+    assert any(x.startswith("designs[1].n_earlystop:") for x in p)
+
+
+def test_bad_start_dose_reported_once_and_1_based():
+    p = problems(BASE.replace("start_dose: 1", "start_dose: 5"))
+    assert p == ["trial.start_dose: must be between 1 and 4 (got 5)"]
+
+
+def test_seed_scenario_without_logistics_skips_tite_designs():
+    from escalation_sim import simulate
+    sc = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
+    res = simulate(sc, n_trials=300, logistics=False)
+    assert [d.name for d in res.designs] == ["3+3", "boin", "crm"]
+    with pytest.raises(ValueError, match="need calendar time"):
+        simulate(sc, n_trials=300, logistics=False, designs=["tite-crm"])

@@ -67,7 +67,7 @@ class DesignContext:
 class DesignSpecBase(BaseModel):
     """Keys every design accepts in the scenario file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: str
     name: Optional[str] = Field(default=None, description="label in tables; defaults to type")

@@ -242,7 +242,8 @@ class ThreePlusThree(Design):
             "p_hat": [y / n if n else None for n, y in zip(state.n, state.y)],
             "too_toxic": [y >= 2 for y in state.y],
             "eliminated": [d >= t for d in range(self.n_doses)],
-            "mtd": self.select_mtd(state),
+            "mtd": (None if self.select_mtd(state) is None
+                    else self.select_mtd(state) + 1),  # 1-based for display
         }
 
 
