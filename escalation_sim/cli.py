@@ -223,9 +223,13 @@ def cmd_boundaries(args) -> int:
         raise UsageError(f"--target must be in (0, 1) (got {args.target})")
     _check_positive("max-n", args.max_n)
     _check_positive("cohort-size", args.cohort_size)
+    if args.max_n > 1000:
+        raise UsageError(f"--max-n must be <= 1000 (got {args.max_n})")
     try:
+        # like BOIN's get.boundary: with cohorts > 1, only the multiples of the cohort size
         b = boin_boundaries(args.target, args.max_n, cohort_size=args.cohort_size,
-                            phi1=args.phi1, phi2=args.phi2, cutoff_eli=args.cutoff_eli)
+                            phi1=args.phi1, phi2=args.phi2, cutoff_eli=args.cutoff_eli,
+                            full=args.cohort_size == 1)
     except ValueError as exc:
         raise UsageError(str(exc))
     if args.json:

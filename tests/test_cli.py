@@ -130,3 +130,13 @@ def test_n_jobs_capped_at_cpu_count():
     assert resolve_n_jobs(10_000, "loky") == cpus
     assert resolve_n_jobs(-1, "loky") == cpus
     assert resolve_n_jobs(1, "loky") == 1
+
+
+def test_boundaries_cohorts_of_three():
+    # BOIN protocol template table for target 0.3, cohorts of 3 (n = 3, 6, 9, 12)
+    b = json.loads(cli("boundaries", "--target", 0.3, "--max-n", 12, "--cohort-size", 3,
+                       "--json").stdout)
+    assert b["n"] == [3, 6, 9, 12]
+    assert b["escalate"] == [0, 1, 2, 2]
+    assert b["deescalate"] == [2, 3, 4, 5]
+    assert b["eliminate"] == [3, 4, 5, 7]
