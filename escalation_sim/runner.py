@@ -157,6 +157,10 @@ def make_parallel(n_jobs: int, backend: str, scheduler: Optional[str] = None):
         # would pass joblib's nesting_level on to Client.submit)
         with joblib.parallel_config(backend="dask"):
             return joblib.Parallel(return_as="generator")
+    if backend == "multiprocessing":
+        # joblib's multiprocessing pool cannot stream results: the chunks come back as one
+        # list, in order, when all are done (memory then holds every chunk's tallies)
+        return joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="list")
     return joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")
 
 

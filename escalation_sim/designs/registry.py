@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Type
 
@@ -27,20 +28,27 @@ def register(entry: DesignEntry) -> DesignEntry:
 
 _BUILTIN = ("threeplusthree", "boin", "crm", "tite")
 _loaded = False
+_LOAD_LOCK = threading.RLock()
 
 
 def _load_builtin() -> None:
-    """Import the built-in design modules (importing a module registers its designs)."""
+    """Import the built-in design modules (importing a module registers its designs).
+
+    Under a lock, and ``_loaded`` is set only once every module is in: a second thread never
+    sees a half-filled registry."""
     import importlib
     global _loaded
-    _loaded = True
-    for mod in _BUILTIN:
-        name = f"{__package__}.{mod}"
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    with _LOAD_LOCK:
+        if _loaded:
+            return
+        for mod in _BUILTIN:
+            name = f"{__package__}.{mod}"
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as exc:
+                if exc.name != name:
+                    raise
+        _loaded = True
 
 
 def registry() -> Dict[str, DesignEntry]:

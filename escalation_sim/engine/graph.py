@@ -8,6 +8,7 @@ therefore called once per distinct state, and both methods use exactly the same 
 """
 from __future__ import annotations
 
+import threading
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -36,6 +37,11 @@ class StateGraph:
         self.stop_code = np.zeros(cap, dtype=np.int8)
         self.trans = np.full((cap, self.C + 1), -1, dtype=np.int32)
         self._mtd = np.full(cap, -2, dtype=np.int32)       # -2 unknown, -1 none
+        # Growing the graph (new states, transitions, the lazily computed MTDs) happens under
+        # this lock, so one graph can be shared by threads.  Readers need no lock: a state's
+        # arrays are written before any transition points to it, and a transition not yet
+        # visible (-1) sends the reader to the locked path, which looks again.
+        self._lock = threading.RLock()
         self.add(TrialState.empty(self.K))
 
     # -- construction -------------------------------------------------------------------
@@ -57,6 +63,10 @@ class StateGraph:
         self._mtd = grow(self._mtd, -2)
 
     def add(self, state: TrialState) -> int:
+        with self._lock:
+            return self._add(state)
+
+    def _add(self, state: TrialState) -> int:
         key = self.design.canonical(state)
         sid = self.index.get(key)
         if sid is not None:
@@ -85,9 +95,13 @@ class StateGraph:
     def successor(self, sid: int, y: int) -> int:
         nxt = int(self.trans[sid, y])
         if nxt < 0:
-            st = self.states[sid]
-            nxt = self.add(st.add_cohort(int(self.dose[sid]), int(self.size[sid]), int(y)))
-            self.trans[sid, y] = nxt
+            with self._lock:
+                nxt = int(self.trans[sid, y])
+                if nxt < 0:
+                    st = self.states[sid]
+                    nxt = self._add(st.add_cohort(int(self.dose[sid]), int(self.size[sid]),
+                                                  int(y)))
+                    self.trans[sid, y] = nxt
         return nxt
 
     def step(self, sids: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -105,9 +119,10 @@ class StateGraph:
     def mtd(self, sid: int) -> Optional[int]:
         m = int(self._mtd[sid])
         if m == -2:
-            r = self.design.select_mtd(self.states[sid])
-            m = -1 if r is None else int(r)
-            self._mtd[sid] = m
+            with self._lock:
+                r = self.design.select_mtd(self.states[sid])
+                m = -1 if r is None else int(r)
+                self._mtd[sid] = m
         return None if m < 0 else m
 
     def stop_reason(self, sid: int) -> Optional[StopReason]:
@@ -119,13 +134,18 @@ class StateGraph:
 
 
 _GRAPHS: Dict[Design, StateGraph] = {}
+_GRAPHS_LOCK = threading.Lock()
 
 
 def graph_for(design: Design) -> StateGraph:
-    """The process-wide cached graph of ``design`` (designs are hashable values)."""
-    g = _GRAPHS.get(design)
-    if g is None:
-        if len(_GRAPHS) > 64:
-            _GRAPHS.clear()
-        g = _GRAPHS[design] = StateGraph(design)
-    return g
+    """The process-wide cached graph of ``design`` (designs are hashable values).
+
+    Safe to call from several threads: they get the same graph, which locks its own growth.
+    """
+    with _GRAPHS_LOCK:
+        g = _GRAPHS.get(design)
+        if g is None:
+            if len(_GRAPHS) > 64:
+                _GRAPHS.clear()
+            g = _GRAPHS[design] = StateGraph(design)
+        return g
