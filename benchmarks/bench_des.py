@@ -2,7 +2,7 @@
 
 Runs every design of the seed scenario (scenarios/relma_cel_sle.yaml: 4 doses, N = 24, its
 CAR-T ``conduct`` block with sentinel spacing and a follow-up cap) through
-``escalation_sim.des.simulate_des_trials`` and prints full simulated trials per second with
+``escalation_sim.engines.calendar.simulate_des_trials`` and prints full simulated trials per second with
 n_jobs 1 and 2 (joblib, loky processes, over chunks of trial indices), plus the two
 time-to-event designs built on the same context.  Each figure is appended as one JSON line to
 benchmarks/results/des.jsonl.  Timings are warm (a first run fills the decision memo and
@@ -27,7 +27,7 @@ from _common import record  # noqa: E402
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
 from escalation_sim.designs.registry import get_entry  # noqa: E402
-from escalation_sim.des import simulate_des_trials  # noqa: E402
+from escalation_sim.engines.calendar import simulate_des_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026

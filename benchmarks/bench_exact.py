@@ -16,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record  # noqa: E402
 
-from escalation_sim.engine.graph import StateGraph  # noqa: E402
-from escalation_sim.exact import exact_tally  # noqa: E402
-from escalation_sim.scenario import load_scenario  # noqa: E402
+from escalation_sim.engines.graph import StateGraph  # noqa: E402
+from escalation_sim.engines.exact import exact_tally  # noqa: E402
+from escalation_sim.inputs.scenario import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def main(argv=None):
     for n in args.max_n:
         raw = dict(base.raw)
         raw["trial"] = dict(raw["trial"], max_n=n)
-        from escalation_sim.scenario import load_scenario_dict
+        from escalation_sim.inputs.scenario import load_scenario_dict
         sc = load_scenario_dict(raw, args.scenario)
         for item in sc.designs:
             t0 = time.perf_counter()

@@ -41,8 +41,8 @@ def one(args) -> None:
     """Child process: time one study run, print a JSON document."""
     import logging
 
-    import escalation_sim.study as study_mod  # noqa: F401  (imports excluded from timing)
-    from escalation_sim.study import load_study, run_study
+    import escalation_sim.run.study as study_mod  # noqa: F401  (imports excluded from timing)
+    from escalation_sim.run.study import load_study, run_study
     text = STUDY.read_text().replace("n_trials: 100000", f"n_trials: {args.n_trials}")
     tmp = Path(args.out)
     f = tmp / "study.yaml"

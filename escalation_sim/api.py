@@ -4,11 +4,10 @@ from __future__ import annotations
 import time
 from typing import Callable, Optional, Sequence, Union
 
-import numpy as np
 
-from .results import DesignResult, Results
-from .oc import OutcomeTally
-from .scenario import Scenario, load_scenario
+from .results.tables import DesignResult, Results
+from .run.merge import ChunkMerger
+from .inputs.scenario import Scenario, load_scenario
 
 
 def _as_scenario(scenario) -> Scenario:
@@ -43,10 +42,10 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
     Results are bit-identical for any ``n_jobs``, ``chunk_size`` or ``backend``.
     ``backend="dask"`` runs on the dask.distributed scheduler at ``scheduler`` (or on the
     current client, or on a LocalCluster of ``n_jobs`` workers started for the run).
-    ``checkpoint`` (a :class:`escalation_sim.checkpoint.Checkpoint`) saves each chunk as it
+    ``checkpoint`` (a :class:`escalation_sim.run.checkpoint.Checkpoint`) saves each chunk as it
     finishes and skips the chunks an interrupted run already saved.
     """
-    from .runner import run_chunks
+    from .run.runner import run_chunks
     sc = _as_scenario(scenario)
     sim = sc.model.simulation
     n_trials = int(n_trials if n_trials is not None else sim.n_trials)
@@ -98,61 +97,6 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
                    "monte-carlo", meta)
 
 
-class ChunkMerger:
-    """Merges ``ChunkResult`` objects, in any order, into per-design results.
-
-    Integer tallies and paired sums (integers, or exact fractions for real-valued metrics
-    such as DES durations) are added as chunks arrive, so memory does not grow with the
-    number of chunks and the totals do not depend on the chunking or the order the chunks
-    finished in; fractions are rounded to float once, at the end.  Per-trial arrays (DES
-    durations, kept trials) are concatenated in trial order.
-    """
-
-    def __init__(self, n_doses: int, n_designs: int):
-        self.tallies = [OutcomeTally(n_doses) for _ in range(n_designs)]
-        self.n_trials = 0
-        self._sums: dict = {}         # pair -> metric -> [s, ss], exact
-        self._per_trial: dict = {}    # start -> (durations, des_stats, trials)
-
-    def add(self, ch) -> None:
-        self.n_trials += ch.stop - ch.start
-        for i, t in enumerate(ch.tallies):
-            self.tallies[i].merge(t)
-        for pair, sums in ch.pair_sums.items():
-            for m, (s, ss) in sums.items():
-                acc = self._sums.setdefault(pair, {}).setdefault(m, [0, 0])
-                acc[0] += s
-                acc[1] += ss
-        if ch.durations is not None or ch.trials is not None:
-            self._per_trial[ch.start] = (ch.durations, ch.des_stats, ch.trials)
-
-    def pair_sums(self) -> dict:
-        def num(v):
-            return v if isinstance(v, int) else float(v)
-        return {pair: {m: [num(s), num(ss)] for m, (s, ss) in sums.items()}
-                for pair, sums in self._sums.items()}
-
-    def design_results(self, items) -> list:
-        parts = [self._per_trial[k] for k in sorted(self._per_trial)]
-        results = []
-        for i, it in enumerate(items):
-            durs = [p[0][i] for p in parts if p[0] is not None]
-            stats = [p[1][i] for p in parts if p[1] is not None]
-            trial_parts = [p[2][i] for p in parts if p[2] is not None]
-            dur = np.concatenate(durs) if durs else None
-            totals = {}
-            if stats:
-                for k in stats[0]:
-                    v = np.concatenate([np.asarray(s[k], dtype=float) for s in stats])
-                    if v.ndim == 1 and v.size == self.n_trials:
-                        totals["mean_" + k] = float(v.mean())
-            trials = None
-            if trial_parts:
-                trials = {k: np.concatenate([p[k] for p in trial_parts]) for k in trial_parts[0]}
-            results.append(DesignResult(it.name, it.type, self.tallies[i], dur, totals, trials))
-        return results
-
-
 def compare(scenario, **kw) -> Results:
     """Alias of :func:`simulate` (every design of the scenario on the same patients)."""
     return simulate(scenario, **kw)
@@ -165,9 +109,9 @@ def exact_oc(design=None, scenario: Union[Scenario, str, None] = None,
     ``design``: a design name of the scenario, a list of names, a ``Design`` object, or None
     for every design of the scenario.
     """
-    from .exact import exact_tally
+    from .engines.exact import exact_tally
     from .designs.base import Design
-    from .scenario import DesignItem
+    from .inputs.scenario import DesignItem
     if scenario is None and isinstance(design, (Scenario, str)) and not designs:
         design, scenario = None, design
     sc = _as_scenario(scenario)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .scenario import ScenarioError, load_scenario
+from .inputs.scenario import ScenarioError, load_scenario
 
 
 class UsageError(Exception):
@@ -45,7 +45,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_schema(args) -> int:
-    from .scenario import scenario_json_schema
+    from .inputs.scenario import scenario_json_schema
     print(json.dumps(scenario_json_schema(), indent=2))
     return 0
 
@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
         if args.resume and not args.out:
             raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
         if args.out and args.resume is not None:
-            from .checkpoint import Checkpoint
+            from .run.checkpoint import Checkpoint
             ck = Checkpoint.open(Path(args.out), sc, n, args.seed if args.seed is not None
                                  else sc.model.simulation.seed, args.chunk_size,
                                  resume=args.resume, keep_trials=args.keep_trials,
@@ -247,7 +247,7 @@ def cmd_boundaries(args) -> int:
 
 
 def cmd_paths(args) -> int:
-    from .paths import dose_paths, format_paths
+    from .engines.paths import dose_paths, format_paths
     sc, item = _design_for(args)
     if item.time_to_event:
         raise UsageError(f"design {item.name!r} is time-to-event; dose paths need a time-free design")
@@ -281,14 +281,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .study import run_study
+    from .run.study import run_study
     run_study(args.file, args.out, n_jobs=args.n_jobs, backend=args.backend,
               scheduler=args.scheduler, resume=args.resume, quiet=args.quiet)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from ._version import __version__
     p = argparse.ArgumentParser(prog="escalation-sim",
                                 description="Simulate phase I dose-escalation trials.")
     p.add_argument("--version", action="version", version=f"escalation-sim {__version__}")

@@ -1,6 +1,6 @@
 """Plots of operating characteristics and simulated trials (matplotlib).
 
-Every function is a free function over the tidy tables of :class:`~escalation_sim.results.Results`
+Every function is a free function over the tidy tables of :class:`~escalation_sim.results.tables.Results`
 (or over the :class:`Results` itself), takes ``ax=None`` (a new figure is made when it is
 ``None``) and returns the :class:`matplotlib.axes.Axes` it drew on, so plots compose::
 
@@ -632,7 +632,7 @@ def swimmer_data(scenario, design: Optional[str] = None, trial: int = 0,
     trial index of :func:`~escalation_sim.simulate` (same seed, same patients).
     """
     import pandas as pd
-    from .des import is_time_to_event, simulate_des_trials
+    from .engines.calendar import is_time_to_event, simulate_des_trials
     if not getattr(scenario, "has_logistics", False):
         raise ValueError(f"{getattr(scenario, 'source', 'scenario')}: no conduct block, so "
                          "there is no calendar time to draw; add a conduct block")
@@ -708,7 +708,7 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
                gid="target")
     ax.plot(x, p, "-o", color="#222222", linewidth=1.6, markersize=5, label="true P(DLT)",
             gid="truth")
-    from .oc import true_mtd
+    from .results.oc import true_mtd
     mtd = true_mtd(p, tgt)
     ax.plot([mtd], [p[mtd]], linestyle="none", marker="o", markersize=13, markerfacecolor="none",
             markeredgecolor=TARGET_COLOR, markeredgewidth=1.6, label="true MTD", gid="true-mtd")

@@ -201,7 +201,7 @@ def _scenario_section(res) -> str:
     out = []
     if m.description:
         out.append(f'<p>{_e(m.description)}</p>')
-    from .oc import true_mtd
+    from .results.oc import true_mtd
     mtd = true_mtd(sc.p_true, sc.target)
     acc = m.oc.acceptable
     rows = []

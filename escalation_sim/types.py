@@ -22,6 +22,10 @@ class StopReason(str, Enum):
     NO_ADMISSIBLE_DOSE = "no_admissible_dose"
 
 
+# Integer codes of stop reasons in the engines' arrays and the tallies: 0 = not stopped.
+STOP_CODES: Tuple[Optional[StopReason], ...] = (None,) + tuple(StopReason)
+STOP_INDEX = {r: i for i, r in enumerate(STOP_CODES)}
+
 @dataclass(frozen=True)
 class TrialState:
     """Per-dose counts plus the last cohort (0-based doses).

@@ -13,13 +13,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-import escalation_sim.checkpoint as ckmod
-import escalation_sim.runner as runner
+import escalation_sim.run.checkpoint as ckmod
+import escalation_sim.run.runner as runner
 from escalation_sim import exact_oc, simulate
-from escalation_sim.checkpoint import Checkpoint, CheckpointError
+from escalation_sim.run.checkpoint import Checkpoint, CheckpointError
 from escalation_sim.cli import main
-from escalation_sim.runner import ChunkResult, run_chunk
-from escalation_sim.scenario import load_scenario_text
+from escalation_sim.run.runner import ChunkResult, run_chunk
+from escalation_sim.inputs.scenario import load_scenario_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -125,7 +125,7 @@ def test_bad_n_jobs_rejected(value):
 
 def test_n_jobs_capped_at_cpu_count():
     import os
-    from escalation_sim.runner import resolve_n_jobs
+    from escalation_sim.run.runner import resolve_n_jobs
     cpus = os.cpu_count() or 1
     assert resolve_n_jobs(10_000, "loky") == cpus
     assert resolve_n_jobs(-1, "loky") == cpus

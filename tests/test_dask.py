@@ -8,9 +8,9 @@ distributed = pytest.importorskip("distributed")
 
 from escalation_sim import simulate  # noqa: E402
 from escalation_sim.cli import main  # noqa: E402
-from escalation_sim.runner import backend_session  # noqa: E402
-from escalation_sim.scenario import load_scenario_text  # noqa: E402
-from escalation_sim.study import run_study  # noqa: E402
+from escalation_sim.run.runner import backend_session  # noqa: E402
+from escalation_sim.inputs.scenario import load_scenario_text  # noqa: E402
+from escalation_sim.run.study import run_study  # noqa: E402
 
 SC = """\
 name: dask-test

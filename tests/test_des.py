@@ -1,4 +1,4 @@
-"""Tests of the discrete-event CAR-T trial engine (escalation_sim.des), the conduct block and
+"""Tests of the discrete-event CAR-T trial engine (escalation_sim.engines.calendar), the conduct block and
 the duration distributions.
 
 The independent references are: a trivial reference loop over ``design.decide`` /
@@ -15,11 +15,11 @@ import pydantic
 import pytest
 from scipy import integrate, special, stats
 
-from escalation_sim.conduct import Conduct, Phase, Screening
-from escalation_sim.des import STOP_CODES, simulate_des_trials, simulate_one
+from escalation_sim.inputs.conduct import Conduct, Phase, Screening
+from escalation_sim.engines.calendar import STOP_CODES, simulate_des_trials, simulate_one
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.registry import get_entry
-from escalation_sim.distributions import (DurationSpec, Fixed, Gamma, LogNormal, TruncNormal,
+from escalation_sim.inputs.distributions import (DurationSpec, Fixed, Gamma, LogNormal, TruncNormal,
                                           Uniform, as_distribution, make_distribution)
 from escalation_sim.randomness import stream_key, uniforms
 from escalation_sim.types import StopReason, TrialState
@@ -89,7 +89,7 @@ def test_zero_logistics_equals_reference_loop_trial_by_trial(type_name, p_true):
 
 @pytest.mark.parametrize("type_name", ["3+3", "boin", "crm"])
 def test_zero_logistics_equals_cohort_engine(type_name):
-    from escalation_sim.engine.cohort import simulate_cohort_chunk
+    from escalation_sim.engines.cohort import simulate_cohort_chunk
     design = build(type_name)
     ch = simulate_cohort_chunk(design, P_TRUE, SEED, 0, 400)
     res = simulate_des_trials(design, P_TRUE, Conduct.zero(), SEED, range(400))
@@ -330,7 +330,7 @@ def test_dropouts_are_replaced_and_counted():
 
 
 def test_accrual_gaps_are_exponential():
-    from escalation_sim.des.draws import DrawPlan
+    from escalation_sim.engines.calendar.draws import DrawPlan
     plan = DrawPlan(Conduct(accrual_per_month=2.0), SEED)
     gaps, failed, sdays = plan.arrivals(np.arange(200, dtype=np.uint64), 0, 100)
     mean = 365.25 / 12 / 2.0
@@ -351,7 +351,7 @@ def test_simulate_one_and_result_columns():
                 "n_manufacturing_failures", "decision_times"):
         assert key in res
     assert res["decision_times"][0][-1] == res["duration_days"][0]
-    assert STOP_CODES[0] is None and STOP_CODES[1:] == list(StopReason)
+    assert STOP_CODES[0] is None and STOP_CODES[1:] == tuple(StopReason)
 
 
 def test_bad_inputs():
@@ -469,8 +469,8 @@ def test_known_release_shortcut_matches_gate_events():
     """Sentinel spacing without a binding cap lets the engine compute a patient's release
     day at enrollment once the sentinel is on its way; it must give what the gate events
     give."""
-    from escalation_sim.des.draws import ChunkDraws, DrawPlan, block_sizes
-    from escalation_sim.des.model import Setup, Trial
+    from escalation_sim.engines.calendar.draws import ChunkDraws, DrawPlan, block_sizes
+    from escalation_sim.engines.calendar.model import Setup, Trial
     conduct = Conduct(accrual_per_month=5, stagger_days=12, dropout_prob=0.1,
                       phases=[Phase(name="mfg", kind="manufacturing", failure_prob=0.1,
                                     duration_days=DurationSpec(mean=20, sd=6)),

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 
 from escalation_sim import exact_oc, simulate
-from escalation_sim.engine.cohort import simulate_cohort_chunk
-from escalation_sim.exact import exact_tally
-from escalation_sim.oc import compute_oc
+from escalation_sim.engines.cohort import simulate_cohort_chunk
+from escalation_sim.engines.exact import exact_tally
 from escalation_sim.randomness import stream_key, uniforms
-from escalation_sim.scenario import load_scenario_text
+from escalation_sim.inputs.scenario import load_scenario_text
 from escalation_sim.types import TrialState
 
 SC = """\

@@ -7,10 +7,10 @@ from escalation_sim import exact_oc, load_scenario, simulate
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.threeplusthree import lin_shih_oc
-from escalation_sim.engine.graph import StateGraph
-from escalation_sim.exact import exact_oc_dict, exact_tally
+from escalation_sim.engines.graph import StateGraph
+from escalation_sim.engines.exact import exact_oc_dict, exact_tally
 from escalation_sim.outcomes import state_from_outcomes
-from escalation_sim.paths import dose_paths
+from escalation_sim.engines.paths import dose_paths
 
 TRUTHS = [[0.05, 0.10, 0.18, 0.28], [0.25, 0.40, 0.55, 0.70], [0.02, 0.04, 0.06, 0.08],
           [0.45, 0.55, 0.65, 0.75], [0.10, 0.30, 0.30, 0.50, 0.60]]

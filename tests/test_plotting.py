@@ -275,7 +275,7 @@ def test_swimmer_data_from_the_discrete_event_engine():
     import escalation_sim as es
     text = BASE + "conduct: {accrual_per_month: 2, dropout_prob: 0.1}\n"
     sc = es.load_scenario_text(text)
-    from escalation_sim.des import simulate_des_trials
+    from escalation_sim.engines.calendar import simulate_des_trials
     d = P.swimmer_data(sc, "3+3", trial=3)
     ref = simulate_des_trials(sc.design("3+3").design, sc.p_true, sc.model.conduct,
                               sc.model.simulation.seed, [3])
@@ -316,7 +316,7 @@ def test_truth_curve_band_and_mtd():
 
 def test_truth_from_scenario_uses_acceptable_band_and_tie_to_lower():
     import escalation_sim as es
-    from escalation_sim.scenario import load_scenario_dict
+    from escalation_sim.inputs.scenario import load_scenario_dict
     raw = dict(es.load_scenario_text(BASE).raw)
     # 0.125 and 0.375 are exact binary fractions: an exact tie around the target 0.25
     raw["truth"] = {"p_dlt": [0.125, 0.375, 0.40, 0.55]}

@@ -51,8 +51,8 @@ from escalation_sim.designs.base import Design, DesignContext
 from escalation_sim.designs.crm import CRM
 from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.rules import StopAtN, StopWhenNAtDose
-from escalation_sim.engine.graph import STOP_CODES
-from escalation_sim.exact import exact_tally
+from escalation_sim.engines.graph import STOP_CODES
+from escalation_sim.engines.exact import exact_tally
 from escalation_sim.types import Decision, StopReason, TrialState
 
 SLOW = os.environ.get("ESCALATION_SIM_SLOW_TESTS") == "1"

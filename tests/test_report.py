@@ -21,9 +21,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import escalation_sim as es  # noqa: E402
-from escalation_sim.exact import exact_tally  # noqa: E402
+from escalation_sim.engines.exact import exact_tally  # noqa: E402
 from escalation_sim.report import SECTION_IDS, render_report, write_report  # noqa: E402
-from escalation_sim.results import DesignResult, Results  # noqa: E402
+from escalation_sim.results.tables import DesignResult, Results  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

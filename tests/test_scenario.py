@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from escalation_sim.scenario import ScenarioError, load_scenario, load_scenario_text
+from escalation_sim.inputs.scenario import ScenarioError, load_scenario, load_scenario_text
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from escalation_sim import exact_oc, simulate
-from escalation_sim.checkpoint import CheckpointError
+from escalation_sim.run.checkpoint import CheckpointError
 from escalation_sim.cli import main
-from escalation_sim.scenario import ScenarioError
-from escalation_sim.study import load_study, run_study
+from escalation_sim.inputs.scenario import ScenarioError
+from escalation_sim.run.study import load_study, run_study
 
 ROOT = Path(__file__).resolve().parents[1]
 

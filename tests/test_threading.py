@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from escalation_sim import simulate
-from escalation_sim.engine import graph as graph_mod
-from escalation_sim.study import run_study
+from escalation_sim.engines import graph as graph_mod
+from escalation_sim.run.study import run_study
 
 from test_study import study_file
 

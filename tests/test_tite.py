@@ -21,8 +21,8 @@ import pydantic
 import pytest
 from scipy import integrate
 
-from escalation_sim.conduct import Conduct, Screening
-from escalation_sim.des import simulate_des_trials
+from escalation_sim.inputs.conduct import Conduct, Screening
+from escalation_sim.engines.calendar import simulate_des_trials
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.boin import BOIN
 from escalation_sim.designs.crm import CRM
@@ -30,7 +30,7 @@ from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.rules import StopAtN
 from escalation_sim.designs.tite import (TITEBOIN, TITECRM, TiteState, linear_weight,
                                          tite_boin_estimate, tite_crm_fit)
-from escalation_sim.distributions import DurationSpec
+from escalation_sim.inputs.distributions import DurationSpec
 from escalation_sim.outcomes import state_from_outcomes
 from escalation_sim.types import StopReason, TrialState
 

@@ -11,7 +11,7 @@ unknown keys rejected) and registers a builder with :mod:`escalation_sim.designs
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -38,7 +38,7 @@ def _hash_frame(df) -> str:
 
 def scenario_records(path: Path) -> dict:
     from escalation_sim import exact_oc, simulate
-    from escalation_sim.scenario import load_scenario
+    from escalation_sim.inputs.scenario import load_scenario
     sc = load_scenario(path)
     rec = {}
     mc = simulate(sc, n_trials=MC_TRIALS, seed=MC_SEED, logistics=False, n_jobs=1)
@@ -58,7 +58,7 @@ def patient_log_hashes(sc) -> dict:
     """The calendar engine's patient log (swimmer data) of the first trials, per design."""
     import numpy as np
     import pandas as pd
-    from escalation_sim.des import simulate_des_trials
+    from escalation_sim.engines.calendar import simulate_des_trials
     out = {}
     for item in sc.designs:
         res = simulate_des_trials(item.design, sc.p_true, sc.model.conduct, DES_SEED,
@@ -69,7 +69,7 @@ def patient_log_hashes(sc) -> dict:
 
 def study_records(path: Path) -> dict:
     import yaml
-    from escalation_sim.study import load_study_dict, run_study
+    from escalation_sim.run.study import load_study_dict, run_study
     raw = yaml.safe_load(path.read_text())
     raw.setdefault("simulation", {})["n_trials"] = STUDY_TRIALS[path.name]
     study = load_study_dict(raw, str(path.name), path.parent, self_path=path)

@@ -26,7 +26,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .engine.graph import STOP_CODES
+from ..types import STOP_CODES
 
 Key = Tuple[int, int, Tuple[int, ...], Tuple[int, ...]]
 

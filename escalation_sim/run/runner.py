@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from itertools import combinations
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .designs.base import Design
-from .engine.cohort import simulate_cohort_chunk
-from .oc import OutcomeTally, terminal_key, truth_sets
+from ..designs.base import Design
+from ..engines.cohort import simulate_cohort_chunk
+from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
 PAIR_METRICS = ("correct", "select_overdose", "n_total", "dlt_total")
 
@@ -74,7 +73,7 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             durations.append(None)
             des_stats.append(None)
         else:
-            from .des import simulate_des_trials
+            from ..engines.calendar import simulate_des_trials
             res = simulate_des_trials(design, p_true, conduct, seed, np.arange(start, stop),
                                       record_patients=record_patients)
             mtd, stopc, n, y = res["mtd"], res["stop_code"], res["n"], res["y"]

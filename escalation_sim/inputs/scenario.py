@@ -16,8 +16,8 @@ import numpy as np
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator)
 
-from .designs.base import Design, DesignContext, DesignSpecBase
-from .designs.registry import get_entry, registry, unknown_type_message
+from ..designs.base import Design, DesignContext, DesignSpecBase
+from ..designs.registry import get_entry, registry, unknown_type_message
 
 try:  # the discrete-event engine's logistics block
     from .conduct import Conduct

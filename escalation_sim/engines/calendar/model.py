@@ -42,7 +42,7 @@ suspends accrual until the data change; a stop decision while patients are pendi
 accrual until they finish (decisions are re-taken whenever the data change); the trial ends
 when the design stops with no patient in flight.
 
-Everything random comes from :mod:`escalation_sim.des.draws` (counter-based streams).
+Everything random comes from :mod:`escalation_sim.engines.calendar.draws` (counter-based streams).
 """
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ from typing import Any, Dict, List, Optional
 
 import simpy
 
-from ..conduct import Conduct
-from ..designs.base import Design
-from ..types import Decision, StopReason, TrialState
+from ...inputs.conduct import Conduct
+from ...designs.base import Design
+from ...types import Decision, StopReason, TrialState
 from .draws import TrialDraws
 
 INF = float("inf")
@@ -71,7 +71,7 @@ _TITE_STATE = None
 def _tite_state_cls():
     global _TITE_STATE
     if _TITE_STATE is None:
-        from ..designs.tite import TiteState
+        from ...designs.tite import TiteState
         _TITE_STATE = TiteState
     return _TITE_STATE
 

@@ -3,7 +3,7 @@
 Starting from the empty trial, each live state is expanded over the binomial outcomes of its
 next cohort.  States are merged by value (the design's pure ``decide`` sees only the state),
 so the work grows with the number of *distinct* states, not the number of paths.  The result
-is an :class:`~escalation_sim.oc.OutcomeTally` holding probabilities; all operating
+is an :class:`~escalation_sim.results.oc.OutcomeTally` holding probabilities; all operating
 characteristics come from the same code as Monte Carlo results, with standard errors of 0.
 """
 from __future__ import annotations
@@ -11,11 +11,10 @@ from __future__ import annotations
 from math import comb
 from typing import Dict, Sequence
 
-import numpy as np
 
-from .designs.base import Design
-from .engine.graph import StateGraph, graph_for
-from .oc import OutcomeTally, terminal_key
+from ..designs.base import Design
+from .graph import StateGraph, graph_for
+from ..results.oc import OutcomeTally, terminal_key
 
 
 def _binom_pmf(c: int, p: float):
@@ -54,5 +53,5 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
 
 def exact_oc_dict(design: Design, p_true: Sequence[float], target: float, acceptable=None):
     """Exact operating characteristics (same keys as the simulation's, SEs are 0)."""
-    from .oc import compute_oc
+    from ..results.oc import compute_oc
     return compute_oc(exact_tally(design, p_true), p_true, target, acceptable)

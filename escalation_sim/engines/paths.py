@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List
 
-from .designs.base import Design
-from .types import TrialState
+from ..designs.base import Design
+from ..types import TrialState
 
 
 def dose_paths(design: Design, state: TrialState, cohorts: int) -> Dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .engine.graph import STOP_CODES
+from ..types import STOP_CODES
 from .oc import OutcomeTally, compute_oc
 
 SCALAR_OC = ["pcs", "p_no_mtd", "p_select_overdose", "mean_n_total", "mean_dlt_total",
@@ -224,7 +224,6 @@ class Results:
     # -- display -----------------------------------------------------------------------------
     def table(self) -> str:
         """A readable comparison table for the terminal."""
-        K = self.scenario.n_doses
         labels = self.scenario.dose_labels
         w = max(12, max(len(d.name) for d in self.designs) + 2)
         lines = []
@@ -277,7 +276,7 @@ class Results:
                 index=False, float_format=lambda v: f"{v:.4f}") + "</div>")
 
     # -- saving and loading (added for the report / notebooks) ---------------------------------
-    _PARQUET_KEY = b"escalation_sim.results"
+    _PARQUET_KEY = b"escalation_sim.results.tables"
 
     def to_parquet(self, path) -> Path:
         """Save everything needed to rebuild these results into one Parquet file.
@@ -335,7 +334,7 @@ class Results:
         import base64
         import pyarrow.parquet as pq
         from .oc import OutcomeTally
-        from .scenario import load_scenario_dict
+        from ..inputs.scenario import load_scenario_dict
         table = pq.read_table(path)
         raw_meta = (table.schema.metadata or {}).get(cls._PARQUET_KEY)
         if raw_meta is None:

@@ -1,11 +1,11 @@
 """Discrete-event (simpy) simulation of dose-escalation trials in calendar time.
 
 The public entry point is :func:`simulate_des_trials`: it runs one design on a chunk of trial
-indices under a :class:`~escalation_sim.conduct.Conduct` and returns columnar numpy arrays,
+indices under a :class:`~escalation_sim.inputs.conduct.Conduct` and returns columnar numpy arrays,
 one entry per trial, ready for the runner's tallies and tidy tables::
 
-    from escalation_sim.conduct import Conduct
-    from escalation_sim.des import simulate_des_trials
+    from escalation_sim.inputs.conduct import Conduct
+    from escalation_sim.engines.calendar import simulate_des_trials
     res = simulate_des_trials(design, [0.05, 0.1, 0.2, 0.35], Conduct(), seed=1,
                               trial_indices=range(1000))
     res["duration_days"].mean(), res["mtd"], res["n"]          # per trial
@@ -43,7 +43,7 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 =============================== ===========================================================
 
 Reproducibility: trial ``t`` gives the same result whatever chunk it is simulated in (all
-randomness is counter-based, see :mod:`escalation_sim.des.draws`).  For classic designs the
+randomness is counter-based, see :mod:`escalation_sim.engines.calendar.draws`).  For classic designs the
 sequence of cohorts and the terminal state do not depend on the logistics at all (only the
 calendar does) and equal, trial by trial, what looping ``design.decide`` /
 ``state.add_cohort`` over the shared ``dlt`` stream gives -- the time-free cohort engine's
@@ -57,9 +57,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from ..conduct import Conduct
-from ..designs.base import Design
-from ..types import StopReason
+from ...inputs.conduct import Conduct
+from ...designs.base import Design
+from ...types import STOP_CODES, STOP_INDEX
 from .draws import ChunkDraws, DrawPlan, block_sizes
 from .model import Setup, Trial, is_time_to_event
 
@@ -67,8 +67,6 @@ __all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "STOP_CODES
            "is_time_to_event", "Trial", "Conduct"]
 
 #: stop codes, shared with the cohort engine (engine/graph.py): 0 = none
-STOP_CODES: List[Optional[StopReason]] = [None] + list(StopReason)
-_STOP_INDEX = {r: i for i, r in enumerate(STOP_CODES)}
 
 BLOCK = 256  # trials per vectorised block of random numbers
 
@@ -79,7 +77,7 @@ _INT_COLS = ("n_screened", "n_screen_failed", "n_enrolled", "n_treated", "n_eval
 
 def _max_n(design: Design) -> Optional[int]:
     """The StopAtN cap found among the design's wrappers (None if none)."""
-    from ..designs.rules import StopAtN
+    from ...designs.rules import StopAtN
     d = design
     while d is not None:
         if isinstance(d, StopAtN):
@@ -151,7 +149,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
                  trial: int, record_patients: bool = True) -> Trial:
-    """One trial as a :class:`~escalation_sim.des.model.Trial` object (for inspection)."""
+    """One trial as a :class:`~escalation_sim.engines.calendar.model.Trial` object (for inspection)."""
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
     max_n = _max_n(design)
@@ -182,7 +180,7 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
         states.append(st)
         sel = setup.select_mtd(st)
         mtd[r] = -1 if sel is None else sel
-        stop_code[r] = _STOP_INDEX[t.stop_reason]
+        stop_code[r] = STOP_INDEX[t.stop_reason]
         stop_reason[r] = t.stop_reason.value
         n[r] = st.n
         y[r] = st.y

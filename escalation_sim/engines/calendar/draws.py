@@ -26,12 +26,12 @@ counter-based streams, so results never depend on block sizes.
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import numpy as np
 
-from ..conduct import Conduct
-from ..randomness import stream_key, uniforms
+from ...inputs.conduct import Conduct
+from ...randomness import stream_key, uniforms
 
 STREAMS = ("accrual", "screening", "phase", "dropout", "dlt", "onset")
 

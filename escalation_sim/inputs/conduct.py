@@ -1,6 +1,6 @@
 """The ``conduct:`` block of a scenario: how the trial runs in calendar time.
 
-A :class:`Conduct` describes everything the discrete-event engine (:mod:`escalation_sim.des`)
+A :class:`Conduct` describes everything the discrete-event engine (:mod:`escalation_sim.engines.calendar`)
 needs beyond the design and the true DLT rates: accrual, screening, the waiting list, the
 patient's path from enrollment to infusion (a list of *phases*, given as data), the DLT
 window, drop-outs and the gating rules (sentinel spacing, a cap on patients in follow-up,

@@ -14,10 +14,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..designs.base import Design
-from ..types import StopReason, TrialState
+from ..types import STOP_CODES, STOP_INDEX, StopReason, TrialState
 
-STOP_CODES: List[Optional[StopReason]] = [None] + list(StopReason)
-_STOP_INDEX = {r: i for i, r in enumerate(STOP_CODES)}
 
 
 class StateGraph:
@@ -78,7 +76,7 @@ class StateGraph:
         if dec.stop:
             self.dose[sid] = -1
             self.size[sid] = 0
-            self.stop_code[sid] = _STOP_INDEX[dec.stop_reason or StopReason.RULE_COMPLETE]
+            self.stop_code[sid] = STOP_INDEX[dec.stop_reason or StopReason.RULE_COMPLETE]
         else:
             if not 0 <= dec.dose < self.K:
                 raise RuntimeError(f"{self.design!r} returned dose {dec.dose} for {state}")

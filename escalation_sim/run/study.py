@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from .scenario import (Scenario, ScenarioError, read_text_file, ScenarioModel, _Loader, _pydantic_problems,
+from ..inputs.scenario import (Scenario, ScenarioError, read_text_file, ScenarioModel, _Loader, _pydantic_problems,
                        _short, _Strict, load_scenario_dict)
 
 _SWEEPABLE = [k for k in ScenarioModel.model_fields if k not in ("simulation",)]
@@ -464,9 +464,9 @@ def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "lo
     """
     import joblib
     import pandas as pd
-    from .api import ChunkMerger
+    from .merge import ChunkMerger
     from .checkpoint import Checkpoint
-    from .results import Results, versions
+    from ..results.tables import Results, versions
     from .runner import backend_session, chunk_ranges, make_parallel
 
     study = file if isinstance(file, Study) else load_study(file)

@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set
 
 import numpy as np
 
-from .oc import OutcomeTally
+from ..results.oc import OutcomeTally
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -57,7 +57,7 @@ class CheckpointError(ValueError):
 
 
 def package_version() -> str:
-    from . import __version__
+    from .._version import __version__
     return str(__version__)
 
 
