@@ -26,7 +26,7 @@ from scipy.stats import norm
 
 from escalation_sim.designs import crm as crm_mod
 from escalation_sim.designs.base import DesignContext
-from escalation_sim.designs.crm import CRM, Spec, build, crm_posterior, getprior
+from escalation_sim.designs.crm import CRM, Spec, crm_posterior, make, getprior
 from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.rules import StopAtN, StopWhenNAtDose
 from escalation_sim.outcomes import state_from_outcomes
@@ -458,19 +458,19 @@ def test_registry_round_trip_and_build():
     assert isinstance(inner, CRM) and inner.name == "crm-cal"
     assert [round(v, 4) for v in inner.skeleton] == [0.1225, 0.2040, 0.3000, 0.4018]
     assert inner.two_stage == (0, 0, 1, 2, 3)
-    assert hash(inner) == hash(build(spec, CTX).inner)
+    assert hash(inner) == hash(make(spec, CTX))
     assert built.decide(TrialState.empty(4)).dose == 0
     full = state_from_outcomes(" ".join(["1NNN"] * 8), 4)
     assert built.decide(full).stop_reason is StopReason.MAX_N
 
 
 def test_spec_defaults_reproduce_dfcrm_settings():
-    inner = build(Spec(type="crm", skeleton=[0.05, 0.1, 0.2, 0.3]), CTX).inner
+    inner = make(Spec(type="crm", skeleton=[0.05, 0.1, 0.2, 0.3]), CTX)
     assert (inner.model, inner.prior_var, inner.intcpt, inner.estimate, inner.restrict) == \
         ("empiric", 1.34, 3.0, "plugin", True)
     assert inner.safety_threshold is None and inner.two_stage is None
     # no skeleton given: calibrated with halfwidth 0.05 at the upper median dose (3 of 4)
-    default = build(Spec(type="crm"), CTX).inner
+    default = make(Spec(type="crm"), CTX)
     assert default.skeleton == getprior(0.05, 0.3, 3, 4)
 
 
@@ -484,11 +484,11 @@ def test_spec_validation_messages():
     with pytest.raises(ValueError, match="1-based"):
         Spec(type="crm", two_stage=[0, 1])
     with pytest.raises(ValueError, match="skeleton has 3 values but there are 4 doses"):
-        build(Spec(type="crm", skeleton=[0.1, 0.2, 0.3]), CTX)
+        make(Spec(type="crm", skeleton=[0.1, 0.2, 0.3]), CTX)
     with pytest.raises(ValueError, match="prior_mtd"):
-        build(Spec(type="crm", skeleton={"prior_mtd": 6}), CTX)
+        make(Spec(type="crm", skeleton={"prior_mtd": 6}), CTX)
     with pytest.raises(ValueError, match="two_stage"):
-        build(Spec(type="crm", two_stage=[1, 5]), CTX)
+        make(Spec(type="crm", two_stage=[1, 5]), CTX)
     with pytest.raises(ValueError, match="intcpt"):
-        build(Spec(type="crm", model="logistic", intcpt=0.5,
+        make(Spec(type="crm", model="logistic", intcpt=0.5,
                    skeleton=[0.1, 0.3, 0.5, 0.7]), CTX)

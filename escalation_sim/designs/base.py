@@ -6,22 +6,47 @@ recommended at the end of the trial, or ``None`` for "no MTD".  The cohort engin
 enumeration, the discrete-event engine and the conduct helpers all call these two functions.
 
 Each design module also defines a pydantic ``Spec`` model (the YAML form of the design,
-unknown keys rejected) and registers a builder with :mod:`escalation_sim.designs.registry`.
+unknown keys rejected) and registers it with :mod:`escalation_sim.designs.registry`, together
+with what the rest of the package needs to know about the design (its metadata): whether it
+decides with pending patients, which outcome it consumes, how it takes the trial's cohort
+size and sample size, and its decision table.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from enum import Enum
+from typing import Any, ClassVar, Dict, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..types import Decision, TrialState
 
 
+class Outcome(str, Enum):
+    """The patient outcome a design consumes (the scenario's truth must supply it).
+
+    Only binary DLTs exist today; graded toxicity scores (gBOIN) and joint toxicity-efficacy
+    outcomes (BOIN12, EffTox) are the next members."""
+
+    BINARY_DLT = "binary DLT"
+
+
 class Design:
-    """Base class (frozen dataclasses subclass it).  Subclasses set ``n_doses``."""
+    """Base class (frozen dataclasses subclass it).  Subclasses set ``n_doses``.
+
+    Class-level metadata, declared once by the design class and read through wrappers:
+    ``time_to_event`` (decides with pending patients, i.e. takes a ``TiteState``; only the
+    calendar engine can run it) and ``outcome`` (what each patient contributes)."""
 
     n_doses: int
+    time_to_event: ClassVar[bool] = False
+    outcome: ClassVar[Outcome] = Outcome.BINARY_DLT
+
+    @property
+    def max_n(self) -> Optional[int]:
+        """The most patients the design will treat, or None when no rule caps the total
+        (a ``StopAtN`` wrapper sets it; 3+3 without one caps itself per dose)."""
+        return None
 
     #: the largest cohort a decision of this design can ask for (used by the engines)
     @property

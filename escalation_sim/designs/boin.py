@@ -62,8 +62,12 @@ no patient is ever treated at an eliminated dose.
 A guard that the published settings never reach: if some configuration (an elimination
 boundary at or below the escalation boundary) would keep or move a cohort into an eliminated
 dose, the cohort goes to the highest non-eliminated dose instead; ``get.oc`` would stay.
-Maximum sample size is not the design's job: ``build`` wraps it in ``StopAtN`` (``get.oc``
-also cuts the last cohort to fit ``ncohort*cohortsize``).
+Maximum sample size is not the design's job: the registry wraps it in ``StopAtN``
+(``get.oc`` also cuts the last cohort to fit ``ncohort*cohortsize``).
+
+Elimination, the guards of steps 1, 3-6, ``extrasafe`` and the MTD selection below are the
+interval-design kernel's (:mod:`escalation_sim.designs.interval`); this module supplies the
+boundaries (the rule of steps 3-5), titration and ``bound_mtd``.
 
 Titration (``titration=True``, ``get.oc(titration=TRUE)``), only when ``cohort_size > 1``
 (``get.oc`` switches it off for cohorts of 1): one patient per dose, escalating from dose 1
@@ -103,21 +107,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, model_validator
-from scipy.stats import beta as beta_dist
 
-from ..types import Decision, StopReason, TrialState
+from ..types import Decision, TrialState
 from .base import Design, DesignContext, DesignSpecBase
+from .interval import (DE_ESCALATE, ESCALATE, STAY, IntervalDesign, Step,
+                       elimination_boundary, isotonic_regression)
 from .registry import DesignEntry, register
-from .rules import StopAtN, StopWhenNAtDose
+from .tables import DecisionTable, TableRequest
 
 __all__ = ["boin_lambdas", "boin_boundaries", "elimination_boundary", "isotonic_regression",
-           "BOIN", "Spec", "build"]
-
-#: offset added to the k-th admissible isotonic estimate (R ``select.mtd``)
-TIE_OFFSET = 1e-10
+           "BOIN", "Spec", "make", "boundary_table"]
 
 
 # --------------------------------------------------------------------------- boundaries
@@ -147,24 +149,6 @@ def boin_lambdas(target: float, phi1: Optional[float] = None,
     lam_e = math.log((1 - p1) / (1 - target)) / math.log(target * (1 - p1) / (p1 * (1 - target)))
     lam_d = math.log((1 - target) / (1 - p2)) / math.log(p2 * (1 - target) / (target * (1 - p2)))
     return lam_e, lam_d
-
-
-@lru_cache(maxsize=65536)
-def _prob_above(target: float, n: int, y: int) -> float:
-    """Pr(p > target | y of n, Beta(1, 1) prior), written as 1 - cdf like ``1 - pbeta``."""
-    return 1.0 - float(beta_dist.cdf(target, y + 1, n - y + 1))
-
-
-@lru_cache(maxsize=None)
-def elimination_boundary(target: float, n: int, cutoff: float = 0.95,
-                         min_n: int = 3) -> Optional[int]:
-    """Smallest y in 1..n with Pr(p > target | y, n) > cutoff; None if n < min_n or none."""
-    if n < min_n:
-        return None
-    for y in range(1, n + 1):
-        if _prob_above(target, n, y) > cutoff:
-            return y
-    return None
 
 
 @lru_cache(maxsize=None)
@@ -216,54 +200,13 @@ def boin_boundaries(target: float, max_n: int, cohort_size: int = 1,
     return out
 
 
-# --------------------------------------------------------------------------- isotonic
-def isotonic_regression(values: Sequence[float], weights: Sequence[float]) -> List[float]:
-    """Weighted pool-adjacent-violators: repeatedly merge the first adjacent pair of blocks
-    that decreases, giving the merged block the weighted mean of its members."""
-    blocks: List[List[int]] = [[i] for i in range(len(values))]
-    vals = [float(v) for v in values]
-    w = [float(x) for x in weights]
-    while True:
-        viol = None
-        for b in range(len(blocks) - 1):
-            if vals[blocks[b + 1][0]] < vals[blocks[b][0]]:
-                viol = b
-                break
-        if viol is None:
-            break
-        members = blocks[viol] + blocks[viol + 1]
-        num = sum(vals[i] * w[i] for i in members)
-        den = sum(w[i] for i in members)
-        pooled = num / den
-        for i in members:
-            vals[i] = pooled
-        blocks[viol:viol + 2] = [members]
-    return vals
-
-
-def _boin_phat_and_weights(n: Sequence[int], y: Sequence[int]
-                           ) -> Tuple[List[float], List[float]]:
-    phat = [(yy + 0.05) / (nn + 0.1) for nn, yy in zip(n, y)]
-    var = [(yy + 0.05) * (nn - yy + 0.05) / ((nn + 0.1) ** 2 * (nn + 0.1 + 1))
-           for nn, yy in zip(n, y)]
-    return phat, [1.0 / v for v in var]
-
-
 # --------------------------------------------------------------------------- design
 @dataclass(frozen=True)
-class BOIN(Design):
+class BOIN(IntervalDesign):
     """The BOIN design; defaults reproduce R ``BOIN`` ``get.oc``/``select.mtd``."""
 
-    n_doses: int
-    target: float
-    cohort_size: int = 3
-    start_dose: int = 0  # 0-based
     phi1: Optional[float] = None  # resolved to 0.6 * target
     phi2: Optional[float] = None  # resolved to 1.4 * target
-    cutoff_eli: float = 0.95
-    extrasafe: bool = False
-    offset: float = 0.05
-    n_earlystop: Optional[int] = None
     titration: bool = False
     bound_mtd: bool = False
     name: str = "boin"
@@ -276,25 +219,9 @@ class BOIN(Design):
         _check_phis(self.target, p1, p2)
         object.__setattr__(self, "phi1", p1)
         object.__setattr__(self, "phi2", p2)
-        if self.n_doses < 1:
-            raise ValueError(f"n_doses must be >= 1 (got {self.n_doses})")
-        if self.cohort_size < 1:
-            raise ValueError(f"cohort_size must be >= 1 (got {self.cohort_size})")
-        if not 0 <= self.start_dose < self.n_doses:
-            raise ValueError(f"start_dose (0-based) must be in 0..{self.n_doses - 1} "
-                             f"(got {self.start_dose})")
-        if not 0.5 <= self.cutoff_eli < 1.0:
-            raise ValueError(f"cutoff_eli must be in [0.5, 1) (got {self.cutoff_eli})")
-        if not 0.0 <= self.offset < 0.5:
-            raise ValueError(f"offset must be in [0, 0.5) (got {self.offset})")
-        if self.n_earlystop is not None and self.n_earlystop < 1:
-            raise ValueError(f"n_earlystop must be >= 1 (got {self.n_earlystop})")
+        super().__post_init__()
 
-    # -- helpers -------------------------------------------------------------------------
-    @property
-    def max_cohort_size(self) -> int:
-        return self.cohort_size
-
+    # -- the boundaries ------------------------------------------------------------------
     @property
     def lambdas(self) -> Tuple[float, float]:
         return boin_lambdas(self.target, self.phi1, self.phi2)
@@ -303,25 +230,19 @@ class BOIN(Design):
         """``(b_e, b_d, b_elim)`` for n patients at a dose."""
         return _bounds_at(self.target, self.phi1, self.phi2, self.cutoff_eli, n)
 
-    def _meets_elimination(self, n: int, y: int) -> bool:
-        b_elim = elimination_boundary(self.target, n, self.cutoff_eli)
-        return b_elim is not None and y >= b_elim
+    def rule(self, n: int, y: int) -> Step:
+        """Escalate iff y <= b_e(n), else de-escalate iff y >= b_d(n), else stay."""
+        b_e, b_d, _ = self.bounds(n)
+        if y <= b_e:
+            return Step(ESCALATE, f"(escalate if <= {b_e})")
+        if y >= b_d:
+            return Step(DE_ESCALATE, f"(de-escalate if >= {b_d})")
+        return Step(STAY, f"(escalate <= {b_e} < y < {b_d} <= de-escalate)")
 
-    def lowest_eliminated(self, state: TrialState) -> Optional[int]:
-        """Lowest dose meeting the elimination rule (it and all above are eliminated)."""
-        for d in range(state.n_doses):
-            if self._meets_elimination(state.n[d], state.y[d]):
-                return d
-        return None
+    def mtd_cap(self) -> Optional[float]:
+        return self.lambdas[1] if self.bound_mtd else None
 
-    def eliminated(self, state: TrialState) -> List[bool]:
-        low = self.lowest_eliminated(state)
-        return [low is not None and d >= low for d in range(state.n_doses)]
-
-    def _extrasafe_hit(self, state: TrialState) -> bool:
-        n1, y1 = state.n[0], state.y[0]
-        return n1 >= 3 and _prob_above(self.target, n1, y1) > self.cutoff_eli - self.offset
-
+    # -- titration -----------------------------------------------------------------------
     @property
     def _titrating(self) -> bool:
         return self.titration and self.cohort_size > 1
@@ -332,6 +253,10 @@ class BOIN(Design):
         if self._titrating and not self.titration_from_start_dose:
             return 0
         return self.start_dose
+
+    def start(self) -> Decision:
+        size = 1 if self._titrating else self.cohort_size
+        return Decision.treat(self.first_dose, size, "start")
 
     def _end_titration(self, cur: int, why: str) -> Decision:
         if self.titration_step_down:
@@ -359,114 +284,21 @@ class BOIN(Design):
             return self._end_titration(cur, f"titration complete: first DLT at dose {cur + 1}")
         return None
 
-    def _safety_stop(self, state: TrialState, low: Optional[int],
-                     b_elim: Optional[int]) -> Optional[Decision]:
-        """Stop when dose 1 is eliminated, or by the extra-safe rule at dose 1."""
-        if low == 0:
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"dose 1 eliminated: Pr(DLT rate > {self.target}) > "
-                                 f"{self.cutoff_eli} with {state.y[0]}/{state.n[0]}")
-        if (self.extrasafe and state.current == 0 and b_elim is not None
-                and self._extrasafe_hit(state)):
-            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"extra-safe rule: Pr(DLT rate at dose 1 > {self.target}) > "
-                                 f"{self.cutoff_eli - self.offset:g} with "
-                                 f"{state.y[0]}/{state.n[0]}")
-        return None
-
-    # -- the interface -------------------------------------------------------------------
-    def decide(self, state: TrialState) -> Decision:
-        if state.current is None:
-            size = 1 if self._titrating else self.cohort_size
-            return Decision.treat(self.first_dose, size, "start")
-        d = state.current
-        low = self.lowest_eliminated(state)
-        n_d, y_d = state.n[d], state.y[d]
-        b_e, b_d, b_elim = self.bounds(n_d)
-        stop = self._safety_stop(state, low, b_elim)
-        if stop is not None:
-            return stop
+    def step(self, state: TrialState, dose: int) -> Union[Step, Decision]:
         if self._titrating:
-            step = self._titration_step(state)
-            if step is not None:
-                return step
-        top = state.n_doses - 1
-        obs = f"{y_d}/{n_d} DLT at dose {d + 1}"
-        if y_d <= b_e and d != top:
-            if low is None or d + 1 < low:
-                nxt, why = d + 1, f"{obs} (escalate if <= {b_e}): escalate"
-            else:
-                nxt, why = d, (f"{obs} (escalate if <= {b_e}) but dose {d + 2} is "
-                               "eliminated: stay")
-        elif y_d >= b_d and d != 0:
-            nxt, why = d - 1, f"{obs} (de-escalate if >= {b_d}): de-escalate"
-        else:
-            if y_d <= b_e:
-                why = f"{obs}: escalate asked at the top dose: stay"
-            elif y_d >= b_d:
-                why = f"{obs}: de-escalate asked at dose 1: stay"
-            else:
-                why = f"{obs} (escalate <= {b_e} < y < {b_d} <= de-escalate): stay"
-            nxt = d
-        if low is not None and nxt >= low:  # never treat an eliminated dose (guard)
-            nxt, why = low - 1, why + f"; dose {low + 1} and above eliminated"
-        if (self.n_earlystop is not None and nxt == d and n_d >= self.n_earlystop):
-            return Decision.halt(StopReason.N_AT_DOSE,
-                                 f"{n_d} patients at dose {d + 1} (n_earlystop "
-                                 f"{self.n_earlystop}) and the rule says stay")
-        return Decision.treat(nxt, self.cohort_size, why)
-
-    def _admissible(self, state: TrialState) -> Optional[List[int]]:
-        """Tried, non-eliminated doses; None if dose 1 is eliminated (incl. extrasafe)."""
-        elim = self.eliminated(state)
-        if self.extrasafe and self._extrasafe_hit(state):
-            elim = [True] * state.n_doses
-        if elim[0]:
-            return None
-        return [d for d in range(state.n_doses) if state.n[d] > 0 and not elim[d]]
-
-    def canonical(self, state: TrialState):
-        """Decisions use the per-dose counts and the current dose only."""
-        return (state.n, state.y, state.current)
-
-    def select_mtd(self, state: TrialState) -> Optional[int]:
-        adm = self._admissible(state)
-        if not adm:
-            return None
-        phat, w = _boin_phat_and_weights([state.n[d] for d in adm], [state.y[d] for d in adm])
-        iso = isotonic_regression(phat, w)
-        est = [v + (k + 1) * TIE_OFFSET for k, v in enumerate(iso)]
-        candidates = list(range(len(adm)))
-        if self.bound_mtd:
-            lam_d = self.lambdas[1]
-            candidates = [k for k in candidates if est[k] < lam_d]
-            if not candidates:
-                return None
-        best = min(candidates, key=lambda k: (abs(est[k] - self.target), k))
-        return adm[best]
+            titration = self._titration_step(state)
+            if titration is not None:
+                return titration
+        return super().step(state, dose)
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
-        """Isotonic estimates over all tried doses (as ``select.mtd`` prints them, eliminated
-        doses included, no tie offsets; None when untried), eliminated flags, the Beta(1,1)
-        Pr(p > target) per dose and the boundaries at the current dose's n."""
-        tried = [d for d in range(state.n_doses) if state.n[d] > 0]
-        p_hat: List[Optional[float]] = [None] * state.n_doses
-        if tried:
-            ph, w = _boin_phat_and_weights([state.n[d] for d in tried],
-                                           [state.y[d] for d in tried])
-            for d, v in zip(tried, isotonic_regression(ph, w)):
-                p_hat[d] = v
+        """The kernel's estimates (isotonic p_hat, eliminated flags, Pr(p > target)) plus
+        the lambdas and the boundaries at the current dose's n."""
+        out = super().estimates(state)
         lam_e, lam_d = self.lambdas
-        out: Dict[str, Any] = {
-            "p_hat": p_hat,
-            "eliminated": self.eliminated(state),
-            "pr_above_target": [None if state.n[d] == 0 else
-                                _prob_above(self.target, state.n[d], state.y[d])
-                                for d in range(state.n_doses)],
-            "lambda_e": lam_e, "lambda_d": lam_d,
-            "n_current": None, "escalate_if_dlt_le": None,
-            "deescalate_if_dlt_ge": None, "eliminate_if_dlt_ge": None,
-        }
+        out.update({"lambda_e": lam_e, "lambda_d": lam_d,
+                    "n_current": None, "escalate_if_dlt_le": None,
+                    "deescalate_if_dlt_ge": None, "eliminate_if_dlt_ge": None})
         if state.current is not None:
             n_c = state.n[state.current]
             b_e, b_d, b_elim = self.bounds(n_c)
@@ -530,28 +362,65 @@ class Spec(DesignSpecBase):
         return self
 
 
-def build(spec: Spec, ctx: DesignContext) -> Design:
-    """BOIN from its spec, wrapped in ``StopWhenNAtDose`` (if ``stop_n_at_dose``) and
-    ``StopAtN(max_n)``."""
+def make_with(cls, spec: Spec, ctx: DesignContext, **extra) -> Design:
+    """``cls`` (BOIN or a subclass taking its options) from a BOIN-style spec."""
     c = spec.context(ctx)
     p1, p2 = _resolve_phis(c.target, spec.phi1, spec.phi2)
     try:
         _check_phis(c.target, p1, p2)
     except ValueError as exc:
         raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
-    design: Design = BOIN(
+    return cls(
         n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
         start_dose=c.start_dose, phi1=p1, phi2=p2, cutoff_eli=spec.cutoff_eli,
         extrasafe=spec.extrasafe, offset=spec.offset, n_earlystop=spec.n_earlystop,
         titration=spec.titration, bound_mtd=spec.bound_mtd, name=spec.name or spec.type,
         titration_from_start_dose=spec.titration_from_start_dose,
         titration_step_down=spec.titration_step_down,
-        titration_complete_cohort=spec.titration_complete_cohort)
-    if spec.stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
-    return StopAtN(base=design, n=c.max_n)
+        titration_complete_cohort=spec.titration_complete_cohort, **extra)
+
+
+def make(spec: Spec, ctx: DesignContext) -> Design:
+    """BOIN from its spec (the registry adds the stopping rules)."""
+    return make_with(BOIN, spec, ctx)
+
+
+# --------------------------------------------------------------------------- table
+#: spec options that change the boundary table
+TABLE_OPTIONS = ("target", "cohort_size", "max_n", "phi1", "phi2", "cutoff_eli", "extrasafe",
+                 "offset", "name")
+
+
+def boundary_rows(b: Dict[str, Any]) -> List[str]:
+    """The rows of ``get.boundary``'s printed table for a :func:`boin_boundaries` dict."""
+    rows = [("Number of patients treated", b["n"]),
+            ("Escalate if # of DLT <=", b["escalate"]),
+            ("De-escalate if # of DLT >=", b["deescalate"]),
+            ("Eliminate if # of DLT >=", b["eliminate"])]
+    if "stop_lowest" in b:
+        rows.append(("Stop if # DLT at dose 1 >=", b["stop_lowest"]))
+    return [f"{label:<28}" + "".join(f"{'NA' if v is None else v:>4}" for v in vals)
+            for label, vals in rows]
+
+
+def boundary_table(request: TableRequest, title: str = "BOIN",
+                   options: Tuple[str, ...] = TABLE_OPTIONS) -> DecisionTable:
+    """BOIN's boundary table as ``get.boundary`` prints it: every n = 1..max_n for cohorts
+    of 1, the multiples of the cohort size otherwise; with ``extrasafe`` the stopping row."""
+    design, notes = request.build()
+    notes += request.unused("n_doses", "outcomes",
+                            why="the boundary table depends on neither the number of doses "
+                                "nor the data")
+    notes += request.unused_options(options, why="it does not change the boundaries")
+    inner = design.inner
+    b = boin_boundaries(inner.target, design.max_n, cohort_size=inner.cohort_size,
+                        phi1=inner.phi1, phi2=inner.phi2, cutoff_eli=inner.cutoff_eli,
+                        full=inner.cohort_size == 1, extrasafe=inner.extrasafe,
+                        offset=inner.offset)
+    lines = [f"{title} boundaries, target {inner.target:g}", *boundary_rows(b)]
+    return DecisionTable("\n".join(lines), b, tuple(notes))
 
 
 register(DesignEntry(
-    type="boin", spec_model=Spec, build=build,
+    type="boin", spec_model=Spec, make=make, design_class=BOIN, table=boundary_table,
     summary="Bayesian optimal interval design (Liu & Yuan 2015; R BOIN get.oc/select.mtd)"))

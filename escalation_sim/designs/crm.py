@@ -85,7 +85,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, closest_to_target
 from .registry import DesignEntry, register
-from .rules import StopAtN, StopWhenNAtDose
+from .tables import DecisionTable, TableInputError, TableRequest, next_cohort_table
 
 DEFAULT_PRIOR_VAR = 1.34
 DEFAULT_INTCPT = 3.0
@@ -490,12 +490,13 @@ def resolve_skeleton(spec: Spec, n_doses: int, target: float) -> Tuple[float, ..
     return tuple(float(v) for v in sk)
 
 
-def build(spec: Spec, ctx: DesignContext) -> Design:
-    return build_with(CRM, spec, ctx)
+def make(spec: Spec, ctx: DesignContext) -> Design:
+    return make_with(CRM, spec, ctx)
 
 
-def build_with(cls, spec: Spec, ctx: DesignContext) -> Design:
-    """Build ``cls`` (CRM or a subclass taking the same options) from its spec, wrapped."""
+def make_with(cls, spec: Spec, ctx: DesignContext) -> Design:
+    """``cls`` (CRM or a subclass taking the same options) from its spec (the registry adds
+    the stopping rules)."""
     c = spec.context(ctx)
     skeleton = resolve_skeleton(spec, c.n_doses, c.target)
     two = None
@@ -505,15 +506,30 @@ def build_with(cls, spec: Spec, ctx: DesignContext) -> Design:
             raise ValueError(f"two_stage doses must lie between 1 and {c.n_doses} "
                              f"(got {spec.two_stage})")
         two = tuple(d - 1 for d in spec.two_stage)
-    design: Design = cls(
+    return cls(
         n_doses=c.n_doses, target=c.target, skeleton=skeleton, model=spec.model,
         prior_var=spec.prior_var, intcpt=spec.intcpt, estimate=spec.estimate,
         cohort_size=c.cohort_size, start_dose=c.start_dose, restrict=spec.restrict,
         safety_threshold=spec.safety_threshold, two_stage=two, name=spec.name or spec.type)
-    if spec.stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
-    return StopAtN(base=design, n=c.max_n)
 
 
-register(DesignEntry(type="crm", spec_model=Spec, build=build,
+# --------------------------------------------------------------------------------------
+def table_n_doses(request: TableRequest) -> int:
+    """The number of doses of a CRM table: given, or the length of a skeleton list."""
+    sk = request.spec.skeleton  # type: ignore[attr-defined]
+    if request.n_doses is not None:
+        return request.n_doses
+    if isinstance(sk, list):
+        return len(sk)
+    raise TableInputError("n_doses", f"required by the {request.spec.type} table unless the "
+                                     "skeleton is given as a list")
+
+
+def crm_table(request: TableRequest) -> DecisionTable:
+    """The next-cohort table (:func:`~escalation_sim.designs.tables.next_cohort_table`):
+    CRM is model-based and has no fixed boundary table."""
+    return next_cohort_table(request, n_doses=table_n_doses(request))
+
+
+register(DesignEntry(type="crm", spec_model=Spec, make=make, design_class=CRM, table=crm_table,
                      summary="continual reassessment method (Bayesian, dfcrm defaults)"))

@@ -1,21 +1,78 @@
-"""Registry of design types: YAML ``type`` name -> (spec model, builder)."""
+"""Registry of design types: YAML ``type`` name -> the design's entry.
+
+An entry is everything the rest of the package may know about a design type, so that the
+scenario loader, the engines and the command line never name a design:
+
+* ``spec_model``: the pydantic model of its YAML form;
+* ``make(spec, ctx)``: the bare design; ``build`` adds the stopping rules every design takes
+  (``stop_n_at_dose``, then ``max_n`` from ``trial_size``) with :func:`with_stopping_rules`;
+* ``design_class``: the class ``make`` returns; the design's class-level metadata is read from
+  it: ``time_to_event`` (decides with pending patients; calendar engine only) and ``outcome``
+  (what each patient contributes, :class:`~escalation_sim.designs.base.Outcome`);
+* ``trial_size(spec, ctx)``: the cohort size and the sample-size cap the design takes from
+  the trial (the default: the trial's, overridden by the spec; 3+3 uses cohorts of 3 and no
+  cap unless its spec sets ``max_n``);
+* ``table(request)``: its decision table (:mod:`escalation_sim.designs.tables`); the default
+  is the next dose after each outcome of the next cohort, which fits any design.
+"""
 from __future__ import annotations
 
 import difflib
 import threading
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Type
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Type
 
-from .base import Design, DesignContext, DesignSpecBase
+from .base import Design, DesignContext, DesignSpecBase, Outcome
+from .rules import with_stopping_rules
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tables import DecisionTable, TableRequest
+
+
+@dataclass(frozen=True)
+class TrialSize:
+    """What a design takes from the trial: its cohort size and its sample-size cap (None: the
+    design sets its own sample size)."""
+
+    cohort_size: int
+    max_n: Optional[int]
+
+
+def trial_size_from_context(spec: DesignSpecBase, ctx: DesignContext) -> TrialSize:
+    """The default: the trial's cohort size and max_n, each overridden by the spec."""
+    c = spec.context(ctx)
+    return TrialSize(cohort_size=c.cohort_size, max_n=c.max_n)
 
 
 @dataclass(frozen=True)
 class DesignEntry:
     type: str
     spec_model: Type[DesignSpecBase]
-    build: Callable[[DesignSpecBase, DesignContext], Design]
-    time_to_event: bool = False
+    make: Callable[[DesignSpecBase, DesignContext], Design]
+    design_class: Type[Design]
     summary: str = ""
+    trial_size: Callable[[DesignSpecBase, DesignContext], TrialSize] = trial_size_from_context
+    table: Optional[Callable[["TableRequest"], "DecisionTable"]] = None
+
+    @property
+    def time_to_event(self) -> bool:
+        return bool(self.design_class.time_to_event)
+
+    @property
+    def outcome(self) -> Outcome:
+        return self.design_class.outcome
+
+    def build(self, spec: DesignSpecBase, ctx: DesignContext) -> Design:
+        """The design with its stopping rules (``stop_n_at_dose``, then ``max_n``)."""
+        size = self.trial_size(spec, ctx)
+        return with_stopping_rules(self.make(spec, ctx), stop_n_at_dose=spec.stop_n_at_dose,
+                                   max_n=size.max_n)
+
+    def decision_table(self, request: "TableRequest") -> "DecisionTable":
+        if self.table is not None:
+            return self.table(request)
+        from .tables import next_cohort_table
+        return next_cohort_table(request)
 
 
 _REGISTRY: Dict[str, DesignEntry] = {}
@@ -78,3 +135,8 @@ def unknown_type_message(type_name) -> str:
 
 def build_design(spec: DesignSpecBase, ctx: DesignContext) -> Design:
     return get_entry(spec.type).build(spec, ctx)
+
+
+def is_time_to_event(design: Design) -> bool:
+    """True for a built design (wrappers included) that decides with pending patients."""
+    return bool(design.time_to_event)

@@ -1,7 +1,10 @@
 """Stopping and safety rules as small wrappers any design can take.
 
 Each wrapper is itself a ``Design``: it calls the wrapped design's ``decide`` and may replace
-the decision.  ``select_mtd`` is forwarded, except where the rule itself implies "no MTD".
+the decision.  ``select_mtd`` and the design's metadata (``time_to_event``, ``outcome``,
+``max_n``) are forwarded, except where the rule itself changes them.  Builders do not wrap
+designs themselves: :func:`with_stopping_rules` (called by the registry for every design type)
+adds the scenario's ``stop_n_at_dose`` and ``max_n`` rules in one fixed order.
 """
 from __future__ import annotations
 
@@ -30,6 +33,18 @@ class _Wrapper(Design):
     def inner(self) -> Design:
         return self.base.inner
 
+    @property
+    def time_to_event(self) -> bool:  # type: ignore[override]
+        return self.base.time_to_event
+
+    @property
+    def outcome(self):  # type: ignore[override]
+        return self.base.outcome
+
+    @property
+    def max_n(self) -> Optional[int]:
+        return self.base.max_n
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         return self.base.select_mtd(state)
 
@@ -51,6 +66,11 @@ class StopAtN(_Wrapper):
     """Stop once ``n`` patients have been treated; a last cohort is cut to fit."""
 
     n: int = 0
+
+    @property
+    def max_n(self) -> Optional[int]:
+        inner = self.base.max_n
+        return self.n if inner is None else min(self.n, inner)
 
     def decide(self, state: TrialState) -> Decision:
         if state.total_n >= self.n:
@@ -122,3 +142,14 @@ class StopWhenTooToxic(_Wrapper):
         if self.too_toxic(state):
             return None
         return self.base.select_mtd(state)
+
+
+def with_stopping_rules(design: Design, *, stop_n_at_dose: Optional[int] = None,
+                        max_n: Optional[int] = None) -> Design:
+    """``design`` wrapped in ``StopWhenNAtDose(stop_n_at_dose)`` (if given), then in
+    ``StopAtN(max_n)`` (if given): the order every built design has."""
+    if stop_n_at_dose is not None:
+        design = StopWhenNAtDose(base=design, n=stop_n_at_dose)
+    if max_n is not None:
+        design = StopAtN(base=design, n=max_n)
+    return design

@@ -65,15 +65,15 @@ docstring) serves as an independent oracle for exact enumeration and Monte Carlo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field, field_validator
 
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase
-from .registry import DesignEntry, register
-from .rules import StopAtN, StopWhenNAtDose
+from .registry import DesignEntry, TrialSize, register
+from .tables import DecisionTable, TableRequest
 
 COHORT = 3
 
@@ -372,27 +372,93 @@ class Spec(DesignSpecBase):
         return v
 
 
-def build(spec: Spec, ctx: DesignContext) -> Design:
-    """Build the 3+3 design.
+def trial_size(spec: Spec, ctx: DesignContext) -> TrialSize:
+    """Cohorts of 3 whatever the trial says; the trial-level ``max_n`` is ignored (the 3+3
+    sets its own sample size, at most 6 per dose) and only a ``max_n`` in the design spec
+    caps it."""
+    return TrialSize(cohort_size=COHORT, max_n=spec.max_n)
 
-    The trial-level ``max_n`` is ignored: the 3+3 sets its own sample size (at most 6 per
-    dose).  A ``max_n`` given in the design spec itself wraps the design in ``StopAtN``;
-    ``stop_n_at_dose`` wraps it in ``StopWhenNAtDose``.
-    """
+
+def make(spec: Spec, ctx: DesignContext) -> Design:
+    """The 3+3 design (the registry adds ``stop_n_at_dose`` and a spec-level ``max_n``)."""
     c = spec.context(ctx)
     if not 0 <= c.start_dose < c.n_doses:
         raise ValueError(f"start_dose must be in 1..{c.n_doses} (got {c.start_dose + 1})")
-    design: Design = ThreePlusThree(
+    return ThreePlusThree(
         n_doses=c.n_doses, start_dose=c.start_dose, de_escalation=spec.de_escalation,
         top_dose_needs_six=spec.top_dose_needs_six, name=spec.name or spec.type)
-    if spec.stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
-    if spec.max_n is not None:
-        design = StopAtN(base=design, n=spec.max_n)
-    return design
+
+
+# --------------------------------------------------------------------------- rule table
+# One row per situation at the current dose d: (counts at d, when, n and DLTs at doses
+# d-1, d, d+1 of a three-dose trial, index of d).  The decision printed is the design's own.
+RULE_ROWS: Tuple[Tuple[str, str, Tuple[int, ...], Tuple[int, ...], int], ...] = (
+    ("0/3", "dose d+1 not tried yet", (3, 3, 0), (0, 0, 0), 1),
+    ("1/3", "", (3, 3, 0), (0, 1, 0), 1),
+    ("<= 1/6", "dose d+1 not tried yet", (3, 6, 0), (0, 1, 0), 1),
+    (">= 2 (of 3 or 6)", "dose d-1 has 0/3", (3, 3, 0), (0, 2, 0), 1),
+    (">= 2 (of 3 or 6)", "dose d-1 has <= 1/6", (6, 3, 0), (1, 2, 0), 1),
+    (">= 2 (of 3 or 6)", "d is the lowest dose", (3, 0, 0), (2, 0, 0), 0),
+    ("0/3", "d is the top dose", (3, 3, 3), (0, 0, 0), 2),
+    ("<= 1/6", "d is the top dose", (3, 3, 6), (0, 0, 1), 2),
+    ("<= 1/6", "dose d+1 too toxic (came back down)", (3, 6, 3), (0, 1, 2), 1),
+)
+
+
+def _rel(k: int) -> str:
+    """A dose named relative to the current dose d: d-1, d, d+1."""
+    return "d" if k == 0 else f"d{k:+d}"
+
+
+def _rule_cell(design: ThreePlusThree, state: TrialState) -> Dict[str, Any]:
+    c = state.current
+    dec = design.decide(state)
+    if dec.stop:
+        m = design.select_mtd(state)
+        mtd = None if m is None else _rel(m - c)
+        text = "stop: no MTD" if mtd is None else f"stop: MTD = dose {mtd}"
+        return {"next": "stop", "next_dose": None, "cohort_size": None,
+                "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
+                "mtd": mtd, "text": text}
+    rel = dec.dose - c
+    verb = "escalate: " if rel > 0 else "de-escalate: " if rel < 0 else ""
+    more = "" if state.n[dec.dose] == 0 else " more"
+    return {"next": "escalate" if rel > 0 else "de-escalate" if rel < 0 else "stay",
+            "next_dose": _rel(rel), "cohort_size": dec.cohort_size, "stop_reason": None,
+            "mtd": None, "text": f"{verb}{dec.cohort_size}{more} at dose {_rel(rel)}"}
+
+
+def rule_table(request: TableRequest) -> DecisionTable:
+    """The 3+3 rule at the current dose d, each row decided by the design (on a three-dose
+    trial: the rule looks at doses d-1, d and d+1 only)."""
+    design, notes = request.build(n_doses=max(3, request.n_doses or 3), needs_target=False)
+    notes += request.unused("target", "n_doses", "outcomes",
+                            why="the 3+3 rule uses no target and no data beyond the counts "
+                                "shown")
+    notes += request.unused_options(("name", "de_escalation", "top_dose_needs_six",
+                                     "cohort_size"),
+                                    why="the rule table shows the rule at a dose, not the "
+                                        "trial's start or stopping rules")
+    inner = replace(design.inner, n_doses=3, start_dose=0)
+    yes = {True: "yes", False: "no"}
+    title = (f"{inner.name} rule at the current dose d (cohorts of 3; de_escalation: "
+             f"{yes[inner.de_escalation]}, top_dose_needs_six: {yes[inner.top_dose_needs_six]})")
+    lines = [title, f"{'at dose d':<19}{'when':<38}next step"]
+    rows = []
+    for counts, when, n, y, cur in RULE_ROWS:
+        state = TrialState(n, y, cur, COHORT, min(y[cur], COHORT))
+        cell = _rule_cell(inner, state)
+        rows.append({"at_dose": counts, "when": when, "n": list(n), "dlt": list(y),
+                     "current": cur + 1, **{k: v for k, v in cell.items() if k != "text"}})
+        lines.append(f"{counts:<19}{when:<38}{cell['text']}")
+    data = {"design": "3+3", "kind": "rule", "name": inner.name,
+            "de_escalation": inner.de_escalation,
+            "top_dose_needs_six": inner.top_dose_needs_six, "rows": rows}
+    return DecisionTable("\n".join(lines), data, tuple(notes))
 
 
 register(DesignEntry(
-    type="3+3", spec_model=Spec, build=build,
+    type="3+3", spec_model=Spec, make=make, design_class=ThreePlusThree,
+    trial_size=trial_size, table=rule_table,
     summary="rule-based 3+3 (Storer 1989); options de_escalation (Korn et al. 1994) and "
             "top_dose_needs_six; exact OC in closed form (Lin & Shih 2001)"))

@@ -7,8 +7,10 @@ pending patients, and ``select_mtd(state)`` on complete data.  With no pending p
 ``TiteState`` carries exactly the information of a ``TrialState`` and both designs decide
 exactly as their complete-data parents (CRM, BOIN), which they subclass: the model, the
 boundaries, the elimination rule, the restrictions and the final selection are those of
-:mod:`escalation_sim.designs.crm` and :mod:`escalation_sim.designs.boin`.  They run only in
-the discrete-event engine (registry entries have ``time_to_event=True``).
+:mod:`escalation_sim.designs.crm` and :mod:`escalation_sim.designs.boin` (TITE-BOIN's
+elimination, guards and selection come from the interval kernel,
+:mod:`escalation_sim.designs.interval`).  They run only in the discrete-event engine (their
+classes declare ``time_to_event = True``, which the registry and the engines read).
 
 TiteState
 ---------
@@ -43,8 +45,9 @@ follow-up time STFT (sum of the pending fractions):
    complete data, the expected number of DLTs among the pending patients is
    (m - STFT) * p_hat / (1 - p_hat), and p_tilde = (y + (m - STFT) p_hat / (1 - p_hat)) / n
    is compared with lambda_e / lambda_d exactly as BOIN compares y / n (escalate if <=
-   lambda_e, de-escalate if >= lambda_d, else stay), with BOIN's guards (eliminated doses,
-   dose 1, top dose, ``n_earlystop``).
+   lambda_e, de-escalate if >= lambda_d, else stay), with the interval kernel's guards
+   (eliminated doses, dose 1, top dose, ``n_earlystop``).  In the kernel's terms this is
+   the rule on (n, effective y), effective y = n * p_tilde.
 
 This reproduces the published TITE-BOIN decision table for target 0.2 (see
 tests/test_tite.py): e.g. with 9 patients, 1 DLT and 3 pending, escalate iff STFT >= 0.77;
@@ -56,17 +59,18 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
+from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Union
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..types import Decision, StopReason, TrialState
+from ..types import Decision, TrialState
 from . import boin as _boin
 from . import crm as _crm
 from .base import Design, DesignContext
+from .interval import DE_ESCALATE, ESCALATE, STAY, Step
 from .registry import DesignEntry, register
-from .rules import StopAtN, StopWhenNAtDose
+from .tables import MODEL_BASED, DecisionTable, TableRequest, next_cohort_table
 
 __all__ = ["TiteState", "TITECRM", "TITEBOIN", "linear_weight", "tite_crm_fit",
            "tite_boin_estimate", "TiteCRMSpec", "TiteBOINSpec"]
@@ -199,66 +203,34 @@ class TITEBOIN(_boin.BOIN):
             raise ValueError(f"max_pending_fraction must be in [0, 1] "
                              f"(got {self.max_pending_fraction})")
 
-    def decide(self, state: TrialState) -> Decision:
-        pend = _pending(state)
-        if state.current is None or not pend:
-            return super().decide(state)
-        d = state.current
-        m = sum(1 for dd, _ in pend if dd == d)
+    def step(self, state: TrialState, dose: int) -> Union[Step, Decision]:
+        """With pending patients at the current dose: Yuan et al.'s rule on p_tilde (module
+        docstring); otherwise BOIN's.  The kernel adds elimination and the guards."""
+        pend = [f for dd, f in _pending(state) if dd == dose]
+        m = len(pend)
         if m == 0:
-            return super().decide(state)
-        low = self.lowest_eliminated(state)
-        n_d, y_d = state.n[d], state.y[d]
-        b_e, b_d, b_elim = self.bounds(n_d)
-        stop = self._safety_stop(state, low, b_elim)
-        if stop is not None:
-            return stop
+            return super().step(state, dose)
+        n_d, y_d = state.n[dose], state.y[dose]
+        b_d = self.bounds(n_d)[1]
         lam_e, lam_d = self.lambdas
-        s = sum(f for dd, f in pend if dd == d)
-        obs = f"{y_d}/{n_d} DLT at dose {d + 1}, {m} pending (STFT {s:.2f})"
+        s = sum(pend)
+        obs = f"{y_d}/{n_d} DLT at dose {dose + 1}, {m} pending (STFT {s:.2f})"
         if y_d >= b_d:
-            move, why = -1, f"{obs}: de-escalate whatever the pending outcomes"
-        elif m > self.max_pending_fraction * n_d:
-            return Decision(d, 0, f"{obs}: more than {self.max_pending_fraction:g} of the "
-                                  f"patients pending: suspend accrual", None, None)
-        else:
-            pt = tite_boin_estimate(self.target, n_d, y_d, m, s)
-            if pt <= lam_e:
-                move, why = 1, f"{obs}: p_tilde {pt:.3f} <= {lam_e:.3f}: escalate"
-            elif pt >= lam_d:
-                move, why = -1, f"{obs}: p_tilde {pt:.3f} >= {lam_d:.3f}: de-escalate"
-            else:
-                move, why = 0, f"{obs}: p_tilde {pt:.3f} between the boundaries: stay"
-        return self._move(state, d, move, why, low)
+            return Step(DE_ESCALATE, f"{obs} (de-escalate if >= {b_d} whatever the pending "
+                                     f"outcomes)")
+        if m > self.max_pending_fraction * n_d:
+            return Decision(dose, 0, f"{obs}: more than {self.max_pending_fraction:g} of the "
+                                     f"patients pending: suspend accrual", None, None)
+        pt = tite_boin_estimate(self.target, n_d, y_d, m, s)
+        if pt <= lam_e:
+            return Step(ESCALATE, f"{obs}: p_tilde {pt:.3f} <= {lam_e:.3f}")
+        if pt >= lam_d:
+            return Step(DE_ESCALATE, f"{obs}: p_tilde {pt:.3f} >= {lam_d:.3f}")
+        return Step(STAY, f"{obs}: p_tilde {pt:.3f} between the boundaries")
 
     def canonical(self, state: TrialState):
         """With pending patients the whole state matters; without, as BOIN."""
         return state if _pending(state) else super().canonical(state)
-
-    def _move(self, state: TrialState, d: int, move: int, why: str,
-              low: Optional[int]) -> Decision:
-        """BOIN's guards: top dose, dose 1, eliminated doses, n_earlystop."""
-        top = state.n_doses - 1
-        nxt = d
-        if move > 0:
-            if d == top:
-                why += " (top dose: stay)"
-            elif low is not None and d + 1 >= low:
-                why += f" (dose {d + 2} eliminated: stay)"
-            else:
-                nxt = d + 1
-        elif move < 0:
-            if d == 0:
-                why += " (dose 1: stay)"
-            else:
-                nxt = d - 1
-        if low is not None and nxt >= low:
-            nxt, why = low - 1, why + f"; dose {low + 1} and above eliminated"
-        if self.n_earlystop is not None and nxt == d and state.n[d] >= self.n_earlystop:
-            return Decision.halt(StopReason.N_AT_DOSE,
-                                 f"{state.n[d]} patients at dose {d + 1} (n_earlystop "
-                                 f"{self.n_earlystop}) and the rule says stay")
-        return Decision.treat(nxt, self.cohort_size, why)
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         out = super().estimates(state)
@@ -298,30 +270,46 @@ class TiteBOINSpec(_boin.Spec):
         return self
 
 
-def build_tite_crm(spec: TiteCRMSpec, ctx: DesignContext) -> Design:
-    return _crm.build_with(TITECRM, spec, ctx)
+def make_tite_crm(spec: TiteCRMSpec, ctx: DesignContext) -> Design:
+    return _crm.make_with(TITECRM, spec, ctx)
 
 
-def build_tite_boin(spec: TiteBOINSpec, ctx: DesignContext) -> Design:
-    c = spec.context(ctx)
-    p1 = 0.6 * c.target if spec.phi1 is None else spec.phi1
-    p2 = 1.4 * c.target if spec.phi2 is None else spec.phi2
-    design: Design = TITEBOIN(
-        n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
-        start_dose=c.start_dose, phi1=p1, phi2=p2, cutoff_eli=spec.cutoff_eli,
-        extrasafe=spec.extrasafe, offset=spec.offset, n_earlystop=spec.n_earlystop,
-        bound_mtd=spec.bound_mtd, name=spec.name or spec.type,
-        max_pending_fraction=spec.max_pending_fraction)
-    if spec.stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=spec.stop_n_at_dose)
-    return StopAtN(base=design, n=c.max_n)
+def make_tite_boin(spec: TiteBOINSpec, ctx: DesignContext) -> Design:
+    return _boin.make_with(TITEBOIN, spec, ctx, max_pending_fraction=spec.max_pending_fraction)
 
 
-register(DesignEntry(type="tite-crm", spec_model=TiteCRMSpec, build=build_tite_crm,
-                     time_to_event=True,
+PENDING_NOTE = ("With patients pending at the current dose the decision also depends on their "
+                "follow-up; this table is for complete data.")
+
+
+def tite_crm_table(request: TableRequest) -> DecisionTable:
+    """CRM's next-cohort table (complete data), with the statement that pending patients'
+    follow-up also counts."""
+    n_doses = _crm.table_n_doses(request)
+    name = request.spec.name or request.spec.type
+    return next_cohort_table(request, n_doses=n_doses,
+                             statement=MODEL_BASED.format(name=name) + " "
+                             + PENDING_NOTE)
+
+
+def tite_boin_table(request: TableRequest) -> DecisionTable:
+    """BOIN's boundary table (complete data) and how pending patients enter."""
+    tab = _boin.boundary_table(request, title="TITE-BOIN",
+                                options=_boin.TABLE_OPTIONS + ("max_pending_fraction",))
+    lines = tab.text.split("\n")
+    note = ("With m patients pending at the current dose (n treated, y DLTs): de-escalate if "
+            "y reaches the de-escalation boundary; else suspend accrual if m > "
+            f"{request.spec.max_pending_fraction:g} n; else compare p_tilde (Yuan et al. 2018) "
+            "with lambda_e / lambda_d.")
+    data = dict(tab.data, pending_rule=note)
+    return DecisionTable("\n".join(lines + [note]), data, tab.notes)
+
+
+register(DesignEntry(type="tite-crm", spec_model=TiteCRMSpec, make=make_tite_crm,
+                     design_class=TITECRM, table=tite_crm_table,
                      summary="TITE-CRM: CRM with linearly weighted pending patients "
                              "(Cheung & Chappell 2000); discrete-event engine only"))
-register(DesignEntry(type="tite-boin", spec_model=TiteBOINSpec, build=build_tite_boin,
-                     time_to_event=True,
+register(DesignEntry(type="tite-boin", spec_model=TiteBOINSpec, make=make_tite_boin,
+                     design_class=TITEBOIN, table=tite_boin_table,
                      summary="TITE-BOIN: BOIN deciding with pending patients (Yuan et al. "
                              "2018); discrete-event engine only"))

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator)
 
-from ..designs.base import Design, DesignContext, DesignSpecBase
+from ..designs.base import Design, DesignContext, DesignSpecBase, Outcome
 from ..designs.registry import get_entry, registry, unknown_type_message
 
 try:  # the discrete-event engine's logistics block
@@ -25,6 +25,9 @@ except ImportError:  # pragma: no cover - during development only
     Conduct = Dict[str, Any]  # type: ignore
 
 Prob = float
+
+#: what ``truth`` gives for each patient (a design consuming anything else cannot run)
+TRUTH_OUTCOMES = (Outcome.BINARY_DLT,)
 
 
 class _Strict(BaseModel):
@@ -382,19 +385,22 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
             ctx = DesignContext(n_doses=K, target=model.target,
                                 cohort_size=model.trial.cohort_size, max_n=model.trial.max_n,
                                 start_dose=model.trial.start_dose - 1)
-            rctx = spec.context(ctx)
             if spec.start_dose is not None and not 1 <= spec.start_dose <= K:
                 problems.append(f"designs[{i}].start_dose: must be between 1 and {K} "
                                 f"(got {spec.start_dose})")
                 continue
-            uses_max_n = spec.type != "3+3" or spec.max_n is not None
-            csize = 3 if spec.type == "3+3" else rctx.cohort_size
-            if uses_max_n and rctx.max_n % csize != 0:
+            entry = registry()[spec.type]
+            if entry.outcome not in TRUTH_OUTCOMES:
+                problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "
+                                f"outcomes; the truth gives {TRUTH_OUTCOMES[0].value} "
+                                f"probabilities only (got type {spec.type!r})")
+                continue
+            size = entry.trial_size(spec, ctx)
+            if size.max_n is not None and size.max_n % size.cohort_size != 0:
                 where = "max_n" if spec.max_n is not None else "trial.max_n"
                 problems.append(f"designs[{i}] ({name}): {where} must be a multiple of the "
-                                f"cohort size {csize} (got {rctx.max_n})")
+                                f"cohort size {size.cohort_size} (got {size.max_n})")
                 continue
-            entry = registry()[spec.type]
             try:
                 built = entry.build(spec, ctx)
             except (ValueError, TypeError) as exc:

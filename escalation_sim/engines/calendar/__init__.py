@@ -53,7 +53,7 @@ while a call runs (see the comment in :func:`simulate_des_trials`).
 from __future__ import annotations
 
 import gc
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
 
 import numpy as np
 
@@ -73,17 +73,6 @@ BLOCK = 256  # trials per vectorised block of random numbers
 _INT_COLS = ("n_screened", "n_screen_failed", "n_enrolled", "n_treated", "n_evaluable",
              "n_lost", "n_waiting_max", "n_waiting_at_close", "n_manufacturing_failures",
              "n_phase_failures", "n_dropouts", "n_decisions")
-
-
-def _max_n(design: Design) -> Optional[int]:
-    """The StopAtN cap found among the design's wrappers (None if none)."""
-    from ...designs.rules import StopAtN
-    d = design
-    while d is not None:
-        if isinstance(d, StopAtN):
-            return int(d.n)
-        d = d.__dict__.get("base") if hasattr(d, "__dict__") else None
-    return None
 
 
 def _as_conduct(conduct: Union[Conduct, Mapping[str, Any], None]) -> Conduct:
@@ -121,7 +110,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
                         else trial_indices, dtype=np.int64).ravel()
     if trials.size and trials.min() < 0:
         raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
-    max_n = _max_n(design)
+    max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
     setup = Setup(design, p, conduct, bool(record_patients), guard)
     plan = DrawPlan(conduct, seed)
@@ -152,7 +141,7 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
     """One trial as a :class:`~escalation_sim.engines.calendar.model.Trial` object (for inspection)."""
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
-    max_n = _max_n(design)
+    max_n = design.max_n
     setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000)
     plan = DrawPlan(conduct, seed)
     na, npat, ne = block_sizes(conduct, max_n)

@@ -55,6 +55,7 @@ import simpy
 
 from ...inputs.conduct import Conduct
 from ...designs.base import Design
+from ...designs.registry import is_time_to_event
 from ...types import Decision, StopReason, TrialState
 from .draws import TrialDraws
 
@@ -74,11 +75,6 @@ def _tite_state_cls():
         from ...designs.tite import TiteState
         _TITE_STATE = TiteState
     return _TITE_STATE
-
-
-def is_time_to_event(design: Design) -> bool:
-    """True for designs that decide with pending patients (``design.inner.time_to_event``)."""
-    return bool(getattr(design.inner, "time_to_event", False))
 
 
 class Setup:
