@@ -217,33 +217,115 @@ def cmd_select_mtd(args) -> int:
     return 0
 
 
-def cmd_boundaries(args) -> int:
-    from .designs.boin import boin_boundaries
-    if not 0 < args.target < 1:
+#: command-line flags of the table request's fields (design options: --option NAME=VALUE)
+_TABLE_FLAGS = {"target": "--target", "max_n": "--max-n", "cohort_size": "--cohort-size",
+                "n_doses": "--n-doses", "outcomes": "--outcomes"}
+
+
+def _option_value(text: str):
+    """A --option value: JSON first (numbers such as 1e-3, true, [0.1, 0.2]), else YAML
+    (bare words, {halfwidth: 0.05}), else the text itself."""
+    import yaml
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _parse_options(pairs) -> dict:
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--option: expected NAME=VALUE, e.g. phi1=0.18 (got {pair!r})")
+        if key == "type":
+            raise UsageError(f"--option type: give the design type with --design (got {pair!r})")
+        if key in out:
+            raise UsageError(f"--option {key}: given twice (got {pair!r})")
+        out[key] = _option_value(value)
+    return out
+
+
+def _flag(field, option_flags) -> str:
+    if field in option_flags:
+        return option_flags[field]
+    return _TABLE_FLAGS.get(field, f"--option {field}")
+
+
+def _table_spec(entry, options: dict, option_flags: dict):
+    """The design's spec from the options; every problem on its own line, naming the flag."""
+    import difflib
+    from pydantic import ValidationError
+    try:
+        return entry.spec_model.model_validate({"type": entry.type, **options})
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+            msg = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(loc[-1], list(entry.spec_model.model_fields),
+                                                  n=1)
+                msg = f"not an option of {entry.type}" + (
+                    f"; did you mean {close[0]!r}?" if close else "")
+            where = (_flag(loc[0], option_flags) + "".join(f".{p}" for p in loc[1:])
+                     if loc else "design options")
+            got = "" if "(got " in msg else f" (got {e.get('input')!r})"
+            problems.append(f"{where}: {msg}{got}")
+        raise UsageError("\n".join(problems))
+
+
+def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int:
+    """Build the table request, ask the design's registry entry for its table, print it."""
+    from .designs.registry import get_entry
+    from .designs.tables import TableInputError, TableRequest
+    if args.target is not None and not 0 < args.target < 1:
         raise UsageError(f"--target must be in (0, 1) (got {args.target})")
     _check_positive("max-n", args.max_n)
     _check_positive("cohort-size", args.cohort_size)
-    if args.max_n > 1000:
+    _check_positive("n-doses", getattr(args, "n_doses", None))
+    if args.max_n is not None and args.max_n > 1000:
         raise UsageError(f"--max-n must be <= 1000 (got {args.max_n})")
     try:
-        # like BOIN's get.boundary: with cohorts > 1, only the multiples of the cohort size
-        b = boin_boundaries(args.target, args.max_n, cohort_size=args.cohort_size,
-                            phi1=args.phi1, phi2=args.phi2, cutoff_eli=args.cutoff_eli,
-                            full=args.cohort_size == 1)
-    except ValueError as exc:
-        raise UsageError(str(exc))
+        entry = get_entry(type_name)
+    except KeyError as exc:
+        raise UsageError(f"--design: {exc.args[0]} (got {type_name!r})")
+    request = TableRequest(spec=_table_spec(entry, options, option_flags), target=args.target,
+                           max_n=args.max_n, cohort_size=args.cohort_size,
+                           n_doses=getattr(args, "n_doses", None),
+                           outcomes=getattr(args, "outcomes", None))
+    try:
+        table = entry.decision_table(request)
+    except TableInputError as exc:
+        where = "" if exc.field is None else f"{_flag(exc.field, option_flags)}: "
+        raise UsageError(f"{where}{exc}")
+    for field, note in table.notes:
+        print(f"escalation-sim {args.command}: note: {_flag(field, option_flags)}: {note}",
+              file=sys.stderr)
     if args.json:
-        print(json.dumps(b, default=str, indent=2))
-        return 0
-    ns = b["n"]
-    rows = [("Number of patients treated", ns),
-            ("Escalate if # of DLT <=", b["escalate"]),
-            ("De-escalate if # of DLT >=", b["deescalate"]),
-            ("Eliminate if # of DLT >=", b["eliminate"])]
-    print(f"BOIN boundaries, target {args.target:g}")
-    for label, vals in rows:
-        print(f"{label:<28}" + "".join(f"{'NA' if v is None else v:>4}" for v in vals))
+        print(json.dumps(table.data, default=str, indent=2))
+    else:
+        print(table.text)
     return 0
+
+
+def cmd_table(args) -> int:
+    return _print_table(args, args.design, _parse_options(args.option), {})
+
+
+#: the boundaries command's own flags for BOIN options
+_BOUNDARY_FLAGS = {"phi1": "--phi1", "phi2": "--phi2", "cutoff_eli": "--cutoff-eli"}
+
+
+def cmd_boundaries(args) -> int:
+    """``table --design boin`` with BOIN's options as flags (kept for compatibility)."""
+    options = {k: getattr(args, k) for k in _BOUNDARY_FLAGS if getattr(args, k) is not None}
+    return _print_table(args, "boin", options, _BOUNDARY_FLAGS)
 
 
 def cmd_paths(args) -> int:
@@ -352,7 +434,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_select_mtd)
 
-    s = sub.add_parser("boundaries", help="print the BOIN decision table")
+    s = sub.add_parser("table", help="print a design's decision table")
+    s.add_argument("--design", required=True, metavar="TYPE",
+                   help="design type, e.g. boin, 3+3, crm, tite-boin")
+    s.add_argument("--target", type=float, help="target DLT rate")
+    s.add_argument("--max-n", type=int, help="maximum sample size (default 30)")
+    s.add_argument("--cohort-size", type=int, help="cohort size (default 1; 3+3: 3)")
+    s.add_argument("--n-doses", type=int, help="number of doses (model-based designs)")
+    s.add_argument("--outcomes", help='data so far for model-based designs, e.g. "1NNN 2NTN"')
+    s.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="a design option as in the scenario file, e.g. phi1=0.18 or "
+                        "skeleton=[0.1,0.2,0.3,0.45] (repeatable)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("boundaries", help="print the BOIN decision table "
+                                          "(= table --design boin)")
     s.add_argument("--target", type=float, required=True)
     s.add_argument("--max-n", type=int, default=30)
     s.add_argument("--cohort-size", type=int, default=1)
@@ -403,7 +500,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     except UsageError as exc:
-        print(f"escalation-sim {args.command}: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines():
+            print(f"escalation-sim {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -50,7 +50,7 @@ class TableInputError(ValueError):
 class DecisionTable:
     text: str                      # printed form; the first line is a title
     data: Dict[str, Any]           # JSON form
-    notes: Tuple[str, ...] = ()    # "field: not used: why", one per ignored input
+    notes: Tuple[Tuple[str, str], ...] = ()  # (field, "not used: why"), one per ignored input
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,17 @@ class TableRequest:
     n_doses: Optional[int] = None
     outcomes: Optional[str] = None
 
-    def unused(self, *fields: str, why: str) -> List[str]:
+    def unused(self, *fields: str, why: str) -> List[Tuple[str, str]]:
         """A note for each of ``fields`` (request inputs) that was given."""
-        return [f"{f}: not used: {why}" for f in fields if getattr(self, f) is not None]
+        return [(f, f"not used: {why}") for f in fields if getattr(self, f) is not None]
 
-    def unused_options(self, used: Iterable[str], why: str) -> List[str]:
+    def unused_options(self, used: Iterable[str], why: str) -> List[Tuple[str, str]]:
         """A note for each design option set in the spec but not in ``used``."""
         skip = set(used) | {"type"}
-        return [f"{f}: not used: {why}" for f in sorted(self.spec.model_fields_set - skip)]
+        return [(f, f"not used: {why}") for f in sorted(self.spec.model_fields_set - skip)]
 
     def build(self, n_doses: Optional[int] = None,
-              needs_target: bool = True) -> Tuple[Design, List[str]]:
+              needs_target: bool = True) -> Tuple[Design, List[Tuple[str, str]]]:
         """The design as a scenario would build it (``start_dose`` 1 unless the spec says
         otherwise), and notes on the trial settings it does not take."""
         entry = get_entry(self.spec.type)
@@ -89,9 +89,10 @@ class TableRequest:
         if self.cohort_size is not None and size.cohort_size != self.cohort_size:
             raise TableInputError("cohort_size", f"the {entry.type} design uses cohorts of "
                                                  f"{size.cohort_size} (got {self.cohort_size})")
-        notes = []
+        notes: List[Tuple[str, str]] = []
         if self.max_n is not None and size.max_n is None:
-            notes.append(f"max_n: not used: the {entry.type} design sets its own sample size")
+            notes.append(("max_n", f"not used: the {entry.type} design sets its own sample "
+                                   "size"))
         try:
             design = entry.build(self.spec, ctx)
         except (ValueError, TypeError) as exc:

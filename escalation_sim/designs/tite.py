@@ -58,6 +58,7 @@ offered.
 from __future__ import annotations
 
 import copy
+import textwrap
 from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Union
 
@@ -292,17 +293,90 @@ def tite_crm_table(request: TableRequest) -> DecisionTable:
                              + PENDING_NOTE)
 
 
+def _pending_decision(design: "TITEBOIN", n: int, y: int, m: int
+                      ) -> Tuple[str, Optional[float], Optional[float]]:
+    """TITE-BOIN's decision at a dose with n patients (m pending), y DLTs and y below the
+    de-escalation boundary, as a function of the pending patients' STFT in [0, m]: the text
+    and the cut-offs (de-escalate iff STFT <= s_d, escalate iff STFT >= s_e; None when the
+    region is empty).  p_tilde decreases in STFT, so solving p_tilde = lambda gives them:
+    s = m - (n lambda - y) (1 - p_hat) / p_hat with p_hat = (y + target/2) / (n - m + 1)."""
+    lam_e, lam_d = design.lambdas
+    if m == 0:
+        b_e = design.bounds(n)[0]
+        return ("escalate" if y <= b_e else "stay"), None, None
+    if m > design.max_pending_fraction * n:
+        return "suspend accrual", None, None
+    p_hat = (y + design.target / 2.0) / (n - m + 1.0)
+    odds = p_hat / (1.0 - p_hat)
+    s_d = m - (n * lam_d - y) / odds
+    s_e = m - (n * lam_e - y) / odds
+    if s_e <= 0:
+        return "escalate", None, 0.0
+    parts = []
+    if s_d >= 0:
+        parts.append(f"de-escalate if STFT <= {s_d:.2f}")
+    if s_e <= m:
+        parts.append(f"escalate if STFT >= {s_e:.2f}")
+    text = "; ".join(parts + ["else stay"]) if parts else "stay"
+    return text, (s_d if s_d >= 0 else None), (s_e if s_e <= m else None)
+
+
+def pending_rows(design: "TITEBOIN", ns) -> list:
+    """TITE-BOIN's decision table with pending patients (the published form, Yuan et al.
+    2018, e.g. PMC9260438 Table 1): one row per n treated at the current dose (pending
+    included), y DLTs and a range of pending patients m with the same decision."""
+    rows = []
+    for n in ns:
+        b_d, b_elim = design.bounds(n)[1:]
+        for y in range(0, min(b_d, n + 1)):
+            m = 0
+            while m <= n - y:
+                text, s_d, s_e = _pending_decision(design, n, y, m)
+                m_hi = m
+                while (m_hi + 1 <= n - y and "STFT" not in text
+                       and _pending_decision(design, n, y, m_hi + 1)[0] == text):
+                    m_hi += 1
+                rows.append({"n": n, "dlt_min": y, "dlt_max": y, "pending_min": m,
+                             "pending_max": m_hi, "decision": text,
+                             "stft_deescalate_max": s_d, "stft_escalate_min": s_e})
+                m = m_hi + 1
+        if b_d <= n:
+            elim = ("" if b_elim is None else
+                    f" (and eliminate the dose if >= {b_elim})")
+            rows.append({"n": n, "dlt_min": b_d, "dlt_max": n, "pending_min": 0,
+                         "pending_max": n - b_d,  # the most there can be (y = b_d)
+                         "decision": f"de-escalate whatever is pending{elim}",
+                         "stft_deescalate_max": None, "stft_escalate_min": None})
+    return rows
+
+
+def _span(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _pending_span(row) -> str:
+    if row["dlt_min"] != row["dlt_max"]:
+        return "any"
+    return _span(row["pending_min"], row["pending_max"])
+
+
 def tite_boin_table(request: TableRequest) -> DecisionTable:
-    """BOIN's boundary table (complete data) and how pending patients enter."""
+    """BOIN's boundary table (complete data), then the decisions with pending patients."""
     tab = _boin.boundary_table(request, title="TITE-BOIN",
                                 options=_boin.TABLE_OPTIONS + ("max_pending_fraction",))
-    lines = tab.text.split("\n")
-    note = ("With m patients pending at the current dose (n treated, y DLTs): de-escalate if "
-            "y reaches the de-escalation boundary; else suspend accrual if m > "
-            f"{request.spec.max_pending_fraction:g} n; else compare p_tilde (Yuan et al. 2018) "
-            "with lambda_e / lambda_d.")
-    data = dict(tab.data, pending_rule=note)
-    return DecisionTable("\n".join(lines + [note]), data, tab.notes)
+    design, _ = request.build()
+    inner = design.inner
+    rows = pending_rows(inner, tab.data["n"])
+    lines = [tab.text, "", *textwrap.wrap(
+        f"With patients pending at the current dose (n treated including the m pending, "
+        f"y DLTs; STFT = the pending patients' total follow-up / window; suspend when "
+        f"m > {inner.max_pending_fraction:g} n):", 90),
+        f"{'n':>4}{'DLTs':>6}  {'pending':<9}decision"]
+    for r in rows:
+        lines.append(f"{r['n']:>4}{_span(r['dlt_min'], r['dlt_max']):>6}  "
+                     f"{_pending_span(r):<9}{r['decision']}")
+    data = dict(tab.data, max_pending_fraction=inner.max_pending_fraction, pending=rows)
+    return DecisionTable("\n".join(lines), data, tab.notes)
 
 
 register(DesignEntry(type="tite-crm", spec_model=TiteCRMSpec, make=make_tite_crm,
