@@ -31,6 +31,7 @@ derivation.
 from __future__ import annotations
 
 import math
+import pickle
 from fractions import Fraction
 from math import comb
 
@@ -594,9 +595,26 @@ def test_build_checks_phis_against_context_target():
         build_design(spec, CTX)
 
 
-def test_decide_is_pure_and_hashable():
-    state = state_from_outcomes("1NNN 2NTN", 5)
-    assert D5.decide(state) == D5.decide(state)
+def test_decisions_survive_pickling_and_reconstruction():
+    # A design sent to a worker process (pickle, as the parallel backends do) and one
+    # rebuilt from its spec decide by the published table [RPUBS] (T30): y DLTs of n at
+    # dose 3 (doses 1-2 cleared with 0/3): eliminated or y >= de-escalate -> dose 2,
+    # y <= escalate -> dose 4, else stay at dose 3.
+    designs = [D5, pickle.loads(pickle.dumps(D5)), build_design(Spec(type="boin"), CTX).inner]
+    for n in range(1, 13):
+        for y in range(n + 1):
+            if y >= T30["deescalate"][n - 1] or (T30["eliminate"][n - 1] is not None
+                                                 and y >= T30["eliminate"][n - 1]):
+                expected = 1
+            elif y <= T30["escalate"][n - 1]:
+                expected = 3
+            else:
+                expected = 2
+            state = TrialState((3, 3, n, 0, 0), (0, 0, y, 0, 0), 2, min(n, 3), min(y, 3))
+            assert [d.decide(state).dose for d in designs] == [expected] * 3, (n, y)
+
+
+def test_designs_are_hashable_values():
     assert hash(D5) == hash(BOIN(n_doses=5, target=0.3, cohort_size=3))
     assert boin_mod.BOIN(n_doses=5, target=0.3, phi1=0.18, phi2=0.42) == \
         BOIN(n_doses=5, target=0.3)

@@ -1,43 +1,75 @@
-"""One contract suite run over every registered time-free design.
+"""One contract suite run over every registered design (a new design is covered by registering it).
 
-Properties (hypothesis, on paths the design itself generates): a decision is a valid dose or a
-stop with a reason; decisions are deterministic; no dose is skipped when escalating; an
-eliminated / too-toxic dose is never used; the sample size never exceeds max_n; outcome strings
-round-trip; one more DLT in the last cohort never gives a higher next dose (coherence).
+Properties (hypothesis, derandomized, on paths the design itself generates):
+
+* a decision is a valid dose and cohort size, or a stop with a reason;
+* no dose is skipped when escalating; an eliminated / too-toxic dose is never used;
+  the sample size never exceeds max_n;
+* coherence: one more DLT never gives a higher next dose;
+* decisions are reproducible where they are used: a design sent to a worker process (a pickle
+  round trip, as the loky / multiprocessing / dask backends do) and a design rebuilt from its
+  spec decide exactly as the original on every state of the path;
+* outcome strings round-trip.
+
+Every design runs on complete data (``TrialState``).  Time-to-event designs (registry entries
+with ``time_to_event``) also run on paths with pending patients (``TiteState``): patients are
+enrolled when the design says so, followed up, and have DLTs or complete their window in an
+order hypothesis chooses; with pending patients, turning one pending patient at the current
+dose into a DLT must never raise the next dose.
 """
+import pickle
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.registry import registry
+from escalation_sim.designs.tite import TiteState
 from escalation_sim.outcomes import format_outcomes, state_from_outcomes
 from escalation_sim.types import StopReason, TrialState
 
 K = 4
-CTX = DesignContext(n_doses=K, target=0.25, cohort_size=3, max_n=24, start_dose=0)
-EXTRA = {"crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]}}
+MAX_N = 24
+CTX = DesignContext(n_doses=K, target=0.25, cohort_size=3, max_n=MAX_N, start_dose=0)
+CTX1 = DesignContext(n_doses=K, target=0.25, cohort_size=1, max_n=MAX_N, start_dose=0)
+EXTRA = {"crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]},
+         "tite-crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]}}
 
 
-def time_free_designs():
+class Case:
+    """A built design with what it takes to rebuild it independently."""
+
+    def __init__(self, type_name, raw, ctx):
+        self.entry = registry()[type_name]
+        self.raw, self.ctx = raw, ctx
+        self.design = self.entry.build(self.entry.spec_model.model_validate(raw), ctx)
+
+    def rebuilt(self):
+        return self.entry.build(self.entry.spec_model.model_validate(dict(self.raw)), self.ctx)
+
+
+def cases(time_to_event_only=False):
     out = []
     for t, entry in registry().items():
-        if entry.time_to_event:
+        if time_to_event_only and not entry.time_to_event:
             continue
-        spec = entry.spec_model.model_validate({"type": t, **EXTRA.get(t, {})})
-        out.append(pytest.param(entry.build(spec, CTX), id=t))
-        if t == "3+3":
-            spec = entry.spec_model.model_validate({"type": t, "max_n": 24})
-            out.append(pytest.param(entry.build(spec, CTX), id="3+3-maxn"))
+        raw = {"type": t, **EXTRA.get(t, {})}
+        out.append(pytest.param(Case(t, raw, CTX), id=t))
+        if t == "3+3" and not time_to_event_only:
+            out.append(pytest.param(Case(t, {**raw, "max_n": MAX_N}, CTX), id="3+3-maxn"))
+        if entry.time_to_event:
+            out.append(pytest.param(Case(t, raw, CTX1), id=f"{t}-cohorts-of-1"))
     return out
 
 
-DESIGNS = time_free_designs()
+ALL = cases()
+TTE = cases(time_to_event_only=True)
 
 
 def test_every_builtin_type_is_covered():
-    ids = {p.id for p in DESIGNS}
-    assert {"3+3", "boin", "crm"} <= ids
+    assert {"3+3", "boin", "crm", "tite-crm", "tite-boin"} <= {p.id for p in ALL}
+    assert {"tite-crm", "tite-boin"} <= {p.id for p in TTE}
 
 
 def eliminated(design, state):
@@ -48,6 +80,36 @@ def eliminated(design, state):
     return [False] * state.n_doses
 
 
+def same(a, b):
+    return (a.dose, a.cohort_size, a.stop_reason, a.reason) == \
+        (b.dose, b.cohort_size, b.stop_reason, b.reason)
+
+
+def check_decision(case, state, dec, clones):
+    """The per-state contract (shared by complete-data and pending-patient paths)."""
+    design = case.design
+    for other in clones:
+        assert same(other.decide(state), dec), (state, dec)
+    if dec.stop:
+        assert isinstance(dec.stop_reason, StopReason) and dec.reason
+        m = design.select_mtd(state)
+        assert m is None or 0 <= m < K
+        for other in clones:
+            assert other.select_mtd(state) == m
+        return
+    # a time-to-event design may ask to wait (cohort of 0) while patients are pending
+    smallest = 0 if getattr(state, "pending", ()) else 1
+    assert 0 <= dec.dose < K and smallest <= dec.cohort_size <= design.max_cohort_size
+    assert dec.dose <= state.highest_tried + 1 or state.current is None  # no skipping
+    assert not eliminated(design, state)[dec.dose], (state, dec)
+    assert state.total_n + dec.cohort_size <= MAX_N
+
+
+SET = settings(max_examples=150, deadline=None, derandomize=True,
+               suppress_health_check=[HealthCheck.too_slow])
+
+
+# ----------------------------------------------------------------------------- complete data
 def walk(design, draws):
     """Follow the design's own decisions; ``draws`` picks each cohort's DLT count."""
     state = TrialState.empty(K)
@@ -66,35 +128,26 @@ def walk(design, draws):
 
 
 draws = st.lists(st.integers(0, 11), min_size=0, max_size=14)
-SET = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.mark.parametrize("design", DESIGNS)
+@pytest.mark.parametrize("case", ALL)
 @SET
 @given(draws=draws)
-def test_contract(design, draws):
-    state, cohorts, history = walk(design, draws)
+def test_contract(case, draws):
+    clones = [pickle.loads(pickle.dumps(case.design)), case.rebuilt()]
+    state, cohorts, history = walk(case.design, draws)
     for s in history:
-        dec = design.decide(s)
-        assert dec == design.decide(s)  # deterministic
-        if dec.stop:
-            assert isinstance(dec.stop_reason, StopReason) and dec.reason
-            m = design.select_mtd(s)
-            assert m is None or 0 <= m < K
-            continue
-        assert 0 <= dec.dose < K and 1 <= dec.cohort_size <= design.max_cohort_size
-        assert dec.dose <= s.highest_tried + 1 or s.current is None  # no skipping
-        assert not eliminated(design, s)[dec.dose], (s, dec)
-        assert s.total_n + dec.cohort_size <= 24
+        check_decision(case, s, case.design.decide(s), clones)
     # outcome strings round-trip to the same state
-    assert state_from_outcomes(format_outcomes(cohorts), K).n == state.n
-    assert state_from_outcomes(format_outcomes(cohorts), K).y == state.y
+    again = state_from_outcomes(format_outcomes(cohorts), K)
+    assert (again.n, again.y) == (state.n, state.y)
 
 
-@pytest.mark.parametrize("design", DESIGNS)
+@pytest.mark.parametrize("case", ALL)
 @SET
 @given(draws=draws)
-def test_coherence_one_more_dlt_never_raises_next_dose(design, draws):
+def test_coherence_one_more_dlt_never_raises_next_dose(case, draws):
+    design = case.design
     state, cohorts, history = walk(design, draws)
     if len(history) < 2:
         return
@@ -107,3 +160,125 @@ def test_coherence_one_more_dlt_never_raises_next_dose(design, draws):
     if a.stop or b.stop:
         return
     assert b.dose <= a.dose, (format_outcomes(cohorts), a, b)
+
+
+# ----------------------------------------------------------------------------- pending patients
+class PendingTrial:
+    """A trial of a time-to-event design: enrolled patients are pending (follow-up fraction
+    in [0, 1)) until they have a DLT or complete the window."""
+
+    def __init__(self):
+        self.n, self.y = [0] * K, [0] * K
+        self.pending = []           # [dose, fraction, group]
+        self.current, self.last_n, self.last_y, self.group = None, 0, 0, -1
+
+    def state(self, pending=None, y=None, last_y=None) -> TiteState:
+        pend = self.pending if pending is None else pending
+        return TiteState(tuple(self.n), tuple(self.y if y is None else y), self.current,
+                         self.last_n, self.last_y if last_y is None else last_y,
+                         tuple((d, f) for d, f, _ in pend))
+
+    def enroll(self, dose, size):
+        self.group += 1
+        self.n[dose] += size
+        self.pending += [[dose, 0.0, self.group] for _ in range(size)]
+        self.current, self.last_n, self.last_y = dose, size, 0
+
+    def follow(self, step):
+        """Everyone pending is followed for ``step`` of the window; who reaches it completes."""
+        for p in self.pending:
+            p[1] += step
+        self.pending = [p for p in self.pending if p[1] < 1.0]
+
+    def dlt(self, i):
+        dose, _, group = self.pending.pop(i)
+        self.y[dose] += 1
+        if group == self.group:
+            self.last_y += 1
+
+    def one_more_dlt(self):
+        """The state in which the first pending patient at the current dose had a DLT."""
+        for i, (dose, _, group) in enumerate(self.pending):
+            if dose == self.current:
+                y = list(self.y)
+                y[dose] += 1
+                last_y = self.last_y + (group == self.group)
+                return self.state(self.pending[:i] + self.pending[i + 1:], y, last_y)
+        return None
+
+
+events = st.lists(st.tuples(st.sampled_from(["enroll", "follow", "dlt"]), st.integers(0, 7)),
+                  min_size=20, max_size=90)
+
+
+def pending_walk(design, evts):
+    """Visit the states of a trial driven by ``evts``; yields (trial, state, decision)."""
+    trial = PendingTrial()
+    for kind, k in evts:
+        state = trial.state()
+        dec = design.decide(state)
+        yield trial, state, dec
+        if dec.stop:
+            return
+        if kind == "dlt" and trial.pending:
+            trial.dlt(k % len(trial.pending))
+        elif kind == "enroll" and dec.cohort_size > 0:
+            trial.enroll(dec.dose, dec.cohort_size)
+        elif trial.pending:
+            trial.follow(0.125 * (k + 1))
+        elif dec.cohort_size > 0:
+            trial.enroll(dec.dose, dec.cohort_size)
+
+
+@pytest.mark.parametrize("case", TTE)
+@SET
+@given(evts=events)
+def test_contract_with_pending_patients(case, evts):
+    clones = [pickle.loads(pickle.dumps(case.design)), case.rebuilt()]
+    for _, state, dec in pending_walk(case.design, evts):
+        check_decision(case, state, dec, clones)
+
+
+@pytest.mark.parametrize("case", TTE)
+@SET
+@given(evts=events)
+def test_coherence_with_pending_patients(case, evts):
+    design = case.design
+    for trial, state, dec in pending_walk(design, evts):
+        worse = trial.one_more_dlt()
+        if dec.stop or worse is None:
+            continue
+        b = design.decide(worse)
+        if b.stop:
+            continue
+        assert b.dose <= dec.dose, (state, worse, dec, b)
+
+
+# ----------------------------------------------------------------------------- metadata
+def test_registry_metadata_is_consistent():
+    """Each entry's metadata comes from its design class and survives the wrappers."""
+    for case in (p.values[0] for p in ALL):
+        entry, design = case.entry, case.design
+        assert isinstance(design.inner, entry.design_class)
+        assert design.time_to_event is entry.time_to_event
+        assert design.outcome is entry.outcome
+        size = entry.trial_size(entry.spec_model.model_validate(case.raw), case.ctx)
+        assert design.max_n == size.max_n
+        assert design.max_cohort_size == size.cohort_size
+
+
+def test_loader_rejects_a_design_whose_outcome_the_truth_lacks(monkeypatch):
+    from escalation_sim.inputs import scenario as sc
+    text = """
+name: t
+doses: [DL1, DL2]
+truth: {p_dlt: [0.1, 0.3]}
+target: 0.25
+trial: {max_n: 12}
+designs: [{type: boin}]
+"""
+    assert sc.load_scenario_text(text).designs[0].type == "boin"
+    monkeypatch.setattr(sc, "TRUTH_OUTCOMES", ())
+    with pytest.raises(sc.ScenarioError, match=r"designs\[0\] \(boin\): the design needs "
+                                               r"binary DLT outcomes"):
+        sc.load_scenario_text(text)

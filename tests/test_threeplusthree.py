@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 from typing import Dict, List, Tuple
 
 import pytest
@@ -20,7 +21,7 @@ from pydantic import ValidationError
 
 from escalation_sim.designs import threeplusthree as tpt  # registers "3+3"
 from escalation_sim.designs.base import DesignContext
-from escalation_sim.designs.registry import build_design, get_entry
+from escalation_sim.designs.registry import TrialSize, build_design, get_entry
 from escalation_sim.designs.rules import StopAtN, StopWhenNAtDose
 from escalation_sim.designs.threeplusthree import ThreePlusThree, lin_shih_oc
 from escalation_sim.outcomes import format_outcomes, state_from_outcomes
@@ -269,9 +270,15 @@ def test_estimates():
 
 
 def test_design_is_pure_and_hashable():
+    # 1/3 at dose 2 -> 3 more at dose 2 (Storer 1989), for the design, a pickled copy (what
+    # a worker process receives) and a design rebuilt from its spec
     design = ThreePlusThree(n_doses=3)
     st = state_from_outcomes("1NNN 2NTN", 3)
-    assert design.decide(st) == design.decide(st)
+    spec = tpt.Spec.model_validate({"type": "3+3"})
+    for d in (design, pickle.loads(pickle.dumps(design)),
+              build_design(spec, DesignContext(3, 0.3, 3, 18, 0))):
+        dec = d.decide(st)
+        assert (dec.dose, dec.cohort_size, dec.stop) == (1, 3, False)
     assert hash(design) == hash(ThreePlusThree(n_doses=3))
     assert design.max_cohort_size == 3
     with pytest.raises(ValueError):
@@ -451,7 +458,9 @@ def test_registry_round_trip():
     spec = entry.spec_model.model_validate({"type": "3+3"})
     design = build_design(spec, CTX)
     # the trial max_n (12) is ignored by the 3+3: the design is not wrapped
-    assert isinstance(design, ThreePlusThree)
+    assert isinstance(design, ThreePlusThree) and design.max_n is None
+    assert entry.trial_size(spec, CTX) == TrialSize(cohort_size=3, max_n=None)
+    assert not entry.time_to_event and not design.time_to_event
     assert design == ThreePlusThree(n_doses=4, start_dose=0, de_escalation=True,
                                     top_dose_needs_six=True, name="3+3")
     spec = entry.spec_model.model_validate(
@@ -469,6 +478,9 @@ def test_build_wrappers():
     assert isinstance(design, StopAtN) and design.n == 9
     assert isinstance(design.base, StopWhenNAtDose) and design.base.n == 6
     assert isinstance(design.inner, ThreePlusThree)
+    # the cap the engines read, and the trial size the scenario loader checks
+    assert design.max_n == 9
+    assert get_entry("3+3").trial_size(spec, CTX) == TrialSize(cohort_size=3, max_n=9)
     assert design.max_cohort_size == 3
     st = state_from_outcomes("1NNN 2NNN 3NNN", 4)
     assert design.decide(st).stop_reason == StopReason.MAX_N

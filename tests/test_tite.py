@@ -26,7 +26,7 @@ from escalation_sim.engines.calendar import simulate_des_trials
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.boin import BOIN
 from escalation_sim.designs.crm import CRM
-from escalation_sim.designs.registry import get_entry
+from escalation_sim.designs.registry import get_entry, is_time_to_event
 from escalation_sim.designs.rules import StopAtN
 from escalation_sim.designs.tite import (TITEBOIN, TITECRM, TiteState, linear_weight,
                                          tite_boin_estimate, tite_crm_fit)
@@ -296,6 +296,9 @@ def test_registry_entries_and_specs():
         design = build(name, ctx)
         assert isinstance(design, StopAtN) and design.n == 24
         assert isinstance(design.inner, cls) and design.inner.time_to_event
+        # the metadata is the class's, read through the wrappers by the engines
+        assert entry.design_class is cls and design.time_to_event and design.max_n == 24
+        assert is_time_to_event(design) and is_time_to_event(design.inner)
         assert design.name == name
     d = build("tite-boin", ctx, max_pending_fraction=0.4, cohort_size=1, stop_n_at_dose=9)
     assert d.inner.max_pending_fraction == 0.4 and d.inner.cohort_size == 1
@@ -309,6 +312,7 @@ def test_registry_entries_and_specs():
     with pytest.raises(pydantic.ValidationError):
         get_entry("tite-crm").spec_model(type="tite-crm", skeleton=[0.3, 0.2])
     assert not get_entry("boin").time_to_event and not get_entry("crm").time_to_event
+    assert not is_time_to_event(build("boin", ctx)) and not is_time_to_event(build("crm", ctx))
 
 
 # =========================================================================== in the DES

@@ -391,9 +391,10 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 continue
             entry = registry()[spec.type]
             if entry.outcome not in TRUTH_OUTCOMES:
+                gives = ", ".join(o.value for o in TRUTH_OUTCOMES) or "no"
                 problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "
-                                f"outcomes; the truth gives {TRUTH_OUTCOMES[0].value} "
-                                f"probabilities only (got type {spec.type!r})")
+                                f"outcomes; the truth gives {gives} probabilities only "
+                                f"(got type {spec.type!r})")
                 continue
             size = entry.trial_size(spec, ctx)
             if size.max_n is not None and size.max_n % size.cohort_size != 0:
