@@ -307,6 +307,9 @@ def test_registry_entries_and_specs():
     spec = get_entry("tite-boin").spec_model
     with pytest.raises(pydantic.ValidationError, match="titration"):
         spec(type="tite-boin", titration=True)
+    # options that only matter with titration are refused, not silently ignored
+    with pytest.raises(pydantic.ValidationError, match="titration_step_down: a titration option"):
+        spec(type="tite-boin", titration_step_down=True)
     with pytest.raises(pydantic.ValidationError):
         spec(type="tite-boin", max_pending_fraction=1.5)
     with pytest.raises(pydantic.ValidationError):

@@ -80,8 +80,14 @@ class TableRequest:
         entry = get_entry(self.spec.type)
         if needs_target and self.target is None and self.spec.target is None:
             raise TableInputError("target", f"required by the {entry.type} table")
+        if n_doses is None:  # enough doses for the spec's start dose unless given
+            n_doses = self.n_doses or max(1, self.spec.start_dose or 1)
+        start = self.spec.start_dose
+        if start is not None and start > n_doses:
+            raise TableInputError("start_dose", f"must be between 1 and {n_doses} "
+                                                f"(got {start})")
         ctx = DesignContext(
-            n_doses=n_doses if n_doses is not None else (self.n_doses or 1),
+            n_doses=n_doses,
             target=self.target,  # type: ignore[arg-type]  # None only when not needed
             cohort_size=self.cohort_size or DEFAULT_COHORT_SIZE,
             max_n=self.max_n or DEFAULT_MAX_N, start_dose=0)

@@ -431,7 +431,8 @@ def _rule_cell(design: ThreePlusThree, state: TrialState) -> Dict[str, Any]:
 def rule_table(request: TableRequest) -> DecisionTable:
     """The 3+3 rule at the current dose d, each row decided by the design (on a three-dose
     trial: the rule looks at doses d-1, d and d+1 only)."""
-    design, notes = request.build(n_doses=max(3, request.n_doses or 3), needs_target=False)
+    k = max(3, request.n_doses or 3, request.spec.start_dose or 1)
+    design, notes = request.build(n_doses=k, needs_target=False)
     notes += request.unused("target", "n_doses", "outcomes",
                             why="the 3+3 rule uses no target and no data beyond the counts "
                                 "shown")

@@ -268,6 +268,10 @@ class TiteBOINSpec(_boin.Spec):
     def _no_titration(self) -> "TiteBOINSpec":
         if self.titration:
             raise ValueError("titration: not available with tite-boin (got true)")
+        ignored = sorted(k for k in self.model_fields_set if k.startswith("titration_"))
+        if ignored:
+            raise ValueError(f"{ignored[0]}: a titration option, and tite-boin has no "
+                             f"titration (got {getattr(self, ignored[0])})")
         return self
 
 
