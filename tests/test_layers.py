@@ -13,7 +13,7 @@ PKG = Path(__file__).resolve().parents[1] / "escalation_sim"
 # lowest first; a module's layer is the first prefix that matches its dotted name
 LAYERS = [
     ("core", ["escalation_sim._version", "escalation_sim.types", "escalation_sim.outcomes",
-              "escalation_sim.randomness"]),
+              "escalation_sim.randomness", "escalation_sim.grades"]),
     ("designs", ["escalation_sim.designs"]),
     ("inputs", ["escalation_sim.inputs"]),
     ("results", ["escalation_sim.results"]),

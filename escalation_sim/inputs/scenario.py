@@ -9,6 +9,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
@@ -18,6 +19,8 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from ..designs.base import Design, DesignContext, DesignSpecBase, Outcome
 from ..designs.registry import get_entry, registry, unknown_type_message
+from .truth import (DltCriterion, OutcomeModel, TruthSpec, scenario_window_days,
+                    truth_problems)
 
 try:  # the discrete-event engine's logistics block
     from .conduct import Conduct
@@ -39,21 +42,6 @@ class DoseSpec(_Strict):
     amount: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False,
                                     description="dose amount, e.g. 25e6")
     unit: Optional[str] = Field(default=None, description="unit of amount, e.g. CAR-T cells")
-
-
-class TruthSpec(_Strict):
-    p_dlt: List[float] = Field(description="true DLT probability at each dose, in (0, 1)")
-    allow_non_monotone: bool = Field(default=False,
-                                     description="accept a truth that decreases somewhere")
-    label: Optional[str] = None
-
-    @field_validator("p_dlt")
-    @classmethod
-    def _probs(cls, v):
-        bad = [x for x in v if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 < x < 1)]
-        if bad:
-            raise ValueError(f"every probability must be a finite number in (0, 1); bad: {bad}")
-        return v
 
 
 class TrialSpec(_Strict):
@@ -94,6 +82,10 @@ class ScenarioModel(_Strict):
     description: str = ""
     doses: List[Union[DoseSpec, str]] = Field(min_length=1)
     truth: TruthSpec
+    dlt: Optional[List[DltCriterion]] = Field(
+        default=None, min_length=1,
+        description="which events are DLTs (graded truths): [{type, min_grade}, ...]; default: "
+                    "every type at grade >= 3 inside the DLT window")
     target: float = Field(gt=0, lt=1, allow_inf_nan=False)
     trial: TrialSpec
     designs: List[Dict[str, Any]]
@@ -151,7 +143,36 @@ class Scenario:
 
     @property
     def p_true(self) -> np.ndarray:
-        return np.asarray(self.model.truth.p_dlt, dtype=float)
+        """True DLT rate per dose: ``truth.p_dlt``, or the rate derived exactly from graded
+        toxicities and the ``dlt`` rule (:meth:`true_dlt_rates`)."""
+        if not self.model.truth.graded:
+            return np.asarray(self.model.truth.p_dlt, dtype=float)
+        return self.outcome_model.dlt_rates()
+
+    @cached_property
+    def outcome_model(self) -> OutcomeModel:
+        """The patient-outcome model of the truth (:mod:`escalation_sim.inputs.truth`)."""
+        return OutcomeModel.from_spec(self.model.truth, self.model.dlt, self.dlt_window_days)
+
+    @property
+    def dlt_window_days(self) -> float:
+        """``conduct.dlt_window_days``, else ``truth.dlt_window_days``, else 28."""
+        return scenario_window_days(self.model.truth, self.model.conduct)
+
+    def true_dlt_rates(self) -> np.ndarray:
+        return np.array(self.p_true, dtype=float)
+
+    def true_late_rates(self) -> np.ndarray:
+        """P(a qualifying event that starts only after the DLT window) per dose."""
+        return self.outcome_model.late_rates()
+
+    def true_response_rates(self):
+        """P(response) per dose, or None without ``truth.efficacy``."""
+        return self.outcome_model.response_rates()
+
+    def true_score_distribution(self, scores):
+        """``(values, probs)`` of the normalized severity score of the worst grade."""
+        return self.outcome_model.score_distribution(scores)
 
     @property
     def target(self) -> float:
@@ -173,13 +194,22 @@ class Scenario:
     def resolved(self) -> Dict[str, Any]:
         """The scenario with every default filled in (written beside results)."""
         d = self.model.model_dump(mode="json")
+        if d.get("dlt") is None:
+            d.pop("dlt", None)
+            if self.model.truth.graded:  # the default rule, written out
+                d["dlt"] = [{"type": t, "min_grade": g} for t, g in self.outcome_model.rule_names]
         d["designs"] = [dict(item.spec.model_dump(mode="json"), name=item.name)
                         for item in self.designs]
         return d
 
     def with_truth(self, p_dlt) -> "Scenario":
+        """The same scenario with the binary truth ``p_dlt`` (graded toxicities, their
+        correlation and window and the ``dlt`` rule are dropped)."""
         raw = dict(self.raw)
-        raw["truth"] = dict(raw.get("truth", {}), p_dlt=[float(x) for x in p_dlt])
+        drop = ("toxicities", "correlation", "dlt_window_days")
+        truth = {k: v for k, v in raw.get("truth", {}).items() if k not in drop}
+        raw["truth"] = dict(truth, p_dlt=[float(x) for x in p_dlt])
+        raw.pop("dlt", None)
         return load_scenario_dict(raw, self.source)
 
 
@@ -356,6 +386,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
         if any(b < a for a, b in zip(p, p[1:])) and not truth.get("allow_non_monotone", False):
             problems.append("truth.p_dlt: must be non-decreasing in dose; set "
                             f"truth.allow_non_monotone: true to allow it (got {_short(p)})")
+    problems.extend(truth_problems(raw, K))
     trial = raw.get("trial") if isinstance(raw.get("trial"), dict) else {}
     sd = trial.get("start_dose", 1)
     if K and isinstance(sd, int) and not isinstance(sd, bool) and not 1 <= sd <= K:
