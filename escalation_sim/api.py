@@ -22,6 +22,21 @@ def _skip_note(sc: Scenario, names) -> None:
           "calendar time (the conduct block)", file=sys.stderr)
 
 
+def _truth_note(sc: Scenario, calendar: bool) -> None:
+    """Say which parts of a graded truth the engines do not use yet (issue 12)."""
+    import sys
+    truth = sc.model.truth
+    if truth.graded:
+        rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
+        timing = ("; DLT days inside the window follow conduct.dlt_onset, not the types' "
+                  "onset_days" if calendar else "")
+        print(f"note: {sc.source}: graded truth: the engines simulate one binary DLT per "
+              f"patient at the derived rates {rates}{timing}", file=sys.stderr)
+    if truth.efficacy is not None:
+        print(f"note: {sc.source}: truth.efficacy is not used by the engines yet",
+              file=sys.stderr)
+
+
 def _select(sc: Scenario, designs: Optional[Sequence[str]]):
     if not designs:
         return list(sc.designs)
@@ -70,6 +85,7 @@ def simulate(scenario: Union[Scenario, str], n_trials: Optional[int] = None,
         _skip_note(sc, tte)
         items = [it for it in items if not it.time_to_event]
     conduct = sc.model.conduct if use_des else None
+    _truth_note(sc, use_des)
     if checkpoint is not None:
         chunk_size = checkpoint.chunk_size
         checkpoint.verify(n_trials=n_trials, seed=seed, designs=[it.name for it in items],
@@ -128,6 +144,7 @@ def exact_oc(design=None, scenario: Union[Scenario, str, None] = None,
         items = [it for it in items if not it.time_to_event]
     elif bad:
         raise ValueError(f"exact enumeration is for time-free designs; not for {bad}")
+    _truth_note(sc, False)
     t0 = time.perf_counter()
     res = [DesignResult(it.name, it.type, exact_tally(it.design, sc.p_true)) for it in items]
     return Results(sc, res, {}, 0, 0, "exact", {"elapsed_s": time.perf_counter() - t0})

@@ -246,6 +246,17 @@ def test_outcomes_do_not_depend_on_batching_or_on_other_patients():
         assert np.array_equal(part.onset_day, whole.onset_day[a:b], equal_nan=True)
 
 
+def test_appending_a_type_changes_no_other_type():
+    # docs/design.md: streams are named after the type and L gains only a last row (the
+    # three-type model has a third type ICAHT and another ICANS onset law, same latents)
+    t, k, d = _grid(20_000)
+    two = crs_icans(0.3).outcomes(SEED, t, k, d)
+    three = three_types(0.3).outcomes(SEED, t, k, d)
+    assert np.array_equal(two.grade[:, 0], three.grade[:, 0])
+    assert np.array_equal(two.grade[:, 1], three.grade[:, 1])
+    assert np.array_equal(two.onset_day[:, 0], three.onset_day[:, 0], equal_nan=True)
+
+
 def test_grades_never_fall_when_the_dose_rises():
     # grade probabilities whose tails P(grade >= g) rise with dose: the same patient (same
     # uniforms) cannot get a lower grade at a higher dose (coupling through thresholds)
@@ -455,6 +466,11 @@ def test_score_of_a_grade_the_truth_cannot_reach_is_an_error():
     m = OutcomeModel([ToxicityType.from_grades("CRS", CRS)])
     with pytest.raises(ValueError, match="no score for grade 4"):
         m.mean_score({0: 0, 1: 0, 2: 0.5, 3: 1})
+    # also for a batch of patients none of whom reached grade 4 (dose 1 has P(grade 4) = 0)
+    o = m.outcomes(SEED, np.arange(100), 0, 0)
+    assert o.grade.max() < 4
+    with pytest.raises(ValueError, match="no score for grade 4"):
+        o.normalized_score({0: 0, 1: 0, 2: 0.5, 3: 1})
 
 
 # --------------------------------------------------------------------------------------
@@ -688,6 +704,30 @@ def test_cli_validate_graded_file_exit_2_no_traceback(tmp_path):
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
     assert f"{f}: dlt[1].type: unknown toxicity type; did you mean 'ICANS'?" in r.stderr + r.stdout
+
+
+def test_readme_graded_truth_block_validates():
+    text = (ROOT / "README.md").read_text()
+    sec = text[text.index("## Graded toxicities and the DLT rule"):]
+    block = sec[sec.index("```yaml\n") + 8:sec.index("```\n", sec.index("```yaml\n") + 8)]
+    sc = load_scenario_text("name: readme\ndoses: [DL1, DL2, DL3, DL4]\n" + block +
+                            "target: 0.25\ntrial: {max_n: 24}\ndesigns: [{type: boin}]\n",
+                            "README.md")
+    assert sc.model.truth.graded and sc.true_response_rates().tolist() == [0.2, 0.4, 0.55, 0.6]
+
+
+def test_runs_say_what_the_engines_do_not_use_yet(capsys):
+    import escalation_sim as es
+    sc = load_scenario_text(GRADED.replace("  correlation: 0.5\n",
+                                           "  correlation: 0.5\n  efficacy: [0.1, 0.2, 0.3, 0.4]\n"),
+                            "g.yaml")
+    es.simulate(sc, n_trials=20, seed=1)
+    err = capsys.readouterr().err
+    assert "note: g.yaml: graded truth: the engines simulate one binary DLT per patient at the " \
+           "derived rates " + " / ".join(f"{p:.3f}" for p in sc.p_true) in err
+    assert "note: g.yaml: truth.efficacy is not used by the engines yet" in err
+    es.simulate(load_scenario_text(BINARY, "b.yaml"), n_trials=20, seed=1)
+    assert "note" not in capsys.readouterr().err
 
 
 def test_bundled_cart_scenario_runs_on_the_derived_curve():

@@ -375,12 +375,13 @@ class PatientOutcomes:
     worst_grade: np.ndarray
     #: response (n,), or None when the truth has no efficacy
     response: Optional[np.ndarray]
+    #: highest grade the truth can produce (scores must cover it)
+    max_grade: int
 
     def normalized_score(self, scores: Scores) -> np.ndarray:
         """Each patient's normalized severity score of ``worst_grade`` (gBOIN's equivalent
         toxicity score, Mu et al. 2019)."""
-        s = normalized_scores(scores, int(self.grade.max(initial=0)))
-        return s[self.worst_grade]
+        return normalized_scores(scores, self.max_grade)[self.worst_grade]
 
 
 class OutcomeModel:
@@ -620,14 +621,13 @@ class OutcomeModel:
             late_any |= qual & ~within[:, j]
             dlt_day = np.fmin(dlt_day, np.where(hit, onset[:, j], np.nan))
         late = late_any & ~dlt
-        worst = np.where(within, grade, 0).max(axis=1).astype(np.int8) if J else \
-            np.zeros(n, dtype=np.int8)
+        worst = np.where(within, grade, 0).max(axis=1).astype(np.int8)
 
         response = None
         if self.efficacy is not None:
             response = uniforms(stream_key(seed, EFFICACY_STREAM), t, k) < self.efficacy[d]
         return PatientOutcomes(self.type_names, grade, onset, within, dlt, dlt_day, late,
-                               worst, response)
+                               worst, response, self.max_grade)
 
 
 # ======================================================================================
