@@ -235,6 +235,13 @@ def test_first_type_uses_the_dlt_stream_and_the_second_its_own(rho):
         assert np.array_equal(o.grade[:, 1] >= 2, v < m.grade_at_least("ICANS", 2)[d])
 
 
+@pytest.mark.parametrize("name", list(MODELS) + ["binary"])
+def test_dlt_flags_fast_path_equals_the_full_outcomes(name):
+    m = OutcomeModel.binary([0.1, 0.2, 0.3, 0.4]) if name == "binary" else MODELS[name]()
+    t, k, d = _grid(100_000)
+    assert np.array_equal(m.dlt_flags(SEED, t, k, d), m.outcomes(SEED, t, k, d).dlt)
+
+
 def test_outcomes_do_not_depend_on_batching_or_on_other_patients():
     m = crs_icans(0.5, efficacy=[0.2, 0.4, 0.55, 0.6])
     t, k, d = _grid(3000)
@@ -536,8 +543,11 @@ def test_default_rule_is_every_type_at_grade_3():
     sc = load_scenario_text(GRADED.replace(
         "dlt:\n  - {type: CRS, min_grade: 3}\n  - {type: ICANS, min_grade: 3}\n", ""), "g")
     assert sc.outcome_model.rule_names == (("CRS", 3), ("ICANS", 3))
-    assert sc.resolved()["dlt"] == [{"type": "CRS", "min_grade": 3},
-                                    {"type": "ICANS", "min_grade": 3}]
+    d = sc.resolved()
+    assert d["dlt"] == [{"type": "CRS", "min_grade": 3}, {"type": "ICANS", "min_grade": 3}]
+    assert d["truth"]["dlt_window_days"] == 28.0 and d["truth"]["correlation"] == 0.5
+    assert "dlt_window_days" not in load_scenario_text(GRADED + "conduct: {}\n",
+                                                       "g").resolved()["truth"]
 
 
 def test_resolved_graded_scenario_loads_back_to_the_same_truth():

@@ -160,6 +160,7 @@ class Scenario:
         return scenario_window_days(self.model.truth, self.model.conduct)
 
     def true_dlt_rates(self) -> np.ndarray:
+        """P(DLT) per dose (a copy of :attr:`p_true`)."""
         return np.array(self.p_true, dtype=float)
 
     def true_late_rates(self) -> np.ndarray:
@@ -196,8 +197,12 @@ class Scenario:
         d = self.model.model_dump(mode="json")
         if d.get("dlt") is None:
             d.pop("dlt", None)
-            if self.model.truth.graded:  # the default rule, written out
-                d["dlt"] = [{"type": t, "min_grade": g} for t, g in self.outcome_model.rule_names]
+        if self.model.truth.graded:  # the defaults of a graded truth, written out
+            m = self.outcome_model
+            d["truth"].setdefault("correlation", m.correlation)
+            if self.model.conduct is None:
+                d["truth"].setdefault("dlt_window_days", m.window_days)
+            d.setdefault("dlt", [{"type": t, "min_grade": g} for t, g in m.rule_names])
         d["designs"] = [dict(item.spec.model_dump(mode="json"), name=item.name)
                         for item in self.designs]
         return d

@@ -362,7 +362,8 @@ class PatientOutcomes:
     #: onset day of each type's event (n, J); NaN when the grade is 0 or the type has no
     #: onset law
     onset_day: np.ndarray
-    #: the event (if any) starts inside the DLT window (n, J); True for types without onset law
+    #: False only for an event that starts after the DLT window (n, J); True for types
+    #: without an onset law and for patients without an event of the type
     within_window: np.ndarray
     #: the patient has a DLT under the rule (n,)
     dlt: np.ndarray
@@ -442,6 +443,10 @@ class OutcomeModel:
         R = np.full((J, J), rho)
         np.fill_diagonal(R, 1.0)
         self._chol = np.linalg.cholesky(R)
+        # thresholds compared with _latents(): P(grade >= g) on the uniform scale, or its
+        # normal score for the copula's z_j (j > 0 with a correlation)
+        self._thr = [t.at_least if j == 0 or rho == 0.0 else special.ndtri(t.at_least)
+                     for j, t in enumerate(self.types)]
         self._q = np.array([t.p_onset_within(self.window_days) for t in self.types])
         self._cache: Dict[Any, np.ndarray] = {}
 
@@ -569,10 +574,7 @@ class OutcomeModel:
         return None if self.efficacy is None else self.efficacy.copy()
 
     # -- simulation -----------------------------------------------------------------------
-    def outcomes(self, seed: int, trials, patients, doses) -> PatientOutcomes:
-        """Outcomes of patients ``patients`` (0-based treatment order) of trials ``trials`` at
-        0-based ``doses`` (three broadcastable integer arrays, flattened to 1-D).  Each number
-        is a pure function of ``(seed, stream, trial, patient)``; see the module docstring."""
+    def _indices(self, trials, patients, doses):
         t, k, d = np.broadcast_arrays(np.asarray(trials), np.asarray(patients),
                                       np.asarray(doses))
         t = t.ravel().astype(np.uint64)
@@ -580,54 +582,94 @@ class OutcomeModel:
         d = d.ravel().astype(np.intp)
         if d.size and (d.min() < 0 or d.max() >= self.n_doses):
             raise ValueError(f"doses must be 0-based indices below {self.n_doses}")
+        return t, k, d
+
+    def _latents(self, seed: int, t, k, needed) -> Dict[int, np.ndarray]:
+        """Per needed type j: the value compared with the thresholds ``self._thr[j]`` -- the
+        uniform ``U_j`` itself (first type, or independent types) or the copula's normal
+        score ``z_j = sum_{i <= j} L[j, i] Phi^-1(u_i)``."""
+        def u(j):
+            name = "dlt" if j == 0 else LATENT_STREAM.format(type=self.types[j].name)
+            return uniforms(stream_key(seed, name), t, k)
+        if self.correlation == 0.0:
+            return {j: u(j) for j in needed}
+        top = max(needed)
+        e = [special.ndtri(u(i)) for i in range(1, top + 1)]
+        out = {}
+        for j in needed:
+            if j == 0:
+                out[0] = u(0)
+            else:
+                z = self._chol[j, 0] * special.ndtri(u(0))
+                for i in range(1, j + 1):
+                    z += self._chol[j, i] * e[i - 1]
+                out[j] = z
+        return out
+
+    def _onset_days(self, seed: int, j: int, t, k) -> np.ndarray:
+        w = uniforms(stream_key(seed, ONSET_STREAM.format(type=self.types[j].name)), t, k)
+        return self.types[j].onset.sample_from_uniforms(w)
+
+    def outcomes(self, seed: int, trials, patients, doses) -> PatientOutcomes:
+        """Outcomes of patients ``patients`` (0-based treatment order) of trials ``trials`` at
+        0-based ``doses`` (three broadcastable integer arrays, flattened to 1-D).  Each number
+        is a pure function of ``(seed, stream, trial, patient)``, so any subset or batching of
+        patients gives the same values; see the module docstring."""
+        t, k, d = self._indices(trials, patients, doses)
         n, J = d.size, len(self.types)
         W = self.window_days
-
-        # latents: e_1 = the dlt stream, e_j from the type's own stream
-        u = np.empty((J, n))
-        u[0] = uniforms(stream_key(seed, "dlt"), t, k)
-        for j in range(1, J):
-            u[j] = uniforms(stream_key(seed, LATENT_STREAM.format(type=self.types[j].name)),
-                            t, k)
-        correlated = self.correlation != 0.0
-        z = self._chol @ special.ndtri(u) if correlated else None
-
-        grade = np.zeros((n, J), dtype=np.int8)
-        for j, typ in enumerate(self.types):
-            if j == 0 or not correlated:
-                x, thr = u[j], typ.at_least               # U_j < S_j,g
-            else:
-                x, thr = z[j], special.ndtri(typ.at_least)  # z_j < Phi^-1(S_j,g)
-            for g in range(1, typ.max_grade + 1):
-                grade[:, j] += x < thr[g][d]
-
-        onset = np.full((n, J), np.nan)
-        within = np.ones((n, J), dtype=bool)
+        x = self._latents(seed, t, k, range(J))
+        grade = np.zeros((J, n), dtype=np.int8)
+        for j in range(J):
+            thr = self._thr[j]
+            for g in range(1, self.types[j].max_grade + 1):
+                grade[j] += x[j] < thr[g][d]
+        # onset days only for patients with an event (the others have none)
+        onset = np.full((J, n), np.nan)
+        within = np.ones((J, n), dtype=bool)
         for j, typ in enumerate(self.types):
             if typ.onset is None:
                 continue
-            w = uniforms(stream_key(seed, ONSET_STREAM.format(type=typ.name)), t, k)
-            day = typ.onset.sample_from_uniforms(w)
-            within[:, j] = day <= W
-            onset[:, j] = np.where(grade[:, j] > 0, day, np.nan)
+            ev = np.flatnonzero(grade[j] > 0)
+            day = self._onset_days(seed, j, t[ev], k[ev])
+            onset[j, ev] = day
+            within[j, ev] = day <= W
 
         dlt = np.zeros(n, dtype=bool)
         late_any = np.zeros(n, dtype=bool)
         dlt_day = np.full(n, np.nan)
         for j, g in self.rule:
-            qual = grade[:, j] >= g
-            hit = qual & within[:, j]
+            qual = grade[j] >= g
+            hit = qual & within[j]
             dlt |= hit
-            late_any |= qual & ~within[:, j]
-            dlt_day = np.fmin(dlt_day, np.where(hit, onset[:, j], np.nan))
+            late_any |= qual & ~within[j]
+            dlt_day = np.fmin(dlt_day, np.where(hit, onset[j], np.nan))
         late = late_any & ~dlt
-        worst = np.where(within, grade, 0).max(axis=1).astype(np.int8)
+        worst = np.where(within, grade, 0).max(axis=0).astype(np.int8)
 
         response = None
         if self.efficacy is not None:
             response = uniforms(stream_key(seed, EFFICACY_STREAM), t, k) < self.efficacy[d]
-        return PatientOutcomes(self.type_names, grade, onset, within, dlt, dlt_day, late,
+        return PatientOutcomes(self.type_names, grade.T, onset.T, within.T, dlt, dlt_day, late,
                                worst, response, self.max_grade)
+
+    def dlt_flags(self, seed: int, trials, patients, doses) -> np.ndarray:
+        """Only the DLT flags of :meth:`outcomes` (identical values), computing no more than
+        they need: the latents of the rule's types (and, with a correlation, of the types
+        listed before them) and onset days only for patients with a qualifying grade.  For a
+        binary truth this is ``u(t, k) < p_d``."""
+        t, k, d = self._indices(trials, patients, doses)
+        x = self._latents(seed, t, k, sorted({j for j, _ in self.rule}))
+        dlt = np.zeros(d.size, dtype=bool)
+        for j, g in self.rule:
+            qual = x[j] < self._thr[j][g][d]
+            if self.types[j].onset is None:
+                dlt |= qual
+                continue
+            idx = np.flatnonzero(qual & ~dlt)
+            day = self._onset_days(seed, j, t[idx], k[idx])
+            dlt[idx[day <= self.window_days]] = True
+        return dlt
 
 
 # ======================================================================================
