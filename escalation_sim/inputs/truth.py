@@ -25,8 +25,8 @@ A scenario's ``truth`` says, per dose, how likely each graded toxicity is; a sce
 ``truth: {p_dlt: [...]}`` remains the binary model: one event type (named ``DLT``) whose only
 grade is 1, every event a DLT, exactly as before.
 
-Per patient (:meth:`OutcomeModel.outcomes`)
--------------------------------------------
+Per patient (:meth:`OutcomeModel.outcomes`; :meth:`OutcomeModel.dlt_flags` for the flags alone)
+-----------------------------------------------------------------------------------------------
 Patient ``k`` of trial ``t`` (``k`` = 0-based treatment order, as for the ``dlt`` stream)
 carries one latent uniform per toxicity type, one onset uniform per type with an onset law and
 one efficacy uniform, all pure functions of ``(seed, stream, t, k)``
