@@ -148,3 +148,57 @@ def exact_oc(design=None, scenario: Union[Scenario, str, None] = None,
     t0 = time.perf_counter()
     res = [DesignResult(it.name, it.type, exact_tally(it.design, sc.p_true)) for it in items]
     return Results(sc, res, {}, 0, 0, "exact", {"elapsed_s": time.perf_counter() - t0})
+
+
+def _trial_indices(trials) -> list:
+    if isinstance(trials, bool):
+        raise ValueError(f"trials must be a count or a sequence of trial indices (got {trials!r})")
+    if isinstance(trials, int):
+        if trials < 1:
+            raise ValueError(f"trials must be >= 1 (got {trials})")
+        return list(range(trials))
+    idx = list(trials)
+    bad = [t for t in idx if isinstance(t, bool) or not isinstance(t, int) or t < 0]
+    if not idx or bad:
+        raise ValueError(f"trial indices must be integers >= 0 (got {idx!r})")
+    return idx
+
+
+def patient_log(scenario: Union[Scenario, str], design: Union[str, Sequence[str], None] = None,
+                trials=1, seed: Optional[int] = None):
+    """The calendar engine's patient log: a pandas DataFrame, one row per arrival.
+
+    ``design``: a design name, a list of names, or None for every design of the scenario;
+    ``trials``: how many trials (the first ones) or which trial indices; ``seed``: default
+    the scenario's.  Trial ``t`` is trial ``t`` of :func:`simulate` with the same seed (the
+    same patients).  Columns: ``design`` then the log's columns (documented in
+    :mod:`escalation_sim.engines.calendar.log`: arrival, screening, fate, enrollment, dose,
+    cohort, gate wait, infusion, DLT and onset, drop-out, window end, each phase's start and
+    end).  For a swimmer plot of one trial use :func:`swimmer_data`.
+    """
+    import pandas as pd
+    from .engines.calendar import simulate_des_trials
+    sc = _as_scenario(scenario)
+    if not sc.has_logistics:
+        raise ValueError(f"{sc.source}: no conduct block, so there is no calendar time and no "
+                         "patient log; add a conduct block")
+    names = [design] if isinstance(design, str) else design
+    idx = _trial_indices(trials)
+    seed = int(seed if seed is not None else sc.model.simulation.seed)
+    frames = []
+    for it in _select(sc, names):
+        res = simulate_des_trials(it.design, sc.p_true, sc.model.conduct, seed, idx,
+                                  record_patients=True)
+        df = pd.DataFrame(res["patients"])
+        df.insert(0, "design", it.name)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def swimmer_data(scenario: Union[Scenario, str], design: Optional[str] = None, trial: int = 0,
+                 seed: Optional[int] = None) -> dict:
+    """One simulated trial ready for :func:`escalation_sim.plotting.plot_swimmer`:
+    ``{"patients", "decisions", "mtd", "duration_days", "design"}`` (see
+    :func:`escalation_sim.engines.calendar.swimmer.swimmer_data`)."""
+    from .engines.calendar import swimmer_data as _swimmer_data
+    return _swimmer_data(_as_scenario(scenario), design, int(_trial_indices([trial])[0]), seed)

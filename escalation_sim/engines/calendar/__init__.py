@@ -39,7 +39,7 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``n_phase_failures``            failures in any phase (manufacturing included)
 ``n_dropouts``                  infused patients who left before the end of the window
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
-                                arrival (see :func:`patient_columns`); else ``None``
+                                arrival (see :mod:`~escalation_sim.engines.calendar.log`); else ``None``
 =============================== ===========================================================
 
 Reproducibility: trial ``t`` gives the same result whatever chunk it is simulated in (all
@@ -61,10 +61,15 @@ from ...inputs.conduct import Conduct
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
 from .draws import ChunkDraws, DrawPlan, block_sizes
-from .model import Setup, Trial, is_time_to_event
+from .log import patient_columns, swimmer_table
+from .model import Setup, is_time_to_event
+from .policies import CohortPolicy, DecisionPolicy, TimeToEventPolicy
+from .swimmer import decision_table, swimmer_data
+from .trial import Trial
 
-__all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "STOP_CODES",
-           "is_time_to_event", "Trial", "Conduct"]
+__all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "swimmer_table",
+           "swimmer_data", "decision_table", "STOP_CODES", "is_time_to_event", "Trial",
+           "Conduct", "DecisionPolicy", "CohortPolicy", "TimeToEventPolicy"]
 
 #: stop codes, shared with the cohort engine (engine/graph.py): 0 = none
 
@@ -138,7 +143,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
                  trial: int, record_patients: bool = True) -> Trial:
-    """One trial as a :class:`~escalation_sim.engines.calendar.model.Trial` object (for inspection)."""
+    """One trial as a :class:`~escalation_sim.engines.calendar.trial.Trial` object (for inspection)."""
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
     max_n = design.max_n
@@ -179,14 +184,15 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
         dt = np.asarray(t.decision_times, dtype=float)
         dtimes.append(dt)
         ttfd[r] = dt[0] if dt.size else nan
-        ints["n_screened"][r] = t.n_screened
-        ints["n_screen_failed"][r] = t.n_screen_failed
+        acc = t.accrual
+        ints["n_screened"][r] = acc.n_screened
+        ints["n_screen_failed"][r] = acc.n_screen_failed
         ints["n_enrolled"][r] = len(t.pats)
         ints["n_treated"][r] = t.n_treated
         ints["n_evaluable"][r] = st.total_n
-        ints["n_lost"][r] = t.n_lost
-        ints["n_waiting_max"][r] = t.n_wait_max
-        ints["n_waiting_at_close"][r] = t.n_waiting_at_close
+        ints["n_lost"][r] = acc.n_lost
+        ints["n_waiting_max"][r] = acc.n_wait_max
+        ints["n_waiting_at_close"][r] = acc.n_waiting_at_close
         ints["n_manufacturing_failures"][r] = t.n_manuf_fail
         ints["n_phase_failures"][r] = t.n_phase_fail
         ints["n_dropouts"][r] = t.n_dropout
@@ -196,40 +202,5 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
                time_to_first_decision_days=ttfd, **ints)
     out["decision_times"] = dtimes
     out["final_state"] = states
-    out["patients"] = patient_columns(setup, trials, res) if record else None
+    out["patients"] = patient_columns(trials, res) if record else None
     return out
-
-
-def patient_columns(setup: Setup, trials: np.ndarray, res: List[Trial]) -> Dict[str, np.ndarray]:
-    """The patient log as columns, one row per arrival (trials recorded with
-    ``record_patients=True``).  Days are calendar days since the trial opened (day 0) except
-    ``dlt_day`` and ``dropout_day`` (days after infusion, day 0 = infusion) and
-    ``gate_wait_days``.  ``dose_level`` is 1-based (0 = never enrolled); ``patient`` is the
-    enrollment order (-1 = never enrolled); ``evaluable_index`` k is the patient's place in
-    the order of evaluable infusions, the draw index of the shared ``dlt`` stream (-1 = not
-    evaluable).  ``fate`` is one of screen_failed, lost_waiting, lost_paused, not_enrolled,
-    failed_<phase>, dropout, evaluable."""
-    rows: List[Dict[str, Any]] = []
-    tcol: List[int] = []
-    for t_idx, t in zip(trials.tolist(), res):
-        r = t.patient_rows()
-        rows.extend(r)
-        tcol.extend([t_idx] * len(r))
-    cols: Dict[str, np.ndarray] = {"trial": np.asarray(tcol, dtype=np.int64)}
-    if not rows:
-        return cols
-    for key in rows[0]:
-        vals = [row[key] for row in rows]
-        if key == "fate":
-            cols[key] = np.asarray(vals, dtype=object)
-        elif key in _LOG_BOOL:
-            cols[key] = np.asarray(vals, dtype=bool)
-        elif key in _LOG_INT:
-            cols[key] = np.asarray(vals, dtype=np.int64)
-        else:
-            cols[key] = np.asarray(vals, dtype=float)
-    return cols
-
-
-_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt"})
-_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index"})

@@ -161,7 +161,10 @@ class ChunkDraws:
 
 
 class TrialDraws:
-    """One trial's numbers as Python lists (fast scalar access), extended on demand."""
+    """One trial's numbers as Python lists (fast scalar access), extended on demand.
+
+    ``phase_days`` and ``phase_happens`` (patients x phases) are read only by the patient
+    log, so they stay numpy arrays (rows: ``.tolist()`` when needed)."""
 
     __slots__ = ("plan", "trial", "arrival_time", "screen_failed", "screen_days",
                  "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "pre_days",
@@ -174,8 +177,8 @@ class TrialDraws:
         self.arrival_time: List[float] = np.cumsum(gaps).tolist()
         self.screen_failed: List[bool] = failed.tolist()
         self.screen_days: List[float] = sdays.tolist()
-        self.phase_days: List[List[float]] = days.tolist()
-        self.phase_happens: List[List[bool]] = happens.tolist()
+        self.phase_days: np.ndarray = days
+        self.phase_happens: np.ndarray = happens
         self.fail_at: List[int] = fail_at.tolist()
         self.drop: List[bool] = drop.tolist()
         self.drop_day: List[float] = drop_day.tolist()
@@ -200,8 +203,8 @@ class TrialDraws:
         size = max(16, n)
         days, happens, fail_at, drop, drop_day, pre, post, fail_days = self.plan.patients(
             np.array([self.trial], dtype=np.uint64), n, size)
-        self.phase_days.extend(days[0].tolist())
-        self.phase_happens.extend(happens[0].tolist())
+        self.phase_days = np.concatenate([self.phase_days, days[0]])
+        self.phase_happens = np.concatenate([self.phase_happens, happens[0]])
         self.fail_at.extend(fail_at[0].tolist())
         self.drop.extend(drop[0].tolist())
         self.drop_day.extend(drop_day[0].tolist())
