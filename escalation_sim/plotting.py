@@ -25,8 +25,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["plot_selection", "plot_allocation", "plot_durations", "plot_swimmer",
-           "plot_truth", "design_colors", "dose_tick_labels", "format_amount",
-           "patients_from_des", "swimmer_data"]
+           "plot_truth", "design_colors", "dose_tick_labels", "format_amount"]
 
 # Okabe & Ito (2008) colour-blind-safe palette, without black
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -404,7 +403,10 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
                  title: Optional[str] = None):
     """One simulated trial, one horizontal lane per patient.
 
-    ``patients``: one row per patient with columns ``patient`` (id), ``dose`` (1-based),
+    ``patients``: the swimmer table, or the whole dict returned by
+    :func:`escalation_sim.swimmer_data` (its ``decisions`` are then drawn unless
+    ``decisions`` is given).  The table has one row per patient with columns ``patient``
+    (id), ``dose`` (1-based),
     ``infusion_day`` (NaN when never infused), and optionally ``arrival_day``,
     ``dlt`` (bool), ``dlt_day``, ``window_end_day`` (end of DLT follow-up, or the drop-out
     day), ``evaluable`` (bool), and the pre-infusion phases either as wide columns
@@ -418,16 +420,26 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
     ``decisions``: dose decisions as vertical lines: a DataFrame with ``day`` (and ``label``),
     or a list of days, ``(day, label)`` pairs or mappings.  Lanes keep the table's order
     (``sort_by``: a column to sort by first).  All days are calendar days since the trial
-    opened.  For the discrete-event engine's log use :func:`swimmer_data` (or
-    :func:`patients_from_des`), which converts it to this table.
+    opened.  The calendar engine's patient log is converted to this table by
+    :func:`escalation_sim.engines.calendar.swimmer_table` (``swimmer_data`` does it for you);
+    this function only draws.
     """
     import pandas as pd
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    if isinstance(patients, Mapping) and "patients" in patients:     # swimmer_data(...)
+        if decisions is None:
+            decisions = patients.get("decisions")
+        patients = patients["patients"]
     if not isinstance(patients, pd.DataFrame):
         patients = pd.DataFrame(patients)
     missing = [c for c in _PATIENT_COLS if c not in patients.columns]
+    if missing and "dose_level" in patients.columns:
+        raise ValueError("this is the calendar engine's raw patient log (days after infusion, "
+                         "one row per arrival); convert one trial of it with "
+                         "escalation_sim.engines.calendar.swimmer_table(log), or use "
+                         "escalation_sim.swimmer_data(scenario, design, trial)")
     if missing:
         raise ValueError(f"patient table is missing columns {missing} "
                          f"(has {list(patients.columns)})")
@@ -586,84 +598,6 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
     if title:
         ax.set_title(title)
     return ax
-
-
-def patients_from_des(log, include_not_enrolled: bool = False):
-    """The discrete-event engine's patient log as the table :func:`plot_swimmer` reads.
-
-    ``log``: ``simulate_des_trials(..., record_patients=True)["patients"]`` (a dict of
-    columns, one row per arrival) for ONE trial, or a DataFrame of it.  Conversions: only
-    enrolled patients are kept (unless ``include_not_enrolled``), in enrollment order;
-    ``patient`` becomes 1-based; ``dose`` = ``dose_level`` (1-based); ``dlt_day`` (days after
-    infusion in the log) becomes a calendar day; a drop-out's follow-up ends on its drop-out
-    day; screening (arrival to ``screening_end_day``) becomes a phase.
-    """
-    import pandas as pd
-    df = log.copy() if isinstance(log, pd.DataFrame) else pd.DataFrame(dict(log))
-    if "trial" in df.columns and df["trial"].nunique() > 1:
-        raise ValueError("the patient log holds several trials; select one "
-                         "(e.g. log[log.trial == 0])")
-    if "dose_level" not in df.columns:      # already in plot_swimmer's form
-        return df
-    if not include_not_enrolled:
-        df = df[df["patient"] >= 0]
-    df = df.sort_values(["patient", "arrival_index"] if "arrival_index" in df.columns
-                        else ["patient"], kind="stable").reset_index(drop=True)
-    df["patient"] = np.where(df["patient"] >= 0, df["patient"] + 1, -1)
-    df["dose"] = df["dose_level"].where(df["dose_level"] > 0)
-    inf = df["infusion_day"].astype(float)
-    df["dlt_day"] = np.where(df["dlt"].astype(bool), inf + df["dlt_day"].astype(float), np.nan)
-    if "dropout_day" in df.columns:
-        drop = inf + df["dropout_day"].astype(float)
-        df["window_end_day"] = np.where(np.isfinite(drop), drop, df["window_end_day"])
-    if "screening_end_day" in df.columns and "screening_start_day" not in df.columns:
-        df.insert(int(df.columns.get_loc("screening_end_day")), "screening_start_day",
-                  df["arrival_day"])
-    return df
-
-
-def swimmer_data(scenario, design: Optional[str] = None, trial: int = 0,
-                 seed: Optional[int] = None) -> Dict[str, Any]:
-    """Simulate one trial of a scenario with a ``conduct`` block, for :func:`plot_swimmer`.
-
-    Returns ``{"patients": DataFrame, "decisions": DataFrame(day, label), "mtd": 1-based or
-    None, "duration_days": float, "design": name}``; ``plot_swimmer(d["patients"],
-    decisions=d["decisions"], dose_labels=scenario.dose_labels)`` draws it.  ``trial`` is the
-    trial index of :func:`~escalation_sim.simulate` (same seed, same patients).
-    """
-    import pandas as pd
-    from .engines.calendar import is_time_to_event, simulate_des_trials
-    if not getattr(scenario, "has_logistics", False):
-        raise ValueError(f"{getattr(scenario, 'source', 'scenario')}: no conduct block, so "
-                         "there is no calendar time to draw; add a conduct block")
-    item = scenario.design(design) if design is not None else scenario.designs[0]
-    seed = int(seed if seed is not None else scenario.model.simulation.seed)
-    res = simulate_des_trials(item.design, scenario.p_true, scenario.model.conduct, seed,
-                              [int(trial)], record_patients=True)
-    patients = patients_from_des(res["patients"])
-    labels = scenario.dose_labels
-    first = float(res["first_enrollment_day"][0])
-    times = np.asarray(res["decision_times"][0], dtype=float) + first
-    mtd = int(res["mtd"][0])
-    mtd_txt = "no MTD" if mtd < 0 else f"MTD {labels[mtd]}"
-    rows = []
-    tite = is_time_to_event(item.design)
-    cohort_dose = {}
-    if "cohort" in patients.columns:
-        for c, d in zip(patients["cohort"], patients["dose"]):
-            if c >= 0 and pd.notna(d):
-                cohort_dose.setdefault(int(c), int(d))
-    for k, day in enumerate(times):
-        if k == len(times) - 1:
-            label = f"stop: {mtd_txt}"
-        elif not tite and (k + 1) in cohort_dose:
-            label = f"next: {labels[cohort_dose[k + 1] - 1]}"
-        else:
-            label = ""
-        rows.append({"day": float(day), "label": label})
-    return {"patients": patients, "decisions": pd.DataFrame(rows, columns=["day", "label"]),
-            "mtd": None if mtd < 0 else mtd + 1, "duration_days": float(res["duration_days"][0]),
-            "design": item.name}
 
 
 # -- truth ----------------------------------------------------------------------------------

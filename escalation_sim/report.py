@@ -504,7 +504,8 @@ def _durations_section(res, swimmer: bool) -> str:
 
 def _swimmer_html(res) -> str:
     """One simulated trial per design as a swimmer plot (from the DES patient log)."""
-    from .plotting import plot_swimmer, swimmer_data
+    from .engines.calendar import swimmer_data
+    from .plotting import plot_swimmer
     sc = res.scenario
     if not sc.has_logistics:
         return ""

@@ -252,23 +252,22 @@ def test_swimmer_long_phase_table_and_weeks():
         P.plot_swimmer(df.drop(columns=["infusion_day"]))
 
 
-def test_patients_from_des_converts_relative_days():
-    # a DES-style log: dlt_day and dropout_day are days after infusion; patient 0-based;
-    # one screen failure (patient -1) to be dropped
+def test_swimmer_draws_the_engine_swimmer_table_and_refuses_the_raw_log():
+    # a log in the engine's raw form (days after infusion, 0-based patients, one screen
+    # failure), converted by the engine; plotting only draws the converted table
+    from escalation_sim.engines.calendar import swimmer_table
     log = {"trial": [0, 0, 0], "arrival_index": [0, 1, 2], "arrival_day": [1.0, 5.0, 9.0],
            "screening_end_day": [10.0, 12.0, 20.0], "patient": [0, -1, 1],
            "dose_level": [1, 0, 2], "infusion_day": [40.0, np.nan, 60.0],
            "dlt": [True, False, False], "dlt_day": [6.5, np.nan, np.nan],
            "dropout_day": [np.nan, np.nan, 9.0], "window_end_day": [68.0, np.nan, np.nan],
            "evaluable": [True, False, False]}
-    df = P.patients_from_des(log)
-    assert df["patient"].tolist() == [1, 2]
-    assert df["dose"].tolist() == [1, 2]
-    assert df["dlt_day"].iloc[0] == 46.5                     # 40 + 6.5
-    assert df["window_end_day"].tolist() == [68.0, 69.0]     # drop-out: 60 + 9
-    assert df["screening_start_day"].tolist() == [1.0, 9.0]
-    ax = P.plot_swimmer(df)
-    assert len(bars(ax, "phase:screening")) == 2
+    ax = P.plot_swimmer(swimmer_table(log))
+    assert len(bars(ax, "phase:screening")) == 2            # arrival 1 -> 10, 9 -> 20
+    (dlt,) = lines(ax, "dlt")
+    assert list(dlt.get_xdata()) == [46.5]                   # infusion 40 + onset 6.5
+    with pytest.raises(ValueError, match="raw patient log.*swimmer_table"):
+        P.plot_swimmer(log)
 
 
 def test_swimmer_data_from_the_discrete_event_engine():
@@ -276,7 +275,7 @@ def test_swimmer_data_from_the_discrete_event_engine():
     text = BASE + "conduct: {accrual_per_month: 2, dropout_prob: 0.1}\n"
     sc = es.load_scenario_text(text)
     from escalation_sim.engines.calendar import simulate_des_trials
-    d = P.swimmer_data(sc, "3+3", trial=3)
+    d = es.swimmer_data(sc, "3+3", trial=3)
     ref = simulate_des_trials(sc.design("3+3").design, sc.p_true, sc.model.conduct,
                               sc.model.simulation.seed, [3])
     pts = d["patients"]
@@ -289,10 +288,22 @@ def test_swimmer_data_from_the_discrete_event_engine():
     assert d["decisions"]["day"].iloc[-1] == pytest.approx(
         ref["first_enrollment_day"][0] + ref["duration_days"][0])
     assert d["decisions"]["label"].iloc[-1].startswith("stop")
-    ax = P.plot_swimmer(pts, decisions=d["decisions"], dose_labels=sc.dose_labels)
+    # the dict itself can be drawn: its decisions come along
+    ax = P.plot_swimmer(d, dose_labels=sc.dose_labels)
     assert len(lines(ax, "decision")) == len(d["decisions"])
+    assert len(lines(ax, "lane")) == len(pts)
     with pytest.raises(ValueError, match="conduct block"):
-        P.swimmer_data(es.load_scenario_text(BASE))
+        es.swimmer_data(es.load_scenario_text(BASE))
+
+
+def test_plotting_does_not_import_the_engines():
+    """Plotting only draws: the swimmer data come from the engine package."""
+    import ast
+    import inspect
+    tree = ast.parse(inspect.getsource(P))
+    targets = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    targets += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [t for t in targets if "engines" in t or "simpy" in t], targets
 
 
 # -- truth ---------------------------------------------------------------------------------

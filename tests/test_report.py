@@ -247,8 +247,7 @@ def test_report_end_to_end_with_the_discrete_event_engine(tmp_path):
     # one duration figure plus one swimmer plot (trial 0) per design
     assert len(parse(dur).imgs) == 1 + len(res.designs)
     assert "One simulated trial" in dur
-    from escalation_sim.plotting import swimmer_data
-    ex = swimmer_data(res.scenario, "3+3", trial=0, seed=4)
+    ex = es.swimmer_data(res.scenario, "3+3", trial=0, seed=4)
     # the swimmer plot shows trial 0 of the same simulation: same duration, bit for bit
     assert res.designs[0].name == "3+3"
     assert res.designs[0].durations[0] == ex["duration_days"]
