@@ -45,6 +45,7 @@ class Setup:
                  max_patients: int, clock=SimpyClock):
         self.design = design
         self.K = design.n_doses
+        self.empty_state = TrialState.empty(self.K)      # immutable: shared by the trials
         self.p = [float(v) for v in p_true]
         self.policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
         self.clock = clock

@@ -102,8 +102,8 @@ class CohortPolicy(DecisionPolicy):
         return None if cap is not None and cap >= design.max_cohort_size else cap
 
     def __init__(self, trial: "Trial"):
-        super().__init__(trial)
-        self.state = TrialState.empty(trial.setup.K)
+        self.trial = trial
+        self.state = trial.setup.empty_state
 
     def start(self) -> None:
         self.trial.open(self.trial.setup.decide(self.state))
