@@ -93,18 +93,16 @@ class DrawPlan:
                 else:
                     days[:, :, p] = dist.sample_from_uniforms(
                         uniforms(key, t[:, :, 0], base[:, :, p] + np.uint64(1)))
-            if (self.phase_prob < 1).any():
-                happens = uniforms(key, t, base) < self.phase_prob[None, None, :]
-            else:
-                happens = np.ones((m, size, P), dtype=bool)
+            # only the phases that can be skipped / can fail need their uniforms
+            happens = np.ones((m, size, P), dtype=bool)
+            for p in np.flatnonzero(self.phase_prob < 1):
+                happens[:, :, p] = uniforms(key, t[:, :, 0], base[:, :, p]) < self.phase_prob[p]
             days = np.where(happens, days, 0.0)
-            if (self.phase_fail > 0).any():
-                fails = happens & (uniforms(key, t, base + np.uint64(2))
-                                   < self.phase_fail[None, None, :])
-                any_fail = fails.any(axis=2)
-                fail_at = np.where(any_fail, fails.argmax(axis=2), -1)
-            else:
-                fail_at = np.full((m, size), -1)
+            fail_at = np.full((m, size), -1, dtype=np.int64)
+            for p in np.flatnonzero(self.phase_fail > 0)[::-1]:   # the first failure wins
+                fails = happens[:, :, p] & (uniforms(key, t[:, :, 0], base[:, :, p] + np.uint64(2))
+                                            < self.phase_fail[p])
+                fail_at[fails] = p
         else:
             days = np.zeros((m, size, 0))
             happens = np.zeros((m, size, 0), dtype=bool)
@@ -142,22 +140,29 @@ class DrawPlan:
 
 
 class ChunkDraws:
-    """Blocks for a chunk of trials; ``trial(r)`` gives the r-th trial's :class:`TrialDraws`."""
+    """Blocks for a chunk of trials; ``trial(r)`` gives the r-th trial's :class:`TrialDraws`.
+
+    Each block is turned into Python lists once (one ``tolist`` per block, not per trial)."""
 
     def __init__(self, plan: DrawPlan, trials: np.ndarray, n_arrivals: int, n_patients: int,
                  n_evaluable: int):
         self.plan = plan
         self.trials = np.asarray(trials, dtype=np.uint64)
         self.na, self.np_, self.ne = n_arrivals, n_patients, n_evaluable
-        self.arr = plan.arrivals(self.trials, 0, n_arrivals)
-        self.pat = plan.patients(self.trials, 0, n_patients)
-        self.ev = plan.evaluable(self.trials, 0, n_evaluable)
+        gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
+        days, happens, *pat = plan.patients(self.trials, 0, n_patients)
+        u, onset = plan.evaluable(self.trials, 0, n_evaluable)
+        self.days, self.happens = days, happens
+        self.lists = [np.cumsum(gaps, axis=1).tolist(), failed.tolist(), sdays.tolist()] + \
+            [a.tolist() for a in pat] + [u.tolist(), onset.tolist()]
 
     def trial(self, r: int) -> "TrialDraws":
-        gaps, failed, sdays = (a[r] for a in self.arr)
-        pat = [a[r] for a in self.pat]
-        u, onset = (a[r] for a in self.ev)
-        return TrialDraws(self.plan, int(self.trials[r]), gaps, failed, sdays, *pat, u, onset)
+        """The r-th trial's numbers (fresh lists: a trial extends its own)."""
+        (at, failed, sdays, fail_at, drop, drop_day, pre, post, fail_days, u,
+         onset) = [c[r][:] for c in self.lists]
+        return TrialDraws(self.plan, int(self.trials[r]), at, failed, sdays, self.days[r],
+                          self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
+                          onset)
 
 
 class TrialDraws:
@@ -170,23 +175,26 @@ class TrialDraws:
                  "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "pre_days",
                  "post_days", "fail_days", "dlt_u", "onset_day")
 
-    def __init__(self, plan: DrawPlan, trial: int, gaps, failed, sdays, days, happens,
-                 fail_at, drop, drop_day, pre, post, fail_days, u, onset):
+    def __init__(self, plan: DrawPlan, trial: int, arrival_time: List[float],
+                 failed: List[bool], sdays: List[float], days: np.ndarray,
+                 happens: np.ndarray, fail_at: List[int], drop: List[bool],
+                 drop_day: List[float], pre: List[float], post: List[float],
+                 fail_days: List[float], u: List[float], onset: List[float]):
         self.plan = plan
         self.trial = trial
-        self.arrival_time: List[float] = np.cumsum(gaps).tolist()
-        self.screen_failed: List[bool] = failed.tolist()
-        self.screen_days: List[float] = sdays.tolist()
-        self.phase_days: np.ndarray = days
-        self.phase_happens: np.ndarray = happens
-        self.fail_at: List[int] = fail_at.tolist()
-        self.drop: List[bool] = drop.tolist()
-        self.drop_day: List[float] = drop_day.tolist()
-        self.pre_days: List[float] = pre.tolist()
-        self.post_days: List[float] = post.tolist()
-        self.fail_days: List[float] = fail_days.tolist()
-        self.dlt_u: List[float] = u.tolist()
-        self.onset_day: List[float] = onset.tolist()
+        self.arrival_time = arrival_time          # cumulative: days of arrival
+        self.screen_failed = failed
+        self.screen_days = sdays
+        self.phase_days = days
+        self.phase_happens = happens
+        self.fail_at = fail_at
+        self.drop = drop
+        self.drop_day = drop_day
+        self.pre_days = pre
+        self.post_days = post
+        self.fail_days = fail_days
+        self.dlt_u = u
+        self.onset_day = onset
 
     # -- on-demand extension (same streams, next draw indices) -------------------------
     def more_arrivals(self) -> None:
