@@ -340,6 +340,33 @@ def test_accrual_gaps_are_exponential():
     assert abs(sdays.mean() - 14.0) < 4 * 7.0 / math.sqrt(sdays.size)
 
 
+def test_phase_draws_follow_the_documented_stream_layout():
+    """draws.py's table: patient j, phase p uses phase-stream draws j*3P + 3p + (0, 1, 2) for
+    (happens, days, fails); fail_at is the first phase that happens and fails."""
+    from escalation_sim.engines.calendar.draws import ChunkDraws, DrawPlan
+    conduct = Conduct(phases=[Phase(name="a", duration_days=2, failure_prob=0.2, probability=0.7),
+                              Phase(name="m", kind="manufacturing", failure_prob=0.3,
+                                    duration_days=DurationSpec(mean=25, sd=8, dist="normal")),
+                              Phase(name="b", probability=0.4, duration_days=10),
+                              Phase(name="ld", kind="lymphodepletion", duration_days=3,
+                                    failure_prob=0.1)])
+    P, prob = 4, [0.7, 1.0, 0.4, 1.0]
+    fail = [0.2, 0.3, 0.0, 0.1]
+    plan = DrawPlan(conduct, SEED)
+    chunk = ChunkDraws(plan, np.arange(5, 25, dtype=np.uint64), 10, 12, 10)
+    key = stream_key(SEED, "phase")
+    for r, trial in enumerate(range(5, 25)):
+        d = chunk.trial(r)
+        d.more_patients()                      # the extension follows the same layout
+        for j in range(len(d.fail_at)):
+            base = j * 3 * P + 3 * np.arange(P)
+            happens = uniforms(key, trial, base) < np.asarray(prob)
+            fails = happens & (uniforms(key, trial, base + 2) < np.asarray(fail))
+            assert d.phase_happens[j].tolist() == happens.tolist()
+            assert d.fail_at[j] == (int(np.argmax(fails)) if fails.any() else -1)
+            assert d.phase_days[j][2] == (10.0 if happens[2] else 0.0)
+
+
 def test_simulate_one_and_result_columns():
     design = build("crm")
     t = simulate_one(design, P_TRUE, Conduct(), SEED, 3)
