@@ -39,7 +39,7 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``n_phase_failures``            failures in any phase (manufacturing included)
 ``n_dropouts``                  infused patients who left before the end of the window
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
-                                arrival (see :mod:`~escalation_sim.engines.calendar.log`); else ``None``
+                                arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================
 
 Reproducibility: trial ``t`` gives the same result whatever chunk it is simulated in (all
@@ -143,7 +143,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
                  trial: int, record_patients: bool = True) -> Trial:
-    """One trial as a :class:`~escalation_sim.engines.calendar.trial.Trial` object (for inspection)."""
+    """One trial as a :class:`~.trial.Trial` object, run (for inspection)."""
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
     max_n = design.max_n

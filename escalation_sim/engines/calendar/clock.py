@@ -15,10 +15,10 @@ drop-in part (:class:`~escalation_sim.engines.calendar.model.Setup` takes the cl
 ``after`` is the hot path (one per event): it pushes a slim event with the very key
 :meth:`simpy.Environment.schedule` would use, instead of ``env.timeout`` plus a callback (a
 ``Timeout`` built with argument checks, a second call, the ``value`` property): about a
-third less per scheduled-and-fired event, measured.  The handler receives the event itself (one Python
-call per event, no dispatcher).  This relies on three attributes of ``simpy.Environment``
-(``_now``, ``_queue``, ``_eid``), stable since simpy 4.0; ``tests/test_des.py`` checks the
-order against ``env.timeout``.
+third less per scheduled-and-fired event, measured.  The handler receives the event itself
+(one Python call per event, no dispatcher).  This relies on three attributes of
+``simpy.Environment`` (``_now``, ``_queue``, ``_eid``), stable since simpy 4.0;
+``tests/test_des.py`` checks the order against ``env.timeout``.
 """
 from __future__ import annotations
 

@@ -2,16 +2,16 @@
 
 A :class:`Trial` holds its parts and the few things they share:
 
-=============== ========================================================================
-``clock``       the calendar (:mod:`~escalation_sim.engines.calendar.clock`)
-``accrual``     arrivals, screening, waiting list (:mod:`~escalation_sim.engines.calendar.accrual`)
-``path``        enrollment to infusion through the phases (:mod:`~escalation_sim.engines.calendar.pathway`)
-``gate``        hold point before lymphodepletion, or None (:mod:`~escalation_sim.engines.calendar.gates`)
-``toxicity``    who has a DLT and when (:mod:`~escalation_sim.engines.calendar.toxicity`)
-``policy``      when the design decides and what it sees (:mod:`~escalation_sim.engines.calendar.policies`)
-``cohort``      the cohort taking patients (:class:`~escalation_sim.engines.calendar.patient.Cohort`)
+=============== ======================================================================
+``clock``       the calendar (:mod:`.clock`)
+``accrual``     arrivals, screening, waiting list (:mod:`.accrual`)
+``path``        enrollment to infusion through the phases (:mod:`.pathway`)
+``gate``        hold point before lymphodepletion, or None (:mod:`.gates`)
+``toxicity``    who has a DLT and when (:mod:`.toxicity`)
+``policy``      when the design decides and what it sees (:mod:`.policies`)
+``cohort``      the cohort taking patients (:class:`.patient.Cohort`)
 ``pats``        enrolled patients in enrollment order
-=============== ========================================================================
+=============== ======================================================================
 
 and runs the steps every trial has: offer a ready patient a slot, enroll, end a patient's
 path, refill slots when something changed, open a cohort, finish.  Each step is a plain
