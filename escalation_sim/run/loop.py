@@ -315,15 +315,14 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
 
 
 def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
-             checkpoint: Optional[Checkpoint] = None, progress: Progress = None,
-             spool: Optional["TrialSpool"] = None) -> Results:
+             checkpoint: Optional[Checkpoint] = None, progress: Progress = None) -> Results:
     """Run one plan (Monte Carlo or exact) and return its results."""
     if plan.engine == "exact":
         return run_exact(plan)
     dispatch = dispatch or Dispatch()
     [(_, res)] = list(execute([plan], dispatch,
                               checkpoints={plan.key: checkpoint} if checkpoint else None,
-                              spools={plan.key: spool} if spool else None, progress=progress))
+                              progress=progress))
     return res
 
 

@@ -22,8 +22,6 @@ from ..designs.base import Design
 from ..engines.cohort import simulate_cohort_chunk
 from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
-#: engines that run chunks of trials: the vectorised time-free cohort engine, the calendar DES
-ENGINES = ("cohort", "des")
 #: the most trials in one chunk, per engine: small enough that a checkpointed chunk loses
 #: little work (about 10 ms of cohort-engine or 0.5 s of calendar time on one core) and that
 #: per-trial rows of a chunk stay a few MB, large enough that per-chunk costs do not show

@@ -30,8 +30,9 @@ cells see the same latent patient uniforms (common random numbers across the gri
 Output (``escalation-sim study FILE --out DIR``): ``oc`` (one row per cell x design with the
 parameters as columns), ``summary`` (cell x design x dose), ``paired`` and ``cells`` (the
 expanded grid) as CSV and Parquet, ``cells.json`` (each cell's resolved scenario) and
-``study.json`` (metadata).  Each cell x chunk is checkpointed under ``DIR/checkpoint``;
-``--resume`` continues an interrupted study.
+``study.json`` (metadata), every file written atomically and ``manifest.json`` (each file's
+SHA-256) last.  Each cell x chunk is checkpointed under ``DIR/checkpoint``; ``--resume``
+continues an interrupted study.  The folder is locked while the study runs.
 """
 from __future__ import annotations
 
@@ -60,8 +61,9 @@ class StudySimulation(_Strict):
     seed: int = Field(default=2026, ge=0, le=2**63 - 1,
                       description="one seed for every cell (common random numbers)")
     chunk_size: Optional[int] = Field(
-        default=None, ge=1, description="trials per checkpointed chunk (default 20000; 500 "
-                                        "for scenarios with a conduct block)")
+        default=None, ge=1, description="trials per checkpointed chunk (default: an eighth "
+                                        "of n_trials, at most 20000; at most 500 for "
+                                        "scenarios with a conduct block)")
 
 
 class StudyModel(_Strict):
@@ -138,6 +140,7 @@ class Study:
     def cells_table(self):
         """One row per cell: its parameters and the resolved truth and trial settings."""
         import pandas as pd
+        from .loop import choose_engine
         rows = []
         for c in self.cells:
             sc = c.scenario
@@ -149,7 +152,7 @@ class Study:
                         "max_n": sc.model.trial.max_n,
                         "cohort_size": sc.model.trial.cohort_size,
                         "designs": ", ".join(d.name for d in sc.designs),
-                        "engine": "des" if sc.has_logistics else "cohort",
+                        "engine": choose_engine(sc),
                         "scenario_hash": c.hash})
             rows.append(row)
         return _tidy_params(pd.DataFrame(rows), self.param_names)
