@@ -588,7 +588,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    before = set(_descendants(os.getpid()))
+    # commands that may start worker processes: remember the children that are not theirs
+    before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
+        else set()
     old_term = None
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -600,6 +602,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             warnings.showwarning = _show_note
             return int(args.func(args) or 0)
     except Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
         _stop_children(before)
         print("terminated", file=sys.stderr)
         return 143

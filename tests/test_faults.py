@@ -27,6 +27,7 @@ from escalation_sim.inputs.scenario import load_scenario_text
 from escalation_sim.results.files import verify_manifest
 from escalation_sim.run import RunNote
 from escalation_sim.run.checkpoint import Checkpoint
+import escalation_sim.run.loop as loop
 from escalation_sim.run.loop import Dispatch, plan_run, run_in_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -491,7 +492,8 @@ def test_full_disk_leaves_nothing_half_written(small_fs, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # per-trial rows stream to disk
-def test_streamed_trial_tables_equal_the_in_memory_ones(tmp_path):
+def test_streamed_trial_tables_equal_the_in_memory_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "_SLICE", 300)  # chunks of 700 written in slices of 300
     sc = load_scenario_text(SC, "faults.yaml")
     mem = simulate(sc, n_trials=3000, seed=11, backend="sequential", keep_trials=True)
     plan = plan_run(sc, n_trials=3000, seed=11, chunk_size=700, keep_trials=True)

@@ -195,7 +195,8 @@ class OutputSet:
                 import pyarrow  # noqa: F401
             except ImportError:  # pragma: no cover
                 return out
-            out.append(self.write(f"{stem}.parquet", lambda f: df.to_parquet(f, index=False)))
+            out.append(self.write(f"{stem}.parquet", lambda f: df.to_parquet(
+                f, index=False, write_page_checksum=True)))
         return out
 
     def commit(self, meta: Optional[Dict] = None) -> Path:

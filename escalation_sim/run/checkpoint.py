@@ -165,7 +165,7 @@ def _read_verified(path: Path):
         table = pq.read_table(path, page_checksum_verification=True)
         meta = json.loads(table.schema.metadata[_META_KEY])
     except FileNotFoundError:
-        raise
+        raise ChunkDamaged(path, "missing") from None
     except Exception as exc:  # noqa: BLE001 - any decoding failure means damage
         raise ChunkDamaged(path, f"unreadable ({type(exc).__name__}: {exc})")
     if not isinstance(meta, dict) or "sha256" not in meta:

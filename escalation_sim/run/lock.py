@@ -167,7 +167,8 @@ class FolderLock:
                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": self.command}
             data = (json.dumps(info) + "\n").encode("utf-8")
             os.ftruncate(fd, 0)
-            os.pwrite(fd, data, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, data)
             os.fsync(fd)
             self._fd, self._info = fd, info
             return self

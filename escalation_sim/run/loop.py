@@ -381,6 +381,9 @@ class TrialSpool:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+_SLICE = 5_000  # trials per piece of the per-trial tables as they are written
+
+
 def write_trial_tables(outputs, plan: RunPlan, spool: TrialSpool, chunk_size: int,
                        formats=("csv", "parquet")) -> List[Path]:
     """Write ``trials`` and ``trial_doses`` (the tables :meth:`Results.trials` and
@@ -390,16 +393,20 @@ def write_trial_tables(outputs, plan: RunPlan, spool: TrialSpool, chunk_size: in
     sc = plan.scenario
     ranges = chunk_ranges(plan.n_trials, chunk_size)
 
+    def pieces(i):  # design i's rows, chunk by chunk, in slices of at most _SLICE trials
+        for a, b in ranges:
+            cols = spool.read(a, b)[i]
+            for lo in range(0, b - a, _SLICE):
+                yield trials_frame(sc.name, plan.items[i].name,
+                                   {k: v[lo:lo + _SLICE] for k, v in cols.items()})
+
     def trials_parts():
-        for i, it in enumerate(plan.items):
-            for a, b in ranges:
-                yield trials_frame(sc.name, it.name, spool.read(a, b)[i])
+        for i in range(len(plan.items)):
+            yield from pieces(i)
 
     def doses_parts():
-        order = sorted(range(len(plan.items)), key=lambda i: plan.items[i].name)
-        for i in order:
-            for a, b in ranges:
-                t = trials_frame(sc.name, plan.items[i].name, spool.read(a, b)[i])
+        for i in sorted(range(len(plan.items)), key=lambda i: plan.items[i].name):
+            for t in pieces(i):
                 yield doses_frame(t, sc.n_doses).sort_values(["trial", "dose"], kind="stable")
 
     written = []
@@ -432,7 +439,8 @@ def _parquet_stream(f, frames) -> None:
         for df in frames:
             table = pa.Table.from_pandas(df, preserve_index=False)
             if writer is None:
-                writer = pq.ParquetWriter(f, table.schema, compression="snappy")
+                writer = pq.ParquetWriter(f, table.schema, compression="snappy",
+                                          write_page_checksum=True)
             writer.write_table(table.cast(writer.schema))
     finally:
         if writer is not None:
@@ -466,11 +474,10 @@ def run_in_folder(plan: RunPlan, out: Union[str, Path], dispatch: Optional[Dispa
             res.write(out)
             return res
         ck = Checkpoint.for_plan(out, plan, resume=True) if resume else None
-        spool = None
-        if plan.keep_trials:
-            spool = TrialSpool(out / SPOOL, len(plan.items), checkpoint=ck)
-        elif (out / SPOOL).exists():
+        if (out / SPOOL).exists():
             shutil.rmtree(out / SPOOL, ignore_errors=True)  # left by a killed run
+        spool = TrialSpool(out / SPOOL, len(plan.items), checkpoint=ck) \
+            if plan.keep_trials else None
         try:
             stats = RunStats()
             [(_, res)] = list(execute([plan], dispatch or Dispatch(),
