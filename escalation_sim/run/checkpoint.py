@@ -49,7 +49,6 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..designs.rules import StopAtN
 from ..designs.threeplusthree import ThreePlusThree
 from ..results.files import atomic_write, atomic_write_text, fsync_dir, remove_temporaries
 from ..results.oc import OutcomeTally
@@ -98,14 +97,9 @@ def scenario_hash(scenario) -> str:
 
 def design_limits(design) -> Tuple[Optional[int], Optional[int]]:
     """(most patients at one dose, most patients in total) a design can treat; None = no
-    bound known.  ``StopAtN`` wrappers bound the total (and so every dose); a 3+3 treats at
-    most 6 patients at a dose."""
-    total = None
-    d = design
-    while d is not None:
-        if isinstance(d, StopAtN):
-            total = d.n if total is None else min(total, d.n)
-        d = d.__dict__.get("base")
+    bound known.  ``design.max_n`` (a ``StopAtN`` rule) bounds the total and so every dose;
+    a 3+3 treats at most 6 patients at a dose (two cohorts of 3)."""
+    total = design.max_n
     per_dose = total
     inner = design.inner
     if isinstance(inner, ThreePlusThree):

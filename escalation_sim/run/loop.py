@@ -18,8 +18,9 @@ line's ``run``, ``exact``, ``report`` and ``study``.
   ``manifest.json`` last.
 
 The library never prints.  Progress is reported through a ``progress(n_trials_done)``
-callback; things the user should know (designs skipped, damaged checkpoint chunks set aside,
-stale locks taken over) are :class:`~escalation_sim.run.RunNote` warnings.
+callback; things the user should know (designs skipped, parts of a graded truth not simulated,
+damaged checkpoint chunks set aside, stale locks taken over) are
+:class:`~escalation_sim.run.RunNote` warnings.
 
 Test hooks (fault injection, tests/test_faults.py), off unless set in the environment:
 ``ESCALATION_SIM_TEST_CHUNK_FD=<fd>`` writes ``chunk <start> <stop>`` to that file descriptor
@@ -156,6 +157,22 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
         raise ValueError(f"chunk_size must be >= 1 (got {chunk_size})")
     return RunPlan(scenario, items, engine, n_trials, seed,
                    None if chunk_size is None else int(chunk_size), bool(keep_trials), key)
+
+
+def truth_notes(plan: RunPlan) -> None:
+    """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
+    yet (issue 12): one binary DLT per patient at the derived rates, and no efficacy."""
+    sc = plan.scenario
+    truth = sc.model.truth
+    if truth.graded:
+        rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
+        timing = ("; DLT days inside the window follow conduct.dlt_onset, not the types' "
+                  "onset_days" if plan.engine == "des" else "")
+        warnings.warn(RunNote(f"{sc.source}: graded truth: the engines simulate one binary DLT "
+                              f"per patient at the derived rates {rates}{timing}"), stacklevel=3)
+    if truth.efficacy is not None:
+        warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
+                      stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,6 +336,7 @@ def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
     """Run one plan (Monte Carlo or exact) and return its results."""
     if plan.engine == "exact":
         return run_exact(plan)
+    truth_notes(plan)
     dispatch = dispatch or Dispatch()
     [(_, res)] = list(execute([plan], dispatch,
                               checkpoints={plan.key: checkpoint} if checkpoint else None,
@@ -329,6 +347,7 @@ def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
 def run_exact(plan: RunPlan) -> Results:
     """Exact operating characteristics of the plan's designs (SEs 0)."""
     from ..engines.exact import exact_tally
+    truth_notes(plan)
     t0 = time.perf_counter()
     res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true))
            for it in plan.items]
@@ -473,6 +492,7 @@ def run_in_folder(plan: RunPlan, out: Union[str, Path], dispatch: Optional[Dispa
             res = run_exact(plan)
             res.write(out)
             return res
+        truth_notes(plan)
         ck = Checkpoint.for_plan(out, plan, resume=True) if resume else None
         if (out / SPOOL).exists():
             shutil.rmtree(out / SPOOL, ignore_errors=True)  # left by a killed run
