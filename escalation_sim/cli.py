@@ -602,7 +602,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             warnings.showwarning = _show_note
             return int(args.func(args) or 0)
     except Terminated:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut cleanup
+        if old_term is not None:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _stop_children(before)
         print("terminated", file=sys.stderr)
         return 143
