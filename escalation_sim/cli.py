@@ -8,15 +8,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from pathlib import Path
+import warnings
 from typing import List, Optional
 
 from .inputs.scenario import ScenarioError, load_scenario
+from .run import RunNote
+from .run.lock import OutputFolderError
 
 
 class UsageError(Exception):
     """Bad input that is not a scenario file problem."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the run stops its workers and cleans up."""
 
 
 def _progress(args, total: int, desc: str):
@@ -56,45 +63,51 @@ def _check_positive(name, value, minimum=1):
 
 
 def _check_out_dir(out) -> None:
-    if out and Path(out).exists() and not Path(out).is_dir():
-        raise UsageError(f"--out {out}: exists and is not a directory")
+    """--out must be usable (a folder, or creatable, and writable) before any work starts."""
+    if out:
+        from .run.lock import check_output_folder
+        check_output_folder(out)
+
+
+def _command(args) -> str:
+    return " ".join(["escalation-sim"] + list(getattr(args, "argv", None) or [args.command]))
 
 
 def cmd_run(args) -> int:
-    from .api import exact_oc, simulate
+    from .run.loop import dispatch_for, plan_run, run_in_folder, run_plan
     sc = load_scenario(args.file)
     _check_out_dir(args.out)
     _check_positive("n-trials", args.n_trials)
     _check_positive("chunk-size", args.chunk_size)
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be a non-negative integer (got {args.seed})")
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
+    if args.keep_trials and not args.out:
+        raise UsageError("--keep-trials needs --out DIR (the per-trial tables are written "
+                         "there)")
     method = args.method or sc.model.simulation.method
-    designs = args.design or None
-    if method == "exact":
-        res = exact_oc(designs, sc)
-    else:
-        n = args.n_trials or sc.model.simulation.n_trials
-        upd, bar = _progress(args, n * 1, f"{sc.name}")
-        ck = None
-        if args.resume and not args.out:
-            raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
-        if args.out and args.resume is not None:
-            from .run.checkpoint import Checkpoint
-            ck = Checkpoint.open(Path(args.out), sc, n, args.seed if args.seed is not None
-                                 else sc.model.simulation.seed, args.chunk_size,
-                                 resume=args.resume, keep_trials=args.keep_trials,
-                                 designs=designs, logistics=False if args.no_logistics else None)
-        try:
-            res = simulate(sc, n_trials=n, seed=args.seed, n_jobs=args.n_jobs,
-                           chunk_size=args.chunk_size if ck is None else ck.chunk_size,
-                           backend=args.backend, designs=designs, keep_trials=args.keep_trials,
-                           logistics=False if args.no_logistics else None, progress=upd,
-                           checkpoint=ck, scheduler=args.scheduler)
-        finally:
-            if bar is not None:
-                bar.close()
-    if args.out:
-        res.write(args.out)
+    plan = plan_run(sc, method=method, n_trials=args.n_trials, seed=args.seed,
+                    chunk_size=args.chunk_size, designs=args.design or None,
+                    logistics=False if args.no_logistics else None,
+                    keep_trials=bool(args.keep_trials))
+    dispatch = None if method == "exact" else \
+        dispatch_for(sc, args.n_jobs, args.backend, args.scheduler)
+    upd, bar = (None, None) if method == "exact" else _progress(args, plan.n_trials, sc.name)
+    try:
+        if args.out:
+            res = run_in_folder(plan, args.out, dispatch, resume=bool(args.resume),
+                                progress=upd, command=_command(args))
+        else:
+            res = run_plan(plan, dispatch, progress=upd)
+    except KeyboardInterrupt:
+        if args.resume:
+            print("finished chunks are saved; rerun the same command to continue",
+                  file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     if args.json:
         print(res.to_json(indent=None if args.compact else 2))
     else:
@@ -346,7 +359,9 @@ def cmd_paths(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
     from .api import simulate
+    from .run.lock import check_output_file
     sc = load_scenario(args.file)
+    check_output_file(args.output)
     _check_positive("n-trials", args.n_trials)
     n = args.n_trials or sc.model.simulation.n_trials
     upd, bar = _progress(args, n, f"{sc.name}")
@@ -363,9 +378,25 @@ def cmd_report(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .run.study import run_study
-    run_study(args.file, args.out, n_jobs=args.n_jobs, backend=args.backend,
-              scheduler=args.scheduler, resume=args.resume, quiet=args.quiet)
+    from .run.study import load_study, run_study
+    study = load_study(args.file)
+    _check_out_dir(args.out)
+    upd, bar = _progress(args, len(study.cells) * study.n_trials, study.name)
+    try:
+        res = run_study(study, args.out, n_jobs=args.n_jobs, backend=args.backend,
+                        scheduler=args.scheduler, resume=args.resume, progress=upd,
+                        command=_command(args))
+    except KeyboardInterrupt:
+        print("finished chunks are saved; rerun with --resume to continue", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        print(res.table())
+        print(f"\n{len(study.cells)} cells x {res.oc['design'].nunique()} designs in "
+              f"{res.meta['elapsed_s']:.1f} s; tables written to {args.out}/ (oc, summary, "
+              "paired, cells; manifest.json lists every file with its SHA-256)")
     return 0
 
 
@@ -491,11 +522,95 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_note(message, category, filename, lineno, file=None, line=None,
+               _default=warnings.showwarning):
+    if isinstance(category, type) and issubclass(category, RunNote):
+        print(f"note: {message}", file=sys.stderr)
+    else:
+        _default(message, category, filename, lineno, file, line)
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _descendants(pid: int) -> List[int]:
+    """Pids of every live descendant of ``pid`` (from /proc; empty where there is none)."""
+    children: dict = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:  # pragma: no cover - not Linux
+        return []
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat", "rb") as f:
+                ppid = int(f.read().decode("ascii", "replace").rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(e))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _stop_children(before: set) -> None:
+    """After an interrupt: end the worker processes this command started (joblib stops its
+    own; this catches whatever is left, e.g. a resource tracker), never older children."""
+    import time
+    pids = [p for p in _descendants(os.getpid()) if p not in before]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 3.0
+        while pids and time.monotonic() < deadline:
+            for p in list(pids):
+                try:
+                    done, _ = os.waitpid(p, os.WNOHANG)
+                except ChildProcessError:  # not our child: gone once /proc forgets it
+                    done = p if not os.path.exists(f"/proc/{p}") else 0
+                if done:
+                    pids.remove(p)
+            if pids:
+                time.sleep(0.05)
+        if not pids:
+            return
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    # commands that may start worker processes: remember the children that are not theirs
+    before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
+        else set()
+    old_term = None
     try:
-        return int(args.func(args) or 0)
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", RunNote)
+            warnings.showwarning = _show_note
+            return int(args.func(args) or 0)
+    except Terminated:
+        if old_term is not None:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_children(before)
+        print("terminated", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        _stop_children(before)
+        print("interrupted", file=sys.stderr)
+        return 130
     except ScenarioError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -503,27 +618,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         for line in str(exc).splitlines():
             print(f"escalation-sim {args.command}: error: {line}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # output piped into e.g. `head`
         try:
             sys.stdout = open(os.devnull, "w")
         except OSError:  # pragma: no cover
             pass
         return 0
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, OutputFolderError) as exc:
         if os.environ.get("ESCALATION_SIM_DEBUG"):
             raise
         msg = exc.args[0] if exc.args else str(exc)
         print(f"escalation-sim {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk while writing outputs: nothing half-written
+        if os.environ.get("ESCALATION_SIM_DEBUG"):
+            raise
+        where = f"cannot write {exc.filename}: " if exc.filename else ""
+        print(f"escalation-sim {args.command}: error: {where}{exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
     except Exception as exc:  # noqa: BLE001
         if os.environ.get("ESCALATION_SIM_DEBUG"):
             raise
         print(f"escalation-sim {args.command}: unexpected error: {type(exc).__name__}: {exc} "
               "(set ESCALATION_SIM_DEBUG=1 for details)", file=sys.stderr)
         return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -603,8 +603,9 @@ def write_report(results, path: Union[str, Path] = "report.html", *,
     so it opens offline.  ``swimmer``: also draw one simulated trial per design when the
     scenario has calendar-time logistics.
     """
+    from .results.files import atomic_write_text
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_report(results, title=title, swimmer=swimmer)
-    path.write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)  # never a half-written page
     return path

@@ -1,27 +1,21 @@
-"""Checkpoints: chunk files round-trip exactly; resumed runs equal uninterrupted ones."""
+"""Checkpoints: chunk files round-trip exactly and are checked before use; resumed runs equal
+uninterrupted ones.  (Killed processes, flipped bits and forged files: tests/test_faults.py.)"""
 import json
-import os
-import random
-import signal
-import subprocess
-import sys
-import time
 import weakref
-from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import escalation_sim.run.checkpoint as ckmod
-import escalation_sim.run.runner as runner
+import escalation_sim.run.loop as loop
 from escalation_sim import exact_oc, simulate
-from escalation_sim.run.checkpoint import Checkpoint, CheckpointError
+from escalation_sim.engines.exact import exact_tally
+from escalation_sim.run.checkpoint import Checkpoint, CheckpointError, ChunkDamaged
 from escalation_sim.cli import main
 from escalation_sim.run.runner import ChunkResult, run_chunk
 from escalation_sim.inputs.scenario import load_scenario_text
-
-ROOT = Path(__file__).resolve().parents[1]
 
 SC = """\
 name: ck-test
@@ -68,6 +62,7 @@ def test_chunk_round_trip_is_exact(tmp_path):
     meta = json.loads(pq.read_schema(f).metadata[b"escalation_sim"])
     assert (meta["seed"], meta["start"], meta["stop"]) == (7, 1000, 2000)
     assert meta["scenario_hash"] == ckmod.scenario_hash(sc)
+    assert len(meta["sha256"]) == 64  # the content checksum checked on every load
     table = pq.read_table(f)
     assert table.column_names[:3] == ["design", "mtd", "stop_code"]
     assert table.column("count").to_numpy().sum() == 3 * 1000
@@ -182,13 +177,14 @@ def test_cli_refuses_changed_scenario(tmp_path, capsys):
 
 
 def test_memory_does_not_grow_with_chunks(tmp_path, monkeypatch):
-    """Chunks are merged as they arrive: at most a couple of ChunkResults are alive at once."""
+    """Chunks are merged as they arrive: at most a couple of ChunkResults are alive at once,
+    whether computed or read back from a checkpoint."""
     sc = scenario()
     refs = []
 
     def alive():
         return sum(r() is not None for r in refs)
-    real_run, real_load = runner.run_chunk, Checkpoint.load
+    real_run, real_load = loop.run_chunk, Checkpoint.load
 
     def spy_run(*a, **k):
         r = real_run(*a, **k)
@@ -200,71 +196,133 @@ def test_memory_does_not_grow_with_chunks(tmp_path, monkeypatch):
         refs.append(weakref.ref(r))
         return r
 
-    monkeypatch.setattr(runner, "run_chunk", spy_run)
+    monkeypatch.setattr(loop, "run_chunk", spy_run)
     monkeypatch.setattr(Checkpoint, "load", spy_load)
     most = []
     simulate(sc, n_trials=6000, seed=7, backend="sequential", chunk_size=100,
              progress=lambda n: most.append(alive()))
+    assert len(refs) == 60  # the spy saw every chunk (6000 / 100)
     assert len(most) == 60 and max(most) <= 2
     ck = Checkpoint.open(tmp_path, sc, 6000, 7, chunk_size=100, resume=True)
     simulate(sc, n_trials=6000, seed=7, backend="sequential", checkpoint=ck)
+    refs.clear()
     most.clear()
     ck = Checkpoint.open(tmp_path, sc, 6000, 7, resume=True)
-    for ch in ck.iter_chunks():
+    real_add = loop.ChunkMerger.add
+
+    def spy_add(self, ch):
         most.append(alive())
-        del ch
-    assert len(most) == 60 and max(most) <= 2
+        return real_add(self, ch)
+    monkeypatch.setattr(loop.ChunkMerger, "add", spy_add)
+    simulate(sc, n_trials=6000, seed=7, backend="sequential", checkpoint=ck)
+    # every chunk read twice (checked at the start, merged at the end), none computed
+    assert len(refs) == 120 and len(most) == 60 and max(most) <= 2
 
 
 # ---------------------------------------------------------------------------------------------
-def _count_chunks(d: Path) -> int:
-    try:
-        return sum(1 for p in d.iterdir() if p.name.startswith("chunk-"))
-    except FileNotFoundError:
-        return 0
+# integrity: every saved chunk is checked before it is used
+def _saved_chunk(tmp_path, keep_trials=False):
+    sc = scenario()
+    ck = Checkpoint.open(tmp_path, sc, 1000, 7, chunk_size=500, resume=True,
+                         keep_trials=keep_trials)
+    simulate(sc, n_trials=1000, seed=7, backend="sequential", checkpoint=ck,
+             keep_trials=keep_trials)
+    return sc, ck, tmp_path / "checkpoint" / "chunk-000000000500-000000001000.parquet"
 
 
-def test_sigkill_then_resume_gives_uninterrupted_results(tmp_path):
-    """kill -9 a real run at a random moment (twice), resume, compare with a clean run."""
-    scen = tmp_path / "scen.yaml"
-    scen.write_text(SC.format(p=P3))
-    out = tmp_path / "out"
-    n, cs = 40000, 400
-    cmd = [sys.executable, "-m", "escalation_sim", "run", str(scen), "--out", str(out),
-           "--resume", "--n-trials", str(n), "--chunk-size", str(cs), "--seed", "11",
-           "--json", "--compact", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    rng = random.Random()
-    n_chunks = -(-n // cs)
-    seen = []
-    for round_ in range(2):
-        # a random number of chunks, then a random extra delay (possibly mid-write)
-        want = _count_chunks(out / "checkpoint") + rng.randint(3, 25)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        deadline = time.time() + 60
-        while _count_chunks(out / "checkpoint") < want and proc.poll() is None:
-            assert time.time() < deadline, "run made no progress"
-            time.sleep(0.002)
-        time.sleep(rng.random() * 0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert proc.returncode == -signal.SIGKILL, "the run finished before it was killed"
-        done = _count_chunks(out / "checkpoint")
-        seen.append(done)
-        assert 0 < done < n_chunks
-        assert not (out / "results.json").exists()
-    assert seen[1] >= seen[0]
-    # resume to the end, this time with two worker processes
-    r = subprocess.run(cmd + ["--n-jobs", "2"], capture_output=True, text=True, env=env,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
-    resumed = json.loads(r.stdout)
-    assert _count_chunks(out / "checkpoint") == n_chunks
-    assert not list((out / "checkpoint").glob(".*.tmp-*"))
-    clean = simulate(load_scenario_text(SC.format(p=P3), str(scen)), n_trials=n, seed=11,
-                     backend="sequential")
-    assert core(resumed) == core(json.loads(clean.to_json())), f"killed after {seen} chunks"
-    assert resumed["n_trials"] == n and resumed["seed"] == 11
+def forge(path, edit, rechecksum=True):
+    """Rewrite a chunk file with ``edit(DataFrame)`` applied; with ``rechecksum`` the forger
+    also recomputes the content checksum (so only the semantic checks can catch it)."""
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"escalation_sim"])
+    df = edit(table.to_pandas())
+    new = pa.Table.from_pandas(df, preserve_index=False, schema=table.schema.remove_metadata())
+    if rechecksum:
+        meta["sha256"] = ckmod.content_sha256(new, meta)
+    pq.write_table(new.replace_schema_metadata({b"escalation_sim": json.dumps(meta).encode()}),
+                   path)
+
+
+def _move_one(df):
+    """One trial moved from the most common ending to the next (the sum is unchanged)."""
+    i = df["count"].idxmax()
+    j = df[(df["design"] == df.loc[i, "design"]) & (df.index != i)]["count"].idxmax()
+    df.loc[i, "count"] -= 1
+    df.loc[j, "count"] += 1
+    return df
+
+
+def _at_row0(col, value):
+    def edit(df):
+        df.loc[0, col] = value(df.loc[0, col])
+        return df
+    return edit
+
+
+@pytest.mark.parametrize("edit, rechecksum, reason", [
+    (_move_one, False, "content does not match its SHA-256"),
+    (_at_row0("count", lambda c: c + 100_000), True, r"design 0 counts 1005\d\d trials, the "
+                                                     "chunk has 500"),
+    (_at_row0("n_1", lambda v: 99), True, "more than 6 patients at a dose for design 0"),
+    (lambda df: df.assign(dlt_2=df["n_2"] + 1), True, "more DLTs than patients at a dose"),
+    (_at_row0("mtd", lambda v: 7), True, r"MTD outside -1\.\.3"),
+    (_at_row0("count", lambda v: 0), True, "a count below 1"),
+])
+def test_forged_chunk_is_refused_with_its_reason(tmp_path, edit, rechecksum, reason):
+    """Design limits: the 3+3 (design 0) treats at most 6 patients at a dose (two cohorts of
+    3, threeplusthree.py); the chunk holds trials 500..999, so each design counts 500."""
+    sc, ck, path = _saved_chunk(tmp_path)
+    forge(path, edit, rechecksum)
+    with pytest.raises(ChunkDamaged, match=reason) as ei:
+        ck.load(500)
+    assert ei.value.path == path
+    assert ck.done_starts() == {0, 500}  # on disk, but not usable:
+    with pytest.warns(loop.RunNote, match=r"chunk-000000000500-000000001000\.parquet: damaged"):
+        assert ck.verified_starts() == {0}
+    assert (path.parent / f"damaged-{path.name}").exists() and not path.exists()
+    # the run recomputes the chunk and gives the uninterrupted run's numbers
+    res = simulate(sc, n_trials=1000, seed=7, backend="sequential", checkpoint=ck)
+    assert core(res) == core(simulate(sc, n_trials=1000, seed=7, backend="sequential"))
+
+
+def test_per_trial_rows_must_add_up_to_the_tallies(tmp_path):
+    sc, ck, path = _saved_chunk(tmp_path, keep_trials=True)
+    trials = path.with_name(path.name.replace("chunk-", "trials-"))
+    pristine = trials.read_bytes()
+    forge(trials, lambda df: df.assign(**{"1:trial:n_1": df["1:trial:n_1"] + 1}))
+    with pytest.raises(ChunkDamaged, match="design 1: per-trial rows do not add up"):
+        ck.load(500)
+    trials.write_bytes(pristine)
+    forge(trials, lambda df: df.assign(**{"0:trial:trial": df["0:trial:trial"][::-1].values}))
+    with pytest.raises(ChunkDamaged, match=r"not trials 500\.\.999 in order"):
+        ck.load(500)
+
+
+def test_off_grid_chunk_and_damaged_manifest_are_refused(tmp_path):
+    sc, ck, path = _saved_chunk(tmp_path)
+    path.rename(path.with_name("chunk-000000000100-000000000600.parquet"))
+    with pytest.warns(loop.RunNote, match="are not a chunk of this run"):
+        assert ck.verified_starts() == {0}
+    man = tmp_path / "checkpoint" / "manifest.json"
+    man.write_text(man.read_text().replace('"seed": 7', '"seed": 8'))
+    with pytest.raises(CheckpointError, match="damaged checkpoint manifest"):
+        Checkpoint.open(tmp_path, sc, 1000, 8, resume=True)
+
+
+def test_design_limits_hold_for_every_exact_ending():
+    """The limits used to check chunks bound every possible trial ending, and are tight: the
+    3+3 reaches 6 at a dose (two cohorts of 3), BOIN and CRM their max_n of 24."""
+    sc = scenario()
+    for it in sc.designs:
+        per_dose, total = ckmod.design_limits(it.design)
+        keys = exact_tally(it.design, sc.p_true).counts
+        most_at_dose = max(max(k[2]) for k in keys)
+        most_total = max(sum(k[2]) for k in keys)
+        assert most_at_dose <= per_dose and most_total <= total
+        if it.type == "3+3":
+            assert (per_dose, most_at_dose) == (6, 6)
+        else:
+            assert (total, most_total) == (24, 24)
 
 
 DES_SC = """\
@@ -290,7 +348,7 @@ def test_discrete_event_run_resumes_exactly(tmp_path):
     sc = load_scenario_text(DES_SC, "ck-des.yaml")
     ref = simulate(sc, backend="sequential", chunk_size=240)
     ck = Checkpoint.open(tmp_path, sc, 240, 4, resume=True)
-    assert ck.chunk_size == ckmod.DEFAULT_CHUNK_DES
+    assert ck.chunk_size == 30  # the default: at least 8 chunks (240 / 8), at most 500
     ck = Checkpoint.open(tmp_path, sc, 240, 4, chunk_size=50, resume=False)
     simulate(sc, backend="sequential", checkpoint=ck)
     d = tmp_path / "checkpoint"

@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 
 from escalation_sim import exact_oc, simulate
+from escalation_sim.results.files import verify_manifest
+from escalation_sim.run import RunNote
 from escalation_sim.run.checkpoint import CheckpointError
 from escalation_sim.cli import main
 from escalation_sim.inputs.scenario import ScenarioError
@@ -129,7 +131,7 @@ def test_run_study_tables_match_direct_simulation_and_exact(tmp_path):
     f = study_file(tmp_path, STUDY.replace("target: [0.25, 0.30]", "target: [0.25]")
                    .replace("trial.max_n: [18, 24]", "trial.max_n: [24]"))
     out = tmp_path / "out"
-    res = run_study(f, out, quiet=True, backend="sequential")
+    res = run_study(f, out, backend="sequential")
     st = res.study
     assert len(st.cells) == 4
     oc = pd.read_csv(out / "oc.csv")
@@ -166,21 +168,21 @@ def test_run_study_tables_match_direct_simulation_and_exact(tmp_path):
 def test_study_resume_and_refusal(tmp_path):
     f = study_file(tmp_path, STUDY.replace("target: [0.25, 0.30]", "target: [0.25]"))
     out = tmp_path / "out"
-    ref = run_study(f, out, quiet=True, backend="sequential").oc
+    ref = run_study(f, out, backend="sequential").oc
     chunks = sorted((out / "checkpoint" / "cells").glob("*/chunk-*.parquet"))
     assert len(chunks) == 8 * 3  # 8 cells x 3 chunks of 1000
     for p in chunks[::4]:  # lose some chunks, as a killed run would
         p.unlink()
-    again = run_study(f, out, quiet=True, backend="sequential", resume=True)
+    again = run_study(f, out, backend="sequential", resume=True)
     assert again.meta["resumed_trials"] == (24 - 6) * 1000
     pd.testing.assert_frame_equal(again.oc, ref)
     # same folder, different n_trials: refused
     g = study_file(tmp_path, STUDY.replace("target: [0.25, 0.30]", "target: [0.25]")
                    .replace("n_trials: 3000", "n_trials: 4000"))
     with pytest.raises(CheckpointError, match="n_trials was 3000, now 4000"):
-        run_study(g, out, quiet=True, backend="sequential", resume=True)
+        run_study(g, out, backend="sequential", resume=True)
     # without --resume the study starts over
-    fresh = run_study(g, out, quiet=True, backend="sequential")
+    fresh = run_study(g, out, backend="sequential")
     assert fresh.meta["resumed_trials"] == 0 and (fresh.oc["n_trials"] == 4000).all()
 
 
@@ -215,3 +217,27 @@ def test_logistics_false_drops_conduct(tmp_path):
     assert not st.cells[0].scenario.has_logistics
     msg = problems(tmp_path, text + "logistics: false\nsweep: {conduct.accrual_per_month: [1]}\n")
     assert "logistics: false drops the conduct block, so conduct.accrual_per_month" in msg
+
+
+def test_library_never_prints_it_reports(tmp_path, capsys):
+    """run_study reports progress through its callback (every trial of every cell once, the
+    reused chunks of a resumed study included) and prints nothing; its folder ends with a
+    manifest.  simulate's notes are warnings (the command line prints them)."""
+    f = study_file(tmp_path, STUDY.replace("target: [0.25, 0.30]", "target: [0.25]")
+                   .replace("trial.max_n: [18, 24]", "trial.max_n: [24]"))
+    out = tmp_path / "out"
+    seen = []
+    res = run_study(f, out, backend="sequential", progress=seen.append)
+    assert capsys.readouterr() == ("", "")
+    assert sum(seen) == len(res.study.cells) * 3000 and set(seen) == {1000}
+    assert verify_manifest(out) == []
+    for p in sorted((out / "checkpoint" / "cells").glob("*/chunk-*.parquet"))[::3]:
+        p.unlink()
+    seen.clear()
+    run_study(f, out, backend="sequential", resume=True, progress=seen.append)
+    assert sum(seen) == len(res.study.cells) * 3000
+    assert capsys.readouterr() == ("", "")
+    relma = ROOT / "scenarios" / "relma_cel_sle.yaml"
+    with pytest.warns(RunNote, match="time-to-event designs tite-crm, tite-boin skipped"):
+        simulate(relma, n_trials=200, logistics=False, backend="sequential")
+    assert capsys.readouterr() == ("", "")

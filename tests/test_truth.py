@@ -727,17 +727,26 @@ def test_readme_graded_truth_block_validates():
 
 
 def test_runs_say_what_the_engines_do_not_use_yet(capsys):
+    """The notes are RunNote warnings (the library never prints; the command line prints
+    them as ``note:`` lines)."""
+    import warnings
     import escalation_sim as es
+    from escalation_sim.run import RunNote
     sc = load_scenario_text(GRADED.replace("  correlation: 0.5\n",
                                            "  correlation: 0.5\n  efficacy: [0.1, 0.2, 0.3, 0.4]\n"),
                             "g.yaml")
-    es.simulate(sc, n_trials=20, seed=1)
-    err = capsys.readouterr().err
-    assert "note: g.yaml: graded truth: the engines simulate one binary DLT per patient at the " \
-           "derived rates " + " / ".join(f"{p:.3f}" for p in sc.p_true) in err
-    assert "note: g.yaml: truth.efficacy is not used by the engines yet" in err
-    es.simulate(load_scenario_text(BINARY, "b.yaml"), n_trials=20, seed=1)
-    assert "note" not in capsys.readouterr().err
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        es.simulate(sc, n_trials=20, seed=1)
+    notes = [str(w.message) for w in caught if issubclass(w.category, RunNote)]
+    assert "g.yaml: graded truth: the engines simulate one binary DLT per patient at the " \
+           "derived rates " + " / ".join(f"{p:.3f}" for p in sc.p_true) in notes
+    assert "g.yaml: truth.efficacy is not used by the engines yet" in notes
+    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        es.simulate(load_scenario_text(BINARY, "b.yaml"), n_trials=20, seed=1)
+    assert not [w for w in caught if issubclass(w.category, RunNote)]
 
 
 def test_bundled_cart_scenario_runs_on_the_derived_curve():

@@ -145,28 +145,13 @@ class Results:
         for d in self.designs:
             if d.trials is None:
                 raise ValueError("per-trial data were not kept; rerun with keep_trials=True")
-            df = pd.DataFrame(d.trials)
-            df["mtd"] = df["mtd"].where(df["mtd"] >= 0, 0).astype("int64")  # 0 = no MTD
-            df["mtd"] = np.where(np.asarray(d.trials["mtd"]) >= 0,
-                                 np.asarray(d.trials["mtd"]) + 1, 0)
-            df["stop_reason"] = [(STOP_CODES[c].value if STOP_CODES[c] else "none")
-                                 for c in df.pop("stop_code")]
-            df.insert(0, "design", d.name)
-            df.insert(0, "scenario", self.scenario.name)
-            frames.append(df)
+            frames.append(trials_frame(self.scenario.name, d.name, d.trials))
         return pd.concat(frames, ignore_index=True)
 
     def doses_long(self):
-        """One row per trial x design x dose (from the kept per-trial data)."""
-        import pandas as pd
-        t = self.trials()
-        K = self.scenario.n_doses
-        parts = []
-        for k in range(1, K + 1):
-            parts.append(pd.DataFrame({"scenario": t["scenario"], "design": t["design"],
-                                       "trial": t["trial"], "dose": k, "n": t[f"n_{k}"],
-                                       "dlt": t[f"dlt_{k}"]}))
-        return pd.concat(parts, ignore_index=True).sort_values(
+        """One row per trial x design x dose (from the kept per-trial data), ordered by
+        design name, trial and dose."""
+        return doses_frame(self.trials(), self.scenario.n_doses).sort_values(
             ["design", "trial", "dose"], kind="stable").reset_index(drop=True)
 
     # -- documents -------------------------------------------------------------------------
@@ -191,34 +176,30 @@ class Results:
     def to_json(self, **kw) -> str:
         return json.dumps(self.to_dict(), default=_json_default, **kw)
 
-    def write(self, out_dir, formats=("csv", "parquet")) -> List[Path]:
-        """Write the tidy tables, the resolved scenario and metadata into ``out_dir``."""
+    def write(self, out_dir, formats=("csv", "parquet"), outputs=None) -> List[Path]:
+        """Write the tidy tables, the resolved scenario and metadata into ``out_dir``.
+
+        Every file is written atomically (temporary file, fsync, rename) and the folder's
+        ``manifest.json`` (each file's size and SHA-256) is written last; see
+        :mod:`escalation_sim.results.files`.  ``outputs``: an :class:`OutputSet` already holding
+        files of this run (e.g. per-trial tables streamed to disk), committed here with the rest.
+        """
         import yaml
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        from .files import OutputSet
+        out = OutputSet(out_dir) if outputs is None else outputs
+        out.start()
         written = []
         tables = {"oc": self.oc(), "summary": self.summary(), "paired": self.paired()}
         if all(d.trials is not None for d in self.designs):
             tables["trials"] = self.trials()
             tables["trial_doses"] = self.doses_long()
         for name, df in tables.items():
-            p = out / f"{name}.csv"
-            df.to_csv(p, index=False)
-            written.append(p)
-            if "parquet" in formats:
-                try:
-                    import pyarrow  # noqa: F401
-                    q = out / f"{name}.parquet"
-                    df.to_parquet(q, index=False)
-                    written.append(q)
-                except ImportError:
-                    pass
-        p = out / "scenario.resolved.yaml"
-        p.write_text(yaml.safe_dump(self.scenario.resolved(), sort_keys=False))
-        written.append(p)
-        p = out / "results.json"
-        p.write_text(self.to_json(indent=2))
-        written.append(p)
+            written += out.write_frame(df, name, formats)
+        written.append(out.write_text("scenario.resolved.yaml",
+                                      yaml.safe_dump(self.scenario.resolved(), sort_keys=False)))
+        written.append(out.write_text("results.json", self.to_json(indent=2)))
+        out.commit({"scenario": self.scenario.name, "method": self.method,
+                    "n_trials": self.n_trials, "seed": self.seed})
         return written
 
     # -- display -----------------------------------------------------------------------------
@@ -385,6 +366,32 @@ class Results:
         if not tables:
             raise FileNotFoundError(f"{out}: no tables written by Results.write")
         return tables
+
+
+def trials_frame(scenario_name: str, design_name: str, trials: Dict[str, np.ndarray]):
+    """The per-trial table of one design: ``mtd`` 1-based (0 = none), ``stop_reason`` by name,
+    the scenario and design in front."""
+    import pandas as pd
+    df = pd.DataFrame(trials)
+    mtd = np.asarray(trials["mtd"])
+    df["mtd"] = np.where(mtd >= 0, mtd + 1, 0)
+    names = np.array([(r.value if r else "none") for r in STOP_CODES], dtype=object)
+    df["stop_reason"] = names[np.asarray(df.pop("stop_code"), dtype=np.int64)].tolist()
+    df.insert(0, "design", design_name)
+    df.insert(0, "scenario", scenario_name)
+    return df
+
+
+def doses_frame(trials_df, n_doses: int):
+    """One row per trial x dose of a per-trial table (dose by dose; sort as needed)."""
+    import pandas as pd
+    t = trials_df
+    parts = []
+    for k in range(1, n_doses + 1):
+        parts.append(pd.DataFrame({"scenario": t["scenario"], "design": t["design"],
+                                   "trial": t["trial"], "dose": k, "n": t[f"n_{k}"],
+                                   "dlt": t[f"dlt_{k}"]}))
+    return pd.concat(parts, ignore_index=True)
 
 
 def _json_default(o):

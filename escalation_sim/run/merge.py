@@ -14,10 +14,12 @@ class ChunkMerger:
     such as DES durations) are added as chunks arrive, so memory does not grow with the
     number of chunks and the totals do not depend on the chunking or the order the chunks
     finished in; fractions are rounded to float once, at the end.  Per-trial arrays (DES
-    durations, kept trials) are concatenated in trial order.
+    durations, kept trials) are concatenated in trial order.  ``keep_trials=False`` drops
+    the kept per-trial rows of the chunks (a run streaming them to disk instead).
     """
 
-    def __init__(self, n_doses: int, n_designs: int):
+    def __init__(self, n_doses: int, n_designs: int, keep_trials: bool = True):
+        self.keep_trials = keep_trials
         self.tallies = [OutcomeTally(n_doses) for _ in range(n_designs)]
         self.n_trials = 0
         self._sums: dict = {}         # pair -> metric -> [s, ss], exact
@@ -32,8 +34,9 @@ class ChunkMerger:
                 acc = self._sums.setdefault(pair, {}).setdefault(m, [0, 0])
                 acc[0] += s
                 acc[1] += ss
-        if ch.durations is not None or ch.trials is not None:
-            self._per_trial[ch.start] = (ch.durations, ch.des_stats, ch.trials)
+        trials = ch.trials if self.keep_trials else None
+        if ch.durations is not None or trials is not None:
+            self._per_trial[ch.start] = (ch.durations, ch.des_stats, trials)
 
     def pair_sums(self) -> dict:
         def num(v):

@@ -30,8 +30,9 @@ cells see the same latent patient uniforms (common random numbers across the gri
 Output (``escalation-sim study FILE --out DIR``): ``oc`` (one row per cell x design with the
 parameters as columns), ``summary`` (cell x design x dose), ``paired`` and ``cells`` (the
 expanded grid) as CSV and Parquet, ``cells.json`` (each cell's resolved scenario) and
-``study.json`` (metadata).  Each cell x chunk is checkpointed under ``DIR/checkpoint``;
-``--resume`` continues an interrupted study.
+``study.json`` (metadata), every file written atomically and ``manifest.json`` (each file's
+SHA-256) last.  Each cell x chunk is checkpointed under ``DIR/checkpoint``; ``--resume``
+continues an interrupted study.  The folder is locked while the study runs.
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ import glob
 import itertools
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +61,9 @@ class StudySimulation(_Strict):
     seed: int = Field(default=2026, ge=0, le=2**63 - 1,
                       description="one seed for every cell (common random numbers)")
     chunk_size: Optional[int] = Field(
-        default=None, ge=1, description="trials per checkpointed chunk (default 20000; 500 "
-                                        "for scenarios with a conduct block)")
+        default=None, ge=1, description="trials per checkpointed chunk (default: an eighth "
+                                        "of n_trials, at most 20000; at most 500 for "
+                                        "scenarios with a conduct block)")
 
 
 class StudyModel(_Strict):
@@ -139,6 +140,7 @@ class Study:
     def cells_table(self):
         """One row per cell: its parameters and the resolved truth and trial settings."""
         import pandas as pd
+        from .loop import choose_engine
         rows = []
         for c in self.cells:
             sc = c.scenario
@@ -150,7 +152,7 @@ class Study:
                         "max_n": sc.model.trial.max_n,
                         "cohort_size": sc.model.trial.cohort_size,
                         "designs": ", ".join(d.name for d in sc.designs),
-                        "engine": "des" if sc.has_logistics else "cohort",
+                        "engine": choose_engine(sc),
                         "scenario_hash": c.hash})
             rows.append(row)
         return _tidy_params(pd.DataFrame(rows), self.param_names)
@@ -405,11 +407,6 @@ def _tidy_params(df, names):
 
 # ---------------------------------------------------------------------------------------------
 # running
-def _cell_chunk(cell: int, designs, p_true, target, seed, start, stop, conduct, acceptable):
-    from .runner import run_chunk
-    return cell, run_chunk(designs, p_true, target, seed, start, stop, conduct, False, acceptable)
-
-
 @dataclass
 class StudyResults:
     study: Study
@@ -452,136 +449,95 @@ def _fmt_param(v) -> str:
     return str(v)
 
 
+def study_plans(study: Study) -> list:
+    """One :class:`~escalation_sim.run.loop.RunPlan` per cell (keyed by the cell index)."""
+    from .loop import plan_run
+    return [plan_run(c.scenario, n_trials=study.n_trials, seed=study.seed,
+                     chunk_size=study.model.simulation.chunk_size, key=c.index)
+            for c in study.cells]
+
+
 def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "loky",
               scheduler: Optional[str] = None, resume: bool = False,
-              quiet: bool = False) -> StudyResults:
+              quiet: Optional[bool] = None, progress=None,
+              command: Optional[str] = None) -> StudyResults:
     """Run every cell of a study file; write the tidy tables into ``out``.
 
-    Chunks of every cell are dispatched together (joblib: local processes by default, or a
-    dask.distributed cluster with ``backend="dask"``), each checkpointed as it finishes;
-    ``resume=True`` skips the chunks an interrupted run saved.  Results are bit-identical for
-    any backend, ``n_jobs`` or interruption.
+    Chunks of every cell are dispatched together by the run loop
+    (:func:`escalation_sim.run.loop.execute`: local processes by default, or a
+    dask.distributed cluster with ``backend="dask"``), each checkpointed under
+    ``out/checkpoint/cells`` as it finishes; ``resume=True`` reuses the chunks an interrupted
+    run saved (each checked first), without it the study starts over.  The folder is locked
+    for the run; every cell's checkpoint is checked before anything is written, so a refused
+    run changes nothing.  Outputs are written atomically, ``manifest.json`` last.  Results
+    are bit-identical for any backend, ``n_jobs`` or interruption.
+
+    ``progress(n)`` is called with the number of trials each finished (or reused) chunk adds;
+    the total is ``len(study.cells) * study.n_trials``.  Nothing is printed: ``quiet`` is
+    accepted for older callers and has no effect (the command line prints the table).
     """
-    import joblib
     import pandas as pd
-    from .merge import ChunkMerger
+    from ..results.files import OutputSet
+    from ..results.tables import versions
     from .checkpoint import Checkpoint
-    from ..results.tables import Results, versions
-    from .runner import backend_session, chunk_ranges, make_parallel
+    from .lock import FolderLock, check_output_folder
+    from .loop import RunStats, dispatch_for, execute
 
     study = file if isinstance(file, Study) else load_study(file)
-    from .runner import resolve_n_jobs
-    n_jobs = resolve_n_jobs(int(n_jobs if n_jobs is not None else 1), backend)
-    backend = backend or "loky"
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cells_dir = out / "checkpoint" / "cells"
-    if not resume and cells_dir.exists():
-        shutil.rmtree(cells_dir)
-    cells_df = study.cells_table()
-    _write_table(cells_df, out / "cells")
-    (out / "cells.json").write_text(json.dumps(
-        [{"cell": c.index, "label": c.label, "scenario_file": c.file, "params": c.params,
-          "scenario_hash": c.hash, "scenario": c.scenario.resolved()} for c in study.cells],
-        indent=1, default=str))
-
-    n, seed = study.n_trials, study.seed
-    t0 = time.perf_counter()
-    cks, todo = {}, {}
-    for c in study.cells:
-        ck = Checkpoint.open(out, c.scenario, n, seed, study.model.simulation.chunk_size,
-                             resume=resume, subdir=f"checkpoint/cells/{c.hash[:16]}")
-        cks[c.index] = ck
-        done = ck.done_starts()
-        todo[c.index] = [r for r in chunk_ranges(n, ck.chunk_size) if r[0] not in done]
-    total = sum(b - a for rs in todo.values() for a, b in rs)
-    bar = None
-    if not quiet and sys.stderr.isatty() and total:
-        try:
-            from tqdm import tqdm
-            bar = tqdm(total=total, desc=study.name, unit="trial", unit_scale=True,
-                       file=sys.stderr)
-        except ImportError:  # pragma: no cover
-            bar = None
-
-    frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {}}
-    mergers: Dict[int, ChunkMerger] = {}
+    dispatch = dispatch_for(None, n_jobs if n_jobs is not None else 1, backend or "loky",
+                            scheduler)
+    out = check_output_folder(out)
+    plans = study_plans(study)
     by_index = {c.index: c for c in study.cells}
+    n, seed = study.n_trials, study.seed
+    with FolderLock(out, command=command):
+        # every cell's checkpoint is checked before anything is written
+        cks = {p.key: Checkpoint.prepare(out, p, resume=resume,
+                                         subdir=f"checkpoint/cells/{by_index[p.key].hash[:16]}")
+               for p in plans}
+        cells_dir = out / "checkpoint" / "cells"
+        if not resume and cells_dir.exists():
+            shutil.rmtree(cells_dir)
+        for ck in cks.values():
+            ck.create()
+        t0 = time.perf_counter()
+        frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {}}
+        stats = RunStats()
+        for plan, res in execute(plans, dispatch, checkpoints=cks, progress=progress,
+                                 stats=stats):
+            c = by_index[plan.key]
+            for name, df in (("oc", res.oc()), ("summary", res.summary()),
+                             ("paired", res.paired())):
+                frames[name][c.index] = _with_cell_columns(df, c, study.param_names)
+        elapsed = time.perf_counter() - t0
 
-    def finalize(i: int) -> None:
-        c = by_index[i]
-        sc = c.scenario
-        merger = mergers.pop(i, None) or ChunkMerger(sc.n_doses, len(sc.designs))
-        fresh = {a for a, _ in todo[i]}
-        for ch in cks[i].iter_chunks(cks[i].done_starts() - fresh):
-            merger.add(ch)
-        if merger.n_trials != n:  # pragma: no cover - a bug, never expected
-            raise RuntimeError(f"cell {i}: merged {merger.n_trials} trials, expected {n}")
-        res = Results(sc, merger.design_results(sc.designs), merger.pair_sums(), n, seed,
-                      "monte-carlo", {"versions": {}})
-        for name, df in (("oc", res.oc()), ("summary", res.summary()),
-                         ("paired", res.paired())):
-            frames[name][i] = _with_cell_columns(df, c, study.param_names)
-
-    remaining = {i: len(rs) for i, rs in todo.items()}
-    for i, k in remaining.items():
-        if k == 0:
-            finalize(i)
-    jobs = []
-    for c in study.cells:
-        sc = c.scenario
-        conduct = sc.model.conduct if sc.has_logistics else None
-        designs = [d.design for d in sc.designs]
-        p = [float(x) for x in sc.p_true]
-        for a, b in todo[c.index]:
-            jobs.append((c.index, designs, p, sc.target, seed, a, b, conduct,
-                         sc.model.oc.acceptable))
-    try:
-        if jobs:
-            with backend_session(backend, n_jobs, scheduler):
-                par = make_parallel(n_jobs, backend)
-                for i, ch in par(joblib.delayed(_cell_chunk)(*j) for j in jobs):
-                    cks[i].save(ch)
-                    m = mergers.get(i)
-                    if m is None:
-                        sc = by_index[i].scenario
-                        m = mergers[i] = ChunkMerger(sc.n_doses, len(sc.designs))
-                    m.add(ch)
-                    if bar is not None:
-                        bar.update(ch.stop - ch.start)
-                    remaining[i] -= 1
-                    if remaining[i] == 0:
-                        finalize(i)
-    except KeyboardInterrupt:
-        print("interrupted: finished chunks are saved; rerun with --resume to continue",
-              file=sys.stderr)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    elapsed = time.perf_counter() - t0
-
-    tables = {}
-    for name, parts in frames.items():
-        tables[name] = pd.concat([parts[i] for i in sorted(parts)], ignore_index=True)
-        tables[name] = _tidy_params(tables[name], study.param_names)
-        _write_table(tables[name], out / name)
-    meta = {"study": study.name, "description": study.model.description,
-            "source": study.source, "n_cells": len(study.cells), "n_trials": n, "seed": seed,
-            "chunk_size": sorted({ck.chunk_size for ck in cks.values()}),
-            "parameters": study.param_names, "n_jobs": n_jobs, "backend": backend,
-            "scheduler": scheduler, "resumed_trials": len(study.cells) * n - total,
-            "elapsed_s": elapsed, "versions": versions()}
-    (out / "study.json").write_text(json.dumps(meta, indent=2, default=str))
-    (out / "study.resolved.yaml").write_text(yaml.safe_dump(
-        study.model.model_dump(mode="json"), sort_keys=False))
-    res = StudyResults(study, out, tables["oc"], tables["summary"], tables["paired"], cells_df,
-                       meta)
-    if not quiet:
-        print(res.table())
-        print(f"\n{len(study.cells)} cells x {tables['oc']['design'].nunique()} designs in "
-              f"{elapsed:.1f} s; tables written to {out}/ (oc, summary, paired, cells)")
-    return res
+        tables = {}
+        for name, parts in frames.items():
+            tables[name] = pd.concat([parts[i] for i in sorted(parts)], ignore_index=True)
+            tables[name] = _tidy_params(tables[name], study.param_names)
+        cells_df = study.cells_table()
+        meta = {"study": study.name, "description": study.model.description,
+                "source": study.source, "n_cells": len(study.cells), "n_trials": n,
+                "seed": seed, "chunk_size": sorted(set(stats.chunk_sizes.values())),
+                "parameters": study.param_names, "n_jobs": dispatch.n_jobs,
+                "backend": dispatch.backend, "scheduler": scheduler,
+                "resumed_trials": stats.resumed_trials, "elapsed_s": elapsed,
+                "versions": versions()}
+        outputs = OutputSet(out).start()
+        outputs.write_frame(cells_df, "cells")
+        outputs.write_text("cells.json", json.dumps(
+            [{"cell": c.index, "label": c.label, "scenario_file": c.file, "params": c.params,
+              "scenario_hash": c.hash, "scenario": c.scenario.resolved()}
+             for c in study.cells], indent=1, default=str))
+        for name in ("oc", "summary", "paired"):
+            outputs.write_frame(tables[name], name)
+        outputs.write_text("study.json", json.dumps(meta, indent=2, default=str))
+        outputs.write_text("study.resolved.yaml", yaml.safe_dump(
+            study.model.model_dump(mode="json"), sort_keys=False))
+        outputs.commit({"study": study.name, "n_cells": len(study.cells), "n_trials": n,
+                        "seed": seed})
+    return StudyResults(study, out, tables["oc"], tables["summary"], tables["paired"],
+                        cells_df, meta)
 
 
 def _with_cell_columns(df, cell: Cell, names: List[str]):
@@ -593,12 +549,3 @@ def _with_cell_columns(df, cell: Cell, names: List[str]):
     for j, k in enumerate(names):
         df.insert(at + j, k, [_param_value(cell.params.get(k))] * len(df))
     return df
-
-
-def _write_table(df, stem: Path) -> None:
-    df.to_csv(stem.with_suffix(".csv"), index=False)
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:  # pragma: no cover
-        return
-    df.to_parquet(stem.with_suffix(".parquet"), index=False)
