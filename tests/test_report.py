@@ -168,7 +168,7 @@ def test_report_scenario_run_settings_and_versions(mc_results, mc_html):
     _, html = mc_html
     sc = section(html, "scenario")
     for label, amount, p in zip(["DL1", "DL2", "DL3", "DL4"], ["25", "50", "75", "100"],
-                                [0.05, 0.10, 0.18, 0.28]):
+                                [0.05, 0.10, 0.18, 0.28], strict=True):
         assert f">{label}<" in sc and f">{amount}×10⁶<" in sc and f">{p:.3f}<" in sc
     assert "CAR-T cells" in sc and "0.25" in sc and "24 patients" in sc
     assert "No <code>conduct</code> block" in sc
@@ -328,7 +328,7 @@ def test_parquet_round_trip_keeps_durations_and_exact_weights(tmp_path):
            for it in sc.designs]
     res = Results(sc, drs, {}, 100, 3, "monte-carlo")
     back = Results.from_parquet(res.to_parquet(tmp_path / "d.parquet"))
-    for d0, d1 in zip(res.designs, back.designs):
+    for d0, d1 in zip(res.designs, back.designs, strict=True):
         assert np.array_equal(d0.durations, d1.durations)       # bit for bit
         assert d1.des_totals == {"mean_n_lost": 0.5}
         assert d1.tally.exact and d1.tally.counts == d0.tally.counts   # float weights kept
