@@ -15,6 +15,8 @@ Fixtures (use them by naming them as test arguments):
 ``cli(*args) -> CliResult(returncode, stdout, stderr)``
     ``escalation-sim ARGS`` run in this process (``escalation_sim.cli.main``), with the
     output captured; argparse usage errors give their exit code instead of raising.
+``relma_doses``
+    the seed trial's dose levels with amounts, for ``scenario_yaml(doses=...)``.
 ``root``
     the repository root (``root / "scenarios"`` holds the bundled scenarios).
 
@@ -69,12 +71,20 @@ def _num(x: float) -> str:
     return f"{x:.2f}" if round(x, 2) == x else repr(float(x))
 
 
+#: the seed trial's four dose levels with their amounts (NCT05765006)
+RELMA_DOSES = "".join(f"\n  - {{label: DL{i}, amount: {a}e6, unit: CAR-T cells}}"
+                      for i, a in enumerate((25, 50, 75, 100), start=1))
+
+
 def scenario_yaml(p: Sequence[float] = P_SEED, *, name: str = "test",
                   designs: Sequence[str] = DESIGNS, target: float = 0.25, max_n: int = 24,
                   cohort_size: int = 3, n_trials: int = 1000, seed: int = 1,
-                  doses: str = "[DL1, DL2, DL3, DL4]", extra: str = "") -> str:
-    """Scenario YAML text; ``designs`` are flow-style YAML mappings, ``extra`` is appended."""
-    lines = [f"name: {name}", f"doses: {doses}",
+                  doses: str = "[DL1, DL2, DL3, DL4]", description: str = "",
+                  extra: str = "") -> str:
+    """Scenario YAML text; ``designs`` are flow-style YAML mappings, ``doses`` a flow list or
+    block mappings such as ``RELMA_DOSES``, ``extra`` is appended."""
+    lines = [f"name: {name}", *([f"description: {description}"] if description else []),
+             "doses:" + (doses if doses.startswith("\n") else " " + doses),
              "truth: {p_dlt: [" + ", ".join(_num(x) for x in p) + "]}",
              f"target: {target}",
              f"trial: {{max_n: {max_n}, cohort_size: {cohort_size}, start_dose: 1}}",
@@ -102,6 +112,11 @@ def root() -> Path:
 @pytest.fixture(name="scenario_yaml", scope="session")
 def _scenario_yaml_fixture():
     return scenario_yaml
+
+
+@pytest.fixture(scope="session")
+def relma_doses() -> str:
+    return RELMA_DOSES
 
 
 @pytest.fixture(name="scenario", scope="session")
