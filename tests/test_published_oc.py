@@ -31,8 +31,8 @@ References (all settings are copied from the quoted calls)
           recommended dose = crm()$mtd with no skipping restriction, first dose 1) with
           stop_when_too_toxic(dose = 1, tox_threshold = 0.35, confidence = 0.9), 4 cohorts of 3.
 
-The BOIN N = 36 checks enumerate the largest graphs of the suite (with titration about 10 s on
-the project's machine); they carry the ``slow`` marker, run by default and in CI, and
+The BOIN N = 36 checks enumerate the largest graphs of the suite (with titration 10-20 s on
+the project's 2-core machine: about 290,000 states per graph); they carry the ``slow`` marker, run by default and in CI, and
 ``python -m pytest -m "not slow"`` leaves them out.  Designs are built by the ``build_design``
 fixture of conftest.py, exactly as a scenario file builds them.
 """
