@@ -1,21 +1,37 @@
-"""Helpers shared by the benchmark scripts: JSON-lines output with machine facts."""
+"""Helpers shared by the benchmark scripts: optional JSON-lines output with machine facts.
+
+The scripts print their figures.  They write nothing unless asked: ``--save PATH`` appends one
+JSON line per figure to PATH; ``--save`` alone appends to ``benchmarks/results/NAME``, a
+folder that git ignores (the figures quoted in the README are the reference).
+"""
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import os
 import platform
 from pathlib import Path
+from typing import Optional
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def record(file: str, **fields) -> dict:
-    """Append one JSON line to benchmarks/results/FILE and return the record."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def add_save_option(ap: argparse.ArgumentParser, name: str) -> None:
+    """``--save [PATH]``: append the figures as JSON lines (default benchmarks/results/NAME)."""
+    ap.add_argument("--save", nargs="?", const=str(RESULTS / name), default=None,
+                    metavar="PATH",
+                    help=f"append one JSON line per figure to PATH (without PATH: "
+                         f"benchmarks/results/{name}, not tracked by git)")
+
+
+def record(path: Optional[str], **fields) -> dict:
+    """The record with the date and machine facts; appended to ``path`` when one is given."""
     rec = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "python": platform.python_version(), "machine": platform.machine(),
            "cpus": os.cpu_count(), **fields}
-    with open(RESULTS / file, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(rec) + "\n")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec) + "\n")
     return rec

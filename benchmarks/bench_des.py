@@ -4,13 +4,13 @@ Runs every design of the seed scenario (scenarios/relma_cel_sle.yaml: 4 doses, N
 CAR-T ``conduct`` block with sentinel spacing and a follow-up cap) through
 ``escalation_sim.engines.calendar.simulate_des_trials`` and prints full simulated trials per second with
 n_jobs 1 and 2 (joblib, loky processes, over chunks of trial indices), plus the two
-time-to-event designs built on the same context.  Each figure is appended as one JSON line to
-benchmarks/results/des.jsonl.  Timings are warm (a first run fills the decision memo and
+time-to-event designs built on the same context.  With ``--save [PATH]`` each figure is also
+appended as one JSON line (default benchmarks/results/des.jsonl, untracked).  Timings are warm (a first run fills the decision memo and
 starts the worker pool) and are the best of ``--repeat`` runs; ``cpu_trials_per_s`` is the
 single-process figure measured in process CPU time, which other load on the machine does not
 distort.
 
-    python benchmarks/bench_des.py [--trials 4000] [--jobs 1 2] [--tite-trials 1000]
+    python benchmarks/bench_des.py [--trials 4000] [--jobs 1 2] [--tite-trials 1000] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
+from _common import add_save_option, record  # noqa: E402
 
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
@@ -56,7 +56,7 @@ def main(argv=None):
     ap.add_argument("--tite-trials", type=int, default=1000)
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
-    ap.add_argument("--no-record", action="store_true")
+    add_save_option(ap, "des.jsonl")
     args = ap.parse_args(argv)
     sc = load_scenario(args.scenario)
     conduct = sc.model.conduct
@@ -88,13 +88,12 @@ def main(argv=None):
             cpu_rate = n / best_cpu if jobs == 1 else None
             cpu_txt = f"{cpu_rate:>14,.0f}" if cpu_rate else f"{'':>14}"
             print(f"{name:<10}{n:>8,}{jobs:>6}{rate:>12,.0f}{cpu_txt}{dur.mean():>11.0f}")
-            if not args.no_record:
-                rec = dict(benchmark="des_full_trials", scenario=sc.name, design=name,
-                           n_trials=n, n_jobs=jobs, trials_per_s=rate, seconds=best,
-                           mean_duration_days=float(dur.mean()))
-                if cpu_rate:
-                    rec["cpu_trials_per_s"] = cpu_rate
-                record("des.jsonl", **rec)
+            rec = dict(benchmark="des_full_trials", scenario=sc.name, design=name,
+                       n_trials=n, n_jobs=jobs, trials_per_s=rate, seconds=best,
+                       mean_duration_days=float(dur.mean()))
+            if cpu_rate:
+                rec["cpu_trials_per_s"] = cpu_rate
+            record(args.save, **rec)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 For 3+3, BOIN and CRM on a 4-dose, cohort-3 scenario, prints the seconds to compute exact OCs
 (cold: building the state graph included) and the number of distinct states, for N = 12, 18,
-24, 30 and 36.  One JSON line per figure goes to benchmarks/results/exact.jsonl.
+24, 30 and 36.  With ``--save [PATH]`` one JSON line per figure is appended to PATH (default
+benchmarks/results/exact.jsonl, untracked).
 
-    python benchmarks/bench_exact.py [--max-n 12 18 24 30 36]
+    python benchmarks/bench_exact.py [--max-n 12 18 24 30 36] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
+from _common import add_save_option, record  # noqa: E402
 
 from escalation_sim.engines.graph import StateGraph  # noqa: E402
 from escalation_sim.engines.exact import exact_tally  # noqa: E402
@@ -27,6 +28,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "standard_mtd3.yaml"))
     ap.add_argument("--max-n", type=int, nargs="+", default=[12, 18, 24, 30, 36])
+    add_save_option(ap, "exact.jsonl")
     args = ap.parse_args(argv)
     base = load_scenario(args.scenario)
     print(f"{'design':<8}{'N':>5}{'seconds':>10}{'states':>10}{'endings':>10}")
@@ -41,7 +43,7 @@ def main(argv=None):
             tally = exact_tally(item.design, sc.p_true, graph=g)
             dt = time.perf_counter() - t0
             print(f"{item.name:<8}{n:>5}{dt:>10.3f}{g.n_states:>10}{len(tally.counts):>10}")
-            record("exact.jsonl", benchmark="exact_oc", scenario=sc.name, design=item.name,
+            record(args.save, benchmark="exact_oc", scenario=sc.name, design=item.name,
                    max_n=n, seconds=dt, states=g.n_states, endings=len(tally.counts))
 
 

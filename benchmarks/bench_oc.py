@@ -2,11 +2,12 @@
 
 For 3+3, BOIN and CRM on the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml, prints
 simulated trials per second at 1e4, 1e5 and 1e6 trials with n_jobs 1 and 2, and the peak
-memory of the parent process (tracemalloc: Python and numpy allocations).  Each figure is
-appended as a JSON line to benchmarks/results/oc.jsonl.  Timings are warm: a first small run
-builds each design's state graph and starts the worker pool.
+memory of the parent process (tracemalloc: Python and numpy allocations).  With
+``--save [PATH]`` each figure is also appended as a JSON line (default
+benchmarks/results/oc.jsonl, untracked).  Timings are warm: a first small run builds each
+design's state graph and starts the worker pool.
 
-    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2]
+    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
+from _common import add_save_option, record  # noqa: E402
 
 from escalation_sim import load_scenario, simulate  # noqa: E402
 
@@ -30,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    add_save_option(ap, "oc.jsonl")
     args = ap.parse_args(argv)
     sc = load_scenario(args.scenario)
     print(f"scenario {sc.name}: {sc.n_doses} doses, N = {sc.model.trial.max_n}")
@@ -50,7 +52,7 @@ def main(argv=None):
                 tracemalloc.stop()
                 rate = n / best
                 print(f"{item.name:<8}{n:>10,}{jobs:>6}{rate:>14,.0f}{peak:>10.1f}")
-                record("oc.jsonl", benchmark="monte_carlo_oc", scenario=sc.name,
+                record(args.save, benchmark="monte_carlo_oc", scenario=sc.name,
                        design=item.name, n_trials=n, n_jobs=jobs, seconds=best,
                        trials_per_s=rate, peak_mem_mb_parent=peak)
 

@@ -7,10 +7,11 @@ and started beforehand (scheduler address given; start-up excluded).  Every figu
 measured in a fresh Python process, so worker pools and state-graph caches start cold as
 they do for ``escalation-sim study``; package imports are excluded.  Checkpointing is on
 (every chunk of 20000 trials written as it finishes), as in every study run.  Each figure is
-printed and appended as a JSON line to benchmarks/results/study.jsonl; the oc tables of all
-runs are checked to be identical.
+printed (and with ``--save [PATH]`` appended as a JSON line, default
+benchmarks/results/study.jsonl, untracked); the oc tables of all runs are checked to be
+identical.
 
-    python benchmarks/bench_study.py [--n-trials 100000] [--repeat 1]
+    python benchmarks/bench_study.py [--n-trials 100000] [--repeat 1] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import record  # noqa: E402
+from _common import add_save_option, record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "scenarios" / "studies" / "standard_six.yaml"
@@ -78,6 +79,7 @@ def main(argv=None):
     ap.add_argument("--n-jobs", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--prestart", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    add_save_option(ap, "study.jsonl")
     args = ap.parse_args(argv)
     if args.one:
         return one(args)
@@ -104,7 +106,7 @@ def main(argv=None):
         rate = work / best["seconds"]
         print(f"{name:<30}{best['seconds']:9.2f}{rate:17,.0f}"
               f"{best['cluster_start_s']:17.2f}")
-        record("study.jsonl", benchmark="study", study="standard-six", configuration=name,
+        record(args.save, benchmark="study", study="standard-six", configuration=name,
                backend=backend, n_jobs=jobs, n_cells=best["n_cells"],
                n_designs=best["n_designs"], n_trials=args.n_trials,
                chunk_size=best["chunk_size"], seconds=best["seconds"],

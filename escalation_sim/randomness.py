@@ -70,30 +70,3 @@ def uniforms(key: int, trial, draw) -> np.ndarray:
     u *= _TO_UNIT
     return u
 
-
-class TrialStreams:
-    """Convenience access to one trial's named streams (used by the discrete-event engine)."""
-
-    __slots__ = ("seed", "trial", "_keys", "_next")
-
-    def __init__(self, seed: int, trial: int):
-        self.seed = int(seed)
-        self.trial = int(trial)
-        self._keys: dict = {}
-        self._next: dict = {}
-
-    def key(self, stream: str) -> int:
-        k = self._keys.get(stream)
-        if k is None:
-            k = self._keys[stream] = stream_key(self.seed, stream)
-        return k
-
-    def block(self, stream: str, start: int, size: int) -> np.ndarray:
-        """``size`` uniforms of ``stream`` starting at draw ``start``."""
-        return uniforms(self.key(stream), self.trial, np.arange(start, start + size))
-
-    def next(self, stream: str, size: int = 1) -> np.ndarray:
-        """The next ``size`` uniforms of ``stream`` (sequential use within one trial)."""
-        start = self._next.get(stream, 0)
-        self._next[stream] = start + size
-        return self.block(stream, start, size)

@@ -206,7 +206,7 @@ def test_deescalation_capped_at_elimination():
     b = boin_boundaries(0.3, 6, cutoff_eli=0.5)
     assert b["eliminate"][2] == 1
     assert b["deescalate"][2] == 1  # capped from ceil(0.3585 * 3) = 2
-    assert all(d <= e for d, e in zip(b["deescalate"], b["eliminate"]) if e is not None)
+    assert all(d <= e for d, e in zip(b["deescalate"], b["eliminate"], strict=True) if e is not None)
 
 
 def test_extrasafe_stop_boundary():
@@ -437,7 +437,7 @@ def test_select_mtd_three_dose_pooling_hand_computed():
     var = [1.05 * 2.05 / (3.1 ** 2 * 4.1), 1.05 * 5.05 / (6.1 ** 2 * 7.1),
            0.05 * 3.05 / (3.1 ** 2 * 4.1)]
     raw = [1.05 / 3.1, 1.05 / 6.1, 0.05 / 3.1]
-    pooled = sum(r / v for r, v in zip(raw, var)) / sum(1 / v for v in var)
+    pooled = sum(r / v for r, v in zip(raw, var, strict=True)) / sum(1 / v for v in var)
     state = _state((3, 6, 3), (1, 1, 0))
     design = BOIN(n_doses=3, target=0.3, cohort_size=3)
     assert design.estimates(state)["p_hat"] == pytest.approx([pooled] * 3, abs=1e-14)
@@ -469,9 +469,9 @@ def test_isotonic_matches_minmax_formula(data):
     # independent oracle: iso_i = max_{s<=i} min_{t>=i} weighted-mean(s..t)
     n = [a for a, _ in data]
     y = [min(b, a) for a, b in data]
-    phat = [(yy + 0.05) / (nn + 0.1) for nn, yy in zip(n, y)]
+    phat = [(yy + 0.05) / (nn + 0.1) for nn, yy in zip(n, y, strict=True)]
     w = [1 / ((yy + 0.05) * (nn - yy + 0.05) / ((nn + 0.1) ** 2 * (nn + 1.1)))
-         for nn, yy in zip(n, y)]
+         for nn, yy in zip(n, y, strict=True)]
     k = len(n)
 
     def avg(s, t):
@@ -480,7 +480,7 @@ def test_isotonic_matches_minmax_formula(data):
     oracle = [max(min(avg(s, t) for t in range(i, k)) for s in range(i + 1)) for i in range(k)]
     iso = isotonic_regression(phat, w)
     assert iso == pytest.approx(oracle, rel=1e-12, abs=1e-14)
-    assert all(a <= b + 1e-15 for a, b in zip(iso, iso[1:]))
+    assert all(a <= b + 1e-15 for a, b in zip(iso[:-1], iso[1:], strict=True))
 
 
 # ----------------------------------------------------------------------------- properties

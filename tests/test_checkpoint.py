@@ -50,7 +50,7 @@ def test_chunk_round_trip_is_exact(tmp_path):
     ck.save(ch)
     back = ck.load(1000)
     assert (back.start, back.stop) == (1000, 2000)
-    for a, b in zip(ch.tallies, back.tallies):
+    for a, b in zip(ch.tallies, back.tallies, strict=True):
         assert a.counts == b.counts
         # every trial of the chunk is counted once (closed form: stop - start)
         assert sum(b.counts.values()) == 1000
@@ -359,7 +359,7 @@ def test_discrete_event_run_resumes_exactly(tmp_path):
     assert ck.done_starts() == {0, 50, 150}
     res = simulate(sc, backend="sequential", checkpoint=ck)
     assert core(res) == core(ref)
-    for a, b in zip(res.designs, ref.designs):
+    for a, b in zip(res.designs, ref.designs, strict=True):
         assert np.array_equal(a.durations, b.durations)
         assert a.des_totals == b.des_totals
     assert "duration_days" in {r["metric"] for r in res.to_dict()["paired"]}

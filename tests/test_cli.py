@@ -1,5 +1,12 @@
-"""The command line end to end: run --json keys, --out tables, conduct helpers."""
+"""The command line end to end: run --json keys, --out tables, conduct helpers.
+
+Commands run in-process through ``escalation_sim.cli.main`` (the ``cli`` fixture of
+conftest.py); a few smoke tests at the end start a real process: ``--help``, the README
+quickstart command verbatim, and exit code 2 without a traceback on a bad file.
+"""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +19,7 @@ SEED = ROOT / "scenarios" / "standard_mtd3.yaml"
 KEYS = {"design", "type", "n_trials", "p_select", "p_no_mtd", "mean_n", "mean_dlt", "se_p_select"}
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "escalation_sim", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)
-
-
-def test_run_json_document():
+def test_run_json_document(cli):
     r = cli("run", SEED, "--n-trials", 3000, "--json", "--seed", 7)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -30,14 +32,15 @@ def test_run_json_document():
     assert doc["seed"] == 7
 
 
-def test_run_json_reproducible_across_jobs():
-    a = json.loads(cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 1).stdout)
-    b = json.loads(cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 2,
-                       "--chunk-size", 777).stdout)
-    assert a["designs"] == b["designs"]
+def test_run_json_reproducible_across_jobs(cli):
+    ra = cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 1)
+    rb = cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 2, "--chunk-size", 777)
+    assert ra.returncode == rb.returncode == 0, ra.stderr + rb.stderr
+    a, b = json.loads(ra.stdout), json.loads(rb.stdout)
+    assert a["designs"] == b["designs"] and a["paired"] == b["paired"]
 
 
-def test_run_out_writes_tidy_tables(tmp_path):
+def test_run_out_writes_tidy_tables(cli, tmp_path):
     out = tmp_path / "res"
     r = cli("run", SEED, "--n-trials", 1000, "--out", out, "--keep-trials")
     assert r.returncode == 0, r.stderr
@@ -56,7 +59,7 @@ def test_run_out_writes_tidy_tables(tmp_path):
     assert (out / "scenario.resolved.yaml").exists() and (out / "results.json").exists()
 
 
-def test_exact_cli_same_keys_zero_se():
+def test_exact_cli_same_keys_zero_se(cli):
     r = cli("exact", SEED, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -65,60 +68,67 @@ def test_exact_cli_same_keys_zero_se():
         assert all(s == 0 for s in d["se_p_select"])
         assert abs(sum(d["p_select"]) + d["p_no_mtd"] - 1) < 1e-12
     r2 = cli("run", SEED, "--method", "exact", "--json")
+    assert r2.returncode == 0, r2.stderr
     assert json.loads(r2.stdout)["designs"] == doc["designs"]
 
 
-def test_next_dose():
+def test_next_dose(cli):
     r = cli("next-dose", SEED, "--design", "boin", "--outcomes", "1NNN 2NTN")
     assert r.returncode == 0, r.stderr
     # target 0.25: 1/3 at dose 2 reaches the de-escalation boundary (lambda_d = 0.298)
     assert "next: dose 1" in r.stdout
     r = cli("next-dose", SEED, "--design", "3+3", "--outcomes", "1NNN 2TTN", "--json")
+    assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["next_dose"] == 1 and doc["cohort_size"] == 3  # de-escalation to 3 more at dose 1
     r = cli("next-dose", SEED, "--design", "3+3", "--outcomes", "1TTN")
+    assert r.returncode == 0, r.stderr
     assert "STOP" in r.stdout and "MTD: none" in r.stdout
 
 
-def test_next_dose_bad_outcomes():
+def test_next_dose_bad_outcomes(cli):
     r = cli("next-dose", SEED, "--design", "boin", "--outcomes", "1NNN 9NTN")
     assert r.returncode == 2 and "dose 9 outside 1..4" in r.stderr and "Traceback" not in r.stderr
     r = cli("next-dose", SEED, "--design", "bion", "--outcomes", "1NNN")
     assert r.returncode == 2 and "did you mean 'boin'" in r.stderr
 
 
-def test_boundaries_table():
+def test_boundaries_table(cli):
     r = cli("boundaries", "--target", 0.3, "--max-n", 12, "--json")
+    assert r.returncode == 0, r.stderr
     b = json.loads(r.stdout)
     # Liu & Yuan (2015) / BOIN R package, target 0.3, cohort size 1
     assert b["escalate"][:12] == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
     assert b["deescalate"][:12] == [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5]
     r = cli("boundaries", "--target", 1.5)
-    assert r.returncode == 2 and "--target" in r.stderr
+    assert r.returncode == 2 and "--target must be in (0, 1) (got 1.5)" in r.stderr
 
 
-def test_select_mtd():
+def test_select_mtd(cli):
     r = cli("select-mtd", SEED, "--design", "boin", "--n", "3,6,9,6", "--dlt", "0,1,2,3", "--json")
+    assert r.returncode == 0, r.stderr
+    # estimates 0/3, 1/6, 2/9, 3/6 (already increasing): 2/9 = 0.22 is closest to 0.25
     assert json.loads(r.stdout)["mtd"] == 3
     r = cli("select-mtd", SEED, "--design", "boin", "--n", "3,6", "--dlt", "0,1")
-    assert r.returncode == 2
+    assert r.returncode == 2 and "--n and --dlt need 4 values each (got 2 and 2)" in r.stderr
 
 
-def test_paths_tree():
+def test_paths_tree(cli):
     r = cli("paths", SEED, "--design", "3+3", "--outcomes", "1NNN", "--cohorts", 1, "--json")
+    assert r.returncode == 0, r.stderr
     tree = json.loads(r.stdout)
     assert tree["next_dose"] == 2
     nxt = {c["outcome"].count("T"): c["next_dose"] for c in tree["children"]}
     assert nxt == {0: 3, 1: 2, 2: 1, 3: 1}
 
 
-def test_bad_numbers_on_command_line():
+def test_bad_numbers_on_command_line(cli):
     r = cli("run", SEED, "--n-trials", 0)
     assert r.returncode == 2 and "--n-trials must be >= 1 (got 0)" in r.stderr
 
 
 @pytest.mark.parametrize("value", [0, -3])
-def test_bad_n_jobs_rejected(value):
+def test_bad_n_jobs_rejected(cli, value):
     r = cli("run", SEED, "--n-trials", 100, "--n-jobs", value)
     assert r.returncode == 2 and "n_jobs must be -1" in r.stderr and "Traceback" not in r.stderr
 
@@ -132,11 +142,64 @@ def test_n_jobs_capped_at_cpu_count():
     assert resolve_n_jobs(1, "loky") == 1
 
 
-def test_boundaries_cohorts_of_three():
+def test_boundaries_cohorts_of_three(cli):
     # BOIN protocol template table for target 0.3, cohorts of 3 (n = 3, 6, 9, 12)
-    b = json.loads(cli("boundaries", "--target", 0.3, "--max-n", 12, "--cohort-size", 3,
-                       "--json").stdout)
+    r = cli("boundaries", "--target", 0.3, "--max-n", 12, "--cohort-size", 3, "--json")
+    assert r.returncode == 0, r.stderr
+    b = json.loads(r.stdout)
     assert b["n"] == [3, 6, 9, 12]
     assert b["escalate"] == [0, 1, 2, 2]
     assert b["deescalate"] == [2, 3, 4, 5]
     assert b["eliminate"] == [3, 4, 5, 7]
+
+
+# -- smoke tests in a real process --------------------------------------------------------------
+def _console_script():
+    """The installed ``escalation-sim`` script of this interpreter, else ``python -m``."""
+    exe = Path(sys.executable).parent / ("escalation-sim" + (".exe" if os.name == "nt" else ""))
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "escalation_sim"]
+
+
+def _process(*args, cwd=ROOT):
+    return subprocess.run([*_console_script(), *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_process_help():
+    r = _process("--help")
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout.startswith("usage: escalation-sim")
+    for command in ("validate", "schema", "run", "exact", "next-dose", "select-mtd",
+                    "boundaries", "paths", "report", "study"):
+        assert command in r.stdout
+
+
+def test_process_readme_quickstart_command_and_table():
+    """The README quickstart command, verbatim, from the repository root; its output agrees
+    with the table of the seed scenario that the README prints (P(select) per dose, PCS and
+    the duration columns, as rounded there)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = "escalation-sim run scenarios/relma_cel_sle.yaml"
+    assert command in readme
+    r = _process(*command.split()[1:])
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    rows = re.findall(r"^\| (3\+3|BOIN|CRM|TITE-CRM|TITE-BOIN) \| ([\d. /]+) \| ([\d.]+) \| "
+                      r"[\d.]+ \| (\d+) \| (\d+) \| (\d+) \| (\d+) \|$", readme, re.M)
+    assert len(rows) == 5, "the README's seed-scenario table was not found"
+    out = r.stdout.splitlines()
+    for name, p_select, pcs, *days in rows:
+        design = name.lower()
+        sel = next(line.split() for line in out if line.split()[:1] == [design])
+        assert sel[1:5] == p_select.split(" / "), (design, sel)
+        summary = [line.split() for line in out if line.split()[:1] == [design]][-1]
+        assert summary[1] == pcs and summary[-4:] == days, (design, summary)
+
+
+def test_process_bad_file_exit_2_without_traceback(tmp_path, scenario_yaml):
+    f = tmp_path / "bad.yaml"
+    f.write_text(scenario_yaml().replace("target: 0.25", "target: 1.3"))
+    r = _process("validate", f, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip() == f"{f}: target: Input should be less than 1 (got 1.3)"

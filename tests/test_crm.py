@@ -65,7 +65,7 @@ def test_getprior_indifference_property(model, delta, target, nu, K):
     a0 = 3.0
     sk = getprior(delta, target, nu, K, model=model, intcpt=a0)
     assert sk[nu - 1] == pytest.approx(target, abs=1e-14)
-    assert all(b > a for a, b in zip(sk, sk[1:]))
+    assert all(b > a for a, b in zip(sk[:-1], sk[1:], strict=True))
 
     def beta_where(s, p):       # solve p_d(beta) = p for the skeleton value s
         if model == "empiric":
@@ -130,10 +130,10 @@ def _ref_posterior(skeleton, n, y, model="empiric", prior_var=1.34, a0=3.0, targ
             eta = a0 + eb * (np.log(s / (1 - s)) - a0)[:, None]
             lp, l1 = -np.logaddexp(0, -eta), -np.logaddexp(0, eta)
         ll = np.zeros(eb.shape[1])
-        for c, v in zip(yy, lp):                        # skip 0 * log(0)
+        for c, v in zip(yy, lp, strict=True):                        # skip 0 * log(0)
             if c > 0:
                 ll += c * v
-        for c, v in zip(nn - yy, l1):
+        for c, v in zip(nn - yy, l1, strict=True):
             if c > 0:
                 ll += c * v
         return -0.5 * bb ** 2 / prior_var + ll
@@ -146,7 +146,7 @@ def _ref_posterior(skeleton, n, y, model="empiric", prior_var=1.34, a0=3.0, targ
     # scalar version for quad (plain floats: much faster than numpy on a few doses)
     terms = [(yd, nd - yd, ls, xd) for (yd, nd, ls, xd) in
              ((float(a), float(b), math.log(v), math.log(v / (1 - v)) - a0)
-              for a, b, v in zip(yy, nn, s))]
+              for a, b, v in zip(yy, nn, s, strict=True))]
 
     def f(b):
         eb = math.exp(b)

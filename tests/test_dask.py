@@ -12,18 +12,13 @@ from escalation_sim.run.runner import backend_session  # noqa: E402
 from escalation_sim.inputs.scenario import load_scenario_text  # noqa: E402
 from escalation_sim.run.study import run_study  # noqa: E402
 
-SC = """\
-name: dask-test
-doses: [DL1, DL2, DL3, DL4]
-truth: {p_dlt: [0.05, 0.12, 0.25, 0.40]}
-target: 0.25
-trial: {max_n: 24, cohort_size: 3, start_dose: 1}
-designs:
-  - {type: "3+3"}
-  - {type: boin}
-  - {type: crm, skeleton: [0.10, 0.17, 0.25, 0.35]}
-simulation: {n_trials: 20000, seed: 99}
-"""
+P3 = [0.05, 0.12, 0.25, 0.40]
+
+
+@pytest.fixture(scope="module")
+def sc_text(scenario_yaml):
+    return scenario_yaml(P3, name="dask-test", n_trials=20000, seed=99)
+
 
 STUDY = """\
 name: dask-study
@@ -49,8 +44,8 @@ def _no_client():
         distributed.default_client()
 
 
-def test_simulate_on_cluster_equals_local_processes(cluster):
-    sc = load_scenario_text(SC, "dask-test.yaml")
+def test_simulate_on_cluster_equals_local_processes(cluster, sc_text):
+    sc = load_scenario_text(sc_text, "dask-test.yaml")
     local = simulate(sc, n_jobs=2, backend="loky", chunk_size=2500)
     remote = simulate(sc, backend="dask", scheduler=cluster.scheduler_address, chunk_size=2500)
     assert remote.to_dict()["designs"] == local.to_dict()["designs"]
@@ -62,8 +57,8 @@ def test_simulate_on_cluster_equals_local_processes(cluster):
     _no_client()  # the run's client was closed
 
 
-def test_study_on_cluster_equals_local(cluster, tmp_path):
-    (tmp_path / "a.yaml").write_text(SC)
+def test_study_on_cluster_equals_local(cluster, tmp_path, sc_text):
+    (tmp_path / "a.yaml").write_text(sc_text)
     f = tmp_path / "study.yaml"
     f.write_text(STUDY)
     local = run_study(f, tmp_path / "local", n_jobs=2, backend="loky", quiet=True)
@@ -77,9 +72,9 @@ def test_study_on_cluster_equals_local(cluster, tmp_path):
     _no_client()
 
 
-def test_cli_run_with_scheduler_and_own_local_cluster(cluster, tmp_path, capsys):
+def test_cli_run_with_scheduler_and_own_local_cluster(cluster, tmp_path, capsys, sc_text):
     f = tmp_path / "a.yaml"
-    f.write_text(SC)
+    f.write_text(sc_text)
     common = ["run", str(f), "--n-trials", "4000", "--chunk-size", "1000", "--json",
               "--compact"]
     assert main(common + ["--backend", "sequential"]) == 0
@@ -92,7 +87,7 @@ def test_cli_run_with_scheduler_and_own_local_cluster(cluster, tmp_path, capsys)
     with backend_session("dask", 1) as client:
         assert len(client.scheduler_info()["workers"]) == 1
         addr = client.scheduler.address
-        res = simulate(load_scenario_text(SC, "a.yaml"), n_trials=4000, chunk_size=1000,
+        res = simulate(load_scenario_text(sc_text, "a.yaml"), n_trials=4000, chunk_size=1000,
                        backend="dask")  # reuses the current client
     assert res.to_dict()["designs"] == ref["designs"]
     _no_client()

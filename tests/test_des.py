@@ -515,7 +515,7 @@ def test_known_release_shortcut_matches_gate_events():
             chunk = ChunkDraws(plan, np.arange(40, dtype=np.uint64), *block_sizes(conduct, 24))
             out.append([Trial(setup, chunk.trial(r)).run() for r in range(40)])
     for fast, slow in [(out[0], out[2]), (out[1], out[3])]:
-        for a, b in zip(fast, slow):
+        for a, b in zip(fast, slow, strict=True):
             assert a.final_state == b.final_state
             # same calendar up to rounding (a sum of delays vs a chain of events)
             assert a.t_end == pytest.approx(b.t_end, abs=1e-9)

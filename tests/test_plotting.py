@@ -143,7 +143,7 @@ def test_allocation_patients_and_dlts():
     assert [r.get_height() for r in n] == pytest.approx(sum((MEAN_N[d] for d in DESIGNS), []))
     assert [r.get_height() for r in y] == pytest.approx(sum((MEAN_Y[d] for d in DESIGNS), []))
     # DLT bars sit inside their patient bars (same centre)
-    for a, b in zip(n, y):
+    for a, b in zip(n, y, strict=True):
         assert a.get_x() + a.get_width() / 2 == pytest.approx(b.get_x() + b.get_width() / 2)
     ax = P.plot_allocation(summary_table(), show_dlt=False)
     assert len(bars(ax, "dlts")) == 0
@@ -174,7 +174,7 @@ def test_durations_ecdf_months():
     ax = P.plot_durations(d, kind="ecdf", unit="months")
     ls = lines(ax, "duration")
     assert len(ls) == 2
-    for ln, v in zip(ls, d.values()):
+    for ln, v in zip(ls, d.values(), strict=True):
         x, y = np.asarray(ln.get_xdata()), np.asarray(ln.get_ydata())
         assert y[-1] == pytest.approx(1.0) and y[0] == 0.0
         assert x.max() == pytest.approx(v.max() / (365.25 / 12))   # 1 month = 30.4375 days

@@ -31,13 +31,14 @@ References (all settings are copied from the quoted calls)
           recommended dose = crm()$mtd with no skipping restriction, first dose 1) with
           stop_when_too_toxic(dose = 1, tox_threshold = 0.35, confidence = 0.9), 4 cohorts of 3.
 
-Two opt-in checks (BOIN N = 36 with titration / extrasafe: 15-25 s each to enumerate) run only
-with ESCALATION_SIM_SLOW_TESTS=1; the plain N = 36 graph (about 4 s) is shared by two tests.
+The BOIN N = 36 checks enumerate the largest graphs of the suite (with titration 10-20 s on
+the project's 2-core machine: about 290,000 states per graph); they carry the ``slow`` marker, run by default and in CI, and
+``python -m pytest -m "not slow"`` leaves them out.  Designs are built by the ``build_design``
+fixture of conftest.py, exactly as a scenario file builds them.
 """
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Optional, Sequence, Tuple
@@ -47,28 +48,19 @@ import pytest
 from scipy import integrate
 from scipy.stats import binom, norm
 
-from escalation_sim.designs.base import Design, DesignContext
+from escalation_sim.designs.base import Design
 from escalation_sim.designs.crm import CRM
-from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.rules import StopAtN, StopWhenNAtDose
 from escalation_sim.engines.graph import STOP_CODES
 from escalation_sim.engines.exact import exact_tally
 from escalation_sim.types import Decision, StopReason, TrialState
 
-SLOW = os.environ.get("ESCALATION_SIM_SLOW_TESTS") == "1"
-slow = pytest.mark.skipif(not SLOW, reason="N = 36 enumeration; set ESCALATION_SIM_SLOW_TESTS=1")
+slow = pytest.mark.slow  # N = 36 enumeration
 
 Z = 4.0  # Monte Carlo tolerance in standard errors
 
 
 # --------------------------------------------------------------------------------- helpers
-def build(kind: str, n_doses: int, target: float, cohort_size: int, max_n: int, **opts) -> Design:
-    entry = get_entry(kind)
-    spec = entry.spec_model.model_validate({"type": kind, **opts})
-    return entry.build(spec, DesignContext(n_doses=n_doses, target=target,
-                                           cohort_size=cohort_size, max_n=max_n, start_dose=0))
-
-
 class Exact:
     """Exact distribution of the trial outcome: weights and per-trial quantities."""
 
@@ -160,7 +152,7 @@ def check_boin_table(ex: Exact, R: int, sel_pct, none_pct, sel_round, n_per_dose
 
 
 # ============================================================== BOIN: BOIN::get.oc [BFBOIN]
-def test_boin_get_oc_extrasafe_earlystop_bfboin_vignette():
+def test_boin_get_oc_extrasafe_earlystop_bfboin_vignette(build_design):
     """[BFBOIN] BOIN::get.oc(target = 0.25, p.true = c(0.1, 0.5), ncohort = 10, cohortsize = 3,
     n.earlystop = 9, startdose = 1, titration = FALSE, cutoff.eli = 0.95, extrasafe = TRUE,
     offset = 0.1, boundMTD = FALSE, ntrial = 10000, seed = 6)."""
@@ -169,7 +161,7 @@ def test_boin_get_oc_extrasafe_earlystop_bfboin_vignette():
                totaltox=4.9524, totaln=18.4944, percentstop=3.83)
     # transcription check: every trial either selects a dose or stops
     assert sum(pub["selpercent"]) + pub["percentstop"] == pytest.approx(100.0)
-    design = build("boin", 2, 0.25, 3, 30, n_earlystop=9, extrasafe=True, offset=0.1)
+    design = build_design("boin", 2, 0.25, 3, 30, n_earlystop=9, extrasafe=True, offset=0.1)
     ex = exact(design, (0.1, 0.5))
     # get.oc's proportions are exact counts / R printed in full (2 decimals), the means are
     # printed to 4 decimals: the allowance is half the last printed digit
@@ -186,17 +178,18 @@ def test_boin_get_oc_extrasafe_earlystop_bfboin_vignette():
 P_A = (0.05, 0.15, 0.30, 0.45, 0.60)
 
 
-def _boin30(**opts) -> Design:
+@pytest.fixture(scope="module")
+def boin30(build_design):
     # sim_boin(target = 0.30, n_cohort = 10, cohort_size = 3): N = 30, n_earlystop = 18
-    return build("boin", 5, 0.30, 3, 30, n_earlystop=18, **opts)
+    return lambda **opts: build_design("boin", 5, 0.30, 3, 30, n_earlystop=18, **opts)
 
 
-def test_boin_simfastboin_sim_boin_scenario():
+def test_boin_simfastboin_sim_boin_scenario(boin30):
     """[SFB] sim_boin(target = 0.30, p_true = c(0.05, 0.15, 0.30, 0.45, 0.60), n_cohort = 10,
     cohort_size = 3, n_trials = 2000, seed = 123): printed table, oc$sel_percent,
     oc$percent_no_mtd and the overdose block (doses with true rate > 0.30: DL4, DL5)."""
     R = 2000
-    ex = exact(_boin30(), P_A)
+    ex = exact(boin30(), P_A)
     sel = [1.20, 24.95, 53.15, 19.10, 1.55]        # oc$sel_percent (exact multiples of 0.05)
     assert sum(sel) + 0.05 == pytest.approx(100.0)  # + oc$percent_no_mtd
     check_boin_table(ex, R, sel, 0.05, 0.005,
@@ -217,14 +210,14 @@ def test_boin_simfastboin_sim_boin_scenario():
                0.000005)
 
 
-def test_boin_simfastboin_boin_simulate_and_selection_rules():
+def test_boin_simfastboin_boin_simulate_and_selection_rules(boin30):
     """[SFB] boin_simulate(target = 0.30, p_true = c(0.05, 0.15, 0.30, 0.45, 0.60),
     n_cohort = 10, cohort_size = 3, n_trials = 1000, seed = 123) and the cross-table of
     boin_select_mtd(...) without / with bound_mtd = TRUE on those trials."""
     R = 1000
-    ex = exact(_boin30(), P_A)
+    ex = exact(boin30(), P_A)
     for d, (pts, tox) in enumerate(zip([4.17, 8.90, 10.78, 4.49, 0.77],
-                                       [0.22, 1.37, 3.21, 2.05, 0.46])):
+                                       [0.22, 1.37, 3.21, 2.05, 0.46], strict=True)):
         m, sd = ex.mean_sd(ex.n[:, d])
         check_mean(f"SFB-E mean n at dose {d + 1}", m, sd, pts, R, 0.005)
         m, sd = ex.mean_sd(ex.y[:, d])
@@ -242,10 +235,10 @@ def test_boin_simfastboin_boin_simulate_and_selection_rules():
         check_prop(f"SFB-E free selection dose {d + 1}", ex.p_select(d), free[d] / 10, R, 0)
     check_prop("SFB-E free no MTD", ex.p_none(), 0.1, R, 0)
     # bounded selection on the same trials: re-select every terminal state with boundMTD
-    inner = _boin30(bound_mtd=True).inner
+    inner = boin30(bound_mtd=True).inner
     sel_b = np.array([-1 if (m := inner.select_mtd(TrialState(n=tuple(int(v) for v in nn),
                                                              y=tuple(int(v) for v in yy)))) is None
-                      else m for nn, yy in zip(ex.n, ex.y)])
+                      else m for nn, yy in zip(ex.n, ex.y, strict=True)])
     sel_b[[r is StopReason.LOWEST_DOSE_TOO_TOXIC for r in ex.stop]] = -1
     for d in range(5):
         check_prop(f"SFB-E bounded selection dose {d + 1}", ex.prob(sel_b == d),
@@ -263,9 +256,9 @@ def test_boin_simfastboin_boin_simulate_and_selection_rules():
     ((0.40, 0.55, 0.65, 0.75, 0.85), [57.3, 2.3, 0.0, 0.0, 0.0], 40.4,
      [13.7, 2.9, 0.3, 0.0, 0.0], 16.9),
 ], ids=["mtd2", "mtd4", "all_toxic"])
-def test_boin_simfastboin_multi_scenarios(p_true, sel, none, npts, total):
+def test_boin_simfastboin_multi_scenarios(p_true, sel, none, npts, total, boin30):
     assert sum(sel) + none == pytest.approx(100.0, abs=0.11)  # transcription check
-    ex = exact(_boin30(), p_true)
+    ex = exact(boin30(), p_true)
     check_boin_table(ex, 2000, sel, none, 0.05, npts, 0.05, total, 0.05, tag=f"SFB {p_true}")
 
 
@@ -273,43 +266,44 @@ SAFE = (0.01, 0.02, 0.05, 0.12, 0.30)
 TOXIC = (0.35, 0.45, 0.55, 0.65, 0.75)
 
 
-def _boin36(**opts) -> Design:
+@pytest.fixture(scope="module")
+def boin36(build_design):
     # sim_boin(target = 0.30, n_cohort = 12, cohort_size = 3): N = 36, n_earlystop = 18
-    return build("boin", 5, 0.30, 3, 36, n_earlystop=18, **opts)
+    return lambda **opts: build_design("boin", 5, 0.30, 3, 36, n_earlystop=18, **opts)
 
 
-def test_boin_simfastboin_plain_safe_curve():
+def test_boin_simfastboin_plain_safe_curve(boin36):
     """[SFB] sim_boin(target = 0.30, p_true = c(0.01, 0.02, 0.05, 0.12, 0.30), n_cohort = 12,
     cohort_size = 3, n_trials = 1000, seed = 1)$n_pts_dose."""
-    ex = exact(_boin36(), SAFE)
+    ex = exact(boin36(), SAFE)
     for d, pub in enumerate([3.099, 3.285, 3.888, 8.136, 14.976]):
         m, sd = ex.mean_sd(ex.n[:, d])
         check_mean(f"SFB-F mean n at dose {d + 1}", m, sd, pub, 1000, 0.0005)
 
 
 @slow
-def test_boin_simfastboin_titration_safe_curve():
+def test_boin_simfastboin_titration_safe_curve(boin36):
     """[SFB] same as above with titration = TRUE (seed 1, 1000 trials).  simFastBOIN and BOIN
     2.7.2 get.oc (flag ft reset per trial) give the titration dose cohort_size-1 more patients
     after titration; that is our default (titration_complete_cohort=True).  With the 2.7.1
     variant (a full cohort) dose 4 is 4.6 SE off, which the second half checks."""
-    ex = exact(_boin36(titration=True), SAFE)
+    ex = exact(boin36(titration=True), SAFE)
     for d, pub in enumerate([1.063, 1.164, 1.736, 7.516, 15.997]):
         m, sd = ex.mean_sd(ex.n[:, d])
         check_mean(f"SFB-F titration mean n at dose {d + 1}", m, sd, pub, 1000, 0.0005)
-    old = exact(_boin36(titration=True, titration_complete_cohort=False), SAFE)
+    old = exact(boin36(titration=True, titration_complete_cohort=False), SAFE)
     m, sd = old.mean_sd(old.n[:, 3])
     assert abs(m - 7.516) > 4 * sd / 1000 ** 0.5  # the 2.7.1 rule is distinguishable
 
 
 @pytest.mark.parametrize("extrasafe, none_pct", [
     (False, 24.5),
-    pytest.param(True, 43.3, marks=slow),  # its own graph: about 15 s
+    pytest.param(True, 43.3, marks=slow),  # its own N = 36 graph
 ], ids=["plain", "extrasafe"])
-def test_boin_simfastboin_toxic_curve_no_mtd(extrasafe, none_pct):
+def test_boin_simfastboin_toxic_curve_no_mtd(extrasafe, none_pct, boin36):
     """[SFB] sim_boin(target = 0.30, p_true = c(0.35, 0.45, 0.55, 0.65, 0.75), n_cohort = 12,
     cohort_size = 3, n_trials = 1000, [extrasafe = TRUE,] seed = 2)$percent_no_mtd."""
-    ex = exact(_boin36(extrasafe=extrasafe), TOXIC)
+    ex = exact(boin36(extrasafe=extrasafe), TOXIC)
     check_prop(f"SFB-G extrasafe={extrasafe} no MTD", ex.p_none(), none_pct, 1000, 0.05)
 
 
@@ -317,16 +311,17 @@ def test_boin_simfastboin_toxic_curve_no_mtd(extrasafe, none_pct):
 P_33 = (0.05, 0.15, 0.25, 0.45, 0.60)
 
 
-def test_33_simfastboin_exact_previous_rule():
+def test_33_simfastboin_exact_previous_rule(build_design):
     """[SFB-3+3] oc_3p3(p_true = c(0.05, 0.15, 0.25, 0.45, 0.60)), mtd_rule "previous"
     (the dose below the toxic one is the MTD with 3 or 6 patients; 0/3 at the top dose is
     enough).  Exact, so only the 1-decimal rounding is allowed."""
-    ex = exact(build("3+3", 5, 0.25, 3, 30, de_escalation=False, top_dose_needs_six=False), P_33)
+    ex = exact(build_design("3+3", 5, 0.25, 3, 30, de_escalation=False, top_dose_needs_six=False), P_33)
     sel, none = [18.1, 31.7, 36.4, 10.2, 0.9], 2.7
     for d, pub in enumerate(sel):
         check_exact(f"3+3 prev P(select {d + 1}) %", 100 * ex.p_select(d), pub, 0.05)
     check_exact("3+3 prev P(no MTD) %", 100 * ex.p_none(), none, 0.05)
-    for d, (pts, tox) in enumerate(zip([3.4, 3.9, 3.4, 2.0, 0.4], [0.2, 0.6, 0.8, 0.9, 0.3])):
+    for d, (pts, tox) in enumerate(zip([3.4, 3.9, 3.4, 2.0, 0.4], [0.2, 0.6, 0.8, 0.9, 0.3],
+                                       strict=True)):
         check_exact(f"3+3 prev mean n {d + 1}", ex.mean_sd(ex.n[:, d])[0], pts, 0.05)
         check_exact(f"3+3 prev mean DLT {d + 1}", ex.mean_sd(ex.y[:, d])[0], tox, 0.05)
     check_exact("3+3 prev total n", ex.mean_sd(ex.N)[0], 13.1, 0.05)
@@ -340,11 +335,11 @@ def test_33_simfastboin_exact_previous_rule():
                 100 * (ex.p_select(3) + ex.p_select(4)), 11.1, 0.05)
 
 
-def test_33_simfastboin_exact_expand_rule():
+def test_33_simfastboin_exact_expand_rule(build_design):
     """[SFB-3+3] oc_3p3(..., mtd_rule = "expand"): the MTD is the highest dose with <= 1/6,
     a dose with only 3 patients being expanded first (de-escalation; the top dose needs 6).
     Printed: round(sel_percent, 1) and round(total_n_pts, 2)."""
-    ex = exact(build("3+3", 5, 0.25, 3, 30, de_escalation=True, top_dose_needs_six=True), P_33)
+    ex = exact(build_design("3+3", 5, 0.25, 3, 30, de_escalation=True, top_dose_needs_six=True), P_33)
     for d, pub in enumerate([19.7, 34.4, 35.3, 7.5, 0.5]):
         check_exact(f"3+3 expand P(select {d + 1}) %", 100 * ex.p_select(d), pub, 0.05)
     check_exact("3+3 expand total n", ex.mean_sd(ex.N)[0], 15.52, 0.005)
@@ -365,7 +360,7 @@ def _dfcrm_post_mean_var(n: Tuple[int, ...], y: Tuple[int, ...]) -> Tuple[float,
             return 0.0
         e = math.exp(b)
         v = math.exp(-b * b / (2 * PRIOR_VAR))
-        for s, nn, yy in zip(SKELETON, n, y):
+        for s, nn, yy in zip(SKELETON, n, y, strict=True):
             if nn:
                 p = s ** e
                 v *= p ** yy * (1 - p) ** (nn - yy)

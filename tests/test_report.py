@@ -29,29 +29,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The seed trial's doses and a hypothetical truth, written out here (time-free) so the tests
 # do not depend on later edits of scenarios/relma_cel_sle.yaml.
-BASE = """\
-name: relma-cel-sle
-description: Relma-cel CAR-T phase 1 in SLE (NCT05765006), four dose levels.
-doses:
-  - {label: DL1, amount: 25e6, unit: CAR-T cells}
-  - {label: DL2, amount: 50e6, unit: CAR-T cells}
-  - {label: DL3, amount: 75e6, unit: CAR-T cells}
-  - {label: DL4, amount: 100e6, unit: CAR-T cells}
-truth: {p_dlt: [0.05, 0.10, 0.18, 0.28]}
-target: 0.25
-trial: {max_n: 24, cohort_size: 3, start_dose: 1}
-designs:
-  - {type: "3+3"}
-  - {type: boin}
-  - {type: crm, skeleton: [0.10, 0.17, 0.25, 0.35]}
-simulation: {n_trials: 2000, seed: 2026}
-"""
+@pytest.fixture(scope="module")
+def base_text(scenario_yaml, relma_doses):
+    return scenario_yaml(
+        name="relma-cel-sle", doses=relma_doses, n_trials=2000, seed=2026,
+        description="Relma-cel CAR-T phase 1 in SLE (NCT05765006), four dose levels.")
 
 
 @pytest.fixture(scope="module")
-def base_file(tmp_path_factory):
+def base_file(tmp_path_factory, base_text):
     p = tmp_path_factory.mktemp("scen") / "relma.yaml"
-    p.write_text(BASE)
+    p.write_text(base_text)
     return p
 
 
@@ -168,7 +156,7 @@ def test_report_scenario_run_settings_and_versions(mc_results, mc_html):
     _, html = mc_html
     sc = section(html, "scenario")
     for label, amount, p in zip(["DL1", "DL2", "DL3", "DL4"], ["25", "50", "75", "100"],
-                                [0.05, 0.10, 0.18, 0.28]):
+                                [0.05, 0.10, 0.18, 0.28], strict=True):
         assert f">{label}<" in sc and f">{amount}×10⁶<" in sc and f">{p:.3f}<" in sc
     assert "CAR-T cells" in sc and "0.25" in sc and "24 patients" in sc
     assert "No <code>conduct</code> block" in sc
@@ -182,18 +170,15 @@ def test_report_scenario_run_settings_and_versions(mc_results, mc_html):
     assert len(parse(section(html, "plots")).imgs) == 2
 
 
-def test_report_escapes_text_from_the_scenario(tmp_path):
-    text = BASE.replace(
-        "description: Relma-cel CAR-T phase 1 in SLE (NCT05765006), four dose levels.",
-        'description: "<script>alert(1)</script> & <b>bold</b>"')
-    assert "alert" in text
+def test_report_escapes_text_from_the_scenario(scenario_yaml):
+    text = scenario_yaml(description='"<script>alert(1)</script> & <b>bold</b>"')
     sc = es.load_scenario_text(text, "x.yaml")
     html = render_report(es.simulate(sc, n_trials=100))
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in html
 
 
-def test_report_from_exact_results(tmp_path):
-    res = es.exact_oc(["3+3", "boin"], es.load_scenario_text(BASE))
+def test_report_from_exact_results(tmp_path, base_text):
+    res = es.exact_oc(["3+3", "boin"], es.load_scenario_text(base_text))
     html = write_report(res, tmp_path / "exact.html").read_text()
     assert_self_contained(html)
     oc = section(html, "operating-characteristics")
@@ -204,18 +189,19 @@ def test_report_from_exact_results(tmp_path):
     assert "exact enumeration" in section(html, "run-settings")
 
 
-def des_scenario():
+@pytest.fixture(scope="module")
+def des_scenario(scenario_yaml, relma_doses):
     # 3+3 and BOIN only (keeps the test fast), with calendar-time logistics
-    text = BASE.replace("  - {type: crm, skeleton: [0.10, 0.17, 0.25, 0.35]}\n", "") + \
-        "conduct: {accrual_per_month: 2, dropout_prob: 0.05}\n"
-    assert "crm" not in text
+    text = scenario_yaml(name="relma-cel-sle", doses=relma_doses, n_trials=2000, seed=2026,
+                         designs=['{type: "3+3"}', "{type: boin}"],
+                         extra="conduct: {accrual_per_month: 2, dropout_prob: 0.05}\n")
     return es.load_scenario_text(text, "relma_des.yaml")
 
 
-def test_report_durations_section_with_logistics(tmp_path):
+def test_report_durations_section_with_logistics(tmp_path, des_scenario):
     # Results assembled by hand: exact tallies plus known durations, so the duration table
     # can be checked against numpy's mean / quantiles of the same arrays.
-    sc = des_scenario()
+    sc = des_scenario
     rng = np.random.default_rng(7)
     durs = {"3+3": rng.gamma(9.0, 50.0, 1000), "boin": rng.gamma(12.0, 50.0, 1000)}
     drs = [DesignResult(it.name, it.type, exact_tally(it.design, sc.p_true),
@@ -236,8 +222,8 @@ def test_report_durations_section_with_logistics(tmp_path):
     assert "mean duration (days)" in section(html, "operating-characteristics")
 
 
-def test_report_end_to_end_with_the_discrete_event_engine(tmp_path):
-    res = es.simulate(des_scenario(), n_trials=100, seed=4)
+def test_report_end_to_end_with_the_discrete_event_engine(tmp_path, des_scenario):
+    res = es.simulate(des_scenario, n_trials=100, seed=4)
     html = write_report(res, tmp_path / "des.html").read_text()
     assert_self_contained(html)
     dur = section(html, "durations")
@@ -318,24 +304,24 @@ def test_parquet_round_trip_gives_the_same_tables_and_report(mc_results, tmp_pat
     assert _per_dose_section(back) == _per_dose_section(mc_results)
 
 
-def test_parquet_round_trip_keeps_durations_and_exact_weights(tmp_path):
+def test_parquet_round_trip_keeps_durations_and_exact_weights(tmp_path, des_scenario):
     pytest.importorskip("pyarrow")
-    sc = des_scenario()
+    sc = des_scenario
     rng = np.random.default_rng(2)
     drs = [DesignResult(it.name, it.type, exact_tally(it.design, sc.p_true),
                         durations=rng.gamma(9.0, 50.0, 100), des_totals={"mean_n_lost": 0.5})
            for it in sc.designs]
     res = Results(sc, drs, {}, 100, 3, "monte-carlo")
     back = Results.from_parquet(res.to_parquet(tmp_path / "d.parquet"))
-    for d0, d1 in zip(res.designs, back.designs):
+    for d0, d1 in zip(res.designs, back.designs, strict=True):
         assert np.array_equal(d0.durations, d1.durations)       # bit for bit
         assert d1.des_totals == {"mean_n_lost": 0.5}
         assert d1.tally.exact and d1.tally.counts == d0.tally.counts   # float weights kept
     assert back.scenario.has_logistics
     assert back.design_oc("boin")["duration_days"] == res.design_oc("boin")["duration_days"]
+    import pandas as pd
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")   # some other Parquet file
     with pytest.raises(ValueError, match="not a file written"):
-        import pandas as pd
-        pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "x.parquet")
         Results.from_parquet(tmp_path / "x.parquet")
 
 

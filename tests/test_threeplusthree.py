@@ -359,9 +359,9 @@ def test_closed_form_matches_enumeration(p, de_esc, top6):
     design = ThreePlusThree(n_doses=len(p), de_escalation=de_esc, top_dose_needs_six=top6)
     p_mtd, p_none, en = brute_force(design, p)
     oc = lin_shih_oc(p, de_escalation=de_esc, top_dose_needs_six=top6)
-    assert max(abs(a - b) for a, b in zip(p_mtd, oc.p_mtd)) < 1e-12
+    assert max(abs(a - b) for a, b in zip(p_mtd, oc.p_mtd, strict=True)) < 1e-12
     assert abs(p_none - oc.p_no_mtd) < 1e-12
-    assert max(abs(a - b) for a, b in zip(en, oc.expected_n)) < 1e-12
+    assert max(abs(a - b) for a, b in zip(en, oc.expected_n, strict=True)) < 1e-12
     assert abs(sum(oc.p_mtd) + oc.p_no_mtd - 1) < 1e-12
     for j in range(len(p)):
         assert abs(oc.expected_dlt[j] - p[j] * oc.expected_n[j]) < 1e-15
@@ -385,7 +385,7 @@ def test_expected_dlt_by_enumeration():
 
     rec(TrialState.empty(3), 1.0)
     oc = lin_shih_oc(p)
-    assert max(abs(a - b) for a, b in zip(ey, oc.expected_dlt)) < 1e-12
+    assert max(abs(a - b) for a, b in zip(ey, oc.expected_dlt, strict=True)) < 1e-12
 
 
 def test_expected_sample_size_hand_values():

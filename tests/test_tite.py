@@ -110,7 +110,7 @@ def test_tite_crm_weight_one_and_zero_limits():
     # more follow-up without DLT -> lower estimated DLT rates
     a = design.fit(TiteState((3, 3, 0, 0, 0), (0, 1, 0, 0, 0), 1, 3, 1, ((1, 0.2),)))
     b = design.fit(TiteState((3, 3, 0, 0, 0), (0, 1, 0, 0, 0), 1, 3, 1, ((1, 0.8),)))
-    assert all(x > y for x, y in zip(a.p_plugin, b.p_plugin))
+    assert all(x > y for x, y in zip(a.p_plugin, b.p_plugin, strict=True))
 
 
 OUTCOMES = ["", "1N", "1NNN", "1NNN 2NTN", "1NNN 2NNN 3TTN", "1NNN 2NNN 3NNN 4TNN",
@@ -333,7 +333,7 @@ def test_tite_with_complete_data_equals_classic_design_in_des(tite_name, base_na
     tite = simulate_des_trials(build(tite_name, CTX), P_TRUE, conduct, 7, range(60))
     base = simulate_des_trials(build(base_name, CTX), P_TRUE, conduct, 7, range(60))
     inner = build(base_name, CTX)
-    for a, b in zip(tite["final_state"], base["final_state"]):
+    for a, b in zip(tite["final_state"], base["final_state"], strict=True):
         assert inner.canonical(a) == inner.canonical(b)
     assert (tite["mtd"] == base["mtd"]).all()
     assert (tite["stop_code"] == base["stop_code"]).all()

@@ -109,10 +109,6 @@ def truth_sets(p_true, target: float, acceptable: Optional[Tuple[float, float]] 
     return ok, np.arange(p.size) > top
 
 
-def correct_set(p_true, target: float, acceptable: Optional[Tuple[float, float]] = None):
-    return truth_sets(p_true, target, acceptable)[0]
-
-
 def _prop(p, R, exact):
     return 0.0 if exact else float(np.sqrt(max(p * (1 - p), 0.0) / R))
 
