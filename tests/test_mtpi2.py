@@ -331,6 +331,9 @@ MC_SCENARIOS = {
                          target=0.3, max_n=30, cohort=3),
     "t30-cohorts-of-1": dict(doses="[A, B, C]", p=[0.15, 0.30, 0.50], target=0.3, max_n=12,
                              cohort=1),
+    # target 0.2: i3+3 and mTPI-2 differ at n = 12 (de-escalate if >= 4 vs >= 3)
+    "t20-mtd3": dict(doses="[A, B, C, D]", p=[0.05, 0.10, 0.20, 0.35], target=0.2, max_n=24,
+                     cohort=3),
 }
 
 

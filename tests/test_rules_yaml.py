@@ -305,3 +305,32 @@ def test_crm_safety_stop_scenario():
     item = sc.design("crm-safety")
     assert chain(item.design)[:2] == [StopAtN, StopWhenTooToxic]
     assert item.design.base.confidence == 0.9 and item.design.base.dose == 0
+
+
+def test_table_command_names_the_conflicting_rule():
+    rc, out, err = cli("table", "--design", "boin", "--target", 0.3, "--option",
+                       "rules=[{demand_n_at_dose: 50}]")
+    assert rc == 2 and out == ""
+    assert err.strip() == ("escalation-sim table: error: --option rules[0].demand_n_at_dose: "
+                           "must not exceed max_n (30): the trial ends at max_n, so the demand "
+                           "could never be met (got 50)")
+
+
+def test_table_command_notes_rules_a_boundary_table_does_not_use():
+    rc, out, err = cli("table", "--design", "mtpi2", "--target", 0.3, "--option",
+                       "rules=[{no_skip: true}]")
+    assert rc == 0 and "--option rules: not used" in err
+
+
+@pytest.mark.parametrize("type_name, outcomes, next_dose", [
+    # target 0.25, "1NNN 2NTN": 1/3 at dose 2.  Keyboard de-escalates (its table for 0.25:
+    # de-escalate if >= 1 of 3; tests/test_keyboard.py [NOTES]); i3+3 stays (1/3 is above the
+    # EI [0.2, 0.3] but 0/3 is below it; tests/test_i3plus3.py)
+    ("keyboard", "1NNN 2NTN", 1), ("i3+3", "1NNN 2NTN", 2),
+])
+def test_next_dose_command_for_the_interval_designs(tmp_path, type_name, outcomes, next_dose):
+    import json
+    f = tmp_path / "s.yaml"
+    f.write_text(SC.format(designs=f'  - {{type: "{type_name}"}}'))
+    rc, out, err = cli("next-dose", f, "--outcomes", outcomes, "--json")
+    assert rc == 0 and json.loads(out)["next_dose"] == next_dose
