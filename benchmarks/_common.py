@@ -35,3 +35,23 @@ def record(path: Optional[str], **fields) -> dict:
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec) + "\n")
     return rec
+
+
+#: designs the benchmarks add to a scenario that lacks them (the scenario files stay as they
+#: are: they are part of the golden snapshot)
+EXTRA_DESIGNS = ({"type": "mtpi2"}, {"type": "keyboard"}, {"type": "i3+3"})
+
+
+def scenario_with_extra_designs(path, max_n=None, only=None):
+    """The scenario at ``path`` plus :data:`EXTRA_DESIGNS` (those whose type it lacks), with
+    ``trial.max_n`` replaced when given; ``only``: keep these design names."""
+    from escalation_sim.inputs.scenario import load_scenario, load_scenario_dict
+    base = load_scenario(path)
+    raw = dict(base.raw)
+    have = {d.type for d in base.designs}
+    raw["designs"] = list(raw["designs"]) + [d for d in EXTRA_DESIGNS if d["type"] not in have]
+    if max_n is not None:
+        raw["trial"] = dict(raw["trial"], max_n=max_n)
+    if only:
+        raw["designs"] = [d for d in raw["designs"] if (d.get("name") or d["type"]) in only]
+    return load_scenario_dict(raw, str(path))

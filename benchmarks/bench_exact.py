@@ -1,11 +1,12 @@
 """Time of exact operating characteristics by enumeration (issue #8).
 
-For 3+3, BOIN and CRM on a 4-dose, cohort-3 scenario, prints the seconds to compute exact OCs
+For 3+3, BOIN and CRM of a 4-dose, cohort-3 scenario, and mTPI-2, Keyboard and i3+3 added
+to it, prints the seconds to compute exact OCs
 (cold: building the state graph included) and the number of distinct states, for N = 12, 18,
 24, 30 and 36.  With ``--save [PATH]`` one JSON line per figure is appended to PATH (default
 benchmarks/results/exact.jsonl, untracked).
 
-    python benchmarks/bench_exact.py [--max-n 12 18 24 30 36] [--save [PATH]]
+    python benchmarks/bench_exact.py [--max-n 12 18 24 30 36] [--designs mtpi2 keyboard i3+3] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_save_option, record  # noqa: E402
+from _common import add_save_option, record, scenario_with_extra_designs  # noqa: E402
 
 from escalation_sim.engines.graph import StateGraph  # noqa: E402
 from escalation_sim.engines.exact import exact_tally  # noqa: E402
-from escalation_sim.inputs.scenario import load_scenario  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,20 +29,17 @@ def main(argv=None):
     ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "standard_mtd3.yaml"))
     ap.add_argument("--max-n", type=int, nargs="+", default=[12, 18, 24, 30, 36])
     add_save_option(ap, "exact.jsonl")
+    ap.add_argument("--designs", nargs="+", metavar="NAME", help="only these designs")
     args = ap.parse_args(argv)
-    base = load_scenario(args.scenario)
-    print(f"{'design':<8}{'N':>5}{'seconds':>10}{'states':>10}{'endings':>10}")
+    print(f"{'design':<9}{'N':>5}{'seconds':>10}{'states':>10}{'endings':>10}")
     for n in args.max_n:
-        raw = dict(base.raw)
-        raw["trial"] = dict(raw["trial"], max_n=n)
-        from escalation_sim.inputs.scenario import load_scenario_dict
-        sc = load_scenario_dict(raw, args.scenario)
+        sc = scenario_with_extra_designs(args.scenario, max_n=n, only=args.designs)
         for item in sc.designs:
             t0 = time.perf_counter()
             g = StateGraph(item.design)  # cold: no cached decisions
             tally = exact_tally(item.design, sc.p_true, graph=g)
             dt = time.perf_counter() - t0
-            print(f"{item.name:<8}{n:>5}{dt:>10.3f}{g.n_states:>10}{len(tally.counts):>10}")
+            print(f"{item.name:<9}{n:>5}{dt:>10.3f}{g.n_states:>10}{len(tally.counts):>10}")
             record(args.save, benchmark="exact_oc", scenario=sc.name, design=item.name,
                    max_n=n, seconds=dt, states=g.n_states, endings=len(tally.counts))
 

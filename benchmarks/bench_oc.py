@@ -1,13 +1,15 @@
 """Throughput of the vectorised Monte Carlo engine (issue #4).
 
-For 3+3, BOIN and CRM on the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml, prints
+For 3+3, BOIN and CRM of the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml, and
+mTPI-2, Keyboard and i3+3 added to it with their defaults, prints
 simulated trials per second at 1e4, 1e5 and 1e6 trials with n_jobs 1 and 2, and the peak
 memory of the parent process (tracemalloc: Python and numpy allocations).  With
 ``--save [PATH]`` each figure is also appended as a JSON line (default
 benchmarks/results/oc.jsonl, untracked).  Timings are warm: a first small run builds each
 design's state graph and starts the worker pool.
 
-    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2] [--save [PATH]]
+    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2]
+                                  [--designs mtpi2 keyboard i3+3] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_save_option, record  # noqa: E402
+from _common import add_save_option, record, scenario_with_extra_designs  # noqa: E402
 
-from escalation_sim import load_scenario, simulate  # noqa: E402
+from escalation_sim import simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +34,11 @@ def main(argv=None):
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
     add_save_option(ap, "oc.jsonl")
+    ap.add_argument("--designs", nargs="+", metavar="NAME", help="only these designs")
     args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario)
+    sc = scenario_with_extra_designs(args.scenario, only=args.designs)
     print(f"scenario {sc.name}: {sc.n_doses} doses, N = {sc.model.trial.max_n}")
-    print(f"{'design':<8}{'trials':>10}{'jobs':>6}{'trials/s':>14}{'peak MB':>10}")
+    print(f"{'design':<9}{'trials':>10}{'jobs':>6}{'trials/s':>14}{'peak MB':>10}")
     for item in sc.designs:
         for jobs in args.jobs:
             simulate(sc, n_trials=20_000, designs=[item.name], n_jobs=jobs)  # warm-up
@@ -51,7 +54,7 @@ def main(argv=None):
                 peak = tracemalloc.get_traced_memory()[1] / 2**20
                 tracemalloc.stop()
                 rate = n / best
-                print(f"{item.name:<8}{n:>10,}{jobs:>6}{rate:>14,.0f}{peak:>10.1f}")
+                print(f"{item.name:<9}{n:>10,}{jobs:>6}{rate:>14,.0f}{peak:>10.1f}")
                 record(args.save, benchmark="monte_carlo_oc", scenario=sc.name,
                        design=item.name, n_trials=n, n_jobs=jobs, seconds=best,
                        trials_per_s=rate, peak_mem_mb_parent=peak)

@@ -17,6 +17,8 @@ import math
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
+from .designs.rules import describe_rules
+
 __all__ = ["write_report", "render_report", "SECTION_IDS"]
 
 SECTION_IDS = ("scenario", "operating-characteristics", "per-dose-summary",
@@ -236,7 +238,10 @@ def _scenario_section(res) -> str:
         spec = item.spec.model_dump(mode="json", exclude_none=True)
         spec.pop("type", None)
         spec.pop("name", None)
+        spec.pop("rules", None)
         opts = ", ".join(f"{k}={v}" for k, v in spec.items()) or "defaults"
+        if item.spec.rules:
+            opts += "; rules: " + describe_rules(item.spec.rules)
         drows.append([f"<td>{_e(item.name)}</td>", f"<td>{_e(item.type)}</td>",
                       f"<td><code>{_e(opts)}</code></td>"])
     out.append(_table(["name", "type", "options"], drows,

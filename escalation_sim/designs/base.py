@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Dict, Optional
+from typing import Any, ClassVar, Dict, List, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 
 from ..types import Decision, TrialState
 
@@ -89,6 +90,79 @@ class DesignContext:
     start_dose: int  # 0-based
 
 
+class TooToxicRuleSpec(BaseModel):
+    """``stop_when_too_toxic: {dose: 1, threshold: 0.3, confidence: 0.9}``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    dose: int = Field(ge=1, description="1-based dose whose DLT rate is watched (usually 1)")
+    threshold: float = Field(gt=0, lt=1, description="the DLT rate that is too high")
+    confidence: float = Field(gt=0, lt=1,
+                              description="stop when Pr(DLT rate > threshold | data) exceeds "
+                                          "this (Beta(1, 1) prior, the dose's own data)")
+    min_n: int = Field(default=3, ge=1, description="fewest patients at the dose for the rule")
+
+
+#: the rule names of ``rules:`` in the order they wrap a design (innermost first)
+RULE_NAMES = ("no_skip", "stop_n_at_dose", "demand_n_at_dose", "stop_when_too_toxic")
+
+
+class RuleSpec(BaseModel):
+    """One entry of a design's ``rules:`` list: a mapping with exactly one rule name.
+
+    * ``no_skip: true`` - never escalate past the highest dose tried + 1 (``false``: no rule);
+    * ``stop_n_at_dose: m`` - stop when the dose of the next cohort already has m patients
+      (the same as the design key ``stop_n_at_dose``; give it in one place only);
+    * ``demand_n_at_dose: m`` - the trial may not stop, other than for safety, until the dose
+      it would recommend has at least m patients: a stop is replaced by a cohort at that
+      dose (R escalation's ``demand_n_at_dose(dose = 'recommended')``); ``max_n`` still ends
+      the trial, so m must not exceed it;
+    * ``stop_when_too_toxic: {dose, threshold, confidence, min_n}`` - stop with no MTD when
+      the dose has at least ``min_n`` (3) patients and Pr(DLT rate > threshold | its data) >
+      confidence, Beta(1, 1) prior (may be given for several doses).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    no_skip: Optional[bool] = None
+    stop_n_at_dose: Optional[int] = Field(default=None, ge=1)
+    demand_n_at_dose: Optional[int] = Field(default=None, ge=1)
+    stop_when_too_toxic: Optional[TooToxicRuleSpec] = None
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "RuleSpec":
+        given = [k for k in RULE_NAMES if getattr(self, k) is not None]
+        if len(given) != 1:
+            what = "no rule" if not given else f"{len(given)} rules ({', '.join(given)})"
+            raise ValueError(f"each entry of rules is one mapping with one rule name, one of "
+                             f"{', '.join(RULE_NAMES)}; this one has {what}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RULE_NAMES if getattr(self, k) is not None)
+
+    @property
+    def value(self) -> Any:
+        return getattr(self, self.kind)
+
+    @model_serializer(mode="wrap")
+    def _only_the_rule(self, handler):
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    def describe(self) -> str:
+        """The rule in words (for reports)."""
+        v = self.value
+        if self.kind == "no_skip":
+            return "no skipping when escalating" if v else "skipping allowed"
+        if self.kind == "stop_n_at_dose":
+            return f"stop when the next dose has {v} patients"
+        if self.kind == "demand_n_at_dose":
+            return f"no stop (except for safety) before {v} patients at the recommended dose"
+        return (f"stop if Pr(DLT rate at dose {v.dose} > {v.threshold:g}) > "
+                f"{v.confidence:g} (n >= {v.min_n})")
+
+
 class DesignSpecBase(BaseModel):
     """Keys every design accepts in the scenario file."""
 
@@ -104,6 +178,36 @@ class DesignSpecBase(BaseModel):
     stop_n_at_dose: Optional[int] = Field(
         default=None, ge=1,
         description="stop when the dose recommended next already has this many patients")
+    rules: Optional[List[RuleSpec]] = Field(
+        default=None,
+        description="stopping and modifying rules, e.g. [{no_skip: true}, "
+                    "{stop_when_too_toxic: {dose: 1, threshold: 0.3, confidence: 0.9}}, "
+                    "{stop_n_at_dose: 9}, {demand_n_at_dose: 6}]; whatever their order they "
+                    "wrap the design as no_skip, stop_n_at_dose, demand_n_at_dose, "
+                    "stop_when_too_toxic, then max_n")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, v: Optional[List[RuleSpec]], info: ValidationInfo):
+        if not v:
+            return v
+        kinds = [r.kind for r in v]
+        for k in ("no_skip", "stop_n_at_dose", "demand_n_at_dose"):
+            where = [i for i, x in enumerate(kinds) if x == k]
+            if len(where) > 1:
+                raise ValueError(f"{k} is given twice (rules[{where[0]}] and rules[{where[1]}]); "
+                                 f"give it once (got {[v[i].value for i in where]})")
+        if "stop_n_at_dose" in kinds and info.data.get("stop_n_at_dose") is not None:
+            i = kinds.index("stop_n_at_dose")
+            raise ValueError(f"stop_n_at_dose is given both as a design key and in rules "
+                             f"(rules[{i}]); give it once (got {info.data['stop_n_at_dose']} "
+                             f"and {v[i].value})")
+        doses = [r.value.dose for r in v if r.kind == "stop_when_too_toxic"]
+        dup = sorted({d for d in doses if doses.count(d) > 1})
+        if dup:
+            raise ValueError(f"stop_when_too_toxic is given twice for dose {dup[0]}; give "
+                             f"one rule per dose (got doses {doses})")
+        return v
 
     def context(self, ctx: DesignContext) -> DesignContext:
         return DesignContext(

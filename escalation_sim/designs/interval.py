@@ -16,15 +16,23 @@ the current dose alone: escalate, stay or de-escalate.  What differs between the
   asked to escalate at the top dose, stay; asked to de-escalate at dose 1, stay; if the
   result is still an eliminated dose (possible only in configurations where the rule's
   boundaries cross the elimination boundary) go to the highest non-eliminated dose;
-  ``n_earlystop``: stop when the decision is to stay and the current dose already has that
-  many patients (BOIN ``get.oc``'s rule).
+  ``n_earlystop``: stop when a dose has that many patients; which dose is counted is the
+  option ``n_earlystop_at`` (the packages differ): ``"stay"`` (default; BOIN ``get.oc``) the
+  current dose when the decision is to stay there, ``"current"`` (Keyboard ``get.oc.kb``)
+  the current dose whatever the decision, ``"next"`` (FIND ``run_sim_i3plus3`` /
+  ``run_sim_mtpi2``) the dose the next cohort would receive.
 * **MTD selection** (BOIN ``select.mtd``): among doses tried and not eliminated, the
   pool-adjacent-violators isotonic regression of ``(y + 0.05) / (n + 0.1)`` with weights
   ``1 / var``, ``var = (y + 0.05)(n - y + 0.05) / ((n + 0.1)^2 (n + 1.1))``; ``k * 1e-10``
   is added to the k-th admissible estimate (the published tie rule: the higher dose wins a
   tie below the target, the lower one above it) and the dose closest to the target is
   chosen.  ``mtd_cap()`` (BOIN's ``boundMTD``) may exclude doses whose estimate is not
-  below a bound.
+  below a bound.  ``mtd_prior`` (default 0.05) is the ``a`` of those pseudo-counts: the
+  estimate is the Beta(a, a) posterior mean ``(y + a) / (n + 2a)`` weighted by its inverse
+  posterior variance (a = 1: the Beta(1, 1) posterior mean of R ``escalation``'s
+  ``select_mtpi2_mtd``).
+* ``elimination_min_n`` (default 3): the fewest patients at a dose for the elimination rule
+  (BOIN, Keyboard ``get.oc.kb`` and FIND use 3; R ``escalation``'s ``get_mtpi2`` uses 2).
 
 Writing a new interval design
 -----------------------------
@@ -41,20 +49,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Dict, List, Literal, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
+from pydantic import Field
 from scipy.stats import beta as beta_dist
 
 from ..types import Decision, StopReason, TrialState
-from .base import Design
+from .base import Design, DesignSpecBase
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .tables import DecisionTable, TableRequest
 
 __all__ = ["ESCALATE", "STAY", "DE_ESCALATE", "Step", "IntervalDesign", "prob_above",
-           "elimination_boundary", "isotonic_regression", "isotonic_inputs", "TIE_OFFSET"]
+           "elimination_boundary", "isotonic_regression", "isotonic_inputs", "TIE_OFFSET",
+           "N_EARLYSTOP_AT", "IntervalSpec", "count_form", "count_rows", "count_table",
+           "COUNT_TABLE_OPTIONS"]
 
 ESCALATE, STAY, DE_ESCALATE = 1, 0, -1
 
 #: offset added to the k-th admissible isotonic estimate (R ``select.mtd``)
 TIE_OFFSET = 1e-10
+
+#: which dose ``n_earlystop`` counts (see the module docstring)
+N_EARLYSTOP_AT = ("stay", "current", "next")
 
 
 class Step(NamedTuple):
@@ -109,10 +127,15 @@ def isotonic_regression(values: Sequence[float], weights: Sequence[float]) -> Li
     return vals
 
 
-def isotonic_inputs(n: Sequence[int], y: Sequence[int]) -> Tuple[List[float], List[float]]:
-    """``select.mtd``'s estimates ``(y + 0.05) / (n + 0.1)`` and weights ``1 / var``."""
-    phat = [(yy + 0.05) / (nn + 0.1) for nn, yy in zip(n, y)]
-    var = [(yy + 0.05) * (nn - yy + 0.05) / ((nn + 0.1) ** 2 * (nn + 0.1 + 1))
+def isotonic_inputs(n: Sequence[int], y: Sequence[int], prior: float = 0.05
+                    ) -> Tuple[List[float], List[float]]:
+    """``select.mtd``'s estimates ``(y + 0.05) / (n + 0.1)`` and weights ``1 / var``.
+
+    ``prior`` is the ``a`` of a Beta(a, a) prior (0.05 gives ``select.mtd``'s constants to the
+    bit: ``2 * 0.05`` is the double ``0.1``)."""
+    a, a2 = prior, 2 * prior
+    phat = [(yy + a) / (nn + a2) for nn, yy in zip(n, y)]
+    var = [(yy + a) * (nn - yy + a) / ((nn + a2) ** 2 * (nn + a2 + 1))
            for nn, yy in zip(n, y)]
     return phat, [1.0 / v for v in var]
 
@@ -132,6 +155,9 @@ class IntervalDesign(Design):
     offset: float = 0.05
     n_earlystop: Optional[int] = None
     name: str = "interval"
+    n_earlystop_at: str = "stay"
+    elimination_min_n: int = 3
+    mtd_prior: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 < self.target < 1.0:
@@ -149,6 +175,13 @@ class IntervalDesign(Design):
             raise ValueError(f"offset must be in [0, 0.5) (got {self.offset})")
         if self.n_earlystop is not None and self.n_earlystop < 1:
             raise ValueError(f"n_earlystop must be >= 1 (got {self.n_earlystop})")
+        if self.n_earlystop_at not in N_EARLYSTOP_AT:
+            raise ValueError(f"n_earlystop_at must be one of {', '.join(N_EARLYSTOP_AT)} "
+                             f"(got {self.n_earlystop_at!r})")
+        if self.elimination_min_n < 1:
+            raise ValueError(f"elimination_min_n must be >= 1 (got {self.elimination_min_n})")
+        if not self.mtd_prior > 0:
+            raise ValueError(f"mtd_prior must be > 0 (got {self.mtd_prior})")
 
     @property
     def max_cohort_size(self) -> int:
@@ -177,8 +210,12 @@ class IntervalDesign(Design):
 
     # -- elimination -----------------------------------------------------------------------
     def meets_elimination(self, n: int, y: int) -> bool:
-        b_elim = elimination_boundary(self.target, n, self.cutoff_eli)
+        b_elim = self.elimination_bound(n)
         return b_elim is not None and y >= b_elim
+
+    def elimination_bound(self, n: int) -> Optional[int]:
+        """Eliminate the dose (and all above) if # DLT >= this with ``n`` patients."""
+        return elimination_boundary(self.target, n, self.cutoff_eli, self.elimination_min_n)
 
     def lowest_eliminated(self, state: TrialState) -> Optional[int]:
         """Lowest dose meeting the elimination rule (it and all above are eliminated)."""
@@ -231,10 +268,19 @@ class IntervalDesign(Design):
             why += ": stay"
         if low is not None and nxt >= low:  # never treat an eliminated dose
             nxt, why = low - 1, why + f"; dose {low + 1} and above eliminated"
-        if self.n_earlystop is not None and nxt == d and state.n[d] >= self.n_earlystop:
-            return Decision.halt(StopReason.N_AT_DOSE,
-                                 f"{state.n[d]} patients at dose {d + 1} (n_earlystop "
-                                 f"{self.n_earlystop}) and the rule says stay")
+        if self.n_earlystop is not None:
+            if self.n_earlystop_at == "stay":
+                if nxt == d and state.n[d] >= self.n_earlystop:
+                    return Decision.halt(StopReason.N_AT_DOSE,
+                                         f"{state.n[d]} patients at dose {d + 1} (n_earlystop "
+                                         f"{self.n_earlystop}) and the rule says stay")
+            else:
+                at = d if self.n_earlystop_at == "current" else nxt
+                if state.n[at] >= self.n_earlystop:
+                    which = "the current" if at == d else "the next"
+                    return Decision.halt(StopReason.N_AT_DOSE,
+                                         f"{why}; {which} dose {at + 1} has {state.n[at]} "
+                                         f"patients (n_earlystop {self.n_earlystop})")
         return Decision.treat(nxt, self.cohort_size, why)
 
     # -- the interface ---------------------------------------------------------------------
@@ -268,7 +314,8 @@ class IntervalDesign(Design):
         adm = self.admissible(state)
         if not adm:
             return None
-        phat, w = isotonic_inputs([state.n[d] for d in adm], [state.y[d] for d in adm])
+        phat, w = isotonic_inputs([state.n[d] for d in adm], [state.y[d] for d in adm],
+                                  self.mtd_prior)
         iso = isotonic_regression(phat, w)
         est = [v + (k + 1) * TIE_OFFSET for k, v in enumerate(iso)]
         candidates = list(range(len(adm)))
@@ -287,7 +334,8 @@ class IntervalDesign(Design):
         tried = [d for d in range(state.n_doses) if state.n[d] > 0]
         p_hat: List[Optional[float]] = [None] * state.n_doses
         if tried:
-            ph, w = isotonic_inputs([state.n[d] for d in tried], [state.y[d] for d in tried])
+            ph, w = isotonic_inputs([state.n[d] for d in tried], [state.y[d] for d in tried],
+                                    self.mtd_prior)
             for d, v in zip(tried, isotonic_regression(ph, w)):
                 p_hat[d] = v
         return {
@@ -297,3 +345,116 @@ class IntervalDesign(Design):
                                 prob_above(self.target, state.n[d], state.y[d])
                                 for d in range(state.n_doses)],
         }
+
+
+# --------------------------------------------------------------------------- spec options
+class IntervalSpec(DesignSpecBase):
+    """Options of the kernel that the count-based interval designs (mTPI-2, Keyboard, i3+3)
+    expose in the scenario file; each design redeclares ``n_earlystop_at`` with its reference
+    package's default."""
+
+    cutoff_eli: float = Field(
+        default=0.95, ge=0.5, lt=1,
+        description="eliminate a dose (and all above) when Pr(p > target | data) exceeds this "
+                    "and n >= elimination_min_n")
+    elimination_min_n: int = Field(
+        default=3, ge=1, le=1000,
+        description="fewest patients at a dose for the elimination rule (3: BOIN, Keyboard, "
+                    "FIND; 2: R escalation get_mtpi2; 1: the rule as tabulated)")
+    n_earlystop: Optional[int] = Field(
+        default=None, ge=1,
+        description="stop when a dose has this many patients; which dose: n_earlystop_at")
+    n_earlystop_at: Literal["stay", "current", "next"] = Field(
+        default="stay",
+        description="the dose n_earlystop counts: stay = the current dose when the rule says "
+                    "stay (BOIN get.oc), current = the current dose (Keyboard get.oc.kb), "
+                    "next = the dose of the next cohort (FIND)")
+    mtd_prior: float = Field(
+        default=0.05, gt=0, le=10,
+        description="a of the Beta(a, a) pseudo-counts of the isotonic MTD estimate "
+                    "(y + a)/(n + 2a): 0.05 as BOIN/Keyboard/FIND select.mtd, 1 as R "
+                    "escalation select_mtpi2_mtd")
+
+    def kernel_options(self) -> Dict[str, Any]:
+        """The kernel's keyword arguments from this spec."""
+        return {"cutoff_eli": self.cutoff_eli, "elimination_min_n": self.elimination_min_n,
+                "n_earlystop": self.n_earlystop, "n_earlystop_at": self.n_earlystop_at,
+                "mtd_prior": self.mtd_prior}
+
+
+#: spec options of :class:`IntervalSpec` that change a count table
+COUNT_TABLE_OPTIONS = ("target", "cohort_size", "max_n", "cutoff_eli", "elimination_min_n",
+                       "name")
+
+
+# --------------------------------------------------------------------------- count table
+LETTERS = {ESCALATE: "E", STAY: "S", DE_ESCALATE: "D"}
+
+
+def count_form(design: IntervalDesign, ns: Sequence[int]) -> Dict[str, Any]:
+    """The decision at each (n, y) of ``design``'s rule and elimination, and its count form.
+
+    ``decisions[i]`` has one code per y = 0..n: E (escalate), S (stay), D (de-escalate) or U
+    (DU: de-escalate and eliminate the dose and those above).  Count form: ``escalate`` = the
+    largest y with E (None if none), ``deescalate`` = the smallest y with D or U (None if
+    none), ``eliminate`` = the smallest y with U (None if none).  ``monotone`` says whether
+    every row is E..E S..S D..D U..U, i.e. whether the count form says everything."""
+    esc, dee, eli, rows = [], [], [], []
+    order = {"E": 0, "S": 1, "D": 2, "U": 3}
+    monotone = True
+    for n in ns:
+        codes = "".join("U" if design.meets_elimination(n, y) else
+                        LETTERS[design.rule(n, y).move] for y in range(n + 1))
+        rows.append(codes)
+        e = [y for y, c in enumerate(codes) if c == "E"]
+        d = [y for y, c in enumerate(codes) if c in "DU"]
+        esc.append(max(e) if e else None)
+        dee.append(min(d) if d else None)
+        eli.append(design.elimination_bound(n))
+        monotone &= all(order[a] <= order[b] for a, b in zip(codes, codes[1:]))
+    return {"n": list(ns), "escalate": esc, "deescalate": dee, "eliminate": eli,
+            "decisions": rows, "monotone": monotone}
+
+
+def count_rows(b: Dict[str, Any]) -> List[str]:
+    """The printed rows of a :func:`count_form` (BOIN ``get.boundary``'s layout)."""
+    rows = [("Number of patients treated", b["n"]),
+            ("Escalate if # of DLT <=", b["escalate"]),
+            ("De-escalate if # of DLT >=", b["deescalate"]),
+            ("Eliminate if # of DLT >=", b["eliminate"])]
+    if "stop_lowest" in b:
+        rows.append(("Stop if # DLT at dose 1 >=", b["stop_lowest"]))
+    return [f"{label:<28}" + "".join(f"{'NA' if v is None else v:>4}" for v in vals)
+            for label, vals in rows]
+
+
+def count_table(request: "TableRequest", title: str, options: Sequence[str],
+                describe: str = "") -> "DecisionTable":
+    """The decision table of a count-based interval design in BOIN's count form: every
+    n = 1..max_n for cohorts of 1, the multiples of the cohort size otherwise.  When some row
+    is not of the form E..S..D (never for the built-in designs), the full table by (n, y)
+    follows.  ``describe`` (a line under the title) says what the rule compares."""
+    from .tables import DecisionTable
+    design, notes = request.build()
+    notes += request.unused("n_doses", "outcomes",
+                            why="the decision table depends on neither the number of doses "
+                                "nor the data")
+    notes += request.unused_options(options, why="it does not change the decision table")
+    inner = design.inner
+    c = inner.cohort_size
+    ns = [n for n in range(1, design.max_n + 1) if c == 1 or n % c == 0]
+    b = count_form(inner, ns)
+    if inner.extrasafe:
+        b["stop_lowest"] = [elimination_boundary(inner.target, n, inner.cutoff_eli - inner.offset)
+                            for n in ns]
+    b.update(target=inner.target, cutoff_eli=inner.cutoff_eli,
+             elimination_min_n=inner.elimination_min_n)
+    lines = [f"{title}, target {inner.target:g}"]
+    if describe:
+        lines.append(describe)
+    lines += count_rows(b)
+    if not b["monotone"]:
+        lines.append("Not monotone in the DLT count: decision by n (rows) and # DLT = 0, 1, ... "
+                     "(E escalate, S stay, D de-escalate, U eliminate):")
+        lines += [f"{n:>4}  {' '.join(codes)}" for n, codes in zip(ns, b["decisions"])]
+    return DecisionTable("\n".join(lines), b, tuple(notes))

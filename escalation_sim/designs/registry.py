@@ -5,7 +5,8 @@ scenario loader, the engines and the command line never name a design:
 
 * ``spec_model``: the pydantic model of its YAML form;
 * ``make(spec, ctx)``: the bare design; ``build`` adds the stopping rules every design takes
-  (``stop_n_at_dose``, then ``max_n`` from ``trial_size``) with :func:`with_stopping_rules`;
+  (its ``rules:`` list, ``stop_n_at_dose``, then ``max_n`` from ``trial_size``) with
+  :func:`with_stopping_rules`;
 * ``design_class``: the class ``make`` returns; the design's class-level metadata is read from
   it: ``time_to_event`` (decides with pending patients; calendar engine only) and ``outcome``
   (what each patient contributes, :class:`~escalation_sim.designs.base.Outcome`);
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Type
 
 from .base import Design, DesignContext, DesignSpecBase, Outcome
-from .rules import with_stopping_rules
+from .rules import check_rules, with_stopping_rules
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tables import DecisionTable, TableRequest
@@ -63,10 +64,13 @@ class DesignEntry:
         return self.design_class.outcome
 
     def build(self, spec: DesignSpecBase, ctx: DesignContext) -> Design:
-        """The design with its stopping rules (``stop_n_at_dose``, then ``max_n``)."""
+        """The design with its stopping rules (``rules``, ``stop_n_at_dose``, then ``max_n``;
+        :func:`~escalation_sim.designs.rules.with_stopping_rules`).  A rule contradicting
+        the design raises :class:`~escalation_sim.designs.rules.RuleConflict`."""
         size = self.trial_size(spec, ctx)
+        check_rules(spec.rules or (), max_n=size.max_n, n_doses=ctx.n_doses)
         return with_stopping_rules(self.make(spec, ctx), stop_n_at_dose=spec.stop_n_at_dose,
-                                   max_n=size.max_n)
+                                   max_n=size.max_n, rules=spec.rules)
 
     def decision_table(self, request: "TableRequest") -> "DecisionTable":
         if self.table is not None:
@@ -83,7 +87,7 @@ def register(entry: DesignEntry) -> DesignEntry:
     return entry
 
 
-_BUILTIN = ("threeplusthree", "boin", "crm", "tite")
+_BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 

@@ -4,17 +4,46 @@ Each wrapper is itself a ``Design``: it calls the wrapped design's ``decide`` an
 the decision.  ``select_mtd`` and the design's metadata (``time_to_event``, ``outcome``,
 ``max_n``) are forwarded, except where the rule itself changes them.  Builders do not wrap
 designs themselves: :func:`with_stopping_rules` (called by the registry for every design type)
-adds the scenario's ``stop_n_at_dose`` and ``max_n`` rules in one fixed order.
+adds the scenario's rules - the design's ``rules:`` list, its ``stop_n_at_dose`` and the
+sample-size cap ``max_n`` - in one fixed order, whatever their order in the file (innermost
+first):
+
+1. ``no_skip`` (:class:`NoSkipping`): an escalation past the highest dose tried + 1 is cut to
+   that dose;
+2. ``stop_n_at_dose`` (:class:`StopWhenNAtDose`): stop when the next dose already has n;
+3. ``demand_n_at_dose`` (:class:`DemandNAtDose`): overrides the stops above it (the design's
+   own and rule 2), except safety stops, until the recommended dose has m patients;
+4. ``stop_when_too_toxic`` (:class:`StopWhenTooToxic`, one per dose given): safety, checked
+   before everything inside it, so ``demand_n_at_dose`` never delays it;
+5. ``max_n`` (:class:`StopAtN`): the hard cap on the sample size, which nothing overrides
+   (``demand_n_at_dose`` above ``max_n`` is therefore a contradiction, refused by
+   :func:`check_rules`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
 from scipy.stats import beta as beta_dist
 
 from ..types import Decision, StopReason, TrialState
-from .base import Design
+from .base import RULE_NAMES, Design, RuleSpec
+
+#: stops that ``demand_n_at_dose`` never overrides (``max_n`` is not among them: in a built
+#: design ``StopAtN`` wraps ``DemandNAtDose`` and so is never overridden; composed the other
+#: way round in Python, as R escalation's ``stop_at_n(...) %>% demand_n_at_dose(...)``, the
+#: demand does override it)
+SAFETY_STOPS = frozenset({StopReason.LOWEST_DOSE_TOO_TOXIC, StopReason.ALL_DOSES_ELIMINATED,
+                          StopReason.NO_ADMISSIBLE_DOSE})
+
+
+class RuleConflict(ValueError):
+    """A rule that contradicts the design's settings; ``field`` is its path in the design's
+    spec (``rules[2].demand_n_at_dose``)."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -115,11 +144,16 @@ class NoSkipping(_Wrapper):
 
 @dataclass(frozen=True)
 class StopWhenTooToxic(_Wrapper):
-    """Stop with no MTD when Pr(p_dose > target | data) > threshold, Beta(a, b) prior."""
+    """Stop with no MTD when dose ``dose`` (0-based) has at least ``min_n`` patients and
+    Pr(p_dose > tox_threshold | its data) > confidence, Beta(prior_a, prior_b) prior (the
+    names of R escalation's ``stop_when_too_toxic``; the probability here comes from the
+    dose's own data, not from the design's model).  The field names avoid ``target`` and
+    ``threshold`` so that the wrapped design's ``target`` stays readable through the
+    wrapper."""
 
     dose: int = 0
-    target: float = 0.3
-    threshold: float = 0.95
+    tox_threshold: float = 0.3
+    confidence: float = 0.95
     min_n: int = 3
     prior_a: float = 1.0
     prior_b: float = 1.0
@@ -128,14 +162,15 @@ class StopWhenTooToxic(_Wrapper):
         n, y = state.n[self.dose], state.y[self.dose]
         if n < self.min_n:
             return False
-        prob = beta_dist.sf(self.target, self.prior_a + y, self.prior_b + n - y)
-        return prob > self.threshold
+        prob = beta_dist.sf(self.tox_threshold, self.prior_a + y, self.prior_b + n - y)
+        return prob > self.confidence
 
     def decide(self, state: TrialState) -> Decision:
         if self.too_toxic(state):
             return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC,
-                                 f"Pr(DLT rate at dose {self.dose + 1} > {self.target}) > "
-                                 f"{self.threshold}")
+                                 f"Pr(DLT rate at dose {self.dose + 1} > {self.tox_threshold:g}) "
+                                 f"> {self.confidence:g} with {state.y[self.dose]}/"
+                                 f"{state.n[self.dose]}")
         return self.base.decide(state)
 
     def select_mtd(self, state: TrialState) -> Optional[int]:
@@ -144,12 +179,68 @@ class StopWhenTooToxic(_Wrapper):
         return self.base.select_mtd(state)
 
 
+@dataclass(frozen=True)
+class DemandNAtDose(_Wrapper):
+    """The trial may not stop, other than for safety (:data:`SAFETY_STOPS`), until the dose it
+    would recommend (``select_mtd``) has at least ``n`` patients: a stop of the wrapped design
+    is replaced by a cohort at that dose (R escalation's ``demand_n_at_dose`` with
+    ``dose = 'recommended'``).  A recommended dose above the highest dose tried + 1 (possible
+    for a model-based design) is reached one dose at a time.  No recommendation (None): the
+    stop stands."""
+
+    n: int = 0
+
+    def decide(self, state: TrialState) -> Decision:
+        d = self.base.decide(state)
+        if not d.stop or d.stop_reason in SAFETY_STOPS:
+            return d
+        rec = self.base.select_mtd(state)
+        if rec is None or state.n[rec] >= self.n:
+            return d
+        dose = min(rec, state.highest_tried + 1)
+        return Decision.treat(dose, self.base.max_cohort_size,
+                              f"{d.reason}; but dose {rec + 1} has {state.n[rec]} patients "
+                              f"(demand {self.n}): treat at dose {dose + 1}")
+
+
+def describe_rules(rules: Sequence[RuleSpec]) -> str:
+    """The rules in words, innermost first (the order they wrap the design)."""
+    ordered = sorted(rules, key=lambda r: RULE_NAMES.index(r.kind))
+    return "; ".join(r.describe() for r in ordered)
+
+
+def check_rules(rules: Sequence[RuleSpec], *, max_n: Optional[int], n_doses: int) -> None:
+    """Refuse rules that contradict the design (a :class:`RuleConflict` names the rule)."""
+    for i, r in enumerate(rules):
+        if r.kind == "demand_n_at_dose" and max_n is not None and r.value > max_n:
+            raise RuleConflict(f"rules[{i}].demand_n_at_dose",
+                               f"must not exceed max_n ({max_n}): the trial ends at max_n, "
+                               f"so the demand could never be met (got {r.value})")
+        if r.kind == "stop_when_too_toxic" and r.value.dose > n_doses:
+            raise RuleConflict(f"rules[{i}].stop_when_too_toxic.dose",
+                               f"must be between 1 and {n_doses} (got {r.value.dose})")
+
+
 def with_stopping_rules(design: Design, *, stop_n_at_dose: Optional[int] = None,
-                        max_n: Optional[int] = None) -> Design:
-    """``design`` wrapped in ``StopWhenNAtDose(stop_n_at_dose)`` (if given), then in
-    ``StopAtN(max_n)`` (if given): the order every built design has."""
+                        max_n: Optional[int] = None,
+                        rules: Optional[Sequence[RuleSpec]] = None) -> Design:
+    """``design`` wrapped in its rules in the fixed order of the module docstring:
+    ``no_skip``, ``stop_n_at_dose`` (the design key or the rule), ``demand_n_at_dose``,
+    ``stop_when_too_toxic`` (in list order), ``max_n``."""
+    by: Dict[str, list] = {k: [] for k in RULE_NAMES}
+    for r in rules or ():
+        by[r.kind].append(r.value)
     if stop_n_at_dose is not None:
-        design = StopWhenNAtDose(base=design, n=stop_n_at_dose)
+        by["stop_n_at_dose"].append(stop_n_at_dose)
+    if any(by["no_skip"]):
+        design = NoSkipping(base=design)
+    for n in by["stop_n_at_dose"]:
+        design = StopWhenNAtDose(base=design, n=n)
+    for n in by["demand_n_at_dose"]:
+        design = DemandNAtDose(base=design, n=n)
+    for t in by["stop_when_too_toxic"]:
+        design = StopWhenTooToxic(base=design, dose=t.dose - 1, tox_threshold=t.threshold,
+                                  confidence=t.confidence, min_n=t.min_n)
     if max_n is not None:
         design = StopAtN(base=design, n=max_n)
     return design

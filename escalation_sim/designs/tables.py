@@ -23,6 +23,7 @@ from ..outcomes import state_from_outcomes
 from ..types import Decision, TrialState
 from .base import Design, DesignContext, DesignSpecBase
 from .registry import get_entry
+from .rules import RuleConflict
 
 __all__ = ["DecisionTable", "TableRequest", "TableInputError", "next_cohort_table",
            "DEFAULT_MAX_N", "DEFAULT_COHORT_SIZE"]
@@ -101,6 +102,8 @@ class TableRequest:
                                    "size"))
         try:
             design = entry.build(self.spec, ctx)
+        except RuleConflict as exc:
+            raise TableInputError(exc.field, str(exc)) from None
         except (ValueError, TypeError) as exc:
             raise TableInputError(None, str(exc)) from None
         return design, notes

@@ -19,6 +19,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from ..designs.base import Design, DesignContext, DesignSpecBase, Outcome
 from ..designs.registry import get_entry, registry, unknown_type_message
+from ..designs.rules import RuleConflict
 from .truth import (DltCriterion, OutcomeModel, TruthSpec, scenario_window_days,
                     truth_problems)
 
@@ -203,8 +204,7 @@ class Scenario:
             if self.model.conduct is None:
                 d["truth"].setdefault("dlt_window_days", m.window_days)
             d.setdefault("dlt", [{"type": t, "min_grade": g} for t, g in m.rule_names])
-        d["designs"] = [dict(item.spec.model_dump(mode="json"), name=item.name)
-                        for item in self.designs]
+        d["designs"] = [dict(_spec_dump(item.spec), name=item.name) for item in self.designs]
         return d
 
     def with_truth(self, p_dlt) -> "Scenario":
@@ -216,6 +216,16 @@ class Scenario:
         raw["truth"] = dict(truth, p_dlt=[float(x) for x in p_dlt])
         raw.pop("dlt", None)
         return load_scenario_dict(raw, self.source)
+
+
+def _spec_dump(spec: DesignSpecBase) -> Dict[str, Any]:
+    """A design spec with every default filled in; ``rules`` only when given (so that the
+    resolved form, and the checkpoint hash made from it, of a design without rules is what
+    it was before rules existed)."""
+    d = spec.model_dump(mode="json")
+    if d.get("rules") is None:
+        d.pop("rules", None)
+    return d
 
 
 # --------------------------------------------------------------------------------------
@@ -440,6 +450,9 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 continue
             try:
                 built = entry.build(spec, ctx)
+            except RuleConflict as exc:
+                problems.append(f"designs[{i}].{exc.field}: {exc}")
+                continue
             except (ValueError, TypeError) as exc:
                 problems.append(f"designs[{i}] ({name}): {exc}")
                 continue
