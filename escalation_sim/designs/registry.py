@@ -83,7 +83,7 @@ def register(entry: DesignEntry) -> DesignEntry:
     return entry
 
 
-_BUILTIN = ("threeplusthree", "boin", "crm", "tite")
+_BUILTIN = ("threeplusthree", "boin", "crm", "tite", "blrm")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 
