@@ -20,7 +20,7 @@ exp(log beta) > 0 and p increases with dose for every parameter value.
 
 The posterior is integrated deterministically (no MCMC) on a fixed 2-D grid by
 :mod:`~escalation_sim.designs.quadrature2d` (composite Gauss-Legendre over +/-8 prior SDs,
-2 x 56 nodes per axis; the interval probabilities use exact partial-panel weights); it is
+2 x 64 nodes per axis; the interval probabilities use exact partial-panel weights); it is
 memoised on the per-dose counts.  Convergence study: tests/test_blrm.py and docs/design.md.
 
 Per dose the design reports the posterior mean P(DLT) and the posterior probabilities of

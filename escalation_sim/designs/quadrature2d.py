@@ -23,11 +23,20 @@ iff theta1 < logit(c) - exp(theta2) x_d =: tau(theta2), so for each theta2 node 
 integral over theta1 runs to tau.  Panels wholly below tau take their Gauss-Legendre weights;
 the panel containing tau is integrated exactly from its left edge to tau *of the polynomial
 that interpolates the integrand at its nodes* (Lagrange basis written as a Legendre series,
-integrated in closed form).  These partial weights depend only on the grid, not on the data,
-so Pr(p_d < c) for every dose and cut-off is one more row of the same matrix product.
+integrated in closed form).  When the cut line is steep in grid units and logit(c) lies off
+the theta1 range (a very informative intercept prior), the roles swap: for each theta1 node
+the partial panel is on the theta2 axis, bounded at log((logit(c) - theta1) / x_d)
+(:meth:`LogisticGrid2D.choose_axis`).  These partial weights depend only on the grid, not on
+the data, so Pr(p_d < c) for every dose and cut-off is one more row of the same matrix
+product.
 
-Accuracy: see docs/design.md and tests/test_blrm.py (convergence study: error against a much
-finer grid and wider box, and against scipy.integrate.dblquad).
+Grid and accuracy (convergence study in docs/design.md and tests/test_blrm.py): +/-8 prior SDs,
+2 panels of 64 nodes per axis (16,384 nodes, about 0.1 ms per posterior for 4 doses).  Against
+a grid of +/-12 SDs with 16 x 24 (or 32 x 24) nodes per axis, every summary agrees to < 1e-7
+on the worked example of Neuenschwander et al. (2008) and on the N = 24 states of the study,
+and to < 2e-6 on 150 random states with N = 30; against scipy.integrate.dblquad to 1e-6.
+Two panels beat many small ones at equal cost: the nodes cluster at the panel edges, one of
+which is the prior mean, where posteriors usually sit.
 """
 from __future__ import annotations
 
@@ -42,7 +51,7 @@ from numpy.polynomial import legendre as _leg
 #: default grid: mean +/- HALF_WIDTH_SD prior SDs per axis, PANELS panels of ORDER nodes
 HALF_WIDTH_SD = 8.0
 PANELS = 2
-ORDER = 56
+ORDER = 64
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ class LogisticGrid2D:
         t1, w1, e1 = composite_gauss_legendre(prior.mean1 - half_width_sd * prior.sd1,
                                               prior.mean1 + half_width_sd * prior.sd1,
                                               panels, order)
-        t2, w2, _ = composite_gauss_legendre(prior.mean2 - half_width_sd * prior.sd2,
+        t2, w2, e2 = composite_gauss_legendre(prior.mean2 - half_width_sd * prior.sd2,
                                              prior.mean2 + half_width_sd * prior.sd2,
                                              panels, order)
         n1, n2 = t1.size, t2.size
@@ -149,14 +158,49 @@ class LogisticGrid2D:
         # rows: normaliser, E[theta1], E[theta2], E[p_d] (K), Pr(p_d < c) (K x C)
         rows = [w, w * T1, w * T2, w[None, :] * np.exp(self.log_p)]
         K, C = self.x.size, len(self.cuts)
-        if C:
-            lc = np.log(np.asarray(self.cuts) / (1.0 - np.asarray(self.cuts)))
-            tau = lc[None, :, None] - np.exp(t2)[None, None, :] * self.x[:, None, None]
-            W = partial_weights(tau, e1, order)               # K x C x n2 x n1
-            cut = np.transpose(W, (0, 1, 3, 2)) * w2[None, None, None, :]
-            rows.append(cut.reshape(K * C, n1 * n2))
+        self.cut_axis = tuple(tuple(self.choose_axis(prior, float(xd), c, e1)
+                                    for c in self.cuts) for xd in self.x)
+        for d in range(K):
+            for j, c in enumerate(self.cuts):
+                rows.append(self._cut_row(float(self.x[d]), c, self.cut_axis[d][j], t1, w1, e1,
+                                          t2, w2, e2, order))
         self.rows = np.ascontiguousarray(np.vstack([np.atleast_2d(r) for r in rows]))
         self.n_nodes = n1 * n2
+
+    @staticmethod
+    def choose_axis(prior: Prior2D, x: float, c: float, e1) -> int:
+        """The axis of the partial panels for Pr(p < c) at dose label x (see _cut_row).
+
+        Axis 1 unless the cut line is steep in grid units (|d theta1 / d theta2| / (sd1 /
+        sd2) = sd2 exp(mean2) |x| / sd1 > 1, at the prior mean) *and* logit(c) lies outside
+        the theta1 range, so that the theta2 boundary log((logit(c) - theta1) / x) has no
+        singularity on the grid (an informative intercept prior, e.g. CRM logistic2 with a
+        small intcpt_var)."""
+        lc = math.log(c / (1.0 - c))
+        steep = prior.sd2 * math.exp(prior.mean2) * abs(x) > prior.sd1
+        return 2 if steep and not e1[0] <= lc <= e1[-1] else 1
+
+    @staticmethod
+    def _cut_row(x: float, c: float, axis: int, t1, w1, e1, t2, w2, e2, order) -> np.ndarray:
+        """Weights of Pr(p < c) = Pr(theta1 + exp(theta2) x < logit(c)) on the flat grid.
+
+        ``axis`` 1: for each theta2 node, theta1 runs to tau = logit(c) - exp(theta2) x (the
+        partial panel on the theta1 axis).  ``axis`` 2: for each theta1 node the set is an
+        interval in theta2 bounded at log((logit(c) - theta1) / x), one-sided below (x > 0)
+        or above (x < 0).  The outer integral is smooth when the inner variable's spread
+        exceeds the boundary's drift over one outer node (:meth:`choose_axis`)."""
+        lc = math.log(c / (1.0 - c))
+        if axis == 1:
+            W = partial_weights(lc - np.exp(t2) * x, e1, order)       # n2 x n1
+            return (W.T * w2[None, :]).ravel()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if x > 0:          # theta2 < log((lc - theta1) / x), empty when theta1 >= lc
+                tau = np.where(t1 < lc, np.log(np.maximum(lc - t1, 0.0) / x), -np.inf)
+                W = partial_weights(tau, e2, order)                   # n1 x n2
+            else:              # theta2 > log((theta1 - lc) / |x|), all when theta1 <= lc
+                tau = np.where(t1 > lc, np.log(np.maximum(t1 - lc, 0.0) / -x), -np.inf)
+                W = w2[None, :] - partial_weights(tau, e2, order)
+        return (w1[:, None] * W).ravel()
 
     def __repr__(self) -> str:
         return f"LogisticGrid2D(K={self.x.size}, nodes={self.n_nodes}, cuts={self.cuts})"
