@@ -1,12 +1,14 @@
 """Throughput of the vectorised Monte Carlo engine (issue #4).
 
-For 3+3, BOIN and CRM on the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml, prints
+For 3+3, BOIN, CRM and BLRM on the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml
+(BLRM needs dose amounts: the benchmark gives the doses 10, 20, 40, ... and adds
+``{type: blrm}`` in memory; the bundled file stays as it is), prints
 simulated trials per second at 1e4, 1e5 and 1e6 trials with n_jobs 1 and 2, and the peak
 memory of the parent process (tracemalloc: Python and numpy allocations).  Each figure is
 appended as a JSON line to benchmarks/results/oc.jsonl.  Timings are warm: a first small run
 builds each design's state graph and starts the worker pool.
 
-    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2]
+    python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2] [--designs blrm]
 """
 from __future__ import annotations
 
@@ -20,8 +22,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import record  # noqa: E402
 
 from escalation_sim import load_scenario, simulate  # noqa: E402
+from escalation_sim.inputs.scenario import load_scenario_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def with_blrm(sc):
+    """The scenario with doubling dose amounts and a default BLRM added (if it has none)."""
+    raw = dict(sc.raw)
+    if any(d.get("type") == "blrm" for d in raw["designs"]):
+        return sc
+    raw["doses"] = [{"label": lab, "amount": 10.0 * 2 ** k}
+                    for k, lab in enumerate(sc.dose_labels)]
+    raw["designs"] = list(raw["designs"]) + [{"type": "blrm"}]
+    return load_scenario_dict(raw, sc.source)
 
 
 def main(argv=None):
@@ -30,11 +44,14 @@ def main(argv=None):
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    ap.add_argument("--designs", nargs="+", help="only these designs (default: all)")
     args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario)
+    sc = with_blrm(load_scenario(args.scenario))
     print(f"scenario {sc.name}: {sc.n_doses} doses, N = {sc.model.trial.max_n}")
     print(f"{'design':<8}{'trials':>10}{'jobs':>6}{'trials/s':>14}{'peak MB':>10}")
     for item in sc.designs:
+        if args.designs and item.name not in args.designs:
+            continue
         for jobs in args.jobs:
             simulate(sc, n_trials=20_000, designs=[item.name], n_jobs=jobs)  # warm-up
             for n in args.sizes:

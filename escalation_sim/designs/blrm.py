@@ -56,8 +56,11 @@ Defaults that are escalation-sim choices (NBG leave the prior to the trial)
 
 Worked example (NBG 2008, via the sources in tests/test_blrm.py): doses 1, 2.5, 5, 10, 15, 20,
 25, 30, 40, 50, 75, 100, 150, 200, 250 mg, d* = 250, prior means (2.15, 0.52), SDs (0.84,
-0.80), correlation 0.134 / (0.84 x 0.80); data ``1NNN 2NNNN 3NNNN 4NNNN 7TT``.  EWOC admits
-doses 1-5 (P(overdose) at 20 mg is 0.264) and recommends 15 mg (P(target) 0.436).
+0.80), correlation 0.134 / (0.84 x 0.80); 3, 4, 5, 4 patients without DLT at 1, 2.5, 5,
+10 mg and 2/2 DLTs at 25 mg, i.e. ``1NNN 2NNNN 3NNNNN 4NNNN 7TT`` (18 patients, as OncoBayes2's
+``hist_SA``; the string ``1NNN 2NNNN 3NNNN 4NNNN 7TT`` of the trialr / escalation vignettes
+drops one patient at 5 mg).  EWOC admits doses 1-5 (P(overdose) at 20 mg is 0.264) and
+recommends 15 mg (P(target) 0.436); the posterior means agree with bcrm's MCMC to 0.004.
 """
 from __future__ import annotations
 

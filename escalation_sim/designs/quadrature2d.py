@@ -157,7 +157,7 @@ class LogisticGrid2D:
         w = np.outer(w1, w2).ravel()
         # rows: normaliser, E[theta1], E[theta2], E[p_d] (K), Pr(p_d < c) (K x C)
         rows = [w, w * T1, w * T2, w[None, :] * np.exp(self.log_p)]
-        K, C = self.x.size, len(self.cuts)
+        K = self.x.size
         self.cut_axis = tuple(tuple(self.choose_axis(prior, float(xd), c, e1)
                                     for c in self.cuts) for xd in self.x)
         for d in range(K):
