@@ -1,7 +1,8 @@
 """Throughput of the vectorised Monte Carlo engine (issue #4).
 
 For 3+3, BOIN and CRM of the 4-dose, N = 24 scenario scenarios/standard_mtd3.yaml, and
-mTPI-2, Keyboard and i3+3 added to it with their defaults, prints
+mTPI-2, Keyboard, i3+3 and BLRM added to it with their defaults (BLRM needs dose amounts: the
+benchmark gives the doses 10, 20, 40, ... in memory; the bundled file stays as it is), prints
 simulated trials per second at 1e4, 1e5 and 1e6 trials with n_jobs 1 and 2, and the peak
 memory of the parent process (tracemalloc: Python and numpy allocations).  With
 ``--save [PATH]`` each figure is also appended as a JSON line (default
@@ -9,7 +10,7 @@ benchmarks/results/oc.jsonl, untracked).  Timings are warm: a first small run bu
 design's state graph and starts the worker pool.
 
     python benchmarks/bench_oc.py [--sizes 10000 100000 1000000] [--jobs 1 2]
-                                  [--designs mtpi2 keyboard i3+3] [--save [PATH]]
+                                  [--designs mtpi2 keyboard i3+3 blrm] [--save [PATH]]
 """
 from __future__ import annotations
 
@@ -23,8 +24,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_save_option, record, scenario_with_extra_designs  # noqa: E402
 
 from escalation_sim import simulate  # noqa: E402
+from escalation_sim.inputs.scenario import load_scenario_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def with_blrm(sc):
+    """The scenario with doubling dose amounts and a default BLRM added (if it has none)."""
+    raw = dict(sc.raw)
+    if any(d.get("type") == "blrm" for d in raw["designs"]):
+        return sc
+    raw["doses"] = [{"label": lab, "amount": 10.0 * 2 ** k}
+                    for k, lab in enumerate(sc.dose_labels)]
+    raw["designs"] = list(raw["designs"]) + [{"type": "blrm"}]
+    return load_scenario_dict(raw, sc.source)
 
 
 def main(argv=None):
@@ -36,10 +49,17 @@ def main(argv=None):
     add_save_option(ap, "oc.jsonl")
     ap.add_argument("--designs", nargs="+", metavar="NAME", help="only these designs")
     args = ap.parse_args(argv)
-    sc = scenario_with_extra_designs(args.scenario, only=args.designs)
+    sc = scenario_with_extra_designs(args.scenario)
+    sc = with_blrm(sc)
+    if args.designs:
+        raw = dict(sc.raw)
+        raw["designs"] = [d for d in raw["designs"] if (d.get("name") or d["type"]) in args.designs]
+        sc = load_scenario_dict(raw, sc.source)
     print(f"scenario {sc.name}: {sc.n_doses} doses, N = {sc.model.trial.max_n}")
     print(f"{'design':<9}{'trials':>10}{'jobs':>6}{'trials/s':>14}{'peak MB':>10}")
     for item in sc.designs:
+        if args.designs and item.name not in args.designs:
+            continue
         for jobs in args.jobs:
             simulate(sc, n_trials=20_000, designs=[item.name], n_jobs=jobs)  # warm-up
             for n in args.sizes:

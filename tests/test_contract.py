@@ -34,7 +34,8 @@ MAX_N = 24
 CTX = DesignContext(n_doses=K, target=0.25, cohort_size=3, max_n=MAX_N, start_dose=0)
 CTX1 = DesignContext(n_doses=K, target=0.25, cohort_size=1, max_n=MAX_N, start_dose=0)
 EXTRA = {"crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]},
-         "tite-crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]}}
+         "tite-crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]},
+         "blrm": {"dose_amounts": [10, 20, 40, 80]}}
 
 
 class Case:
@@ -68,7 +69,7 @@ TTE = cases(time_to_event_only=True)
 
 
 def test_every_builtin_type_is_covered():
-    assert {"3+3", "boin", "crm", "tite-crm", "tite-boin"} <= {p.id for p in ALL}
+    assert {"3+3", "boin", "crm", "tite-crm", "tite-boin", "blrm"} <= {p.id for p in ALL}
     assert {"tite-crm", "tite-boin"} <= {p.id for p in TTE}
 
 

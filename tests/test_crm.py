@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import integrate
+from scipy.special import expit
 from scipy.stats import norm
 
 from escalation_sim.designs import crm as crm_mod
@@ -492,3 +493,148 @@ def test_spec_validation_messages():
     with pytest.raises(ValueError, match="intcpt"):
         make(Spec(type="crm", model="logistic", intcpt=0.5,
                    skeleton=[0.1, 0.3, 0.5, 0.7]), CTX)
+
+
+# --------------------------------------------------------------------------------------
+# the two-parameter logistic model (model: logistic2)
+#
+# References: scipy.integrate.dblquad on the unnormalised posterior (independent code, +/-12
+# prior SDs, tolerances 1e-13 / 1e-11), the one-parameter logistic posterior by quad (the
+# limit intcpt_var -> 0), and closed forms with no data.
+def _ref2(skeleton, n, y, a0=3.0, a_var=1.34, b_var=1.34, corr=0.0, dose=0, target=0.3):
+    """E[p_dose], Pr(p_1 > target) of the two-parameter model by dblquad."""
+    x = np.log(np.asarray(skeleton) / (1 - np.asarray(skeleton))) - a0
+    n, y = np.asarray(n, float), np.asarray(y, float)
+    use = n > 0
+    sa, sb = math.sqrt(a_var), math.sqrt(b_var)
+
+    def logf(a, b):
+        za, zb = (a - a0) / sa, b / sb
+        lp = -(za * za - 2 * corr * za * zb + zb * zb) / (2 * (1 - corr * corr))
+        eta = a + math.exp(b) * x[use]
+        return lp + float(np.sum(-y[use] * np.logaddexp(0, -eta)
+                                 - (n[use] - y[use]) * np.logaddexp(0, eta)))
+
+    A, B = (a0 - 12 * sa, a0 + 12 * sa), (-12 * sb, 12 * sb)
+    c0 = max(logf(u, v) for u in np.linspace(*A, 101) for v in np.linspace(*B, 101))
+
+    def f(a, b):
+        return math.exp(logf(a, b) - c0)
+
+    tol = dict(epsabs=1e-13, epsrel=1e-11)
+    z = integrate.dblquad(f, *B, *A, **tol)[0]
+    mean = integrate.dblquad(lambda a, b: f(a, b) * expit(a + math.exp(b) * x[dose]),
+                             *B, *A, **tol)[0] / z
+    lt = math.log(target / (1 - target))
+    below = integrate.dblquad(f, *B, A[0], lambda b: min(max(lt - math.exp(b) * x[0], A[0]),
+                                                          A[1]), **tol)[0] / z
+    return mean, 1 - below
+
+
+def test_logistic2_posterior_matches_dblquad():
+    sk, st_ = SK4, state_from_outcomes("1NNN 2NTN 3TTN", 4)
+    fit = crm_posterior(sk, st_.n, st_.y, model="logistic2", target=0.3, intcpt_var=2.0,
+                        prior_corr=0.3)
+    for dose in (1, 2):
+        mean, pr = _ref2(sk, st_.n, st_.y, a_var=2.0, corr=0.3, dose=dose)
+        assert fit.p_mean[dose] == pytest.approx(mean, abs=1e-6)
+    assert fit.pr_p1_above == pytest.approx(pr, abs=1e-6)
+
+
+def test_logistic2_tends_to_the_one_parameter_model():
+    # intcpt_var -> 0 pins the intercept at intcpt: the one-parameter logistic model
+    sk, st_ = SK4, state_from_outcomes("1NNN 2NNN 3NTT 2NTN", 4)
+    two = crm_posterior(sk, st_.n, st_.y, model="logistic2", target=0.3, intcpt_var=1e-10)
+    e_beta, p_mean, pr = _ref_posterior(sk, st_.n, st_.y, "logistic", 1.34, 3.0, 0.3)
+    assert two.beta_mean == pytest.approx(e_beta, abs=1e-6)
+    assert np.asarray(two.p_mean) == pytest.approx(p_mean, abs=1e-6)
+    assert two.pr_p1_above == pytest.approx(pr, abs=1e-6)   # the theta2-axis cut
+    assert two.intercept_mean == pytest.approx(3.0, abs=1e-6)
+
+
+def test_logistic2_without_data_reproduces_the_skeleton():
+    # dose labels by backward substitution at the prior means (Cheung 2011; trialr's
+    # logistic2): the model at (E[a], E[b]) = (intcpt, 0) is the skeleton
+    fit = crm_posterior(SK4, (0,) * 4, (0,) * 4, model="logistic2", target=0.3)
+    assert fit.intercept_mean == pytest.approx(3.0, abs=1e-10)
+    assert fit.beta_mean == pytest.approx(0.0, abs=1e-10)
+    assert fit.p_plugin == pytest.approx(SK4, abs=1e-10)
+    # Pr(p_1 > t) with independent normal a, b: a 1-D integral over b (a | b normal)
+    x1, lt = math.log(SK4[0] / (1 - SK4[0])) - 3.0, math.log(0.3 / 0.7)
+    ref = integrate.quad(lambda b: norm.pdf(b, 0, math.sqrt(1.34))
+                         * norm.sf((lt - math.exp(b) * x1 - 3.0) / math.sqrt(1.34)),
+                         -14, 14, epsabs=1e-13, limit=200)[0]
+    assert fit.pr_p1_above == pytest.approx(ref, abs=1e-8)
+    assert getprior(0.05, 0.3, 3, 4, model="logistic2") == getprior(0.05, 0.3, 3, 4,
+                                                                    model="logistic")
+
+
+def test_logistic2_design_options_and_refusals():
+    spec = Spec(type="crm", model="logistic2", skeleton=list(SK4), intcpt_var=2.0,
+                prior_corr=-0.2)
+    inner = make(spec, CTX)
+    assert (inner.model, inner.intcpt_var, inner.prior_corr) == ("logistic2", 2.0, -0.2)
+    assert "intercept_mean" in inner.estimates(state_from_outcomes("1NNN", 4))
+    default = make(Spec(type="crm", model="logistic2", skeleton=list(SK4)), CTX)
+    assert (default.intcpt_var, default.prior_corr) == (1.34, 0.0)
+    with pytest.raises(ValueError, match="an option of model logistic2 only"):
+        Spec(type="crm", intcpt_var=2.0)
+    with pytest.raises(ValueError, match="an option of model logistic2 only"):
+        Spec(type="crm", model="logistic", prior_corr=0.1)
+    tite = get_entry("tite-crm")
+    with pytest.raises(ValueError, match="not available with tite-crm"):
+        tite.build(tite.spec_model.model_validate({"type": "tite-crm", "model": "logistic2",
+                                                   "skeleton": list(SK4)}), CTX)
+
+
+def test_logistic2_monte_carlo_within_4se_of_exact():
+    from escalation_sim import exact_oc, simulate
+    from escalation_sim.inputs.scenario import load_scenario_text
+    sc = load_scenario_text("""
+name: crm2
+doses: [DL1, DL2, DL3, DL4]
+truth: {p_dlt: [0.05, 0.12, 0.25, 0.40]}
+target: 0.25
+trial: {max_n: 24, cohort_size: 3}
+designs:
+  - {type: crm, model: logistic2, skeleton: [0.10, 0.17, 0.25, 0.35]}
+  - {type: crm, name: titesim-restriction, restrict: no_skip_only,
+     skeleton: [0.10, 0.17, 0.25, 0.35]}
+""", "crm2.yaml")
+    R = 20000
+    mc, ex = simulate(sc, n_trials=R, seed=3), exact_oc(None, sc)
+    for name in ("crm", "titesim-restriction"):
+        a, b = mc.design_oc(name), ex.design_oc(name)
+        for k in range(4):
+            p = b["p_select"][k]
+            assert abs(a["p_select"][k] - p) <= 4 * math.sqrt(p * (1 - p) / R) + 1e-12
+        assert abs(sum(b["p_select"]) + b["p_no_mtd"] - 1) < 1e-12
+
+
+# --------------------------------------------------------------------------------------
+# restrict: no_skip_only (dfcrm titesim: cur <- min(model's dose, cur + 1), no coherence)
+@pytest.mark.parametrize("outcomes,cohort", [("1N 1N 1N 2T", 1), ("1NNN 2NNN 2TNN", 3)])
+def test_no_skip_only_escalates_after_a_toxicity_but_never_skips(outcomes, cohort):
+    s = state_from_outcomes(outcomes, 5)
+    free = CRM(n_doses=5, target=0.3, skeleton=LOW, restrict=False, cohort_size=cohort)
+    rec = free.decide(s).dose
+    assert rec > s.current + 1                           # the model alone would skip
+    ns = CRM(n_doses=5, target=0.3, skeleton=LOW, restrict="no_skip_only", cohort_size=cohort)
+    dec = ns.decide(s)
+    assert dec.dose == min(rec, s.current + 1) == s.current + 1   # escalates after a DLT
+    assert "no skipping" in dec.reason
+    full = CRM(n_doses=5, target=0.3, skeleton=LOW, restrict=True, cohort_size=cohort)
+    assert full.decide(s).dose == s.current                       # crmsim: coherence
+    # the last cohort no longer matters to the decision: it is left out of the state key
+    other = TrialState(s.n, s.y, s.current, s.last_n, 0)
+    assert ns.canonical(other) == ns.canonical(s)
+    assert full.canonical(other) != full.canonical(s)
+
+
+def test_restrict_option_values():
+    assert make(Spec(type="crm", restrict="no_skip_only", skeleton=list(SK4)),
+                CTX).restrict == "no_skip_only"
+    with pytest.raises(ValueError):
+        Spec(type="crm", restrict="coherence")
+    with pytest.raises(ValueError, match="restrict must be"):
+        CRM(n_doses=4, target=0.3, skeleton=SK4, restrict="sometimes")

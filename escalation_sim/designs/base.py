@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
                       model_serializer, model_validator)
@@ -81,13 +81,18 @@ class Design:
 
 @dataclass(frozen=True)
 class DesignContext:
-    """Trial-level settings a design inherits unless its spec overrides them."""
+    """Trial-level settings a design inherits unless its spec overrides them.
+
+    ``dose_amounts``: each dose's ``amount`` from the scenario's ``doses`` (None for a dose
+    given without one; None altogether when the caller knows no doses, e.g. a table).  Only
+    designs whose model uses the dose scale (BLRM) read it."""
 
     n_doses: int
     target: float
     cohort_size: int
     max_n: int
     start_dose: int  # 0-based
+    dose_amounts: Optional[Tuple[Optional[float], ...]] = None
 
 
 class TooToxicRuleSpec(BaseModel):
@@ -216,6 +221,7 @@ class DesignSpecBase(BaseModel):
             cohort_size=self.cohort_size if self.cohort_size is not None else ctx.cohort_size,
             max_n=self.max_n if self.max_n is not None else ctx.max_n,
             start_dose=(self.start_dose - 1) if self.start_dose is not None else ctx.start_dose,
+            dose_amounts=ctx.dose_amounts,
         )
 
 

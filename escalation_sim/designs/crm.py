@@ -20,6 +20,19 @@ N(0, sigma^2), ``prior_var`` = sigma^2 = 1.34 by default (dfcrm ``scale = sqrt(1
 * ``model="logistic"``: p_d(beta) = 1 / (1 + exp(-(a0 + exp(beta) x_d))) with fixed
   intercept a0 = ``intcpt`` = 3 and scaled doses x_d = logit(s_d) - a0 (all must be < 0,
   as in dfcrm), so that p_d(0) = s_d.
+* ``model="logistic2"``: the two-parameter logistic model p_d(a, b) = 1 / (1 + exp(-(a +
+  exp(b) x_d))) with a bivariate normal prior: a ~ N(``intcpt``, ``intcpt_var``), b ~ N(0,
+  ``prior_var``), correlation ``prior_corr`` (O'Quigley, Pepe & Fisher 1990 discuss it; it
+  is trialr's ``logistic2``).  Dose labels by backward substitution at the prior means
+  (Cheung 2011, as trialr does): x_d = (logit(s_d) - E[a]) / exp(E[b]) = logit(s_d) -
+  ``intcpt``, so that the model at the prior means reproduces the skeleton - the same labels
+  as the one-parameter logistic model, which is the limit intcpt_var -> 0.  Choices (no
+  published default exists for the intercept's prior): ``intcpt_var`` 1.34, the variance
+  dfcrm gives the slope, and ``prior_corr`` 0; the skeleton calibration (``getprior``) is
+  the logistic model's.  The posterior is integrated on the 2-D grid of
+  :mod:`~escalation_sim.designs.quadrature2d` (shared with BLRM); ``plugin`` evaluates p_d
+  at the posterior means of (a, b); Pr(p_1 > target) uses the grid's exact cut weights.
+  Not available with ``tite-crm`` (its pending-patient weights use the 1-D grid).
 
 With n_d patients and y_d DLTs at dose d the posterior is proportional to
 exp(-beta^2 / (2 sigma^2)) * prod_d p_d^y_d (1 - p_d)^(n_d - y_d).  It is integrated in log
@@ -41,6 +54,10 @@ Next dose (``decide``)
   >= target the dose is capped at the last cohort's dose (coherence, Cheung 2005); otherwise
   it is capped at the last cohort's dose + 1 (no skipping: escalation is by one level from
   the dose just given, which also never skips an untried dose).
+  ``restrict: no_skip_only`` is dfcrm ``titesim``'s restriction: the cap at the last dose + 1
+  only, so escalation right after a toxic cohort is allowed (``titesim``'s help page
+  describes both restrictions, but its code applies only this one).  ``restrict: false``:
+  purely model-based.
   Options not in dfcrm:
   ``safety_threshold`` (e.g. 0.9): stop with ``LOWEST_DOSE_TOO_TOXIC`` when
   Pr(p_1 > target | data) > threshold; ``select_mtd`` then returns None.
@@ -58,7 +75,8 @@ Scenario keys (``type: crm``)
   ``{halfwidth: 0.05, prior_mtd: 3}`` (1-based prior MTD; calibrated by :func:`getprior` for
   the chosen model).  Omitted: halfwidth 0.05 at the upper median dose K//2 + 1 (an
   escalation-sim default; dfcrm has none).  ``model``, ``prior_var``, ``intcpt``,
-  ``estimate``, ``restrict``, ``safety_threshold``, ``two_stage`` (1-based doses) as above.
+  ``intcpt_var`` and ``prior_corr`` (``logistic2`` only), ``estimate``, ``restrict``,
+  ``safety_threshold``, ``two_stage`` (1-based doses) as above.
 
 Deviations from dfcrm (all tiny or in non-default settings)
   * dfcrm integrates the numerator of E[beta] over [-10, 10] and the denominator over the
@@ -80,16 +98,20 @@ from functools import lru_cache
 from typing import Any, Dict, List, Literal, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator)
 
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, closest_to_target
+from .quadrature2d import Prior2D, logistic_grid, posterior as posterior2d
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableInputError, TableRequest, next_cohort_table
 
 DEFAULT_PRIOR_VAR = 1.34
 DEFAULT_INTCPT = 3.0
 DEFAULT_HALFWIDTH = 0.05
+DEFAULT_INTCPT_VAR = 1.34       # logistic2: prior variance of the intercept (our choice)
+MODELS = ("empiric", "logistic", "logistic2")
 
 # composite Gauss-Legendre rule: _GL_Q nodes on panels no wider than _PANEL
 _GL_Q = 8
@@ -114,9 +136,14 @@ def getprior(halfwidth: float, target: float, prior_mtd: int, n_doses: int,
     on the scaled doses x_k = logit(s_k) - a0 with logit(t±δ) - a0 in place of log(t±δ), and
     s_k = expit(a0 + x_k).
 
+    ``model="logistic2"`` uses the logistic recursion (its dose labels are the logistic
+    model's at the prior means).
+
     >>> [round(v, 4) for v in getprior(0.05, 0.3, 3, 4)]
     [0.1225, 0.204, 0.3, 0.4018]
     """
+    if model == "logistic2":
+        model = "logistic"
     if not 0 < target < 1:
         raise ValueError(f"target must lie in (0, 1) (got {target})")
     if not 0 < halfwidth < min(target, 1 - target):
@@ -140,7 +167,7 @@ def getprior(halfwidth: float, target: float, prior_mtd: int, n_doses: int,
         x = [0.0] * n_doses
         x[nu] = _logit(target) - intcpt
     else:
-        raise ValueError(f"model must be 'empiric' or 'logistic' (got {model!r})")
+        raise ValueError(f"model must be one of {', '.join(MODELS)} (got {model!r})")
     for k in range(nu, 0, -1):          # downwards: dose k-1 from dose k
         slope = a_hi / x[k]             # exp(b_k), the value at which p_k = t + δ
         x[k - 1] = a_lo / slope         # dose k-1 reaches t - δ at that same beta
@@ -231,6 +258,7 @@ class CRMFit(NamedTuple):
     p_plugin: Tuple[float, ...]      # p_d(E[beta | data])   (dfcrm ptox)
     p_mean: Tuple[float, ...]        # E[p_d | data]
     pr_p1_above: float               # Pr(p_1 > target | data)
+    intercept_mean: Optional[float] = None   # E[a | data] (logistic2 only)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -248,9 +276,32 @@ def _fit(grid: _Grid, n: Tuple[int, ...], y: Tuple[int, ...]) -> CRMFit:
                   min(max(pr, 0.0), 1.0))
 
 
+def logistic2_labels(skeleton, intcpt: float) -> Tuple[float, ...]:
+    """Dose labels of the two-parameter model: x_d = logit(s_d) - intcpt (backward
+    substitution at the prior means a = intcpt, b = 0)."""
+    return tuple(_logit(float(v)) - float(intcpt) for v in skeleton)
+
+
+def crm2_posterior(skeleton, n, y, intcpt: float = DEFAULT_INTCPT,
+                   intcpt_var: float = DEFAULT_INTCPT_VAR,
+                   prior_var: float = DEFAULT_PRIOR_VAR, prior_corr: float = 0.0,
+                   target: float = 0.3) -> CRMFit:
+    """Posterior summaries of the two-parameter logistic model (``model="logistic2"``)."""
+    prior = Prior2D(float(intcpt), 0.0, math.sqrt(intcpt_var), math.sqrt(prior_var),
+                    float(prior_corr))
+    g = logistic_grid(logistic2_labels(skeleton, intcpt), prior, (float(target),))
+    post = posterior2d(g, tuple(int(v) for v in n), tuple(int(v) for v in y))
+    return CRMFit(post.theta_mean[1], post.p_plugin, post.p_mean,
+                  min(max(1.0 - post.below[0][0], 0.0), 1.0), post.theta_mean[0])
+
+
 def crm_posterior(skeleton, n, y, model: str = "empiric", prior_var: float = DEFAULT_PRIOR_VAR,
-                  intcpt: float = DEFAULT_INTCPT, target: float = 0.3) -> CRMFit:
+                  intcpt: float = DEFAULT_INTCPT, target: float = 0.3,
+                  intcpt_var: float = DEFAULT_INTCPT_VAR, prior_corr: float = 0.0) -> CRMFit:
     """Posterior summaries for per-dose counts ``n`` / DLTs ``y`` (0-based dose order)."""
+    if model == "logistic2":
+        return crm2_posterior(skeleton, n, y, intcpt, intcpt_var, prior_var, prior_corr,
+                              target)
     g = _grid(tuple(float(v) for v in skeleton), model, float(intcpt), float(prior_var),
               float(target))
     return _fit(g, tuple(int(v) for v in n), tuple(int(v) for v in y))
@@ -270,10 +321,12 @@ class CRM(Design):
     estimate: str = "plugin"
     cohort_size: int = 1
     start_dose: int = 0
-    restrict: bool = True
+    restrict: Union[bool, str] = True
     safety_threshold: Optional[float] = None
     two_stage: Optional[Tuple[int, ...]] = None
     name: str = "crm"
+    intcpt_var: float = DEFAULT_INTCPT_VAR     # logistic2 only
+    prior_corr: float = 0.0                    # logistic2 only
 
     def __post_init__(self):
         # keep the design hashable even when given lists
@@ -281,8 +334,12 @@ class CRM(Design):
         if self.two_stage is not None:
             object.__setattr__(self, "two_stage", tuple(int(d) for d in self.two_stage))
         check_skeleton(self.skeleton, self.n_doses)
-        if self.model not in ("empiric", "logistic"):
-            raise ValueError(f"model must be 'empiric' or 'logistic' (got {self.model!r})")
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)} (got {self.model!r})")
+        if not (self.restrict is True or self.restrict is False
+                or self.restrict == "no_skip_only"):
+            raise ValueError(f"restrict must be true, false or 'no_skip_only' "
+                             f"(got {self.restrict!r})")
         if self.estimate not in ("plugin", "posterior_mean"):
             raise ValueError(f"estimate must be 'plugin' or 'posterior_mean' "
                              f"(got {self.estimate!r})")
@@ -292,6 +349,14 @@ class CRM(Design):
             raise ValueError(f"prior_var must be > 0 (got {self.prior_var})")
         if self.model == "logistic":
             check_logistic_intercept(self.skeleton, self.intcpt)
+        if self.model == "logistic2":
+            if self.time_to_event:
+                raise ValueError("model logistic2 is not available with tite-crm (the "
+                                 "pending-patient likelihood uses the one-parameter grid)")
+            if not (math.isfinite(self.intcpt_var) and self.intcpt_var > 0):
+                raise ValueError(f"intcpt_var must be > 0 (got {self.intcpt_var})")
+            if not -1 < self.prior_corr < 1:
+                raise ValueError(f"prior_corr must lie in (-1, 1) (got {self.prior_corr})")
         if not 0 <= self.start_dose < self.n_doses:
             raise ValueError(f"start_dose {self.start_dose} outside 0..{self.n_doses - 1}")
         if self.cohort_size < 1:
@@ -308,6 +373,10 @@ class CRM(Design):
 
     # -- model ------------------------------------------------------------------------
     def fit(self, state: TrialState) -> CRMFit:
+        if self.model == "logistic2":
+            return crm2_posterior(self.skeleton, state.n, state.y, self.intcpt,
+                                  self.intcpt_var, self.prior_var, self.prior_corr,
+                                  self.target)
         g = _grid(self.skeleton, self.model, float(self.intcpt), float(self.prior_var),
                   float(self.target))
         return _fit(g, tuple(state.n), tuple(state.y))
@@ -347,7 +416,7 @@ class CRM(Design):
                             None, p_hat)
         rec = closest_to_target(p_hat, self.target)
         reason = f"estimate closest to {self.target:g} at dose {rec + 1}"
-        if self.restrict:
+        if self.restrict is True:
             cur = state.current
             if state.last_n > 0 and state.last_y / state.last_n >= self.target:
                 if rec > cur:
@@ -355,12 +424,15 @@ class CRM(Design):
                                                  f"{state.last_n} DLT (coherence)")
             elif rec > cur + 1:
                 rec, reason = cur + 1, reason + "; escalation by one level (no skipping)"
+        elif self.restrict == "no_skip_only" and rec > state.current + 1:
+            rec, reason = state.current + 1, reason + "; escalation by one level (no skipping)"
         return Decision(rec, self.cohort_size, reason, None, p_hat)
 
     def canonical(self, state: TrialState):
         """Decisions use the counts, the current dose and whether the last cohort's DLT rate
-        reached the target (the coherence restriction)."""
-        last_toxic = state.last_n > 0 and state.last_y / state.last_n >= self.target
+        reached the target (the coherence restriction, ``restrict: true`` only)."""
+        last_toxic = (self.restrict is True and state.last_n > 0
+                      and state.last_y / state.last_n >= self.target)
         return (state.n, state.y, state.current, last_toxic)
 
     def select_mtd(self, state: TrialState) -> Optional[int]:
@@ -380,6 +452,7 @@ class CRM(Design):
             "beta_mean": fit.beta_mean,
             "pr_dose1_above_target": fit.pr_p1_above,
             "skeleton": list(self.skeleton),
+            **({"intercept_mean": fit.intercept_mean} if self.model == "logistic2" else {}),
         }
 
 
@@ -426,19 +499,30 @@ class Spec(DesignSpecBase):
         description="prior DLT probabilities, one per dose, strictly increasing in (0, 1); or "
                     "{halfwidth: 0.05, prior_mtd: 3} to calibrate them (Lee & Cheung 2009); "
                     "default: calibrated with halfwidth 0.05 and prior_mtd K//2 + 1")
-    model: Literal["empiric", "logistic"] = Field(
-        default="empiric", description="empiric (power) p = s^exp(beta), or one-parameter "
-                                       "logistic with intercept intcpt")
+    model: Literal["empiric", "logistic", "logistic2"] = Field(
+        default="empiric", description="empiric (power) p = s^exp(beta), one-parameter "
+                                       "logistic with intercept intcpt, or logistic2: "
+                                       "two-parameter logistic, intercept ~ N(intcpt, "
+                                       "intcpt_var)")
     prior_var: float = Field(default=DEFAULT_PRIOR_VAR, gt=0, le=100,
                              description="variance of the normal prior on beta (dfcrm 1.34)")
+    intcpt_var: Optional[float] = Field(
+        default=None, gt=0, le=100, allow_inf_nan=False,
+        description=f"logistic2 only: prior variance of the intercept (default "
+                    f"{DEFAULT_INTCPT_VAR})")
+    prior_corr: Optional[float] = Field(
+        default=None, gt=-1, lt=1, description="logistic2 only: prior correlation of "
+                                               "intercept and log slope (default 0)")
     intcpt: float = Field(default=DEFAULT_INTCPT, allow_inf_nan=False,
                           description="fixed intercept a0 of the logistic model")
     estimate: Literal["plugin", "posterior_mean"] = Field(
         default="plugin", description="plugin: p_d at the posterior mean of beta (dfcrm); "
                                       "posterior_mean: posterior mean of p_d")
-    restrict: bool = Field(default=True,
-                           description="dfcrm restriction: no escalation after a cohort with "
-                                       "DLT rate >= target, otherwise at most one level up")
+    restrict: Union[bool, Literal["no_skip_only"]] = Field(
+        default=True,
+        description="true: dfcrm crmsim's restriction (no escalation after a cohort with DLT "
+                    "rate >= target, otherwise at most one level up); no_skip_only: dfcrm "
+                    "titesim's (at most one level up only); false: none")
     safety_threshold: Optional[float] = Field(
         default=None, gt=0, lt=1,
         description="stop with no MTD when Pr(DLT rate at dose 1 > target | data) exceeds this")
@@ -476,6 +560,14 @@ class Spec(DesignSpecBase):
             raise ValueError(f"two_stage doses are 1-based and must be >= 1 (got {v})")
         return v
 
+    @field_validator("intcpt_var", "prior_corr")
+    @classmethod
+    def _logistic2_only(cls, v, info: ValidationInfo):
+        model = info.data.get("model", "empiric")
+        if v is not None and model != "logistic2":
+            raise ValueError(f"an option of model logistic2 only (got {v} with model {model})")
+        return v
+
 
 def resolve_skeleton(spec: Spec, n_doses: int, target: float) -> Tuple[float, ...]:
     sk = spec.skeleton
@@ -510,7 +602,11 @@ def make_with(cls, spec: Spec, ctx: DesignContext) -> Design:
         n_doses=c.n_doses, target=c.target, skeleton=skeleton, model=spec.model,
         prior_var=spec.prior_var, intcpt=spec.intcpt, estimate=spec.estimate,
         cohort_size=c.cohort_size, start_dose=c.start_dose, restrict=spec.restrict,
-        safety_threshold=spec.safety_threshold, two_stage=two, name=spec.name or spec.type)
+        safety_threshold=spec.safety_threshold, two_stage=two, name=spec.name or spec.type,
+        **({"intcpt_var": spec.intcpt_var if spec.intcpt_var is not None
+            else DEFAULT_INTCPT_VAR,
+            "prior_corr": spec.prior_corr if spec.prior_corr is not None else 0.0}
+           if spec.model == "logistic2" else {}))
 
 
 # --------------------------------------------------------------------------------------

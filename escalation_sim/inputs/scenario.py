@@ -430,7 +430,9 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 continue
             ctx = DesignContext(n_doses=K, target=model.target,
                                 cohort_size=model.trial.cohort_size, max_n=model.trial.max_n,
-                                start_dose=model.trial.start_dose - 1)
+                                start_dose=model.trial.start_dose - 1,
+                                dose_amounts=tuple(None if isinstance(d, str) else d.amount
+                                                   for d in model.doses))
             if spec.start_dose is not None and not 1 <= spec.start_dose <= K:
                 problems.append(f"designs[{i}].start_dose: must be between 1 and {K} "
                                 f"(got {spec.start_dose})")
