@@ -675,7 +675,7 @@ def test_patient_log_api_matches_the_simulation():
     designs = ["3+3", "tite-boin"]
     log = es.patient_log(sc, designs, trials=[2, 5], seed=11)
     assert list(log.columns[:3]) == ["design", "trial", "arrival_index"]
-    assert sorted(set(zip(log["design"], log["trial"], strict=False))) == [
+    assert sorted(set(zip(log["design"], log["trial"], strict=True))) == [
         ("3+3", 2), ("3+3", 5), ("tite-boin", 2), ("tite-boin", 5)]
     run = es.simulate(sc, n_trials=6, seed=11, designs=designs, keep_trials=True, n_jobs=1)
     per_trial = run.trials().set_index(["design", "trial"])

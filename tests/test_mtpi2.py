@@ -82,7 +82,7 @@ def exact_letters(target: str, n: int, *, e1: str = "0.05", e2: str = "0.05",
             out.append("U")
             continue
         score = []
-        for i, (a, b) in enumerate(zip(cuts, cuts[1:], strict=False)):
+        for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:], strict=True)):
             mass = beta_cdf(b, n, y) - beta_cdf(a, n, y)
             if compensate:
                 edge = i in (0, len(cuts) - 2)
@@ -230,7 +230,7 @@ def test_no_sliver_interval_at_zero():
     # target 0.25: 0.2 - 0.1 - 0.1 is 0 in exact arithmetic; no interval narrower than 1e-9
     cuts, ei = equal_width_intervals(0.25, 0.05, 0.05)
     assert cuts == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0) and ei == 2
-    assert min(b - a for a, b in zip(cuts, cuts[1:], strict=False)) > 1e-9
+    assert min(b - a for a, b in zip(cuts[:-1], cuts[1:], strict=True)) > 1e-9
 
 
 def test_asymmetric_ei_matches_exact_derivation():
