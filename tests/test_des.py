@@ -631,11 +631,10 @@ def test_time_to_event_decision_memo_is_exact(monkeypatch):
             [list(a) for a in plain["decision_times"]]
 
 
-@pytest.mark.xfail(strict=True, reason="known bug, reported (issue 11 item 4 report): when a "
-                   "classic design drops a non-binding max_in_followup and there is no stagger, "
-                   "the phases after the gate are left out of the infusion day; fixing it "
-                   "changes the golden relma_accrual study")
 def test_infusion_follows_the_last_phase_when_the_cap_never_binds():
+    """The conduct's phases run in sequence and infusion ends the last one (rest): the
+    infusion day is the rest phase's end day, whether or not a gate part exists.  Before the
+    fix, a dropped non-binding cap left out the phases after the gate position (5 days)."""
     conduct = Conduct(max_in_followup=3)        # cohorts of 3: the cap never binds
     res = simulate_des_trials(build("boin"), P_TRUE, conduct, SEED, range(5),
                               record_patients=True)

@@ -39,7 +39,9 @@ class Pathway:
             pat.status = FAILED
             t.clock.after(d.fail_days[j], t.on_end, pat)
         elif t.gate is None:
-            t.policy.infuse(pat, d.pre_days[j])
+            # no gate part (none configured, or a cap that can never bind): the phases after
+            # the draws' gate position run straight on, so infusion follows all of them
+            t.policy.infuse(pat, d.pre_days[j] + d.post_days[j])
         else:
             t.gate.enter(pat)
 
