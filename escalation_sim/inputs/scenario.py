@@ -6,8 +6,11 @@ Validation collects every problem at once and reports each as
 from __future__ import annotations
 
 import difflib
+import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,9 +36,37 @@ Prob = float
 #: what ``truth`` gives for each patient (a design consuming anything else cannot run)
 TRUTH_OUTCOMES = (Outcome.BINARY_DLT,)
 
+# -- input limits (README, "Input limits"): each refused with an exit-2 message -----------------
+#: bytes read from a scenario or study file (a scenario is a few kilobytes)
+MAX_FILE_BYTES = 1 << 20
+#: values in a YAML document once its aliases are expanded
+MAX_YAML_VALUES = 100_000
+#: nesting depth of YAML values (a scenario needs about 5)
+MAX_YAML_DEPTH = 64
+#: dose levels in a scenario
+MAX_DOSES = 100
+#: simulated trials per run (file and command line)
+MAX_TRIALS = 10**9
+#: largest seed (numpy SeedSequence entropy is read as an unsigned 64-bit word)
+MAX_SEED = 2**63 - 1
+#: parallel jobs (file and command line)
+MAX_JOBS = 1024
+#: problems listed per file (the rest are counted)
+MAX_PROBLEMS = 50
+_MAX_REPR_DEPTH = 20
+_MAX_MESSAGE = 300
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _no_control(v: Optional[str], newlines: bool = False) -> Optional[str]:
+    """Names and labels are printed on terminals: no control characters (escape codes)."""
+    if isinstance(v, str) and (_CONTROL if newlines else _CONTROL_ALL).search(v):
+        raise ValueError(f"must not contain control characters such as terminal escape "
+                         f"codes (got {_short(v)})")
+    return v
 
 
 class DoseSpec(_Strict):
@@ -43,6 +74,11 @@ class DoseSpec(_Strict):
     amount: Optional[float] = Field(default=None, gt=0, allow_inf_nan=False,
                                     description="dose amount, e.g. 25e6")
     unit: Optional[str] = Field(default=None, description="unit of amount, e.g. CAR-T cells")
+
+    @field_validator("label", "unit")
+    @classmethod
+    def _printable(cls, v):
+        return _no_control(v)
 
 
 class TrialSpec(_Strict):
@@ -52,23 +88,33 @@ class TrialSpec(_Strict):
 
 
 class SimulationSpec(_Strict):
-    n_trials: int = Field(default=10000, ge=1, le=10**9)
-    seed: int = Field(default=2026, ge=0, le=2**63 - 1)
-    n_jobs: int = Field(default=1, ge=-1, le=1024)
+    n_trials: int = Field(default=10000, ge=1, le=MAX_TRIALS)
+    seed: int = Field(default=2026, ge=0, le=MAX_SEED)
+    n_jobs: int = Field(default=1, ge=-1, le=MAX_JOBS,
+                        description="parallel jobs; -1 = every CPU")
     chunk_size: Optional[int] = Field(default=None, ge=1)
     method: Literal["monte-carlo", "exact"] = "monte-carlo"
     backend: Literal["loky", "multiprocessing", "threading", "sequential", "dask"] = "loky"
     scheduler: Optional[str] = Field(default=None, description="Dask scheduler address")
 
+    @field_validator("n_jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v == 0:
+            raise ValueError("must be -1 (every CPU) or a positive integer (got 0)")
+        return v
+
 
 class OCSpec(_Strict):
-    acceptable: Optional[List[float]] = Field(
+    # a tuple (hashable, what the engines take); the file gives a list, turned into a tuple
+    # before the strict check
+    acceptable: Optional[Tuple[float, ...]] = Field(
         default=None, description="[lo, hi]: doses with lo <= p_dlt <= hi count as correct")
 
     @field_validator("acceptable", mode="before")
     @classmethod
-    def _as_list(cls, v):
-        return list(v) if isinstance(v, tuple) else v
+    def _as_tuple(cls, v):
+        return tuple(v) if isinstance(v, list) else v
 
     @field_validator("acceptable")
     @classmethod
@@ -97,10 +143,22 @@ class ScenarioModel(_Strict):
     @field_validator("doses", mode="before")
     @classmethod
     def _labels(cls, v):
+        if isinstance(v, list) and len(v) > MAX_DOSES:
+            raise ValueError(f"at most {MAX_DOSES} dose levels (got {len(v):,})")
         if isinstance(v, list):
             return [str(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else x
                     for x in v]
         return v
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, v):
+        return _no_control(v)
+
+    @field_validator("description")
+    @classmethod
+    def _printable_description(cls, v):
+        return _no_control(v, newlines=True)
 
 
 class ScenarioError(Exception):
@@ -109,7 +167,10 @@ class ScenarioError(Exception):
     def __init__(self, source: str, problems: List[str]):
         self.source = source
         self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        shown = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            shown = shown + [f"... and {len(problems) - MAX_PROBLEMS:,} more problems"]
+        super().__init__("\n".join(f"{source}: {p}" for p in shown))
 
 
 @dataclass
@@ -229,29 +290,101 @@ def _spec_dump(spec: DesignSpecBase) -> Dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_ALL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str, keep_newlines: bool = True) -> str:
+    """``text`` with control characters (terminal escape codes, bells ...) written as
+    ``\\xNN`` escapes, so printing it cannot drive the terminal.  Tabs and, with
+    ``keep_newlines``, newlines are kept."""
+    pat = _CONTROL if keep_newlines else _CONTROL_ALL
+    return pat.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def _fmt_loc(loc) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            key = printable(str(part), keep_newlines=False)
+            key = key if len(key) <= 40 else key[:37] + "..."
+            out += key if part == "..." else ("." if out else "") + key
     return out or "(top level)"
 
 
-def _short(v) -> str:
-    s = repr(v) if isinstance(v, str) else json_like(v)
-    return s if len(s) <= 80 else s[:77] + "..."
+def _short(v, limit: int = 80) -> str:
+    """``v`` for an error message, at most ``limit`` characters: strings as ``repr``, the
+    rest JSON-like.  Never builds more than ``limit`` characters, so a huge value (a list of
+    a million numbers, a YAML alias bomb, an integer of 10^5 digits) costs nothing."""
+    if isinstance(v, str):
+        s = repr(v[:limit])
+    elif isinstance(v, float) and not math.isfinite(v):
+        s = str(v)
+    else:
+        s = json_like(v, limit + 1)
+    return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
-def json_like(v) -> str:
-    if isinstance(v, float) and not math.isfinite(v):
-        return str(v)
+class _Full(Exception):
+    """The bounded writer has its characters."""
+
+
+def json_like(v, limit: int = 10_000) -> str:
+    """JSON-like text of ``v`` (what ``json.dumps(v, default=str)`` writes), cut once it
+    reaches ``limit`` characters: it walks the value and stops there, never serializing the
+    whole of a large or deeply shared value."""
+    out: List[str] = []
+    size = 0
+
+    def emit(text: str) -> None:
+        nonlocal size
+        out.append(text)
+        size += len(text)
+        if size >= limit:
+            raise _Full
+
+    def scalar(x) -> str:
+        if x is None:
+            return "null"
+        if isinstance(x, bool):
+            return "true" if x else "false"
+        if isinstance(x, int):
+            if x.bit_length() > 256:
+                return f"<integer of about {int(x.bit_length() * 0.30103) + 1} digits>"
+            return str(x)
+        if isinstance(x, float):
+            return json.dumps(x)
+        if not isinstance(x, str):
+            x = str(x)[:limit]  # dates, bytes ...: as json.dumps(default=str)
+        return json.dumps(x[:limit])
+
+    def walk(x, depth: int) -> None:
+        if depth > _MAX_REPR_DEPTH and isinstance(x, (dict, list, tuple)):
+            emit("...")
+        elif isinstance(x, dict):
+            emit("{")
+            for i, (k, val) in enumerate(x.items()):
+                key = k if isinstance(k, str) else scalar(k).strip('"')
+                emit((", " if i else "") + json.dumps(key[:limit]) + ": ")
+                walk(val, depth + 1)
+            emit("}")
+        elif isinstance(x, (list, tuple)):
+            emit("[")
+            for i, val in enumerate(x):
+                if i:
+                    emit(", ")
+                walk(val, depth + 1)
+            emit("]")
+        else:
+            emit(scalar(x))
+
     try:
-        import json
-        return json.dumps(v, default=str)
-    except Exception:  # pragma: no cover
-        return repr(v)
+        walk(v, 0)
+    except _Full:
+        pass
+    return "".join(out)[:limit]
 
 
 def _pydantic_problems(err: ValidationError, prefix=(), model=None) -> List[str]:
@@ -272,6 +405,8 @@ def _pydantic_problems(err: ValidationError, prefix=(), model=None) -> List[str]
             hint = f"; did you mean {close[0]!r}?" if close else ""
             out.append(f"{_fmt_loc(loc)}: unknown key{hint} (got {_short(e.get('input'))})")
             continue
+        if len(msg) > _MAX_MESSAGE:  # a validator that printed a whole (huge) value
+            msg = msg[:_MAX_MESSAGE - 3] + "..."
         if "(got " in msg:  # the validator already shows the value
             out.append(f"{_fmt_loc(loc)}: {msg}")
         else:
@@ -307,8 +442,91 @@ def _fields_at(model, loc) -> List[str]:
     return list(getattr(cls, "model_fields", {})) if cls is not None else []
 
 
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document beyond the input limits (refused before it is built)."""
+
+    def __init__(self, problem: str, mark=None, path=()):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+        self.path = tuple(path)
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``25e6`` and ``1.0e-3`` as numbers (YAML 1.2 floats)."""
+    """SafeLoader that also reads ``25e6`` and ``1.0e-3`` as numbers (YAML 1.2 floats), and
+    refuses, while composing and so before anything is built, what no scenario needs:
+    duplicate keys, recursive aliases, nesting deeper than ``MAX_YAML_DEPTH`` and documents
+    whose aliases expand to more than ``MAX_YAML_VALUES`` values ("billion laughs").
+
+    Every composed node counts its expanded size: 1 plus the sizes of its children, where an
+    alias counts the whole size of the node it names.  An alias costs nothing to compose
+    (it points to the node already built), but everything downstream - validation, error
+    messages, copies of study cells - walks the expansion, so the expansion is what is
+    bounded.  The loader keeps the path of the node being composed, so a refusal names the
+    field."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._values = 0                        # expanded values composed so far
+        self._path: List[Any] = []              # keys / indices down to the current node
+        self._anchor_size: Dict[str, int] = {}  # anchor -> expanded size of its node
+
+    def _count(self, n: int, mark) -> None:
+        self._values += n
+        if self._values > MAX_YAML_VALUES:
+            raise YamlLimitError(
+                f"the document expands to more than {MAX_YAML_VALUES:,} values (an alias "
+                "repeats every value it names); write the values out, or use fewer aliases",
+                mark, self._path)
+
+    def compose_node(self, parent, index):
+        pushed = isinstance(index, (int, yaml.ScalarNode)) and not isinstance(index, bool)
+        if pushed:
+            self._path.append(index if isinstance(index, int) else index.value)
+        try:
+            return self._compose_counted(parent, index)
+        finally:
+            if pushed:
+                self._path.pop()
+
+    def _compose_counted(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            size = self._anchor_size.get(event.anchor)
+            if size is None and event.anchor in self.anchors:
+                raise YamlLimitError(f"alias *{event.anchor} is used inside the value it "
+                                     "names (a value cannot contain itself)",
+                                     event.start_mark, self._path)
+            node = super().compose_node(parent, index)  # reports undefined aliases
+            self._count(size or 0, event.start_mark)
+            return node
+        if len(self._path) >= MAX_YAML_DEPTH:
+            raise YamlLimitError(f"values are nested more than {MAX_YAML_DEPTH} levels deep",
+                                 event.start_mark, self._path[:3] + ["..."])
+        start = self._values
+        self._count(1, event.start_mark)
+        node = super().compose_node(parent, index)
+        if event.anchor is not None:
+            self._anchor_size[event.anchor] = self._values - start
+        return node
+
+    def compose_document(self):
+        self._anchor_size = {}
+        return super().compose_document()
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        first: Dict[Tuple[str, str], Any] = {}
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            seen = first.setdefault((key.tag, key.value), key)
+            if seen is not key:
+                raise YamlLimitError(
+                    f"duplicate key: given at line {seen.start_mark.line + 1} and again at "
+                    f"line {key.start_mark.line + 1}; give each key once",
+                    None, self._path + [key.value])
+        return node
 
 
 _Loader.add_implicit_resolver(
@@ -321,30 +539,82 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
-def read_text_file(path: Union[str, Path]) -> Tuple[str, str]:
-    """``(source, text)`` of a UTF-8 file; a ScenarioError names the file if unreadable."""
+def read_text_file(path: Union[str, Path], max_bytes: Optional[int] = None) -> Tuple[str, str]:
+    """``(source, text)`` of a UTF-8 file; a ScenarioError names the file if it is unreadable,
+    not a regular file (a device such as /dev/zero, a pipe, a folder) or larger than
+    ``max_bytes`` (default ``MAX_FILE_BYTES``): at most that many bytes are ever read."""
     source = str(path)
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
-        return source, Path(path).read_text(encoding="utf-8")
+        st = os.stat(path)
+        if stat.S_ISDIR(st.st_mode):
+            raise ScenarioError(source, ["is a folder, not a file"])
+        if not stat.S_ISREG(st.st_mode):  # checked before opening: a pipe would block
+            raise ScenarioError(source, ["not a regular file (a device, pipe or socket); "
+                                         "give a YAML file"])
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
     except FileNotFoundError:
         raise ScenarioError(source, ["file not found"])
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a path with a NUL byte
         raise ScenarioError(source, [f"cannot read file: {exc}"])
+    if len(data) > limit:
+        raise ScenarioError(source, [f"file is larger than {limit:,} bytes, the limit for "
+                                     "scenario and study files (they are a few kilobytes)"])
+    try:
+        return source, data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(source, [f"cannot read file: not UTF-8 text ({exc.reason} at "
+                                     f"byte {exc.start})"])
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line for a YAML error: ``line L, column C: malformed YAML: message``, or for a
+    refused document ``field.path: message (line L, column C)``."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if isinstance(exc, YamlLimitError):
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        return f"{_fmt_loc(exc.path)}: {problem}{at}"
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return f"{where}malformed YAML: {problem}"
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """The YAML document in ``text``, within the input limits; ScenarioError otherwise."""
+    if len(text) > MAX_FILE_BYTES:  # text given directly (the API), not read from a file
+        raise ScenarioError(source, [f"text is longer than {MAX_FILE_BYTES:,} characters, "
+                                     "the limit for scenario and study files"])
+    loader = None
+    try:
+        loader = _Loader(text)  # the reader checks the characters here
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise ScenarioError(source, [yaml_problem(exc)])
+    except RecursionError:  # pragma: no cover - the depth limit comes first
+        raise ScenarioError(source, [f"values are nested more than {MAX_YAML_DEPTH} levels "
+                                     "deep"])
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_yaml_file(path: Union[str, Path]) -> Tuple[str, Any]:
+    """``(source, document)`` of a YAML file, within the input limits."""
+    source, text = read_text_file(path)
+    return source, parse_yaml(text, source)
 
 
 def load_scenario(path: Union[str, Path]) -> Scenario:
-    source, text = read_text_file(path)
-    return load_scenario_text(text, source)
+    source, raw = load_yaml_file(path)
+    return _scenario_from_raw(raw, source)
 
 
 def load_scenario_text(text: str, source: str = "<string>") -> Scenario:
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError(source, [f"{where}malformed YAML: {problem}"])
+    return _scenario_from_raw(parse_yaml(text, source), source)
+
+
+def _scenario_from_raw(raw: Any, source: str) -> Scenario:
     if not isinstance(raw, dict):
         raise ScenarioError(source, [f"(top level): expected a mapping of keys "
                                      f"(got {_short(raw)})"])
@@ -409,8 +679,15 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
         model = None  # designs cannot be built on a bad start dose
     if doses:
         labels = [d if not isinstance(d, dict) else d.get("label") for d in doses]
+        for i, x in enumerate(doses):
+            if isinstance(x, str) and _CONTROL_ALL.search(x):
+                problems.append(f"doses[{i}]: must not contain control characters such as "
+                                f"terminal escape codes (got {_short(x)})")
         seen_l = [str(x) for x in labels if x is not None]
-        dup = sorted({x for x in seen_l if seen_l.count(x) > 1})
+        counts: Dict[str, int] = {}
+        for x in seen_l:
+            counts[x] = counts.get(x, 0) + 1
+        dup = sorted(x for x, k in counts.items() if k > 1)
         if dup:
             problems.append(f"doses: labels must be distinct (got {_short(seen_l)}; "
                             f"repeated: {', '.join(dup)})")
@@ -421,6 +698,10 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
         target = raw.get("target")
         for i, spec in specs:
             name = spec.name or spec.type
+            if _CONTROL_ALL.search(name):
+                problems.append(f"designs[{i}].name: must not contain control characters such "
+                                f"as terminal escape codes (got {_short(name)})")
+                continue
             if name in names:
                 problems.append(f"designs[{i}].name: duplicate design name {name!r} (also "
                                 f"designs[{names[name]}]); give each design a distinct name")

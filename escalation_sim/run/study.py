@@ -50,15 +50,18 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from ..inputs.scenario import (Scenario, ScenarioError, read_text_file, ScenarioModel, _Loader, _pydantic_problems,
-                       _short, _Strict, load_scenario_dict)
+from ..inputs.scenario import (MAX_TRIALS, MAX_SEED, Scenario, ScenarioError, ScenarioModel,
+                               _pydantic_problems, _short, _Strict, load_scenario_dict,
+                               load_yaml_file)
 
 _SWEEPABLE = [k for k in ScenarioModel.model_fields if k not in ("simulation",)]
+#: cells in a study grid (scenario files x cases x sweep combinations)
+MAX_CELLS = 10_000
 
 
 class StudySimulation(_Strict):
-    n_trials: int = Field(default=10000, ge=1, le=10**9, description="trials per cell")
-    seed: int = Field(default=2026, ge=0, le=2**63 - 1,
+    n_trials: int = Field(default=10000, ge=1, le=MAX_TRIALS, description="trials per cell")
+    seed: int = Field(default=2026, ge=0, le=MAX_SEED,
                       description="one seed for every cell (common random numbers)")
     chunk_size: Optional[int] = Field(
         default=None, ge=1, description="trials per checkpointed chunk (default: an eighth "
@@ -163,14 +166,7 @@ class Study:
 def load_study(path: Union[str, Path]) -> Study:
     """Read, validate and expand a study file (raises ScenarioError listing every problem)."""
     path = Path(path)
-    source, text = read_text_file(path)
-    try:
-        raw = yaml.load(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ScenarioError(source, [f"{where}malformed YAML: {problem}"])
+    source, raw = load_yaml_file(path)
     return load_study_dict(raw, source, path.parent, self_path=path)
 
 
@@ -219,12 +215,26 @@ def load_study_dict(raw: Any, source: str = "<study>", base_dir: Union[str, Path
             problems.append(f"{where}: {found} (got {_short(entry)})")
             continue
         files.extend(found)
+    # the grid size, before any scenario file is read or any cell is built
+    n_files = len(files)
+    n_cases = len(cases) or 1
+    n_combos = 1
+    for vals in sweep.values():
+        n_combos *= len(vals) if isinstance(vals, list) and vals else 1
+    n_cells = n_files * n_cases * n_combos
+    if n_cells > MAX_CELLS:
+        problems.append(f"sweep: the grid has {n_cells:,} cells ({n_files} scenario "
+                        f"file{'s' if n_files != 1 else ''} x {n_cases} case"
+                        f"{'s' if n_cases != 1 else ''} x {n_combos:,} sweep combinations), "
+                        f"more than the limit of {MAX_CELLS:,}; split the study into "
+                        f"several files (got {_short(sweep)})")
+        raise ScenarioError(source, problems)
     bases: List[Tuple[str, Path, Dict[str, Any]]] = []
     for shown, p in files:
         try:
-            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(f"scenarios: {shown}: cannot read: {str(exc).splitlines()[0]}")
+            _, data = load_yaml_file(p)
+        except ScenarioError as exc:
+            problems.extend(f"scenarios: {shown}: {e}" for e in exc.problems)
             continue
         if not isinstance(data, dict):
             problems.append(f"scenarios: {shown}: expected a scenario mapping "
