@@ -38,9 +38,14 @@ from typing import List, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .distributions import Distribution, DurationSpec, as_distribution
+from .distributions import Distribution, DurationSpec, as_distribution, check_days
 
 DAYS_PER_MONTH = 365.25 / 12.0
+#: fastest accrual a scenario may give (patients per month); faster is practically
+#: unlimited (null), and every arrival is an event of the calendar engine
+MAX_ACCRUAL_PER_MONTH = 1000.0
+#: phases between enrollment and infusion
+MAX_PHASES = 50
 
 PhaseKind = Literal["leukapheresis", "manufacturing", "bridging", "lymphodepletion", "other"]
 
@@ -54,7 +59,7 @@ def _check_prob(v: float) -> float:
 class Phase(BaseModel):
     """One step of the patient's path between enrollment and infusion."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     name: str = Field(description="label used in the patient log (columns <name>_start_day, "
                                   "<name>_end_day)")
@@ -95,7 +100,7 @@ class Phase(BaseModel):
 class Screening(BaseModel):
     """Screening after arrival: takes some days, and some patients fail it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     failure_prob: float = Field(default=1.0 / 3.0,
                                 description="probability a screened patient is not eligible")
@@ -130,7 +135,7 @@ def default_phases() -> List[Phase]:
 class Conduct(BaseModel):
     """How the trial runs in calendar time (the scenario's ``conduct:`` block)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     accrual_per_month: Optional[float] = Field(
         default=1.0, description="mean arrivals per month (Poisson process; 1 month = "
@@ -143,7 +148,7 @@ class Conduct(BaseModel):
     when_paused: Literal["wait", "leave"] = Field(
         default="wait", description="what an eligible patient does when no slot is open: "
                                     "join the waiting list (wait) or go elsewhere (leave)")
-    phases: List[Phase] = Field(default_factory=default_phases,
+    phases: List[Phase] = Field(default_factory=default_phases, max_length=MAX_PHASES,
                                 description="the steps from enrollment to infusion, in order")
     gate_before_phase: Optional[str] = Field(
         default=None, description="name of the phase before which patients held by sentinel "
@@ -185,6 +190,9 @@ class Conduct(BaseModel):
             return None
         if not math.isfinite(float(v)) or float(v) <= 0:
             raise ValueError(f"must be > 0 patients per month, or null for unlimited (got {v})")
+        if float(v) > MAX_ACCRUAL_PER_MONTH:
+            raise ValueError(f"must be <= {MAX_ACCRUAL_PER_MONTH:g} patients per month; use "
+                             f"null for unlimited accrual (got {v:g})")
         return float(v)
 
     @field_validator("max_wait_days")
@@ -201,14 +209,14 @@ class Conduct(BaseModel):
     def _window_ok(cls, v: float) -> float:
         if not math.isfinite(float(v)) or float(v) <= 0:
             raise ValueError(f"must be > 0 (got {v})")
-        return float(v)
+        return check_days(v)
 
     @field_validator("stagger_days", "review_days")
     @classmethod
     def _days_ok(cls, v: float) -> float:
         if not math.isfinite(float(v)) or float(v) < 0:
             raise ValueError(f"must be >= 0 (got {v})")
-        return float(v)
+        return check_days(v)
 
     @field_validator("dropout_prob")
     @classmethod

@@ -39,6 +39,9 @@ _SQRT3 = math.sqrt(3.0)
 #: largest sd / mean of a gamma duration (shape >= 1/9): the tabulated quantiles stay
 #: within 2e-5 of the exact ones
 _MAX_GAMMA_CV = 3.0
+#: longest duration (mean or sd) a scenario may give: 100 years.  Longer ones are typing
+#: errors, and they make the calendar engine replay every arrival in between.
+MAX_DAYS = 36_525.0
 
 
 class Distribution:
@@ -238,6 +241,13 @@ class Uniform(Distribution):
         return f"uniform({self.low:g}, {self.high:g}) days"
 
 
+def check_days(v: float) -> float:
+    """``v`` as a float if it is at most :data:`MAX_DAYS`; ValueError otherwise."""
+    if float(v) > MAX_DAYS:
+        raise ValueError(f"must be <= {MAX_DAYS:,.0f} days (100 years) (got {v:g})")
+    return float(v)
+
+
 def make_distribution(mean: float, sd: float = 0.0, dist: str = "gamma") -> Distribution:
     """Build a distribution from its mean and sd (days); validates like :class:`DurationSpec`."""
     spec = DurationSpec(mean=mean, sd=sd, dist=dist)  # type: ignore[arg-type]
@@ -248,7 +258,7 @@ class DurationSpec(BaseModel):
     """A duration in days: ``{mean, sd, dist}`` (``dist`` defaults to gamma), or a bare number
     of days (a fixed duration)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     mean: float = Field(description="mean duration in days (>= 0)")
     sd: float = Field(default=0.0, description="standard deviation in days (>= 0); 0 = fixed")
@@ -268,14 +278,14 @@ class DurationSpec(BaseModel):
     def _mean_ok(cls, v: float) -> float:
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"must be >= 0 (got {v})")
-        return float(v)
+        return check_days(v)
 
     @field_validator("sd")
     @classmethod
     def _sd_ok(cls, v: float) -> float:
         if not math.isfinite(v) or v < 0:
             raise ValueError(f"must be >= 0 (got {v})")
-        return float(v)
+        return check_days(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> "DurationSpec":
@@ -322,4 +332,4 @@ def as_distribution(value: Optional[DurationLike]) -> Distribution:
     v = float(value)
     if not math.isfinite(v) or v < 0:
         raise ValueError(f"must be >= 0 (got {value})")
-    return Fixed(v)
+    return Fixed(check_days(v))

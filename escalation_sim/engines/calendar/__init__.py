@@ -60,7 +60,7 @@ import numpy as np
 from ...inputs.conduct import Conduct
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
-from .draws import ChunkDraws, DrawPlan, block_sizes
+from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
 from .policies import CohortPolicy, DecisionPolicy, TimeToEventPolicy
@@ -133,6 +133,8 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
             chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
             for r in range(block.size):
                 t = Trial(setup, chunk.trial(r)).run()
+                if t.t_end > HORIZON_DAYS:
+                    raise past_horizon(int(block[r]))
                 t.release()
                 results.append(t)
         return _collect(setup, trials, results, bool(record_patients))

@@ -35,6 +35,38 @@ from ...randomness import stream_key, uniforms
 
 STREAMS = ("accrual", "screening", "phase", "dropout", "dlt", "onset")
 
+# Bounds on the work of one simulated trial.  Validation bounds every duration and rate in
+# the conduct block, but their combination (a 99.99% failure rate, a trial recruiting one
+# patient a century) can still make a trial practically endless; such a run stops with
+# SimulationLimitError instead of growing without end.
+#: arrivals (screened candidates) one trial may draw
+MAX_ARRIVALS_PER_TRIAL = 1_000_000
+#: simulated days a trial may last (1000 years); the enrolled patients of one trial are
+#: bounded by the engine's own guard (50 x max_n + 1000)
+HORIZON_DAYS = 365_250.0
+
+
+class SimulationLimitError(ValueError):
+    """A simulated trial went past the per-trial work bounds."""
+
+    field = "conduct"  # the scenario block to fix (the command line names it)
+
+
+_CHECK = ("check accrual_per_month, screening.failure_prob and the phases' durations and "
+          "failure_prob in the conduct block")
+
+
+def past_horizon(trial: int) -> SimulationLimitError:
+    return SimulationLimitError(
+        f"calendar simulation: trial {trial} ran past {HORIZON_DAYS / 365.25:,.0f} years of "
+        f"simulated time; {_CHECK}")
+
+
+def too_many_patients(trial: int, limit: int) -> SimulationLimitError:
+    return SimulationLimitError(
+        f"calendar simulation: trial {trial} enrolled more than {limit:,} patients "
+        f"(failures and drop-outs are replaced); {_CHECK}")
+
 
 class DrawPlan:
     """Keys and distributions shared by all trials of one simulation call."""
@@ -199,6 +231,12 @@ class TrialDraws:
     # -- on-demand extension (same streams, next draw indices) -------------------------
     def more_arrivals(self) -> None:
         n = len(self.arrival_time)
+        if n >= MAX_ARRIVALS_PER_TRIAL:
+            raise SimulationLimitError(
+                f"calendar simulation: trial {self.trial} needed more than "
+                f"{MAX_ARRIVALS_PER_TRIAL:,} arriving patients; {_CHECK}")
+        if n and self.arrival_time[-1] > HORIZON_DAYS:
+            raise past_horizon(self.trial)
         size = max(16, n)
         gaps, failed, sdays = self.plan.arrivals(np.array([self.trial], dtype=np.uint64), n, size)
         last = self.arrival_time[-1] if n else 0.0

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 from ...types import Decision, StopReason, TrialState
 from .accrual import Accrual
-from .draws import TrialDraws
+from .draws import TrialDraws, too_many_patients
 from .gates import Gate
 from .log import Recorder
 from .model import Setup
@@ -143,8 +143,7 @@ class Trial:
         s, d = self.setup, self.draws
         j = len(self.pats)
         if j >= s.max_patients:
-            raise RuntimeError(f"trial {d.trial}: more than {s.max_patients} patients enrolled; "
-                               f"does the design ever stop?")
+            raise too_many_patients(d.trial, s.max_patients)
         while j >= len(d.fail_at):
             d.more_patients()
         now = self.clock.now
