@@ -13,9 +13,13 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .inputs.scenario import ScenarioError, load_scenario
+from .inputs.scenario import (MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError,
+                              load_scenario, printable)
 from .run import RunNote
 from .run.lock import OutputFolderError
+
+#: nodes printed by ``paths`` ((cohort size + 1) ^ cohorts grows fast)
+MAX_PATH_LEAVES = 100_000
 
 
 class UsageError(Exception):
@@ -46,7 +50,7 @@ def cmd_validate(args) -> int:
             print(f"{f}: OK ({sc.name}: {sc.n_doses} doses, {len(sc.designs)} designs"
                   f"{', calendar-time logistics' if sc.has_logistics else ''})")
         except ScenarioError as exc:
-            print(str(exc), file=sys.stderr)
+            print(printable(str(exc)), file=sys.stderr)
             bad += 1
     return 2 if bad else 0
 
@@ -57,9 +61,11 @@ def cmd_schema(args) -> int:
     return 0
 
 
-def _check_positive(name, value, minimum=1):
+def _check_positive(name, value, minimum=1, maximum=None):
     if value is not None and value < minimum:
         raise UsageError(f"--{name} must be >= {minimum} (got {value})")
+    if value is not None and maximum is not None and value > maximum:
+        raise UsageError(f"--{name} must be <= {maximum:,} (got {value:,})")
 
 
 def _check_out_dir(out) -> None:
@@ -73,20 +79,51 @@ def _command(args) -> str:
     return " ".join(["escalation-sim"] + list(getattr(args, "argv", None) or [args.command]))
 
 
+def _check_run_options(args) -> None:
+    """The numeric options of run / report / study, with the scenario file's own limits."""
+    _check_positive("n-trials", getattr(args, "n_trials", None), 1, MAX_TRIALS)
+    _check_positive("chunk-size", getattr(args, "chunk_size", None), 1, MAX_TRIALS)
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed must be an integer from 0 to 2^63 - 1 = {MAX_SEED} "
+                         f"(got {seed})")
+    jobs = getattr(args, "n_jobs", None)
+    if jobs is not None and (jobs == 0 or jobs < -1 or jobs > MAX_JOBS):
+        raise UsageError(f"n_jobs must be -1 (every CPU) or an integer from 1 to {MAX_JOBS} "
+                         f"(got --n-jobs {jobs})")
+
+
+def _check_exact(sc, designs) -> None:
+    """Refuse, naming the file and field, an exact enumeration too large to finish."""
+    from .engines.exact import exact_size_problem, patient_cap
+    problems = []
+    for i, item in enumerate(sc.designs):
+        if (designs and item.name not in designs) or item.time_to_event:
+            continue
+        msg = exact_size_problem(item.design)
+        if msg is None:
+            continue
+        own = getattr(item.spec, "max_n", None) is not None
+        where = f"designs[{i}].max_n" if own else "trial.max_n"
+        problems.append(f"{where}: design {item.name!r}: {msg} "
+                        f"(got {patient_cap(item.design)})")
+    if problems:
+        raise ScenarioError(sc.source, problems)
+
+
 def cmd_run(args) -> int:
     from .run.loop import dispatch_for, plan_run, run_in_folder, run_plan
+    _check_run_options(args)
     sc = load_scenario(args.file)
     _check_out_dir(args.out)
-    _check_positive("n-trials", args.n_trials)
-    _check_positive("chunk-size", args.chunk_size)
-    if args.seed is not None and args.seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer (got {args.seed})")
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
     if args.keep_trials and not args.out:
         raise UsageError("--keep-trials needs --out DIR (the per-trial tables are written "
                          "there)")
     method = args.method or sc.model.simulation.method
+    if method == "exact":
+        _check_exact(sc, args.design or None)
     plan = plan_run(sc, method=method, n_trials=args.n_trials, seed=args.seed,
                     chunk_size=args.chunk_size, designs=args.design or None,
                     logistics=False if args.no_logistics else None,
@@ -205,8 +242,8 @@ def cmd_select_mtd(args) -> int:
     else:
         from .types import TrialState
         try:
-            n = [int(x) for x in args.n.split(",")]
-            y = [int(x) for x in args.dlt.split(",")]
+            n = [_ascii_int(x) for x in args.n.split(",")]
+            y = [_ascii_int(x) for x in args.dlt.split(",")]
         except (AttributeError, ValueError):
             raise UsageError("give --outcomes, or --n and --dlt as comma-separated integers "
                              f"(got --n {args.n!r} --dlt {args.dlt!r})")
@@ -230,6 +267,14 @@ def cmd_select_mtd(args) -> int:
     return 0
 
 
+def _ascii_int(text: str) -> int:
+    """A count written with the digits 0-9 (``int`` would also take '١')."""
+    t = text.strip()
+    if not (t.isascii() and t.lstrip("-").isdigit()) or len(t) > 9:
+        raise ValueError(text)
+    return int(t)
+
+
 #: command-line flags of the table request's fields (design options: --option NAME=VALUE)
 _TABLE_FLAGS = {"target": "--target", "max_n": "--max-n", "cohort_size": "--cohort-size",
                 "n_doses": "--n-doses", "outcomes": "--outcomes"}
@@ -238,15 +283,17 @@ _TABLE_FLAGS = {"target": "--target", "max_n": "--max-n", "cohort_size": "--coho
 def _option_value(text: str):
     """A --option value: JSON first (numbers such as 1e-3, true, [0.1, 0.2]), else YAML
     (bare words, {halfwidth: 0.05}), else the text itself."""
-    import yaml
+    from .inputs.scenario import parse_yaml
     try:
         return json.loads(text)
     except ValueError:
         pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
+    try:  # within the input limits: an alias bomb here costs as much as in a file
+        return parse_yaml(text, "--option")
+    except ScenarioError as exc:
+        if "malformed YAML" in exc.problems[0]:
+            return text
+        raise UsageError(f"--option {text[:40]!r}: {exc.problems[0]}")
 
 
 def _parse_options(pairs) -> dict:
@@ -301,7 +348,7 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
         raise UsageError(f"--target must be in (0, 1) (got {args.target})")
     _check_positive("max-n", args.max_n)
     _check_positive("cohort-size", args.cohort_size)
-    _check_positive("n-doses", getattr(args, "n_doses", None))
+    _check_positive("n-doses", getattr(args, "n_doses", None), 1, MAX_DOSES)
     if args.max_n is not None and args.max_n > 1000:
         raise UsageError(f"--max-n must be <= 1000 (got {args.max_n})")
     try:
@@ -347,6 +394,14 @@ def cmd_paths(args) -> int:
     if item.time_to_event:
         raise UsageError(f"design {item.name!r} is time-to-event; dose paths need a time-free design")
     _check_positive("cohorts", args.cohorts)
+    c = int(item.design.max_cohort_size)
+    most = 0  # the most cohorts whose (c + 1)^cohorts paths stay within the limit
+    while (c + 1) ** (most + 1) <= MAX_PATH_LEAVES:
+        most += 1
+    if args.cohorts > most:
+        raise UsageError(f"--cohorts {args.cohorts} would print up to {c + 1}^{args.cohorts} "
+                         f"paths with cohorts of {c}; at most {most} cohorts "
+                         f"({MAX_PATH_LEAVES:,} paths) (got {args.cohorts})")
     state = _state(sc, args.outcomes or "")
     tree = dose_paths(item.design, state, args.cohorts)
     if args.json:
@@ -360,9 +415,9 @@ def cmd_report(args) -> int:
     from .report import write_report
     from .api import simulate
     from .run.lock import check_output_file
+    _check_run_options(args)
     sc = load_scenario(args.file)
     check_output_file(args.output)
-    _check_positive("n-trials", args.n_trials)
     n = args.n_trials or sc.model.simulation.n_trials
     upd, bar = _progress(args, n, f"{sc.name}")
     try:
@@ -379,6 +434,7 @@ def cmd_report(args) -> int:
 
 def cmd_study(args) -> int:
     from .run.study import load_study, run_study
+    _check_run_options(args)
     study = load_study(args.file)
     _check_out_dir(args.out)
     upd, bar = _progress(args, len(study.cells) * study.n_trials, study.name)
@@ -612,11 +668,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except ScenarioError as exc:
-        print(str(exc), file=sys.stderr)
+        print(printable(str(exc)), file=sys.stderr)
         return 2
     except UsageError as exc:
         for line in str(exc).splitlines():
-            print(f"escalation-sim {args.command}: error: {line}", file=sys.stderr)
+            print(printable(f"escalation-sim {args.command}: error: {line}"), file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into e.g. `head`
         try:
@@ -628,7 +684,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if os.environ.get("ESCALATION_SIM_DEBUG"):
             raise
         msg = exc.args[0] if exc.args else str(exc)
-        print(f"escalation-sim {args.command}: error: {msg}", file=sys.stderr)
+        field = getattr(exc, "field", None)  # a run-time limit of a scenario's block
+        if field and getattr(args, "file", None):
+            print(printable(f"{args.file}: {field}: {msg}"), file=sys.stderr)
+        else:
+            print(printable(f"escalation-sim {args.command}: error: {msg}"), file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. a full disk while writing outputs: nothing half-written
         if os.environ.get("ESCALATION_SIM_DEBUG"):
@@ -640,8 +700,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001
         if os.environ.get("ESCALATION_SIM_DEBUG"):
             raise
-        print(f"escalation-sim {args.command}: unexpected error: {type(exc).__name__}: {exc} "
-              "(set ESCALATION_SIM_DEBUG=1 for details)", file=sys.stderr)
+        print(printable(f"escalation-sim {args.command}: unexpected error: "
+                        f"{type(exc).__name__}: {exc} (set ESCALATION_SIM_DEBUG=1 for details)"),
+              file=sys.stderr)
         return 1
     finally:
         if old_term is not None:

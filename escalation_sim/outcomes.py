@@ -10,7 +10,10 @@ from typing import List, Tuple
 
 from .types import TrialState
 
-_TOKEN = re.compile(r"^(\d+)([NTnt]+)$")
+# ASCII only: ``\d`` would also match other scripts' digits ('١NNN' read as dose 1)
+_TOKEN = re.compile(r"^([0-9]+)([NTnt]+)$")
+#: digits of a dose number (more cannot name a dose; int() of a huge string is slow)
+_MAX_DOSE_DIGITS = 9
 
 Cohort = Tuple[int, str]  # (0-based dose, "NTN")
 
@@ -26,14 +29,21 @@ def parse_outcomes(text: str, n_doses: int | None = None) -> List[Cohort]:
         m = _TOKEN.match(token)
         if not m:
             raise OutcomeStringError(
-                f"cohort {pos + 1} {token!r}: expected a dose number followed by N/T letters, "
-                "e.g. '2NTN'")
-        dose = int(m.group(1))
-        if dose < 1 or (n_doses is not None and dose > n_doses):
+                f"cohort {pos + 1} {_short_token(token)}: expected a dose number (digits 0-9) "
+                "followed by N/T letters, e.g. '2NTN'")
+        digits = m.group(1)
+        dose = int(digits) if len(digits) <= _MAX_DOSE_DIGITS else None
+        if dose is None or dose < 1 or (n_doses is not None and dose > n_doses):
             rng = f"1..{n_doses}" if n_doses is not None else ">= 1"
-            raise OutcomeStringError(f"cohort {pos + 1} {token!r}: dose {dose} outside {rng}")
+            shown = digits if dose is not None else digits[:_MAX_DOSE_DIGITS] + "..."
+            raise OutcomeStringError(f"cohort {pos + 1} {_short_token(token)}: dose {shown} "
+                                     f"outside {rng}")
         cohorts.append((dose - 1, m.group(2).upper()))
     return cohorts
+
+
+def _short_token(token: str) -> str:
+    return repr(token) if len(token) <= 40 else repr(token[:37]) + "..."
 
 
 def format_outcomes(cohorts: List[Cohort]) -> str:

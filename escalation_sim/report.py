@@ -14,6 +14,7 @@ import datetime as _dt
 import html
 import io
 import math
+import shlex
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
@@ -550,7 +551,8 @@ def _run_section(res) -> str:
         pairs.append(("parallel jobs", f"{meta['n_jobs']} ({_e(meta.get('backend', ''))})"))
     src = res.scenario.source
     if not exact and src and not src.startswith("<"):
-        cmd = f"escalation-sim run {src} --n-trials {res.n_trials} --seed {res.seed}"
+        cmd = (f"escalation-sim run {shlex.quote(src)} --n-trials {res.n_trials} "
+               f"--seed {res.seed}")
         pairs.append(("reproduce with", f"<code>{_e(cmd)}</code>"))
     note = ('<p class="note">Results are identical for any number of jobs, chunk size or '
             "backend: every trial's random numbers depend only on the seed and the trial "
@@ -579,8 +581,9 @@ def render_report(results, title: Optional[str] = None, swimmer: bool = True) ->
     designs = ", ".join(d.name for d in results.designs)
     when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
     kind = "exact" if results.method == "exact" else f"{results.n_trials:,} simulated trials"
+    # names and labels come from the scenario file: '$' in them is text, not mathtext
     with matplotlib.rc_context({"font.size": 9.5, "axes.spines.top": False,
-                                "axes.titlesize": "medium"}):
+                                "axes.titlesize": "medium", "text.parse_math": False}):
         sections = [_scenario_section(results), _oc_section(results),
                     _per_dose_section(results), _paired_section(results),
                     _plots_section(results), _durations_section(results, swimmer),
