@@ -170,7 +170,9 @@ class ScenarioError(Exception):
         shown = problems[:MAX_PROBLEMS]
         if len(problems) > MAX_PROBLEMS:
             shown = shown + [f"... and {len(problems) - MAX_PROBLEMS:,} more problems"]
-        super().__init__("\n".join(f"{source}: {p}" for p in shown))
+        # one line per problem, whatever a message holds (a key with a newline ...)
+        super().__init__("\n".join(printable(f"{source}: {p}", keep_newlines=False)
+                                   for p in shown))
 
 
 @dataclass
@@ -737,7 +739,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 problems.append(f"designs[{i}].{exc.field}: {exc}")
                 continue
             except (ValueError, TypeError) as exc:
-                problems.append(f"designs[{i}] ({name}): {exc}")
+                problems.append(_build_problem(i, name, spec, exc))
                 continue
             items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
         _ = target
@@ -745,6 +747,19 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
         raise ScenarioError(source, problems)
     assert model is not None
     return Scenario(model=model, designs=items, source=source, raw=raw)
+
+
+def _build_problem(i: int, name: str, spec: DesignSpecBase, exc: Exception) -> str:
+    """A design builder's error, with the option it names as the field when its message
+    starts with one (``skeleton has 3 values ...`` -> ``designs[2].skeleton (crm): ...``)."""
+    msg = str(exc)
+    prefix = f"design {name!r}: "
+    if msg.startswith(prefix):  # the name is printed already
+        msg = msg[len(prefix):]
+    first = re.match(r"[A-Za-z_]\w*", msg)
+    option = first.group() if first and first.group() in type(spec).model_fields else None
+    where = f"designs[{i}].{option}" if option else f"designs[{i}]"
+    return f"{where} ({name}): {msg}"
 
 
 def scenario_json_schema() -> Dict[str, Any]:
