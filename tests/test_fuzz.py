@@ -115,7 +115,7 @@ MUTATIONS = [
     (("simulation", "method"), st.text(max_size=10).filter(
         lambda t: t not in ("monte-carlo", "exact"))),
     (("oc", "acceptable"), st.one_of(
-        NOT_NUM, st.lists(st.floats(0, 1), min_size=3, max_size=4),
+        NOT_NUM.filter(lambda v: not isinstance(v, list)), st.lists(st.floats(0, 1), min_size=3, max_size=4),
         st.tuples(st.floats(0.5, 1.0, exclude_min=True), st.floats(0.0, 0.5)).map(list),
         st.tuples(st.floats(max_value=-0.01), st.floats(0, 1)).map(list))),
     (("designs",), st.one_of(NOT_NUM.filter(lambda v: not isinstance(v, list)), st.just([]))),

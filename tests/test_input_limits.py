@@ -297,7 +297,8 @@ def _relma(**repl):
 def test_phase_duration_bounded():
     p = problems(_relma(**{"{name: rest, duration_days: 2}":
                            "{name: rest, duration_days: 1e12}"}))
-    assert p == ["conduct.phases[4].duration_days.mean: must be <= 36,525 days (100 years) "
+    # (a bare number of days: the field is the duration itself, not its implied mean)
+    assert p == ["conduct.phases[4].duration_days: must be <= 36,525 days (100 years) "
                  "(got 1e+12)"]
 
 
@@ -482,6 +483,14 @@ def test_one_line_per_problem_whatever_the_message_holds():
     lines = str(ei.value).splitlines()
     assert len(lines) == len(ei.value.problems) == 1
     assert lines[0].startswith("s.yaml: designs[2].skeleton: ") and "a\\x0ab" in lines[0]
+
+
+def test_user_keys_named_like_pydantic_tags_are_kept():
+    # "str" and "function-..." were dropped from locations as if pydantic had put them there
+    p = problems(BASE + "str: 1\n" + "function-x: 2\n")
+    assert p == ["str: unknown key (got 1)", "function-x: unknown key (got 2)"]
+    p = problems(BASE.replace("[DL1, DL2, DL3, DL4]", "[DL1, {label: DL2, str: x}, DL3, DL4]"))
+    assert p == ["doses[1].str: unknown key (got 'x')"]
 
 
 def test_nul_character_is_a_yaml_error(capsys, tmp_path):

@@ -389,11 +389,38 @@ def json_like(v, limit: int = 10_000) -> str:
     return "".join(out)[:limit]
 
 
-def _pydantic_problems(err: ValidationError, prefix=(), model=None) -> List[str]:
+def _clean_loc(loc, data, missing: bool) -> tuple:
+    """``loc`` without the tags pydantic inserts for unions and validators (``DoseSpec``,
+    ``str``, ``function-after[...]``): walking the validated data, a part that is a key or
+    index of it is kept (a user's key named ``str`` too), as is the missing key of a
+    ``missing`` error; any other part is a tag."""
+    out = []
+    cur = data
+    for i, part in enumerate(loc):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif (isinstance(cur, list) and isinstance(part, int) and not isinstance(part, bool)
+              and 0 <= part < len(cur)):
+            cur = cur[part]
+        elif missing and i == len(loc) - 1:
+            cur = None
+        else:
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _pydantic_problems(err: ValidationError, prefix=(), model=None, data=None) -> List[str]:
+    """One ``field.path: message (got VALUE)`` line per pydantic error; ``data`` is what was
+    validated (used to tell the file's keys from pydantic's tags in error locations)."""
     out = []
     for e in err.errors():
-        loc = tuple(prefix) + tuple(p for p in e["loc"] if not (isinstance(p, str) and (
-            p.startswith("function-") or p in ("DoseSpec", "str", "list[float]"))))
+        if data is not None:
+            parts = _clean_loc(e["loc"], data, e["type"] == "missing")
+        else:
+            parts = tuple(p for p in e["loc"] if not (isinstance(p, str) and (
+                p.startswith("function-") or p in ("DoseSpec", "str", "list[float]"))))
+        loc = tuple(prefix) + parts
         typ = e["type"]
         msg = e["msg"]
         if msg.startswith("Value error, "):
@@ -629,7 +656,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
     try:
         model = ScenarioModel.model_validate(raw)
     except ValidationError as err:
-        problems.extend(_pydantic_problems(err, model=ScenarioModel))
+        problems.extend(_pydantic_problems(err, model=ScenarioModel, data=raw))
 
     # design entries are checked one by one against their own spec model
     designs_raw = raw.get("designs")
@@ -658,7 +685,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 specs.append((i, entry.spec_model.model_validate(data)))
             except ValidationError as err:
                 problems.extend(_pydantic_problems(err, prefix=("designs", i),
-                                                   model=entry.spec_model))
+                                                   model=entry.spec_model, data=data))
     elif designs_raw is None and "designs" in raw:
         problems.append("designs: must list at least one design (got null)")
 

@@ -180,7 +180,7 @@ def load_study_dict(raw: Any, source: str = "<study>", base_dir: Union[str, Path
     try:
         model = StudyModel.model_validate(raw)
     except ValidationError as err:
-        problems.extend(_pydantic_problems(err, model=StudyModel))
+        problems.extend(_pydantic_problems(err, model=StudyModel, data=raw))
     base_dir = Path(base_dir)
 
     # parameter paths (checked on the raw mapping, so they are reported with other problems)
