@@ -168,23 +168,26 @@ def _field(path) -> str:
 
 
 def _apply(doc, path, value):
-    """Set ``path`` in ``doc``; a path ending in None adds the (key, value) pair ``value``."""
-    cur = doc
+    """Set ``path`` in ``doc``; a path ending in None adds the (key, value) pair ``value``.
+    Returns the path as the messages write it (mapping keys as text: ``grades.3``, list
+    indices as numbers: ``phases[1]``)."""
+    cur, named = doc, []
     for p in path[:-1]:
+        named.append(str(p) if isinstance(cur, dict) else p)
         cur = cur[p]
-    if path[-1] is None:
-        key, val = value
-        cur[key] = val
-        return path[:-1] + (key,)
-    if isinstance(cur, list) and path[-1] >= len(cur):
+    last = path[-1]
+    if last is None:
+        last, value = value
+    elif isinstance(cur, list) and last >= len(cur):
         raise IndexError(path)
-    cur[path[-1]] = value
-    return path
+    cur[last] = value
+    named.append(str(last) if isinstance(cur, dict) else last)
+    return tuple(named)
 
 
 def check_bad_input(rc, out, err, f, field=None):
     """Exit 2, every line ``FILE: field: message`` (bounded), no traceback; and when
-    ``field`` is given, a line names it (or a field inside it)."""
+    ``field`` (a path) is given, a line names it (see :func:`names`)."""
     assert rc == 2, (rc, out, err)
     assert out == ""
     assert "Traceback" not in err and "unexpected error" not in err, err
@@ -192,10 +195,23 @@ def check_bad_input(rc, out, err, f, field=None):
     assert lines and all(line.startswith(f"{f}: ") for line in lines), err
     assert all(len(line) < 2000 for line in lines), max(map(len, lines))
     assert "\x1b" not in err and "\x07" not in err
-    if field is not None:  # the field itself, a field inside it, or "field (design name)"
-        head = f"{f}: {printable(field, keep_newlines=False)}"
-        assert any(line.startswith(head) and line[len(head):len(head) + 1] in ":.[ "
-                   for line in lines), (field, err)
+    if field is not None:
+        assert any(names(line, f, field) for line in lines), (field, err)
+
+
+def names(line: str, f, path) -> bool:
+    """``line`` is about the field at ``path``: located at it, inside it ("field.x",
+    "field[0]"), at it with a design name ("designs[1] (boin)"), or at a parent whose
+    message names the field's key ("truth: give either p_dlt or ...")."""
+    field = _field(path)
+    head = f"{f}: {printable(field, keep_newlines=False)}"
+    if line.startswith(head) and line[len(head):len(head) + 1] in ":.[ ":
+        return True
+    for k in range(len(path) - 1, 0, -1):
+        parent = f"{f}: {printable(_field(path[:k]), keep_newlines=False)}: "
+        if line.startswith(parent) and str(path[-1]) in line[len(parent):]:
+            return True
+    return False
 
 
 @settings(FUZZ, max_examples=300)
@@ -209,7 +225,49 @@ def test_mutated_scenario_names_file_and_field(mutation, tmp_path_factory, capsy
     f.write_text(yaml.safe_dump(doc, allow_unicode=True))
     rc = cli.main(["validate", str(f)])
     out, err = capsys.readouterr()
-    check_bad_input(rc, out, err, f, _field(named))
+    check_bad_input(rc, out, err, f, named)
+
+
+# the graded-toxicity truth (truth.toxicities and the scenario's dlt rule)
+GRADED = yaml.safe_load((ROOT / "scenarios" / "cart_crs_icans.yaml").read_text())
+assert [t["type"] for t in GRADED["truth"]["toxicities"]] == ["CRS", "ICANS"]
+GRADED_MUTATIONS = [
+    (("truth", "toxicities", 0, "type"), st.one_of(NOT_STR, st.just(""), st.just("a b"))),
+    (("truth", "toxicities", 0, "grades"), st.one_of(
+        NOT_NUM.filter(lambda v: v != {}), st.none(), st.just({}),
+        st.dictionaries(st.integers(6, 99) | st.integers(-5, 0), st.just([0.1] * 4),
+                        min_size=1, max_size=2))),
+    (("truth", "toxicities", 0, "grades", 3), PROB_LIST_BAD),
+    (("truth", "toxicities", 0, "grades", 1), st.lists(st.floats(0.7, 1.0), min_size=4,
+                                                       max_size=4)),  # sums above 1
+    (("truth", "toxicities", 1, "onset_days"), bad_days(zero_ok=True).filter(
+        lambda v: v is not None)),
+    (("truth", "correlation"), bad_real(-1.0, 1.0, lo_ok=False, hi_ok=False, optional=True)),
+    (("truth", "efficacy"), st.one_of(
+        NOT_NUM, st.lists(st.floats(0, 1), min_size=1, max_size=3),
+        st.lists(st.one_of(st.floats(min_value=1.0, exclude_min=True),
+                           st.floats(max_value=0.0, exclude_max=True)), min_size=4, max_size=4))),
+    (("dlt", 0, "min_grade"), bad_int(1, 5)),
+    (("dlt", 0, "type"), st.one_of(NOT_STR, st.text(max_size=8).filter(
+        lambda t: t.strip() not in ("CRS", "ICANS")))),
+    (("dlt",), st.one_of(NOT_NUM.filter(lambda v: not isinstance(v, list)), st.just([]))),
+    (("truth", "toxicities", 0, None), st.tuples(unknown_key({"type", "grades", "onset_days"}),
+                                                 ANY)),
+]
+
+
+@FUZZ
+@given(mutation=st.sampled_from(GRADED_MUTATIONS).flatmap(
+    lambda m: st.tuples(st.just(m[0]), m[1])))
+def test_mutated_graded_truth_names_file_and_field(mutation, tmp_path_factory, capsys):
+    path, value = mutation
+    doc = copy.deepcopy(GRADED)
+    named = _apply(doc, path, value)
+    f = tmp_path_factory.mktemp("fuzz") / "graded.yaml"
+    f.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    rc = cli.main(["validate", str(f)])
+    out, err = capsys.readouterr()
+    check_bad_input(rc, out, err, f, named)
 
 
 YAML_VALUES = st.recursive(

@@ -89,7 +89,6 @@ by the two -- far below any Monte Carlo resolution.
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import warnings
 from dataclasses import dataclass
@@ -103,6 +102,7 @@ from scipy import integrate, special
 from ..grades import MAX_GRADE, Scores, normalized_scores
 from ..randomness import stream_key, uniforms
 from .distributions import Distribution, DurationSpec
+from .limits import _CONTROL_ALL, MAX_DOSES, json_like, short
 
 #: the DLT window when the scenario has no conduct block and the truth names none (days)
 DEFAULT_DLT_WINDOW_DAYS = 28.0
@@ -122,10 +122,8 @@ _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 def _got(v) -> str:
-    try:
-        s = json.dumps(v, default=str)
-    except (TypeError, ValueError):  # pragma: no cover
-        s = repr(v)
+    """``v`` as JSON, at most 80 characters, built without serializing a huge value."""
+    s = json_like(v, 81)
     return s if len(s) <= 80 else s[:77] + "..."
 
 
@@ -237,6 +235,13 @@ class TruthSpec(_Strict):
                                      description="accept a truth that decreases somewhere")
     label: Optional[str] = None
 
+    @field_validator("p_dlt", mode="before")
+    @classmethod
+    def _not_too_many(cls, v):
+        if isinstance(v, list) and len(v) > MAX_DOSES:
+            raise ValueError(f"at most {MAX_DOSES} dose levels (got {len(v):,} values)")
+        return v
+
     @field_validator("p_dlt")
     @classmethod
     def _probs(cls, v):
@@ -244,7 +249,16 @@ class TruthSpec(_Strict):
             return v
         bad = [x for x in v if not (isinstance(x, (int, float)) and math.isfinite(x) and 0 < x < 1)]
         if bad:
-            raise ValueError(f"every probability must be a finite number in (0, 1); bad: {bad}")
+            raise ValueError(f"every probability must be a finite number in (0, 1); "
+                             f"bad: {short(bad)}")
+        return v
+
+    @field_validator("label")
+    @classmethod
+    def _printable(cls, v):
+        if isinstance(v, str) and _CONTROL_ALL.search(v):
+            raise ValueError(f"must not contain control characters such as terminal escape "
+                             f"codes (got {short(v)})")
         return v
 
     @field_validator("efficacy")
