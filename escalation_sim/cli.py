@@ -280,7 +280,7 @@ _TABLE_FLAGS = {"target": "--target", "max_n": "--max-n", "cohort_size": "--coho
                 "n_doses": "--n-doses", "outcomes": "--outcomes"}
 
 
-def _option_value(text: str):
+def _option_value(text: str, key: str = "option"):
     """A --option value: JSON first (numbers such as 1e-3, true, [0.1, 0.2]), else YAML
     (bare words, {halfwidth: 0.05}), else the text itself."""
     from .inputs.scenario import parse_yaml
@@ -293,7 +293,7 @@ def _option_value(text: str):
     except ScenarioError as exc:
         if "malformed YAML" in exc.problems[0]:
             return text
-        raise UsageError(f"--option {text[:40]!r}: {exc.problems[0]}")
+        raise UsageError(f"--option {key}: {exc.problems[0]}")
 
 
 def _parse_options(pairs) -> dict:
@@ -307,7 +307,7 @@ def _parse_options(pairs) -> dict:
             raise UsageError(f"--option type: give the design type with --design (got {pair!r})")
         if key in out:
             raise UsageError(f"--option {key}: given twice (got {pair!r})")
-        out[key] = _option_value(value)
+        out[key] = _option_value(value, key)
     return out
 
 

@@ -500,3 +500,12 @@ def test_nul_character_is_a_yaml_error(capsys, tmp_path):
     rc, _, err = run_main(capsys, "validate", f)
     assert rc == 2
     assert err.startswith(f"{f}: malformed YAML: unacceptable character #x0000")
+
+
+def test_option_values_read_within_the_yaml_limits(capsys):
+    bomb = "{" + ", ".join(LAUGHS) + "}"
+    rc, out, err = run_main(capsys, "table", "--design", "crm", "--target", 0.25,
+                            "--n-doses", 4, "--option", f"skeleton={bomb}")
+    assert rc == 2 and out == ""
+    assert err.startswith("escalation-sim table: error: --option skeleton: f[0]: the document "
+                          f"expands to more than {MAX_YAML_VALUES:,} values")
