@@ -396,28 +396,6 @@ def test_acceptable_band_serializes_without_warning():
         sc.model.model_dump_json()
 
 
-def test_out_checked_before_the_simulation(capsys, monkeypatch, tmp_path):
-    import escalation_sim.api as api
-
-    def boom(*a, **k):  # pragma: no cover - reached only if the check comes too late
-        raise AssertionError("simulation started")
-    monkeypatch.setattr(api, "simulate", boom)
-    a_file = tmp_path / "file.txt"
-    a_file.write_text("x")
-    rc, _, err = run_main(capsys, "run", MTD2, "--out", a_file / "sub")
-    assert rc == 2
-    assert err == f"escalation-sim run: error: --out {a_file / 'sub'}: {a_file} is a file, not a folder\n"
-    rc, _, err = run_main(capsys, "run", MTD2, "--out", a_file)
-    assert rc == 2 and "exists and is not a directory" in err
-    rc, _, err = run_main(capsys, "report", MTD2, "-o", tmp_path)
-    assert rc == 2
-    assert err == (f"escalation-sim report: error: -o/--output {tmp_path}: is a folder; give a "
-                   "file name such as report.html\n")
-    rc, _, err = run_main(capsys, "study", ROOT / "scenarios" / "studies" / "standard_six.yaml",
-                          "--out", a_file)
-    assert rc == 2 and "exists and is not a directory" in err
-
-
 def test_control_characters_refused_in_names():
     p = problems(BASE.replace("name: test", 'name: "\\e[31mred\\e[0m"'))
     assert p == ["name: must not contain control characters such as terminal escape codes "
