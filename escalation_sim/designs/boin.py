@@ -107,13 +107,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Any, Dict, Literal, Optional, Tuple, Union
 
 from pydantic import Field, model_validator
 
 from ..types import Decision, TrialState
 from .base import Design, DesignContext, DesignSpecBase
-from .interval import (DE_ESCALATE, ESCALATE, STAY, IntervalDesign, Step,
+from .interval import (DE_ESCALATE, ESCALATE, STAY, IntervalDesign, Step, count_rows,
                        elimination_boundary, isotonic_regression)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
@@ -391,18 +391,6 @@ TABLE_OPTIONS = ("target", "cohort_size", "max_n", "phi1", "phi2", "cutoff_eli",
                  "offset", "name")
 
 
-def boundary_rows(b: Dict[str, Any]) -> List[str]:
-    """The rows of ``get.boundary``'s printed table for a :func:`boin_boundaries` dict."""
-    rows = [("Number of patients treated", b["n"]),
-            ("Escalate if # of DLT <=", b["escalate"]),
-            ("De-escalate if # of DLT >=", b["deescalate"]),
-            ("Eliminate if # of DLT >=", b["eliminate"])]
-    if "stop_lowest" in b:
-        rows.append(("Stop if # DLT at dose 1 >=", b["stop_lowest"]))
-    return [f"{label:<28}" + "".join(f"{'NA' if v is None else v:>4}" for v in vals)
-            for label, vals in rows]
-
-
 def boundary_table(request: TableRequest, title: str = "BOIN",
                    options: Tuple[str, ...] = TABLE_OPTIONS) -> DecisionTable:
     """BOIN's boundary table as ``get.boundary`` prints it: every n = 1..max_n for cohorts
@@ -417,7 +405,7 @@ def boundary_table(request: TableRequest, title: str = "BOIN",
                         phi1=inner.phi1, phi2=inner.phi2, cutoff_eli=inner.cutoff_eli,
                         full=inner.cohort_size == 1, extrasafe=inner.extrasafe,
                         offset=inner.offset)
-    lines = [f"{title} boundaries, target {inner.target:g}", *boundary_rows(b)]
+    lines = [f"{title} boundaries, target {inner.target:g}", *count_rows(b)]
     return DecisionTable("\n".join(lines), b, tuple(notes))
 
 

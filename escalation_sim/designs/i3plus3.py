@@ -52,7 +52,7 @@ from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, TIE_OFFSET,
                        IntervalDesign, IntervalSpec, Step, count_table, isotonic_inputs,
                        isotonic_regression)
-from .mtpi2 import _check_ei, _with_current_bounds
+from .mtpi2 import _check_ei, _with_current_bounds, check_spec_ei, ei_context, epsilon_field
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -115,10 +115,8 @@ class Spec(IntervalSpec):
     """i3+3 in the scenario file (``type: i3+3``)."""
 
     type: Literal["i3+3"] = "i3+3"
-    epsilon1: float = Field(default=0.05, gt=0, lt=1,
-                            description="the EI is [target - epsilon1, target + epsilon2]")
-    epsilon2: float = Field(default=0.05, gt=0, lt=1,
-                            description="the EI is [target - epsilon1, target + epsilon2]")
+    epsilon1: float = epsilon_field()
+    epsilon2: float = epsilon_field()
     extrasafe_mtd: bool = Field(
         default=False,
         description="select the dose below the selected one when its isotonic estimate "
@@ -131,18 +129,12 @@ class Spec(IntervalSpec):
 
     @model_validator(mode="after")
     def _check(self) -> "Spec":
-        if self.target is not None:
-            _check_ei(self.target, self.epsilon1, self.epsilon2, "epsilon1", "epsilon2")
-        return self
+        return check_spec_ei(self, "epsilon1", "epsilon2")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """i3+3 from its spec (the registry adds the stopping rules)."""
-    c = spec.context(ctx)
-    try:
-        _check_ei(c.target, spec.epsilon1, spec.epsilon2, "epsilon1", "epsilon2")
-    except ValueError as exc:
-        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    c = ei_context(spec, ctx, "epsilon1", "epsilon2")
     return I3Plus3(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
                    start_dose=c.start_dose, epsilon1=spec.epsilon1, epsilon2=spec.epsilon2,
                    extrasafe_mtd=spec.extrasafe_mtd, name=spec.name or spec.type,

@@ -56,7 +56,8 @@ from pydantic import Field, model_validator
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
                        IntervalSpec, Step, count_table)
-from .mtpi2 import _check_ei, _with_current_bounds, equal_width_intervals, interval_masses
+from .mtpi2 import (_with_current_bounds, check_spec_ei, ei_context, equal_width_intervals,
+                    interval_masses)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -132,20 +133,12 @@ class Spec(IntervalSpec):
 
     @model_validator(mode="after")
     def _check(self) -> "Spec":
-        if self.target is not None:
-            _check_ei(self.target, self.margin_left, self.margin_right, "margin_left",
-                      "margin_right")
-        return self
+        return check_spec_ei(self, "margin_left", "margin_right")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """Keyboard from its spec (the registry adds the stopping rules)."""
-    c = spec.context(ctx)
-    try:
-        _check_ei(c.target, spec.margin_left, spec.margin_right, "margin_left",
-                  "margin_right")
-    except ValueError as exc:
-        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    c = ei_context(spec, ctx, "margin_left", "margin_right")
     return Keyboard(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
                     start_dose=c.start_dose, margin_left=spec.margin_left,
                     margin_right=spec.margin_right, extrasafe=spec.extrasafe,

@@ -147,15 +147,45 @@ def _with_current_bounds(design: IntervalDesign, out: Dict[str, Any], state) -> 
     return out
 
 
+def _check_ei(target: float, e1: float, e2: float, n1: str, n2: str) -> None:
+    if not e1 < target:
+        raise ValueError(f"{n1} must be < target {target:g} (got {e1:g})")
+    if not target + e2 < 1:
+        raise ValueError(f"{n2} must be < 1 - target {1 - target:g} (got {e2:g})")
+
+
+def epsilon_field() -> Any:
+    """The spec field of mTPI-2's and i3+3's epsilon1 / epsilon2 (the same declaration)."""
+    return Field(default=0.05, gt=0, lt=1,
+                 description="the EI is [target - epsilon1, target + epsilon2]")
+
+
+def check_spec_ei(spec: IntervalSpec, n1: str, n2: str) -> Any:
+    """A spec's validator: the interval [target - ``n1``, target + ``n2``] must lie in (0, 1)
+    when the spec gives the target (otherwise :func:`ei_context` checks it)."""
+    if spec.target is not None:
+        _check_ei(spec.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
+    return spec
+
+
+def ei_context(spec: IntervalSpec, ctx: DesignContext, n1: str, n2: str) -> Any:
+    """``spec.context(ctx)`` after checking the interval [target - ``n1``, target + ``n2``]
+    with the resolved target; a failure names the design."""
+    c = spec.context(ctx)
+    try:
+        _check_ei(c.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
+    except ValueError as exc:
+        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    return c
+
+
 # --------------------------------------------------------------------------- spec
 class Spec(IntervalSpec):
     """mTPI-2 in the scenario file (``type: mtpi2``)."""
 
     type: Literal["mtpi2"] = "mtpi2"
-    epsilon1: float = Field(default=0.05, gt=0, lt=1,
-                            description="the EI is [target - epsilon1, target + epsilon2]")
-    epsilon2: float = Field(default=0.05, gt=0, lt=1,
-                            description="the EI is [target - epsilon1, target + epsilon2]")
+    epsilon1: float = epsilon_field()
+    epsilon2: float = epsilon_field()
     n_earlystop_at: Literal["stay", "current", "next"] = Field(
         default="next",
         description="the dose n_earlystop counts: next = the dose of the next cohort (FIND "
@@ -164,25 +194,12 @@ class Spec(IntervalSpec):
 
     @model_validator(mode="after")
     def _check(self) -> "Spec":
-        if self.target is not None:
-            _check_ei(self.target, self.epsilon1, self.epsilon2, "epsilon1", "epsilon2")
-        return self
-
-
-def _check_ei(target: float, e1: float, e2: float, n1: str, n2: str) -> None:
-    if not e1 < target:
-        raise ValueError(f"{n1} must be < target {target:g} (got {e1:g})")
-    if not target + e2 < 1:
-        raise ValueError(f"{n2} must be < 1 - target {1 - target:g} (got {e2:g})")
+        return check_spec_ei(self, "epsilon1", "epsilon2")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """mTPI-2 from its spec (the registry adds the stopping rules)."""
-    c = spec.context(ctx)
-    try:
-        _check_ei(c.target, spec.epsilon1, spec.epsilon2, "epsilon1", "epsilon2")
-    except ValueError as exc:
-        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    c = ei_context(spec, ctx, "epsilon1", "epsilon2")
     return MTPI2(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
                  start_dose=c.start_dose, epsilon1=spec.epsilon1, epsilon2=spec.epsilon2,
                  name=spec.name or spec.type, **spec.kernel_options())
