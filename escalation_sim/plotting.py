@@ -322,26 +322,21 @@ def plot_durations(data, ax=None, *, kind: str = "box", unit: str = "months",
         ax.grid(color="#E5E5E5", linewidth=0.6)
         if legend:
             ax.legend(frameon=False, fontsize="small", loc="lower right")
-    elif kind == "box":
-        bp = ax.boxplot(vals, whis=(5, 95), showmeans=True, showfliers=False,
-                        patch_artist=True, widths=0.55,
-                        meanprops={"marker": "D", "markerfacecolor": "white",
-                                   "markeredgecolor": "#222222", "markersize": 5},
-                        medianprops={"color": "#222222"})
-        for box, name in zip(bp["boxes"], names):
-            box.set_facecolor(colors[name])
-            box.set_alpha(0.75)
-            box.set_gid("duration")
-        ax.set_xticks(np.arange(1, len(names) + 1))
-        ax.set_xticklabels(names)
-        ax.set_ylabel(f"trial duration ({unit})")
-        ax.grid(axis="y", color="#E5E5E5", linewidth=0.6)
     else:
-        vp = ax.violinplot(vals, showmeans=True, showextrema=False)
-        for body, name in zip(vp["bodies"], names):
-            body.set_facecolor(colors[name])
-            body.set_alpha(0.7)
-            body.set_gid("duration")
+        if kind == "box":
+            bp = ax.boxplot(vals, whis=(5, 95), showmeans=True, showfliers=False,
+                            patch_artist=True, widths=0.55,
+                            meanprops={"marker": "D", "markerfacecolor": "white",
+                                       "markeredgecolor": "#222222", "markersize": 5},
+                            medianprops={"color": "#222222"})
+            patches, alpha = bp["boxes"], 0.75
+        else:
+            vp = ax.violinplot(vals, showmeans=True, showextrema=False)
+            patches, alpha = vp["bodies"], 0.7
+        for patch, name in zip(patches, names):
+            patch.set_facecolor(colors[name])
+            patch.set_alpha(alpha)
+            patch.set_gid("duration")
         ax.set_xticks(np.arange(1, len(names) + 1))
         ax.set_xticklabels(names)
         ax.set_ylabel(f"trial duration ({unit})")
