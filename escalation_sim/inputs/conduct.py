@@ -39,6 +39,7 @@ from typing import List, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .distributions import Distribution, DurationSpec, as_distribution, check_days
+from .limits import check_word
 
 DAYS_PER_MONTH = 365.25 / 12.0
 #: fastest accrual a scenario may give (patients per month); faster is practically
@@ -81,11 +82,7 @@ class Phase(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        v = v.strip()
-        if not v or not all(c.isalnum() or c in "_-" for c in v):
-            raise ValueError(f"must be a non-empty word of letters, digits, '_' or '-' "
-                             f"(got {v!r})")
-        return v
+        return check_word(v)
 
     @field_validator("failure_prob", "probability")
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import List
+from typing import List, Optional
 
 #: bytes read from a scenario or study file (a scenario is a few kilobytes)
 MAX_FILE_BYTES = 1 << 20
@@ -115,3 +115,15 @@ def json_like(v, limit: int = 10_000) -> str:
     except _Full:
         pass
     return "".join(out)[:limit]
+
+
+def check_word(v: str, shown: Optional[str] = None) -> str:
+    """``v`` without surrounding spaces, which must be a non-empty word of letters, digits,
+    '_' or '-' (a name used in column labels); the error quotes ``shown`` (default: the
+    stripped value)."""
+    s = v.strip()
+    if not s or not all(c.isalnum() or c in "_-" for c in s):
+        got = s if shown is None else shown
+        raise ValueError(f"must be a non-empty word of letters, digits, '_' or '-' "
+                         f"(got {got!r})")
+    return s

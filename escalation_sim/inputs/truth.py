@@ -102,7 +102,7 @@ from scipy import integrate, special
 from ..grades import MAX_GRADE, Scores, normalized_scores
 from ..randomness import stream_key, uniforms
 from .distributions import Distribution, DurationSpec
-from .limits import _CONTROL_ALL, MAX_DOSES, json_like, short
+from .limits import _CONTROL_ALL, MAX_DOSES, check_word, json_like, short
 
 #: the DLT window when the scenario has no conduct block and the truth names none (days)
 DEFAULT_DLT_WINDOW_DAYS = 28.0
@@ -154,11 +154,7 @@ class ToxicitySpec(_Strict):
     @field_validator("type")
     @classmethod
     def _name_ok(cls, v: str) -> str:
-        s = v.strip()
-        if not s or not all(c.isalnum() or c in "_-" for c in s):
-            raise ValueError(f"must be a non-empty word of letters, digits, '_' or '-' "
-                             f"(got {v!r})")
-        return s
+        return check_word(v, shown=v)
 
     @field_validator("grades", mode="before")
     @classmethod
