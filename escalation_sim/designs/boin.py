@@ -395,11 +395,7 @@ def boundary_table(request: TableRequest, title: str = "BOIN",
                    options: Tuple[str, ...] = TABLE_OPTIONS) -> DecisionTable:
     """BOIN's boundary table as ``get.boundary`` prints it: every n = 1..max_n for cohorts
     of 1, the multiples of the cohort size otherwise; with ``extrasafe`` the stopping row."""
-    design, notes = request.build()
-    notes += request.unused("n_doses", "outcomes",
-                            why="the boundary table depends on neither the number of doses "
-                                "nor the data")
-    notes += request.unused_options(options, why="it does not change the boundaries")
+    design, notes = request.build_data_free(options, "boundary table", "boundaries")
     inner = design.inner
     b = boin_boundaries(inner.target, design.max_n, cohort_size=inner.cohort_size,
                         phi1=inner.phi1, phi2=inner.phi2, cutoff_eli=inner.cutoff_eli,

@@ -435,11 +435,7 @@ def count_table(request: "TableRequest", title: str, options: Sequence[str],
     is not of the form E..S..D (never for the built-in designs), the full table by (n, y)
     follows.  ``describe`` (a line under the title) says what the rule compares."""
     from .tables import DecisionTable
-    design, notes = request.build()
-    notes += request.unused("n_doses", "outcomes",
-                            why="the decision table depends on neither the number of doses "
-                                "nor the data")
-    notes += request.unused_options(options, why="it does not change the decision table")
+    design, notes = request.build_data_free(options, "decision table", "decision table")
     inner = design.inner
     c = inner.cohort_size
     ns = [n for n in range(1, design.max_n + 1) if c == 1 or n % c == 0]

@@ -74,6 +74,18 @@ class TableRequest:
         skip = set(used) | {"type"}
         return [(f, f"not used: {why}") for f in sorted(self.spec.model_fields_set - skip)]
 
+    def build_data_free(self, options: Iterable[str], table: str,
+                        changes: str) -> Tuple[Design, List[Tuple[str, str]]]:
+        """:meth:`build` for a table that depends on neither the number of doses nor the
+        data (``table`` names it in the notes), with a note for each design option set in
+        the spec but not in ``options`` (``changes``: what those options would change)."""
+        design, notes = self.build()
+        notes += self.unused("n_doses", "outcomes",
+                             why=f"the {table} depends on neither the number of doses "
+                                 f"nor the data")
+        notes += self.unused_options(options, why=f"it does not change the {changes}")
+        return design, notes
+
     def build(self, n_doses: Optional[int] = None,
               needs_target: bool = True) -> Tuple[Design, List[Tuple[str, str]]]:
         """The design as a scenario would build it (``start_dose`` 1 unless the spec says
