@@ -114,7 +114,8 @@ from pydantic import Field, model_validator
 from ..types import Decision, TrialState
 from .base import Design, DesignContext, DesignSpecBase
 from .interval import (DE_ESCALATE, ESCALATE, STAY, IntervalDesign, Step, count_rows,
-                       elimination_boundary, isotonic_regression)
+                       elimination_boundary, extrasafe_field, isotonic_regression,
+                       offset_field)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -322,11 +323,8 @@ class Spec(DesignSpecBase):
         default=0.95, ge=0.5, lt=1,
         description="eliminate a dose (and all above) when Pr(p > target | data) exceeds this "
                     "and n >= 3")
-    extrasafe: bool = Field(
-        default=False,
-        description="also stop when Pr(p_1 > target | data) > cutoff_eli - offset at dose 1")
-    offset: float = Field(default=0.05, ge=0, lt=0.5,
-                          description="lowers cutoff_eli for the extrasafe rule")
+    extrasafe: bool = extrasafe_field()
+    offset: float = offset_field()
     n_earlystop: Optional[int] = Field(
         default=None, ge=1,
         description="stop when the current dose has this many patients and the rule says stay "

@@ -64,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ESCALATE", "STAY", "DE_ESCALATE", "Step", "IntervalDesign", "prob_above",
            "elimination_boundary", "isotonic_regression", "isotonic_inputs", "TIE_OFFSET",
            "N_EARLYSTOP_AT", "IntervalSpec", "count_form", "count_rows", "count_table",
-           "COUNT_TABLE_OPTIONS"]
+           "COUNT_TABLE_OPTIONS", "extrasafe_field", "offset_field"]
 
 ESCALATE, STAY, DE_ESCALATE = 1, 0, -1
 
@@ -348,6 +348,19 @@ class IntervalDesign(Design):
 
 
 # --------------------------------------------------------------------------- spec options
+def extrasafe_field() -> Any:
+    """The spec field ``extrasafe`` of BOIN and Keyboard (the same declaration)."""
+    return Field(
+        default=False,
+        description="also stop when Pr(p_1 > target | data) > cutoff_eli - offset at dose 1")
+
+
+def offset_field() -> Any:
+    """The spec field ``offset`` of BOIN and Keyboard (the same declaration)."""
+    return Field(default=0.05, ge=0, lt=0.5,
+                 description="lowers cutoff_eli for the extrasafe rule")
+
+
 class IntervalSpec(DesignSpecBase):
     """Options of the kernel that the count-based interval designs (mTPI-2, Keyboard, i3+3)
     expose in the scenario file; each design redeclares ``n_earlystop_at`` with its reference

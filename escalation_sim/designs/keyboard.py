@@ -55,7 +55,7 @@ from pydantic import Field, model_validator
 
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
-                       IntervalSpec, Step, count_table)
+                       IntervalSpec, Step, count_table, extrasafe_field, offset_field)
 from .mtpi2 import (_with_current_bounds, check_spec_ei, ei_context, equal_width_intervals,
                     interval_masses)
 from .registry import DesignEntry, register
@@ -120,11 +120,8 @@ class Spec(IntervalSpec):
     margin_right: float = Field(default=0.05, gt=0, lt=1,
                                 description="the target key is [target - margin_left, "
                                             "target + margin_right] (marginR)")
-    extrasafe: bool = Field(
-        default=False,
-        description="also stop when Pr(p_1 > target | data) > cutoff_eli - offset at dose 1")
-    offset: float = Field(default=0.05, ge=0, lt=0.5,
-                          description="lowers cutoff_eli for the extrasafe rule")
+    extrasafe: bool = extrasafe_field()
+    offset: float = offset_field()
     n_earlystop_at: Literal["stay", "current", "next"] = Field(
         default="current",
         description="the dose n_earlystop counts: current = the current dose, whatever the "

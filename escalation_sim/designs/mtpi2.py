@@ -60,7 +60,8 @@ from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, Interva
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
-__all__ = ["MTPI2", "Spec", "make", "equal_width_intervals", "interval_masses", "mtpi2_table"]
+__all__ = ["MTPI2", "Spec", "make", "equal_width_intervals", "interval_masses", "mtpi2_table",
+           "epsilon_field", "check_spec_ei", "ei_context"]
 
 #: cut points closer than this to 0 or 1 are dropped
 EDGE_TOL = 1e-9
