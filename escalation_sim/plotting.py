@@ -133,6 +133,15 @@ def _legend_below(ax, handles, labels, ncol=None):
               ncol=ncol or min(len(handles), 5), frameon=False, fontsize="small")
 
 
+def _by_dose(data, ax):
+    """What a per-dose bar plot starts from: the summary table, the axes, the designs,
+    their colours and the dose labels."""
+    df = _summary(data)
+    ax = _new_ax(ax)
+    designs = _designs(df)
+    return df, ax, designs, design_colors(designs), _dose_labels(df, data)
+
+
 # -- selection ---------------------------------------------------------------------------------
 def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth: bool = True,
                    show_none: Union[bool, str] = "auto", se_mult: float = 1.0,
@@ -149,11 +158,7 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
     ``data``: a :class:`Results` or its ``summary()`` table (columns design, dose, p_select,
     se_p_select, optionally label and p_true).
     """
-    df = _summary(data)
-    ax = _new_ax(ax)
-    designs = _designs(df)
-    colors = design_colors(designs)
-    labels = _dose_labels(df, data)
+    df, ax, designs, colors, labels = _by_dose(data, ax)
     K = len(labels)
     p_none, se_none = {}, {}
     for name in designs:
@@ -223,11 +228,7 @@ def plot_allocation(data, ax=None, *, show_dlt: bool = True, se_mult: float = 1.
 
     Error bars: ``se_mult`` Monte Carlo standard errors of the means.
     """
-    df = _summary(data)
-    ax = _new_ax(ax)
-    designs = _designs(df)
-    colors = design_colors(designs)
-    labels = _dose_labels(df, data)
+    df, ax, designs, colors, labels = _by_dose(data, ax)
     K = len(labels)
     width = 0.8 / max(len(designs), 1)
     x = np.arange(K, dtype=float)
