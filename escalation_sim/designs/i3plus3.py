@@ -135,10 +135,8 @@ class Spec(IntervalSpec):
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """i3+3 from its spec (the registry adds the stopping rules)."""
     c = ei_context(spec, ctx, "epsilon1", "epsilon2")
-    return I3Plus3(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
-                   start_dose=c.start_dose, epsilon1=spec.epsilon1, epsilon2=spec.epsilon2,
-                   extrasafe_mtd=spec.extrasafe_mtd, name=spec.name or spec.type,
-                   **spec.kernel_options())
+    return I3Plus3(epsilon1=spec.epsilon1, epsilon2=spec.epsilon2,
+                   extrasafe_mtd=spec.extrasafe_mtd, **spec.design_args(c))
 
 
 def i3plus3_table(request: TableRequest) -> DecisionTable:

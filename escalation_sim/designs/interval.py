@@ -56,7 +56,7 @@ from pydantic import Field
 from scipy.stats import beta as beta_dist
 
 from ..types import Decision, StopReason, TrialState
-from .base import Design, DesignSpecBase
+from .base import Design, DesignContext, DesignSpecBase
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tables import DecisionTable, TableRequest
@@ -393,6 +393,13 @@ class IntervalSpec(DesignSpecBase):
         return {"cutoff_eli": self.cutoff_eli, "elimination_min_n": self.elimination_min_n,
                 "n_earlystop": self.n_earlystop, "n_earlystop_at": self.n_earlystop_at,
                 "mtd_prior": self.mtd_prior}
+
+    def design_args(self, c: DesignContext) -> Dict[str, Any]:
+        """The keyword arguments every count-based interval design takes, from the resolved
+        context ``c`` (``spec.context(ctx)``) and this spec."""
+        return {"n_doses": c.n_doses, "target": c.target, "cohort_size": c.cohort_size,
+                "start_dose": c.start_dose, "name": self.name or self.type,
+                **self.kernel_options()}
 
 
 #: spec options of :class:`IntervalSpec` that change a count table

@@ -136,10 +136,8 @@ class Spec(IntervalSpec):
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """Keyboard from its spec (the registry adds the stopping rules)."""
     c = ei_context(spec, ctx, "margin_left", "margin_right")
-    return Keyboard(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
-                    start_dose=c.start_dose, margin_left=spec.margin_left,
-                    margin_right=spec.margin_right, extrasafe=spec.extrasafe,
-                    offset=spec.offset, name=spec.name or spec.type, **spec.kernel_options())
+    return Keyboard(margin_left=spec.margin_left, margin_right=spec.margin_right,
+                    extrasafe=spec.extrasafe, offset=spec.offset, **spec.design_args(c))
 
 
 def keyboard_table(request: TableRequest) -> DecisionTable:

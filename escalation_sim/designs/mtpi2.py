@@ -201,9 +201,7 @@ class Spec(IntervalSpec):
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """mTPI-2 from its spec (the registry adds the stopping rules)."""
     c = ei_context(spec, ctx, "epsilon1", "epsilon2")
-    return MTPI2(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
-                 start_dose=c.start_dose, epsilon1=spec.epsilon1, epsilon2=spec.epsilon2,
-                 name=spec.name or spec.type, **spec.kernel_options())
+    return MTPI2(epsilon1=spec.epsilon1, epsilon2=spec.epsilon2, **spec.design_args(c))
 
 
 def mtpi2_table(request: TableRequest) -> DecisionTable:
