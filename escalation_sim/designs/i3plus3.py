@@ -43,16 +43,16 @@ Options (named; defaults: FIND)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Literal, Optional
+from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from ..types import TrialState
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, TIE_OFFSET,
-                       IntervalDesign, IntervalSpec, Step, count_table, isotonic_inputs,
-                       isotonic_regression)
-from .mtpi2 import _check_ei, _with_current_bounds, check_spec_ei, ei_context, epsilon_field
+                       IntervalDesign, IntervalSpec, Step, _check_ei, count_table, ei_context,
+                       isotonic_inputs, isotonic_regression)
+from .mtpi2 import _with_current_bounds, epsilon_field
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -115,6 +115,7 @@ class Spec(IntervalSpec):
     """i3+3 in the scenario file (``type: i3+3``)."""
 
     type: Literal["i3+3"] = "i3+3"
+    ei_fields: ClassVar[Tuple[str, str]] = ("epsilon1", "epsilon2")
     epsilon1: float = epsilon_field()
     epsilon2: float = epsilon_field()
     extrasafe_mtd: bool = Field(
@@ -126,10 +127,6 @@ class Spec(IntervalSpec):
         description="the dose n_earlystop counts: next = the dose of the next cohort (FIND "
                     "run_sim_i3plus3), current = the current dose, stay = the current dose "
                     "when the rule says stay (BOIN get.oc)")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Spec":
-        return check_spec_ei(self, "epsilon1", "epsilon2")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:

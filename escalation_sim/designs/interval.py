@@ -49,10 +49,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import (TYPE_CHECKING, Any, Dict, List, Literal, NamedTuple, Optional, Sequence,
+from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, NamedTuple, Optional, Sequence,
                     Tuple, Union)
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from scipy.stats import beta as beta_dist
 
 from ..types import Decision, StopReason, TrialState
@@ -64,7 +64,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ESCALATE", "STAY", "DE_ESCALATE", "Step", "IntervalDesign", "prob_above",
            "elimination_boundary", "isotonic_regression", "isotonic_inputs", "TIE_OFFSET",
            "N_EARLYSTOP_AT", "IntervalSpec", "count_form", "count_rows", "count_table",
-           "COUNT_TABLE_OPTIONS", "extrasafe_field", "offset_field"]
+           "COUNT_TABLE_OPTIONS", "extrasafe_field", "offset_field", "check_spec_ei",
+           "ei_context"]
 
 ESCALATE, STAY, DE_ESCALATE = 1, 0, -1
 
@@ -348,6 +349,32 @@ class IntervalDesign(Design):
 
 
 # --------------------------------------------------------------------------- spec options
+def _check_ei(target: float, e1: float, e2: float, n1: str, n2: str) -> None:
+    if not e1 < target:
+        raise ValueError(f"{n1} must be < target {target:g} (got {e1:g})")
+    if not target + e2 < 1:
+        raise ValueError(f"{n2} must be < 1 - target {1 - target:g} (got {e2:g})")
+
+
+def check_spec_ei(spec: "IntervalSpec", n1: str, n2: str) -> Any:
+    """A spec's validator: the interval [target - ``n1``, target + ``n2``] must lie in (0, 1)
+    when the spec gives the target (otherwise :func:`ei_context` checks it)."""
+    if spec.target is not None:
+        _check_ei(spec.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
+    return spec
+
+
+def ei_context(spec: "IntervalSpec", ctx: DesignContext, n1: str, n2: str) -> Any:
+    """``spec.context(ctx)`` after checking the interval [target - ``n1``, target + ``n2``]
+    with the resolved target; a failure names the design."""
+    c = spec.context(ctx)
+    try:
+        _check_ei(c.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
+    except ValueError as exc:
+        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
+    return c
+
+
 def extrasafe_field() -> Any:
     """The spec field ``extrasafe`` of BOIN and Keyboard (the same declaration)."""
     return Field(
@@ -387,6 +414,15 @@ class IntervalSpec(DesignSpecBase):
         description="a of the Beta(a, a) pseudo-counts of the isotonic MTD estimate "
                     "(y + a)/(n + 2a): 0.05 as BOIN/Keyboard/FIND select.mtd, 1 as R "
                     "escalation select_mtpi2_mtd")
+    #: the two options that set the interval [target - first, target + second] the design
+    #: checks against the target (:func:`check_spec_ei`); None: the design has none
+    ei_fields: ClassVar[Optional[Tuple[str, str]]] = None
+
+    @model_validator(mode="after")
+    def _check_ei_fields(self) -> "IntervalSpec":
+        if self.ei_fields is not None:
+            check_spec_ei(self, *self.ei_fields)
+        return self
 
     def kernel_options(self) -> Dict[str, Any]:
         """The kernel's keyword arguments from this spec."""

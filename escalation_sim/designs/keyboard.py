@@ -48,16 +48,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, Literal, Tuple
+from typing import Any, ClassVar, Dict, Literal, Tuple
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
-                       IntervalSpec, Step, count_table, extrasafe_field, offset_field)
-from .mtpi2 import (_with_current_bounds, check_spec_ei, ei_context, equal_width_intervals,
-                    interval_masses)
+                       IntervalSpec, Step, count_table, ei_context, extrasafe_field,
+                       offset_field)
+from .mtpi2 import _with_current_bounds, equal_width_intervals, interval_masses
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -114,6 +114,7 @@ class Spec(IntervalSpec):
     """Keyboard in the scenario file (``type: keyboard``)."""
 
     type: Literal["keyboard"] = "keyboard"
+    ei_fields: ClassVar[Tuple[str, str]] = ("margin_left", "margin_right")
     margin_left: float = Field(default=0.05, gt=0, lt=1,
                                description="the target key is [target - margin_left, "
                                            "target + margin_right] (marginL)")
@@ -127,10 +128,6 @@ class Spec(IntervalSpec):
         description="the dose n_earlystop counts: current = the current dose, whatever the "
                     "decision (get.oc.kb), next = the dose of the next cohort, stay = the "
                     "current dose when the rule says stay (BOIN get.oc)")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Spec":
-        return check_spec_ei(self, "margin_left", "margin_right")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:

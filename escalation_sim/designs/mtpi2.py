@@ -48,20 +48,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, Literal, Tuple
+from typing import Any, ClassVar, Dict, Literal, Tuple
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field
 from scipy.special import betainc
 
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
-                       IntervalSpec, Step, count_table)
+                       IntervalSpec, Step, count_table, ei_context)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
 __all__ = ["MTPI2", "Spec", "make", "equal_width_intervals", "interval_masses", "mtpi2_table",
-           "epsilon_field", "check_spec_ei", "ei_context"]
+           "epsilon_field"]
 
 #: cut points closer than this to 0 or 1 are dropped
 EDGE_TOL = 1e-9
@@ -148,36 +148,10 @@ def _with_current_bounds(design: IntervalDesign, out: Dict[str, Any], state) -> 
     return out
 
 
-def _check_ei(target: float, e1: float, e2: float, n1: str, n2: str) -> None:
-    if not e1 < target:
-        raise ValueError(f"{n1} must be < target {target:g} (got {e1:g})")
-    if not target + e2 < 1:
-        raise ValueError(f"{n2} must be < 1 - target {1 - target:g} (got {e2:g})")
-
-
 def epsilon_field() -> Any:
     """The spec field of mTPI-2's and i3+3's epsilon1 / epsilon2 (the same declaration)."""
     return Field(default=0.05, gt=0, lt=1,
                  description="the EI is [target - epsilon1, target + epsilon2]")
-
-
-def check_spec_ei(spec: IntervalSpec, n1: str, n2: str) -> Any:
-    """A spec's validator: the interval [target - ``n1``, target + ``n2``] must lie in (0, 1)
-    when the spec gives the target (otherwise :func:`ei_context` checks it)."""
-    if spec.target is not None:
-        _check_ei(spec.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
-    return spec
-
-
-def ei_context(spec: IntervalSpec, ctx: DesignContext, n1: str, n2: str) -> Any:
-    """``spec.context(ctx)`` after checking the interval [target - ``n1``, target + ``n2``]
-    with the resolved target; a failure names the design."""
-    c = spec.context(ctx)
-    try:
-        _check_ei(c.target, getattr(spec, n1), getattr(spec, n2), n1, n2)
-    except ValueError as exc:
-        raise ValueError(f"design {spec.name or spec.type!r}: {exc}") from None
-    return c
 
 
 # --------------------------------------------------------------------------- spec
@@ -185,6 +159,7 @@ class Spec(IntervalSpec):
     """mTPI-2 in the scenario file (``type: mtpi2``)."""
 
     type: Literal["mtpi2"] = "mtpi2"
+    ei_fields: ClassVar[Tuple[str, str]] = ("epsilon1", "epsilon2")
     epsilon1: float = epsilon_field()
     epsilon2: float = epsilon_field()
     n_earlystop_at: Literal["stay", "current", "next"] = Field(
@@ -192,10 +167,6 @@ class Spec(IntervalSpec):
         description="the dose n_earlystop counts: next = the dose of the next cohort (FIND "
                     "run_sim_mtpi2), current = the current dose, stay = the current dose when "
                     "the rule says stay (BOIN get.oc)")
-
-    @model_validator(mode="after")
-    def _check(self) -> "Spec":
-        return check_spec_ei(self, "epsilon1", "epsilon2")
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:
