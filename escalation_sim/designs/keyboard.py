@@ -48,16 +48,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, ClassVar, Dict, Literal, Tuple
+from typing import ClassVar, Literal, Tuple
 
 import numpy as np
 from pydantic import Field
 
 from .base import Design, DesignContext
-from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
-                       IntervalSpec, Step, count_table, ei_context, extrasafe_field,
-                       offset_field)
-from .mtpi2 import _with_current_bounds, equal_width_intervals, interval_masses
+from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalSpec, Step,
+                       count_table, ei_context, extrasafe_field, offset_field)
+from .mtpi2 import EqualWidthDesign, equal_width_intervals, interval_masses
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
 
@@ -78,7 +77,7 @@ def strongest_key(target: float, margin_left: float, margin_right: float, n: int
 
 
 @dataclass(frozen=True)
-class Keyboard(IntervalDesign):
+class Keyboard(EqualWidthDesign):
     """The Keyboard design (see the module docstring); defaults reproduce Keyboard 0.1.3."""
 
     margin_left: float = 0.05
@@ -86,13 +85,12 @@ class Keyboard(IntervalDesign):
     n_earlystop_at: str = "current"
     name: str = "keyboard"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        equal_width_intervals(self.target, self.margin_left, self.margin_right)  # validates
+    def _widths(self) -> Tuple[float, float]:
+        return self.margin_left, self.margin_right
 
     @property
     def keys(self) -> Tuple[float, ...]:
-        return equal_width_intervals(self.target, self.margin_left, self.margin_right)[0]
+        return self.intervals[0]
 
     def rule(self, n: int, y: int) -> Step:
         best, tk, (a, b) = strongest_key(self.target, self.margin_left, self.margin_right,
@@ -103,10 +101,6 @@ class Keyboard(IntervalDesign):
         if best > tk:
             return Step(DE_ESCALATE, f"(strongest key {where}, right of the target key)")
         return Step(STAY, f"(strongest key: the target key {where})")
-
-    def estimates(self, state) -> Dict[str, Any]:
-        """The kernel's estimates plus the count boundaries at the current dose's n."""
-        return _with_current_bounds(self, super().estimates(state), state)
 
 
 # --------------------------------------------------------------------------- spec

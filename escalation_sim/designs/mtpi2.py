@@ -98,7 +98,28 @@ def interval_masses(cuts: Tuple[float, ...], n: int, y: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MTPI2(IntervalDesign):
+class EqualWidthDesign(IntervalDesign):
+    """A count-based interval design on :func:`equal_width_intervals` around the target
+    (mTPI-2, Keyboard); ``_widths`` gives the two options that set the central interval."""
+
+    def _widths(self) -> Tuple[float, float]:
+        raise NotImplementedError
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        equal_width_intervals(self.target, *self._widths())  # validates
+
+    @property
+    def intervals(self) -> Tuple[Tuple[float, ...], int]:
+        return equal_width_intervals(self.target, *self._widths())
+
+    def estimates(self, state) -> Dict[str, Any]:
+        """The kernel's estimates plus the count boundaries at the current dose's n."""
+        return _with_current_bounds(self, super().estimates(state), state)
+
+
+@dataclass(frozen=True)
+class MTPI2(EqualWidthDesign):
     """mTPI-2 (see the module docstring); defaults reproduce FIND 0.1.1."""
 
     epsilon1: float = 0.05
@@ -106,20 +127,11 @@ class MTPI2(IntervalDesign):
     n_earlystop_at: str = "next"
     name: str = "mtpi2"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        equal_width_intervals(self.target, self.epsilon1, self.epsilon2)  # validates
-
-    @property
-    def intervals(self) -> Tuple[Tuple[float, ...], int]:
-        return equal_width_intervals(self.target, self.epsilon1, self.epsilon2)
+    def _widths(self) -> Tuple[float, float]:
+        return self.epsilon1, self.epsilon2
 
     def rule(self, n: int, y: int) -> Step:
         return _mtpi2_rule(self.target, self.epsilon1, self.epsilon2, n, y)
-
-    def estimates(self, state) -> Dict[str, Any]:
-        """The kernel's estimates plus the count boundaries at the current dose's n."""
-        return _with_current_bounds(self, super().estimates(state), state)
 
 
 @lru_cache(maxsize=65536)
