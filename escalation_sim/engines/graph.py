@@ -1,115 +1,372 @@
 """The memoised state graph of a time-free design.
 
-Each distinct ``TrialState`` gets an integer id.  For every id we store the design's decision
-(dose and cohort size, or stop) and, lazily, the transition to the next state for each possible
-number of DLTs in the cohort.  The vectorised engine walks thousands of trials through this
-graph with array look-ups; exact enumeration walks it with probabilities.  ``decide`` is
-therefore called once per distinct state, and both methods use exactly the same decisions.
+Each distinct trial state (distinct by ``design.canonical``) gets an integer id.  For every id
+the graph stores, in numpy arrays, the state itself (patients and DLTs per dose, the current
+dose, the last cohort), the design's decision (dose and cohort size, or stop code), the MTD of
+a stopped trial and, as they are needed, the transitions ``trans[id, y]`` to the next state
+after a cohort with ``y`` DLTs.  The vectorised engine walks thousands of trials through this
+graph with array look-ups; exact enumeration walks it with probabilities.  ``decide`` and
+``select_mtd`` are therefore called once per distinct state, and both methods use exactly the
+same decisions.
+
+Growth is batched: the transitions a walk finds missing are created together, so the Python
+work per new state is one ``TrialState``, one ``canonical`` key, one ``decide`` (and one
+``select_mtd`` if the trial stops there).  New states are decided in the order of their counts,
+so designs that cache per-count work (CRM's posterior fits) find states with equal counts one
+after the other.
+
+Memory: the states live in the arrays (about 60 bytes per state for 6 doses), not as Python
+objects; ``graph.states[sid]`` rebuilds a ``TrialState`` on demand.  The only Python objects per
+state are the canonical keys of the look-up index, kept per *level* (total patients).  A state
+can only lead to states with more patients, so once every state below a level has all its
+transitions, that level's index is never consulted again and can be dropped
+(:meth:`StateGraph.release_index`; exact enumeration does so as it sweeps).  A dropped level
+is rebuilt from the arrays if it is ever needed, so dropping changes speed, never results.
+
+Sharing: graphs are cached per design for the process (:func:`graph_for`).  A graph pickles
+compactly (arrays only, trimmed to the used states; the index is rebuilt lazily on the other
+side), so a parent can hand the graph it built to worker processes, which install it with
+:func:`install_graph` and then find it through :func:`graph_for` for every chunk and design.
 """
 from __future__ import annotations
 
+import gc
+import logging
 import threading
-from typing import Dict, List, Optional
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
 from ..designs.base import Design
 from ..types import STOP_CODES, STOP_INDEX, StopReason, TrialState
 
+log = logging.getLogger(__name__)
+
+#: counts are stored as int16 (55 bytes per state with 6 doses and cohorts of 3): a trial may
+#: have at most this many patients
+MAX_PATIENTS = int(np.iinfo(np.int16).max)
+
+#: ``graph.states[sid]`` keeps at most this many rebuilt states (those of stopped trials,
+#: which tallies ask for again and again)
+_STATE_CACHE = 1 << 18
+
+#: transitions created per pass of the Python loop (bounds its temporary objects)
+_SLICE = 1 << 15
+
+_STATE_ARRAYS = ("n", "y", "cur", "last_n", "last_y", "dose", "size", "total_n", "stop_code",
+                 "trans", "_mtd")
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector while a graph grows.
+
+    Growth allocates millions of short-lived acyclic objects (states, keys); each burst of
+    allocations made the collector rescan every live container, which cost a third of the
+    build time.  Nothing allocated here forms a cycle, so reference counting frees it all.
+    The collector is switched back on only if it was on.
+    """
+    was = gc.isenabled()
+    if was:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class _StateView(Sequence):
+    """``graph.states[sid]``: the representative ``TrialState`` of a state id (rebuilt)."""
+
+    def __init__(self, graph: "StateGraph"):
+        self._g = graph
+
+    def __len__(self) -> int:
+        return self._g.n_states
+
+    def __getitem__(self, sid):  # type: ignore[override]
+        try:  # fast path: stopped trials, which tallies look up chunk after chunk
+            return self._g._state_cache[sid]
+        except (KeyError, TypeError):
+            pass
+        if isinstance(sid, slice):
+            return [self._g.state(i) for i in range(*sid.indices(len(self)))]
+        sid = int(sid)
+        if sid < 0:
+            sid += len(self)
+        if not 0 <= sid < len(self):
+            raise IndexError(f"state id {sid} outside 0..{len(self) - 1}")
+        return self._g._cached_state(sid)
+
+    def __iter__(self) -> Iterator[TrialState]:
+        for i in range(len(self)):
+            yield self._g.state(i)
 
 
 class StateGraph:
-    """Growable graph of trial states for one design."""
+    """Growable graph of trial states for one design (see the module docstring)."""
 
-    def __init__(self, design: Design, max_states: int = 5_000_000):
+    def __init__(self, design: Design, max_states: int = 50_000_000):
         self.design = design
-        self.K = design.n_doses
+        self.K = int(design.n_doses)
         self.C = int(design.max_cohort_size)
         self.max_states = max_states
-        self.states: List[TrialState] = []
-        self.index: Dict[object, int] = {}  # canonical key -> id
-        cap = 1024
-        self.dose = np.full(cap, -1, dtype=np.int32)       # next dose, -1 = stop
-        self.size = np.zeros(cap, dtype=np.int32)          # next cohort size
-        self.total_n = np.zeros(cap, dtype=np.int64)
-        self.stop_code = np.zeros(cap, dtype=np.int8)
-        self.trans = np.full((cap, self.C + 1), -1, dtype=np.int32)
-        self._mtd = np.full(cap, -2, dtype=np.int32)       # -2 unknown, -1 none
-        # Growing the graph (new states, transitions, the lazily computed MTDs) happens under
-        # this lock, so one graph can be shared by threads.  Readers need no lock: a state's
-        # arrays are written before any transition points to it, and a transition not yet
-        # visible (-1) sends the reader to the locked path, which looks again.
+        self._alloc(1024)
+        self._n = 0
+        # canonical key -> id, one dictionary per level (total patients); levels whose
+        # dictionary was dropped are rebuilt from the arrays on demand
+        self._levels: Dict[int, Dict[Any, int]] = {}
+        self._released: Set[int] = set()
+        self._state_cache: Dict[int, TrialState] = {}
+        self._tuples: Dict[tuple, tuple] = {}   # interned count vectors of the live levels
+        #: ``states[sid]``: the representative ``TrialState`` of a state id (rebuilt on demand)
+        self.states = _StateView(self)
+        # build_seconds: time spent growing the graph, of which design_seconds in the
+        # design's decide / select_mtd; transitions: (state, DLT count) pairs created
+        self.stats: Dict[str, float] = {"build_seconds": 0.0, "design_seconds": 0.0,
+                                        "transitions": 0, "index_rebuilds": 0}
+        # Growing the graph (new states, transitions, index levels) happens under this lock,
+        # so one graph can be shared by threads.  Readers need no lock: a state's arrays are
+        # written before any transition points to it, the arrays are swapped for larger ones
+        # with ``trans`` last, and a transition not yet visible (-1) sends the reader to the
+        # locked path, which looks again.
         self._lock = threading.RLock()
         self.add(TrialState.empty(self.K))
 
-    # -- construction -------------------------------------------------------------------
-    def _grow(self) -> None:
-        cap = 2 * len(self.dose)
-        if cap > self.max_states * 2:
-            raise RuntimeError(f"state graph exceeds {self.max_states} states")
+    # -- storage ------------------------------------------------------------------------
+    def _alloc(self, cap: int) -> None:
+        # np.empty: the pages of unused capacity are not touched, so they cost no memory;
+        # every field of a state is written when the state is added (``_write``)
+        K, C = self.K, self.C
+        self.n = np.empty((cap, K), dtype=np.int16)       # patients per dose
+        self.y = np.empty((cap, K), dtype=np.int16)       # DLTs per dose
+        self.cur = np.empty(cap, dtype=np.int16)          # current dose, -1 = none yet
+        self.last_n = np.empty(cap, dtype=np.int16)       # last cohort: patients
+        self.last_y = np.empty(cap, dtype=np.int16)       # last cohort: DLTs
+        self.dose = np.empty(cap, dtype=np.int16)         # next dose, -1 = stop
+        self.size = np.empty(cap, dtype=np.int16)         # next cohort size
+        self.total_n = np.empty(cap, dtype=np.int16)      # patients so far
+        self.stop_code = np.empty(cap, dtype=np.int8)
+        self._mtd = np.empty(cap, dtype=np.int16)         # -2 unknown, -1 none
+        self.trans = np.empty((cap, C + 1), dtype=np.int32)  # -1: not created yet
 
-        def grow(a, fill):
-            b = np.full((cap,) + a.shape[1:], fill, dtype=a.dtype)
-            b[: len(a)] = a
-            return b
+    def _grow(self, need: int) -> None:
+        cap = len(self.dose)
+        if need <= cap:
+            return
+        if need > self.max_states:
+            raise RuntimeError(f"state graph of {self.design!r} exceeds {self.max_states} states")
+        while cap < need:
+            cap *= 2
+        n = self._n
+        for name in _STATE_ARRAYS:  # trans comes after every array a reader looks up by id
+            a = getattr(self, name)
+            b = np.empty((cap,) + a.shape[1:], dtype=a.dtype)
+            b[:n] = a[:n]
+            setattr(self, name, b)
 
-        self.dose = grow(self.dose, -1)
-        self.size = grow(self.size, 0)
-        self.total_n = grow(self.total_n, 0)
-        self.stop_code = grow(self.stop_code, 0)
-        self.trans = grow(self.trans, -1)
-        self._mtd = grow(self._mtd, -2)
+    @property
+    def n_states(self) -> int:
+        return self._n
 
-    def add(self, state: TrialState) -> int:
+    def state(self, sid: int) -> TrialState:
+        """The representative ``TrialState`` of ``sid`` (a new object each call)."""
+        c = int(self.cur[sid])
+        return TrialState(tuple(self.n[sid].tolist()), tuple(self.y[sid].tolist()),
+                          None if c < 0 else c, int(self.last_n[sid]), int(self.last_y[sid]))
+
+    def _cached_state(self, sid: int) -> TrialState:
+        st = self._state_cache.get(sid)
+        if st is None:
+            st = self.state(sid)
+            if self.dose[sid] < 0:  # stopped trials are the ones tallies look up repeatedly
+                if len(self._state_cache) >= _STATE_CACHE:
+                    self._state_cache.clear()
+                self._state_cache[sid] = st
+        return st
+
+
+    # -- the index ------------------------------------------------------------------------
+    def _level(self, total: int) -> Dict[Any, int]:
+        lvl = self._levels.get(total)
+        if lvl is None:
+            lvl = self._levels[total] = {}
+            if total in self._released:
+                self._released.discard(total)
+                canonical = self.design.canonical
+                for sid in np.flatnonzero(self.total_n[: self._n] == total).tolist():
+                    lvl[canonical(self.state(sid))] = sid
+                self.stats["index_rebuilds"] += 1
+        return lvl
+
+    def release_index(self, below: int) -> int:
+        """Drop the look-up index of every level with at most ``below`` patients.
+
+        Safe at any time (a dropped level is rebuilt if a new transition ever leads into it);
+        worth it once every state with fewer than ``below`` patients has all its transitions.
+        Returns the number of levels dropped.
+        """
         with self._lock:
-            return self._add(state)
+            gone = [t for t in self._levels if t <= below]
+            for t in gone:
+                del self._levels[t]
+                self._released.add(t)
+            if gone:
+                self._tuples = {}   # keys still hold theirs; new ones are interned afresh
+            return len(gone)
 
-    def _add(self, state: TrialState) -> int:
-        key = self.design.canonical(state)
-        sid = self.index.get(key)
-        if sid is not None:
+    # -- construction -------------------------------------------------------------------
+    def add(self, state: TrialState) -> int:
+        """Id of ``state`` (of its canonical class), adding it if it is new."""
+        with self._lock:
+            t = int(state.total_n)
+            key = self.design.canonical(state)
+            lvl = self._level(t)
+            sid = lvl.get(key)
+            if sid is None:
+                sid = self._n
+                self._write(np.array([state.n]), np.array([state.y]),
+                            np.array([-1 if state.current is None else state.current]),
+                            np.array([state.last_n]), np.array([state.last_y]),
+                            np.array([t]), np.array([self._decision(state)]))
+                lvl[key] = sid
             return sid
-        sid = len(self.states)
-        if sid >= len(self.dose):
-            self._grow()
+
+    def _decision(self, state: TrialState) -> Tuple[int, int, int, int]:
+        """``(dose, size, stop code, mtd)`` of a new state, checked; the MTD of a stopped
+        trial is computed at once (-2 for a trial that goes on)."""
         dec = self.design.decide(state)
         if dec.stop:
-            self.dose[sid] = -1
-            self.size[sid] = 0
-            self.stop_code[sid] = STOP_INDEX[dec.stop_reason or StopReason.RULE_COMPLETE]
-        else:
-            if not 0 <= dec.dose < self.K:
-                raise RuntimeError(f"{self.design!r} returned dose {dec.dose} for {state}")
-            if not 1 <= dec.cohort_size <= self.C:
-                raise RuntimeError(f"{self.design!r} returned cohort size {dec.cohort_size} "
-                                   f"(max_cohort_size {self.C}) for {state}")
-            self.dose[sid] = dec.dose
-            self.size[sid] = dec.cohort_size
-        self.total_n[sid] = state.total_n
-        self.states.append(state)
-        self.index[key] = sid
-        return sid
+            code = STOP_INDEX[dec.stop_reason or StopReason.RULE_COMPLETE]
+            m = self.design.select_mtd(state)
+            return -1, 0, code, (-1 if m is None else int(m))
+        if not 0 <= dec.dose < self.K:
+            raise RuntimeError(f"{self.design!r} returned dose {dec.dose} for {state}")
+        if not 1 <= dec.cohort_size <= self.C:
+            raise RuntimeError(f"{self.design!r} returned cohort size {dec.cohort_size} "
+                               f"(max_cohort_size {self.C}) for {state}")
+        return dec.dose, dec.cohort_size, 0, -2
+
+    def _write(self, n, y, cur, last_n, last_y, total, dec) -> None:
+        """Append states (arrays, one row each; ``dec`` rows from :meth:`_decision`)."""
+        base = self._n
+        k = len(total)
+        self._grow(base + k)
+        sl = slice(base, base + k)
+        self.n[sl] = n
+        self.y[sl] = y
+        self.cur[sl] = cur
+        self.last_n[sl] = last_n
+        self.last_y[sl] = last_y
+        self.total_n[sl] = total
+        self.dose[sl] = dec[:, 0]
+        self.size[sl] = dec[:, 1]
+        self.stop_code[sl] = dec[:, 2]
+        self._mtd[sl] = dec[:, 3]
+        self.trans[sl] = -1
+        self._n = base + k
+
+    def _children(self, sids: np.ndarray, ys: np.ndarray):
+        """Dose, cohort size, counts (int16) and total of the child of each ``(sid, y)``."""
+        d = self.dose[sids].astype(np.int64)
+        if (d < 0).any():
+            raise RuntimeError(f"state graph of {self.design!r}: a transition was asked from a "
+                               "stopped trial")
+        c = self.size[sids].astype(np.int64)
+        tot = self.total_n[sids].astype(np.int64) + c
+        if int(tot.max()) > MAX_PATIENTS:
+            raise RuntimeError(f"state graph of {self.design!r}: more than {MAX_PATIENTS} "
+                               "patients in a trial")
+        rows = np.arange(sids.size)
+        cn = self.n[sids]                       # int16 copies (fancy indexing copies)
+        cy = self.y[sids]
+        cn[rows, d] += c.astype(np.int16)
+        cy[rows, d] += ys.astype(np.int16)
+        return d, c, cn, cy, tot
+
+    def _expand(self, sids: np.ndarray, ys: np.ndarray) -> None:
+        """Create the transitions ``(sids[i], ys[i])`` still missing (under the lock)."""
+        t0 = time.perf_counter()
+        todo = self.trans[sids, ys] < 0
+        if not todo.all():
+            sids, ys = sids[todo], ys[todo]
+        del todo
+        m = sids.size
+        if not m:
+            return
+        for a in range(0, m, _SLICE):  # slice by slice: bounds the temporary objects
+            s, y = sids[a:a + _SLICE], ys[a:a + _SLICE]
+            self._expand_slice(s, y, *self._children(s, y))
+        self.stats["transitions"] += m
+        self.stats["build_seconds"] += time.perf_counter() - t0
+
+    def _expand_slice(self, sids, ys, d, c, cn, cy, tot) -> None:
+        canonical = self.design.canonical
+        tuples = self._tuples
+        n_t = list(map(tuple, cn.tolist()))
+        n_t = list(map(tuples.setdefault, n_t, n_t))   # one tuple object per count vector
+        y_t = list(map(tuple, cy.tolist()))
+        y_t = list(map(tuples.setdefault, y_t, y_t))
+        levels: Dict[int, Dict[Any, int]] = {}
+        child: List[int] = []
+        new_rows: List[int] = []
+        new_states: List[TrialState] = []
+        added: List[tuple] = []          # (level dict, key): undone if a design call fails
+        nxt = self._n
+        try:
+            for i, (nt, yt, dd, cc, kk, t) in enumerate(zip(n_t, y_t, d.tolist(), c.tolist(),
+                                                             ys.tolist(), tot.tolist())):
+                st = TrialState(nt, yt, dd, cc, kk)
+                key = canonical(st)
+                lvl = levels.get(t)
+                if lvl is None:
+                    lvl = levels[t] = self._level(t)
+                sid = lvl.get(key)
+                if sid is None:
+                    sid = lvl[key] = nxt
+                    nxt += 1
+                    new_rows.append(i)
+                    new_states.append(st)
+                    added.append((lvl, key))
+                child.append(sid)
+            if new_rows:
+                t0 = time.perf_counter()
+                dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
+                self.stats["design_seconds"] += time.perf_counter() - t0
+                r = np.array(new_rows, dtype=np.int64)
+                self._write(cn[r], cy[r], d[r], c[r], ys[r], tot[r], dec)
+        except BaseException:
+            for lvl, key in added:
+                del lvl[key]
+            raise
+        self.trans[sids, ys] = child
 
     def successor(self, sid: int, y: int) -> int:
         nxt = int(self.trans[sid, y])
         if nxt < 0:
-            with self._lock:
+            with self._lock, gc_paused():
+                self._expand(np.array([sid], dtype=np.int64), np.array([y], dtype=np.int64))
                 nxt = int(self.trans[sid, y])
-                if nxt < 0:
-                    st = self.states[sid]
-                    nxt = self._add(st.add_cohort(int(self.dose[sid]), int(self.size[sid]),
-                                                  int(y)))
-                    self.trans[sid, y] = nxt
         return nxt
 
-    def step(self, sids: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Vectorised transition of states ``sids`` after cohorts with ``ys`` DLTs."""
+    def step(self, sids: np.ndarray, ys: np.ndarray, distinct: bool = False) -> np.ndarray:
+        """Vectorised transition of states ``sids`` after cohorts with ``ys`` DLTs.
+
+        ``distinct=True`` promises that no ``(sid, y)`` pair repeats (it saves a sort)."""
         nxt = self.trans[sids, ys]
         missing = nxt < 0
         if missing.any():
-            pairs = np.unique(sids[missing].astype(np.int64) * (self.C + 1) + ys[missing])
-            for p in pairs.tolist():
-                self.successor(p // (self.C + 1), p % (self.C + 1))
+            s, y = sids, ys
+            if not missing.all():
+                s, y = s[missing], y[missing]
+            if not distinct:
+                pairs = np.unique(s.astype(np.int64) * (self.C + 1) + y)
+                s, y = pairs // (self.C + 1), pairs % (self.C + 1)
+            with self._lock, gc_paused():
+                self._expand(s, y)
             nxt = self.trans[sids, ys]
         return nxt
 
@@ -118,21 +375,59 @@ class StateGraph:
         m = int(self._mtd[sid])
         if m == -2:
             with self._lock:
-                r = self.design.select_mtd(self.states[sid])
+                r = self.design.select_mtd(self.state(sid))
                 m = -1 if r is None else int(r)
                 self._mtd[sid] = m
         return None if m < 0 else m
 
+    def endings(self, sids: np.ndarray):
+        """``(mtd, stop code, n, y)`` of states ``sids`` as int64 arrays (MTD -1: none), the
+        vectorised form of ``results.oc.terminal_key`` for per-trial tables."""
+        sids = np.asarray(sids, dtype=np.int64)
+        mtd = self._mtd[sids].astype(np.int64)
+        for j in np.flatnonzero(mtd == -2).tolist():   # trials that did not stop, if asked
+            m = self.mtd(int(sids[j]))
+            mtd[j] = -1 if m is None else m
+        return (mtd, self.stop_code[sids].astype(np.int64), self.n[sids].astype(np.int64),
+                self.y[sids].astype(np.int64))
+
     def stop_reason(self, sid: int) -> Optional[StopReason]:
         return STOP_CODES[int(self.stop_code[sid])]
 
-    @property
-    def n_states(self) -> int:
-        return len(self.states)
+    # -- sharing ----------------------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        """Compact form: the design and the used part of each array; no index, no lock."""
+        with self._lock:
+            n = self._n
+            arrays = {name: getattr(self, name)[:n].copy() for name in _STATE_ARRAYS}
+            return {"design": self.design, "max_states": self.max_states, "n_states": n,
+                    "arrays": arrays, "stats": dict(self.stats)}
+
+    def __setstate__(self, data: Dict[str, Any]) -> None:
+        self.design = data["design"]
+        self.K = int(self.design.n_doses)
+        self.C = int(self.design.max_cohort_size)
+        self.max_states = data["max_states"]
+        n = int(data["n_states"])
+        self._alloc(max(1024, n))
+        self._n = n
+        for name, a in data["arrays"].items():
+            getattr(self, name)[:n] = a
+        self._levels = {}
+        self._released = set(np.unique(self.total_n[:n]).tolist())
+        self._state_cache = {}
+        self._tuples = {}
+        self.states = _StateView(self)
+        self.stats = dict(data["stats"])
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"<StateGraph of {self.design!r}: {self._n} states>"
 
 
 _GRAPHS: Dict[Design, StateGraph] = {}
 _GRAPHS_LOCK = threading.Lock()
+_MAX_GRAPHS = 64
 
 
 def graph_for(design: Design) -> StateGraph:
@@ -143,7 +438,23 @@ def graph_for(design: Design) -> StateGraph:
     with _GRAPHS_LOCK:
         g = _GRAPHS.get(design)
         if g is None:
-            if len(_GRAPHS) > 64:
+            if len(_GRAPHS) > _MAX_GRAPHS:
                 _GRAPHS.clear()
             g = _GRAPHS[design] = StateGraph(design)
         return g
+
+
+def install_graph(graph: StateGraph) -> StateGraph:
+    """Make ``graph`` (e.g. unpickled from a parent process) the cached graph of its design.
+
+    A cached graph with at least as many states is kept instead.  Returns the graph
+    :func:`graph_for` now gives for that design.
+    """
+    with _GRAPHS_LOCK:
+        have = _GRAPHS.get(graph.design)
+        if have is not None and have.n_states >= graph.n_states:
+            return have
+        if have is None and len(_GRAPHS) > _MAX_GRAPHS:
+            _GRAPHS.clear()
+        _GRAPHS[graph.design] = graph
+        return graph
