@@ -1,21 +1,34 @@
 """Exact operating characteristics by enumerating every cohort outcome.
 
-Starting from the empty trial, each live state is expanded over the binomial outcomes of its
-next cohort.  States are merged by value (the design's pure ``decide`` sees only the state),
-so the work grows with the number of *distinct* states, not the number of paths.  The result
-is an :class:`~escalation_sim.results.oc.OutcomeTally` holding probabilities; all operating
+Starting from the empty trial, every live state is expanded over the binomial outcomes of its
+next cohort.  States are merged by value (the design's pure ``decide`` sees only the state), so
+the work grows with the number of *distinct* states, not the number of paths.  The result is
+an :class:`~escalation_sim.results.oc.OutcomeTally` holding probabilities; all operating
 characteristics come from the same code as Monte Carlo results, with standard errors of 0.
+
+The sweep goes cohort by cohort over the design's state graph (:mod:`.graph`), one numpy pass
+per cohort: the probabilities of the live states are spread over their children with array
+operations, the children missing from the graph are created in one batch, and the index of
+the levels the sweep has left behind is dropped (a state only leads to states with more
+patients).  Floating-point sums are made in the same order as a plain loop over the states
+in order of first arrival (``np.bincount`` adds its weights one after another), so the
+probabilities do not depend on how the graph was built or on the batching.
 """
 from __future__ import annotations
 
+import logging
+import time
 from math import comb
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 
 from ..designs.base import Design
 from ..designs.rules import StopAtN
-from .graph import StateGraph, graph_for
-from ..results.oc import OutcomeTally, terminal_key
+from ..results.oc import OutcomeTally
+from .graph import MAX_PATIENTS, StateGraph, gc_paused, graph_for
+
+log = logging.getLogger(__name__)
 
 #: exact enumeration is refused when :func:`state_count_estimate` exceeds this (a loose upper
 #: bound: real graphs are 35 to 2,300 times smaller, so 6 doses at N = 48 or 60 still run;
@@ -85,9 +98,172 @@ def exact_size_problem(design: Design) -> Optional[str]:
             f"cohorts of {c} could visit more than {MAX_EXACT_STATES_ESTIMATE:.0e} trial "
             f"states (the limit); {_HOW}")
 
+_PARENTS = 1 << 14   # live states expanded per pass of a sweep step
+
 
 def _binom_pmf(c: int, p: float):
     return [comb(c, k) * p ** k * (1 - p) ** (c - k) for k in range(c + 1)]
+
+
+def _pmf_table(p: Sequence[float], max_c: int) -> np.ndarray:
+    """``pmf[d, c, k]``: P(k DLTs in a cohort of c at dose d) (0 for k > c)."""
+    out = np.zeros((len(p), max_c + 1, max_c + 1), dtype=np.float64)
+    for d, pd in enumerate(p):
+        for c in range(1, max_c + 1):
+            out[d, c, : c + 1] = _binom_pmf(c, pd)
+    return out
+
+
+def _first_order(ids: np.ndarray):
+    """Distinct values of ``ids`` in order of first occurrence, each entry's rank among them,
+    and the position of each distinct value's first occurrence."""
+    uniq, first, inv = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty(order.size, dtype=np.int64)
+    rank[order] = np.arange(order.size)
+    return uniq[order], rank[inv.ravel()], first[order]
+
+
+def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Probability of each stopped trial, as ``(state ids, probabilities)`` in order of
+    arrival (a state reached after different numbers of cohorts appears once per number)."""
+    sid = np.array([start_sid], dtype=np.int32)   # int32 ids and counts: less to hold
+    pr = np.array([1.0])
+    ends_sid: List[np.ndarray] = []
+    ends_pr: List[np.ndarray] = []
+    while sid.size:
+        if g.n_states > MAX_EXACT_STATES:
+            raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
+                                f"{MAX_EXACT_STATES:,} distinct trial states; {_HOW}")
+        d = g.dose[sid]
+        stop = d < 0
+        if stop.any():
+            ends_sid.append(sid[stop])
+            ends_pr.append(pr[stop])
+            live = ~stop
+            sid, pr, d = sid[live], pr[live], d[live]
+            if not sid.size:
+                break
+        c = g.size[sid]
+        children: List[np.ndarray] = []
+        contribs: List[np.ndarray] = []
+        for a in range(0, sid.size, _PARENTS):      # bounded temporaries, same order
+            s, p_, d_, c_ = sid[a:a + _PARENTS], pr[a:a + _PARENTS], d[a:a + _PARENTS], \
+                c[a:a + _PARENTS]
+            reps = c_ + 1
+            par = np.repeat(np.arange(s.size, dtype=np.int32), reps)     # parent of each child
+            k = (np.arange(par.size, dtype=np.int32)
+                 - np.repeat((np.cumsum(reps) - reps).astype(np.int32), reps))  # its DLTs
+            w = pmf[d_[par], c_[par], k]
+            keep = w != 0.0
+            if not keep.all():
+                par, k, w = par[keep], k[keep], w[keep]
+            contribs.append(p_[par] * w)
+            children.append(g.step(s[par], k, distinct=True))
+        child = np.concatenate(children)
+        contrib = np.concatenate(contribs)
+        del children, contribs
+        sid, idx, _ = _first_order(child)
+        sid = sid.astype(np.int32, copy=False)
+        pr = np.bincount(idx, weights=contrib, minlength=sid.size)
+        if sid.size:
+            g.release_index(int(g.total_n[sid].min()))
+    g.release_index(MAX_PATIENTS)      # the sweep is done: every level is finished
+    if not ends_sid:
+        return np.empty(0, dtype=np.int64), np.empty(0)
+    return np.concatenate(ends_sid), np.concatenate(ends_pr)
+
+
+class ExactTally(OutcomeTally):
+    """An exact :class:`OutcomeTally` that keeps its endings in arrays.
+
+    A large enumeration has hundreds of thousands of endings; as a dictionary of Python
+    tuples they would take more memory than the state graph.  ``arrays()`` (all that
+    :func:`~escalation_sim.results.oc.compute_oc` needs) is answered from the arrays, in the
+    order and with the values the dictionary would give; ``counts`` builds the dictionary the
+    first time it is asked for (in order of first arrival, as a loop over the trials would
+    have filled it), and from then on the dictionary is the tally.
+    """
+
+    def __init__(self, n_doses: int, mtd: np.ndarray, stop: np.ndarray, n: np.ndarray,
+                 y: np.ndarray, w: np.ndarray):
+        self.n_doses = n_doses
+        self.exact = True
+        self._cols: Optional[tuple] = (mtd, stop, n, y, w)
+        self._counts: Optional[Dict[tuple, float]] = None
+
+    @property  # type: ignore[override]
+    def counts(self) -> Dict[tuple, float]:
+        if self._counts is None:
+            mtd, stop, n, y, w = self._cols
+            counts: Dict[tuple, float] = {}
+            tuples: Dict[tuple, tuple] = {}       # one tuple object per distinct count vector
+            step = 1 << 15                        # rows turned into Python objects at a time
+            for a in range(0, w.size, step):
+                b = a + step
+                for m, sc, nr, yr, wt in zip(mtd[a:b].tolist(), stop[a:b].tolist(),
+                                             n[a:b].tolist(), y[a:b].tolist(),
+                                             w[a:b].tolist()):
+                    nt, yt = tuple(nr), tuple(yr)
+                    counts[(m, sc, tuples.setdefault(nt, nt), tuples.setdefault(yt, yt))] = wt
+            self._counts = counts
+            self._cols = None
+        return self._counts
+
+    @counts.setter
+    def counts(self, value: Dict[tuple, float]) -> None:
+        self._counts = value
+        self._cols = None
+
+    @property
+    def total(self):
+        if self._cols is None:
+            return super().total
+        return sum(self._cols[4].tolist())     # the dictionary's order and additions
+
+    def arrays(self):
+        if self._cols is None:
+            return super().arrays()
+        mtd, stop, n, y, w = self._cols
+        # the dictionary's sorted(keys): by MTD, stop code, then n and y as tuples
+        cols = [y[:, j] for j in range(self.n_doses - 1, -1, -1)]
+        cols += [n[:, j] for j in range(self.n_doses - 1, -1, -1)]
+        o = np.lexsort(cols + [stop, mtd])
+        i64 = np.int64
+        return (w[o], mtd[o].astype(i64), stop[o].astype(i64), n[o].astype(i64),
+                y[o].astype(i64))
+
+    def __reduce__(self):
+        if self._cols is None:
+            return (_plain_tally, (self.n_doses, self._counts))
+        return (ExactTally, (self.n_doses, *self._cols))
+
+
+def _plain_tally(n_doses: int, counts: Dict[tuple, float]) -> "ExactTally":
+    t = ExactTally.__new__(ExactTally)
+    t.n_doses, t.exact, t._cols, t._counts = n_doses, True, None, counts
+    return t
+
+
+def _tally(g: StateGraph, ends: np.ndarray, probs: np.ndarray) -> ExactTally:
+    """Sum the probabilities by trial ending ``(MTD, stop code, n per dose, y per dose)``."""
+    K = g.K
+    if not ends.size:
+        e = np.empty(0, dtype=np.int16)
+        return ExactTally(K, e, e, np.empty((0, K), np.int16), np.empty((0, K), np.int16),
+                          np.empty(0))
+    sids, sid_idx, _ = _first_order(ends)
+    rows = np.ascontiguousarray(np.column_stack(g.endings(sids)), dtype=np.int16)
+    # group equal rows: unique over the raw bytes of each row (exact, and fast)
+    _, key_of_sid = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 2))).ravel(),
+                              return_inverse=True)
+    key_idx = key_of_sid.ravel()[sid_idx]
+    order, rank, first = _first_order(key_idx)
+    # sums in order of arrival, as a dictionary filled trial ending by trial ending
+    weights = np.bincount(rank, weights=probs, minlength=order.size)
+    r = rows[sid_idx[first]]
+    return ExactTally(K, r[:, 0].copy(), r[:, 1].copy(), r[:, 2:2 + K].copy(),
+                      r[:, 2 + K:].copy(), weights)
 
 
 def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | None = None,
@@ -99,30 +275,15 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     problem = exact_size_problem(design)
     if problem is not None:
         raise ExactTooLarge(problem)
-    g = graph or graph_for(design)
-    pmf_cache: Dict[tuple, list] = {}
-    frontier: Dict[int, float] = {start_sid: 1.0}
-    tally = OutcomeTally(design.n_doses, exact=True)
-    while frontier:
-        nxt: Dict[int, float] = {}
-        if g.n_states > MAX_EXACT_STATES:
-            raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
-                                f"{MAX_EXACT_STATES:,} distinct trial states; {_HOW}")
-        for sid, pr in frontier.items():
-            d = int(g.dose[sid])
-            if d < 0:
-                tally.add(terminal_key(g, sid), pr)
-                continue
-            c = int(g.size[sid])
-            pmf = pmf_cache.get((c, d))
-            if pmf is None:
-                pmf = pmf_cache[(c, d)] = _binom_pmf(c, p[d])
-            for k in range(c + 1):
-                if pmf[k] == 0.0:
-                    continue
-                s2 = g.successor(sid, k)
-                nxt[s2] = nxt.get(s2, 0.0) + pr * pmf[k]
-        frontier = nxt
+    g = graph if graph is not None else graph_for(design)
+    t0 = time.perf_counter()
+    before = g.n_states
+    with gc_paused():
+        ends, probs = _sweep(g, _pmf_table(p, g.C), start_sid)
+        tally = _tally(g, ends, probs)
+    log.info("exact enumeration of %r: %d states (%d new), %d endings in %.2f s",
+             design, g.n_states, g.n_states - before, len(tally.counts),
+             time.perf_counter() - t0)
     return tally
 
 
