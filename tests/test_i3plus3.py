@@ -34,7 +34,8 @@ from escalation_sim.designs.registry import get_entry
 from escalation_sim.outcomes import state_from_outcomes
 from escalation_sim.types import StopReason, TrialState
 
-from test_mtpi2 import MC_SCENARIOS, N1_30, NA, mc_within_4se_of_exact
+from reference_tables import NA
+from test_mtpi2 import MC_SCENARIOS, N1_30, mc_within_4se_of_exact
 
 
 def exact_letters(target: str, n: int, e1: str = "0.05", e2: str = "0.05",

@@ -31,30 +31,13 @@ from escalation_sim.designs.registry import get_entry
 from escalation_sim.outcomes import state_from_outcomes
 from escalation_sim.types import StopReason, TrialState
 
-from test_mtpi2 import MC_SCENARIOS, N1_30, NA, exact_letters, mc_within_4se_of_exact
+from reference_tables import MTPI2_KEYBOARD_COUNT_FORM
+
+from test_mtpi2 import MC_SCENARIOS, N1_30, exact_letters, mc_within_4se_of_exact
 
 # [NOTES] count form, n = 1..30: escalate if y <=, de-escalate if y >= (incl. DU), eliminate
 # if y >= (no minimum n, as get.boundary.kb prints it)
-NOTES = {
-    0.3: ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6,
-           7, 7],
-          [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 9, 9, 9, 10, 10,
-           10, 11, 11],
-          [NA, 2, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 11, 11, 11, 12, 12,
-           12, 13, 13, 14]),
-    0.25: ([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5,
-            5, 5, 5],
-           [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9,
-            9, 9],
-           [NA, 2, 3, 3, 3, 4, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 10, 11,
-            11, 11, 12, 12]),
-    0.2: ([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3,
-           4, 4],
-          [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7,
-           8, 8],
-          [1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9, 9,
-           10, 10]),
-}
+NOTES = MTPI2_KEYBOARD_COUNT_FORM
 # [NOTES] BOIN(0.3) count form differs from Keyboard's at these n (escalate; de-escalate)
 BOIN_DIFF_03 = {"escalate": {21: 4, 25: 5, 29: 6}, "deescalate": {14: 6, 17: 7, 20: 8, 28: 11}}
 

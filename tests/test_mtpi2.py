@@ -40,8 +40,9 @@ from escalation_sim.inputs.scenario import load_scenario_text
 from escalation_sim.outcomes import state_from_outcomes
 from escalation_sim.types import StopReason, TrialState
 
+from reference_tables import MTPI2_KEYBOARD_COUNT_FORM
+
 N1_30 = list(range(1, 31))
-NA = None
 
 
 # ----------------------------------------------------------------------------- exact oracle
@@ -163,26 +164,7 @@ def test_published_figure3_decisions(outcomes, expected, admissible):
 
 # ----------------------------------------------------------------------------- tables
 # [NOTES] count form, n = 1..30 (E if y <=, D if y >=, DU if y >=); computed, not published.
-NOTES = {
-    0.3: ([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6,
-           7, 7],
-          [1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 9, 9, 9, 10, 10,
-           10, 11, 11],
-          [NA, 2, 3, 3, 4, 4, 5, 5, 5, 6, 6, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 11, 11, 11, 12, 12,
-           12, 13, 13, 14]),
-    0.25: ([0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 5, 5,
-            5, 5, 5],
-           [1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9,
-            9, 9],
-           [NA, 2, 3, 3, 3, 4, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 10, 11,
-            11, 11, 12, 12]),
-    0.2: ([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3,
-           4, 4],
-          [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7,
-           8, 8],
-          [1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 7, 7, 7, 7, 8, 8, 8, 8, 9, 9, 9, 9,
-           10, 10]),
-}
+NOTES = MTPI2_KEYBOARD_COUNT_FORM
 
 
 @pytest.mark.parametrize("target", ["0.3", "0.25", "0.2"])
