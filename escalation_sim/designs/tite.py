@@ -19,6 +19,8 @@ TiteState
 ``y[d]``  DLTs observed so far,
 ``pending``  one ``(dose, fraction)`` per pending patient (no DLT yet, window not over):
           follow-up / window length, in [0, 1].
+``max_units``  score designs (TITE-gBOIN): ``y`` is a sum of score units seen so far, at
+          most ``max_units`` per non-pending patient; 1 for DLTs.
 ``current``, ``last_n``, ``last_y``: the dose, size and DLTs so far of the latest group.
 
 TITE-CRM (Cheung & Chappell 2000, Biometrics 56:1177-1182)
@@ -83,6 +85,8 @@ class TiteState(TrialState):
     """A :class:`TrialState` plus the pending patients' follow-up (see the module docs)."""
 
     pending: Tuple[Tuple[int, float], ...] = ()
+    #: score designs: the most units one patient can contribute (1: binary DLTs)
+    max_units: int = 1
 
     def __post_init__(self) -> None:
         K = len(self.n)
@@ -93,10 +97,16 @@ class TiteState(TrialState):
             if not 0.0 <= f <= 1.0:
                 raise ValueError(f"pending follow-up fraction must be in [0, 1] (got {f})")
             counts[d] += 1
+        mu = self.max_units
         for d in range(K):
-            if counts[d] > self.n[d] - self.y[d]:
-                raise ValueError(f"dose {d + 1}: {counts[d]} pending patients but only "
-                                 f"{self.n[d] - self.y[d]} DLT-free patients")
+            # a pending patient has contributed nothing yet; the others at most max_units
+            if self.y[d] > (self.n[d] - counts[d]) * mu:
+                if mu == 1:
+                    raise ValueError(f"dose {d + 1}: {counts[d]} pending patients but only "
+                                     f"{self.n[d] - self.y[d]} DLT-free patients")
+                raise ValueError(f"dose {d + 1}: {counts[d]} pending patients, so the "
+                                 f"{self.n[d] - counts[d]} others cannot carry {self.y[d]} "
+                                 f"score units (at most {mu} each)")
 
     @classmethod
     def from_followup(cls, n, y, pending_days, window_days: float,
@@ -122,6 +132,11 @@ class TiteState(TrialState):
 
     def as_trial_state(self) -> TrialState:
         return TrialState(self.n, self.y, self.current, self.last_n, self.last_y)
+
+    def with_units(self, max_units: int) -> "TiteState":
+        """The same state whose ``y`` counts score units (at most ``max_units`` a patient)."""
+        return TiteState(self.n, self.y, self.current, self.last_n, self.last_y,
+                         self.pending, int(max_units))
 
 
 def _pending(state: TrialState) -> Tuple[Tuple[int, float], ...]:

@@ -495,6 +495,13 @@ class OutcomeModel:
         return tuple(t.name for t in self.types)
 
     @property
+    def is_binary(self) -> bool:
+        """True for the model of a ``p_dlt`` truth (:meth:`binary`): one type, grade 1 only,
+        no onset law -- every event a DLT, ``u(t, k) < p_d``."""
+        return (len(self.types) == 1 and self.types[0].onset is None
+                and self.types[0].max_grade == 1)
+
+    @property
     def rule_names(self) -> Tuple[Tuple[str, int], ...]:
         """The DLT rule as ``((type, min_grade), ...)``."""
         return tuple((self.types[j].name, g) for j, g in self.rule)
@@ -662,6 +669,30 @@ class OutcomeModel:
             response = uniforms(stream_key(seed, EFFICACY_STREAM), t, k) < self.efficacy[d]
         return PatientOutcomes(self.type_names, grade.T, onset.T, within.T, dlt, dlt_day, late,
                                worst, response, self.max_grade)
+
+    def grades_at_every_dose(self, seed: int, trials, patients
+                             ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(grade, onset)`` of patients ``patients`` of trials ``trials`` (broadcastable,
+        flattened to 1-D, n patients) for the calendar engine, which learns a patient's dose
+        only when the patient is treated: ``grade[j, i, d]`` (int8, shape (J, n, K)) is the
+        worst grade of type j at dose d and ``onset[j, i]`` (J, n) the day of type j's
+        event (NaN when the type has no onset law, or no event at any dose).  Column d is
+        exactly :meth:`outcomes` at dose d (same latents, thresholds and onset uniforms)."""
+        t, k, _ = self._indices(trials, patients, 0)
+        J, K, n = len(self.types), self.n_doses, t.size
+        x = self._latents(seed, t, k, range(J))
+        grade = np.zeros((J, n, K), dtype=np.int8)
+        for j in range(J):
+            thr, xj = self._thr[j], x[j][:, None]
+            for g in range(1, self.types[j].max_grade + 1):
+                grade[j] += xj < thr[g][None, :]
+        onset = np.full((J, n), np.nan)
+        for j, typ in enumerate(self.types):
+            if typ.onset is None:
+                continue
+            ev = np.flatnonzero(grade[j].max(axis=1) > 0)
+            onset[j, ev] = self._onset_days(seed, j, t[ev], k[ev])
+        return grade, onset
 
     def dlt_flags(self, seed: int, trials, patients, doses) -> np.ndarray:
         """Only the DLT flags of :meth:`outcomes` (identical values), computing no more than

@@ -58,6 +58,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
 import numpy as np
 
 from ...inputs.conduct import Conduct
+from ...inputs.truth import OutcomeModel
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
@@ -89,6 +90,22 @@ def _as_conduct(conduct: Union[Conduct, Mapping[str, Any], None]) -> Conduct:
                     f"use Conduct.zero() for zero-length logistics")
 
 
+def _truth(truth, n_doses: int, conduct: Conduct):
+    """``(p, model)``: the DLT rate per dose and the graded outcome model (None for a binary
+    truth, given as rates or as :meth:`OutcomeModel.binary`)."""
+    if not isinstance(truth, OutcomeModel):
+        return _check_p(truth, n_doses), None
+    if truth.n_doses != n_doses:
+        raise ValueError(f"the truth has {truth.n_doses} doses, the design {n_doses}")
+    p = [float(v) for v in truth.dlt_rates()]
+    if truth.is_binary:
+        return p, None
+    if truth.window_days != float(conduct.dlt_window_days):
+        raise ValueError(f"the truth's DLT window ({truth.window_days:g} days) differs from "
+                         f"conduct.dlt_window_days ({conduct.dlt_window_days:g})")
+    return p, truth
+
+
 def _check_p(p_true, n_doses: int) -> List[float]:
     p = [float(v) for v in p_true]
     if len(p) != n_doses:
@@ -99,7 +116,7 @@ def _check_p(p_true, n_doses: int) -> List[float]:
     return p
 
 
-def simulate_des_trials(design: Design, p_true: Sequence[float],
+def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeModel],
                         conduct: Union[Conduct, Mapping[str, Any]], seed: int,
                         trial_indices: Iterable[int], record_patients: bool = False
                         ) -> Dict[str, Any]:
@@ -108,17 +125,21 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     Returns a dict of per-trial columns (see the module docstring).  ``design`` is any
     built design (wrappers included); time-to-event designs (``design.inner.time_to_event``)
     decide with pending patients, classic designs wait for each cohort's DLT windows.
+    ``p_true``: the true DLT rate per dose (binary truth), or the scenario's
+    :class:`~escalation_sim.inputs.truth.OutcomeModel` (graded toxicities, each event at its
+    own onset, see :mod:`.toxicity`; its DLT window must be ``conduct.dlt_window_days``; a
+    binary model runs exactly as its rates).
     """
     conduct = _as_conduct(conduct)
-    p = _check_p(p_true, design.n_doses)
+    p, model = _truth(p_true, design.n_doses, conduct)
     trials = np.asarray(list(trial_indices) if not isinstance(trial_indices, np.ndarray)
                         else trial_indices, dtype=np.int64).ravel()
     if trials.size and trials.min() < 0:
         raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
     max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
-    setup = Setup(design, p, conduct, bool(record_patients), guard)
-    plan = DrawPlan(conduct, seed)
+    setup = Setup(design, p, conduct, bool(record_patients), guard, model=model)
+    plan = DrawPlan(conduct, seed, model)
     na, npat, ne = block_sizes(conduct, max_n)
     results: List[Trial] = []
     # A trial allocates thousands of small objects, so automatic collections would run
@@ -147,10 +168,11 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
                  trial: int, record_patients: bool = True) -> Trial:
     """One trial as a :class:`~.trial.Trial` object, run (for inspection)."""
     conduct = _as_conduct(conduct)
-    p = _check_p(p_true, design.n_doses)
+    p, model = _truth(p_true, design.n_doses, conduct)
     max_n = design.max_n
-    setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000)
-    plan = DrawPlan(conduct, seed)
+    setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
+                  model=model)
+    plan = DrawPlan(conduct, seed, model)
     na, npat, ne = block_sizes(conduct, max_n)
     chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)
     return Trial(setup, chunk.trial(0)).run()

@@ -19,6 +19,13 @@ The ``dlt`` and ``onset`` streams are indexed by the evaluable-infusion order on
 changing the logistics never changes which patients (k = 0, 1, 2, ...) have a DLT or when
 in their window it starts.
 
+With a graded truth (an :class:`~escalation_sim.inputs.truth.OutcomeModel` given to the
+engine) patient k's outcomes are the model's patient k
+(:meth:`~escalation_sim.inputs.truth.OutcomeModel.grades_at_every_dose`: the ``dlt`` stream
+is the first type's latent, further types and onsets have their own streams, all indexed by
+k), drawn for every dose because the dose is known only at treatment; the ``onset`` stream
+above still gives the day of an event whose type has no onset law.
+
 Numbers are drawn in vectorised blocks for a whole chunk of trials; a trial that needs more
 (many replacements, a long waiting list) extends its own block on demand with the same
 counter-based streams, so results never depend on block sizes.
@@ -71,8 +78,10 @@ def too_many_patients(trial: int, limit: int) -> SimulationLimitError:
 class DrawPlan:
     """Keys and distributions shared by all trials of one simulation call."""
 
-    def __init__(self, conduct: Conduct, seed: int):
+    def __init__(self, conduct: Conduct, seed: int, model=None):
         self.conduct = conduct
+        self.seed = int(seed)
+        self.model = model                      # graded OutcomeModel, or None (binary)
         self.keys = {s: stream_key(int(seed), s) for s in STREAMS}
         self.rate = conduct.accrual_per_day                     # None = unlimited
         self.screen_fail = conduct.screening.failure_prob
@@ -159,7 +168,9 @@ class DrawPlan:
         return days, happens, fail_at, drop, drop_day, pre, post, fail_days
 
     def evaluable(self, trials: np.ndarray, start: int, size: int):
-        """Per evaluable infused patient k: the DLT uniform and the onset day if DLT."""
+        """Per evaluable infused patient k: the DLT uniform and the onset day if DLT; with a
+        graded model also the grades (m, size, K, J: dose, then type) and the types' onset
+        days (m, size, J; NaN = no onset law or no event)."""
         k = np.arange(start, start + size, dtype=np.uint64)[None, :]
         t = trials[:, None]
         u = uniforms(self.keys["dlt"], t, k)
@@ -168,7 +179,15 @@ class DrawPlan:
             onset = v * self.window
         else:
             onset = self.onset_dist.sample_within(v, self.window)
-        return u, onset
+        if self.model is None:
+            return u, onset, None, None
+        m = trials.size
+        tt, kk = np.broadcast_arrays(t, k)
+        grade, days = self.model.grades_at_every_dose(self.seed, tt, kk)
+        J, _, K = grade.shape
+        grade = grade.reshape(J, m, size, K).transpose(1, 2, 3, 0)
+        days = days.reshape(J, m, size).transpose(1, 2, 0)
+        return u, onset, grade, days
 
 
 class ChunkDraws:
@@ -183,18 +202,23 @@ class ChunkDraws:
         self.na, self.np_, self.ne = n_arrivals, n_patients, n_evaluable
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
-        u, onset = plan.evaluable(self.trials, 0, n_evaluable)
+        u, onset, grade, tdays = plan.evaluable(self.trials, 0, n_evaluable)
         self.days, self.happens = days, happens
         self.lists = [np.cumsum(gaps, axis=1).tolist(), failed.tolist(), sdays.tolist()] + \
             [a.tolist() for a in pat] + [u.tolist(), onset.tolist()]
+        self.graded = None if grade is None else (grade.tolist(), tdays.tolist())
 
     def trial(self, r: int) -> "TrialDraws":
         """The r-th trial's numbers (fresh lists: a trial extends its own)."""
         (at, failed, sdays, fail_at, drop, drop_day, pre, post, fail_days, u,
          onset) = [c[r][:] for c in self.lists]
-        return TrialDraws(self.plan, int(self.trials[r]), at, failed, sdays, self.days[r],
-                          self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
-                          onset)
+        td = TrialDraws(self.plan, int(self.trials[r]), at, failed, sdays, self.days[r],
+                        self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
+                        onset)
+        if self.graded is not None:
+            td.grades = self.graded[0][r][:]
+            td.type_onset = self.graded[1][r][:]
+        return td
 
 
 class TrialDraws:
@@ -205,7 +229,7 @@ class TrialDraws:
 
     __slots__ = ("plan", "trial", "arrival_time", "screen_failed", "screen_days",
                  "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "pre_days",
-                 "post_days", "fail_days", "dlt_u", "onset_day")
+                 "post_days", "fail_days", "dlt_u", "onset_day", "grades", "type_onset")
 
     def __init__(self, plan: DrawPlan, trial: int, arrival_time: List[float],
                  failed: List[bool], sdays: List[float], days: np.ndarray,
@@ -227,6 +251,10 @@ class TrialDraws:
         self.fail_days = fail_days
         self.dlt_u = u
         self.onset_day = onset
+        #: graded truth only: per k, per dose, the grade of each type; per k each type's
+        #: onset day (NaN: no onset law or no event)
+        self.grades: Optional[list] = None
+        self.type_onset: Optional[list] = None
 
     # -- on-demand extension (same streams, next draw indices) -------------------------
     def more_arrivals(self) -> None:
@@ -261,9 +289,13 @@ class TrialDraws:
     def more_evaluable(self) -> None:
         n = len(self.dlt_u)
         size = max(16, n)
-        u, onset = self.plan.evaluable(np.array([self.trial], dtype=np.uint64), n, size)
+        u, onset, grade, tdays = self.plan.evaluable(np.array([self.trial], dtype=np.uint64),
+                                                     n, size)
         self.dlt_u.extend(u[0].tolist())
         self.onset_day.extend(onset[0].tolist())
+        if grade is not None:
+            self.grades.extend(grade[0].tolist())
+            self.type_onset.extend(tdays[0].tolist())
 
 
 def block_sizes(conduct: Conduct, max_n: Optional[int]) -> tuple:
