@@ -161,15 +161,14 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
 
 def truth_notes(plan: RunPlan) -> None:
     """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
-    yet (issue 12): one binary DLT per patient at the derived rates, and no efficacy."""
+    yet (issue 12): the time-free engines simulate one binary DLT per patient at the derived
+    rates (the calendar engine simulates every event type at its own onset); no efficacy."""
     sc = plan.scenario
     truth = sc.model.truth
-    if truth.graded:
+    if truth.graded and plan.engine != "des":
         rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
-        timing = ("; DLT days inside the window follow conduct.dlt_onset, not the types' "
-                  "onset_days" if plan.engine == "des" else "")
         warnings.warn(RunNote(f"{sc.source}: graded truth: the engines simulate one binary DLT "
-                              f"per patient at the derived rates {rates}{timing}"), stacklevel=3)
+                              f"per patient at the derived rates {rates}"), stacklevel=3)
     if truth.efficacy is not None:
         warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
                       stacklevel=3)
@@ -208,10 +207,16 @@ class _Hooks:
 
 # ---------------------------------------------------------------------------------------------
 # the loop
+def _calendar_model(p):
+    """The graded outcome model for a calendar run on a graded truth, else None."""
+    sc = p.scenario
+    return sc.outcome_model if p.conduct is not None and sc.model.truth.graded else None
+
+
 def _plan_chunk(key, designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                acceptable):
+                acceptable, model=None):
     return key, run_chunk(designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                          acceptable)
+                          acceptable, model=model)
 
 
 @dataclass
@@ -301,7 +306,8 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     hooks = _Hooks()
     jobs = (joblib.delayed(_plan_chunk)(
         p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
-        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable)
+        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable,
+        _calendar_model(p))
         for p in plans for a, b in todo[p.key])
     with backend_session(dispatch.backend, dispatch.n_jobs, dispatch.scheduler):
         results = make_parallel(dispatch.n_jobs, dispatch.backend)(jobs)

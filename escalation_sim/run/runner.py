@@ -58,8 +58,10 @@ def _exact_sum(x: np.ndarray) -> Fraction:
 
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
-              acceptable=None, record_patients: bool = False) -> ChunkResult:
-    """Simulate trials ``start..stop-1`` for every design (same patients for all)."""
+              acceptable=None, record_patients: bool = False, model=None) -> ChunkResult:
+    """Simulate trials ``start..stop-1`` for every design (same patients for all).
+    ``model``: the graded outcome model (calendar engine: each event type at its own
+    onset), or None for a binary truth."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
@@ -80,7 +82,8 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             des_stats.append(None)
         else:
             from ..engines.calendar import simulate_des_trials
-            res = simulate_des_trials(design, p_true, conduct, seed, np.arange(start, stop),
+            res = simulate_des_trials(design, p_true if model is None else model, conduct, seed,
+                                      np.arange(start, stop),
                                       record_patients=record_patients)
             mtd, stopc, n, y = res["mtd"], res["stop_code"], res["n"], res["y"]
             t = OutcomeTally(K)

@@ -68,7 +68,8 @@ from .policies import CohortPolicy, DecisionPolicy, TimeToEventPolicy
 from .swimmer import decision_table, swimmer_data
 from .trial import Trial
 
-__all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "swimmer_table",
+__all__ = ["simulate_des_trials", "calendar_truth", "simulate_one", "patient_columns",
+           "swimmer_table",
            "swimmer_data", "decision_table", "STOP_CODES", "is_time_to_event", "Trial",
            "Conduct", "DecisionPolicy", "CohortPolicy", "TimeToEventPolicy"]
 
@@ -104,6 +105,14 @@ def _truth(truth, n_doses: int, conduct: Conduct):
         raise ValueError(f"the truth's DLT window ({truth.window_days:g} days) differs from "
                          f"conduct.dlt_window_days ({conduct.dlt_window_days:g})")
     return p, truth
+
+
+def calendar_truth(scenario):
+    """What :func:`simulate_des_trials` takes for a scenario: its outcome model when the
+    truth is graded (each event type at its own onset), else its DLT rates."""
+    if scenario.model.truth.graded:
+        return scenario.outcome_model
+    return scenario.p_true
 
 
 def _check_p(p_true, n_doses: int) -> List[float]:

@@ -33,6 +33,18 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``<phase>_start_day``,  each phase of the conduct block (NaN when skipped or not reached)
 ``<phase>_end_day``
 ======================= ====================================================================
+
+With a graded truth (``truth.toxicities``) ``dlt_day`` is the onset of the earliest event
+meeting the ``dlt`` rule inside the window, and these columns follow (evaluable patients;
+0 / False / NaN for the others):
+
+======================= ====================================================================
+``late``                an event meets the rule but starts only after the window (not a DLT)
+``worst_grade``         highest grade among the events starting inside the window
+``<type>_grade``        worst grade of each toxicity type (0 = no event)
+``<type>_onset_day``    its onset, days after infusion (NaN without an event); may exceed
+                        the window (a late event)
+======================= ====================================================================
 """
 from __future__ import annotations
 
@@ -46,8 +58,23 @@ from .patient import DROPPED, FAILED, COMPLETE
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
 
-_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt"})
-_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index"})
+_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late"})
+_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index",
+                      "worst_grade"})
+
+
+def _graded_columns(setup, pat, evaluable: bool) -> Dict[str, Any]:
+    """The graded-truth columns of one row (see the module docstring)."""
+    names = setup.model.type_names
+    nan = float("nan")
+    row: Dict[str, Any] = {"late": bool(pat is not None and evaluable and pat.late),
+                           "worst_grade": pat.worst if pat is not None and evaluable else 0}
+    ev = {j: (g, day) for j, g, day in pat.events} if pat is not None and evaluable else {}
+    for j, name in enumerate(names):
+        g, day = ev.get(j, (0, nan))
+        row[f"{name}_grade"] = g
+        row[f"{name}_onset_day"] = day
+    return row
 
 
 class Recorder:
@@ -90,6 +117,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             for name in s.phase_names:
                 row[f"{name}_start_day"] = nan
                 row[f"{name}_end_day"] = nan
+            if s.graded is not None:
+                row.update(_graded_columns(s, None, False))
             rows.append(row)
             continue
         j = pat.j
@@ -112,7 +141,7 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             gate_wait_days=rel - gate if rel >= 0 and gate >= 0 else nan,
             infusion_day=inf if inf >= 0 and st != FAILED else nan,
             evaluable=evaluable, evaluable_index=k if evaluable else -1, dlt=dlt,
-            dlt_day=d.onset_day[k] if dlt else nan,
+            dlt_day=(d.onset_day[k] if s.graded is None else pat.dlt_day) if dlt else nan,
             dropout_day=d.drop_day[j] if st == DROPPED else nan,
             window_end_day=pat.end_day if evaluable else nan)
         days = d.phase_days[j].tolist()
@@ -127,6 +156,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             start = pat.enrolled_day + cum[p] if p < g else rel + sum(days[g:p])
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
+        if s.graded is not None:
+            row.update(_graded_columns(s, pat, evaluable))
         rows.append(row)
     return rows
 
@@ -149,7 +180,7 @@ def patient_columns(trials: np.ndarray, res: Sequence["Trial"]) -> Dict[str, np.
             cols[key] = np.asarray(vals, dtype=object)
         elif key in _LOG_BOOL:
             cols[key] = np.asarray(vals, dtype=bool)
-        elif key in _LOG_INT:
+        elif key in _LOG_INT or key.endswith("_grade"):
             cols[key] = np.asarray(vals, dtype=np.int64)
         else:
             cols[key] = np.asarray(vals, dtype=float)

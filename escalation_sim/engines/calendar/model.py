@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ...designs.base import Design
+from ...designs.base import Design, Outcome
 from ...designs.registry import is_time_to_event
 from ...inputs.conduct import Conduct
 from ...types import Decision, TrialState
@@ -39,10 +39,9 @@ INF = float("inf")
 def score_units(design: Design):
     """The design's integer units per worst grade when it consumes a graded toxicity score
     (``design.outcome`` is ``Outcome.SCORE``), else None."""
-    inner = design.inner
-    if getattr(inner.outcome, "name", "") != "SCORE":
+    if design.outcome is not Outcome.SCORE:
         return None
-    return tuple(int(u) for u in inner.score_units)
+    return tuple(int(u) for u in design.score_units)
 
 
 class Setup:

@@ -1,0 +1,206 @@
+"""The calendar engine on the graded outcome model (issue 12, calendar side).
+
+References: the outcome model's own per-patient outcomes (common random numbers: the
+calendar engine's patient k must be ``OutcomeModel.outcomes``' patient k), the binary
+engine's trials (a binary truth given as an ``OutcomeModel`` must give them to the bit), and
+hand-built truths whose grades and onsets are certain (probability 1, fixed onset days), so
+what a time-to-event design may have seen at each decision time is known by hand.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import pytest
+
+from escalation_sim.designs.base import DesignContext
+from escalation_sim.designs.registry import get_entry
+from escalation_sim.engines.calendar import simulate_des_trials, simulate_one
+from escalation_sim.engines.calendar.policies import TimeToEventPolicy
+from escalation_sim.inputs.conduct import Conduct
+from escalation_sim.inputs.distributions import Fixed, make_distribution
+from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
+
+SEED = 77
+CTX = DesignContext(n_doses=3, target=0.3, cohort_size=3, max_n=15, start_dose=0)
+RULE = [("CRS", 3), ("ICANS", 3)]
+
+
+def build(type_name: str, ctx: DesignContext = CTX, **kw):
+    entry = get_entry(type_name)
+    return entry.build(entry.spec_model(type=type_name, **kw), ctx)
+
+
+def cart_conduct(**kw) -> Conduct:
+    base = dict(accrual_per_month=2.0, screening={"failure_prob": 0.2, "duration_days": 7},
+                phases=[{"name": "manufacturing", "kind": "manufacturing",
+                         "duration_days": {"mean": 21, "sd": 5}, "failure_prob": 0.05},
+                        {"name": "lymphodepletion", "kind": "lymphodepletion",
+                         "duration_days": 3}],
+                dlt_window_days=28, stagger_days=7, max_in_followup=3, dropout_prob=0.05)
+    base.update(kw)
+    return Conduct.model_validate(base)
+
+
+def graded_model(rho=0.5, icans_mean=8.0) -> OutcomeModel:
+    crs = ToxicityType.from_grades("CRS", {1: [0.3, 0.35, 0.4], 2: [0.1, 0.15, 0.2],
+                                           3: [0.05, 0.1, 0.2], 4: [0.0, 0.02, 0.05]},
+                                   make_distribution(3.0, 2.0, "gamma"))
+    icans = ToxicityType.from_grades("ICANS", {1: [0.1, 0.15, 0.2], 2: [0.05, 0.1, 0.1],
+                                               3: [0.03, 0.08, 0.15], 4: [0.0, 0.02, 0.06]},
+                                     make_distribution(icans_mean, 4.0, "gamma"))
+    return OutcomeModel([crs, icans], correlation=rho, rule=RULE, window_days=28.0)
+
+
+# ------------------------------------------------------------------ binary truth unchanged
+@pytest.mark.parametrize("type_name", ["boin", "tite-boin", "3+3"])
+@pytest.mark.parametrize("onset", ["uniform", {"mean": 7, "sd": 5, "dist": "gamma"}])
+def test_binary_model_gives_the_binary_trials_to_the_bit(type_name, onset):
+    """Reference: the engine given the rates themselves (today's binary path)."""
+    p = [0.08, 0.2, 0.4]
+    conduct = cart_conduct(dlt_onset=onset)
+    design = build(type_name)
+    a = simulate_des_trials(design, p, conduct, SEED, range(40), record_patients=True)
+    b = simulate_des_trials(design, OutcomeModel.binary(p), conduct, SEED, range(40),
+                            record_patients=True)
+    for key in ("mtd", "n", "y", "duration_days", "n_treated", "n_decisions"):
+        np.testing.assert_array_equal(a[key], b[key])
+    for x, y in zip(a["decision_times"], b["decision_times"], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert set(a["patients"]) == set(b["patients"])      # no graded columns for a binary truth
+
+
+# ------------------------------------------------------------------ common random numbers
+def test_grades_at_every_dose_equal_the_models_outcomes():
+    """Reference: OutcomeModel.outcomes at each dose (the engine's table per patient)."""
+    m = graded_model()
+    t = np.repeat(np.arange(5), 40)
+    k = np.tile(np.arange(40), 5)
+    grade, onset = m.grades_at_every_dose(SEED, t, k)
+    for d in range(3):
+        out = m.outcomes(SEED, t, k, d)
+        np.testing.assert_array_equal(grade[:, :, d].T, out.grade)
+        ev = out.grade > 0
+        np.testing.assert_array_equal(onset.T[ev], out.onset_day[ev])
+
+
+@pytest.mark.parametrize("type_name", ["boin", "tite-boin"])
+def test_each_patient_is_the_outcome_models_patient(type_name):
+    """Every evaluable patient of the log (its evaluable index k, trial t, dose d) has exactly
+    OutcomeModel.outcomes(seed, t, k, d): per-type grades and onsets, the DLT flag and day,
+    late events and the worst grade in the window."""
+    m = graded_model()
+    res = simulate_des_trials(build(type_name), m, cart_conduct(), SEED, range(30),
+                              record_patients=True)
+    log = res["patients"]
+    ev = log["evaluable"]
+    t, k, d = log["trial"][ev], log["evaluable_index"][ev], log["dose_level"][ev] - 1
+    out = m.outcomes(SEED, t, k, d)
+    np.testing.assert_array_equal(log["dlt"][ev], out.dlt)
+    np.testing.assert_array_equal(log["late"][ev], out.late)
+    np.testing.assert_array_equal(log["worst_grade"][ev], out.worst_grade)
+    np.testing.assert_array_equal(log["dlt_day"][ev][out.dlt], out.dlt_day[out.dlt])
+    for j, name in enumerate(m.type_names):
+        np.testing.assert_array_equal(log[f"{name}_grade"][ev], out.grade[:, j])
+        has = out.grade[:, j] > 0
+        np.testing.assert_array_equal(log[f"{name}_onset_day"][ev][has], out.onset_day[has, j])
+        assert np.isnan(log[f"{name}_onset_day"][ev][~has]).all()
+    # the design's y are the logged DLTs (binary design)
+    for r, trial in enumerate(res["trial"]):
+        rows = ev & (log["trial"] == trial)
+        for dose in range(3):
+            sel = rows & (log["dose_level"] == dose + 1)
+            assert res["y"][r, dose] == int(log["dlt"][sel].sum())
+    assert not (log["dlt"] & log["late"]).any()
+
+
+def test_same_patients_in_every_design():
+    """Common random numbers: patient k of trial t has the same grades whatever the design
+    (the dose aside): at equal doses, equal outcomes."""
+    m = graded_model()
+    logs = [simulate_des_trials(build(n), m, cart_conduct(), SEED, range(20),
+                                record_patients=True)["patients"] for n in ("boin", "tite-boin")]
+    seen = {}
+    for log in logs:
+        ev = log["evaluable"]
+        for t, k, d, g1, g2 in zip(log["trial"][ev], log["evaluable_index"][ev],
+                                   log["dose_level"][ev], log["CRS_grade"][ev],
+                                   log["ICANS_grade"][ev], strict=True):
+            key = (int(t), int(k), int(d))
+            assert seen.setdefault(key, (g1, g2)) == (g1, g2)
+
+
+def test_late_events_are_logged_and_never_dlts():
+    """ICANS always grade 3 but starting on day 40 (after the 28-day window): no DLT ever,
+    every evaluable patient has a late event; CRS never qualifies."""
+    crs = ToxicityType.from_grades("CRS", {2: [0.5, 0.5, 0.5]}, Fixed(2.0))
+    icans = ToxicityType.from_grades("ICANS", {3: [1.0, 1.0, 1.0]}, Fixed(40.0))
+    m = OutcomeModel([crs, icans], rule=RULE, window_days=28.0)
+    assert m.dlt_rates().tolist() == [0.0, 0.0, 0.0]          # exact: q_ICANS = 0
+    res = simulate_des_trials(build("tite-boin"), m, cart_conduct(), SEED, range(10),
+                              record_patients=True)
+    log = res["patients"]
+    ev = log["evaluable"]
+    assert ev.sum() > 0 and res["y"].sum() == 0 and not log["dlt"].any()
+    assert log["late"][ev].all() and not log["late"][~ev].any()
+    np.testing.assert_array_equal(log["ICANS_onset_day"][ev], 40.0)
+    assert (log["worst_grade"][ev] <= 2).all()                # ICANS is outside the window
+
+
+def test_window_mismatch_is_refused():
+    with pytest.raises(ValueError, match="DLT window"):
+        simulate_des_trials(build("boin"), graded_model(), cart_conduct(dlt_window_days=21),
+                            SEED, range(2))
+
+
+# ------------------------------------------------------------------ what a TITE design sees
+def _recording(monkeypatch):
+    """Record (time, TiteState) each time a time-to-event design is asked."""
+    seen = []
+    orig = TimeToEventPolicy.state
+
+    def state(self):
+        st = orig(self)
+        seen.append((self.trial.clock.now, st))
+        return st
+
+    monkeypatch.setattr(TimeToEventPolicy, "state", state)
+    return seen
+
+
+def test_tite_sees_early_crs_at_once_and_late_icans_only_when_it_starts(monkeypatch):
+    """Hand-built: every patient has grade 2 CRS on day 2 (not a DLT) and grade 3 ICANS on day
+    20 (a DLT); zero logistics, so the first cohort of 3 is infused on day 0.  TITE-BOIN
+    suspends (3 of 3 pending), sees nothing on day 2 (grade 2 CRS is no DLT) and sees the
+    first DLT on day 20 exactly, while the day-2 CRS events have long passed."""
+    seen = _recording(monkeypatch)
+    crs = ToxicityType.from_grades("CRS", {2: [1.0, 1.0, 1.0]}, Fixed(2.0))
+    icans = ToxicityType.from_grades("ICANS", {3: [1.0, 1.0, 1.0]}, Fixed(20.0))
+    m = OutcomeModel([crs, icans], rule=RULE, window_days=28.0)
+    tr = simulate_one(build("tite-boin"), m, Conduct.zero(28.0), SEED, 0)
+    with_dlt = [(now, st) for now, st in seen if sum(st.y) > 0]
+    # the three day-20 onsets are three events at one instant, processed one by one
+    assert with_dlt and with_dlt[0][0] == 20.0
+    assert with_dlt[0][1].n == (3, 0, 0) and with_dlt[0][1].y == (1, 0, 0)
+    assert [now for now, st in seen if now < 20.0] == [0.0, 0.0]     # start, then suspend
+    assert all(sum(st.y) == 0 for now, st in seen if now < 20.0)
+    for p in tr.pats:
+        assert p.dlt and p.dlt_day == 20.0 and p.worst == 3
+        assert sorted(p.events) == [(0, 2, 2.0), (1, 3, 20.0)]
+
+
+def test_tite_sees_each_dlt_exactly_when_its_qualifying_onset_has_passed(monkeypatch):
+    """At every decision of TITE-BOIN on a random graded truth with real logistics, y at each
+    dose is the number of patients there whose qualifying onset (infusion + dlt_day) is not
+    later than the decision time."""
+    seen = _recording(monkeypatch)
+    m = graded_model(icans_mean=12.0)
+    design = build("tite-boin")
+    for trial in range(6):
+        seen.clear()
+        tr = simulate_one(design, m, cart_conduct(), SEED, trial)
+        for now, st in seen:
+            y = [0, 0, 0]
+            for p in tr.pats:
+                if p.dlt and p.infusion_day >= 0 and p.infusion_day + p.dlt_day <= now:
+                    y[p.dose] += 1
+            assert list(st.y) == y, (trial, now)
