@@ -14,6 +14,7 @@ import pytest
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.registry import get_entry
 from escalation_sim.designs.tite import TiteState, pending_rows, quasi_estimate
+from escalation_sim.types import TrialState
 
 CTX6 = DesignContext(n_doses=6, target=0.3, cohort_size=3, max_n=30, start_dose=0)
 # notes section 8.1: n = (3,3,4,4,4,0), current dose 5, n.earlystop = 10; pending: one at
@@ -94,3 +95,150 @@ def test_quasi_pending_table_matches_the_decisions():
                 assert dec.dose == want, (n, y, m, s, r["decision"], dec.reason)
                 checked += 1
     assert checked > 100
+
+
+# ------------------------------------------------------------------ TITE-gBOIN rules
+PHI_G = 0.47 / 1.5          # the package's example target (notes section 1)
+CTXG = DesignContext(n_doses=6, target=PHI_G, cohort_size=3, max_n=30, start_dose=0)
+
+
+def gstate(n, nets_units, pending=(), current=4, L=3):
+    """A TITE-gBOIN state from units (1 unit = 1/L of the normalized score)."""
+    return TiteState.from_followup(n, nets_units, pending, 28.0, current=current,
+                                   last_n=3, last_y=0, max_units=L)
+
+
+@pytest.mark.parametrize("target,lam_e,lam_d", [
+    (0.20, 0.157242, 0.238462), (0.25, 0.196801, 0.298392), (0.30, 0.236491, 0.358519),
+    (PHI_G, 0.247100, 0.374594), (1 / 3, 0.263034, 0.398744)])
+def test_boundaries_unrounded(target, lam_e, lam_d):
+    """Notes section 2 table (BOIN closed form with phi1 = 0.6 phi, phi2 = 1.4 phi)."""
+    ctx = DesignContext(n_doses=4, target=target, cohort_size=3, max_n=30, start_dose=0)
+    le, ld = build("tite-gboin", ctx).inner.lambdas
+    assert le == pytest.approx(lam_e, abs=5e-7) and ld == pytest.approx(lam_d, abs=5e-7)
+
+
+def test_default_scores_give_thirds():
+    d = build("tite-gboin", CTXG).inner
+    assert d.score_units == (0, 0, 1, 2, 3, 3) and d.unit_scale == 3
+
+
+def test_elimination_thresholds_real_valued():
+    """Notes section 5, first row: y*(n) solving Pr(Beta(y*+1, n-y*+1) > phi) = 0.95."""
+    from escalation_sim.designs.tite_gboin import elimination_score
+    ref = {3: 2.3322, 4: 2.8293, 5: 3.3086, 6: 3.7742, 7: 4.2291, 8: 4.6753, 9: 5.1141,
+           10: 5.5466, 12: 6.3962, 15: 7.6401, 18: 8.8562, 21: 10.0509, 24: 11.2286,
+           27: 12.3923, 30: 13.5442}
+    for n, v in ref.items():
+        assert elimination_score(PHI_G, n) == pytest.approx(v, abs=5e-5)
+
+
+def test_grades_4_4_2_eliminate_dose_1():
+    """Notes section 5: three patients with grades 4, 4, 2 -> (1.5 + 1.5 + 0.5) / 1.5 =
+    2.3333 > 2.3322: dose 1 eliminated under TITEgBOIN (not under the integer rule)."""
+    d = build("tite-gboin", CTXG)
+    st = gstate((3, 0, 0, 0, 0, 0), (3 + 3 + 1, 0, 0, 0, 0, 0), current=0)
+    dec = d.decide(st)
+    assert dec.stop and dec.stop_reason.value == "lowest_dose_too_toxic"
+    # one unit less (grades 4, 4, 1: 2.0 < 2.3322) is not eliminated
+    st = gstate((3, 0, 0, 0, 0, 0), (6, 0, 0, 0, 0, 0), current=0)
+    assert not d.inner.estimates(st)["eliminated"][0]
+
+
+def test_reference_example_8_1_gboin_and_tite_gboin():
+    """Notes section 8.1: y = (0, 0, 1/3, 2/3, 1, 0), n = (3,3,4,4,4,0), dose 5,
+    n.earlystop 10.  gBOIN (complete): mu = (0, 0, 0.083333, 0.166667, 0.25), next 5 (0.25 >
+    lambda_e 0.247100 by 0.0029).  TITE-gBOIN (pending (0,0,0,1,2,0), follow-up 14 and 28
+    days in total, window 28): ESS (3,3,4,3.5,3), mu (0,0,0.083333,0.190476,0.333333),
+    next 5.  No dose eliminated; Pr(p > phi) at dose 5 = 0.5010 (complete data)."""
+    d = build("tite-gboin", CTXG, n_earlystop=10)
+    units = (0, 0, 1, 2, 3, 0)
+    full = gstate((3, 3, 4, 4, 4, 0), units)
+    est = d.inner.estimates(full)
+    np.testing.assert_allclose(est["mu"][:5], [0, 0, 0.083333, 0.166667, 0.25], atol=1e-6)
+    assert est["pr_above_target"][4] == pytest.approx(0.5010, abs=5e-5)
+    assert not any(est["eliminated"])
+    dec = d.decide(full)
+    assert (dec.dose, dec.cohort_size) == (4, 3)
+    tite = gstate((3, 3, 4, 4, 4, 0), units, PENDING81)
+    est = d.inner.estimates(tite)
+    np.testing.assert_allclose(est["ess"][:5], [3, 3, 4, 3.5, 3], atol=1e-12)
+    np.testing.assert_allclose(est["mu"][:5], [0, 0, 0.083333, 0.190476, 0.333333], atol=1e-6)
+    dec = d.decide(tite)
+    assert (dec.dose, dec.cohort_size) == (4, 3)
+    # the sharp boundary: one unit less at dose 5 (2/3 of 4 = 0.1667 <= lambda_e) escalates
+    dec = d.decide(gstate((3, 3, 4, 4, 4, 0), (0, 0, 1, 2, 2, 0)))
+    assert dec.dose == 5
+
+
+@pytest.mark.parametrize("scores,units,mtd,iso", [
+    # notes 8.2, BOIN / TITE-BOIN row: binary scores, phi 0.3
+    ({0: 0, 1: 1}, (0, 0, 1, 2, 3, 0), 4, [0.0017, 0.0017, 0.1672, 0.2225, 0.3335]),
+    # gBOIN / TITE-gBOIN row: y = (0, 0, 2, 3.5, 5.5) / 1.5 = units (0, 0, 4, 7, 11) / 3
+    (None, (0, 0, 4, 7, 11, 0), 3, [0.0017, 0.0017, 0.2227, 0.2595, 0.4075])])
+def test_reference_example_8_2_selection(scores, units, mtd, iso):
+    """Notes section 8.2 (n = (3,3,6,9,9,0)): isotonic estimates with the 0.005 prior and the
+    selected MTD (0-based)."""
+    target = 0.3 if scores else PHI_G
+    ctx = DesignContext(n_doses=6, target=target, cohort_size=3, max_n=30, start_dose=0)
+    kw = {"scores": scores} if scores else {}
+    d = build("tite-gboin", ctx, **kw)
+    st = TrialState((3, 3, 6, 9, 9, 0), units, 4, 9, 0)
+    est = d.inner.mtd_estimates(st)
+    assert sorted(est) == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose([est[j] for j in range(5)], iso, atol=5e-5)
+    assert d.select_mtd(st) == mtd
+
+
+def test_suspension_is_strictly_more_than_half_pending():
+    d = build("tite-gboin", CTXG)
+    # 2 of 4 pending: not suspended (section 8.1); 3 of 4: suspended (cohort size 0)
+    st = gstate((3, 3, 4, 4, 4, 0), (0, 0, 1, 2, 1, 0),
+                [(4, 10.0), (4, 3.0), (4, 1.0)])
+    assert d.decide(st).cohort_size == 0
+    st = gstate((3, 3, 4, 4, 4, 0), (0, 0, 1, 2, 1, 0), [(4, 10.0), (4, 3.0)])
+    assert d.decide(st).cohort_size == 3
+
+
+def test_dose_1_rules():
+    """At dose 1 with mu >= lambda_d: stay without pending patients, suspend with."""
+    d = build("tite-gboin", CTXG)
+    # 4 patients, nETS 1.667 (5 units) < y*(4) = 2.8293: not eliminated; mu 0.417 >= 0.3746
+    full = gstate((4, 0, 0, 0, 0, 0), (5, 0, 0, 0, 0, 0), current=0)
+    est = d.inner.estimates(full)
+    assert not est["eliminated"][0] and est["mu"][0] >= 0.374594
+    dec = d.decide(full)
+    assert (dec.dose, dec.cohort_size) == (0, 3)
+    # 5 patients, 1 pending (27 of 28 days), nETS 2.0: mu = 2 / 4.964 = 0.403 >= lambda_d
+    pend = gstate((5, 0, 0, 0, 0, 0), (6, 0, 0, 0, 0, 0), [(0, 27.0)], current=0)
+    est = d.inner.estimates(pend)
+    assert est["mu"][0] == pytest.approx(2.0 / (4 + 27 / 28)) and est["mu"][0] >= 0.374594
+    assert not est["eliminated"][0]
+    dec = d.decide(pend)
+    assert (dec.dose, dec.cohort_size) == (0, 0)
+
+
+def test_elimination_counts_pending_patients_in_n_and_observed_scores_only():
+    """Dose 2: 6 patients, 2 pending, observed nETS 3.0 (9 units).  With n = 6 (pending
+    included, TITEgBOIN) y* = 3.7742 > 3: not eliminated; with n = 4 it would be (y*(4) =
+    2.8293 < 3)."""
+    d = build("tite-gboin", CTXG)
+    st = gstate((3, 6, 0, 0, 0, 0), (0, 9, 0, 0, 0, 0), [(1, 5.0), (1, 2.0)], current=1)
+    assert d.inner.estimates(st)["eliminated"] == [False] * 6
+
+
+def test_n_earlystop_only_when_staying():
+    d = build("tite-gboin", CTXG, n_earlystop=6)
+    # 6 patients, mu = 1.667 / 6 = 0.278: stay -> stop
+    dec = d.decide(gstate((3, 6, 0, 0, 0, 0), (0, 5, 0, 0, 0, 0), current=1))
+    assert dec.stop and dec.stop_reason.value == "n_at_dose_reached"
+    # 6 patients, mu = 0: escalate -> no stop
+    dec = d.decide(gstate((3, 6, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0), current=1))
+    assert not dec.stop and dec.dose == 2
+
+
+def test_spec_validation():
+    entry = get_entry("tite-gboin")
+    with pytest.raises(Exception, match="never decrease|not increasing|decrease"):
+        entry.spec_model(type="tite-gboin", scores={0: 0, 1: 1, 2: 0.5})
+    assert entry.time_to_event and entry.outcome.name == "SCORE"

@@ -127,10 +127,11 @@ class TiteState(TrialState):
     @classmethod
     def from_followup(cls, n, y, pending_days, window_days: float,
                       current: Optional[int] = None, last_n: int = 0,
-                      last_y: int = 0) -> "TiteState":
-        """Build from follow-up in days: ``pending_days`` = [(dose, days followed), ...]."""
+                      last_y: int = 0, max_units: int = 1) -> "TiteState":
+        """Build from follow-up in days: ``pending_days`` = [(dose, days followed), ...];
+        ``max_units``: a score design's unit scale (``y`` in score units)."""
         pend = tuple((int(d), linear_weight(t, window_days)) for d, t in pending_days)
-        return cls(tuple(n), tuple(y), current, last_n, last_y, pend)
+        return cls(tuple(n), tuple(y), current, last_n, last_y, pend, int(max_units))
 
     def pending_at(self, dose: int) -> int:
         return sum(1 for d, _ in self.pending if d == dose)
@@ -149,10 +150,6 @@ class TiteState(TrialState):
     def as_trial_state(self) -> TrialState:
         return TrialState(self.n, self.y, self.current, self.last_n, self.last_y)
 
-    def with_units(self, max_units: int) -> "TiteState":
-        """The same state whose ``y`` counts score units (at most ``max_units`` a patient)."""
-        return TiteState(self.n, self.y, self.current, self.last_n, self.last_y,
-                         self.pending, int(max_units))
 
 
 def _pending(state: TrialState) -> Tuple[Tuple[int, float], ...]:
