@@ -88,7 +88,7 @@ def register(entry: DesignEntry) -> DesignEntry:
 
 
 _BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3", "blrm",
-            "tite_gboin")
+            "gboin", "tite_gboin")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 

@@ -161,14 +161,10 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
 
 def truth_notes(plan: RunPlan) -> None:
     """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
-    yet (issue 12): the time-free engines simulate one binary DLT per patient at the derived
-    rates (the calendar engine simulates every event type at its own onset); no efficacy."""
+    yet (issue 12).  Every engine draws each patient from the outcome model (the calendar
+    engine also each event type at its own onset); efficacy is used by no design yet."""
     sc = plan.scenario
     truth = sc.model.truth
-    if truth.graded and plan.engine != "des":
-        rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
-        warnings.warn(RunNote(f"{sc.source}: graded truth: the engines simulate one binary DLT "
-                              f"per patient at the derived rates {rates}"), stacklevel=3)
     if truth.efficacy is not None:
         warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
                       stacklevel=3)
@@ -207,12 +203,6 @@ class _Hooks:
 
 # ---------------------------------------------------------------------------------------------
 # the loop
-def _calendar_model(p):
-    """The graded outcome model for a calendar run on a graded truth, else None."""
-    sc = p.scenario
-    return sc.outcome_model if p.conduct is not None and sc.model.truth.graded else None
-
-
 def _plan_chunk(key, designs, p_true, target, seed, start, stop, conduct, keep_trials,
                 acceptable, model=None):
     return key, run_chunk(designs, p_true, target, seed, start, stop, conduct, keep_trials,
@@ -306,8 +296,7 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     hooks = _Hooks()
     jobs = (joblib.delayed(_plan_chunk)(
         p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
-        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable,
-        _calendar_model(p))
+        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p))
         for p in plans for a, b in todo[p.key])
     with backend_session(dispatch.backend, dispatch.n_jobs, dispatch.scheduler):
         results = make_parallel(dispatch.n_jobs, dispatch.backend)(jobs)
@@ -337,6 +326,13 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
                     close()
 
 
+def _model(plan: RunPlan):
+    """The outcome model the time-free engine draws patients from: the scenario's for a
+    graded truth, None for ``truth: {p_dlt}`` (the binary rule u < p_d)."""
+    sc = plan.scenario
+    return sc.outcome_model if sc.model.truth.graded else None
+
+
 def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
              checkpoint: Optional[Checkpoint] = None, progress: Progress = None) -> Results:
     """Run one plan (Monte Carlo or exact) and return its results."""
@@ -355,7 +351,9 @@ def run_exact(plan: RunPlan) -> Results:
     from ..engines.exact import exact_tally
     truth_notes(plan)
     t0 = time.perf_counter()
-    res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true))
+    model = _model(plan)
+    res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true,
+                                                      model=model))
            for it in plan.items]
     return Results(plan.scenario, res, {}, 0, 0, "exact",
                    {"elapsed_s": time.perf_counter() - t0, "engine": "exact"})
