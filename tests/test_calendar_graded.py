@@ -15,7 +15,7 @@ import pytest
 from escalation_sim.designs.base import DesignContext
 from escalation_sim.designs.registry import get_entry
 from escalation_sim.engines.calendar import simulate_des_trials, simulate_one
-from escalation_sim.engines.calendar.policies import TimeToEventPolicy
+from escalation_sim.engines.calendar.policies import ScoreTimeToEventPolicy, TimeToEventPolicy
 from escalation_sim.inputs.conduct import Conduct
 from escalation_sim.inputs.distributions import Fixed, make_distribution
 from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
@@ -153,17 +153,17 @@ def test_window_mismatch_is_refused():
 
 
 # ------------------------------------------------------------------ what a TITE design sees
-def _recording(monkeypatch):
+def _recording(monkeypatch, cls=TimeToEventPolicy):
     """Record (time, TiteState) each time a time-to-event design is asked."""
     seen = []
-    orig = TimeToEventPolicy.state
+    orig = cls.state
 
     def state(self):
         st = orig(self)
         seen.append((self.trial.clock.now, st))
         return st
 
-    monkeypatch.setattr(TimeToEventPolicy, "state", state)
+    monkeypatch.setattr(cls, "state", state)
     return seen
 
 
@@ -204,3 +204,77 @@ def test_tite_sees_each_dlt_exactly_when_its_qualifying_onset_has_passed(monkeyp
                 if p.dlt and p.infusion_day >= 0 and p.infusion_day + p.dlt_day <= now:
                     y[p.dose] += 1
             assert list(st.y) == y, (trial, now)
+
+
+# ------------------------------------------------------------------ score designs (TITE-gBOIN)
+PHI_G = 0.47 / 1.5
+
+
+def test_tite_gboin_sees_units_of_started_events_and_stops_pending_at_the_first(monkeypatch):
+    """Hand-built: every patient has grade 2 CRS on day 2 (1 unit of 3 with the default
+    scores 0/0/0.5/1/1.5) and grade 3 ICANS on day 20 (2 units).  Zero logistics: the first
+    cohort of 3 is infused on day 0; TITE-gBOIN suspends (3 of 3 pending).  On day 2 the
+    CRS onsets make each patient non-pending with 1 unit (contract point 5); on day 20 the
+    ICANS onsets raise each to 2 units."""
+    seen = _recording(monkeypatch, ScoreTimeToEventPolicy)
+    crs = ToxicityType.from_grades("CRS", {2: [1.0, 1.0, 1.0]}, Fixed(2.0))
+    icans = ToxicityType.from_grades("ICANS", {3: [1.0, 1.0, 1.0]}, Fixed(20.0))
+    m = OutcomeModel([crs, icans], rule=RULE, window_days=28.0)
+    d = build("tite-gboin", target=PHI_G)
+    tr = simulate_one(d, m, Conduct.zero(28.0), SEED, 0)
+    assert [(now, st.y, len(st.pending)) for now, st in seen if now < 2.0] == \
+        [(0.0, (0, 0, 0), 0), (0.0, (0, 0, 0), 3)]
+    first_day2 = [(st.y, len(st.pending)) for now, st in seen if now == 2.0]
+    assert first_day2[0] == ((1, 0, 0), 2)          # one event processed, two to come
+    assert all(st.max_units == 3 for _, st in seen)
+    day20 = [st for now, st in seen if now == 20.0]
+    assert day20 and day20[0].y[0] == max(st.y[0] for now, st in seen if now < 20.0) + 1
+    for p in tr.pats:
+        if p.status == 1:
+            assert p.seen == 2 and p.worst == 3
+
+
+def test_score_design_needs_a_graded_truth():
+    with pytest.raises(ValueError, match="graded truth"):
+        simulate_des_trials(build("tite-gboin", target=PHI_G), [0.1, 0.2, 0.3], cart_conduct(),
+                            SEED, range(1))
+
+
+@pytest.mark.parametrize("onset_mean", [3.0, 12.0])
+def test_tite_gboin_with_complete_follow_up_equals_gboin_trial_by_trial(onset_mean):
+    """Monte Carlo property (300 trials): TITE-gBOIN suspending whenever anybody is pending
+    at the current dose (max_pending_fraction 0) decides on complete data only -- with one
+    graded type a patient's first scored event is its only one, so a non-pending patient's
+    units are final -- and its trials then equal gBOIN's in the calendar engine (classic
+    cohorts) decision for decision: same patients (common random numbers), same doses,
+    unit sums, stops and MTD."""
+    crs = ToxicityType.from_grades("CRS", {1: [0.3, 0.35, 0.4], 2: [0.1, 0.15, 0.2],
+                                           3: [0.05, 0.1, 0.2], 4: [0.0, 0.02, 0.05]},
+                                   make_distribution(onset_mean, 4.0, "gamma"))
+    m = OutcomeModel([crs], rule=[("CRS", 3)], window_days=28.0)
+    conduct = Conduct.zero(28.0)
+    tg = build("tite-gboin", target=PHI_G, max_pending_fraction=0.0)
+    g = build("gboin", target=PHI_G)
+    a = simulate_des_trials(tg, m, conduct, SEED, range(300))
+    b = simulate_des_trials(g, m, conduct, SEED, range(300))
+    np.testing.assert_array_equal(a["n"], b["n"])
+    np.testing.assert_array_equal(a["y"], b["y"])
+    np.testing.assert_array_equal(a["mtd"], b["mtd"])
+    np.testing.assert_array_equal(a["stop_code"], b["stop_code"])
+    assert a["y"].sum() > 0 and len(set(a["mtd"].tolist())) > 2
+
+
+def test_gboin_units_in_the_calendar_engine_follow_the_outcome_model():
+    """gBOIN's y in the calendar engine is the sum of score_units[worst grade in the window]
+    of OutcomeModel.outcomes for the logged patients."""
+    m = graded_model()
+    g = build("gboin", target=PHI_G)
+    res = simulate_des_trials(g, m, cart_conduct(), SEED, range(20), record_patients=True)
+    log = res["patients"]
+    units = np.array(g.score_units)
+    for r, trial in enumerate(res["trial"]):
+        rows = log["evaluable"] & (log["trial"] == trial)
+        out = m.outcomes(SEED, trial, log["evaluable_index"][rows], log["dose_level"][rows] - 1)
+        for dose in range(3):
+            sel = log["dose_level"][rows] == dose + 1
+            assert res["y"][r, dose] == int(units[out.worst_grade[sel]].sum())

@@ -25,6 +25,8 @@ PENDING81 = [(3, 14.0), (4, 28.0), (4, 0.0)]
 
 def build(type_name, ctx=CTX6, **kw):
     entry = get_entry(type_name)
+    if type_name.endswith("gboin"):
+        kw.setdefault("target", ctx.target)
     return entry.build(entry.spec_model(type=type_name, **kw), ctx)
 
 
@@ -242,3 +244,34 @@ def test_spec_validation():
     with pytest.raises(Exception, match="never decrease|not increasing|decrease"):
         entry.spec_model(type="tite-gboin", scores={0: 0, 1: 1, 2: 0.5})
     assert entry.time_to_event and entry.outcome.name == "SCORE"
+
+
+# ------------------------------------------------------------------ complete data = gBOIN
+def _random_states(rng, K, L, count):
+    for _ in range(count):
+        n = rng.integers(0, 10, size=K)
+        n[0] = max(n[0], 1)
+        y = [int(rng.integers(0, n[d] * L + 1)) if n[d] else 0 for d in range(K)]
+        tried = [d for d in range(K) if n[d] > 0]
+        cur = int(rng.choice(tried))
+        yield TrialState(tuple(int(v) for v in n), tuple(y), cur, 3, 0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"extrasafe": True}, {"n_earlystop": 6},
+                                {"scores": {0: 0, 1: 0.5, 2: 1, 3: 2}},
+                                {"p_saf": 0.15, "p_tox": 0.45, "cutoff_eli": 0.9}])
+def test_complete_data_decisions_and_mtd_equal_gboin(kw):
+    """Property (2000 random complete-data states per option set): TITE-gBOIN without
+    pending patients decides exactly as gBOIN (the independent time-free implementation of
+    the same TITEgBOIN rules, escalation_sim.designs.gboin) and selects the same MTD."""
+    rng = np.random.default_rng(12)
+    ctx = DesignContext(n_doses=5, target=PHI_G, cohort_size=3, max_n=60, start_dose=0)
+    tg = build("tite-gboin", ctx, **kw)
+    g = build("gboin", ctx, **kw)
+    assert tg.inner.score_units == g.inner.score_units
+    L = g.inner.unit_scale
+    for st in _random_states(rng, 5, L, 2000):
+        a, b = tg.decide(st), g.decide(st)
+        assert (a.dose, a.cohort_size, a.stop_reason) == (b.dose, b.cohort_size,
+                                                          b.stop_reason), (st, a, b)
+        assert tg.select_mtd(st) == g.select_mtd(st), st

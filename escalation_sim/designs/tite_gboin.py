@@ -38,8 +38,9 @@ Decision at the current dose d, in this order (section 4):
    ``mu_d <= lambda_e`` (stay at the top dose or below an eliminated dose), de-escalate if
    ``mu_d >= lambda_d`` (at dose 1: stay, and suspend if anybody is pending there), else
    stay; with no follow-up at all (n_d - c_d + STFT_d = 0) stay;
-6. ``n_earlystop`` (default 100, the package's): a dose with that many patients stops the
-   trial if the decision is to stay there (not when accrual is suspended).
+6. ``n_earlystop`` (off by default, as gBOIN's; the package's default is 100): a dose with
+   that many patients stops the trial if the decision is to stay there (not when accrual is
+   suspended).
 
 With every patient's follow-up complete this is gBOIN's decision (TITEgBOIN's
 ``next_TITE_QuasiBOIN`` with ``npend = 0``).  The trial's ``max_n`` and ``rules`` wrap it as
@@ -127,7 +128,7 @@ class TITEGBOIN(Design):
     cutoff_eli: float = 0.95
     extrasafe: bool = False
     offset: float = 0.05
-    n_earlystop: Optional[int] = 100
+    n_earlystop: Optional[int] = None
     max_pending_fraction: float = 0.5
     elimination_min_n: int = 3
     name: str = "tite-gboin"
@@ -291,26 +292,34 @@ class TITEGBOIN(Design):
 
 # =========================================================================== spec
 class TiteGBOINSpec(DesignSpecBase):
-    """TITE-gBOIN in the scenario file (``type: tite-gboin``); the target is on the
-    normalized-score scale (e.g. 0.47 / 1.5 = 0.3133 for the example of the package)."""
+    """TITE-gBOIN in the scenario file (``type: tite-gboin``); options as ``gboin`` (without
+    ``mtd_prior``: the selection uses TITEgBOIN's 0.005) plus ``max_pending_fraction`` and
+    ``elimination_min_n``.  ``target`` is on the normalized score scale and must be given
+    (e.g. 0.47 / 1.5 = 0.3133 for the package's example)."""
 
     type: Literal["tite-gboin"] = "tite-gboin"
     scores: Dict[int, float] = Field(
         default_factory=lambda: dict(DEFAULT_SCORES),
         description="severity score per worst grade (0..5), non-decreasing, grade 0 scores "
                     "0; normalized by the largest (default 0/0/0.5/1/1.5 for grades 0-4)")
-    phi1: Optional[float] = Field(default=None, gt=0, lt=1,
-                                  description="highest score rate deemed sub-therapeutic "
-                                              "(default 0.6 x target)")
-    phi2: Optional[float] = Field(default=None, gt=0, lt=1,
-                                  description="lowest score rate deemed overly toxic "
-                                              "(default 1.4 x target)")
-    cutoff_eli: float = Field(default=0.95, gt=0, lt=1)
-    extrasafe: bool = False
+    p_saf: Optional[float] = Field(
+        default=None, gt=0, lt=1,
+        description="highest mean normalized score deemed sub-therapeutic; default 0.6*target")
+    p_tox: Optional[float] = Field(
+        default=None, gt=0, lt=1,
+        description="lowest mean normalized score deemed overly toxic; default 1.4*target")
+    cutoff_eli: float = Field(
+        default=0.95, ge=0.5, lt=1,
+        description="eliminate a dose (and all above) when Pr(p > target | Beta(s+1, n-s+1)) "
+                    "exceeds this and n >= elimination_min_n (s: the observed score sum, n: "
+                    "pending patients included)")
+    extrasafe: bool = Field(default=False, description="stop early when dose 1 is very "
+                                                       "likely too toxic (cutoff_eli - offset)")
     offset: float = Field(default=0.05, gt=0, lt=0.5)
-    n_earlystop: Optional[int] = Field(default=100, ge=1,
+    n_earlystop: Optional[int] = Field(default=None, ge=1,
                                        description="stop when the current dose has this many "
-                                                   "patients and the decision is to stay")
+                                                   "patients and the decision is to stay "
+                                                   "(TITEgBOIN 0.4.0 n.earlystop)")
     max_pending_fraction: float = Field(
         default=0.5, ge=0, le=1,
         description="suspend accrual when more than this fraction of the patients at the "
@@ -326,18 +335,24 @@ class TiteGBOINSpec(DesignSpecBase):
         return v
 
     @model_validator(mode="after")
-    def _units(self) -> "TiteGBOINSpec":
-        score_units_from(self.scores)
+    def _check(self) -> "TiteGBOINSpec":
+        if self.p_saf is not None and self.p_tox is not None and not self.p_saf < self.p_tox:
+            raise ValueError(f"p_saf must be < p_tox (got p_saf={self.p_saf}, "
+                             f"p_tox={self.p_tox})")
         return self
 
 
 def make_tite_gboin(spec: TiteGBOINSpec, ctx: DesignContext) -> Design:
+    if spec.target is None:
+        raise ValueError("target: tite-gboin needs its own target on the normalized score "
+                         "scale (e.g. 0.3133 = 0.47/1.5); the scenario's target is a DLT rate "
+                         "(got none)")
     c = spec.context(ctx)
     units, L = score_units_from(spec.scores)
     try:
         return TITEGBOIN(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
                          start_dose=c.start_dose, score_units=units, unit_scale=L,
-                         phi1=spec.phi1, phi2=spec.phi2, cutoff_eli=spec.cutoff_eli,
+                         phi1=spec.p_saf, phi2=spec.p_tox, cutoff_eli=spec.cutoff_eli,
                          extrasafe=spec.extrasafe, offset=spec.offset,
                          n_earlystop=spec.n_earlystop,
                          max_pending_fraction=spec.max_pending_fraction,
@@ -352,7 +367,7 @@ def tite_gboin_table(request: TableRequest) -> DecisionTable:
     """Boundaries on the normalized score (unrounded), the real elimination thresholds per
     n, and the rules with pending patients."""
     design, notes = request.build_data_free(
-        ("target", "phi1", "phi2", "cutoff_eli", "max_pending_fraction", "scores",
+        ("target", "p_saf", "p_tox", "cutoff_eli", "max_pending_fraction", "scores",
          "elimination_min_n", "cohort_size", "max_n"),
         table="TITE-gBOIN boundary table", changes="boundaries")
     inner = design.inner
