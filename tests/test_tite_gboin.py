@@ -275,3 +275,20 @@ def test_complete_data_decisions_and_mtd_equal_gboin(kw):
         assert (a.dose, a.cohort_size, a.stop_reason) == (b.dose, b.cohort_size,
                                                           b.stop_reason), (st, a, b)
         assert tg.select_mtd(st) == g.select_mtd(st), st
+
+
+def test_table_cli():
+    """``table --design tite-gboin``: the unrounded boundaries times n and the real
+    elimination thresholds of notes section 5 (n = 3: 2.3322 at phi = 0.47/1.5)."""
+    import json
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "escalation_sim", "table", "--design",
+                          "tite-gboin", "--target", str(PHI_G), "--max-n", "6", "--json"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["lambda_e"] == pytest.approx(0.247100, abs=5e-7)
+    assert data["eliminate_if_sum_gt"][2] == pytest.approx(2.3322, abs=5e-5)
+    assert data["eliminate_if_sum_gt"][:2] == [None, None]
+    assert data["deescalate_if_sum_ge"][3] == pytest.approx(4 * 0.374594, abs=5e-6)

@@ -54,6 +54,7 @@ over the admissible doses, ``k * 1e-10`` added to the k-th, and the dose closest
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -365,7 +366,12 @@ def make_tite_gboin(spec: TiteGBOINSpec, ctx: DesignContext) -> Design:
 # =========================================================================== table
 def tite_gboin_table(request: TableRequest) -> DecisionTable:
     """Boundaries on the normalized score (unrounded), the real elimination thresholds per
-    n, and the rules with pending patients."""
+    n, and the rules with pending patients.  ``--target`` is the normalized-score target."""
+    if request.spec.target is None and request.target is not None:
+        spec = type(request.spec).model_validate(
+            request.spec.model_dump(exclude_unset=True) | {"target": request.target,
+                                                           "type": "tite-gboin"})
+        request = dataclasses.replace(request, spec=spec)
     design, notes = request.build_data_free(
         ("target", "p_saf", "p_tox", "cutoff_eli", "max_pending_fraction", "scores",
          "elimination_min_n", "cohort_size", "max_n"),
