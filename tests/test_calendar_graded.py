@@ -184,8 +184,9 @@ def test_tite_sees_early_crs_at_once_and_late_icans_only_when_it_starts(monkeypa
     assert [now for now, st in seen if now < 20.0] == [0.0, 0.0]     # start, then suspend
     assert all(sum(st.y) == 0 for now, st in seen if now < 20.0)
     for p in tr.pats:
-        assert p.dlt and p.dlt_day == 20.0 and p.worst == 3
-        assert sorted(p.events) == [(0, 2, 2.0), (1, 3, 20.0)]
+        assert p.dlt and tr.toxicity.onset_day(p) == 20.0
+        assert tr.toxicity.worst_late(p) == (3, False)
+        assert sorted(tr.toxicity.events(p)) == [(0, 2, 2.0), (1, 3, 20.0)]
 
 
 def test_tite_sees_each_dlt_exactly_when_its_qualifying_onset_has_passed(monkeypatch):
@@ -201,7 +202,8 @@ def test_tite_sees_each_dlt_exactly_when_its_qualifying_onset_has_passed(monkeyp
         for now, st in seen:
             y = [0, 0, 0]
             for p in tr.pats:
-                if p.dlt and p.infusion_day >= 0 and p.infusion_day + p.dlt_day <= now:
+                if p.dlt and p.infusion_day >= 0 and \
+                        p.infusion_day + tr.toxicity.onset_day(p) <= now:
                     y[p.dose] += 1
             assert list(st.y) == y, (trial, now)
 
@@ -278,3 +280,34 @@ def test_gboin_units_in_the_calendar_engine_follow_the_outcome_model():
         for dose in range(3):
             sel = log["dose_level"][rows] == dose + 1
             assert res["y"][r, dose] == int(units[out.worst_grade[sel]].sum())
+
+
+def test_a_type_without_onset_law_starts_on_the_conducts_onset_day():
+    """A type given without onset_days starts inside the window on the conduct's dlt_onset
+    day (here fixed: day 5); the other type keeps its own law."""
+    crs = ToxicityType.from_grades("CRS", {3: [0.5, 0.5, 0.5]})            # no onset law
+    icans = ToxicityType.from_grades("ICANS", {3: [0.5, 0.5, 0.5]}, Fixed(40.0))
+    m = OutcomeModel([crs, icans], rule=RULE, window_days=28.0)
+    res = simulate_des_trials(build("boin"), m, cart_conduct(dlt_onset=5.0), SEED, range(10),
+                              record_patients=True)
+    log = res["patients"]
+    ev = log["evaluable"]
+    has = ev & (log["CRS_grade"] > 0)
+    assert has.sum() > 5 and (log["CRS_onset_day"][has] == 5.0).all()
+    assert np.isnan(log["CRS_onset_day"][ev & (log["CRS_grade"] == 0)]).all()
+    np.testing.assert_array_equal(log["dlt"][ev], log["CRS_grade"][ev] >= 3)
+    np.testing.assert_array_equal(log["dlt_day"][has], 5.0)
+    np.testing.assert_array_equal(log["late"][ev], (log["CRS_grade"][ev] == 0)
+                                  & (log["ICANS_grade"][ev] >= 3))
+
+
+@pytest.mark.parametrize("type_name", ["boin", "tite-boin"])
+def test_recording_the_log_changes_no_trial(type_name):
+    """Without a patient log a binary design draws only the onsets of events meeting the DLT
+    rule (all its flags need); with one, every onset.  The trials are the same."""
+    m = graded_model()
+    a = simulate_des_trials(build(type_name), m, cart_conduct(), SEED, range(60))
+    b = simulate_des_trials(build(type_name), m, cart_conduct(), SEED, range(60),
+                            record_patients=True)
+    for key in ("mtd", "n", "y", "duration_days", "n_decisions"):
+        np.testing.assert_array_equal(a[key], b[key])

@@ -670,14 +670,16 @@ class OutcomeModel:
         return PatientOutcomes(self.type_names, grade.T, onset.T, within.T, dlt, dlt_day, late,
                                worst, response, self.max_grade)
 
-    def grades_at_every_dose(self, seed: int, trials, patients
+    def grades_at_every_dose(self, seed: int, trials, patients, rule_onsets_only: bool = False
                              ) -> Tuple[np.ndarray, np.ndarray]:
         """``(grade, onset)`` of patients ``patients`` of trials ``trials`` (broadcastable,
         flattened to 1-D, n patients) for the calendar engine, which learns a patient's dose
         only when the patient is treated: ``grade[j, i, d]`` (int8, shape (J, n, K)) is the
         worst grade of type j at dose d and ``onset[j, i]`` (J, n) the day of type j's
         event (NaN when the type has no onset law, or no event at any dose).  Column d is
-        exactly :meth:`outcomes` at dose d (same latents, thresholds and onset uniforms)."""
+        exactly :meth:`outcomes` at dose d (same latents, thresholds and onset uniforms).
+        ``rule_onsets_only``: onset days only of events meeting a criterion of the DLT rule
+        at some dose (all the DLT flags need; the other onsets are NaN)."""
         t, k, _ = self._indices(trials, patients, 0)
         J, K, n = len(self.types), self.n_doses, t.size
         x = self._latents(seed, t, k, range(J))
@@ -687,10 +689,11 @@ class OutcomeModel:
             for g in range(1, self.types[j].max_grade + 1):
                 grade[j] += xj < thr[g][None, :]
         onset = np.full((J, n), np.nan)
+        low = dict(self.rule) if rule_onsets_only else {}
         for j, typ in enumerate(self.types):
-            if typ.onset is None:
+            if typ.onset is None or (rule_onsets_only and j not in low):
                 continue
-            ev = np.flatnonzero(grade[j].max(axis=1) > 0)
+            ev = np.flatnonzero(grade[j].max(axis=1) >= low.get(j, 1))
             onset[j, ev] = self._onset_days(seed, j, t[ev], k[ev])
         return grade, onset
 

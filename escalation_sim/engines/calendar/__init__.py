@@ -148,7 +148,8 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
     setup = Setup(design, p, conduct, bool(record_patients), guard, model=model)
-    plan = DrawPlan(conduct, seed, model)
+    plan = DrawPlan(conduct, seed, model,
+                    all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)
     results: List[Trial] = []
     # A trial allocates thousands of small objects, so automatic collections would run
@@ -181,7 +182,8 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
     max_n = design.max_n
     setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
                   model=model)
-    plan = DrawPlan(conduct, seed, model)
+    plan = DrawPlan(conduct, seed, model,
+                    all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)
     chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)
     return Trial(setup, chunk.trial(0)).run()

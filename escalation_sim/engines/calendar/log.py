@@ -63,13 +63,14 @@ _LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evalu
                       "worst_grade"})
 
 
-def _graded_columns(setup, pat, evaluable: bool) -> Dict[str, Any]:
+def _graded_columns(trial, pat, evaluable: bool) -> Dict[str, Any]:
     """The graded-truth columns of one row (see the module docstring)."""
-    names = setup.model.type_names
+    names = trial.setup.model.type_names
     nan = float("nan")
-    row: Dict[str, Any] = {"late": bool(pat is not None and evaluable and pat.late),
-                           "worst_grade": pat.worst if pat is not None and evaluable else 0}
-    ev = {j: (g, day) for j, g, day in pat.events} if pat is not None and evaluable else {}
+    worst, late = trial.toxicity.worst_late(pat) if pat is not None and evaluable else (0, False)
+    row: Dict[str, Any] = {"late": late, "worst_grade": worst}
+    ev = ({j: (g, day) for j, g, day in trial.toxicity.events(pat)}
+          if pat is not None and evaluable else {})
     for j, name in enumerate(names):
         g, day = ev.get(j, (0, nan))
         row[f"{name}_grade"] = g
@@ -118,7 +119,7 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row[f"{name}_start_day"] = nan
                 row[f"{name}_end_day"] = nan
             if s.graded is not None:
-                row.update(_graded_columns(s, None, False))
+                row.update(_graded_columns(trial, None, False))
             rows.append(row)
             continue
         j = pat.j
@@ -141,7 +142,7 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             gate_wait_days=rel - gate if rel >= 0 and gate >= 0 else nan,
             infusion_day=inf if inf >= 0 and st != FAILED else nan,
             evaluable=evaluable, evaluable_index=k if evaluable else -1, dlt=dlt,
-            dlt_day=(d.onset_day[k] if s.graded is None else pat.dlt_day) if dlt else nan,
+            dlt_day=trial.toxicity.onset_day(pat) if dlt else nan,
             dropout_day=d.drop_day[j] if st == DROPPED else nan,
             window_end_day=pat.end_day if evaluable else nan)
         days = d.phase_days[j].tolist()
@@ -157,7 +158,7 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
         if s.graded is not None:
-            row.update(_graded_columns(s, pat, evaluable))
+            row.update(_graded_columns(trial, pat, evaluable))
         rows.append(row)
     return rows
 

@@ -26,7 +26,6 @@ onset).
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple
 
 from .draws import TrialDraws
@@ -64,15 +63,12 @@ class Toxicity:
 class GradedRule:
     """What a graded truth needs per patient, shared by the trials of a call."""
 
-    __slots__ = ("rule", "window", "units", "no_law")
+    __slots__ = ("window", "units")
 
     def __init__(self, model, window: float, units: Optional[Sequence[int]]):
-        self.rule: Tuple[Tuple[int, int], ...] = tuple(model.rule)
         self.window = float(window)
         #: score units per worst grade (score designs), or None (the DLT flag counts)
         self.units = None if units is None else tuple(int(u) for u in units)
-        #: types without an onset law (their event starts on the conduct's onset day)
-        self.no_law = tuple(j for j, t in enumerate(model.types) if t.onset is None)
 
 
 class GradedToxicity(Toxicity):
@@ -91,44 +87,41 @@ class GradedToxicity(Toxicity):
         k = self.n
         self.n = k + 1
         d = self.draws
-        while k >= len(d.dlt_u):
+        while k >= d.dlt_known.shape[0]:
             d.more_evaluable()
         pat.k = k
-        g = self.g
-        W = g.window
-        grades = d.grades[k][pat.dose]
-        days = d.type_onset[k]
-        if g.no_law:
-            days = list(days)
-            for j in g.no_law:
-                days[j] = d.onset_day[k]
-        events = tuple((j, gr, days[j]) for j, gr in enumerate(grades) if gr > 0)
-        pat.events = events
-        dlt_day = math.inf
-        late = False
-        for j, mg in g.rule:
-            if grades[j] >= mg:
-                if days[j] <= W:
-                    if days[j] < dlt_day:
-                        dlt_day = days[j]
-                else:
-                    late = True
-        if dlt_day < math.inf:
-            pat.dlt = True
-            pat.dlt_day = dlt_day
+        mask = d.dlt_mask
+        if mask is not None:
+            if mask[k] >> pat.dose & 1:
+                pat.dlt = True
         else:
-            pat.late = late
-        worst = 0
-        for _, gr, day in events:
-            if gr > worst and day <= W:
-                worst = gr
-        pat.worst = worst
-        if g.units is None:
+            day = d.dlt_known.item(k, pat.dose)
+            if day == day:                  # not NaN: a DLT, known on that day
+                pat.dlt = True
+        units = self.g.units
+        if units is None:
             return pat.dlt
-        return g.units[worst]
+        worst = self.worst_late(pat)[0]
+        pat.worst = worst
+        return units[worst]
+
+    def worst_late(self, pat: Patient) -> Tuple[int, bool]:
+        """An observed patient's worst grade in the window and whether it has a late event."""
+        code = self.draws.worst_late.item(pat.k, pat.dose)
+        return code >> 1, bool(code & 1)
+
+    def events(self, pat: Patient) -> Tuple[Tuple[int, int, float], ...]:
+        """``((type index, grade, onset day after infusion), ...)`` of an observed patient's
+        events (grade > 0), in type order."""
+        d = self.draws
+        grades = d.grades[pat.k, pat.dose].tolist()
+        days = d.type_onset[pat.k].tolist()
+        return tuple((j, g, days[j]) for j, g in enumerate(grades) if g > 0)
 
     def onset_day(self, pat: Patient) -> float:
-        return pat.dlt_day
+        """Days from infusion to the onset of the earliest qualifying event in the window
+        (the day the DLT is known) of an observed patient with a DLT."""
+        return self.draws.dlt_known.item(pat.k, pat.dose)
 
     def steps(self, pat: Patient) -> List[Tuple[float, int]]:
         """Score designs, for an observed patient: ``(day, units)`` at each event inside the
@@ -137,7 +130,7 @@ class GradedToxicity(Toxicity):
         units, W = self.g.units, self.g.window
         out: List[Tuple[float, int]] = []
         best = 0
-        for _, gr, day in sorted(pat.events, key=lambda e: e[2]):
+        for _, gr, day in sorted(self.events(pat), key=lambda e: e[2]):
             u = units[gr]
             if day <= W and u > best:
                 best = u
