@@ -292,3 +292,9 @@ def test_table_cli():
     assert data["eliminate_if_sum_gt"][2] == pytest.approx(2.3322, abs=5e-5)
     assert data["eliminate_if_sum_gt"][:2] == [None, None]
     assert data["deescalate_if_sum_ge"][3] == pytest.approx(4 * 0.374594, abs=5e-6)
+
+
+def test_no_patient_left_at_the_current_dose_treats_there_again():
+    d = build("tite-gboin", CTXG)
+    dec = d.decide(gstate((3, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0), current=1))
+    assert (dec.dose, dec.cohort_size) == (1, 3)

@@ -31,7 +31,8 @@ Decision at the current dose d, in this order (section 4):
 2. ``extrasafe`` (at dose 1 only): ``n_1 >= elimination_min_n`` and Pr(p_1 > phi) >
    cutoff_eli - offset: stop, no MTD;
 3. the current dose eliminated: go to the dose below the lowest eliminated one (none: stop,
-   no MTD);
+   no MTD); no patient left at the current dose (all lost before evaluation, possible in
+   the calendar engine only): treat there again;
 4. suspension: more than ``max_pending_fraction`` (0.5) x n_d pending at d: suspend accrual
    (a decision with cohort size 0; the engine waits for more data);
 5. ``mu_d = y_d / (n_d - c_d + STFT_d)`` (``y_d / n_d`` when nobody is pending): escalate if
@@ -63,7 +64,7 @@ from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 from pydantic import Field, field_validator, model_validator
 from scipy.stats import beta as beta_dist
 
-from ..grades import score_units_from
+from ..grades import check_scores, score_units_from
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, Outcome
 from .interval import TIE_OFFSET, isotonic_regression
@@ -122,6 +123,8 @@ class TITEGBOIN(Design):
     target: float
     cohort_size: int
     start_dose: int = 0
+    #: severity score per worst grade 0..G (validated, as gBOIN's ``scores``)
+    scores: Tuple[float, ...] = (0.0, 0.0, 0.5, 1.0, 1.5)
     score_units: Tuple[int, ...] = (0, 0, 1, 2, 3, 3)
     unit_scale: int = 3
     phi1: Optional[float] = None
@@ -214,6 +217,8 @@ class TITEGBOIN(Design):
         if d >= elim:
             return Decision.treat(elim - 1, cs, f"dose {elim + 1} and above eliminated: "
                                                 f"dose {elim}")
+        if n[d] == 0:       # every patient there was lost before evaluation (calendar engine)
+            return Decision.treat(d, cs, f"no patient left at dose {d + 1}: treat there again")
         obs = (f"score {y[d]:.3f} of {n[d]} at dose {d + 1}"
                + (f", {c[d]} pending (STFT {s[d]:.2f})" if c[d] else ""))
         if c[d] > self.max_pending_fraction * n[d]:
@@ -349,10 +354,12 @@ def make_tite_gboin(spec: TiteGBOINSpec, ctx: DesignContext) -> Design:
                          "scale (e.g. 0.3133 = 0.47/1.5); the scenario's target is a DLT rate "
                          "(got none)")
     c = spec.context(ctx)
-    units, L = score_units_from(spec.scores)
+    scores = check_scores(spec.scores)
+    units, L = score_units_from(scores)
     try:
         return TITEGBOIN(n_doses=c.n_doses, target=c.target, cohort_size=c.cohort_size,
-                         start_dose=c.start_dose, score_units=units, unit_scale=L,
+                         start_dose=c.start_dose, scores=scores, score_units=units,
+                         unit_scale=L,
                          phi1=spec.p_saf, phi2=spec.p_tox, cutoff_eli=spec.cutoff_eli,
                          extrasafe=spec.extrasafe, offset=spec.offset,
                          n_earlystop=spec.n_earlystop,
