@@ -586,6 +586,19 @@ class OutcomeModel:
         values, probs = self.score_distribution(scores)
         return values @ probs
 
+    def grade_probs(self) -> Dict[str, np.ndarray]:
+        """Per type, P(worst grade of the type = g) per dose, shape ``(max_grade + 1,
+        n_doses)`` (row 0: no event), whatever the onset."""
+        return {t.name: t.p_grade.copy() for t in self.types}
+
+    def onset_cdfs(self, days) -> Dict[str, Optional[np.ndarray]]:
+        """Per type, P(onset day <= x) at the ``days`` given (None: no onset law, the event
+        starts inside the DLT window)."""
+        x = np.asarray(days, dtype=np.float64)
+        return {t.name: None if t.onset is None else
+                np.clip(np.asarray(t.onset.cdf(x), dtype=np.float64), 0.0, 1.0)
+                for t in self.types}
+
     def response_rates(self) -> Optional[np.ndarray]:
         """P(response) per dose, or None when the truth has no efficacy."""
         return None if self.efficacy is None else self.efficacy.copy()

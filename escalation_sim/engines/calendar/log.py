@@ -195,8 +195,8 @@ def swimmer_table(log, include_not_enrolled: bool = False):
     ``log``: the log (dict of columns or DataFrame) of ONE trial.  Conversions: only
     enrolled patients are kept (unless ``include_not_enrolled``), in enrollment order;
     ``patient`` becomes 1-based; ``dose`` = ``dose_level`` (1-based, missing when never
-    enrolled); ``dlt_day`` (days after infusion in the log) becomes a calendar day; a
-    drop-out's follow-up ends on its drop-out day; screening (arrival to
+    enrolled); ``dlt_day`` and, with a graded truth, each ``<type>_onset_day`` (days after
+    infusion in the log) become calendar days; a drop-out's follow-up ends on its drop-out day; screening (arrival to
     ``screening_end_day``) becomes a phase.  A table without ``dose_level`` is returned as
     it is (already converted).
     """
@@ -215,6 +215,8 @@ def swimmer_table(log, include_not_enrolled: bool = False):
     df["dose"] = df["dose_level"].where(df["dose_level"] > 0)
     inf = df["infusion_day"].astype(float)
     df["dlt_day"] = np.where(df["dlt"].astype(bool), inf + df["dlt_day"].astype(float), np.nan)
+    for c in [c for c in df.columns if c.endswith("_onset_day")]:   # graded truth: per type
+        df[c] = inf + df[c].astype(float)
     if "dropout_day" in df.columns:
         drop = inf + df["dropout_day"].astype(float)
         df["window_end_day"] = np.where(np.isfinite(drop), drop, df["window_end_day"])
