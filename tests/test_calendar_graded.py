@@ -311,3 +311,27 @@ def test_recording_the_log_changes_no_trial(type_name):
                             record_patients=True)
     for key in ("mtd", "n", "y", "duration_days", "n_decisions"):
         np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_more_doses_than_mask_bits_reads_the_arrays():
+    """63 doses (more than the 62 DLT-flag bits): the engine reads the flags from the arrays,
+    still exactly the outcome model's."""
+    from escalation_sim.engines.calendar.draws import MASK_DOSES
+    K = MASK_DOSES + 1
+    ramp = np.linspace(0.01, 0.3, K)
+    crs = ToxicityType.from_grades("CRS", {2: list(ramp), 3: list(ramp / 2)},
+                                   make_distribution(3.0, 2.0, "gamma"))
+    icans = ToxicityType.from_grades("ICANS", {3: list(ramp / 2)},
+                                     make_distribution(8.0, 4.0, "gamma"))
+    m = OutcomeModel([crs, icans], correlation=0.3, rule=RULE, window_days=28.0)
+    ctx = DesignContext(n_doses=K, target=0.3, cohort_size=3, max_n=30, start_dose=0)
+    res = simulate_des_trials(build("boin", ctx), m, cart_conduct(), SEED, range(8),
+                              record_patients=True)
+    log = res["patients"]
+    ev = log["evaluable"]
+    out = m.outcomes(SEED, log["trial"][ev], log["evaluable_index"][ev],
+                     log["dose_level"][ev] - 1)
+    np.testing.assert_array_equal(log["dlt"][ev], out.dlt)
+    assert res["y"].sum() == out.dlt.sum() > 0
+    plain = simulate_des_trials(build("boin", ctx), m, cart_conduct(), SEED, range(8))
+    np.testing.assert_array_equal(plain["y"], res["y"])

@@ -77,33 +77,44 @@ class GradedToxicity(Toxicity):
     ``observe`` returns what the patient contributes to the design's ``y``: the DLT flag
     (binary designs) or the units of the worst grade in the window (score designs)."""
 
-    __slots__ = ("g",)
+    __slots__ = ("g", "mask")
 
     def __init__(self, p: List[float], draws: TrialDraws, g: GradedRule):
         super().__init__(p, draws)
         self.g = g
+        #: the DLT flags of every dose, one integer per k (extended in place by the draws)
+        self.mask = draws.dlt_mask
 
-    def observe(self, pat: Patient):
+    @staticmethod
+    def make(p: List[float], draws: TrialDraws, g: GradedRule) -> "GradedToxicity":
+        """The toxicity part for a graded truth: binary designs with few doses read the DLT
+        flags as bits; score designs and more doses read the arrays."""
+        if g.units is not None:
+            return ScoreToxicity(p, draws, g)
+        if draws.dlt_mask is None:
+            return WideGradedToxicity(p, draws, g)
+        return GradedToxicity(p, draws, g)
+
+    def _next(self, pat: Patient) -> int:
         k = self.n
         self.n = k + 1
         d = self.draws
         while k >= d.dlt_known.shape[0]:
             d.more_evaluable()
         pat.k = k
-        mask = d.dlt_mask
-        if mask is not None:
-            if mask[k] >> pat.dose & 1:
-                pat.dlt = True
-        else:
-            day = d.dlt_known.item(k, pat.dose)
-            if day == day:                  # not NaN: a DLT, known on that day
-                pat.dlt = True
-        units = self.g.units
-        if units is None:
-            return pat.dlt
-        worst = self.worst_late(pat)[0]
-        pat.worst = worst
-        return units[worst]
+        return k
+
+    def observe(self, pat: Patient):
+        k = self.n
+        self.n = k + 1
+        mask = self.mask
+        while k >= len(mask):
+            self.draws.more_evaluable()
+        pat.k = k
+        if mask[k] >> pat.dose & 1:
+            pat.dlt = True
+            return True
+        return False
 
     def worst_late(self, pat: Patient) -> Tuple[int, bool]:
         """An observed patient's worst grade in the window and whether it has a late event."""
@@ -122,6 +133,39 @@ class GradedToxicity(Toxicity):
         """Days from infusion to the onset of the earliest qualifying event in the window
         (the day the DLT is known) of an observed patient with a DLT."""
         return self.draws.dlt_known.item(pat.k, pat.dose)
+
+    def steps(self, pat: Patient) -> List[Tuple[float, int]]:  # pragma: no cover - score
+        raise NotImplementedError
+
+
+class WideGradedToxicity(GradedToxicity):
+    """Binary designs on a graded truth with more doses than one integer's bits."""
+
+    __slots__ = ()
+
+    def observe(self, pat: Patient):
+        k = self._next(pat)
+        day = self.draws.dlt_known.item(k, pat.dose)
+        if day == day:                      # not NaN: a DLT, known on that day
+            pat.dlt = True
+            return True
+        return False
+
+
+class ScoreToxicity(GradedToxicity):
+    """Score designs (gBOIN, TITE-gBOIN): ``observe`` returns the units of the worst grade
+    in the window; ``steps`` when a time-to-event design sees them."""
+
+    __slots__ = ()
+
+    def observe(self, pat: Patient):
+        k = self._next(pat)
+        day = self.draws.dlt_known.item(k, pat.dose)
+        if day == day:
+            pat.dlt = True
+        worst = self.worst_late(pat)[0]
+        pat.worst = worst
+        return self.g.units[worst]
 
     def steps(self, pat: Patient) -> List[Tuple[float, int]]:
         """Score designs, for an observed patient: ``(day, units)`` at each event inside the

@@ -57,7 +57,7 @@ class Trial:
         self.stop_reason: Optional[StopReason] = None
         self.final_state: Optional[TrialState] = None
         self.toxicity = (Toxicity(s.p, draws) if s.graded is None else
-                         GradedToxicity(s.p, draws, s.graded))
+                         GradedToxicity.make(s.p, draws, s.graded))
         self.path = Pathway(self, s.gate)
         self.gate = Gate(self, s.cap, s.spacing(), s.known_release) if s.gated else None
         self.accrual = Accrual(self, self.rec)
