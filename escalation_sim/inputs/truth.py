@@ -97,7 +97,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator, model_serializer, model_validator)
-from scipy import integrate, special
+from scipy import special
 
 from ..grades import MAX_GRADE, Scores, normalized_scores
 from ..randomness import stream_key, uniforms
@@ -690,6 +690,7 @@ def _phi(x: float) -> float:
 
 
 def _quad(f, lo: float, hi: float, points: Sequence[float]) -> float:
+    from scipy import integrate  # imported on first use: the command line starts faster
     pts = sorted({float(p) for p in points if lo < p < hi})
     with warnings.catch_warnings():
         # the requested tolerance is below double round-off on some intervals; the achieved

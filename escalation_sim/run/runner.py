@@ -23,9 +23,9 @@ from ..engines.cohort import simulate_cohort_chunk
 from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
 #: the most trials in one chunk, per engine: small enough that a checkpointed chunk loses
-#: little work (about 10 ms of cohort-engine or 0.5 s of calendar time on one core) and that
+#: little work (about 30 ms of cohort-engine or 0.5 s of calendar time on one core) and that
 #: per-trial rows of a chunk stay a few MB, large enough that per-chunk costs do not show
-CHUNK_CAP = {"cohort": 20_000, "des": 500}
+CHUNK_CAP = {"cohort": 100_000, "des": 500}
 #: at least this many chunks when the run is small enough, so that workers share the work
 MIN_CHUNKS = 8
 
