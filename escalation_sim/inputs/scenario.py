@@ -36,8 +36,10 @@ except ImportError:  # pragma: no cover - during development only
 Prob = float
 _short = short  # the name the rest of the package uses
 
-#: what ``truth`` gives for each patient (a design consuming anything else cannot run)
+#: what ``truth: {p_dlt}`` gives for each patient (a design consuming anything else cannot run)
 TRUTH_OUTCOMES = (Outcome.BINARY_DLT,)
+#: what a graded truth (``truth.toxicities``) gives besides: the worst grade, hence a score
+GRADED_TRUTH_OUTCOMES = (Outcome.SCORE,)
 
 
 
@@ -648,7 +650,14 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                                 f"(got {spec.start_dose})")
                 continue
             entry = registry()[spec.type]
-            if entry.outcome not in TRUTH_OUTCOMES:
+            graded = model.truth.graded
+            if entry.outcome is Outcome.SCORE and not graded:
+                problems.append(f"designs[{i}].type: {spec.type} needs a graded truth "
+                                f"(truth.toxicities); the truth gives p_dlt only "
+                                f"(got {spec.type!r})")
+                continue
+            gives_all = TRUTH_OUTCOMES + (GRADED_TRUTH_OUTCOMES if graded else ())
+            if entry.outcome not in gives_all:
                 gives = ", ".join(o.value for o in TRUTH_OUTCOMES) or "no"
                 problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "
                                 f"outcomes; the truth gives {gives} probabilities only "
