@@ -53,3 +53,28 @@ def test_add_cohort_accepts_units_up_to_n_times_max_units():
 def test_outcome_kinds():
     assert Outcome.SCORE.value == "graded toxicity score"
     assert Outcome.BINARY_DLT.value == "binary DLT"
+
+
+# -- engines on the outcome model (contract point 3) --------------------------------------
+def _one_type_model(p):
+    from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
+    # one type without an onset law, DLT = grade >= 3: P(DLT) = P(grade >= 3) = p
+    grades = {1: [0.2] * len(p), 3: [x * 0.5 for x in p], 4: [x * 0.5 for x in p]}
+    return OutcomeModel([ToxicityType.from_grades("CRS", grades)], rule=[("CRS", 3)])
+
+
+def test_cohort_engine_one_type_truth_equals_binary_truth():
+    """The module docstring of inputs/truth.py: a one-type truth reproduces the binary model
+    (the first type's latent is the dlt stream, grade >= g iff u < P(grade >= g)), so a binary
+    design sees the same patients whether given the DLT rates or the outcome model."""
+    import numpy as np
+    from escalation_sim.designs.boin import BOIN
+    from escalation_sim.designs.rules import with_stopping_rules
+    from escalation_sim.engines.cohort import simulate_cohort_chunk
+    p = [0.05, 0.12, 0.25, 0.4]
+    model = _one_type_model(p)
+    assert np.allclose(model.dlt_rates(), p, atol=1e-15)
+    design = with_stopping_rules(BOIN(n_doses=4, target=0.25, cohort_size=3), max_n=24)
+    a = simulate_cohort_chunk(design, model.dlt_rates(), 7, 0, 3000)
+    b = simulate_cohort_chunk(design, model.dlt_rates(), 7, 0, 3000, model=model)
+    assert np.array_equal(a.sids, b.sids)

@@ -1,9 +1,21 @@
 """Vectorised time-free cohort engine.
 
 Many trials advance in lockstep: at each step every live trial looks up its next decision in
-the design's state graph, the cohort's outcomes are drawn in bulk from the counter-based
-``dlt`` stream (patient k of trial t has a DLT at dose d iff u(t, k) < p_d), and the trials
-move to their successor states.  Decisions are computed once per distinct state.
+the design's state graph, the cohort's outcomes are drawn in bulk, and the trials move to their
+successor states.  Decisions are computed once per distinct state.
+
+What a patient contributes (patient k of trial t, 0-based treatment order, at dose d):
+
+* binary truth (``truth: {p_dlt}``, no outcome model given): a DLT iff u(t, k) < p_d, u from the
+  counter-based ``dlt`` stream (the rule since the first release, bit for bit);
+* graded truth (an :class:`~escalation_sim.inputs.truth.OutcomeModel`), binary design: the
+  patient's DLT flag under the scenario's ``dlt`` rule (:meth:`OutcomeModel.dlt_flags`);
+* graded truth, score design (``Outcome.SCORE``, gBOIN): ``design.score_units[g]`` with g the
+  worst grade among the events starting inside the DLT window
+  (``PatientOutcomes.worst_grade``).
+
+Every value is a pure function of ``(seed, trial, patient)`` and the dose, so the same patient
+is simulated in every design (common random numbers).
 """
 from __future__ import annotations
 
@@ -14,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..randomness import stream_key, uniforms
 from .graph import StateGraph, graph_for
 
@@ -68,12 +80,57 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
     return sid
 
 
+def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray) -> np.ndarray:
+    """:func:`_walk_block` with each patient's contribution from the outcome model: the DLT
+    flag (``units`` None) or the score units of the worst grade in the window."""
+    m = trials.shape[0]
+    sid = np.zeros(m, dtype=np.int32)
+    alive = np.arange(m)
+    steps = 0
+    while alive.size:
+        s = sid[alive]
+        d = g.dose[s]
+        keep = d >= 0
+        if not keep.all():
+            alive, s, d = alive[keep], s[keep], d[keep]
+            if not alive.size:
+                break
+        c = g.size[s].astype(np.int64)
+        # one row per patient of every live trial's next cohort
+        row = np.repeat(np.arange(alive.size), c)
+        j = np.arange(row.size) - np.repeat(np.cumsum(c) - c, c)
+        t = trials[alive][row]
+        k = g.total_n[s].astype(np.uint64)[row] + j.astype(np.uint64)
+        dd = d[row]
+        if units is None:
+            v = model.dlt_flags(seed, t, k, dd).astype(np.int64)
+        else:
+            v = units[model.outcomes(seed, t, k, dd).worst_grade]
+        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
+        sid[alive] = g.step(s, y)
+        steps += 1
+        if steps > 100_000:  # pragma: no cover - a design that never stops
+            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
+    return sid
+
+
 def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
-                          start: int, stop: int) -> ChunkTrials:
-    """Simulate trials ``start .. stop-1`` of ``design`` under true DLT rates ``p_true``."""
+                          start: int, stop: int, model=None) -> ChunkTrials:
+    """Simulate trials ``start .. stop-1`` of ``design`` under true DLT rates ``p_true``.
+
+    ``model``: the scenario's :class:`~escalation_sim.inputs.truth.OutcomeModel` for a graded
+    truth (each patient's contribution then comes from it, see the module docstring); None
+    for a binary truth (``u(t, k) < p_d``).  A score design needs a model."""
     p = np.asarray(p_true, dtype=np.float64)
     if p.shape != (design.n_doses,):
         raise ValueError(f"p_true has {p.size} values for {design.n_doses} doses")
+    score = design.outcome is Outcome.SCORE
+    if score and model is None:
+        raise ValueError(f"{design!r} scores graded toxicities: it needs a graded truth "
+                         "(an OutcomeModel), not DLT rates only")
+    if model is not None and model.n_doses != design.n_doses:
+        raise ValueError(f"the outcome model has {model.n_doses} doses for {design.n_doses}")
+    units = np.asarray(design.score_units, dtype=np.int64) if score else None
     t0 = time.perf_counter()
     g = graph_for(design)
     states0, build0 = g.n_states, g.stats["build_seconds"]
@@ -82,7 +139,10 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
     for b in range(start, stop, BLOCK):
         e = min(b + BLOCK, stop)
         trials = np.arange(b, e, dtype=np.uint64)
-        out[b - start:e - start] = _walk_block(g, p, key, trials)
+        if model is None:
+            out[b - start:e - start] = _walk_block(g, p, key, trials)
+        else:
+            out[b - start:e - start] = _walk_block_model(g, model, seed, units, trials)
     # under the threading backend other chunks may grow the same graph meanwhile: the
     # figures are then the graph's growth during this chunk, whoever caused it
     new = g.n_states - states0

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator)
 
 from ..designs.base import Design, DesignContext, DesignSpecBase, Outcome
+from ..grades import check_scores
 from ..designs.registry import get_entry, registry, unknown_type_message
 from ..designs.rules import RuleConflict
 from .limits import (MAX_DOSES, MAX_FILE_BYTES, MAX_JOBS, MAX_PROBLEMS, MAX_SEED,  # noqa: F401
@@ -677,6 +678,16 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
             except (ValueError, TypeError) as exc:
                 problems.append(_build_problem(i, name, spec, exc))
                 continue
+            if entry.outcome is Outcome.SCORE:
+                top = max(t.max_grade for t in model.truth.toxicities)
+                given = getattr(spec, "scores", None)
+                try:
+                    check_scores(list(built.inner.scores), top)
+                except ValueError as exc:
+                    shown = given if given is not None else "the default scores"
+                    msg = str(exc).rsplit(" (got ", 1)[0]
+                    problems.append(f"designs[{i}].scores: {msg} (got {_short(shown)})")
+                    continue
             items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
         _ = target
     if problems:

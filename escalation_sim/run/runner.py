@@ -58,15 +58,18 @@ def _exact_sum(x: np.ndarray) -> Fraction:
 
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
-              acceptable=None, record_patients: bool = False) -> ChunkResult:
-    """Simulate trials ``start..stop-1`` for every design (same patients for all)."""
+              acceptable=None, record_patients: bool = False, model=None) -> ChunkResult:
+    """Simulate trials ``start..stop-1`` for every design (same patients for all).
+
+    ``model``: the :class:`~escalation_sim.inputs.truth.OutcomeModel` of a graded truth (None
+    for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
     tallies, metrics, trials, durations, des_stats = [], [], [], [], []
     for design in designs:
         if conduct is None:
-            ch = simulate_cohort_chunk(design, p_true, seed, start, stop)
+            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
             g = ch.graph
             tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
             # per-trial arrays through the per-state look-up tables
