@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -46,6 +46,8 @@ class ChunkTrials:
     build_seconds: float = 0.0   # time this chunk spent growing the graph (design calls
     #                              included); the rest of the chunk is array work
     seconds: float = 0.0         # the whole chunk
+    #: score designs only: DLTs per trial and dose (the states count score units)
+    dlt: Optional[np.ndarray] = None
 
 
 def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> np.ndarray:
@@ -80,9 +82,12 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
     return sid
 
 
-def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray) -> np.ndarray:
+def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray,
+                      dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
     """:func:`_walk_block` with each patient's contribution from the outcome model: the DLT
-    flag (``units`` None) or the score units of the worst grade in the window."""
+    flag (``units`` None) or the score units of the worst grade in the window.  For a score
+    design ``dlt_out`` (trials x doses) receives each trial's DLTs per dose (the state counts
+    units, not DLTs)."""
     m = trials.shape[0]
     sid = np.zeros(m, dtype=np.int32)
     alive = np.arange(m)
@@ -105,7 +110,10 @@ def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray
         if units is None:
             v = model.dlt_flags(seed, t, k, dd).astype(np.int64)
         else:
-            v = units[model.outcomes(seed, t, k, dd).worst_grade]
+            po = model.outcomes(seed, t, k, dd)
+            v = units[po.worst_grade]
+            if dlt_out is not None:
+                np.add.at(dlt_out, (alive[row], dd), po.dlt.astype(np.int16))
         y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
         sid[alive] = g.step(s, y)
         steps += 1
@@ -136,13 +144,15 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
     states0, build0 = g.n_states, g.stats["build_seconds"]
     key = stream_key(seed, "dlt")
     out = np.empty(stop - start, dtype=np.int32)
+    dlt = np.zeros((stop - start, design.n_doses), dtype=np.int16) if score else None
     for b in range(start, stop, BLOCK):
         e = min(b + BLOCK, stop)
         trials = np.arange(b, e, dtype=np.uint64)
         if model is None:
             out[b - start:e - start] = _walk_block(g, p, key, trials)
         else:
-            out[b - start:e - start] = _walk_block_model(g, model, seed, units, trials)
+            out[b - start:e - start] = _walk_block_model(
+                g, model, seed, units, trials, None if dlt is None else dlt[b - start:e - start])
     # under the threading backend other chunks may grow the same graph meanwhile: the
     # figures are then the graph's growth during this chunk, whoever caused it
     new = g.n_states - states0
@@ -152,4 +162,4 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
         log.log(logging.INFO if build >= 1.0 else logging.DEBUG,
                 "state graph of %r: %d new states (%d in all) in %.2f s, trials %d..%d",
                 design, new, g.n_states, build, start, stop - 1)
-    return ChunkTrials(g, start, out, new, build, seconds)
+    return ChunkTrials(g, start, out, new, build, seconds, dlt)

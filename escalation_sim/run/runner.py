@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..engines.cohort import simulate_cohort_chunk
 from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
@@ -68,6 +68,13 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
     tallies, metrics, trials, durations, des_stats = [], [], [], [], []
     for design in designs:
+        score = design.outcome is Outcome.SCORE
+        ok_d, over_d = ok, over
+        if score:  # its own true target dose: mean normalized score closest to its target
+            ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
+                                      design.inner.target)
+            ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
+        units = None
         if conduct is None:
             ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
             g = ch.graph
@@ -79,6 +86,8 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            if score:   # the states sum score units; the engine counted the DLTs
+                units, y = y, ch.dlt.astype(np.int64)
             durations.append(None)
             des_stats.append(None)
         else:
@@ -96,7 +105,7 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                               if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
                               and isinstance(v, np.ndarray) and v.ndim == 1
                               and v.dtype.kind in "iuf" and v.size == stop - start})
-        m = _per_trial_metrics(mtd, n, y, ok, over)
+        m = _per_trial_metrics(mtd, n, y, ok_d, over_d)
         if durations[-1] is not None:
             m["duration_days"] = durations[-1]
         metrics.append(m)
@@ -106,6 +115,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                 cols[f"n_{d + 1}"] = n[:, d]
             for d in range(K):
                 cols[f"dlt_{d + 1}"] = y[:, d]
+            if units is not None:   # score designs: the normalized score sum per dose
+                for d in range(K):
+                    cols[f"score_{d + 1}"] = units[:, d] / design.unit_scale
             if durations[-1] is not None:
                 for k, v in des_stats[-1].items():
                     if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == stop - start:
