@@ -664,6 +664,11 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                                 f"outcomes; the truth gives {gives} probabilities only "
                                 f"(got type {spec.type!r})")
                 continue
+            if entry.outcome is Outcome.SCORE and spec.target is None:
+                problems.append(f"designs[{i}].target: {spec.type} needs its own target on the "
+                                f"normalized score scale (e.g. 0.3133 = 0.47/1.5); the "
+                                f"scenario's target {model.target:g} is a DLT rate (got none)")
+                continue
             size = entry.trial_size(spec, ctx)
             if size.max_n is not None and size.max_n % size.cohort_size != 0:
                 where = "max_n" if spec.max_n is not None else "trial.max_n"
