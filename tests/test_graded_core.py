@@ -324,3 +324,68 @@ def test_cli_next_dose_and_select_mtd_with_grades(tmp_path, capsys):
     assert main(["select-mtd", str(f), "--design", "gboin", "--n", "3,3,3,3,3,3",
                  "--dlt", "0,0,0,0,0,0"]) == 2
     assert "scores graded toxicities: give --outcomes" in capsys.readouterr().err
+
+
+# -- the engine's patient tables equal the outcome model's per-patient draws --------------
+CART = """
+name: c
+doses: [DL1, DL2, DL3, DL4]
+truth:
+  toxicities:
+    - type: CRS
+      grades:
+        1: [0.30, 0.35, 0.40, 0.40]
+        2: [0.10, 0.15, 0.20, 0.25]
+        3: [0.02, 0.04, 0.07, 0.12]
+        4: [0.00, 0.01, 0.02, 0.04]
+      onset_days: {mean: 3, sd: 2, dist: gamma}
+    - type: ICANS
+      grades:
+        1: [0.10, 0.15, 0.20, 0.20]
+        2: [0.04, 0.06, 0.08, 0.10]
+        3: [0.02, 0.05, 0.11, 0.20]
+        4: [0.00, 0.01, 0.04, 0.08]
+      onset_days: {mean: 20, sd: 8, dist: gamma}
+  correlation: 0.5
+target: 0.25
+trial: {max_n: 24, cohort_size: 3}
+designs:
+  - {type: boin}
+  - {type: gboin, target: 0.31333333333333335}
+"""
+
+
+def test_patient_latents_equal_outcomes():
+    """OutcomeModel.patient_latents + grades_at must give, for every (trial, patient, dose),
+    the worst grade and DLT flag of OutcomeModel.outcomes (ICANS onsets late enough that ~10%
+    fall after the 28-day window, so the window matters)."""
+    from escalation_sim.inputs.scenario import load_scenario_text
+    model = load_scenario_text(CART, "c.yaml").outcome_model
+    trials = np.arange(500, 900, dtype=np.uint64)
+    x, late = model.patient_latents(5, trials, 24)
+    t, k, d = np.meshgrid(trials, np.arange(24), np.arange(4), indexing="ij")
+    po = model.outcomes(5, t, k, d)
+    ti, ki = np.meshgrid(np.arange(400), np.arange(24), indexing="ij")
+    ti, ki = np.repeat(ti.ravel(), 4), np.repeat(ki.ravel(), 4)
+    worst, dlt = model.grades_at(x[:, ti, ki], late[:, ti, ki], d.ravel())
+    assert np.array_equal(worst, po.worst_grade)
+    assert np.array_equal(dlt, po.dlt)
+    assert po.late.any() and (po.worst_grade > 0).any()
+
+
+def test_cohort_engine_tables_and_per_step_draws_agree():
+    import escalation_sim.engines.cohort as co
+    from escalation_sim.inputs.scenario import load_scenario_text
+    sc = load_scenario_text(CART, "c.yaml")
+    for item in sc.designs:
+        a = co.simulate_cohort_chunk(item.design, sc.p_true, 3, 0, 4000, model=sc.outcome_model)
+        old, co._TABLE_CELLS = co._TABLE_CELLS, 0      # force the per-step path
+        try:
+            b = co.simulate_cohort_chunk(item.design, sc.p_true, 3, 0, 4000,
+                                         model=sc.outcome_model)
+        finally:
+            co._TABLE_CELLS = old
+        assert np.array_equal(a.sids, b.sids)
+        assert (a.dlt is None) == (b.dlt is None)
+        if a.dlt is not None:
+            assert np.array_equal(a.dlt, b.dlt)

@@ -28,9 +28,12 @@ import numpy as np
 
 from ..designs.base import Design, Outcome
 from ..randomness import stream_key, uniforms
+from .exact import patient_cap
 from .graph import StateGraph, graph_for
 
 BLOCK = 16384  # trials processed together (keeps the working set in cache)
+#: per-trial patient tables larger than this (patients x doses) are not precomputed
+_TABLE_CELLS = 4096
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +78,47 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
             if j >= cmin:
                 hit &= c > j
             y += hit
+        sid[alive] = g.step(s, y)
+        steps += 1
+        if steps > 100_000:  # pragma: no cover - a design that never stops
+            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
+    return sid
+
+
+def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarray,
+                      dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`_walk_block_model` reading the block's precomputed latents and late flags
+    (:meth:`OutcomeModel.patient_latents`, types x trials x patients) instead of drawing."""
+    J, m, N = x.shape
+    K = g.K
+    xf, lf = x.reshape(J, m * N), late.reshape(J, m * N)
+    sid = np.zeros(m, dtype=np.int32)
+    alive = np.arange(m)
+    steps = 0
+    while alive.size:
+        s = sid[alive]
+        d = g.dose[s]
+        keep = d >= 0
+        if not keep.all():
+            alive, s, d = alive[keep], s[keep], d[keep]
+            if not alive.size:
+                break
+        c = g.size[s].astype(np.int64)
+        row = np.repeat(np.arange(alive.size), c)
+        k = (g.total_n[s].astype(np.int64)[row]
+             + np.arange(row.size) - np.repeat(np.cumsum(c) - c, c))
+        r, dd = alive[row], d[row]
+        flat = r * N + k
+        worst, dlt = model.grades_at(xf[:, flat], lf[:, flat], dd)
+        if units is None:
+            v = dlt
+        else:
+            v = units[worst]
+            if dlt_out is not None and dlt.any():
+                hit = np.flatnonzero(dlt)
+                dlt_out += np.bincount(r[hit] * K + dd[hit], minlength=m * K).reshape(
+                    m, K).astype(np.int16)
+        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
         sid[alive] = g.step(s, y)
         steps += 1
         if steps > 100_000:  # pragma: no cover - a design that never stops
@@ -139,6 +183,11 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
     if model is not None and model.n_doses != design.n_doses:
         raise ValueError(f"the outcome model has {model.n_doses} doses for {design.n_doses}")
     units = np.asarray(design.score_units, dtype=np.int64) if score else None
+    # with a cap on the patients of a trial, each block's patients' latents and onsets are
+    # drawn in one pass (:meth:`OutcomeModel.patient_latents`): the same values, looked up
+    cap = patient_cap(design) if model is not None else None
+    if cap is not None and cap * design.n_doses > _TABLE_CELLS:
+        cap = None
     t0 = time.perf_counter()
     g = graph_for(design)
     states0, build0 = g.n_states, g.stats["build_seconds"]
@@ -150,6 +199,10 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
         trials = np.arange(b, e, dtype=np.uint64)
         if model is None:
             out[b - start:e - start] = _walk_block(g, p, key, trials)
+        elif cap is not None:
+            x, late = model.patient_latents(seed, trials, cap)
+            out[b - start:e - start] = _walk_block_table(
+                g, model, units, x, late, None if dlt is None else dlt[b - start:e - start])
         else:
             out[b - start:e - start] = _walk_block_model(
                 g, model, seed, units, trials, None if dlt is None else dlt[b - start:e - start])
