@@ -59,7 +59,7 @@ from functools import lru_cache
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator, model_validator
-from scipy.stats import beta as beta_dist
+from scipy import special
 
 from ..grades import check_scores, score_units_from
 from ..types import Decision, TrialState
@@ -82,7 +82,8 @@ GBOIN_MTD_PRIOR = 0.005
 @lru_cache(maxsize=65536)
 def prob_above_real(target: float, n: int, s: float) -> float:
     """Pr(p > target | Beta(s + 1, n - s + 1)) for a real score sum ``s`` (0 <= s <= n)."""
-    return 1.0 - float(beta_dist.cdf(target, s + 1.0, n - s + 1.0))
+    # special.betainc is the Beta cdf (the boost ibeta call behind scipy.stats.beta.cdf)
+    return 1.0 - float(special.betainc(s + 1.0, n - s + 1.0, target))
 
 
 @lru_cache(maxsize=None)
