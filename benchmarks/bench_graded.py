@@ -9,7 +9,9 @@ pool) for
 * ``boin-graded``: BOIN on a graded truth (CRS and ICANS with onsets and a latent correlation,
   the truth of issue 12 / scenarios/cart_crs_icans.yaml): DLT flags from the outcome model;
 * ``gboin``: gBOIN (default scores, target 0.47/1.5) on the same graded truth, 4 doses,
-  N = 24 in cohorts of 3: score units of the worst grade in the window.
+  N = 24 in cohorts of 3: score units of the worst grade in the window;
+* ``gboin-1type``: the same gBOIN on a one-type graded truth without onsets (doses 2-5 of the
+  TITEgBOIN example, docs/reference_notes/gboin_titegboin.md §8.3): one latent per patient.
 
 Timings are warm (a first run builds the state graph) and the best of ``--repeat``;
 ``cpu`` is process CPU time, which other load on the machine distorts less than wall time.
@@ -58,6 +60,23 @@ designs:
 """
 
 
+ONE_TYPE = """
+name: one-type-bench
+doses: [DL1, DL2, DL3, DL4]
+truth:
+  toxicities:
+    - type: TOX
+      grades:
+        2: [0.15, 0.18, 0.19, 0.16]
+        3: [0.07, 0.11, 0.14, 0.15]
+        4: [0.03, 0.09, 0.16, 0.35]
+target: 0.3
+trial: {max_n: 24, cohort_size: 3}
+designs:
+  - {type: gboin, target: 0.31333333333333335}
+"""
+
+
 def timed(fn, repeat):
     best_wall, best_cpu = float("inf"), float("inf")
     for _ in range(repeat):
@@ -72,8 +91,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
-    ap.add_argument("--only", nargs="+", choices=["binary", "graded", "gboin"],
-                    default=["binary", "graded", "gboin"])
+    ap.add_argument("--only", nargs="+", choices=["binary", "graded", "gboin", "gboin-1type"],
+                    default=["binary", "graded", "gboin", "gboin-1type"])
     add_save_option(ap, "graded.jsonl")
     args = ap.parse_args(argv)
 
@@ -92,6 +111,11 @@ def main(argv=None):
             cases.append(("boin-graded", g.design("boin").design, g.p_true, {"model": model}))
         if "gboin" in args.only:
             cases.append(("gboin", g.design("gboin").design, g.p_true, {"model": model}))
+    if "gboin-1type" in args.only:
+        from escalation_sim.inputs.scenario import load_scenario_text
+        one = load_scenario_text(ONE_TYPE, "bench_graded.py")
+        cases.append(("gboin-1type", one.design("gboin").design, one.p_true,
+                      {"model": one.outcome_model}))
     n = args.trials
     for name, design, p, kw in cases:
         simulate_cohort_chunk(design, p, SEED, 0, 20_000, **kw)    # warm: builds the graph

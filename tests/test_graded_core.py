@@ -389,3 +389,26 @@ def test_cohort_engine_tables_and_per_step_draws_agree():
         assert (a.dlt is None) == (b.dlt is None)
         if a.dlt is not None:
             assert np.array_equal(a.dlt, b.dlt)
+
+
+def test_tidy_tables_gain_graded_columns_only_for_graded_truths():
+    import escalation_sim as es
+    from escalation_sim.inputs.scenario import load_scenario_text
+    sc = load_scenario_text(S83, "s83.yaml")
+    res = es.exact_oc(sc)
+    summ = res.summary()
+    for col in ("p_grade3_TOX", "mean_grade3_events_TOX", "mean_late_events", "mean_score"):
+        assert col in summ.columns
+    g = summ[summ.design == "gboin"]
+    # the definition (notes §8.3): P(grade >= 3) = 0.05 ... 0.70
+    assert np.allclose(g.p_grade3_TOX, [0.05, 0.10, 0.20, 0.30, 0.50, 0.70], atol=1e-12)
+    # Wald: E[events] = E[n] P, so the grade >= 3 events equal the expected DLTs (rule: >= 3)
+    assert np.allclose(g.mean_grade3_events_TOX, g.mean_n * g.p_grade3_TOX, atol=1e-12)
+    assert summ[summ.design == "boin"].mean_score.isna().all()
+    oc = res.oc()
+    assert set(oc.true_target_definition.str.contains("normalized score")) == {True, False}
+    binary = load_scenario_text("name: b\ndoses: [A, B, C]\ntruth: {p_dlt: [0.1, 0.2, 0.4]}\n"
+                                "target: 0.25\ntrial: {max_n: 12}\ndesigns: [{type: boin}]\n",
+                                "b.yaml")
+    cols = set(es.exact_oc(binary).summary().columns)
+    assert not [c for c in cols if "grade3" in c or "late" in c or "score" in c]
