@@ -91,7 +91,7 @@ def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarr
     (:meth:`OutcomeModel.patient_latents`, types x trials x patients) instead of drawing."""
     J, m, N = x.shape
     K = g.K
-    xf, lf = x.reshape(J, m * N), late.reshape(J, m * N)
+    xf = model.fold_late(x, late).reshape(J, m * N)
     sid = np.zeros(m, dtype=np.int32)
     alive = np.arange(m)
     steps = 0
@@ -109,7 +109,7 @@ def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarr
              + np.arange(row.size) - np.repeat(np.cumsum(c) - c, c))
         r, dd = alive[row], d[row]
         flat = r * N + k
-        worst, dlt = model.grades_at(xf[:, flat], lf[:, flat], dd)
+        worst, dlt = model.grades_at(xf[:, flat], None, dd)
         if units is None:
             v = dlt
         else:

@@ -725,10 +725,18 @@ class OutcomeModel:
                 late[j, band] = typ.onset.sample_from_uniforms(w[band]) > self.window_days
         return x.reshape(J, m, N), late.reshape(J, m, N)
 
-    def grades_at(self, x: np.ndarray, late: np.ndarray, doses) -> Tuple[np.ndarray, np.ndarray]:
+    @staticmethod
+    def fold_late(x: np.ndarray, late: np.ndarray) -> np.ndarray:
+        """``x`` with +inf where the event starts after the window: no threshold is above
+        +inf, so :meth:`grades_at` then gives grade 0 there without the late flags (the same
+        values: a late event counts for neither the worst grade in the window nor a DLT)."""
+        return np.where(late, np.inf, x)
+
+    def grades_at(self, x: np.ndarray, late: Optional[np.ndarray], doses
+                  ) -> Tuple[np.ndarray, np.ndarray]:
         """``(worst grade in the window, DLT flag)`` of patients with latents ``x`` and late
-        flags ``late`` (both ``(n_types, n)``, from :meth:`patient_latents`) at 0-based
-        ``doses`` (n,)."""
+        flags ``late`` (both ``(n_types, n)``, from :meth:`patient_latents`; ``late`` None
+        when folded into ``x`` by :meth:`fold_late`) at 0-based ``doses`` (n,)."""
         d = np.asarray(doses, dtype=np.intp)
         worst = np.zeros(d.size, dtype=np.int8)
         dlt = np.zeros(d.size, dtype=bool)
@@ -739,7 +747,7 @@ class OutcomeModel:
             xj = x[j]
             for gr in range(1, typ.max_grade + 1):
                 g += xj < thr[gr][d]
-            if typ.onset is not None:
+            if typ.onset is not None and late is not None:
                 g[late[j]] = 0
             np.maximum(worst, g, out=worst)
             if j in rule:
