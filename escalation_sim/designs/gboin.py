@@ -223,7 +223,7 @@ def _units(state):
 
 # --------------------------------------------------------------------------- spec
 def _scores_field() -> Any:
-    return Field(default=None,
+    return Field(default_factory=lambda: dict(DEFAULT_SCORES),
                  description="severity score per worst grade, e.g. {0: 0, 1: 0, 2: 0.5, 3: 1, "
                              "4: 1.5} (the default); normalized by the largest score; must "
                              "not decrease, grade 0 scores 0, and cover every grade the truth "
@@ -236,7 +236,7 @@ class Spec(DesignSpecBase):
     refuses to take it), tables take ``--target``."""
 
     type: Literal["gboin"] = "gboin"
-    scores: Optional[Dict[int, float]] = _scores_field()
+    scores: Dict[int, float] = _scores_field()
     p_saf: Optional[float] = Field(
         default=None, gt=0, lt=1,
         description="highest mean normalized score deemed sub-therapeutic; default 0.6*target")
@@ -281,7 +281,7 @@ class Spec(DesignSpecBase):
         return self
 
     def score_tuple(self) -> Tuple[float, ...]:
-        return check_scores(self.scores if self.scores is not None else DEFAULT_SCORES)
+        return check_scores(self.scores)
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:

@@ -74,7 +74,6 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
                                       design.inner.target)
             ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
-        units = None
         if conduct is None:
             ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
             g = ch.graph
@@ -86,8 +85,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
-            if score:   # the states sum score units; the engine counted the DLTs
-                units, y = y, ch.dlt.astype(np.int64)
+            if score:   # the states sum score units; the engine counted the DLTs (the
+                #             per-trial tables keep one layout for every design: n and DLTs)
+                y = ch.dlt.astype(np.int64)
             durations.append(None)
             des_stats.append(None)
         else:
@@ -115,9 +115,6 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                 cols[f"n_{d + 1}"] = n[:, d]
             for d in range(K):
                 cols[f"dlt_{d + 1}"] = y[:, d]
-            if units is not None:   # score designs: the normalized score sum per dose
-                for d in range(K):
-                    cols[f"score_{d + 1}"] = units[:, d] / design.unit_scale
             if durations[-1] is not None:
                 for k, v in des_stats[-1].items():
                     if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == stop - start:
