@@ -412,3 +412,15 @@ def test_tidy_tables_gain_graded_columns_only_for_graded_truths():
                                 "b.yaml")
     cols = set(es.exact_oc(binary).summary().columns)
     assert not [c for c in cols if "grade3" in c or "late" in c or "score" in c]
+
+
+def test_graded_run_identical_across_workers_and_chunks():
+    """The outcome model travels to worker processes with the chunk: the same results with
+    2 loky workers and small chunks as in one process (common random numbers per patient)."""
+    import escalation_sim as es
+    from escalation_sim.inputs.scenario import load_scenario_text
+    sc = load_scenario_text(CART, "c.yaml")
+    a = es.simulate(sc, n_trials=6000, seed=4, n_jobs=1)
+    b = es.simulate(sc, n_trials=6000, seed=4, n_jobs=2, backend="loky", chunk_size=1500)
+    assert a.to_dict()["designs"] == b.to_dict()["designs"]
+    assert a.paired().equals(b.paired())
