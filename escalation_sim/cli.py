@@ -507,7 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
             return
         s.add_argument("--n-trials", type=int, metavar="N")
         s.add_argument("--seed", type=int, metavar="S")
-        s.add_argument("--n-jobs", type=int, metavar="J")
+        s.add_argument("--n-jobs", type=int, metavar="J",
+                       help="worker processes; -1 = every CPU (default: the scenario's "
+                            "simulation.n_jobs, else auto: one process unless the run is "
+                            "long enough for more to pay off)")
         s.add_argument("--chunk-size", type=int, metavar="C")
         s.add_argument("--backend", choices=["loky", "multiprocessing", "threading",
                                              "sequential", "dask"])
@@ -593,9 +596,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")
     s.add_argument("file", metavar="FILE")
     s.add_argument("--out", required=True, metavar="DIR")
-    s.add_argument("--n-jobs", type=int, default=1)
-    s.add_argument("--backend", default="loky",
-                   choices=["loky", "multiprocessing", "threading", "sequential", "dask"])
+    s.add_argument("--n-jobs", type=int, metavar="J",
+                   help="worker processes; -1 = every CPU (default: auto)")
+    s.add_argument("--backend",
+                   choices=["loky", "multiprocessing", "threading", "sequential", "dask"],
+                   help="where chunks run (default: loky processes)")
     s.add_argument("--scheduler", metavar="ADDRESS")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")

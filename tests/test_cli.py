@@ -34,7 +34,8 @@ def test_run_json_document(cli):
 
 def test_run_json_reproducible_across_jobs(cli):
     ra = cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 1)
-    rb = cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 2, "--chunk-size", 777)
+    rb = cli("run", SEED, "--n-trials", 4000, "--json", "--n-jobs", 2, "--backend", "loky",
+             "--chunk-size", 777)
     assert ra.returncode == rb.returncode == 0, ra.stderr + rb.stderr
     a, b = json.loads(ra.stdout), json.loads(rb.stdout)
     assert a["designs"] == b["designs"] and a["paired"] == b["paired"]

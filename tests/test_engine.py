@@ -128,3 +128,36 @@ def test_oc_standard_errors(scenario):
     ex = exact_oc(None, sc).design_oc("boin")
     assert all(s == 0 for s in ex["se_p_select"])
     assert abs(sum(oc["p_select"]) + oc["p_no_mtd"] - 1) < 1e-12
+
+
+# --------------------------------------------------------------------------- dispatch rules
+def test_auto_n_jobs_rule():
+    """auto: one process below AUTO_PARALLEL_SECONDS of estimated work, then one worker per
+    estimated second up to the cap (issue 16: two jobs never slower than one)."""
+    from escalation_sim.run.loop import AUTO_PARALLEL_SECONDS, auto_n_jobs
+    assert auto_n_jobs(0.0, 2) == 1
+    assert auto_n_jobs(AUTO_PARALLEL_SECONDS - 1e-9, 8) == 1
+    assert auto_n_jobs(AUTO_PARALLEL_SECONDS, 8) == 2
+    assert auto_n_jobs(5.5, 8) == 5
+    assert auto_n_jobs(100.0, 2) == 2
+    assert auto_n_jobs(100.0, 1) == 1
+
+
+def test_explicit_jobs_on_a_tiny_run_run_in_one_process_with_a_note(scenario_yaml):
+    """--n-jobs 2 on a run far below MIN_PARALLEL_SECONDS: one process and a note saying so;
+    naming the backend starts the workers anyway; results identical either way."""
+    from escalation_sim import simulate
+    from escalation_sim.run import RunNote
+    path = load_scenario_text(scenario_yaml())
+    with pytest.warns(RunNote, match="ran in one process"):
+        a = simulate(path, n_trials=3000, seed=5, n_jobs=2)
+    assert a.meta["n_jobs"] == 1
+    b = simulate(path, n_trials=3000, seed=5, n_jobs=2, backend="loky")
+    assert b.meta["n_jobs"] == 2
+    assert [r.tally.counts for r in a.designs] == [r.tally.counts for r in b.designs]
+
+
+def test_auto_is_the_default_and_reports_the_workers_used(scenario_yaml):
+    from escalation_sim import simulate
+    res = simulate(load_scenario_text(scenario_yaml()), n_trials=2000, seed=5)
+    assert res.meta["n_jobs"] == 1   # 2,000 trials: far below AUTO_PARALLEL_SECONDS

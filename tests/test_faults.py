@@ -197,7 +197,7 @@ def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
         ck = sorted((out / "checkpoint").glob("chunk-*.parquet"))
         assert len(ck) == saved  # exactly the chunks saved before each kill
         assert not (out / "manifest.json").exists() and not (out / "oc.csv").exists()
-    r = cli("run", scen, "--out", out, "--resume", *RUN, "--n-jobs", 2)
+    r = cli("run", scen, "--out", out, "--resume", *RUN, "--n-jobs", 2, "--backend", "loky")
     assert r.returncode == 0, r.stderr
     assert "damaged" not in r.stderr
     assert len(list((out / "checkpoint").glob("chunk-*.parquet"))) == 100
@@ -211,7 +211,8 @@ def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
 def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
     f = study_file(tmp_path)
     out, clean = tmp_path / "out", tmp_path / "clean"
-    child = Child("study", f, "--out", out, "--n-jobs", 2, "--quiet", hold_after=5)
+    child = Child("study", f, "--out", out, "--n-jobs", 2, "--backend", "loky", "--quiet",
+                  hold_after=5)
     try:
         child.wait_for("hold")
         rc, _, _ = child.kill()
@@ -219,7 +220,8 @@ def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
         child.close()
     assert rc == -signal.SIGKILL
     assert len(list((out / "checkpoint" / "cells").glob("*/chunk-*.parquet"))) == 5
-    r = cli("study", f, "--out", out, "--resume", "--n-jobs", 2, "--quiet")
+    r = cli("study", f, "--out", out, "--resume", "--n-jobs", 2, "--backend", "loky",
+            "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "study.json").read_text())["resumed_trials"] == 5 * 500
     r = cli("study", f, "--out", clean, "--backend", "sequential", "--quiet")
@@ -259,8 +261,8 @@ def test_sigterm_and_sigint_stop_every_worker(tmp_path, sig, code):
     """study --n-jobs 2 stopped at a chunk boundary: the command exits with 128 + signal and
     none of its worker processes (nor joblib's resource trackers) outlives it."""
     f = study_file(tmp_path)
-    child = Child("study", f, "--out", tmp_path / "out", "--n-jobs", 2, "--quiet",
-                  hold_after=1)
+    child = Child("study", f, "--out", tmp_path / "out", "--n-jobs", 2, "--backend", "loky",
+                  "--quiet", hold_after=1)
     try:
         child.wait_for("hold")
         kids = _descendants(child.proc.pid)

@@ -59,7 +59,7 @@ from functools import lru_cache
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator, model_validator
-from scipy.stats import beta as beta_dist
+from scipy import special
 
 from ..grades import check_scores, score_units_from
 from ..types import Decision, TrialState
@@ -82,7 +82,8 @@ GBOIN_MTD_PRIOR = 0.005
 @lru_cache(maxsize=65536)
 def prob_above_real(target: float, n: int, s: float) -> float:
     """Pr(p > target | Beta(s + 1, n - s + 1)) for a real score sum ``s`` (0 <= s <= n)."""
-    return 1.0 - float(beta_dist.cdf(target, s + 1.0, n - s + 1.0))
+    # special.betainc is the Beta cdf (the boost ibeta call behind scipy.stats.beta.cdf)
+    return 1.0 - float(special.betainc(s + 1.0, n - s + 1.0, target))
 
 
 @lru_cache(maxsize=None)
@@ -222,7 +223,7 @@ def _units(state):
 
 # --------------------------------------------------------------------------- spec
 def _scores_field() -> Any:
-    return Field(default=None,
+    return Field(default_factory=lambda: dict(DEFAULT_SCORES),
                  description="severity score per worst grade, e.g. {0: 0, 1: 0, 2: 0.5, 3: 1, "
                              "4: 1.5} (the default); normalized by the largest score; must "
                              "not decrease, grade 0 scores 0, and cover every grade the truth "
@@ -231,10 +232,11 @@ def _scores_field() -> Any:
 
 class Spec(DesignSpecBase):
     """gBOIN in the scenario file (``type: gboin``).  ``target`` is on the normalized score
-    scale and must be given (the scenario's target is a DLT rate)."""
+    scale; a scenario must give it (the scenario's own target is a DLT rate: the loader
+    refuses to take it), tables take ``--target``."""
 
     type: Literal["gboin"] = "gboin"
-    scores: Optional[Dict[int, float]] = _scores_field()
+    scores: Dict[int, float] = _scores_field()
     p_saf: Optional[float] = Field(
         default=None, gt=0, lt=1,
         description="highest mean normalized score deemed sub-therapeutic; default 0.6*target")
@@ -279,15 +281,11 @@ class Spec(DesignSpecBase):
         return self
 
     def score_tuple(self) -> Tuple[float, ...]:
-        return check_scores(self.scores if self.scores is not None else DEFAULT_SCORES)
+        return check_scores(self.scores)
 
 
 def make(spec: Spec, ctx: DesignContext) -> Design:
     """gBOIN from its spec (the registry adds the stopping rules)."""
-    if spec.target is None:
-        raise ValueError("target: gboin needs its own target on the normalized score scale "
-                         "(e.g. 0.3133 = 0.47/1.5); the scenario's target is a DLT rate "
-                         "(got none)")
     c = spec.context(ctx)
     p1, p2 = _resolve_phis(c.target, spec.p_saf, spec.p_tox)
     try:

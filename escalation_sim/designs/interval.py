@@ -53,7 +53,7 @@ from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, NamedTupl
                     Tuple, Union)
 
 from pydantic import Field, model_validator
-from scipy.stats import beta as beta_dist
+from scipy import special
 
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase
@@ -88,7 +88,8 @@ class Step(NamedTuple):
 @lru_cache(maxsize=65536)
 def prob_above(target: float, n: int, y: int) -> float:
     """Pr(p > target | y of n, Beta(1, 1) prior), written as 1 - cdf like ``1 - pbeta``."""
-    return 1.0 - float(beta_dist.cdf(target, y + 1, n - y + 1))
+    # special.betainc is the Beta cdf (the boost ibeta call behind scipy.stats.beta.cdf)
+    return 1.0 - float(special.betainc(y + 1, n - y + 1, target))
 
 
 @lru_cache(maxsize=None)

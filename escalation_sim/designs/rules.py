@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from scipy.stats import beta as beta_dist
+from scipy import special
 
 from ..types import Decision, StopReason, TrialState
 from .base import RULE_NAMES, Design, RuleSpec
@@ -172,7 +172,9 @@ class StopWhenTooToxic(_Wrapper):
             return False
         if self.unit_scale != 1:  # a score design: y counts score units
             y = y / self.unit_scale
-        prob = beta_dist.sf(self.tox_threshold, self.prior_a + y, self.prior_b + n - y)
+        # the Beta survival function (scipy.stats.beta.sf is this same boost ibetac call; the
+        # special function spares the command line the 0.4 s import of scipy.stats)
+        prob = special.betaincc(self.prior_a + y, self.prior_b + n - y, self.tox_threshold)
         return prob > self.confidence
 
     def decide(self, state: TrialState) -> Decision:

@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Union
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
 import numpy as np
 import yaml
@@ -77,8 +77,9 @@ class TrialSpec(_Strict):
 class SimulationSpec(_Strict):
     n_trials: int = Field(default=10000, ge=1, le=MAX_TRIALS)
     seed: int = Field(default=2026, ge=0, le=MAX_SEED)
-    n_jobs: int = Field(default=1, ge=-1, le=MAX_JOBS,
-                        description="parallel jobs; -1 = every CPU")
+    n_jobs: Union[Literal["auto"], Annotated[int, Field(ge=-1, le=MAX_JOBS)]] = Field(
+        default="auto", description="parallel jobs; -1 = every CPU; auto (the default) = one "
+        "process unless the run is long enough for more workers to pay off")
     chunk_size: Optional[int] = Field(default=None, ge=1)
     method: Literal["monte-carlo", "exact"] = "monte-carlo"
     backend: Literal["loky", "multiprocessing", "threading", "sequential", "dask"] = "loky"
@@ -87,7 +88,7 @@ class SimulationSpec(_Strict):
     @field_validator("n_jobs")
     @classmethod
     def _jobs(cls, v):
-        if v == 0:
+        if v != "auto" and v == 0:
             raise ValueError("must be -1 (every CPU) or a positive integer (got 0)")
         return v
 
@@ -662,6 +663,11 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "
                                 f"outcomes; the truth gives {gives} probabilities only "
                                 f"(got type {spec.type!r})")
+                continue
+            if entry.outcome is Outcome.SCORE and spec.target is None:
+                problems.append(f"designs[{i}].target: {spec.type} needs its own target on the "
+                                f"normalized score scale (e.g. 0.3133 = 0.47/1.5); the "
+                                f"scenario's target {model.target:g} is a DLT rate (got none)")
                 continue
             size = entry.trial_size(spec, ctx)
             if size.max_n is not None and size.max_n % size.cohort_size != 0:

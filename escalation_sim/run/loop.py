@@ -31,6 +31,7 @@ or start a second one, at an exact chunk boundary without sleeping.
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -48,6 +49,8 @@ from .runner import (backend_session, chunk_ranges, default_chunk_size, make_par
                      resolve_n_jobs, run_chunk)
 
 Progress = Optional[Callable[[int], None]]
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,21 +83,64 @@ class RunPlan:
 
 @dataclass
 class Dispatch:
-    """Where chunks run: ``n_jobs`` workers of ``backend`` (``scheduler``: a Dask address)."""
+    """Where chunks run: ``n_jobs`` workers of ``backend`` (``scheduler``: a Dask address).
+
+    ``auto``: nobody chose ``n_jobs``; :func:`execute` picks it from the work (see
+    :func:`auto_n_jobs`) and ``n_jobs`` is then the most it may use.  ``exact``: the caller
+    named the backend, so ``n_jobs`` workers are started whatever the work; otherwise a
+    process pool is not started for a run shorter than :data:`MIN_PARALLEL_SECONDS` (with a
+    note): two jobs are then never slower than one."""
 
     n_jobs: int = 1
     backend: str = "loky"
     scheduler: Optional[str] = None
+    auto: bool = False
+    exact: bool = False
+
+
+#: one core's time per trial and design, by engine, for choosing the number of workers (the
+#: cohort engine's figure is BOIN/CRM at N = 24, benchmarks/bench_oc.py; the calendar
+#: engine's the seed scenario, benchmarks/bench_des.py -- estimates, never limits)
+SECONDS_PER_TRIAL = {"cohort": 3.5e-7, "des": 2.5e-4}
+#: below this many estimated one-core seconds, starting worker processes (importing the
+#: package and building the state graphs in each, ~0.5 s) costs more than it saves
+AUTO_PARALLEL_SECONDS = 2.0
+#: an explicit ``n_jobs`` > 1 on a process backend chosen by default still runs in one
+#: process below this many estimated seconds (the workers would not be up before it ends)
+MIN_PARALLEL_SECONDS = 0.5
+
+
+def auto_n_jobs(work_seconds: float, most: int) -> int:
+    """Workers for a run estimated at ``work_seconds`` on one core: one below
+    :data:`AUTO_PARALLEL_SECONDS`, else one per second of work, at most ``most``."""
+    if work_seconds < AUTO_PARALLEL_SECONDS or most <= 1:
+        return 1
+    return max(1, min(int(most), int(work_seconds)))
+
+
+def estimated_seconds(plans: Sequence["RunPlan"], todo: Dict[Any, List[Tuple[int, int]]]) -> float:
+    """One core's estimated time for the chunks still to run (:data:`SECONDS_PER_TRIAL`)."""
+    return sum(SECONDS_PER_TRIAL.get(p.engine, 0.0) * len(p.items) * (b - a)
+               for p in plans for a, b in todo.get(p.key, ()))
 
 
 def dispatch_for(scenario: Optional[Scenario] = None, n_jobs: Optional[int] = None,
                  backend: Optional[str] = None, scheduler: Optional[str] = None) -> Dispatch:
-    """The dispatch settings: the arguments, else the scenario's ``simulation`` block."""
+    """The dispatch settings: the arguments, else the scenario's ``simulation`` block;
+    ``n_jobs`` given nowhere (or ``auto``) lets :func:`execute` choose."""
     sim = scenario.model.simulation if scenario is not None else None
+    explicit_backend = backend
     backend = backend or (sim.backend if sim is not None else None) or "loky"
-    n = n_jobs if n_jobs is not None else (sim.n_jobs if sim is not None else 1)
+    n = n_jobs if n_jobs is not None else (sim.n_jobs if sim is not None else "auto")
     scheduler = scheduler or (sim.scheduler if sim is not None else None)
-    return Dispatch(resolve_n_jobs(int(n), backend), backend, scheduler)
+    exact = explicit_backend is not None
+    if n == "auto":
+        # threads share one interpreter lock and sequential means one: only process pools
+        # (and Dask) are worth more than one worker
+        most = resolve_n_jobs(-1, backend) if backend in ("loky", "multiprocessing", "dask") \
+            else 1
+        return Dispatch(most, backend, scheduler, auto=True, exact=exact)
+    return Dispatch(resolve_n_jobs(int(n), backend), backend, scheduler, exact=exact)
 
 
 def choose_engine(scenario: Scenario, logistics: Optional[bool] = None,
@@ -261,6 +307,19 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
         if done and progress is not None:
             progress(done)
     stats.chunk_sizes.update(sizes)
+    n_jobs = dispatch.n_jobs
+    if dispatch.auto:
+        work = estimated_seconds(plans, todo)
+        n_jobs = auto_n_jobs(work, dispatch.n_jobs)
+        log.info("n_jobs auto: %d worker(s) for about %.1f s of one core's work", n_jobs, work)
+    elif n_jobs > 1 and not dispatch.exact and dispatch.backend in ("loky", "multiprocessing"):
+        work = estimated_seconds(plans, todo)
+        if work < MIN_PARALLEL_SECONDS:
+            warnings.warn(RunNote(
+                f"n_jobs {n_jobs}: ran in one process: the run is about {work:.2f} s of one "
+                "core's work, less than starting worker processes takes (name the backend, "
+                "e.g. --backend loky, to start them anyway)"), stacklevel=3)
+            n_jobs = 1
 
     mergers: Dict[Any, ChunkMerger] = {}
 
@@ -282,7 +341,7 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
         del mergers[p.key]
         if m.n_trials != p.n_trials:  # pragma: no cover - a bug, never expected
             raise RuntimeError(f"merged {m.n_trials} trials, expected {p.n_trials}")
-        meta = {"elapsed_s": time.perf_counter() - t0, "n_jobs": dispatch.n_jobs,
+        meta = {"elapsed_s": time.perf_counter() - t0, "n_jobs": n_jobs,
                 "backend": dispatch.backend, "chunk_size": sizes[p.key], "engine": p.engine}
         return Results(p.scenario, m.design_results(p.items), m.pair_sums(), p.n_trials,
                        p.seed, "monte-carlo", meta)
@@ -298,8 +357,8 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
         p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
         a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p))
         for p in plans for a, b in todo[p.key])
-    with backend_session(dispatch.backend, dispatch.n_jobs, dispatch.scheduler):
-        results = make_parallel(dispatch.n_jobs, dispatch.backend)(jobs)
+    with backend_session(dispatch.backend, n_jobs, dispatch.scheduler):
+        results = make_parallel(n_jobs, dispatch.backend)(jobs)
         try:
             for key, ch in results:
                 p = by_key[key]

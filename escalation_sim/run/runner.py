@@ -18,14 +18,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..engines.cohort import simulate_cohort_chunk
 from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
 #: the most trials in one chunk, per engine: small enough that a checkpointed chunk loses
-#: little work (about 10 ms of cohort-engine or 0.5 s of calendar time on one core) and that
+#: little work (about 30 ms of cohort-engine or 0.5 s of calendar time on one core) and that
 #: per-trial rows of a chunk stay a few MB, large enough that per-chunk costs do not show
-CHUNK_CAP = {"cohort": 20_000, "des": 500}
+CHUNK_CAP = {"cohort": 100_000, "des": 500}
 #: at least this many chunks when the run is small enough, so that workers share the work
 MIN_CHUNKS = 8
 
@@ -69,6 +69,12 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
     tallies, metrics, trials, durations, des_stats = [], [], [], [], []
     for design in designs:
+        score = design.outcome is Outcome.SCORE
+        ok_d, over_d = ok, over
+        if score:  # its own true target dose: mean normalized score closest to its target
+            ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
+                                      design.inner.target)
+            ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
         if conduct is None:
             ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
             g = ch.graph
@@ -80,6 +86,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            if score:   # the states sum score units; the engine counted the DLTs (the
+                #             per-trial tables keep one layout for every design: n and DLTs)
+                y = ch.dlt.astype(np.int64)
             durations.append(None)
             des_stats.append(None)
         else:
@@ -98,7 +107,7 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                               if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
                               and isinstance(v, np.ndarray) and v.ndim == 1
                               and v.dtype.kind in "iuf" and v.size == stop - start})
-        m = _per_trial_metrics(mtd, n, y, ok, over)
+        m = _per_trial_metrics(mtd, n, y, ok_d, over_d)
         if durations[-1] is not None:
             m["duration_days"] = durations[-1]
         metrics.append(m)

@@ -467,7 +467,7 @@ def study_plans(study: Study) -> list:
             for c in study.cells]
 
 
-def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "loky",
+def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = None,
               scheduler: Optional[str] = None, resume: bool = False,
               quiet: Optional[bool] = None, progress=None,
               command: Optional[str] = None) -> StudyResults:
@@ -494,7 +494,7 @@ def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "lo
     from .loop import RunStats, dispatch_for, execute
 
     study = file if isinstance(file, Study) else load_study(file)
-    dispatch = dispatch_for(None, n_jobs if n_jobs is not None else 1, backend or "loky",
+    dispatch = dispatch_for(None, n_jobs, backend,
                             scheduler)
     out = check_output_folder(out)
     plans = study_plans(study)
@@ -529,7 +529,8 @@ def run_study(file, out, n_jobs: Optional[int] = 1, backend: Optional[str] = "lo
         meta = {"study": study.name, "description": study.model.description,
                 "source": study.source, "n_cells": len(study.cells), "n_trials": n,
                 "seed": seed, "chunk_size": sorted(set(stats.chunk_sizes.values())),
-                "parameters": study.param_names, "n_jobs": dispatch.n_jobs,
+                "parameters": study.param_names,
+                "n_jobs": "auto" if dispatch.auto else dispatch.n_jobs,
                 "backend": dispatch.backend, "scheduler": scheduler,
                 "resumed_trials": stats.resumed_trials, "elapsed_s": elapsed,
                 "versions": versions()}
