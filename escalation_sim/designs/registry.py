@@ -87,7 +87,8 @@ def register(entry: DesignEntry) -> DesignEntry:
     return entry
 
 
-_BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3", "blrm")
+_BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3", "blrm",
+            "rolling6")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 
