@@ -114,6 +114,7 @@ class RollingSixComplete(Design):
     cohort_size: int = 1
     top_dose_needs_six: bool = True
     name: str = "rolling6-complete"
+    max_n_per_dose: ClassVar[Optional[int]] = LEVEL_SIZE
 
     def __post_init__(self) -> None:
         if self.n_doses < 1:
