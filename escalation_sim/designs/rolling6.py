@@ -219,11 +219,14 @@ class RollingSixComplete(Design):
         t = self._lowest_too_toxic(state)
         m = _pending_counts(state)
         mtd = self.select_mtd(state)
-        return {"counts": [f"{y}/{n}" if n else "-" for n, y in zip(state.n, state.y)],
-                "pending": m,
-                "too_toxic": [y >= 2 for y in state.y],
-                "eliminated": [d >= t for d in range(self.n_doses)],
-                "mtd": None if mtd is None else mtd + 1}
+        out: Dict[str, Any] = {
+            "counts": [f"{y}/{n}" if n else "-" for n, y in zip(state.n, state.y)]}
+        if getattr(state, "pending", ()):
+            out["pending"] = m
+        out.update(too_toxic=[y >= 2 for y in state.y],
+                   eliminated=[d >= t for d in range(self.n_doses)],
+                   mtd=None if mtd is None else mtd + 1)
+        return out
 
 
 @dataclass(frozen=True)
