@@ -100,3 +100,27 @@ def test_obd_selection_escalation_style():
 
 def test_rules_only_not_registered():
     assert "boin12" not in registry()
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.lists(st.sampled_from("NETB"), min_size=1, max_size=3), max_size=12))
+def test_moves_stay_within_one_level_of_the_current_dose(cohorts):
+    """Following the rule's own decisions: the next dose is d-1, d or d+1 of the current
+    dose, never an untried dose two levels up, and a stop only for no admissible dose or the
+    per-dose cap."""
+    design = BOIN12(5, 0.35, 0.25, stop_n_at_dose=12)
+    c = JointCounts.empty(5)
+    for letters in cohorts:
+        dec = design.decide(c)
+        if dec.stop:
+            assert "no admissible dose" in dec.reason or "already has" in dec.reason
+            return
+        if c.current is not None:
+            assert abs(dec.dose - c.current) <= 1
+        assert dec.dose <= max([d for d in range(5) if c.n[d]] or [-1]) + 1
+        c = c.add(dec.dose, "".join(letters))

@@ -71,3 +71,31 @@ def test_decide_moves_with_the_table():
 
 def test_rules_only_not_registered():
     assert "keyboard-obd" not in registry()
+
+
+# ----------------------------------------------------------------------------- properties
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=12))
+def test_moves_stay_within_one_level_and_avoid_eliminated_doses(cohorts):
+    """Following the rule's own decisions with cohorts of 3 (toxicities, responses drawn):
+    the next dose is within one level of the current one and never a newly entered
+    eliminated dose."""
+    design = KeyboardOBD(4, target_toxicity=0.3, target_efficacy=0.4)
+    n, y, r, cur = [0] * 4, [0] * 4, [0] * 4, None
+    for t, e in cohorts:
+        c = JointCounts(tuple(n), tuple(y), tuple(r), current=cur)
+        dec = design.decide(c)
+        if dec.stop:
+            return
+        if cur is not None:
+            assert abs(dec.dose - cur) <= 1
+            if dec.dose != cur:
+                assert not design.eliminated(c)[dec.dose]
+        cur = dec.dose
+        n[cur] += 3
+        y[cur] += t
+        r[cur] += e
