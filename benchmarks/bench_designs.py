@@ -81,7 +81,7 @@ def main(argv=None):
                n_jobs=1, seconds=best, cpu_seconds=cpu, trials_per_s=rate,
                trials_per_cpu_s=cpu_rate, target=target)
 
-    print(f"\nExact OCs, N = 24, cold (fresh state graph)")
+    print("\nExact OCs, N = 24, cold (fresh state graph)")
     print(f"{'design':<22}{'seconds':>10}{'states':>10}{'endings':>10}  met (< {EXACT_TARGET_S:g} s)")
     for item in sc.designs:
         t0 = time.perf_counter()
