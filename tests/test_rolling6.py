@@ -301,3 +301,15 @@ def test_shorter_than_the_3_3_as_skolnik_found():
     se = (da["se_mean"] ** 2 + db["se_mean"] ** 2) ** 0.5
     assert db["mean"] - da["mean"] > 4 * se, (da["mean"], db["mean"], se)
     assert abs(a["mean_dlt_total"] - b["mean_dlt_total"]) < 0.5
+
+
+def test_mtd_with_one_pending_patient_that_cannot_change_it(build_design):
+    # 6 enrolled at the top dose, 5 evaluable without DLT: the grid escalates (row 17), i.e.
+    # the top dose is the MTD whatever the pending patient shows (at worst 1/6); with 4
+    # evaluable (row 15: hold) it is not yet
+    d = build_design("rolling6")
+    st = TiteState((3, 3, 3, 6), (0, 0, 0, 0), 3, 1, 0, ((3, 0.5),))
+    dec = d.decide(st)
+    assert dec.stop and d.select_mtd(st) == 3
+    st = TiteState((3, 3, 3, 6), (0, 0, 0, 0), 3, 1, 0, ((3, 0.5), (3, 0.2)))
+    assert d.decide(st).cohort_size == 0 and d.select_mtd(st) == 2

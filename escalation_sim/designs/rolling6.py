@@ -32,8 +32,9 @@ every patient is evaluable (reference notes, section 3; the R package RollingSix
 * de-escalate from dose 1: stop, no MTD; otherwise to the highest dose below that has fewer
   than 2 DLTs: if it already has 6 patients, stop (it is the MTD), else enroll there up to 6.
 
-The MTD (``select_mtd``): the highest dose below the lowest dose with >= 2 DLTs whose patients
-are all evaluable with <= 1 DLT among >= 6, or 0 DLT among >= 3 - except that, as in the 3+3
+The MTD (``select_mtd``): the highest dose below the lowest dose with >= 2 DLTs with <= 1 DLT
+among >= 6 patients, or 0 DLT among >= 3, counting every pending patient as a DLT (so 0 DLT
+with 5 of 6 evaluable qualifies, as the grid's escalation there says) - except that, as in the 3+3
 (:mod:`.threeplusthree`), 0/3-5 is not enough at the top dose under ``top_dose_needs_six``
 nor directly below a too-toxic dose (the rule would have enrolled 6 there first).  When the
 design stops by itself the dose it names is this one; after an external stop (``max_n``) it
@@ -199,9 +200,7 @@ class RollingSixComplete(Design):
         t = self._lowest_too_toxic(state)
         top = self.n_doses - 1
         for d in range(t - 1, -1, -1):
-            n, y = state.n[d], state.y[d]
-            if m[d]:
-                continue
+            n, y = state.n[d], state.y[d] + m[d]     # the worst case for pending patients
             if n >= LEVEL_SIZE and y <= 1:
                 return d
             if n >= 3 and y == 0 and not (d == top and self.top_dose_needs_six) \
