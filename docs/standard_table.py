@@ -1,10 +1,16 @@
-"""The README's comparison of six designs on the six standard scenarios, by exact enumeration.
+"""The README's comparison of every time-free design on the six standard scenarios, by exact
+enumeration.
 
 For each of scenarios/standard_{mtd1,mtd2,mtd3,mtd4,all_safe,all_toxic}.yaml (4 doses, target
 0.25, N = 24 in cohorts of 3): the scenario's own designs (3+3, BOIN, CRM) plus mTPI-2,
-Keyboard and i3+3 with their defaults (added here; the scenario files are unchanged), exact
-operating characteristics (``escalation-sim exact``): PCS, the probability of selecting an
-overdose and the mean number of patients.  Prints the markdown; ``--readme`` also replaces
+Keyboard, i3+3, BLRM and the rolling six on complete data with their defaults (added here; the
+scenario files are unchanged), exact operating characteristics (``escalation-sim exact``): PCS,
+the probability of selecting an overdose and the mean number of patients.  The standard
+scenarios name their doses without amounts, so the BLRM is given the amounts 10, 20, 40, 80
+(``dose_amounts``; reference dose 40, the default dose K//2 + 1), as in benchmarks/bench_oc.py.
+``rolling6-complete`` takes its default cohorts of 1 (the patient-by-patient rule; in cohorts
+of 3 it is the 3+3).  The time-to-event designs (TITE-CRM, TITE-BOIN, rolling6) need calendar
+time and have no exact OCs.  Prints the markdown; ``--readme`` also replaces
 the block between the markers in README.md.
 
     python docs/standard_table.py [--readme]
@@ -17,9 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ("mtd1", "mtd2", "mtd3", "mtd4", "all_safe", "all_toxic")
-EXTRA = ({"type": "mtpi2"}, {"type": "keyboard"}, {"type": "i3+3"})
+EXTRA = ({"type": "mtpi2"}, {"type": "keyboard"}, {"type": "i3+3"},
+         {"type": "blrm", "dose_amounts": [10, 20, 40, 80]}, {"type": "rolling6-complete"})
 LABELS = {"3+3": "3+3", "boin": "BOIN", "crm": "CRM", "mtpi2": "mTPI-2",
-          "keyboard": "Keyboard", "i3+3": "i3+3"}
+          "keyboard": "Keyboard", "i3+3": "i3+3", "blrm": "BLRM (EWOC)",
+          "rolling6-complete": "rolling six (complete data)"}
 START, END = "<!-- standard-table:start -->", "<!-- standard-table:end -->"
 
 

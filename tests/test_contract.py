@@ -71,9 +71,9 @@ TTE = cases(time_to_event_only=True)
 
 
 def test_every_builtin_type_is_covered():
-    assert {"3+3", "boin", "crm", "tite-crm", "tite-boin", "blrm", "gboin", "tite-gboin"} <= \
-        {p.id for p in ALL}
-    assert {"tite-crm", "tite-boin"} <= {p.id for p in TTE}
+    assert {"3+3", "boin", "crm", "tite-crm", "tite-boin", "blrm", "rolling6",
+            "rolling6-complete", "gboin", "tite-gboin"} <= {p.id for p in ALL}
+    assert {"tite-crm", "tite-boin", "rolling6", "tite-gboin"} <= {p.id for p in TTE}
 
 
 def eliminated(design, state):

@@ -138,6 +138,66 @@ def test_bad_rules_are_one_clear_line_each(design, message):
     assert len(got) == 1 and message in got[0] and got[0].startswith("designs[0].rules"), got
 
 
+@pytest.mark.parametrize("design, message", [
+    # a bare rule name instead of a mapping: how to write it, with the closest rule
+    ("{type: boin, rules: [no_skip]}",
+     "designs[0].rules[0]: each entry of rules is a mapping with one rule name, such as "
+     "{no_skip: true}; did you mean {no_skip: true}? (got 'no_skip')"),
+    ("{type: boin, rules: [stop_when_too_toxc]}",
+     "designs[0].rules[0]: each entry of rules is a mapping with one rule name, such as "
+     "{no_skip: true}; did you mean {stop_when_too_toxic: {dose: 1, threshold: 0.3, "
+     "confidence: 0.9}}? (got 'stop_when_too_toxc')"),
+    ("{type: boin, rules: [3]}",
+     "designs[0].rules[0]: each entry of rules is a mapping with one rule name, such as "
+     "{no_skip: true} (got 3)"),
+    # a demand the design's own rule forbids: the 3+3 and the rolling six treat at most 6
+    ("{type: \"3+3\", rules: [{demand_n_at_dose: 9}]}",
+     "designs[0].rules[0].demand_n_at_dose: must not exceed 6: the 3+3 design treats at most 6 "
+     "patients at a dose, so the demand would push it past its own rule (got 9)"),
+    ("{type: rolling6-complete, rules: [{demand_n_at_dose: 7}]}",
+     "designs[0].rules[0].demand_n_at_dose: must not exceed 6: the rolling6-complete design "
+     "treats at most 6 patients"),
+    # a stop that max_n always pre-empts (rule or design key)
+    ("{type: boin, rules: [{stop_n_at_dose: 30}]}",
+     "designs[0].rules[0].stop_n_at_dose: must not exceed max_n (24): the trial ends at max_n "
+     "first, so the rule could never apply (got 30)"),
+    ("{type: boin, stop_n_at_dose: 25}",
+     "designs[0].stop_n_at_dose: must not exceed max_n (24): the trial ends at max_n first"),
+])
+def test_more_bad_rules_one_line_each(design, message):
+    got = problems(design)
+    assert len(got) == 1 and got[0].startswith(message), got
+
+
+def test_misspelt_key_inside_a_rule():
+    # the did-you-mean reaches inside a rule; the key it replaces is then missing (two lines)
+    got = problems("{type: boin, rules: [{stop_when_too_toxic: {dose: 1, threshhold: 0.3, "
+                   "confidence: 0.9}}]}")
+    assert sorted(got) == [
+        "designs[0].rules[0].stop_when_too_toxic.threshhold: unknown key; did you mean "
+        "'threshold'? (got 0.3)",
+        "designs[0].rules[0].stop_when_too_toxic.threshold: required key is missing"]
+
+
+def test_demand_at_the_design_cap_is_allowed():
+    # 6 at the MTD is what the 3+3 and the rolling six give anyway
+    scenario("{type: \"3+3\", rules: [{demand_n_at_dose: 6}]}",
+             "{type: rolling6-complete, rules: [{demand_n_at_dose: 6}]}")
+
+
+def test_blrm_without_amounts_exit_2_one_line(tmp_path):
+    # issue 13's third bad input, end to end through the command line (the loader's message
+    # itself is tested in tests/test_blrm.py)
+    f = tmp_path / "bad.yaml"
+    f.write_text(SC.format(designs="  - {type: blrm}"))
+    rc, out, err = cli("validate", f)
+    assert rc == 2 and out == "" and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{f}: designs[0] (blrm): the blrm design "
+                                                   "needs every dose's amount")
+    assert lines[0].endswith("(got no amount for doses 1, 2, 3, 4)")
+
+
 # ----------------------------------------------------------------------------- semantics
 def test_no_skip_caps_a_crm_jump():
     # [DFCRM] "1NNN 2NNN" -> dose 5 without restriction; no_skip caps it at dose 3

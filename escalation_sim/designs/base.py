@@ -45,11 +45,15 @@ class Design:
 
     Class-level metadata, declared once by the design class and read through wrappers:
     ``time_to_event`` (decides with pending patients, i.e. takes a ``TiteState``; only the
-    calendar engine can run it) and ``outcome`` (what each patient contributes)."""
+    calendar engine can run it), ``outcome`` (what each patient contributes) and
+    ``max_n_per_dose``."""
 
     n_doses: int
     time_to_event: ClassVar[bool] = False
     outcome: ClassVar[Outcome] = Outcome.BINARY_DLT
+    #: the most patients the design itself ever treats at one dose (None: no such cap);
+    #: rules asking for more are refused (``rules.check_rules``)
+    max_n_per_dose: ClassVar[Optional[int]] = None
 
     #: units of a score design's patient outcome per worst grade 0..5 (``Outcome.SCORE``)
     score_units: Tuple[int, ...] = (0, 1, 1, 1, 1, 1)
@@ -125,6 +129,11 @@ class TooToxicRuleSpec(BaseModel):
 RULE_NAMES = ("no_skip", "stop_n_at_dose", "demand_n_at_dose", "stop_when_too_toxic")
 
 
+#: how each rule is written, for messages
+_RULE_EXAMPLES = {"no_skip": "true", "stop_n_at_dose": "9", "demand_n_at_dose": "6",
+                  "stop_when_too_toxic": "{dose: 1, threshold: 0.3, confidence: 0.9}"}
+
+
 class RuleSpec(BaseModel):
     """One entry of a design's ``rules:`` list: a mapping with exactly one rule name.
 
@@ -146,6 +155,20 @@ class RuleSpec(BaseModel):
     stop_n_at_dose: Optional[int] = Field(default=None, ge=1)
     demand_n_at_dose: Optional[int] = Field(default=None, ge=1)
     stop_when_too_toxic: Optional[TooToxicRuleSpec] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        """A bare rule name (``rules: [no_skip]``) is the commonest slip: say how to write it."""
+        if not isinstance(data, (dict, cls)):
+            import difflib
+            close = difflib.get_close_matches(data.strip().lower(), RULE_NAMES, n=1,
+                                              cutoff=0.6) if isinstance(data, str) else []
+            hint = (f"; did you mean {{{close[0]}: {_RULE_EXAMPLES[close[0]]}}}?" if close
+                    else "")
+            raise ValueError(f"each entry of rules is a mapping with one rule name, such as "
+                             f"{{no_skip: true}}{hint}")
+        return data
 
     @model_validator(mode="after")
     def _one_rule(self) -> "RuleSpec":

@@ -68,7 +68,9 @@ class DesignEntry:
         :func:`~escalation_sim.designs.rules.with_stopping_rules`).  A rule contradicting
         the design raises :class:`~escalation_sim.designs.rules.RuleConflict`."""
         size = self.trial_size(spec, ctx)
-        check_rules(spec.rules or (), max_n=size.max_n, n_doses=ctx.n_doses)
+        check_rules(spec.rules or (), max_n=size.max_n, n_doses=ctx.n_doses,
+                    stop_n_at_dose=spec.stop_n_at_dose,
+                    max_n_per_dose=self.design_class.max_n_per_dose, design_type=self.type)
         return with_stopping_rules(self.make(spec, ctx), stop_n_at_dose=spec.stop_n_at_dose,
                                    max_n=size.max_n, rules=spec.rules)
 
@@ -88,7 +90,7 @@ def register(entry: DesignEntry) -> DesignEntry:
 
 
 _BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3", "blrm",
-            "gboin", "tite_gboin")
+            "rolling6", "gboin", "tite_gboin")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 

@@ -221,13 +221,33 @@ def describe_rules(rules: Sequence[RuleSpec]) -> str:
     return "; ".join(r.describe() for r in ordered)
 
 
-def check_rules(rules: Sequence[RuleSpec], *, max_n: Optional[int], n_doses: int) -> None:
-    """Refuse rules that contradict the design (a :class:`RuleConflict` names the rule)."""
+def check_rules(rules: Sequence[RuleSpec], *, max_n: Optional[int], n_doses: int,
+                stop_n_at_dose: Optional[int] = None, max_n_per_dose: Optional[int] = None,
+                design_type: str = "design") -> None:
+    """Refuse rules that contradict the design (a :class:`RuleConflict` names the rule).
+
+    ``stop_n_at_dose`` is the design key of that name (the rule may also be in ``rules``);
+    ``max_n_per_dose`` the most patients the design itself ever treats at one dose (the
+    design class's ``max_n_per_dose``: 6 for the 3+3 and the rolling six), or None."""
+    stops = [(f"rules[{i}].stop_n_at_dose", r.value) for i, r in enumerate(rules)
+             if r.kind == "stop_n_at_dose"]
+    if stop_n_at_dose is not None:
+        stops.append(("stop_n_at_dose", stop_n_at_dose))
+    for where, n in stops:
+        if max_n is not None and n > max_n:
+            raise RuleConflict(where, f"must not exceed max_n ({max_n}): the trial ends at "
+                                      f"max_n first, so the rule could never apply (got {n})")
     for i, r in enumerate(rules):
         if r.kind == "demand_n_at_dose" and max_n is not None and r.value > max_n:
             raise RuleConflict(f"rules[{i}].demand_n_at_dose",
                                f"must not exceed max_n ({max_n}): the trial ends at max_n, "
                                f"so the demand could never be met (got {r.value})")
+        if (r.kind == "demand_n_at_dose" and max_n_per_dose is not None
+                and r.value > max_n_per_dose):
+            raise RuleConflict(f"rules[{i}].demand_n_at_dose",
+                               f"must not exceed {max_n_per_dose}: the {design_type} design "
+                               f"treats at most {max_n_per_dose} patients at a dose, so the "
+                               f"demand would push it past its own rule (got {r.value})")
         if r.kind == "stop_when_too_toxic" and r.value.dose > n_doses:
             raise RuleConflict(f"rules[{i}].stop_when_too_toxic.dose",
                                f"must be between 1 and {n_doses} (got {r.value.dose})")

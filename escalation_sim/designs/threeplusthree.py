@@ -66,7 +66,7 @@ docstring) serves as an independent oracle for exact enumeration and Monte Carlo
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Sequence, Tuple
 
 from pydantic import Field, field_validator
 
@@ -113,6 +113,7 @@ class ThreePlusThree(Design):
     de_escalation: bool = True
     top_dose_needs_six: bool = True
     name: str = "3+3"
+    max_n_per_dose: ClassVar[Optional[int]] = 2 * COHORT
 
     def __post_init__(self) -> None:
         if self.n_doses < 1:
