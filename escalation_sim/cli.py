@@ -15,6 +15,7 @@ from typing import List, Optional
 
 from .inputs.scenario import (MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError,
                               load_scenario, printable)
+from .designs.base import Outcome
 from .run import RunNote
 from .run.lock import OutputFolderError
 
@@ -176,10 +177,15 @@ def _design_for(args):
         raise UsageError(exc.args[0])
 
 
-def _state(sc, text: str):
+def _state(sc, text: str, design=None):
+    """The state after ``--outcomes``: N/T letters for binary designs, ``dose:grades`` for
+    score designs (gBOIN), whose ``y`` are then sums of score units."""
+    from .designs.base import Outcome
     from .outcomes import OutcomeStringError, state_from_outcomes
+    units = (design.score_units if design is not None and design.outcome is Outcome.SCORE
+             else None)
     try:
-        return state_from_outcomes(text or "", sc.n_doses)
+        return state_from_outcomes(text or "", sc.n_doses, units)
     except (OutcomeStringError, ValueError) as exc:
         raise UsageError(f"--outcomes: {exc}")
 
@@ -203,24 +209,33 @@ def cmd_next_dose(args) -> int:
     if item.time_to_event:
         raise UsageError(f"design {item.name!r} is time-to-event: next-dose needs complete "
                          "follow-up data; use the Python API with follow-up times")
-    state = _state(sc, args.outcomes)
+    state = _state(sc, args.outcomes, item.design)
     dec = item.design.decide(state)
     est = item.design.estimates(state)
     labels = sc.dose_labels
+    score = item.design.outcome is Outcome.SCORE
+    sums = ([v / item.design.unit_scale for v in state.y] if score else None)
     doc = {"design": item.name, "outcomes": args.outcomes, "n": list(state.n),
-           "dlt": list(state.y), "stop": dec.stop,
+           "dlt": None if score else list(state.y), "stop": dec.stop,
            "next_dose": None if dec.stop else dec.dose + 1,
            "cohort_size": None if dec.stop else dec.cohort_size, "reason": dec.reason,
            "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
            "estimates": est}
+    if score:
+        doc["score_sum"] = sums
     if dec.stop:
         m = item.design.select_mtd(state)
         doc["mtd"] = None if m is None else m + 1
     if args.json:
         print(json.dumps(doc, default=str, indent=2))
         return 0
-    print(f"{item.name} after {args.outcomes!r}: " + ", ".join(
-        f"{labels[d]} {state.y[d]}/{state.n[d]}" for d in range(sc.n_doses) if state.n[d]))
+    if score:
+        print(f"{item.name} after {args.outcomes!r} (normalized score sum / patients): "
+              + ", ".join(f"{labels[d]} {sums[d]:.4g}/{state.n[d]}"
+                          for d in range(sc.n_doses) if state.n[d]))
+    else:
+        print(f"{item.name} after {args.outcomes!r}: " + ", ".join(
+            f"{labels[d]} {state.y[d]}/{state.n[d]}" for d in range(sc.n_doses) if state.n[d]))
     if dec.stop:
         m = doc["mtd"]
         print(f"STOP ({doc['stop_reason']}): {dec.reason}")
@@ -238,7 +253,11 @@ def cmd_next_dose(args) -> int:
 def cmd_select_mtd(args) -> int:
     sc, item = _design_for(args)
     if args.outcomes is not None:
-        state = _state(sc, args.outcomes)
+        state = _state(sc, args.outcomes, item.design)
+    elif item.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {item.name!r} scores graded toxicities: give --outcomes "
+                         f"with one worst grade per patient, e.g. \"1:003 2:0104\" "
+                         f"(--n/--dlt count DLTs)")
     else:
         from .types import TrialState
         try:
@@ -255,7 +274,10 @@ def cmd_select_mtd(args) -> int:
         state = TrialState(tuple(n), tuple(y))
     m = item.design.select_mtd(state)
     if args.json:
-        print(json.dumps({"design": item.name, "n": list(state.n), "dlt": list(state.y),
+        score = item.design.outcome is Outcome.SCORE
+        extra = ({"score_sum": [v / item.design.unit_scale for v in state.y]} if score else {})
+        print(json.dumps({"design": item.name, "n": list(state.n),
+                          "dlt": None if score else list(state.y), **extra,
                           "mtd": None if m is None else m + 1,
                           "estimates": item.design.estimates(state)}, default=str, indent=2))
     else:
@@ -402,6 +424,9 @@ def cmd_paths(args) -> int:
         raise UsageError(f"--cohorts {args.cohorts} would print up to {c + 1}^{args.cohorts} "
                          f"paths with cohorts of {c}; at most {most} cohorts "
                          f"({MAX_PATH_LEAVES:,} paths) (got {args.cohorts})")
+    if item.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {item.name!r} scores graded toxicities: dose paths "
+                         "enumerate DLT counts, so they are for binary designs only")
     state = _state(sc, args.outcomes or "")
     tree = dose_paths(item.design, state, args.cohorts)
     if args.json:

@@ -110,3 +110,32 @@ def normalized_scores(scores: Scores, max_grade: Optional[int] = None) -> np.nda
     al. 2019, in [0, 1]); validated by :func:`check_scores`."""
     s = np.asarray(check_scores(scores, max_grade), dtype=np.float64)
     return s / s[-1]
+
+
+#: largest integer unit scale :func:`score_units_from` tries
+MAX_UNIT_SCALE = 120
+
+
+def score_units_from(scores: Scores) -> Tuple[Tuple[int, ...], int]:
+    """Severity scores as integer *units* per worst grade 0..5, and the unit scale L.
+
+    The scores are validated by :func:`check_scores` and normalized by the largest; L is the
+    smallest integer <= :data:`MAX_UNIT_SCALE` such that every normalized score times L is an
+    integer (within 1e-9).  A patient whose worst grade is g contributes ``units[g]`` units,
+    i.e. the normalized score ``units[g] / L``; summing integer units keeps score sums exact
+    (state merging, exact enumeration).  Grades above the highest scored one take its units
+    (the scenario loader separately requires the scores to cover the truth's grades).
+
+    ``{0: 0, 1: 0, 2: 0.5, 3: 1, 4: 1.5}`` -> ``((0, 0, 1, 2, 3, 3), 3)``.
+    Raises ``ValueError("message (got VALUE)")``.
+    """
+    s = check_scores(scores)
+    norm = [v / s[-1] for v in s]
+    for L in range(1, MAX_UNIT_SCALE + 1):
+        units = [round(v * L) for v in norm]
+        if all(abs(v * L - u) <= 1e-9 for v, u in zip(norm, units)):
+            units += [units[-1]] * (MAX_GRADE + 1 - len(units))
+            return tuple(int(u) for u in units), L
+    raise ValueError(f"the scores divided by the largest must be multiples of 1/L for some "
+                     f"integer L <= {MAX_UNIT_SCALE} (e.g. 0, 0.5, 1, 1.5 are thirds of 1.5) "
+                     f"(got {_got(scores)})")

@@ -197,6 +197,13 @@ def _section(sid: str, body: str) -> str:
     return f'<section id="{sid}"><h2>{SECTION_TITLES[sid]}</h2>{body}</section>'
 
 
+def _target_text(name: str, oc) -> str:
+    """``name: dose k (definition)`` of a design's true target dose (graded truths)."""
+    tm = oc["true_mtd"]
+    where = "none" if tm is None else f"dose {tm}"
+    return f"{_e(name)}: {where} ({_e(oc.get('true_target_definition', ''))})"
+
+
 def _scenario_section(res) -> str:
     from .plotting import format_amount, plot_truth
     sc = res.scenario
@@ -333,6 +340,9 @@ def _oc_section(res) -> str:
     mtd_text = (f"True MTD: dose {true_mtd}." if true_mtd is not None else
                 "No true MTD: even dose 1 is too toxic, so stopping is the correct answer "
                 "(PCS = P(no MTD)).")
+    if any("true_target_definition" in oc for oc in ocs.values()):   # graded truths
+        mtd_text = "True target dose (PCS, overdoses) per design: " + "; ".join(
+            _target_text(n, oc) for n, oc in ocs.items()) + "."
     note = (f'<p class="note">{se_note} {mtd_text} '
             "Overdose = selecting a dose above the true MTD. % patients at / above the MTD "
             "is the ratio of mean patients there to mean patients in total. "

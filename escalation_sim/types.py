@@ -31,7 +31,9 @@ class TrialState:
     """Per-dose counts plus the last cohort (0-based doses).
 
     ``current`` is the dose given to the most recent cohort (``None`` before any patient),
-    ``last_n`` / ``last_y`` that cohort's size and DLT count.  Designs must derive everything
+    ``last_n`` / ``last_y`` that cohort's size and DLT count.  For a score design
+    (``Outcome.SCORE``, gBOIN) ``y`` and ``last_y`` are sums of integer score units instead
+    of DLT counts (a patient's normalized score is its units / the design's ``unit_scale``).  Designs must derive everything
     else (eliminated doses, stages, tried doses) from these fields so that identical trial
     states merge in the memoised engine and in exact enumeration.
     """
@@ -68,11 +70,14 @@ class TrialState:
                 return d
         return -1
 
-    def add_cohort(self, dose: int, n: int, y: int) -> "TrialState":
-        """Return the state after a cohort of ``n`` patients at ``dose`` with ``y`` DLTs."""
+    def add_cohort(self, dose: int, n: int, y: int, max_units: int = 1) -> "TrialState":
+        """Return the state after a cohort of ``n`` patients at ``dose`` with ``y`` DLTs.
+
+        For a score design (``Outcome.SCORE``) ``y`` is the cohort's sum of score units and
+        ``max_units`` the design's ``unit_scale`` (each patient contributes 0..max_units)."""
         if not 0 <= dose < self.n_doses:
             raise ValueError(f"dose index {dose} outside 0..{self.n_doses - 1}")
-        if n < 1 or not 0 <= y <= n:
+        if n < 1 or not 0 <= y <= n * max_units:
             raise ValueError(f"invalid cohort: n={n}, y={y}")
         nn = list(self.n)
         yy = list(self.y)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from escalation_sim.designs.base import DesignContext
+from escalation_sim.designs.base import DesignContext, Outcome
 from escalation_sim.designs.registry import registry
 from escalation_sim.designs.tite import TiteState
 from escalation_sim.outcomes import format_outcomes, state_from_outcomes
@@ -35,7 +35,9 @@ CTX = DesignContext(n_doses=K, target=0.25, cohort_size=3, max_n=MAX_N, start_do
 CTX1 = DesignContext(n_doses=K, target=0.25, cohort_size=1, max_n=MAX_N, start_dose=0)
 EXTRA = {"crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]},
          "tite-crm": {"skeleton": [0.10, 0.17, 0.25, 0.35]},
-         "blrm": {"dose_amounts": [10, 20, 40, 80]}}
+         "blrm": {"dose_amounts": [10, 20, 40, 80]},
+         # gBOIN's target is on the normalized score scale (TITEgBOIN's example 0.47 / 1.5)
+         "gboin": {"target": 0.47 / 1.5}}
 
 
 class Case:
@@ -70,7 +72,7 @@ TTE = cases(time_to_event_only=True)
 
 def test_every_builtin_type_is_covered():
     assert {"3+3", "boin", "crm", "tite-crm", "tite-boin", "blrm", "rolling6",
-            "rolling6-complete"} <= {p.id for p in ALL}
+            "rolling6-complete", "gboin"} <= {p.id for p in ALL}
     assert {"tite-crm", "tite-boin", "rolling6"} <= {p.id for p in TTE}
 
 
@@ -112,8 +114,13 @@ SET = settings(max_examples=150, deadline=None, derandomize=True,
 
 
 # ----------------------------------------------------------------------------- complete data
+def is_score(design):
+    return design.outcome is Outcome.SCORE
+
+
 def walk(design, draws):
-    """Follow the design's own decisions; ``draws`` picks each cohort's DLT count."""
+    """Follow the design's own decisions; ``draws`` picks each cohort's DLT count (score
+    designs: each patient's worst grade, and the cohort's score units)."""
     state = TrialState.empty(K)
     cohorts = []
     history = [state]
@@ -121,10 +128,16 @@ def walk(design, draws):
         dec = design.decide(state)
         if dec.stop:
             break
-        y = r % (dec.cohort_size + 1)
-        letters = "T" * y + "N" * (dec.cohort_size - y)
+        if is_score(design):
+            grades = [(r * (i + 1) + i) % 5 for i in range(dec.cohort_size)]
+            letters = "".join(map(str, grades))
+            y = sum(design.score_units[g] for g in grades)
+            state = state.add_cohort(dec.dose, dec.cohort_size, y, design.unit_scale)
+        else:
+            y = r % (dec.cohort_size + 1)
+            letters = "T" * y + "N" * (dec.cohort_size - y)
+            state = state.add_cohort(dec.dose, dec.cohort_size, y)
         cohorts.append((dec.dose, letters))
-        state = state.add_cohort(dec.dose, dec.cohort_size, y)
         history.append(state)
     return state, cohorts, history
 
@@ -141,7 +154,8 @@ def test_contract(case, draws):
     for s in history:
         check_decision(case, s, case.design.decide(s), clones)
     # outcome strings round-trip to the same state
-    again = state_from_outcomes(format_outcomes(cohorts), K)
+    units = case.design.score_units if is_score(case.design) else None
+    again = state_from_outcomes(format_outcomes(cohorts), K, units)
     assert (again.n, again.y) == (state.n, state.y)
 
 
@@ -155,9 +169,10 @@ def test_coherence_one_more_dlt_never_raises_next_dose(case, draws):
         return
     prev = history[-2]
     d, c, y = state.current, state.last_n, state.last_y
-    if y == c:
+    L = design.unit_scale if is_score(design) else 1   # score designs: one more unit
+    if y == c * L:
         return
-    worse = prev.add_cohort(d, c, y + 1)
+    worse = prev.add_cohort(d, c, y + 1, L)
     a, b = design.decide(state), design.decide(worse)
     if a.stop or b.stop:
         return

@@ -26,10 +26,18 @@ from ..types import Decision, TrialState
 class Outcome(str, Enum):
     """The patient outcome a design consumes (the scenario's truth must supply it).
 
-    Only binary DLTs exist today; graded toxicity scores (gBOIN) and joint toxicity-efficacy
-    outcomes (BOIN12, EffTox) are the next members."""
+    * ``BINARY_DLT``: each patient contributes 0 or 1 (a DLT); ``TrialState.y`` counts DLTs.
+    * ``SCORE``: each patient contributes the integer units of the severity score of its worst
+      grade in the DLT window (gBOIN).  A design class with this outcome has instance
+      attributes ``score_units`` (units per worst grade 0..5, non-decreasing, ``[0] == 0``;
+      :func:`escalation_sim.grades.score_units_from`) and ``unit_scale`` (= max units > 0);
+      ``TrialState.y[d]`` is the sum of units at dose d and a patient's normalized score is
+      ``score_units[g] / unit_scale``.  Needs a graded truth (``truth.toxicities``).
+
+    Joint toxicity-efficacy outcomes (BOIN12, EffTox) are the next members."""
 
     BINARY_DLT = "binary DLT"
+    SCORE = "graded toxicity score"
 
 
 class Design:
@@ -46,6 +54,11 @@ class Design:
     #: the most patients the design itself ever treats at one dose (None: no such cap);
     #: rules asking for more are refused (``rules.check_rules``)
     max_n_per_dose: ClassVar[Optional[int]] = None
+
+    #: units of a score design's patient outcome per worst grade 0..5 (``Outcome.SCORE``)
+    score_units: Tuple[int, ...] = (0, 1, 1, 1, 1, 1)
+    #: units of the largest score (1 for a binary design: y counts DLTs)
+    unit_scale: int = 1
 
     @property
     def max_n(self) -> Optional[int]:

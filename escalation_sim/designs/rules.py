@@ -74,6 +74,14 @@ class _Wrapper(Design):
     def max_n(self) -> Optional[int]:
         return self.base.max_n
 
+    @property
+    def score_units(self):  # type: ignore[override]
+        return self.base.score_units
+
+    @property
+    def unit_scale(self) -> int:  # type: ignore[override]
+        return self.base.unit_scale
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         return self.base.select_mtd(state)
 
@@ -162,6 +170,8 @@ class StopWhenTooToxic(_Wrapper):
         n, y = state.n[self.dose], state.y[self.dose]
         if n < self.min_n:
             return False
+        if self.unit_scale != 1:  # a score design: y counts score units
+            y = y / self.unit_scale
         # the Beta survival function (scipy.stats.beta.sf is this same boost ibetac call; the
         # special function spares the command line the 0.4 s import of scipy.stats)
         prob = special.betaincc(self.prior_a + y, self.prior_b + n - y, self.tox_threshold)

@@ -1,24 +1,39 @@
 """Vectorised time-free cohort engine.
 
 Many trials advance in lockstep: at each step every live trial looks up its next decision in
-the design's state graph, the cohort's outcomes are drawn in bulk from the counter-based
-``dlt`` stream (patient k of trial t has a DLT at dose d iff u(t, k) < p_d), and the trials
-move to their successor states.  Decisions are computed once per distinct state.
+the design's state graph, the cohort's outcomes are drawn in bulk, and the trials move to their
+successor states.  Decisions are computed once per distinct state.
+
+What a patient contributes (patient k of trial t, 0-based treatment order, at dose d):
+
+* binary truth (``truth: {p_dlt}``, no outcome model given): a DLT iff u(t, k) < p_d, u from the
+  counter-based ``dlt`` stream (the rule since the first release, bit for bit);
+* graded truth (an :class:`~escalation_sim.inputs.truth.OutcomeModel`), binary design: the
+  patient's DLT flag under the scenario's ``dlt`` rule (:meth:`OutcomeModel.dlt_flags`);
+* graded truth, score design (``Outcome.SCORE``, gBOIN): ``design.score_units[g]`` with g the
+  worst grade among the events starting inside the DLT window
+  (``PatientOutcomes.worst_grade``).
+
+Every value is a pure function of ``(seed, trial, patient)`` and the dose, so the same patient
+is simulated in every design (common random numbers).
 """
 from __future__ import annotations
 
 import logging
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..randomness import stream_key, uniforms
+from .exact import patient_cap
 from .graph import StateGraph, graph_for
 
 BLOCK = 16384  # trials processed together (keeps the working set in cache)
+#: per-trial patient tables larger than this (patients x doses) are not precomputed
+_TABLE_CELLS = 4096
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +49,8 @@ class ChunkTrials:
     build_seconds: float = 0.0   # time this chunk spent growing the graph (design calls
     #                              included); the rest of the chunk is array work
     seconds: float = 0.0         # the whole chunk
+    #: score designs only: DLTs per trial and dose (the states count score units)
+    dlt: Optional[np.ndarray] = None
 
 
 def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> np.ndarray:
@@ -68,21 +85,127 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
     return sid
 
 
+def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarray,
+                      dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`_walk_block_model` reading the block's precomputed latents and late flags
+    (:meth:`OutcomeModel.patient_latents`, types x trials x patients) instead of drawing."""
+    J, m, N = x.shape
+    K = g.K
+    xf = model.fold_late(x, late).reshape(J, m * N)
+    sid = np.zeros(m, dtype=np.int32)
+    alive = np.arange(m)
+    steps = 0
+    while alive.size:
+        s = sid[alive]
+        d = g.dose[s]
+        keep = d >= 0
+        if not keep.all():
+            alive, s, d = alive[keep], s[keep], d[keep]
+            if not alive.size:
+                break
+        c = g.size[s].astype(np.int64)
+        row = np.repeat(np.arange(alive.size), c)
+        k = (g.total_n[s].astype(np.int64)[row]
+             + np.arange(row.size) - np.repeat(np.cumsum(c) - c, c))
+        r, dd = alive[row], d[row]
+        flat = r * N + k
+        worst, dlt = model.grades_at(xf[:, flat], None, dd)
+        if units is None:
+            v = dlt
+        else:
+            v = units[worst]
+            if dlt_out is not None and dlt.any():
+                hit = np.flatnonzero(dlt)
+                dlt_out += np.bincount(r[hit] * K + dd[hit], minlength=m * K).reshape(
+                    m, K).astype(np.int16)
+        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
+        sid[alive] = g.step(s, y)
+        steps += 1
+        if steps > 100_000:  # pragma: no cover - a design that never stops
+            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
+    return sid
+
+
+def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray,
+                      dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`_walk_block` with each patient's contribution from the outcome model: the DLT
+    flag (``units`` None) or the score units of the worst grade in the window.  For a score
+    design ``dlt_out`` (trials x doses) receives each trial's DLTs per dose (the state counts
+    units, not DLTs)."""
+    m = trials.shape[0]
+    sid = np.zeros(m, dtype=np.int32)
+    alive = np.arange(m)
+    steps = 0
+    while alive.size:
+        s = sid[alive]
+        d = g.dose[s]
+        keep = d >= 0
+        if not keep.all():
+            alive, s, d = alive[keep], s[keep], d[keep]
+            if not alive.size:
+                break
+        c = g.size[s].astype(np.int64)
+        # one row per patient of every live trial's next cohort
+        row = np.repeat(np.arange(alive.size), c)
+        j = np.arange(row.size) - np.repeat(np.cumsum(c) - c, c)
+        t = trials[alive][row]
+        k = g.total_n[s].astype(np.uint64)[row] + j.astype(np.uint64)
+        dd = d[row]
+        if units is None:
+            v = model.dlt_flags(seed, t, k, dd).astype(np.int64)
+        else:
+            po = model.outcomes(seed, t, k, dd)
+            v = units[po.worst_grade]
+            if dlt_out is not None:
+                np.add.at(dlt_out, (alive[row], dd), po.dlt.astype(np.int16))
+        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
+        sid[alive] = g.step(s, y)
+        steps += 1
+        if steps > 100_000:  # pragma: no cover - a design that never stops
+            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
+    return sid
+
+
 def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
-                          start: int, stop: int) -> ChunkTrials:
-    """Simulate trials ``start .. stop-1`` of ``design`` under true DLT rates ``p_true``."""
+                          start: int, stop: int, model=None) -> ChunkTrials:
+    """Simulate trials ``start .. stop-1`` of ``design`` under true DLT rates ``p_true``.
+
+    ``model``: the scenario's :class:`~escalation_sim.inputs.truth.OutcomeModel` for a graded
+    truth (each patient's contribution then comes from it, see the module docstring); None
+    for a binary truth (``u(t, k) < p_d``).  A score design needs a model."""
     p = np.asarray(p_true, dtype=np.float64)
     if p.shape != (design.n_doses,):
         raise ValueError(f"p_true has {p.size} values for {design.n_doses} doses")
+    score = design.outcome is Outcome.SCORE
+    if score and model is None:
+        raise ValueError(f"{design!r} scores graded toxicities: it needs a graded truth "
+                         "(an OutcomeModel), not DLT rates only")
+    if model is not None and model.n_doses != design.n_doses:
+        raise ValueError(f"the outcome model has {model.n_doses} doses for {design.n_doses}")
+    units = np.asarray(design.score_units, dtype=np.int64) if score else None
+    # with a cap on the patients of a trial, each block's patients' latents and onsets are
+    # drawn in one pass (:meth:`OutcomeModel.patient_latents`): the same values, looked up
+    cap = patient_cap(design) if model is not None else None
+    if cap is not None and cap * design.n_doses > _TABLE_CELLS:
+        cap = None
     t0 = time.perf_counter()
     g = graph_for(design)
     states0, build0 = g.n_states, g.stats["build_seconds"]
     key = stream_key(seed, "dlt")
     out = np.empty(stop - start, dtype=np.int32)
+    dlt = np.zeros((stop - start, design.n_doses), dtype=np.int16) if score else None
     for b in range(start, stop, BLOCK):
         e = min(b + BLOCK, stop)
         trials = np.arange(b, e, dtype=np.uint64)
-        out[b - start:e - start] = _walk_block(g, p, key, trials)
+        if model is None:
+            out[b - start:e - start] = _walk_block(g, p, key, trials)
+        elif cap is not None:
+            x, late = model.patient_latents(seed, trials, cap)
+            out[b - start:e - start] = _walk_block_table(
+                g, model, units, x, late, None if dlt is None else dlt[b - start:e - start])
+        else:
+            out[b - start:e - start] = _walk_block_model(
+                g, model, seed, units, trials, None if dlt is None else dlt[b - start:e - start])
     # under the threading backend other chunks may grow the same graph meanwhile: the
     # figures are then the graph's growth during this chunk, whoever caused it
     new = g.n_states - states0
@@ -92,4 +215,4 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
         log.log(logging.INFO if build >= 1.0 else logging.DEBUG,
                 "state graph of %r: %d new states (%d in all) in %.2f s, trials %d..%d",
                 design, new, g.n_states, build, start, stop - 1)
-    return ChunkTrials(g, start, out, new, build, seconds)
+    return ChunkTrials(g, start, out, new, build, seconds, dlt)

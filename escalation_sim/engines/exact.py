@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..designs.rules import StopAtN
 from ..results.oc import OutcomeTally
 from .graph import MAX_PATIENTS, StateGraph, gc_paused, graph_for
@@ -114,6 +114,34 @@ def _pmf_table(p: Sequence[float], max_c: int) -> np.ndarray:
     return out
 
 
+def unit_pmf(model, score_units: Sequence[int]) -> np.ndarray:
+    """``q[d, u]``: P(one patient at dose d contributes ``u`` score units), from the exact
+    distribution of the worst grade in the DLT window (:meth:`OutcomeModel.worst_grade_probs`)
+    and the design's units per grade."""
+    pw = model.worst_grade_probs()            # (max_grade + 1, K)
+    units = list(score_units)
+    L = max(units)
+    q = np.zeros((model.n_doses, L + 1))
+    for g in range(pw.shape[0]):
+        q[:, units[min(g, len(units) - 1)]] += pw[g]
+    return q
+
+
+def _score_pmf_table(q: np.ndarray, max_c: int) -> np.ndarray:
+    """``pmf[d, c, u]``: P(a cohort of c at dose d sums to u units): the c-fold convolution
+    of the per-patient pmf ``q[d]`` (patients are independent given the dose: the
+    multinomial over the outcome categories, collapsed to the unit sum)."""
+    K, L1 = q.shape
+    L = L1 - 1
+    out = np.zeros((K, max_c + 1, max_c * L + 1), dtype=np.float64)
+    for d in range(K):
+        cur = np.array([1.0])
+        for c in range(1, max_c + 1):
+            cur = np.convolve(cur, q[d])
+            out[d, c, : cur.size] = cur
+    return out
+
+
 def _first_order(ids: np.ndarray):
     """Distinct values of ``ids`` in order of first occurrence, each entry's rank among them,
     and the position of each distinct value's first occurrence."""
@@ -150,10 +178,11 @@ def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, 
         for a in range(0, sid.size, _PARENTS):      # bounded temporaries, same order
             s, p_, d_, c_ = sid[a:a + _PARENTS], pr[a:a + _PARENTS], d[a:a + _PARENTS], \
                 c[a:a + _PARENTS]
-            reps = c_ + 1
+            reps = c_ * g.L + 1 if g.L != 1 else c_ + 1
             par = np.repeat(np.arange(s.size, dtype=np.int32), reps)     # parent of each child
             k = (np.arange(par.size, dtype=np.int32)
                  - np.repeat((np.cumsum(reps) - reps).astype(np.int32), reps))  # its DLTs
+            #                                                  (score units: 0..c L)
             w = pmf[d_[par], c_[par], k]
             keep = w != 0.0
             if not keep.all():
@@ -267,11 +296,20 @@ def _tally(g: StateGraph, ends: np.ndarray, probs: np.ndarray) -> ExactTally:
 
 
 def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | None = None,
-                start_sid: int = 0) -> OutcomeTally:
-    """Probability of each trial ending, exactly (up to floating-point rounding)."""
+                start_sid: int = 0, model=None) -> OutcomeTally:
+    """Probability of each trial ending, exactly (up to floating-point rounding).
+
+    A binary design needs only the DLT rates ``p_true`` (patients are independent given
+    their doses: binomial cohorts), whatever the truth.  A score design (``Outcome.SCORE``)
+    needs the graded truth's ``model`` (an OutcomeModel): its cohorts sum score units, with
+    the convolution of the per-patient unit distribution (:func:`unit_pmf`)."""
     p = [float(v) for v in p_true]
     if len(p) != design.n_doses:
         raise ValueError(f"p_true has {len(p)} values for {design.n_doses} doses")
+    score = design.outcome is Outcome.SCORE
+    if score and model is None:
+        raise ValueError(f"{design!r} scores graded toxicities: exact enumeration needs the "
+                         "graded truth (an OutcomeModel)")
     problem = exact_size_problem(design)
     if problem is not None:
         raise ExactTooLarge(problem)
@@ -279,7 +317,9 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     t0 = time.perf_counter()
     before = g.n_states
     with gc_paused():
-        ends, probs = _sweep(g, _pmf_table(p, g.C), start_sid)
+        pmf = (_score_pmf_table(unit_pmf(model, design.score_units), g.C) if score
+               else _pmf_table(p, g.C))
+        ends, probs = _sweep(g, pmf, start_sid)
         tally = _tally(g, ends, probs)
     log.info("exact enumeration of %r: %d states (%d new), %d endings in %.2f s",
              design, g.n_states, g.n_states - before, len(tally.counts),

@@ -4,7 +4,8 @@ Each distinct trial state (distinct by ``design.canonical``) gets an integer id.
 the graph stores, in numpy arrays, the state itself (patients and DLTs per dose, the current
 dose, the last cohort), the design's decision (dose and cohort size, or stop code), the MTD of
 a stopped trial and, as they are needed, the transitions ``trans[id, y]`` to the next state
-after a cohort with ``y`` DLTs.  The vectorised engine walks thousands of trials through this
+after a cohort with ``y`` DLTs (for a score design such as gBOIN, ``y`` is the cohort's sum of
+integer score units, 0 .. cohort size x ``unit_scale``).  The vectorised engine walks thousands of trials through this
 graph with array look-ups; exact enumeration walks it with probabilities.  ``decide`` and
 ``select_mtd`` are therefore called once per distinct state, and both methods use exactly the
 same decisions.
@@ -39,7 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..types import STOP_CODES, STOP_INDEX, StopReason, TrialState
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,17 @@ def gc_paused():
             gc.enable()
 
 
+def unit_scale_of(design: Design) -> int:
+    """Units one patient can add to ``y``: 1 for a binary design (a DLT), the design's
+    ``unit_scale`` for a score design (``Outcome.SCORE``)."""
+    if design.outcome is Outcome.SCORE:
+        L = int(design.unit_scale)
+        if L < 1:
+            raise ValueError(f"{design!r}: unit_scale must be >= 1 (got {L})")
+        return L
+    return 1
+
+
 class _StateView(Sequence):
     """``graph.states[sid]``: the representative ``TrialState`` of a state id (rebuilt)."""
 
@@ -113,6 +125,10 @@ class StateGraph:
         self.design = design
         self.K = int(design.n_doses)
         self.C = int(design.max_cohort_size)
+        #: units per patient: 1 for binary designs (y counts DLTs), the design's unit_scale
+        #: for score designs (y sums score units); a cohort adds 0..W = C * L to y
+        self.L = unit_scale_of(design)
+        self.W = self.C * self.L
         self.max_states = max_states
         self._alloc(1024)
         self._n = 0
@@ -140,7 +156,7 @@ class StateGraph:
     def _alloc(self, cap: int) -> None:
         # np.empty: the pages of unused capacity are not touched, so they cost no memory;
         # every field of a state is written when the state is added (``_write``)
-        K, C = self.K, self.C
+        K = self.K
         self.n = np.empty((cap, K), dtype=np.int16)       # patients per dose
         self.y = np.empty((cap, K), dtype=np.int16)       # DLTs per dose
         self.cur = np.empty(cap, dtype=np.int16)          # current dose, -1 = none yet
@@ -151,7 +167,7 @@ class StateGraph:
         self.total_n = np.empty(cap, dtype=np.int16)      # patients so far
         self.stop_code = np.empty(cap, dtype=np.int8)
         self._mtd = np.empty(cap, dtype=np.int16)         # -2 unknown, -1 none
-        self.trans = np.empty((cap, C + 1), dtype=np.int32)  # -1: not created yet
+        self.trans = np.empty((cap, self.W + 1), dtype=np.int32)  # -1: not created yet
 
     def _grow(self, need: int) -> None:
         cap = len(self.dose)
@@ -363,8 +379,8 @@ class StateGraph:
             if not missing.all():
                 s, y = s[missing], y[missing]
             if not distinct:
-                pairs = np.unique(s.astype(np.int64) * (self.C + 1) + y)
-                s, y = pairs // (self.C + 1), pairs % (self.C + 1)
+                pairs = np.unique(s.astype(np.int64) * (self.W + 1) + y)
+                s, y = pairs // (self.W + 1), pairs % (self.W + 1)
             with self._lock, gc_paused():
                 self._expand(s, y)
             nxt = self.trans[sids, ys]
@@ -407,6 +423,8 @@ class StateGraph:
         self.design = data["design"]
         self.K = int(self.design.n_doses)
         self.C = int(self.design.max_cohort_size)
+        self.L = unit_scale_of(self.design)
+        self.W = self.C * self.L
         self.max_states = data["max_states"]
         n = int(data["n_states"])
         self._alloc(max(1024, n))

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator)
 
 from ..designs.base import Design, DesignContext, DesignSpecBase, Outcome
+from ..grades import check_scores
 from ..designs.registry import get_entry, registry, unknown_type_message
 from ..designs.rules import RuleConflict
 from .limits import (MAX_DOSES, MAX_FILE_BYTES, MAX_JOBS, MAX_PROBLEMS, MAX_SEED,  # noqa: F401
@@ -36,8 +37,10 @@ except ImportError:  # pragma: no cover - during development only
 Prob = float
 _short = short  # the name the rest of the package uses
 
-#: what ``truth`` gives for each patient (a design consuming anything else cannot run)
+#: what ``truth: {p_dlt}`` gives for each patient (a design consuming anything else cannot run)
 TRUTH_OUTCOMES = (Outcome.BINARY_DLT,)
+#: what a graded truth (``truth.toxicities``) gives besides: the worst grade, hence a score
+GRADED_TRUTH_OUTCOMES = (Outcome.SCORE,)
 
 
 
@@ -648,11 +651,23 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                                 f"(got {spec.start_dose})")
                 continue
             entry = registry()[spec.type]
-            if entry.outcome not in TRUTH_OUTCOMES:
+            graded = model.truth.graded
+            if entry.outcome is Outcome.SCORE and not graded:
+                problems.append(f"designs[{i}].type: {spec.type} needs a graded truth "
+                                f"(truth.toxicities); the truth gives p_dlt only "
+                                f"(got {spec.type!r})")
+                continue
+            gives_all = TRUTH_OUTCOMES + (GRADED_TRUTH_OUTCOMES if graded else ())
+            if entry.outcome not in gives_all:
                 gives = ", ".join(o.value for o in TRUTH_OUTCOMES) or "no"
                 problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "
                                 f"outcomes; the truth gives {gives} probabilities only "
                                 f"(got type {spec.type!r})")
+                continue
+            if entry.outcome is Outcome.SCORE and spec.target is None:
+                problems.append(f"designs[{i}].target: {spec.type} needs its own target on the "
+                                f"normalized score scale (e.g. 0.3133 = 0.47/1.5); the "
+                                f"scenario's target {model.target:g} is a DLT rate (got none)")
                 continue
             size = entry.trial_size(spec, ctx)
             if size.max_n is not None and size.max_n % size.cohort_size != 0:
@@ -668,6 +683,16 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
             except (ValueError, TypeError) as exc:
                 problems.append(_build_problem(i, name, spec, exc))
                 continue
+            if entry.outcome is Outcome.SCORE:
+                top = max(t.max_grade for t in model.truth.toxicities)
+                given = getattr(spec, "scores", None)
+                try:
+                    check_scores(list(built.inner.scores), top)
+                except ValueError as exc:
+                    shown = given if given is not None else "the default scores"
+                    msg = str(exc).rsplit(" (got ", 1)[0]
+                    problems.append(f"designs[{i}].scores: {msg} (got {_short(shown)})")
+                    continue
             items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
         _ = target
     if problems:

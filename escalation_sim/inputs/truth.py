@@ -605,12 +605,14 @@ class OutcomeModel:
             return {j: u(j) for j in needed}
         top = max(needed)
         e = [special.ndtri(u(i)) for i in range(1, top + 1)]
+        u0 = u(0)                       # drawn once (the same values as drawing it again)
+        e0 = special.ndtri(u0) if top > 0 else None
         out = {}
         for j in needed:
             if j == 0:
-                out[0] = u(0)
+                out[0] = u0
             else:
-                z = self._chol[j, 0] * special.ndtri(u(0))
+                z = self._chol[j, 0] * e0
                 for i in range(1, j + 1):
                     z += self._chol[j, i] * e[i - 1]
                 out[j] = z
@@ -662,6 +664,95 @@ class OutcomeModel:
             response = uniforms(stream_key(seed, EFFICACY_STREAM), t, k) < self.efficacy[d]
         return PatientOutcomes(self.type_names, grade.T, onset.T, within.T, dlt, dlt_day, late,
                                worst, response, self.max_grade)
+
+    def _window_uniform(self, j: int) -> Tuple[float, float]:
+        """``(lo, hi)``: onset uniforms <= lo give an onset inside the DLT window, uniforms
+        > hi one after it (type j's sampler is non-decreasing in its uniform); in between
+        (a band of about 2e-12) the sampler decides.  Found by bisection, cached."""
+        key = ("window_u", j)
+        if key not in self._cache:
+            onset, W = self.types[j].onset, self.window_days
+
+            def inside(u: float) -> bool:
+                return bool(onset.sample_from_uniforms(np.array([u]))[0] <= W)
+
+            a, b = 2.0 ** -60, 1.0 - 2.0 ** -53
+            if not inside(a):
+                lo = hi = -1.0          # every onset after the window
+            elif inside(b):
+                lo = hi = 2.0           # every onset inside it
+            else:
+                for _ in range(200):
+                    mid = 0.5 * (a + b)
+                    if mid in (a, b):
+                        break
+                    if inside(mid):
+                        a = mid
+                    else:
+                        b = mid
+                lo, hi = a - 1e-12, b + 1e-12
+            self._cache[key] = np.array([lo, hi])
+        lo, hi = self._cache[key]
+        return float(lo), float(hi)
+
+    def patient_latents(self, seed: int, trials, n_patients: int
+                        ) -> Tuple[np.ndarray, np.ndarray]:
+        """What does not depend on the dose, for patients ``0 .. n_patients-1`` of each trial
+        of ``trials``: ``(x, late)`` of shape ``(n_types, len(trials), n_patients)``: the
+        value compared with the grade thresholds (see :meth:`outcomes`) and whether the type's
+        event, if any, starts after the DLT window.  :meth:`grades_at` turns them into the
+        worst grade and the DLT flag at any dose, equal to :meth:`outcomes`' values; the
+        cohort engine computes one block of trials at once and then looks values up."""
+        tr = np.asarray(trials, dtype=np.uint64).ravel()
+        m, N, J = tr.size, int(n_patients), len(self.types)
+        t = np.repeat(tr, N)
+        k = np.tile(np.arange(N, dtype=np.uint64), m)
+        xs = self._latents(seed, t, k, range(J))
+        x = np.empty((J, m * N))
+        late = np.zeros((J, m * N), dtype=bool)
+        for j, typ in enumerate(self.types):
+            x[j] = xs[j]
+            if typ.onset is None:
+                continue
+            # onset day > W iff the onset uniform is above the window's threshold (the
+            # sampler is a non-decreasing function of it); uniforms within 1e-12 of the
+            # threshold are decided by the sampler itself, so the flags equal outcomes()
+            w = uniforms(stream_key(seed, ONSET_STREAM.format(type=typ.name)), t, k)
+            lo, hi = self._window_uniform(j)
+            late[j] = w > hi
+            band = np.flatnonzero((w > lo) & (w <= hi))
+            if band.size:
+                late[j, band] = typ.onset.sample_from_uniforms(w[band]) > self.window_days
+        return x.reshape(J, m, N), late.reshape(J, m, N)
+
+    @staticmethod
+    def fold_late(x: np.ndarray, late: np.ndarray) -> np.ndarray:
+        """``x`` with +inf where the event starts after the window: no threshold is above
+        +inf, so :meth:`grades_at` then gives grade 0 there without the late flags (the same
+        values: a late event counts for neither the worst grade in the window nor a DLT)."""
+        return np.where(late, np.inf, x)
+
+    def grades_at(self, x: np.ndarray, late: Optional[np.ndarray], doses
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(worst grade in the window, DLT flag)`` of patients with latents ``x`` and late
+        flags ``late`` (both ``(n_types, n)``, from :meth:`patient_latents`; ``late`` None
+        when folded into ``x`` by :meth:`fold_late`) at 0-based ``doses`` (n,)."""
+        d = np.asarray(doses, dtype=np.intp)
+        worst = np.zeros(d.size, dtype=np.int8)
+        dlt = np.zeros(d.size, dtype=bool)
+        rule = dict(self.rule)
+        for j, typ in enumerate(self.types):
+            thr = self._thr[j]
+            g = np.zeros(d.size, dtype=np.int8)
+            xj = x[j]
+            for gr in range(1, typ.max_grade + 1):
+                g += xj < thr[gr][d]
+            if typ.onset is not None and late is not None:
+                g[late[j]] = 0
+            np.maximum(worst, g, out=worst)
+            if j in rule:
+                dlt |= g >= rule[j]
+        return worst, dlt
 
     def dlt_flags(self, seed: int, trials, patients, doses) -> np.ndarray:
         """Only the DLT flags of :meth:`outcomes` (identical values), computing no more than

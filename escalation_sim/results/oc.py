@@ -198,3 +198,83 @@ def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
         "se_p_over80_above_mtd": _prop(p80, R, exact),
         "stop_reasons": stop_dist,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# graded truths and score designs (issue 12)
+def _mean_se_of(tally: OutcomeTally, x_of) -> Tuple[float, float]:
+    """Mean and SE of a per-ending quantity ``x_of(n, y)`` (arrays, one row per ending)."""
+    w, _, _, n, y = tally.arrays()
+    R = float(w.sum())
+    f = w / R
+    x = np.asarray(x_of(n, y), dtype=float)
+    m = float((f * x).sum())
+    if tally.exact:
+        return m, 0.0
+    var = float((w * (x - m) ** 2).sum() / max(R - 1, 1))
+    return m, float(np.sqrt(var / R))
+
+
+def expected_events(tally: OutcomeTally, p: Sequence[float]) -> Dict[str, list]:
+    """Mean number of events per trial at each dose when each patient at dose d has the event
+    with probability ``p[d]``, independently of how the trial went: E[n_d] p_d (Wald's
+    identity: a patient's own outcome is independent of the dose the design gave it, which
+    depended on earlier patients only).  Returns per-dose means and SEs (the SE is
+    p_d x SE(n_d)) and the total with its SE."""
+    p = np.asarray(p, dtype=float)
+    per = [_mean_se_of(tally, lambda n, y, d=d: n[:, d] * p[d]) for d in range(len(p))]
+    tot = _mean_se_of(tally, lambda n, y: n @ p)
+    return {"mean": [m for m, _ in per], "se": [s for _, s in per],
+            "total": tot[0], "se_total": tot[1]}
+
+
+def score_design_oc(oc: Dict[str, object], tally: OutcomeTally, unit_scale: int,
+                    p_dlt: Sequence[float]) -> Dict[str, object]:
+    """Adjust a score design's OCs (its tally's ``y`` are score units, not DLTs):
+    ``mean_score`` / ``mean_score_total`` = mean normalized score sum per dose / per trial,
+    and ``mean_dlt`` / ``mean_dlt_total`` = E[n_d] x P(DLT at d) (:func:`expected_events`),
+    the expected DLTs under the scenario's DLT rule (the same definition for Monte Carlo and
+    exact results)."""
+    K = tally.n_doses
+    L = float(unit_scale)
+    sc = [_mean_se_of(tally, lambda n, y, d=d: y[:, d] / L) for d in range(K)]
+    tot = _mean_se_of(tally, lambda n, y: y.sum(axis=1) / L)
+    oc["mean_score"] = [m for m, _ in sc]
+    oc["se_mean_score"] = [s for _, s in sc]
+    oc["mean_score_total"], oc["se_mean_score_total"] = tot
+    ev = expected_events(tally, p_dlt)
+    oc["mean_dlt"], oc["se_mean_dlt"] = ev["mean"], ev["se"]
+    oc["mean_dlt_total"], oc["se_mean_dlt_total"] = ev["total"], ev["se_total"]
+    oc["mean_dlt_definition"] = "E[patients at the dose] x P(DLT) (Wald's identity)"
+    return oc
+
+
+#: the grade whose events the graded OCs count
+SEVERE_GRADE = 3
+
+
+def graded_truth_oc(oc: Dict[str, object], tally: OutcomeTally, model) -> Dict[str, object]:
+    """Add the per-type OCs of a graded truth (``model``: an OutcomeModel): per toxicity type
+    and dose, ``p_grade3`` = P(worst grade >= 3) per patient (truth, whatever the onset) and
+    ``mean_grade3_events`` = the mean number of patients with a grade >= 3 event per trial
+    (E[n_d] x P, :func:`expected_events`); ``mean_late_events`` per dose (qualifying events
+    that start after the DLT window) and, with efficacy, ``mean_responders`` per dose."""
+    by_type = {}
+    for name in model.type_names:
+        p = model.grade_at_least(name, SEVERE_GRADE)
+        ev = expected_events(tally, p)
+        by_type[name] = {"p_grade3": p.tolist(), "mean_grade3_events": ev["mean"],
+                         "se_mean_grade3_events": ev["se"],
+                         "mean_grade3_events_total": ev["total"],
+                         "se_mean_grade3_events_total": ev["se_total"]}
+    oc["toxicity_types"] = by_type
+    late = model.late_rates()
+    ev = expected_events(tally, late)
+    oc["p_late"] = late.tolist()
+    oc["mean_late_events"], oc["se_mean_late_events"] = ev["mean"], ev["se"]
+    resp = model.response_rates()
+    if resp is not None:
+        ev = expected_events(tally, resp)
+        oc["p_response"] = resp.tolist()
+        oc["mean_responders"], oc["se_mean_responders"] = ev["mean"], ev["se"]
+    return oc

@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..designs.base import Outcome
 from ..types import STOP_CODES
-from .oc import OutcomeTally, compute_oc
+from .oc import OutcomeTally, compute_oc, graded_truth_oc, score_design_oc
 
 SCALAR_OC = ["pcs", "p_no_mtd", "p_select_overdose", "mean_n_total", "mean_dlt_total",
              "pct_patients_at_mtd", "pct_patients_above_mtd", "p_over60_above_mtd",
@@ -74,14 +75,40 @@ class Results:
     def design_oc(self, name: str) -> Dict[str, Any]:
         if name not in self._oc_cache:
             dr = self._get(name)
-            oc = compute_oc(dr.tally, self.scenario.p_true, self.scenario.target,
-                            self.scenario.model.oc.acceptable)
+            oc = self._base_oc(dr)
             if dr.durations is not None:
                 oc["duration_days"] = duration_summary(dr.durations)
                 for k, v in dr.des_totals.items():
                     oc[k] = v
             self._oc_cache[name] = oc
         return self._oc_cache[name]
+
+    def _base_oc(self, dr: DesignResult) -> Dict[str, Any]:
+        """The OCs of one design.  Binary truth: exactly as always.  Graded truth: plus the
+        per-type OCs (:func:`graded_truth_oc`) and the definition of the true target dose;
+        a score design (gBOIN) gets its own true target dose (true mean normalized score
+        closest to its target) and the score OCs (:func:`score_design_oc`)."""
+        sc = self.scenario
+        if not sc.model.truth.graded:
+            return compute_oc(dr.tally, sc.p_true, sc.target, sc.model.oc.acceptable)
+        design = _design_of(sc, dr.name)
+        model = sc.outcome_model
+        if design is not None and design.outcome is Outcome.SCORE:
+            inner = design.inner
+            ref = model.mean_score(inner.scores)
+            oc = compute_oc(dr.tally, ref, inner.target, None)
+            oc = score_design_oc(oc, dr.tally, inner.unit_scale, sc.p_true)
+            oc["true_target_definition"] = (
+                f"the dose whose true mean normalized score is closest to the design's "
+                f"target {inner.target:.4g}")
+            oc["true_mean_score"] = ref.tolist()
+        else:
+            oc = compute_oc(dr.tally, sc.p_true, sc.target, sc.model.oc.acceptable)
+            band = sc.model.oc.acceptable
+            oc["true_target_definition"] = (
+                f"doses whose true DLT rate lies in [{band[0]:g}, {band[1]:g}]" if band else
+                f"the dose whose true DLT rate is closest to the target {sc.target:g}")
+        return graded_truth_oc(oc, dr.tally, model)
 
     def _get(self, name: str) -> DesignResult:
         for d in self.designs:
@@ -104,6 +131,14 @@ class Results:
             if "duration_days" in oc:
                 for k, v in oc["duration_days"].items():
                     row[f"duration_{k}"] = v
+            if "true_target_definition" in oc:    # graded truths only (new columns)
+                row["true_target_definition"] = oc["true_target_definition"]
+                for k in ("mean_score_total",):
+                    if k in oc:
+                        row[k], row["se_" + k] = oc[k], oc["se_" + k]
+                for t, v in oc["toxicity_types"].items():
+                    row[f"mean_grade3_events_total_{t}"] = v["mean_grade3_events_total"]
+                    row[f"se_mean_grade3_events_total_{t}"] = v["se_mean_grade3_events_total"]
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -119,7 +154,8 @@ class Results:
                              "label": labels[k], "p_true": float(self.scenario.p_true[k]),
                              "p_select": oc["p_select"][k], "se_p_select": oc["se_p_select"][k],
                              "mean_n": oc["mean_n"][k], "se_mean_n": oc["se_mean_n"][k],
-                             "mean_dlt": oc["mean_dlt"][k], "se_mean_dlt": oc["se_mean_dlt"][k]})
+                             "mean_dlt": oc["mean_dlt"][k], "se_mean_dlt": oc["se_mean_dlt"][k],
+                             **_graded_dose_columns(oc, k)})
         return pd.DataFrame(rows)
 
     def paired(self):
@@ -246,7 +282,54 @@ class Results:
         lines.append(f"(true MTD: dose {tm}; " if tm is not None else
                      "(no true MTD: even dose 1 is too toxic, stopping is correct; ")
         lines[-1] += "PCS = probability of correct selection)"
+        if self.scenario.model.truth.graded:
+            lines += self._graded_lines(w)
         return "\n".join(lines)
+
+    def _graded_lines(self, w: int) -> List[str]:
+        """The graded truth's part of :meth:`table`: each design's true target dose and its
+        definition, grade >= 3 events per type, late events, responders, mean scores."""
+        labels = self.scenario.dose_labels
+        lines = ["", "True target dose (PCS and overdoses use it):"]
+        for d in self.designs:
+            oc = self.design_oc(d.name)
+            tm = oc["true_mtd"]
+            lines.append(f"{d.name:<{w}}{'none' if tm is None else f'dose {tm}'}: "
+                         f"{oc['true_target_definition']}")
+        first = self.design_oc(self.designs[0].name)
+        lines += ["", "Patients with a grade >= 3 event per trial, by type and dose "
+                      "(E[n] x P(grade >= 3))"]
+        lines.append(f"{'':<{w}}" + "".join(f"{l:>9}" for l in labels) + f"{'total':>9}")
+        for t, v in first["toxicity_types"].items():
+            lines.append(f"{'P ' + t:<{w}}" + "".join(f"{p:9.3f}" for p in v["p_grade3"]))
+        for d in self.designs:
+            for t, v in self.design_oc(d.name)["toxicity_types"].items():
+                lines.append(f"{(d.name + ' ' + t):<{w}}"
+                             + "".join(f"{m:9.3f}" for m in v["mean_grade3_events"])
+                             + f"{v['mean_grade3_events_total']:9.3f}")
+        if any(x > 0 for x in first["p_late"]):
+            lines += ["", "Late events per trial (qualifying, starting after the DLT window)"]
+            for d in self.designs:
+                oc = self.design_oc(d.name)
+                lines.append(f"{d.name:<{w}}" + "".join(f"{m:9.3f}"
+                                                       for m in oc["mean_late_events"]))
+        if "mean_responders" in first:
+            lines += ["", "Responders per trial by dose (E[n] x P(response))"]
+            for d in self.designs:
+                oc = self.design_oc(d.name)
+                lines.append(f"{d.name:<{w}}" + "".join(f"{m:9.3f}"
+                                                       for m in oc["mean_responders"]))
+        scored = [d for d in self.designs if "mean_score" in self.design_oc(d.name)]
+        if scored:
+            lines += ["", "Normalized score sum per trial by dose (score designs; true mean "
+                          "score per patient first)"]
+            oc0 = self.design_oc(scored[0].name)
+            lines.append(f"{'true mean':<{w}}" + "".join(f"{m:9.3f}"
+                                                         for m in oc0["true_mean_score"]))
+            for d in scored:
+                oc = self.design_oc(d.name)
+                lines.append(f"{d.name:<{w}}" + "".join(f"{m:9.3f}" for m in oc["mean_score"]))
+        return lines
 
     def __repr__(self) -> str:
         return self.table()
@@ -366,6 +449,39 @@ class Results:
         if not tables:
             raise FileNotFoundError(f"{out}: no tables written by Results.write")
         return tables
+
+
+def _graded_dose_columns(oc: Dict[str, Any], k: int) -> Dict[str, Any]:
+    """The per-dose columns a graded truth adds to the summary table (none for a binary
+    truth): per type P(grade >= 3) and the mean grade >= 3 events per trial, late events,
+    responders (with efficacy) and, for score designs, the mean normalized score sum."""
+    if "toxicity_types" not in oc:
+        return {}
+    out: Dict[str, Any] = {}
+    for t, v in oc["toxicity_types"].items():
+        out[f"p_grade3_{t}"] = v["p_grade3"][k]
+        out[f"mean_grade3_events_{t}"] = v["mean_grade3_events"][k]
+        out[f"se_mean_grade3_events_{t}"] = v["se_mean_grade3_events"][k]
+    out["p_late"] = oc["p_late"][k]
+    out["mean_late_events"] = oc["mean_late_events"][k]
+    out["se_mean_late_events"] = oc["se_mean_late_events"][k]
+    if "mean_responders" in oc:
+        out["p_response"] = oc["p_response"][k]
+        out["mean_responders"] = oc["mean_responders"][k]
+        out["se_mean_responders"] = oc["se_mean_responders"][k]
+    if "mean_score" in oc:
+        out["true_mean_score"] = oc["true_mean_score"][k]
+        out["mean_score"] = oc["mean_score"][k]
+        out["se_mean_score"] = oc["se_mean_score"][k]
+    return out
+
+
+def _design_of(scenario, name: str):
+    """The built design named ``name`` in the scenario, or None."""
+    for item in scenario.designs:
+        if item.name == name:
+            return item.design
+    return None
 
 
 def trials_frame(scenario_name: str, design_name: str, trials: Dict[str, np.ndarray]):

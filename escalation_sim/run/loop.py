@@ -207,15 +207,17 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
 
 def truth_notes(plan: RunPlan) -> None:
     """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
-    yet (issue 12): one binary DLT per patient at the derived rates, and no efficacy."""
+    yet (issue 12).  The time-free engines (cohort, exact) draw every patient from the outcome
+    model; the calendar engine still simulates one binary DLT per patient at the derived
+    rates.  Efficacy is used by no design yet."""
     sc = plan.scenario
     truth = sc.model.truth
-    if truth.graded:
+    if truth.graded and plan.engine == "des":
         rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
-        timing = ("; DLT days inside the window follow conduct.dlt_onset, not the types' "
-                  "onset_days" if plan.engine == "des" else "")
-        warnings.warn(RunNote(f"{sc.source}: graded truth: the engines simulate one binary DLT "
-                              f"per patient at the derived rates {rates}{timing}"), stacklevel=3)
+        warnings.warn(RunNote(f"{sc.source}: graded truth: the calendar engine simulates one "
+                              f"binary DLT per patient at the derived rates {rates}; DLT days "
+                              f"inside the window follow conduct.dlt_onset, not the types' "
+                              f"onset_days"), stacklevel=3)
     if truth.efficacy is not None:
         warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
                       stacklevel=3)
@@ -255,9 +257,9 @@ class _Hooks:
 # ---------------------------------------------------------------------------------------------
 # the loop
 def _plan_chunk(key, designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                acceptable):
+                acceptable, model=None):
     return key, run_chunk(designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                          acceptable)
+                          acceptable, model=model)
 
 
 @dataclass
@@ -360,7 +362,7 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     hooks = _Hooks()
     jobs = (joblib.delayed(_plan_chunk)(
         p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
-        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable)
+        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p))
         for p in plans for a, b in todo[p.key])
     with backend_session(dispatch.backend, n_jobs, dispatch.scheduler):
         results = make_parallel(n_jobs, dispatch.backend)(jobs)
@@ -390,6 +392,13 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
                     close()
 
 
+def _model(plan: RunPlan):
+    """The outcome model the time-free engine draws patients from: the scenario's for a
+    graded truth, None for ``truth: {p_dlt}`` (the binary rule u < p_d)."""
+    sc = plan.scenario
+    return sc.outcome_model if sc.model.truth.graded else None
+
+
 def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
              checkpoint: Optional[Checkpoint] = None, progress: Progress = None) -> Results:
     """Run one plan (Monte Carlo or exact) and return its results."""
@@ -408,7 +417,9 @@ def run_exact(plan: RunPlan) -> Results:
     from ..engines.exact import exact_tally
     truth_notes(plan)
     t0 = time.perf_counter()
-    res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true))
+    model = _model(plan)
+    res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true,
+                                                      model=model))
            for it in plan.items]
     return Results(plan.scenario, res, {}, 0, 0, "exact",
                    {"elapsed_s": time.perf_counter() - t0, "engine": "exact"})

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..designs.base import Design
+from ..designs.base import Design, Outcome
 from ..engines.cohort import simulate_cohort_chunk
 from ..results.oc import OutcomeTally, terminal_key, truth_sets
 
@@ -58,15 +58,24 @@ def _exact_sum(x: np.ndarray) -> Fraction:
 
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
-              acceptable=None, record_patients: bool = False) -> ChunkResult:
-    """Simulate trials ``start..stop-1`` for every design (same patients for all)."""
+              acceptable=None, record_patients: bool = False, model=None) -> ChunkResult:
+    """Simulate trials ``start..stop-1`` for every design (same patients for all).
+
+    ``model``: the :class:`~escalation_sim.inputs.truth.OutcomeModel` of a graded truth (None
+    for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
     tallies, metrics, trials, durations, des_stats = [], [], [], [], []
     for design in designs:
+        score = design.outcome is Outcome.SCORE
+        ok_d, over_d = ok, over
+        if score:  # its own true target dose: mean normalized score closest to its target
+            ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
+                                      design.inner.target)
+            ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
         if conduct is None:
-            ch = simulate_cohort_chunk(design, p_true, seed, start, stop)
+            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
             g = ch.graph
             tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
             # per-trial arrays through the per-state look-up tables
@@ -76,6 +85,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
             stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            if score:   # the states sum score units; the engine counted the DLTs (the
+                #             per-trial tables keep one layout for every design: n and DLTs)
+                y = ch.dlt.astype(np.int64)
             durations.append(None)
             des_stats.append(None)
         else:
@@ -93,7 +105,7 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                               if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
                               and isinstance(v, np.ndarray) and v.ndim == 1
                               and v.dtype.kind in "iuf" and v.size == stop - start})
-        m = _per_trial_metrics(mtd, n, y, ok, over)
+        m = _per_trial_metrics(mtd, n, y, ok_d, over_d)
         if durations[-1] is not None:
             m["duration_days"] = durations[-1]
         metrics.append(m)
