@@ -280,6 +280,7 @@ def test_gboin_units_in_the_calendar_engine_follow_the_outcome_model():
         for dose in range(3):
             sel = log["dose_level"][rows] == dose + 1
             assert res["y"][r, dose] == int(units[out.worst_grade[sel]].sum())
+            assert res["dlt"][r, dose] == int(out.dlt[sel].sum())     # DLTs, for the OCs
 
 
 def test_a_type_without_onset_law_starts_on_the_conducts_onset_day():

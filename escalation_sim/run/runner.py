@@ -102,9 +102,12 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                            map(tuple, y.tolist())):
                 t.add(key, 1)
             tallies.append(t)
+            if score:   # the tally sums score units; the per-trial DLTs come from the engine
+                y = res["dlt"]
             durations.append(np.asarray(res["duration_days"], dtype=float))
             des_stats.append({k: v for k, v in res.items()
-                              if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
+                              if k not in ("mtd", "stop_code", "n", "y", "dlt", "trial",
+                                           "duration_days")
                               and isinstance(v, np.ndarray) and v.ndim == 1
                               and v.dtype.kind in "iuf" and v.size == stop - start})
         m = _per_trial_metrics(mtd, n, y, ok_d, over_d)

@@ -17,7 +17,9 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``mtd``                         selected dose, 0-based; -1 = no MTD (``design.select_mtd``)
 ``stop_code``                   index into ``[None] + list(StopReason)`` (as the cohort engine)
 ``stop_reason``                 the :class:`~escalation_sim.types.StopReason` value (str)
-``n``, ``y``                    (trials x doses) evaluable patients and DLTs per dose
+``n``, ``y``                    (trials x doses) evaluable patients and DLTs per dose (score
+                                designs: ``y`` sums score units)
+``dlt``                         (trials x doses) DLTs per dose (= ``y`` for binary designs)
 ``final_state``                 list of the terminal :class:`~escalation_sim.types.TrialState`
 ``duration_days``               first enrollment -> final decision
 ``first_enrollment_day``        day of the first enrollment (accrual starts on day 0)
@@ -64,6 +66,7 @@ from ...types import STOP_CODES, STOP_INDEX
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
+from .patient import COMPLETE
 from .policies import CohortPolicy, DecisionPolicy, TimeToEventPolicy
 from .swimmer import decision_table, swimmer_data
 from .trial import Trial
@@ -232,7 +235,15 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
         ints["n_phase_failures"][r] = t.n_phase_fail
         ints["n_dropouts"][r] = t.n_dropout
         ints["n_decisions"][r] = dt.size
-    out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y,
+    if setup.units is None:
+        dlt = y.copy()
+    else:   # score designs: y sums units; count the DLTs of the patients in the final state
+        dlt = np.zeros((m, K), dtype=np.int64)
+        for r, t in enumerate(res):
+            for p in t.pats:
+                if p.dlt and p.status == COMPLETE:
+                    dlt[r, p.dose] += 1
+    out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,
                time_to_first_decision_days=ttfd, **ints)
     out["decision_times"] = dtimes
