@@ -336,3 +336,27 @@ def test_more_doses_than_mask_bits_reads_the_arrays():
     assert res["y"].sum() == out.dlt.sum() > 0
     plain = simulate_des_trials(build("boin", ctx), m, cart_conduct(), SEED, range(8))
     np.testing.assert_array_equal(plain["y"], res["y"])
+
+
+def test_an_unused_conduct_onset_is_noted():
+    """conduct.dlt_onset only times types without onset_days: with a law for every type the
+    run says it is not used (a RunNote, printed as a note by the command line)."""
+    import warnings
+
+    import yaml
+
+    import escalation_sim as es
+    from escalation_sim.run import RunNote
+    from pathlib import Path
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "scenarios" /
+                          "cart_crs_icans.yaml").read_text())
+    raw["designs"] = [{"type": "boin"}]
+    for onset, noted in ((None, False), ({"mean": 7, "sd": 3}, True)):
+        if onset is not None:
+            raw["conduct"]["dlt_onset"] = onset
+        sc = es.load_scenario_text(yaml.safe_dump(raw), "c.yaml")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            es.simulate(sc, n_trials=5, seed=1, n_jobs=1)
+        notes = [str(w.message) for w in caught if issubclass(w.category, RunNote)]
+        assert any("conduct.dlt_onset is not used" in x for x in notes) is noted

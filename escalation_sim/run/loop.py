@@ -214,6 +214,12 @@ def truth_notes(plan: RunPlan) -> None:
     if truth.efficacy is not None:
         warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
                       stacklevel=3)
+    conduct = sc.model.conduct
+    if (truth.graded and plan.engine == "des" and conduct is not None
+            and "dlt_onset" in conduct.model_fields_set
+            and all(t.onset_days is not None for t in truth.toxicities)):
+        warnings.warn(RunNote(f"{sc.source}: conduct.dlt_onset is not used: every type of "
+                              f"truth.toxicities has its own onset_days"), stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------
