@@ -68,6 +68,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
+import numpy as np
+
 from pydantic import Field, field_validator, model_validator
 
 from ..types import Decision, StopReason, TrialState
@@ -255,6 +257,16 @@ class BLRM(Design):
                 return d
         ok = self._ewoc_ok(fit)
         return self._best(fit, [d for d in range(self.n_doses) if state.n[d] > 0 and ok[d]])
+
+    def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
+        """Posterior quantiles of p_d on the quadrature grid, with the posterior means."""
+        from .intervals import grid_intervals
+        from .quadrature2d import log_posterior
+        g = logistic_grid(self.log_dose_ratio, self.prior, self.target_interval)
+        ld = log_posterior(g, tuple(state.n), tuple(state.y))
+        w = g.rows[0] * np.exp(ld - ld.max())
+        return grid_intervals(np.exp(g.log_p), w, self.fit(state).p_mean, level,
+                              "posterior quantiles of p on the quadrature grid")
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         fit = self.fit(state)
