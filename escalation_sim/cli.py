@@ -586,6 +586,138 @@ def cmd_paths(args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- replay (issue 15)
+def _replay_designs(args):
+    """``[(name, design)]``, dose labels, DLT window: from --scenario FILE (its truth is
+    optional; --design NAME picks designs) or --design TYPE --target --n-doses."""
+    if args.scenario:
+        given = [f for f in _FREE_FLAGS if getattr(args, f, None) not in (None, [])]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(f"{flags}: describe the designs in {args.scenario} (these "
+                             "options are for use without --scenario)")
+        sc = load_scenario(args.scenario, require_truth=False)
+        try:
+            items = [sc.design(n) for n in args.design] if args.design else list(sc.designs)
+        except KeyError as exc:
+            raise UsageError(exc.args[0])
+        window = args.window if args.window is not None else sc.dlt_window_days
+        return [(it.name, it.design) for it in items], sc.dose_labels, window
+    if not args.design or len(args.design) != 1:
+        raise UsageError("give --scenario FILE, or one design as --design TYPE --target T "
+                         f"--n-doses K (got --design {args.design})")
+    ns = argparse.Namespace(**vars(args))
+    ns.file, ns.design, ns.window = None, args.design[0], None
+    rd = _real_data(ns)
+    window = args.window
+    if window is None:
+        window = 28.0
+        print(f"escalation-sim replay: note: --window not given: a {window:g}-day DLT window",
+              file=sys.stderr)
+    return [(rd.name, rd.design)], rd.labels, window
+
+
+def _replay_text(res) -> str:
+    lines = [f"replay of {res.source}: {len(res.patients)} patients in {len(res.cohorts)} "
+             f"cohorts; data cut-off {res.as_of}; {res.window_days:g}-day DLT window",
+             "trial: " + ", ".join(
+                 f"{res.dose_labels[p['dose_assigned'] - 1]} x{n}" for p, n in
+                 ((next(q for q in res.patients if q['patient'] == c[0]), len(c))
+                  for c in res.cohorts))]
+    by_design: dict = {}
+    for r in res.rows:
+        by_design.setdefault(r["design"], []).append(r)
+    for name, rows in by_design.items():
+        lines += ["", f"{name}:",
+                  f"  {'#':>3}  {'date':<10}  {'n':>3}  {'DLT/n per dose':<22}{'pend':>5}  "
+                  f"{'design':<16}{'trial':<12}flag"]
+        for r in rows:
+            design = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
+            trial = r["trial_action"] + (f" x{r['trial_cohort_size']}"
+                                         if r["trial_cohort_size"] and r["trial_new_cohort"]
+                                         else "")
+            flag = ("DEVIATION: " + r["deviation_detail"]) if r["deviation"] else ""
+            lines.append(f"  {r['point']:>3}  {r['date']:<10}  {r['after_patients']:>3}  "
+                         f"{r['data']:<22}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
+        last = rows[-1]
+        m = last["mtd_if_stopped_now"]
+        n_dev = sum(1 for r in rows if r["deviation"])
+        lines.append(f"  at the cut-off: {last['recommendation']} ({last['reason']}); MTD if "
+                     f"the trial stopped now: "
+                     f"{'none' if m is None else f'dose {m} ({res.dose_labels[m - 1]})'}; "
+                     f"{n_dev} deviation{'s' if n_dev != 1 else ''}")
+    return "\n".join(lines)
+
+
+def _replay_files(res) -> dict:
+    """Every output file's bytes, built before anything is written."""
+    import io
+    import pandas as pd
+    from .plotting import plot_swimmer
+    files = {}
+    files["replay.csv"] = pd.DataFrame(res.rows).to_csv(index=False).encode()
+    files["patients.csv"] = pd.DataFrame(res.patients).to_csv(index=False).encode()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = pd.DataFrame(res.patients)
+    t0 = pd.Timestamp(res.patients[0]["enrolled"])
+    cuts = []
+    for c in res.cohorts[1:]:
+        first = next(q for q in res.patients if q["patient"] == c[0])
+        cuts.append(((pd.Timestamp(first["enrolled"]) - t0).days,
+                     f"{res.dose_labels[first['dose_assigned'] - 1]}"))
+    ax = plot_swimmer(pts, decisions=cuts, dose_labels=res.dose_labels,
+                      title=f"{res.source} (real trial, cut-off {res.as_of})")
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    files["swimmer.png"] = buf.getvalue()
+    return files
+
+
+def cmd_replay(args) -> int:
+    import datetime as dt
+    from .inputs.patient_log import PatientLogError, read_patient_log
+    from .run.replay import replay_log
+    designs, labels, window = _replay_designs(args)
+    if not window > 0:
+        raise UsageError(f"--window must be > 0 days (got {window})")
+    as_of = None
+    if args.as_of is not None:
+        try:
+            if len(args.as_of) != 10:
+                raise ValueError
+            as_of = dt.date.fromisoformat(args.as_of)
+        except ValueError:
+            raise UsageError(f"--as-of: expected a date YYYY-MM-DD (got {args.as_of!r})")
+    _check_out_dir(args.out)
+    try:
+        log = read_patient_log(args.log, len(labels), window, as_of)
+    except PatientLogError as exc:
+        for line in exc.problems:
+            print(printable(line), file=sys.stderr)
+        return 2
+    res = replay_log(log, designs, window, labels, as_of, _level(args))
+    files = _replay_files(res) if args.out else {}
+    if args.out:
+        from pathlib import Path
+        from .results.files import atomic_write_bytes
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            atomic_write_bytes(Path(args.out) / name, data)
+    if args.json:
+        print(json.dumps({"source": res.source, "as_of": res.as_of.isoformat(),
+                          "window_days": res.window_days, "dose_labels": res.dose_labels,
+                          "cohorts": res.cohorts, "rows": res.rows,
+                          "patients": res.patients}, default=str, indent=2))
+    else:
+        print(_replay_text(res))
+        if args.out:
+            print(f"\nwritten to {args.out}/: {', '.join(files)}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
     from .api import simulate
@@ -755,6 +887,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["text", "json", "csv", "dot"],
                    help="output format (default text; --json = --format json)")
     s.set_defaults(func=cmd_paths)
+
+    s = sub.add_parser("replay", help="replay a real trial's patient log: every design's "
+                                          "recommendation at each decision point")
+    s.add_argument("log", metavar="LOG.csv", help="patient log (see the README)")
+    s.add_argument("--scenario", metavar="FILE", help="scenario file with the designs (its "
+                                                      "truth is optional)")
+    s.add_argument("--design", action="append", metavar="NAME|TYPE",
+                   help="a design of --scenario (repeatable); without it a design type")
+    s.add_argument("--target", type=float, help="target DLT rate (without --scenario)")
+    s.add_argument("--n-doses", type=int, help="number of doses (without --scenario)")
+    s.add_argument("--cohort-size", type=int, help="cohort size (without --scenario)")
+    s.add_argument("--max-n", type=int, help="sample-size cap (without --scenario)")
+    s.add_argument("--start-dose", type=int, help="1-based start dose (without --scenario)")
+    s.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="a design option (without --scenario)")
+    s.add_argument("--window", type=float, metavar="DAYS",
+                   help="DLT window in days (default: the scenario's, else 28)")
+    s.add_argument("--as-of", metavar="YYYY-MM-DD",
+                   help="data cut-off (default: the latest date in the log)")
+    s.add_argument("--level", type=float, metavar="L",
+                   help="credible-interval level (default 0.95)")
+    s.add_argument("--out", metavar="DIR",
+                   help="write replay.csv, patients.csv and swimmer.png here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("report", help="self-contained HTML report")
     s.add_argument("file", metavar="FILE")
