@@ -260,13 +260,12 @@ class BLRM(Design):
 
     def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
         """Posterior quantiles of p_d on the quadrature grid, with the posterior means."""
-        from .intervals import grid_intervals
+        from .intervals import grid_cdf_intervals
         from .quadrature2d import log_posterior
         g = logistic_grid(self.log_dose_ratio, self.prior, self.target_interval)
         ld = log_posterior(g, tuple(state.n), tuple(state.y))
-        w = g.rows[0] * np.exp(ld - ld.max())
-        return grid_intervals(np.exp(g.log_p), w, self.fit(state).p_mean, level,
-                              "posterior quantiles of p on the quadrature grid")
+        return grid_cdf_intervals(g, ld, self.fit(state).p_mean, level,
+                                  "posterior quantiles of p (quadrature)")
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         fit = self.fit(state)

@@ -456,7 +456,7 @@ class CRM(Design):
         """One-parameter models as dfcrm's ``crm()`` (beta's posterior mean +- z sd through
         the model); ``logistic2``: posterior quantiles of p_d on the quadrature grid
         (:mod:`escalation_sim.designs.intervals`)."""
-        from .intervals import grid_intervals, normal_beta_intervals
+        from .intervals import grid_cdf_intervals, normal_beta_intervals
         fit = self.fit(state)
         if self.model == "logistic2":
             prior = Prior2D(float(self.intcpt), 0.0, math.sqrt(self.intcpt_var),
@@ -464,9 +464,8 @@ class CRM(Design):
             g = logistic_grid(logistic2_labels(self.skeleton, self.intcpt), prior,
                               (float(self.target),))
             ld = log_posterior(g, tuple(state.n), tuple(state.y))
-            w = g.rows[0] * np.exp(ld - ld.max())
-            return grid_intervals(np.exp(g.log_p), w, self.p_hat(fit), level,
-                                  "posterior quantiles of p on the quadrature grid")
+            return grid_cdf_intervals(g, ld, self.p_hat(fit), level,
+                                      "posterior quantiles of p (quadrature)")
         g = _grid(self.skeleton, self.model, float(self.intcpt), float(self.prior_var),
                   float(self.target))
         lw = self.posterior_log_weights(state)

@@ -552,7 +552,7 @@ def load_scenario(path: Union[str, Path], require_truth: bool = True) -> Scenari
         doses = raw.get("doses")
         k = len(doses) if isinstance(doses, list) and doses else 1
         # a stand-in that validates and that nothing reads (has_truth=False guards it)
-        sc = _scenario_from_raw(dict(raw, truth={"p_dlt": [0.0] * k}), source)
+        sc = _scenario_from_raw(dict(raw, truth={"p_dlt": [0.5] * k}), source)
         sc.raw = raw
         sc.has_truth = False
         return sc
