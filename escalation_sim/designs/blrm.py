@@ -68,8 +68,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, List, Literal, Optional, Tuple
 
-import numpy as np
-
 from pydantic import Field, field_validator, model_validator
 
 from ..types import Decision, StopReason, TrialState
