@@ -17,6 +17,10 @@ Columns (header row required, any order; names case-insensitive):
 ``cohort``         cohort label (optional; default: consecutive patients at one dose form
                    a cohort)
 
+With a data cut-off (``as_of``) the log is read as it was known that day: later
+enrollments are left out and later infusions, DLTs and ends of follow-up have not happened
+yet (every row is still checked in full).
+
 Every problem is reported as ``FILE:LINE: column: message (got VALUE)``; all problems are
 collected before anything is raised (:class:`PatientLogError`).
 """
@@ -218,18 +222,21 @@ def parse_patient_log(text: str, source: str, n_doses: int, window_days: float,
             err("end_date", f"follow-up ended on day {(end - infused).days} of the "
                             f"{window_days:g}-day window without a DLT: mark dropout yes or "
                             "correct the date", v["end_date"])
-        if as_of is not None:
-            for col, d in (("enrolled", enrolled), ("infused", infused), ("dlt_date", dlt),
-                           ("end_date", end)):
-                if d and d > as_of:
-                    err(col, f"after the data cut-off {as_of}", v[col])
         if len(problems) > bad:
             continue
+        if as_of is not None:  # the log as known on the cut-off day
+            if enrolled > as_of:
+                continue
+            infused = infused if infused and infused <= as_of else None
+            dlt = dlt if dlt and dlt <= as_of else None
+            if end and end > as_of:
+                end, dropout = None, False
         out.append(PatientRecord(pid, lineno, dose, received or dose, enrolled, infused, dlt,
                                  end, dropout, v.get("cohort") or None))
     if problems:
         raise PatientLogError(problems)
     if not out:
-        raise PatientLogError([f"{source}: no patients (only a header)"])
+        raise PatientLogError([f"{source}: no patients" + (
+            f" enrolled by the data cut-off {as_of}" if as_of else " (only a header)")])
     out.sort(key=lambda p: p.enrolled)  # stable: same-day patients keep the file order
     return PatientLog(source, tuple(out), tuple(comments))
