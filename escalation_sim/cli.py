@@ -464,7 +464,7 @@ def _table_spec(entry, options: dict, option_flags: dict):
         raise UsageError("\n".join(problems))
 
 
-def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int:
+def _print_table(args, type_name: str, options: dict, option_flags: dict, spec=None) -> int:
     """Build the table request, ask the design's registry entry for its table, print it."""
     from .designs.registry import get_entry
     from .designs.tables import TableInputError, TableRequest
@@ -479,7 +479,9 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
         entry = get_entry(type_name)
     except KeyError as exc:
         raise UsageError(f"--design: {exc.args[0]} (got {type_name!r})")
-    request = TableRequest(spec=_table_spec(entry, options, option_flags), target=args.target,
+    if spec is None:
+        spec = _table_spec(entry, options, option_flags)
+    request = TableRequest(spec=spec, target=args.target,
                            max_n=args.max_n, cohort_size=args.cohort_size,
                            n_doses=getattr(args, "n_doses", None),
                            outcomes=getattr(args, "outcomes", None))
@@ -488,7 +490,10 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
     except TableInputError as exc:
         where = "" if exc.field is None else f"{_flag(exc.field, option_flags)}: "
         raise UsageError(f"{where}{exc}")
+    implied = getattr(args, "implied_fields", ())  # set from a scenario file, not by the user
     for field, note in table.notes:
+        if field in implied:
+            continue
         print(f"escalation-sim {args.command}: note: {_flag(field, option_flags)}: {note}",
               file=sys.stderr)
     if args.json:
@@ -499,7 +504,28 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
 
 
 def cmd_table(args) -> int:
+    if getattr(args, "file", None):
+        return _table_from_file(args)
+    if args.design is None:
+        raise UsageError("give --design TYPE, or a scenario FILE (and --design NAME)")
     return _print_table(args, args.design, _parse_options(args.option), {})
+
+
+def _table_from_file(args) -> int:
+    """``table FILE [--design NAME]``: the table of a scenario's design, with the file's
+    target, doses, cohort size and sample size (its truth is optional)."""
+    given = [f for f in ("target", "max_n", "cohort_size", "n_doses", "option")
+             if getattr(args, f, None) not in (None, [])]
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise UsageError(f"{flags}: the design's settings come from {args.file} (these "
+                         "options are for use without a scenario file)")
+    sc, item = _design_for(args)
+    trial = sc.model.trial
+    args.target, args.max_n = sc.model.target, trial.max_n
+    args.cohort_size, args.n_doses = trial.cohort_size, sc.n_doses
+    args.implied_fields = ("target", "max_n", "cohort_size", "n_doses")
+    return _print_table(args, item.type, {}, {}, spec=item.spec)
 
 
 #: the boundaries command's own flags for BOIN options
@@ -852,8 +878,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_select_mtd)
 
     s = sub.add_parser("table", help="print a design's decision table")
-    s.add_argument("--design", required=True, metavar="TYPE",
-                   help="design type, e.g. boin, 3+3, crm, tite-boin")
+    s.add_argument("file", metavar="FILE", nargs="?",
+                   help="scenario file (optional; its truth is optional): the table of its "
+                        "design --design NAME with its settings")
+    s.add_argument("--design", metavar="TYPE|NAME",
+                   help="design type, e.g. boin, 3+3, crm, tite-boin; with FILE a design name")
     s.add_argument("--target", type=float, help="target DLT rate")
     s.add_argument("--max-n", type=int, help="maximum sample size (default 30)")
     s.add_argument("--cohort-size", type=int, help="cohort size (default 1; 3+3: 3)")

@@ -298,3 +298,16 @@ def test_paths_command_with_truth_formats(cli, tmp_path):
     assert r.returncode == 2 and "--truth: 3 comma-separated probabilities" in r.stderr
     r = cli("paths", f, "--design", "boin", "--cohorts", 2, "--cohort-sizes", "3,1")
     assert r.returncode == 2 and "give one" in r.stderr
+
+
+def test_table_from_a_scenario_file(cli, tmp_path):
+    # the file's design with its settings is the table of the same design from flags
+    f = tmp_path / "s.yaml"
+    f.write_text(NO_TRUTH)
+    a = cli("table", f, "--design", "boin", "--json")
+    b = cli("table", "--design", "boin", "--target", 0.25, "--max-n", 24, "--cohort-size", 3,
+            "--json")
+    assert a.returncode == b.returncode == 0, a.stderr + b.stderr
+    assert json.loads(a.stdout) == json.loads(b.stdout) and a.stderr == ""
+    r = cli("table", f, "--design", "boin", "--target", 0.3)
+    assert r.returncode == 2 and "--target: the design's settings come from" in r.stderr
