@@ -751,6 +751,7 @@ def cmd_report(args) -> int:
     _check_run_options(args)
     sc = load_scenario(args.file)
     check_output_file(args.output)
+    replayed = _report_replay(args, sc)
     n = args.n_trials or sc.model.simulation.n_trials
     upd, bar = _progress(args, n, f"{sc.name}")
     try:
@@ -760,9 +761,25 @@ def cmd_report(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    path = write_report(res, args.output)
+    path = write_report(res, args.output, replay=replayed)
     print(f"report written to {path}")
     return 0
+
+
+def _report_replay(args, sc):
+    """``report --replay LOG``: the log replayed with the scenario's designs (checked before
+    the simulation starts; bad rows end the command with exit 2, nothing written)."""
+    if not getattr(args, "replay", None):
+        return None
+    from .inputs.patient_log import PatientLogError, read_patient_log
+    from .run.replay import replay_log
+    items = [sc.design(n) for n in args.design] if args.design else list(sc.designs)
+    try:
+        log = read_patient_log(args.replay, sc.n_doses, sc.dlt_window_days)
+    except PatientLogError as exc:
+        raise UsageError("\n".join(f"--replay: {p}" for p in exc.problems))
+    return replay_log(log, [(it.name, it.design) for it in items], sc.dlt_window_days,
+                      sc.dose_labels)
 
 
 def cmd_study(args) -> int:
@@ -951,6 +968,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-trials", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--n-jobs", type=int)
+    s.add_argument("--replay", metavar="LOG.csv",
+                   help="add a section replaying this patient log with the scenario's "
+                        "designs (see the replay command)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")

@@ -168,3 +168,21 @@ def test_replay_command_outputs(tmp_path, cli, root):
     assert last["pending_at_decision"] == 2
     r = cli("replay", root / SEED_LOG, "--scenario", root / SEED_SC, "--as-of", "2020-01-01")
     assert r.returncode == 2 and "no patients enrolled by the data cut-off" in r.stderr
+
+
+def test_report_section(root, tmp_path, cli):
+    from escalation_sim.report import SECTION_IDS, render_report
+    res = es.exact_oc("boin", root / SEED_SC)
+    rp = es.replay(root / SEED_LOG, "boin", scenario=root / SEED_SC)
+    page = render_report(res, replay=rp)
+    assert '<section id="real-trial-replay">' in page and 'href="#real-trial-replay"' in page
+    assert "swimmer plot of the real trial" in page
+    assert "real-trial-replay" not in render_report(res)
+    assert "real-trial-replay" not in SECTION_IDS  # the sections every report has
+    f = tmp_path / "bad.csv"
+    f.write_text(BAD)
+    out = tmp_path / "r.html"
+    r = cli("report", root / SEED_SC, "--design", "boin", "--replay", f, "-o", out,
+            "--n-trials", 10, "--no-logistics")
+    assert r.returncode == 2 and f"--replay: {f}:3: dose: unknown dose" in r.stderr
+    assert not out.exists()
