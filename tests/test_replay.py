@@ -186,3 +186,16 @@ def test_report_section(root, tmp_path, cli):
             "--n-trials", 10, "--no-logistics")
     assert r.returncode == 2 and f"--replay: {f}:3: dose: unknown dose" in r.stderr
     assert not out.exists()
+
+
+def test_readme_shows_the_seed_replay_as_printed(root, cli, monkeypatch):
+    # the README's replay of the seed trial is the command's output, verbatim
+    monkeypatch.chdir(root)
+    cmd = "$ escalation-sim replay scenarios/relma_cel_sle_log.csv --scenario " \
+          "scenarios/relma_cel_sle.yaml\n"
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    shown = readme.split(cmd, 1)[1].split("```", 1)[0]
+    r = cli("replay", SEED_LOG, "--scenario", SEED_SC)
+    assert r.returncode == 0, r.stderr
+    assert [x.rstrip() for x in shown.strip("\n").splitlines()] == \
+        [x.rstrip() for x in r.stdout.strip("\n").splitlines()]
