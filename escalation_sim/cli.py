@@ -322,9 +322,7 @@ def _level(args) -> float:
 def cmd_next_dose(args) -> int:
     from .run.realdata import recommend
     rd = _real_data(args)
-    if rd.design.time_to_event and not getattr(args, "pending", None):
-        pass  # complete data: a time-to-event design decides as its complete-data parent
-    state = _real_state(rd, args)
+    state = _real_state(rd, args)  # a time-to-event design without pending: complete data
     rec = recommend(rd.design, state, rd.name, _level(args))
     labels = rd.labels
     if args.json:
@@ -359,6 +357,9 @@ def cmd_select_mtd(args) -> int:
     from .run.realdata import as_state
     from .run.realdata import select_mtd as _select
     rd = _real_data(args)
+    if args.pending or args.window is not None:
+        raise UsageError("--pending / --window: the MTD is selected on complete data; give "
+                         "the final outcomes with --outcomes or --n and --dlt")
     if args.outcomes is not None:
         if args.n is not None or args.dlt is not None:
             raise UsageError("give either --outcomes or --n and --dlt, not both")
@@ -545,6 +546,9 @@ def cmd_paths(args) -> int:
     if rd.design.time_to_event:
         raise UsageError(f"design {rd.name!r} is time-to-event; dose paths need a time-free "
                          "design")
+    if args.level is not None:
+        raise UsageError(f"--level: paths show decisions, not estimates (got {args.level:g}); "
+                         "next-dose and select-mtd print credible intervals")
     args.cohorts_given = args.cohorts is not None
     if args.cohorts is None:
         args.cohorts = 2

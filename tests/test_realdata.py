@@ -311,3 +311,13 @@ def test_table_from_a_scenario_file(cli, tmp_path):
     assert json.loads(a.stdout) == json.loads(b.stdout) and a.stderr == ""
     r = cli("table", f, "--design", "boin", "--target", 0.3)
     assert r.returncode == 2 and "--target: the design's settings come from" in r.stderr
+
+
+def test_options_a_command_does_not_use_are_errors(cli):
+    base = ("--design", "boin", "--target", 0.25, "--n-doses", 4)
+    r = cli("select-mtd", *base, "--n", "3,3,0,0", "--dlt", "0,0,0,0", "--pending", "2:3")
+    assert r.returncode == 2 and "selected on complete data" in r.stderr
+    r = cli("paths", *base, "--level", 0.9)
+    assert r.returncode == 2 and "--level: paths show decisions" in r.stderr
+    r = cli("next-dose", *base, "--outcomes", "1NNN", "--window", 28)
+    assert r.returncode == 2 and "--window is used only with --pending" in r.stderr
