@@ -650,6 +650,8 @@ def _replay_designs(args):
 def _replay_text(res) -> str:
     lines = [f"replay of {res.source}: {len(res.patients)} patients in {len(res.cohorts)} "
              f"cohorts; data cut-off {res.as_of}; {res.window_days:g}-day DLT window",
+             "time-to-event designs: '(slot)' = the patient filled a cohort the design had "
+             "opened (no new decision)",
              "trial: " + ", ".join(
                  f"{res.dose_labels[p['dose_assigned'] - 1]} x{n}" for p, n in
                  ((next(q for q in res.patients if q['patient'] == c[0]), len(c))
@@ -663,6 +665,8 @@ def _replay_text(res) -> str:
                   f"{'design':<16}{'trial':<12}flag"]
         for r in rows:
             design = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
+            if not r.get("asked", True):
+                design += " (slot)"
             trial = r["trial_action"] + (f" x{r['trial_cohort_size']}"
                                          if r["trial_cohort_size"] and r["trial_new_cohort"]
                                          else "")

@@ -51,14 +51,21 @@ def test_seed_replay_classic_designs(seed):
     assert all(r["pending_at_decision"] == 0 for r in boin)
 
 
-def test_seed_replay_time_to_event_designs(seed):
-    # at each enrollment: one decision per patient (8) plus the cut-off
+def test_seed_replay_time_to_event_designs(seed, root):
+    # a row per enrollment (8) plus the cut-off; as in the calendar engine, a decision for a
+    # cohort of 3 opens 3 slots that the next patients at that dose fill without a new
+    # decision: P02, P03 (DL1), P05 (DL2) and P07 (DL3) filled slots
     tb = _rows(seed, "tite-boin")
     assert len(tb) == 9 and [r["after_patients"] for r in tb] == list(range(9))
-    # P02 enrolled 2023-04-25 while P01 (infused 2023-05-04) was pending: 1 of 1 patients
-    # pending > 1/2 -> TITE-BOIN suspends accrual (Yuan et al. 2018, max pending fraction)
-    assert tb[1]["recommendation"] == "suspend" and tb[1]["deviation"]
-    assert tb[1]["pending"] == 1
+    assert [r["asked"] for r in tb] == [True, False, False, True, False, True, False, True,
+                                        True]
+    assert not any(r["deviation"] for r in tb)
+    # with cohorts of 1 each enrollment is a decision: P02 enrolled 2023-04-25 while P01
+    # (infused 2023-05-04) was pending: 1 of 1 patients pending > 1/2 -> TITE-BOIN suspends
+    # accrual (Yuan et al. 2018, Clin Cancer Res 24:4921, pending-patient rule)
+    one = es.replay(root / SEED_LOG, "tite-boin", target=0.25, n_doses=4, window_days=28)
+    assert one.rows[1]["recommendation"] == "suspend" and one.rows[1]["deviation"]
+    assert one.rows[1]["pending"] == 1 and one.rows[1]["asked"]
 
 
 def test_patient_status_followup_fraction():
@@ -199,3 +206,23 @@ def test_readme_shows_the_seed_replay_as_printed(root, cli, monkeypatch):
     assert r.returncode == 0, r.stderr
     assert [x.rstrip() for x in shown.strip("\n").splitlines()] == \
         [x.rstrip() for x in r.stdout.strip("\n").splitlines()]
+
+
+def test_dropout_and_dose_received(tmp_path):
+    # a drop-out without a DLT is not evaluable (left out); a patient is analysed at the dose
+    # received; the explicit cohort column groups patients
+    f = tmp_path / "log.csv"
+    f.write_text("id,dose,dose_received,enrolled,infused,dlt_date,end_date,dropout,cohort\n"
+                 "A,1,,2023-01-01,2023-01-02,,2023-01-10,yes,c1\n"
+                 "B,1,,2023-01-01,2023-01-02,,,,c1\n"
+                 "C,1,,2023-01-01,2023-01-02,2023-01-20,,,c1\n"
+                 "D,2,1,2023-03-01,2023-03-02,,,,c2\n")
+    res = es.replay(f, "3+3", target=0.25, n_doses=3, window_days=28,
+                    as_of=dt.date(2023, 6, 1))
+    assert res.cohorts == [["A", "B", "C"], ["D"]]
+    # before cohort 2: B (0) and C (DLT) evaluable at dose 1, A dropped out: 1/2
+    assert res.rows[1]["data"] == "1/2 0/0 0/0"
+    # D was assigned dose 2 but received dose 1: counted at dose 1; the trial's action is
+    # the dose assigned
+    assert res.rows[1]["trial_dose"] == 2
+    assert res.rows[2]["data"] == "1/3 0/0 0/0"

@@ -11,9 +11,12 @@ Decision points (the log is read by :mod:`escalation_sim.inputs.patient_log`):
   was in fact still open on the day the next cohort started.  Patients who dropped out
   without a DLT are not evaluable and are left out; patients still followed at the cut-off
   are left out of the classic designs' data.
-* **Time-to-event designs** (TITE-CRM, TITE-BOIN): at each enrollment, on the data of that
-  day (DLTs with onset up to that day; patients whose window is over; the others pending
-  with their follow-up fraction, not yet infused = 0), and at the data cut-off.
+* **Time-to-event designs** (TITE-CRM, TITE-BOIN): a row at each enrollment and at the
+  data cut-off, run as the calendar engine runs them: a decision to treat c patients at a
+  dose opens c slots that the next patients enrolled at that dose fill without a new
+  decision (``asked`` False); when no slot at the patient's dose is free the design is asked
+  on the data of that day (DLTs with onset up to that day; patients whose window is over;
+  the others pending with their follow-up fraction, not yet infused = 0).
 
 Doses are analysed as received (``dose_received``), and the trial's action is the dose
 assigned.  A deviation is flagged when the trial enrolled at another dose than the design
@@ -118,11 +121,14 @@ def _compare(rec, dose: Optional[int]) -> Tuple[bool, str]:
 
 def _row(name, point, day, after, rec, design, complete_state, trial_dose, trial_n,
          pending_at_decision, new_cohort=True) -> Dict[str, Any]:
+    """One row of the tidy table (``asked``: the design was asked here; classic designs
+    always are, time-to-event designs not while filling a cohort's slots)."""
     dev, why = _compare(rec, trial_dose)
     m = design.select_mtd(complete_state) if complete_state.total_n else None
     iv = rec.intervals
     return {
         "design": name, "point": point, "date": day.isoformat(), "after_patients": after,
+        "asked": True,
         "data": _counts_row(TrialState(tuple(rec.n), tuple(rec.dlt))),
         "pending": sum(rec.pending), "pending_at_decision": pending_at_decision,
         "recommendation": rec.action, "next_dose": rec.next_dose,
@@ -214,10 +220,15 @@ def _complete_state(patients, day, W, K) -> TrialState:
 
 def _replay_tite(name: str, design: Design, log: PatientLog, cohorts, as_of, W, level
                  ) -> List[Dict]:
+    """At each enrollment, as the calendar engine runs a time-to-event design: a decision
+    to treat c patients at dose d opens c slots, and the next patients enrolled at d fill
+    them without a new decision (``asked`` False); when no slot at the patient's dose is
+    free the design is asked on that day's data."""
     rows = []
     K = design.n_doses
     pts = list(log.patients)
     group_of = {p.id: i for i, c in enumerate(cohorts) for p in c}
+    slots: Optional[List[Any]] = None       # [dose, free, size, opened on]
     for j in range(len(pts) + 1):
         before = pts[:j]
         if j < len(pts):
@@ -231,8 +242,21 @@ def _replay_tite(name: str, design: Design, log: PatientLog, cohorts, as_of, W, 
         pend_then = sum(1 for p in before if patient_status(p, day, W)[0] == "pending")
         new = j < len(pts) and (not before or group_of[pts[j].id] != group_of[before[-1].id])
         size = len(cohorts[group_of[pts[j].id]]) if new else None
-        rows.append(_row(name, j, day, len(before), rec, design,
-                         _complete_state(before, day, W, K), trial_dose, size, pend_then, new))
+        row = _row(name, j, day, len(before), rec, design, _complete_state(before, day, W, K),
+                   trial_dose, size, pend_then, new)
+        if trial_dose is not None and slots and slots[1] > 0 and trial_dose == slots[0]:
+            slots[1] -= 1
+            row.update(recommendation=f"dose {slots[0]}", next_dose=slots[0], cohort_size=None,
+                       stop_reason=None, deviation=False, deviation_detail="", asked=False,
+                       reason=f"slot {slots[2] - slots[1]} of the cohort of {slots[2]} the "
+                              f"design opened on {slots[3]}")
+        else:
+            row["asked"] = True
+            slots = None
+            if trial_dose is not None and not rec.stop and not rec.suspend:
+                free = rec.cohort_size - (1 if trial_dose == rec.next_dose else 0)
+                slots = [rec.next_dose, free, rec.cohort_size, day.isoformat()]
+        rows.append(row)
     return rows
 
 
