@@ -321,3 +321,24 @@ def test_options_a_command_does_not_use_are_errors(cli):
     assert r.returncode == 2 and "--level: paths show decisions" in r.stderr
     r = cli("next-dose", *base, "--outcomes", "1NNN", "--window", 28)
     assert r.returncode == 2 and "--window is used only with --pending" in r.stderr
+
+
+def test_crm_logistic2_interval_covers_the_prior_quantiles(build_design):
+    # two-parameter CRM, no data: intercept ~ N(intcpt, intcpt_var), log slope ~ N(0,
+    # prior_var), p_d = logistic(a + exp(b) x_d) with x_d = logit(s_d) - intcpt (backward
+    # substitution at the prior means).  Monte Carlo from that prior (fixed seed):
+    # Pr(p_d < lower) = Pr(p_d > upper) = 0.025 within 4 SE
+    sk = [0.1, 0.17, 0.25, 0.35]
+    crm = build_design("crm", skeleton=sk, model="logistic2")
+    iv = crm.credible_intervals(TrialState.empty(4))
+    rng = np.random.default_rng(15)
+    N = 200_000
+    a = rng.normal(crm.intcpt, math.sqrt(crm.intcpt_var), N)
+    b = rng.normal(0.0, math.sqrt(crm.prior_var), N)
+    se = math.sqrt(0.025 * 0.975 / N)
+    for d, s in enumerate(sk):
+        x = math.log(s / (1 - s)) - crm.intcpt
+        with np.errstate(over="ignore"):
+            p = 1 / (1 + np.exp(-(a + np.exp(b) * x)))
+        assert abs((p < iv["lower"][d]).mean() - 0.025) < 4 * se + 2e-3, d
+        assert abs((p > iv["upper"][d]).mean() - 0.025) < 4 * se + 2e-3, d

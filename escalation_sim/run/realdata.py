@@ -161,9 +161,9 @@ def _pending_counts(state: TrialState) -> List[int]:
 
 
 def recommend(design: Design, state: TrialState, name: Optional[str] = None,
-              level: float = 0.95) -> Recommendation:
+              level: float = 0.95, intervals: bool = True) -> Recommendation:
     """The design's next step on ``state`` with its estimates and ``level`` credible
-    intervals (1-based doses).  A time-free design given pending patients is refused."""
+    intervals (1-based doses; ``intervals=False`` skips them).  A time-free design given pending patients is refused."""
     pend = _pending_counts(state)
     if any(pend) and not design.time_to_event:
         raise ValueError(f"design {name or getattr(design, 'name', '')!r} is not "
@@ -181,7 +181,8 @@ def recommend(design: Design, state: TrialState, name: Optional[str] = None,
         stop_reason=dec.stop_reason.value if dec.stop_reason else None, mtd=mtd,
         n=list(state.n), dlt=list(state.y), pending=pend,
         suspend=(not dec.stop and dec.cohort_size == 0),
-        estimates=design.estimates(state), intervals=design.credible_intervals(state, level))
+        estimates=design.estimates(state),
+        intervals=design.credible_intervals(state, level) if intervals else None)
 
 
 def select_mtd(design: Design, state: TrialState, name: Optional[str] = None,

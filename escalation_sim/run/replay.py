@@ -18,6 +18,9 @@ Decision points (the log is read by :mod:`escalation_sim.inputs.patient_log`):
   on the data of that day (DLTs with onset up to that day; patients whose window is over;
   the others pending with their follow-up fraction, not yet infused = 0).
 
+The estimates and credible intervals (``estimates``, ``ci_lower``, ``ci_upper``) are those
+of the last row, at the data cut-off.
+
 Doses are analysed as received (``dose_received``), and the trial's action is the dose
 assigned.  A deviation is flagged when the trial enrolled at another dose than the design
 recommended, or enrolled although the design would have stopped or suspended accrual.
@@ -173,7 +176,7 @@ def _replay_classic(name: str, design: Design, cohorts, as_of, W, level) -> List
         else:
             day, trial_dose, trial_n = as_of, None, None
         pend_then = sum(1 for p in done if patient_status(p, day, W)[0] == "pending")
-        rec = recommend(design, state, name, level)
+        rec = recommend(design, state, name, level, intervals=k == len(cohorts))
         rows.append(_row(name, k, day, len(done), rec, design, state, trial_dose, trial_n,
                          pend_then))
         if k < len(cohorts):
@@ -238,7 +241,7 @@ def _replay_tite(name: str, design: Design, log: PatientLog, cohorts, as_of, W, 
         latest = ([p for p in before if group_of[p.id] == group_of[before[-1].id]]
                   if before else [])
         state = _tite_state(before, day, W, K, latest)
-        rec = recommend(design, state, name, level)
+        rec = recommend(design, state, name, level, intervals=j == len(pts))
         pend_then = sum(1 for p in before if patient_status(p, day, W)[0] == "pending")
         new = j < len(pts) and (not before or group_of[pts[j].id] != group_of[before[-1].id])
         size = len(cohorts[group_of[pts[j].id]]) if new else None
