@@ -251,8 +251,8 @@ def _real_state(rd: _RealData, args):
     from .outcomes import OutcomeStringError
     from .run.realdata import parse_pending, trial_state
     text = getattr(args, "pending", None)
-    if getattr(args, "window", None) is not None and not args.window > 0:
-        raise UsageError(f"--window must be > 0 days (got {args.window})")
+    if getattr(args, "window", None) is not None and not 0 < args.window < float("inf"):
+        raise UsageError(f"--window must be a number of days > 0 (got {args.window})")
     try:
         pending = parse_pending(text) if text else []
     except ValueError as exc:
@@ -549,6 +549,8 @@ def cmd_paths(args) -> int:
     if args.level is not None:
         raise UsageError(f"--level: paths show decisions, not estimates (got {args.level:g}); "
                          "next-dose and select-mtd print credible intervals")
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format}: give one")
     args.cohorts_given = args.cohorts is not None
     if args.cohorts is None:
         args.cohorts = 2
@@ -594,8 +596,6 @@ def cmd_paths(args) -> int:
     state = _real_state(rd, args)
     tree = dose_paths(rd.design, state, args.cohorts, truth=truth, cohort_sizes=sizes)
     fmt = "json" if args.json else (args.format or "text")
-    if args.json and args.format not in (None, "json"):
-        raise UsageError(f"--json and --format {args.format}: give one")
     prefix = args.outcomes or ""
     if fmt == "json":
         doc = tree if truth is None else {
@@ -715,8 +715,8 @@ def cmd_replay(args) -> int:
     from .inputs.patient_log import PatientLogError, read_patient_log
     from .run.replay import replay_log
     designs, labels, window = _replay_designs(args)
-    if not window > 0:
-        raise UsageError(f"--window must be > 0 days (got {window})")
+    if not 0 < window < float("inf"):
+        raise UsageError(f"--window must be a number of days > 0 (got {window})")
     as_of = None
     if args.as_of is not None:
         try:
