@@ -680,7 +680,7 @@ def _replay_text(res) -> str:
                      f"the trial stopped now: "
                      f"{'none' if m is None else f'dose {m} ({res.dose_labels[m - 1]})'}; "
                      f"{n_dev} deviation{'s' if n_dev != 1 else ''}")
-    return "\n".join(lines)
+    return "\n".join(x.rstrip() for x in lines)
 
 
 def _replay_files(res) -> dict:
