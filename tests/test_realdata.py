@@ -342,3 +342,18 @@ def test_crm_logistic2_interval_covers_the_prior_quantiles(build_design):
             p = 1 / (1 + np.exp(-(a + np.exp(b) * x)))
         assert abs((p < iv["lower"][d]).mean() - 0.025) < 4 * se + 2e-3, d
         assert abs((p > iv["upper"][d]).mean() - 0.025) < 4 * se + 2e-3, d
+
+
+def test_python_api_real_data(root):
+    import escalation_sim as es
+    sc = es.load_scenario(root / "scenarios" / "relma_cel_sle.yaml")
+    # BOIN target 0.25 (lambda_d = 0.298): 1/3 at dose 2 de-escalates to dose 1
+    rec = es.next_dose("boin", "1NNN 2NTN", scenario=sc)
+    assert rec.next_dose == 1 and rec.action == "dose 1" and rec.intervals["level"] == 0.95
+    # a Design object works too, and dose paths from the API carry probabilities
+    rec2 = es.next_dose(sc.design("boin").design, "1NNN 2NTN")
+    assert rec2.next_dose == rec.next_dose
+    tree = es.dose_paths("boin", "", 1, target=0.25, n_doses=4, cohort_size=3,
+                         truth=[0.05, 0.1, 0.2, 0.3])
+    assert tree["children"][0]["probability"] == pytest.approx(0.95 ** 3, rel=1e-12)
+    assert es.select_mtd("boin", scenario=sc, n=[3, 6, 9, 6], dlt=[0, 1, 2, 3]).mtd == 3
