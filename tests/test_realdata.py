@@ -357,3 +357,18 @@ def test_python_api_real_data(root):
                          truth=[0.05, 0.1, 0.2, 0.3])
     assert tree["children"][0]["probability"] == pytest.approx(0.95 ** 3, rel=1e-12)
     assert es.select_mtd("boin", scenario=sc, n=[3, 6, 9, 6], dlt=[0, 1, 2, 3]).mtd == 3
+
+
+def test_rolling_six_pending_from_the_command_line(cli):
+    # Skolnik et al. (2008) rolling six: 6 enrolled at the dose, no DLT, 4 still pending ->
+    # accrual is held (suspend) until outcomes are in; 2 enrolled, 2 pending -> enroll at the
+    # same dose
+    base = ("next-dose", "--design", "rolling6", "--target", 0.25, "--n-doses", 4,
+            "--window", 28, "--json")
+    r = cli(*base, "--outcomes", "1NNN 2NN", "--pending", "2:7,2:20,2:3,2:1")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["suspend"] and doc["next_dose"] == 2 and doc["pending"] == [0, 4, 0, 0]
+    r = cli(*base, "--outcomes", "1NNN", "--pending", "2:7,2:20")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 0 and not doc["suspend"] and doc["next_dose"] == 2
