@@ -236,7 +236,9 @@ def _real_data(args) -> _RealData:
                      getattr(args, "window", None), None)
 
 
-def _state(sc, text: str):
+def _state(sc, text: str, design=None):
+    """The state after ``--outcomes``: N/T letters for binary designs, ``dose:grades`` for
+    score designs (gBOIN), whose ``y`` are then sums of score units."""
     from .outcomes import OutcomeStringError, state_from_outcomes
     units = (design.score_units if design is not None and design.outcome is Outcome.SCORE
              else None)
@@ -265,13 +267,15 @@ def _real_state(rd: _RealData, args):
         raise UsageError(f"--pending needs --window DAYS, the DLT window (got {text!r})")
     if args.window is not None and not pending:
         raise UsageError(f"--window is used only with --pending (got {args.window:g})")
+    score = rd.design.outcome is Outcome.SCORE
     try:
         from .outcomes import parse_outcomes
-        parse_outcomes(args.outcomes or "", rd.n_doses)
+        parse_outcomes(args.outcomes or "", rd.n_doses, graded=score)
     except (OutcomeStringError, ValueError) as exc:
         raise UsageError(f"--outcomes: {exc}")
     try:
-        return trial_state(rd.n_doses, args.outcomes or "", pending, rd.window_days)
+        return trial_state(rd.n_doses, args.outcomes or "", pending, rd.window_days,
+                           score_units=rd.design.score_units if score else None)
     except ValueError as exc:
         raise UsageError(f"--pending: {exc}")
 
@@ -290,14 +294,19 @@ def _fmt_est(est: dict) -> List[str]:
     return out
 
 
-def _fmt_intervals(rd: _RealData, n, y, pending, iv) -> List[str]:
-    """The per-dose table: data, estimate and credible interval."""
+def _fmt_intervals(rd: _RealData, n, y, pending, iv, score_sum=None) -> List[str]:
+    """The per-dose table: data, estimate and credible interval (a score design: the
+    normalized score sum in place of the DLT count)."""
     pend = any(pending)
-    head = (f"  {'dose':<12}{'n':>4}{'DLT':>5}" + (f"{'pend':>6}" if pend else "")
+    if score_sum is not None:
+        y = [f"{v:.4g}" for v in score_sum]
+    wy = 5 if score_sum is None else 8
+    head = (f"  {'dose':<12}{'n':>4}{'DLT' if score_sum is None else 'score':>{wy}}"
+            + (f"{'pend':>6}" if pend else "")
             + (f"{'estimate':>10}  {round(100 * iv['level'], 4):g}% CrI" if iv else ""))
     lines = [head]
     for d in range(rd.n_doses):
-        row = f"  {f'{d + 1} ({rd.labels[d]})':<12}{n[d]:>4}{y[d]:>5}"
+        row = f"  {f'{d + 1} ({rd.labels[d]})':<12}{n[d]:>4}{y[d]:>{wy}}"
         if pend:
             row += f"{pending[d]:>6}"
         if iv:
@@ -330,10 +339,16 @@ def cmd_next_dose(args) -> int:
                "pending_followup": getattr(args, "pending", None) or None, **rec.to_dict()}
         print(json.dumps(doc, default=str, indent=2))
         return 0
-    what = ", ".join(f"{labels[d]} {state.y[d]}/{state.n[d]}"
-                     + (f" ({rec.pending[d]} pending)" if rec.pending[d] else "")
-                     for d in range(rd.n_doses) if state.n[d])
-    print(f"{rec.design} after {args.outcomes!r}: {what or 'no patients'}")
+    if rec.score_sum is not None:
+        what = ", ".join(f"{labels[d]} {rec.score_sum[d]:.4g}/{state.n[d]}"
+                         for d in range(rd.n_doses) if state.n[d])
+        print(f"{rec.design} after {args.outcomes!r} (normalized score sum / patients): "
+              f"{what or 'no patients'}")
+    else:
+        what = ", ".join(f"{labels[d]} {state.y[d]}/{state.n[d]}"
+                         + (f" ({rec.pending[d]} pending)" if rec.pending[d] else "")
+                         for d in range(rd.n_doses) if state.n[d])
+        print(f"{rec.design} after {args.outcomes!r}: {what or 'no patients'}")
     if rec.stop:
         m = rec.mtd
         print(f"STOP ({rec.stop_reason}): {rec.reason}")
@@ -345,7 +360,8 @@ def cmd_next_dose(args) -> int:
         print(f"next: dose {rec.next_dose} ({labels[rec.next_dose - 1]}), cohort of "
               f"{rec.cohort_size} -- {rec.reason}")
     print("data and estimates:")
-    print("\n".join(_fmt_intervals(rd, rec.n, rec.dlt, rec.pending, rec.intervals)))
+    print("\n".join(_fmt_intervals(rd, rec.n, rec.dlt, rec.pending, rec.intervals,
+                                   rec.score_sum)))
     lines = _fmt_est(rec.estimates)
     if lines:
         print("design estimates:")
@@ -364,6 +380,10 @@ def cmd_select_mtd(args) -> int:
         if args.n is not None or args.dlt is not None:
             raise UsageError("give either --outcomes or --n and --dlt, not both")
         state = _real_state(rd, args)
+    elif rd.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {rd.name!r} scores graded toxicities: give --outcomes "
+                         f"with one worst grade per patient, e.g. \"1:003 2:0104\" "
+                         f"(--n/--dlt count DLTs)")
     else:
         try:
             n = [_ascii_int(x) for x in args.n.split(",")]
@@ -384,7 +404,8 @@ def cmd_select_mtd(args) -> int:
         return 0
     m = sel.mtd
     print(f"{sel.design}: MTD = " + ("none" if m is None else f"dose {m} ({rd.labels[m - 1]})"))
-    print("\n".join(_fmt_intervals(rd, sel.n, sel.dlt, [0] * rd.n_doses, sel.intervals)))
+    print("\n".join(_fmt_intervals(rd, sel.n, sel.dlt, [0] * rd.n_doses, sel.intervals,
+                                   sel.score_sum)))
     lines = _fmt_est(sel.estimates)
     if lines:
         print("design estimates:")
@@ -546,6 +567,9 @@ def cmd_paths(args) -> int:
     if rd.design.time_to_event:
         raise UsageError(f"design {rd.name!r} is time-to-event; dose paths need a time-free "
                          "design")
+    if rd.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {rd.name!r} scores graded toxicities: dose paths "
+                         "enumerate DLT counts, so they are for binary designs only")
     if args.level is not None:
         raise UsageError(f"--level: paths show decisions, not estimates (got {args.level:g}); "
                          "next-dose and select-mtd print credible intervals")
@@ -733,6 +757,11 @@ def cmd_replay(args) -> int:
             print(printable(line), file=sys.stderr)
         return 2
     res = replay_log(log, designs, window, labels, as_of, _level(args))
+    for name, why in res.skipped:
+        print(printable(f"escalation-sim replay: note: design {name!r} skipped: {why}"),
+              file=sys.stderr)
+    if not res.rows:
+        raise UsageError("no design to replay (every design was skipped)")
     files = _replay_files(res) if args.out else {}
     if args.out:
         from pathlib import Path

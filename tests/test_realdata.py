@@ -372,3 +372,23 @@ def test_rolling_six_pending_from_the_command_line(cli):
     r = cli(*base, "--outcomes", "1NNN", "--pending", "2:7,2:20")
     doc = json.loads(r.stdout)
     assert r.returncode == 0 and not doc["suspend"] and doc["next_dose"] == 2
+
+
+def test_score_design_on_real_data(cli):
+    # gBOIN scores graded toxicities: outcomes are worst grades ("1:003"), the document
+    # gives score sums instead of DLT counts, no Beta interval is claimed for scores, and
+    # the commands that count DLTs refuse it
+    base = ("--design", "gboin", "--target", 0.47, "--n-doses", 4)
+    r = cli("next-dose", *base, "--outcomes", "1:003 2:0104", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["dlt"] is None and doc["intervals"] is None
+    # the sums are per dose (untried doses 0), the patients counted from the grade digits
+    assert doc["score_sum"][2:] == [0.0, 0.0] and doc["score_sum"][1] > 0
+    assert doc["n"] == [3, 4, 0, 0]
+    r = cli("next-dose", *base, "--outcomes", "1NNN")
+    assert r.returncode == 2 and "N/T letters are for binary designs" in r.stderr
+    r = cli("paths", *base)
+    assert r.returncode == 2 and "for binary designs only" in r.stderr
+    r = cli("select-mtd", *base, "--n", "3,3,0,0", "--dlt", "0,0,0,0")
+    assert r.returncode == 2 and "scores graded toxicities" in r.stderr

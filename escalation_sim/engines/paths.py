@@ -23,6 +23,10 @@ def dose_paths(design: Design, state: TrialState, cohorts: int,
     reaching it from the root, and each child ``"p_outcome"``, the binomial chance of its
     cohort's outcome (all orders of the letters together).  ``cohort_sizes``: the size of
     each of the next cohorts (overriding the design's; ``cohorts`` is then its length)."""
+    from ..designs.base import Outcome
+    if design.outcome is not Outcome.BINARY_DLT:
+        raise ValueError(f"dose paths enumerate DLT counts: not for a design whose patients "
+                         f"contribute a {design.outcome.value}")
     if cohort_sizes is not None:
         sizes = [int(c) for c in cohort_sizes]
         if not sizes or any(c < 1 for c in sizes):

@@ -50,6 +50,8 @@ class Recommendation:
     suspend: bool = False
     estimates: Dict[str, Any] = field(default_factory=dict)
     intervals: Optional[Dict[str, Any]] = None
+    #: score designs (gBOIN): the normalized score sum per dose (``dlt`` is then None)
+    score_sum: Optional[List[float]] = None
 
     @property
     def action(self) -> str:
@@ -72,9 +74,19 @@ class MTDSelection:
     dlt: List[int]
     estimates: Dict[str, Any] = field(default_factory=dict)
     intervals: Optional[Dict[str, Any]] = None
+    score_sum: Optional[List[float]] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def _counts(design: Design, state: TrialState):
+    """``(dlt, score_sum)``: DLT counts, or for a score design None and the normalized
+    score sums (``y`` holds score units)."""
+    from ..designs.base import Outcome
+    if design.outcome is Outcome.SCORE:
+        return None, [v / design.unit_scale for v in state.y]
+    return list(state.y), None
 
 
 def build_design(type_name: str, target: float, n_doses: int,
@@ -122,12 +134,20 @@ def parse_pending(text: str) -> List[Tuple[int, float]]:
 
 def trial_state(n_doses: int, outcomes: str = "",
                 pending: Sequence[Tuple[int, float]] = (),
-                window_days: Optional[float] = None) -> TrialState:
+                window_days: Optional[float] = None,
+                score_units: Optional[Sequence[int]] = None) -> TrialState:
     """The data as a design sees it: complete cohorts from an outcome string (``"1NNN
     2NTN"``) and pending patients ``[(dose, days followed), ...]`` (1-based doses, DLT-free
     so far, followed for less than ``window_days``).  With pending patients the result is
     a :class:`~escalation_sim.designs.tite.TiteState` (its latest group: the pending
-    patients at the last listed dose); without, a ``TrialState``."""
+    patients at the last listed dose); without, a ``TrialState``.  ``score_units`` (a score
+    design's, gBOIN): ``outcomes`` holds worst grades, ``"1:003 2:0104"``."""
+    from ..outcomes import state_from_outcomes
+    if score_units is not None:
+        if pending:
+            raise ValueError("pending patients are for time-to-event designs on DLTs, not "
+                             "for score designs")
+        return state_from_outcomes(outcomes or "", n_doses, score_units)
     state = TrialState.empty(n_doses)
     for dose, letters in parse_outcomes(outcomes or "", n_doses):
         state = state.add_cohort(dose, len(letters), letters.count("T"))
@@ -174,12 +194,13 @@ def recommend(design: Design, state: TrialState, name: Optional[str] = None,
     if dec.stop:
         m = design.select_mtd(state)
         mtd = None if m is None else m + 1
+    dlt, score_sum = _counts(design, state)
     return Recommendation(
         design=name or str(getattr(design, "name", type(design.inner).__name__)),
         stop=dec.stop, next_dose=dec.dose_level,
         cohort_size=None if dec.stop else dec.cohort_size, reason=dec.reason,
         stop_reason=dec.stop_reason.value if dec.stop_reason else None, mtd=mtd,
-        n=list(state.n), dlt=list(state.y), pending=pend,
+        n=list(state.n), dlt=dlt, pending=pend, score_sum=score_sum,
         suspend=(not dec.stop and dec.cohort_size == 0),
         estimates=design.estimates(state),
         intervals=design.credible_intervals(state, level) if intervals else None)
@@ -189,9 +210,10 @@ def select_mtd(design: Design, state: TrialState, name: Optional[str] = None,
                level: float = 0.95) -> MTDSelection:
     """The MTD (1-based, None: no dose) on final data, with estimates and intervals."""
     m = design.select_mtd(state)
+    dlt, score_sum = _counts(design, state)
     return MTDSelection(
         design=name or str(getattr(design, "name", type(design.inner).__name__)),
-        mtd=None if m is None else m + 1, n=list(state.n), dlt=list(state.y),
+        mtd=None if m is None else m + 1, n=list(state.n), dlt=dlt, score_sum=score_sum,
         estimates=design.estimates(state), intervals=design.credible_intervals(state, level))
 
 

@@ -91,6 +91,8 @@ class ReplayResult:
     rows: List[Dict[str, Any]] = field(default_factory=list)
     patients: List[Dict[str, Any]] = field(default_factory=list)
     cohorts: List[List[str]] = field(default_factory=list)
+    #: designs left out, with why (score designs: the log has DLTs, not grades)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)
 
     def deviations(self) -> List[Dict[str, Any]]:
         return [r for r in self.rows if r["deviation"]]
@@ -300,7 +302,12 @@ def replay_log(log: PatientLog, designs: Sequence[Tuple[str, Design]], window_da
     res = ReplayResult(log.source, as_of, float(window_days), list(dose_labels),
                        cohorts=[[p.id for p in c] for c in cohorts],
                        patients=swimmer_table(log, as_of, window_days))
+    from ..designs.base import Outcome
     for name, design in designs:
+        if design.outcome is not Outcome.BINARY_DLT:
+            res.skipped.append((name, f"it scores {design.outcome.value}s and the patient log "
+                                      "records DLTs only (no grades yet)"))
+            continue
         if design.time_to_event:
             res.rows.extend(_replay_tite(name, design, log, cohorts, as_of, window_days,
                                          level))
