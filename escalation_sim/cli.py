@@ -911,7 +911,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--option", action="append", metavar="NAME=VALUE",
                        help="a design option without FILE, e.g. skeleton=[0.1,0.2,0.3]")
         s.add_argument("--outcomes", required=outcomes_required, default=None,
-                       help='complete patients, e.g. "1NNN 2NTN"')
+                       help='complete patients, e.g. "1NNN 2NTN" (score designs such as '
+                            'gboin: worst grades, "1:003 2:0104")')
         s.add_argument("--pending", metavar="DOSE:DAYS,...",
                        help="time-to-event designs: patients still in follow-up without a "
                             "DLT, e.g. 3:7,3:20 (dose: days followed)")
