@@ -126,3 +126,101 @@ def swimmer_data(scenario: Union[Scenario, str], design: Optional[str] = None, t
     :func:`escalation_sim.engines.calendar.swimmer.swimmer_data`)."""
     from .engines.calendar import swimmer_data as _swimmer_data
     return _swimmer_data(_as_scenario(scenario), design, int(_trial_indices([trial])[0]), seed)
+
+
+# ---------------------------------------------------------------- real data (issue 15)
+def _real_design(design, scenario, target, n_doses, options, cohort_size, max_n):
+    """``(name, design, n_doses, dose labels, DLT window)`` from a scenario's design name or
+    a design type with its options."""
+    from .designs.base import Design
+    from .run.realdata import build_design
+    if scenario is not None:
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario,
+                                                                          require_truth=False)
+        if design is None and len(sc.designs) != 1:
+            raise ValueError(f"{sc.source} has several designs "
+                             f"({', '.join(d.name for d in sc.designs)}): name one")
+        it = sc.designs[0] if design is None else sc.design(design)
+        return it.name, it.design, sc.n_doses, sc.dose_labels, sc.dlt_window_days
+    if isinstance(design, Design):
+        k = design.n_doses
+        return (str(getattr(design, "name", type(design.inner).__name__)), design, k,
+                [f"DL{i + 1}" for i in range(k)], None)
+    if target is None or n_doses is None:
+        raise ValueError("give a scenario, a Design, or a design type with target and n_doses")
+    built = build_design(design, target, n_doses, options, cohort_size, max_n)
+    return design, built, n_doses, [f"DL{i + 1}" for i in range(n_doses)], None
+
+
+def next_dose(design=None, outcomes: str = "", *, scenario=None, pending=(),
+              window_days: Optional[float] = None, target: Optional[float] = None,
+              n_doses: Optional[int] = None, options: Optional[dict] = None,
+              cohort_size: Optional[int] = None, max_n: Optional[int] = None,
+              level: float = 0.95):
+    """The next dose on real data, as a :class:`~escalation_sim.run.realdata.Recommendation`
+    (1-based dose levels; estimates with ``level`` credible intervals).
+
+    ``design``: a design name of ``scenario`` (a file or Scenario; its truth is optional), a
+    ``Design``, or a design type (``"boin"``) with ``target``, ``n_doses`` and ``options``.
+    ``outcomes``: complete patients (``"1NNN 2NTN"``); ``pending``: time-to-event designs'
+    patients still in follow-up, ``[(dose, days followed), ...]`` with ``window_days``
+    (default: the scenario's DLT window)."""
+    from .run.realdata import recommend, trial_state
+    name, d, k, _, window = _real_design(design, scenario, target, n_doses, options,
+                                         cohort_size, max_n)
+    state = trial_state(k, outcomes, list(pending or ()), window_days or window)
+    return recommend(d, state, name, level)
+
+
+def select_mtd(design=None, outcomes: Optional[str] = None, *, n=None, dlt=None,
+               scenario=None, target: Optional[float] = None, n_doses: Optional[int] = None,
+               options: Optional[dict] = None, level: float = 0.95):
+    """The MTD on final data (``outcomes``, or per-dose ``n`` and ``dlt``), as a
+    :class:`~escalation_sim.run.realdata.MTDSelection` (1-based)."""
+    from .run.realdata import as_state, select_mtd as _select, trial_state
+    name, d, k, _, _ = _real_design(design, scenario, target, n_doses, options, None, None)
+    state = trial_state(k, outcomes) if outcomes is not None else as_state(n, dlt)
+    return _select(d, state, name, level)
+
+
+def dose_paths(design=None, outcomes: str = "", cohorts: int = 2, *, scenario=None,
+               truth=None, cohort_sizes=None, target: Optional[float] = None,
+               n_doses: Optional[int] = None, options: Optional[dict] = None,
+               cohort_size: Optional[int] = None, max_n: Optional[int] = None) -> dict:
+    """Every course of the next cohorts (nested dict, 1-based doses).  ``truth`` adds each
+    node's probability; ``final_recommendations(tree)`` in
+    :mod:`escalation_sim.engines.paths` sums them per final recommendation."""
+    from .engines.paths import dose_paths as _paths
+    from .run.realdata import trial_state
+    _, d, k, _, _ = _real_design(design, scenario, target, n_doses, options, cohort_size,
+                                 max_n)
+    return _paths(d, trial_state(k, outcomes), cohorts, truth=truth, cohort_sizes=cohort_sizes)
+
+
+def replay(log, design=None, *, scenario=None, window_days: Optional[float] = None,
+           as_of=None, target: Optional[float] = None, n_doses: Optional[int] = None,
+           options: Optional[dict] = None, cohort_size: Optional[int] = None,
+           level: float = 0.95):
+    """Replay a patient log (CSV path): every design's recommendation at each real decision
+    point beside what the trial did (:class:`~escalation_sim.run.replay.ReplayResult`;
+    ``design``: a name or list of names of ``scenario``, default all of them, or a design
+    type with ``target`` and ``n_doses``).  ``as_of``: the data cut-off (a ``date``;
+    default the log's last date).  Bad rows raise
+    :class:`~escalation_sim.inputs.patient_log.PatientLogError` listing every problem."""
+    from .inputs.patient_log import read_patient_log
+    from .run.replay import replay_log
+    if scenario is not None:
+        sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario,
+                                                                          require_truth=False)
+        names = [design] if isinstance(design, str) else design
+        items = list(sc.designs) if not names else [sc.design(x) for x in names]
+        designs = [(it.name, it.design) for it in items]
+        labels, window = sc.dose_labels, window_days or sc.dlt_window_days
+    else:
+        name, d, _, labels, _ = _real_design(design, None, target, n_doses, options,
+                                             cohort_size, None)
+        if window_days is None:
+            raise ValueError("window_days: the DLT window is needed without a scenario")
+        designs, window = [(name, d)], window_days
+    log_data = read_patient_log(log, len(labels), window, as_of)
+    return replay_log(log_data, designs, window, labels, as_of, level)

@@ -164,8 +164,24 @@ def cmd_exact(args) -> int:
     return cmd_run(args)
 
 
+# ---------------------------------------------------------------- real data (issue 15)
+# next-dose, select-mtd and paths decide on real data: from a scenario file (its truth is
+# optional) or from --design TYPE --target T --n-doses K [--option NAME=VALUE ...].
+
+#: the flags that describe a design without a scenario file
+_FREE_FLAGS = ("target", "n_doses", "option", "cohort_size", "max_n", "start_dose")
+
+
+class _RealData:
+    """The design a real-data command decides with, and what it needs around it."""
+
+    def __init__(self, name, design, n_doses, labels, window_days, source):
+        self.name, self.design, self.n_doses = name, design, n_doses
+        self.labels, self.window_days, self.source = labels, window_days, source
+
+
 def _design_for(args):
-    sc = load_scenario(args.file)
+    sc = load_scenario(args.file, require_truth=False)
     if args.design is None:
         if len(sc.designs) == 1:
             return sc, sc.designs[0]
@@ -177,10 +193,52 @@ def _design_for(args):
         raise UsageError(exc.args[0])
 
 
+def _real_data(args) -> _RealData:
+    """From FILE (``--design NAME``) or from ``--design TYPE --target --n-doses``."""
+    given = [f for f in _FREE_FLAGS if getattr(args, f, None) not in (None, [])]
+    if getattr(args, "file", None):
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(f"{flags}: describe the design in {args.file} (these options "
+                             "are for use without a scenario file)")
+        sc, item = _design_for(args)
+        window = getattr(args, "window", None) or sc.dlt_window_days
+        return _RealData(item.name, item.design, sc.n_doses, sc.dose_labels, window,
+                         args.file)
+    from .designs.base import DesignContext
+    from .designs.registry import get_entry
+    missing = [flag for flag, v in (("--design TYPE", args.design), ("--target", args.target),
+                                    ("--n-doses", args.n_doses)) if v is None]
+    if missing:
+        raise UsageError(f"give a scenario FILE, or describe the design with --design TYPE "
+                         f"--target T --n-doses K (missing: {', '.join(missing)})")
+    if not 0 < args.target < 1:
+        raise UsageError(f"--target must be in (0, 1) (got {args.target})")
+    _check_positive("n-doses", args.n_doses, 1, MAX_DOSES)
+    _check_positive("cohort-size", args.cohort_size, 1, 12)
+    _check_positive("max-n", args.max_n, 1, 1000)
+    _check_positive("start-dose", args.start_dose, 1, args.n_doses)
+    try:
+        entry = get_entry(args.design)
+    except KeyError as exc:
+        raise UsageError(f"--design: {exc.args[0]} (got {args.design!r})")
+    spec = _table_spec(entry, _parse_options(args.option), {})
+    from .run.realdata import DEFAULT_MAX_N
+    ctx = DesignContext(n_doses=args.n_doses, target=float(args.target),
+                        cohort_size=args.cohort_size or 1, max_n=args.max_n or DEFAULT_MAX_N,
+                        start_dose=(args.start_dose or 1) - 1)
+    try:
+        design = entry.build(spec, ctx)
+    except ValueError as exc:
+        raise UsageError(f"--design {entry.type}: {exc}")
+    labels = [f"DL{i + 1}" for i in range(args.n_doses)]
+    return _RealData(spec.name or entry.type, design, args.n_doses, labels,
+                     getattr(args, "window", None), None)
+
+
 def _state(sc, text: str, design=None):
     """The state after ``--outcomes``: N/T letters for binary designs, ``dose:grades`` for
     score designs (gBOIN), whose ``y`` are then sums of score units."""
-    from .designs.base import Outcome
     from .outcomes import OutcomeStringError, state_from_outcomes
     units = (design.score_units if design is not None and design.outcome is Outcome.SCORE
              else None)
@@ -188,6 +246,38 @@ def _state(sc, text: str, design=None):
         return state_from_outcomes(text or "", sc.n_doses, units)
     except (OutcomeStringError, ValueError) as exc:
         raise UsageError(f"--outcomes: {exc}")
+
+
+def _real_state(rd: _RealData, args):
+    """The data: --outcomes (complete patients) and --pending DOSE:DAYS with --window."""
+    from .outcomes import OutcomeStringError
+    from .run.realdata import parse_pending, trial_state
+    text = getattr(args, "pending", None)
+    if getattr(args, "window", None) is not None and not 0 < args.window < float("inf"):
+        raise UsageError(f"--window must be a number of days > 0 (got {args.window})")
+    try:
+        pending = parse_pending(text) if text else []
+    except ValueError as exc:
+        raise UsageError(f"--pending: {exc}")
+    if pending and not rd.design.time_to_event:
+        raise UsageError(f"--pending: design {rd.name!r} decides on complete data only; "
+                         "pending patients need a time-to-event design such as tite-crm or "
+                         f"tite-boin (got {text!r})")
+    if pending and rd.window_days is None:
+        raise UsageError(f"--pending needs --window DAYS, the DLT window (got {text!r})")
+    if args.window is not None and not pending:
+        raise UsageError(f"--window is used only with --pending (got {args.window:g})")
+    score = rd.design.outcome is Outcome.SCORE
+    try:
+        from .outcomes import parse_outcomes
+        parse_outcomes(args.outcomes or "", rd.n_doses, graded=score)
+    except (OutcomeStringError, ValueError) as exc:
+        raise UsageError(f"--outcomes: {exc}")
+    try:
+        return trial_state(rd.n_doses, args.outcomes or "", pending, rd.window_days,
+                           score_units=rd.design.score_units if score else None)
+    except ValueError as exc:
+        raise UsageError(f"--pending: {exc}")
 
 
 def _fmt_est(est: dict) -> List[str]:
@@ -204,88 +294,122 @@ def _fmt_est(est: dict) -> List[str]:
     return out
 
 
+def _fmt_intervals(rd: _RealData, n, y, pending, iv, score_sum=None) -> List[str]:
+    """The per-dose table: data, estimate and credible interval (a score design: the
+    normalized score sum in place of the DLT count)."""
+    pend = any(pending)
+    if score_sum is not None:
+        y = [f"{v:.4g}" for v in score_sum]
+    wy = 5 if score_sum is None else 8
+    head = (f"  {'dose':<12}{'n':>4}{'DLT' if score_sum is None else 'score':>{wy}}"
+            + (f"{'pend':>6}" if pend else "")
+            + (f"{'estimate':>10}  {round(100 * iv['level'], 4):g}% CrI" if iv else ""))
+    lines = [head]
+    for d in range(rd.n_doses):
+        row = f"  {f'{d + 1} ({rd.labels[d]})':<12}{n[d]:>4}{y[d]:>{wy}}"
+        if pend:
+            row += f"{pending[d]:>6}"
+        if iv:
+            e, lo, hi = iv["estimate"][d], iv["lower"][d], iv["upper"][d]
+            row += f"{'-' if e is None else f'{e:.3f}':>10}"
+            row += "  -" if lo is None else f"  {lo:.3f} - {hi:.3f}"
+        lines.append(row)
+    if iv:
+        lines.append(f"  ({iv['method']})")
+    return lines
+
+
+def _level(args) -> float:
+    level = getattr(args, "level", None)
+    if level is None:
+        return 0.95
+    if not 0 < level < 1:
+        raise UsageError(f"--level must be in (0, 1) (got {level})")
+    return float(level)
+
+
 def cmd_next_dose(args) -> int:
-    sc, item = _design_for(args)
-    if item.time_to_event:
-        raise UsageError(f"design {item.name!r} is time-to-event: next-dose needs complete "
-                         "follow-up data; use the Python API with follow-up times")
-    state = _state(sc, args.outcomes, item.design)
-    dec = item.design.decide(state)
-    est = item.design.estimates(state)
-    labels = sc.dose_labels
-    score = item.design.outcome is Outcome.SCORE
-    sums = ([v / item.design.unit_scale for v in state.y] if score else None)
-    doc = {"design": item.name, "outcomes": args.outcomes, "n": list(state.n),
-           "dlt": None if score else list(state.y), "stop": dec.stop,
-           "next_dose": None if dec.stop else dec.dose + 1,
-           "cohort_size": None if dec.stop else dec.cohort_size, "reason": dec.reason,
-           "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
-           "estimates": est}
-    if score:
-        doc["score_sum"] = sums
-    if dec.stop:
-        m = item.design.select_mtd(state)
-        doc["mtd"] = None if m is None else m + 1
+    from .run.realdata import recommend
+    rd = _real_data(args)
+    state = _real_state(rd, args)  # a time-to-event design without pending: complete data
+    rec = recommend(rd.design, state, rd.name, _level(args))
+    labels = rd.labels
     if args.json:
+        doc = {"design": rec.design, "outcomes": args.outcomes,
+               "pending_followup": getattr(args, "pending", None) or None, **rec.to_dict()}
         print(json.dumps(doc, default=str, indent=2))
         return 0
-    if score:
-        print(f"{item.name} after {args.outcomes!r} (normalized score sum / patients): "
-              + ", ".join(f"{labels[d]} {sums[d]:.4g}/{state.n[d]}"
-                          for d in range(sc.n_doses) if state.n[d]))
+    if rec.score_sum is not None:
+        what = ", ".join(f"{labels[d]} {rec.score_sum[d]:.4g}/{state.n[d]}"
+                         for d in range(rd.n_doses) if state.n[d])
+        print(f"{rec.design} after {args.outcomes!r} (normalized score sum / patients): "
+              f"{what or 'no patients'}")
     else:
-        print(f"{item.name} after {args.outcomes!r}: " + ", ".join(
-            f"{labels[d]} {state.y[d]}/{state.n[d]}" for d in range(sc.n_doses) if state.n[d]))
-    if dec.stop:
-        m = doc["mtd"]
-        print(f"STOP ({doc['stop_reason']}): {dec.reason}")
+        what = ", ".join(f"{labels[d]} {state.y[d]}/{state.n[d]}"
+                         + (f" ({rec.pending[d]} pending)" if rec.pending[d] else "")
+                         for d in range(rd.n_doses) if state.n[d])
+        print(f"{rec.design} after {args.outcomes!r}: {what or 'no patients'}")
+    if rec.stop:
+        m = rec.mtd
+        print(f"STOP ({rec.stop_reason}): {rec.reason}")
         print(f"recommended MTD: {'none' if m is None else f'dose {m} ({labels[m - 1]})'}")
+    elif rec.suspend:
+        print(f"next: suspend accrual (no patient now) at dose {rec.next_dose} "
+              f"({labels[rec.next_dose - 1]}) -- {rec.reason}")
     else:
-        print(f"next: dose {dec.dose + 1} ({labels[dec.dose]}), cohort of {dec.cohort_size}"
-              f" -- {dec.reason}")
-    lines = _fmt_est(est)
+        print(f"next: dose {rec.next_dose} ({labels[rec.next_dose - 1]}), cohort of "
+              f"{rec.cohort_size} -- {rec.reason}")
+    print("data and estimates:")
+    print("\n".join(_fmt_intervals(rd, rec.n, rec.dlt, rec.pending, rec.intervals,
+                                   rec.score_sum)))
+    lines = _fmt_est(rec.estimates)
     if lines:
-        print("estimates:")
+        print("design estimates:")
         print("\n".join(lines))
     return 0
 
 
 def cmd_select_mtd(args) -> int:
-    sc, item = _design_for(args)
+    from .run.realdata import as_state
+    from .run.realdata import select_mtd as _select
+    rd = _real_data(args)
+    if args.pending or args.window is not None:
+        raise UsageError("--pending / --window: the MTD is selected on complete data; give "
+                         "the final outcomes with --outcomes or --n and --dlt")
     if args.outcomes is not None:
-        state = _state(sc, args.outcomes, item.design)
-    elif item.design.outcome is Outcome.SCORE:
-        raise UsageError(f"design {item.name!r} scores graded toxicities: give --outcomes "
+        if args.n is not None or args.dlt is not None:
+            raise UsageError("give either --outcomes or --n and --dlt, not both")
+        state = _real_state(rd, args)
+    elif rd.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {rd.name!r} scores graded toxicities: give --outcomes "
                          f"with one worst grade per patient, e.g. \"1:003 2:0104\" "
                          f"(--n/--dlt count DLTs)")
     else:
-        from .types import TrialState
         try:
             n = [_ascii_int(x) for x in args.n.split(",")]
             y = [_ascii_int(x) for x in args.dlt.split(",")]
         except (AttributeError, ValueError):
             raise UsageError("give --outcomes, or --n and --dlt as comma-separated integers "
                              f"(got --n {args.n!r} --dlt {args.dlt!r})")
-        if len(n) != sc.n_doses or len(y) != sc.n_doses:
-            raise UsageError(f"--n and --dlt need {sc.n_doses} values each "
+        if len(n) != rd.n_doses or len(y) != rd.n_doses:
+            raise UsageError(f"--n and --dlt need {rd.n_doses} values each "
                              f"(got {len(n)} and {len(y)})")
-        if any(a < 0 or b < 0 or b > a for a, b in zip(n, y)):
-            raise UsageError(f"need 0 <= dlt <= n at every dose (got n={n}, dlt={y})")
-        state = TrialState(tuple(n), tuple(y))
-    m = item.design.select_mtd(state)
+        try:
+            state = as_state(n, y)
+        except ValueError as exc:
+            raise UsageError(str(exc))
+    sel = _select(rd.design, state, rd.name, _level(args))
     if args.json:
-        score = item.design.outcome is Outcome.SCORE
-        extra = ({"score_sum": [v / item.design.unit_scale for v in state.y]} if score else {})
-        print(json.dumps({"design": item.name, "n": list(state.n),
-                          "dlt": None if score else list(state.y), **extra,
-                          "mtd": None if m is None else m + 1,
-                          "estimates": item.design.estimates(state)}, default=str, indent=2))
-    else:
-        print(f"{item.name}: MTD = " + ("none" if m is None else
-                                       f"dose {m + 1} ({sc.dose_labels[m]})"))
-        lines = _fmt_est(item.design.estimates(state))
-        if lines:
-            print("\n".join(lines))
+        print(json.dumps(sel.to_dict(), default=str, indent=2))
+        return 0
+    m = sel.mtd
+    print(f"{sel.design}: MTD = " + ("none" if m is None else f"dose {m} ({rd.labels[m - 1]})"))
+    print("\n".join(_fmt_intervals(rd, sel.n, sel.dlt, [0] * rd.n_doses, sel.intervals,
+                                   sel.score_sum)))
+    lines = _fmt_est(sel.estimates)
+    if lines:
+        print("design estimates:")
+        print("\n".join(lines))
     return 0
 
 
@@ -362,7 +486,7 @@ def _table_spec(entry, options: dict, option_flags: dict):
         raise UsageError("\n".join(problems))
 
 
-def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int:
+def _print_table(args, type_name: str, options: dict, option_flags: dict, spec=None) -> int:
     """Build the table request, ask the design's registry entry for its table, print it."""
     from .designs.registry import get_entry
     from .designs.tables import TableInputError, TableRequest
@@ -377,7 +501,9 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
         entry = get_entry(type_name)
     except KeyError as exc:
         raise UsageError(f"--design: {exc.args[0]} (got {type_name!r})")
-    request = TableRequest(spec=_table_spec(entry, options, option_flags), target=args.target,
+    if spec is None:
+        spec = _table_spec(entry, options, option_flags)
+    request = TableRequest(spec=spec, target=args.target,
                            max_n=args.max_n, cohort_size=args.cohort_size,
                            n_doses=getattr(args, "n_doses", None),
                            outcomes=getattr(args, "outcomes", None))
@@ -386,7 +512,10 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
     except TableInputError as exc:
         where = "" if exc.field is None else f"{_flag(exc.field, option_flags)}: "
         raise UsageError(f"{where}{exc}")
+    implied = getattr(args, "implied_fields", ())  # set from a scenario file, not by the user
     for field, note in table.notes:
+        if field in implied:
+            continue
         print(f"escalation-sim {args.command}: note: {_flag(field, option_flags)}: {note}",
               file=sys.stderr)
     if args.json:
@@ -397,7 +526,28 @@ def _print_table(args, type_name: str, options: dict, option_flags: dict) -> int
 
 
 def cmd_table(args) -> int:
+    if getattr(args, "file", None):
+        return _table_from_file(args)
+    if args.design is None:
+        raise UsageError("give --design TYPE, or a scenario FILE (and --design NAME)")
     return _print_table(args, args.design, _parse_options(args.option), {})
+
+
+def _table_from_file(args) -> int:
+    """``table FILE [--design NAME]``: the table of a scenario's design, with the file's
+    target, doses, cohort size and sample size (its truth is optional)."""
+    given = [f for f in ("target", "max_n", "cohort_size", "n_doses", "option")
+             if getattr(args, f, None) not in (None, [])]
+    if given:
+        flags = ", ".join("--" + f.replace("_", "-") for f in given)
+        raise UsageError(f"{flags}: the design's settings come from {args.file} (these "
+                         "options are for use without a scenario file)")
+    sc, item = _design_for(args)
+    trial = sc.model.trial
+    args.target, args.max_n = sc.model.target, trial.max_n
+    args.cohort_size, args.n_doses = trial.cohort_size, sc.n_doses
+    args.implied_fields = ("target", "max_n", "cohort_size", "n_doses")
+    return _print_table(args, item.type, {}, {}, spec=item.spec)
 
 
 #: the boundaries command's own flags for BOIN options
@@ -411,28 +561,223 @@ def cmd_boundaries(args) -> int:
 
 
 def cmd_paths(args) -> int:
-    from .engines.paths import dose_paths, format_paths
-    sc, item = _design_for(args)
-    if item.time_to_event:
-        raise UsageError(f"design {item.name!r} is time-to-event; dose paths need a time-free design")
-    _check_positive("cohorts", args.cohorts)
-    c = int(item.design.max_cohort_size)
-    most = 0  # the most cohorts whose (c + 1)^cohorts paths stay within the limit
-    while (c + 1) ** (most + 1) <= MAX_PATH_LEAVES:
-        most += 1
-    if args.cohorts > most:
-        raise UsageError(f"--cohorts {args.cohorts} would print up to {c + 1}^{args.cohorts} "
-                         f"paths with cohorts of {c}; at most {most} cohorts "
-                         f"({MAX_PATH_LEAVES:,} paths) (got {args.cohorts})")
-    if item.design.outcome is Outcome.SCORE:
-        raise UsageError(f"design {item.name!r} scores graded toxicities: dose paths "
+    from .engines.paths import (dose_paths, final_recommendations, format_paths, leaves,
+                                paths_csv, paths_dot)
+    rd = _real_data(args)
+    if rd.design.time_to_event:
+        raise UsageError(f"design {rd.name!r} is time-to-event; dose paths need a time-free "
+                         "design")
+    if rd.design.outcome is Outcome.SCORE:
+        raise UsageError(f"design {rd.name!r} scores graded toxicities: dose paths "
                          "enumerate DLT counts, so they are for binary designs only")
-    state = _state(sc, args.outcomes or "")
-    tree = dose_paths(item.design, state, args.cohorts)
-    if args.json:
-        print(json.dumps(tree, indent=2))
+    if args.level is not None:
+        raise UsageError(f"--level: paths show decisions, not estimates (got {args.level:g}); "
+                         "next-dose and select-mtd print credible intervals")
+    if args.json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format}: give one")
+    args.cohorts_given = args.cohorts is not None
+    if args.cohorts is None:
+        args.cohorts = 2
+    _check_positive("cohorts", args.cohorts)
+    sizes = None
+    if args.cohort_sizes is not None:
+        try:
+            sizes = [_ascii_int(x) for x in args.cohort_sizes.split(",")]
+        except ValueError:
+            sizes = None
+        if not sizes or any(c < 1 or c > 12 for c in sizes):
+            raise UsageError("--cohort-sizes: comma-separated integers from 1 to 12, one per "
+                             f"cohort, e.g. 3,3,1 (got {args.cohort_sizes!r})")
+        if args.cohorts_given:
+            raise UsageError(f"--cohorts and --cohort-sizes: give one (--cohort-sizes sets "
+                             f"{len(sizes)} cohorts) (got --cohorts {args.cohorts})")
+    truth = None
+    if args.truth is not None:
+        try:
+            truth = [float(x) for x in args.truth.split(",")]
+        except ValueError:
+            truth = None
+        if truth is None or len(truth) != rd.n_doses or not all(0 <= p <= 1 for p in truth):
+            raise UsageError(f"--truth: {rd.n_doses} comma-separated probabilities in [0, 1], "
+                             f"one per dose (got {args.truth!r})")
+    c = int(rd.design.max_cohort_size)
+    if sizes is not None:
+        leaves_bound = 1
+        for k in sizes:
+            leaves_bound *= k + 1
+        if leaves_bound > MAX_PATH_LEAVES:
+            raise UsageError(f"--cohort-sizes {args.cohort_sizes} would print up to "
+                             f"{leaves_bound:,} paths; at most {MAX_PATH_LEAVES:,} "
+                             f"(got {args.cohort_sizes})")
     else:
-        print(format_paths(tree, sc.dose_labels, args.outcomes or ""))
+        most = 0  # the most cohorts whose (c + 1)^cohorts paths stay within the limit
+        while (c + 1) ** (most + 1) <= MAX_PATH_LEAVES:
+            most += 1
+        if args.cohorts > most:
+            raise UsageError(f"--cohorts {args.cohorts} would print up to {c + 1}^{args.cohorts} "
+                             f"paths with cohorts of {c}; at most {most} cohorts "
+                             f"({MAX_PATH_LEAVES:,} paths) (got {args.cohorts})")
+    state = _real_state(rd, args)
+    tree = dose_paths(rd.design, state, args.cohorts, truth=truth, cohort_sizes=sizes)
+    fmt = "json" if args.json else (args.format or "text")
+    prefix = args.outcomes or ""
+    if fmt == "json":
+        doc = tree if truth is None else {
+            "tree": tree, "truth": truth, "final_recommendations": final_recommendations(tree)}
+        print(json.dumps(doc, indent=2))
+    elif fmt == "csv":
+        sys.stdout.write(paths_csv(tree, prefix))
+    elif fmt == "dot":
+        sys.stdout.write(paths_dot(tree, rd.labels, prefix))
+    else:
+        print(format_paths(tree, rd.labels, prefix))
+        if truth is not None:
+            n_leaves = len(leaves(tree))
+            print(f"\nfinal recommendations over {n_leaves:,} paths (truth "
+                  f"{', '.join(f'{p:g}' for p in truth)}):")
+            for k, v in final_recommendations(tree).items():
+                print(f"  {k:<24}{v:.4f}")
+    return 0
+
+
+# ---------------------------------------------------------------- replay (issue 15)
+def _replay_designs(args):
+    """``[(name, design)]``, dose labels, DLT window: from --scenario FILE (its truth is
+    optional; --design NAME picks designs) or --design TYPE --target --n-doses."""
+    if args.scenario:
+        given = [f for f in _FREE_FLAGS if getattr(args, f, None) not in (None, [])]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UsageError(f"{flags}: describe the designs in {args.scenario} (these "
+                             "options are for use without --scenario)")
+        sc = load_scenario(args.scenario, require_truth=False)
+        try:
+            items = [sc.design(n) for n in args.design] if args.design else list(sc.designs)
+        except KeyError as exc:
+            raise UsageError(exc.args[0])
+        window = args.window if args.window is not None else sc.dlt_window_days
+        return [(it.name, it.design) for it in items], sc.dose_labels, window
+    if not args.design or len(args.design) != 1:
+        raise UsageError("give --scenario FILE, or one design as --design TYPE --target T "
+                         f"--n-doses K (got --design {args.design})")
+    ns = argparse.Namespace(**vars(args))
+    ns.file, ns.design, ns.window = None, args.design[0], None
+    rd = _real_data(ns)
+    window = args.window
+    if window is None:
+        window = 28.0
+        print(f"escalation-sim replay: note: --window not given: a {window:g}-day DLT window",
+              file=sys.stderr)
+    return [(rd.name, rd.design)], rd.labels, window
+
+
+def _replay_text(res) -> str:
+    lines = [f"replay of {res.source}: {len(res.patients)} patients in {len(res.cohorts)} "
+             f"cohorts; data cut-off {res.as_of}; {res.window_days:g}-day DLT window",
+             "time-to-event designs: '(slot)' = the patient filled a cohort the design had "
+             "opened (no new decision)",
+             "trial: " + ", ".join(
+                 f"{res.dose_labels[p['dose_assigned'] - 1]} x{n}" for p, n in
+                 ((next(q for q in res.patients if q['patient'] == c[0]), len(c))
+                  for c in res.cohorts))]
+    by_design: dict = {}
+    for r in res.rows:
+        by_design.setdefault(r["design"], []).append(r)
+    for name, rows in by_design.items():
+        lines += ["", f"{name}:",
+                  f"  {'#':>3}  {'date':<10}  {'n':>3}  {'DLT/n per dose':<22}{'pend':>5}  "
+                  f"{'design':<16}{'trial':<12}flag"]
+        for r in rows:
+            design = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
+            if not r.get("asked", True):
+                design += " (slot)"
+            trial = r["trial_action"] + (f" x{r['trial_cohort_size']}"
+                                         if r["trial_cohort_size"] and r["trial_new_cohort"]
+                                         else "")
+            flag = ("DEVIATION: " + r["deviation_detail"]) if r["deviation"] else ""
+            lines.append(f"  {r['point']:>3}  {r['date']:<10}  {r['after_patients']:>3}  "
+                         f"{r['data']:<22}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
+        last = rows[-1]
+        m = last["mtd_if_stopped_now"]
+        n_dev = sum(1 for r in rows if r["deviation"])
+        lines.append(f"  at the cut-off: {last['recommendation']} ({last['reason']}); MTD if "
+                     f"the trial stopped now: "
+                     f"{'none' if m is None else f'dose {m} ({res.dose_labels[m - 1]})'}; "
+                     f"{n_dev} deviation{'s' if n_dev != 1 else ''}")
+    return "\n".join(x.rstrip() for x in lines)
+
+
+def _replay_files(res) -> dict:
+    """Every output file's bytes, built before anything is written."""
+    import io
+    import pandas as pd
+    from .plotting import plot_swimmer
+    files = {}
+    files["replay.csv"] = pd.DataFrame(res.rows).to_csv(index=False).encode()
+    files["patients.csv"] = pd.DataFrame(res.patients).to_csv(index=False).encode()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    pts = pd.DataFrame(res.patients)
+    t0 = pd.Timestamp(res.patients[0]["enrolled"])
+    cuts = []
+    for c in res.cohorts[1:]:
+        first = next(q for q in res.patients if q["patient"] == c[0])
+        cuts.append(((pd.Timestamp(first["enrolled"]) - t0).days,
+                     f"{res.dose_labels[first['dose_assigned'] - 1]}"))
+    ax = plot_swimmer(pts, decisions=cuts, dose_labels=res.dose_labels,
+                      title=f"{res.source} (real trial, cut-off {res.as_of})")
+    buf = io.BytesIO()
+    ax.figure.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(ax.figure)
+    files["swimmer.png"] = buf.getvalue()
+    return files
+
+
+def cmd_replay(args) -> int:
+    import datetime as dt
+    from .inputs.patient_log import PatientLogError, read_patient_log
+    from .run.replay import replay_log
+    designs, labels, window = _replay_designs(args)
+    if not 0 < window < float("inf"):
+        raise UsageError(f"--window must be a number of days > 0 (got {window})")
+    as_of = None
+    if args.as_of is not None:
+        try:
+            if len(args.as_of) != 10:
+                raise ValueError
+            as_of = dt.date.fromisoformat(args.as_of)
+        except ValueError:
+            raise UsageError(f"--as-of: expected a date YYYY-MM-DD (got {args.as_of!r})")
+    _check_out_dir(args.out)
+    try:
+        log = read_patient_log(args.log, len(labels), window, as_of)
+    except PatientLogError as exc:
+        for line in exc.problems:
+            print(printable(line), file=sys.stderr)
+        return 2
+    res = replay_log(log, designs, window, labels, as_of, _level(args))
+    for name, why in res.skipped:
+        print(printable(f"escalation-sim replay: note: design {name!r} skipped: {why}"),
+              file=sys.stderr)
+    if not res.rows:
+        raise UsageError("no design to replay (every design was skipped)")
+    files = _replay_files(res) if args.out else {}
+    if args.out:
+        from pathlib import Path
+        from .results.files import atomic_write_bytes
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            atomic_write_bytes(Path(args.out) / name, data)
+    if args.json:
+        print(json.dumps({"source": res.source, "as_of": res.as_of.isoformat(),
+                          "window_days": res.window_days, "dose_labels": res.dose_labels,
+                          "cohorts": res.cohorts, "rows": res.rows,
+                          "patients": res.patients}, default=str, indent=2))
+    else:
+        print(_replay_text(res))
+        if args.out:
+            print(f"\nwritten to {args.out}/: {', '.join(files)}")
     return 0
 
 
@@ -443,6 +788,7 @@ def cmd_report(args) -> int:
     _check_run_options(args)
     sc = load_scenario(args.file)
     check_output_file(args.output)
+    replayed = _report_replay(args, sc)
     n = args.n_trials or sc.model.simulation.n_trials
     upd, bar = _progress(args, n, f"{sc.name}")
     try:
@@ -452,9 +798,25 @@ def cmd_report(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    path = write_report(res, args.output)
+    path = write_report(res, args.output, replay=replayed)
     print(f"report written to {path}")
     return 0
+
+
+def _report_replay(args, sc):
+    """``report --replay LOG``: the log replayed with the scenario's designs (checked before
+    the simulation starts; bad rows end the command with exit 2, nothing written)."""
+    if not getattr(args, "replay", None):
+        return None
+    from .inputs.patient_log import PatientLogError, read_patient_log
+    from .run.replay import replay_log
+    items = [sc.design(n) for n in args.design] if args.design else list(sc.designs)
+    try:
+        log = read_patient_log(args.replay, sc.n_doses, sc.dlt_window_days)
+    except PatientLogError as exc:
+        raise UsageError("\n".join(f"--replay: {p}" for p in exc.problems))
+    return replay_log(log, [(it.name, it.design) for it in items], sc.dlt_window_days,
+                      sc.dose_labels)
 
 
 def cmd_study(args) -> int:
@@ -533,25 +895,49 @@ def build_parser() -> argparse.ArgumentParser:
     run_opts(s, exact_only=True)
     s.set_defaults(func=cmd_exact)
 
+    def real_data_opts(s, outcomes_required=False):
+        """A scenario FILE, or the design from flags (issue 15: no truth needed)."""
+        s.add_argument("file", metavar="FILE", nargs="?",
+                       help="scenario file (its truth is optional); or describe the design "
+                            "with --design TYPE --target T --n-doses K")
+        s.add_argument("--design", metavar="NAME|TYPE",
+                       help="a design of FILE; without FILE a design type (boin, crm, ...)")
+        s.add_argument("--target", type=float, help="target DLT rate (without FILE)")
+        s.add_argument("--n-doses", type=int, help="number of doses (without FILE)")
+        s.add_argument("--cohort-size", type=int, help="cohort size (without FILE; default 1, "
+                                                       "3+3: 3)")
+        s.add_argument("--max-n", type=int, help="sample-size cap (without FILE; default 30)")
+        s.add_argument("--start-dose", type=int, help="1-based start dose (without FILE)")
+        s.add_argument("--option", action="append", metavar="NAME=VALUE",
+                       help="a design option without FILE, e.g. skeleton=[0.1,0.2,0.3]")
+        s.add_argument("--outcomes", required=outcomes_required, default=None,
+                       help='complete patients, e.g. "1NNN 2NTN" (score designs such as '
+                            'gboin: worst grades, "1:003 2:0104")')
+        s.add_argument("--pending", metavar="DOSE:DAYS,...",
+                       help="time-to-event designs: patients still in follow-up without a "
+                            "DLT, e.g. 3:7,3:20 (dose: days followed)")
+        s.add_argument("--window", type=float, metavar="DAYS",
+                       help="DLT window in days for --pending (default: the scenario's)")
+        s.add_argument("--level", type=float, metavar="L",
+                       help="credible-interval level (default 0.95)")
+        s.add_argument("--json", action="store_true")
+
     s = sub.add_parser("next-dose", help="the next dose on real trial data")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--design", metavar="NAME")
-    s.add_argument("--outcomes", required=True, help='e.g. "1NNN 2NTN"')
-    s.add_argument("--json", action="store_true")
+    real_data_opts(s)
     s.set_defaults(func=cmd_next_dose)
 
     s = sub.add_parser("select-mtd", help="the MTD from final data")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--design", metavar="NAME")
-    s.add_argument("--outcomes")
+    real_data_opts(s)
     s.add_argument("--n", help="patients per dose, e.g. 3,6,9,6")
     s.add_argument("--dlt", help="DLTs per dose, e.g. 0,1,2,3")
-    s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_select_mtd)
 
     s = sub.add_parser("table", help="print a design's decision table")
-    s.add_argument("--design", required=True, metavar="TYPE",
-                   help="design type, e.g. boin, 3+3, crm, tite-boin")
+    s.add_argument("file", metavar="FILE", nargs="?",
+                   help="scenario file (optional; its truth is optional): the table of its "
+                        "design --design NAME with its settings")
+    s.add_argument("--design", metavar="TYPE|NAME",
+                   help="design type, e.g. boin, 3+3, crm, tite-boin; with FILE a design name")
     s.add_argument("--target", type=float, help="target DLT rate")
     s.add_argument("--max-n", type=int, help="maximum sample size (default 30)")
     s.add_argument("--cohort-size", type=int, help="cohort size (default 1; 3+3: 3)")
@@ -575,12 +961,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_boundaries)
 
     s = sub.add_parser("paths", help="dose paths for the next cohorts")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--design", metavar="NAME")
-    s.add_argument("--outcomes", default="")
-    s.add_argument("--cohorts", type=int, default=2)
-    s.add_argument("--json", action="store_true")
+    real_data_opts(s)
+    s.add_argument("--cohorts", type=int, default=None, help="cohorts ahead (default 2)")
+    s.add_argument("--cohort-sizes", metavar="C1,C2,...",
+                   help="the size of each next cohort, e.g. 3,3,1 (instead of --cohorts)")
+    s.add_argument("--truth", metavar="P1,P2,...",
+                   help="true DLT rates: adds each path's probability and the probability "
+                        "of each final recommendation")
+    s.add_argument("--format", choices=["text", "json", "csv", "dot"],
+                   help="output format (default text; --json = --format json)")
     s.set_defaults(func=cmd_paths)
+
+    s = sub.add_parser("replay", help="replay a real trial's patient log: every design's "
+                                          "recommendation at each decision point")
+    s.add_argument("log", metavar="LOG.csv", help="patient log (see the README)")
+    s.add_argument("--scenario", metavar="FILE", help="scenario file with the designs (its "
+                                                      "truth is optional)")
+    s.add_argument("--design", action="append", metavar="NAME|TYPE",
+                   help="a design of --scenario (repeatable); without it a design type")
+    s.add_argument("--target", type=float, help="target DLT rate (without --scenario)")
+    s.add_argument("--n-doses", type=int, help="number of doses (without --scenario)")
+    s.add_argument("--cohort-size", type=int, help="cohort size (without --scenario)")
+    s.add_argument("--max-n", type=int, help="sample-size cap (without --scenario)")
+    s.add_argument("--start-dose", type=int, help="1-based start dose (without --scenario)")
+    s.add_argument("--option", action="append", metavar="NAME=VALUE",
+                   help="a design option (without --scenario)")
+    s.add_argument("--window", type=float, metavar="DAYS",
+                   help="DLT window in days (default: the scenario's, else 28)")
+    s.add_argument("--as-of", metavar="YYYY-MM-DD",
+                   help="data cut-off (default: the latest date in the log)")
+    s.add_argument("--level", type=float, metavar="L",
+                   help="credible-interval level (default 0.95)")
+    s.add_argument("--out", metavar="DIR",
+                   help="write replay.csv, patients.csv and swimmer.png here")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_replay)
 
     s = sub.add_parser("report", help="self-contained HTML report")
     s.add_argument("file", metavar="FILE")
@@ -591,6 +1006,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-trials", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--n-jobs", type=int)
+    s.add_argument("--replay", metavar="LOG.csv",
+                   help="add a section replaying this patient log with the scenario's "
+                        "designs (see the replay command)")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")

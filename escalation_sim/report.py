@@ -34,6 +34,7 @@ SECTION_TITLES = {
     "durations": "Trial durations",
     "run-settings": "Run settings",
     "versions": "Package versions",
+    "real-trial-replay": "Real trial replayed",   # only with a replay (not in SECTION_IDS)
 }
 
 # (key, heading, kind) kind: p = probability, pct = percentage of patients, n = mean count
@@ -600,7 +601,50 @@ def _versions_section(res) -> str:
 
 
 # -- entry points -----------------------------------------------------------------------------
-def render_report(results, title: Optional[str] = None, swimmer: bool = True) -> str:
+def _replay_section(rp) -> str:
+    """A real trial replayed (:class:`escalation_sim.run.replay.ReplayResult`): the swimmer
+    plot of the real patients, then per design its recommendation at each decision point
+    beside what the trial did."""
+    from .plotting import plot_swimmer
+    out = [f'<p>Patient log <code>{_e(rp.source)}</code>: {len(rp.patients)} patients in '
+           f'{len(rp.cohorts)} cohorts, data cut-off {_e(rp.as_of)}, '
+           f'{_e(_days(rp.window_days))} DLT window.  Designs deciding on complete data are '
+           'asked before each cohort (on the complete outcomes so far); time-to-event designs '
+           'at each enrollment, on that day\'s data.</p>']
+    import pandas as pd
+    t0 = pd.Timestamp(rp.patients[0]["enrolled"])
+    cuts = []
+    for c in rp.cohorts[1:]:
+        first = next(q for q in rp.patients if q["patient"] == c[0])
+        cuts.append(((pd.Timestamp(first["enrolled"]) - t0).days,
+                     rp.dose_labels[first["dose_assigned"] - 1]))
+    fig, (ax,) = _figure(9.0, 0.45 * len(rp.patients) + 1.6)
+    plot_swimmer(pd.DataFrame(rp.patients), ax=ax, decisions=cuts, dose_labels=rp.dose_labels)
+    out.append(_fig_to_img(fig, "swimmer plot of the real trial",
+                           "The real trial: one lane per patient (enrollment, infusion, DLT "
+                           "window); dotted lines: the start of each new cohort."))
+    by_design: dict = {}
+    for r in rp.rows:
+        by_design.setdefault(r["design"], []).append(r)
+    for name, rows in by_design.items():
+        n_dev = sum(1 for r in rows if r["deviation"])
+        out.append(f"<h3>{_e(name)} <span class=\"se\">({n_dev} deviation"
+                   f"{'s' if n_dev != 1 else ''})</span></h3>")
+        body = []
+        for r in rows:
+            rec = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
+            body.append([f"<td>{r['point']}</td>", f"<td>{_e(r['date'])}</td>",
+                         f"<td>{_e(r['data'])}</td>", f'<td class="num">{r["pending"]}</td>',
+                         f"<td>{_e(rec)}</td>", f"<td>{_e(r['trial_action'])}</td>",
+                         f"<td>{'<b>' + _e(r['deviation_detail']) + '</b>' if r['deviation'] else ''}</td>",
+                         f"<td>{_e(r['reason'])}</td>"])
+        out.append(_table(["#", "date", "DLT/n per dose", "pending", "design", "trial",
+                           "deviation", "design's reason"], body, num_from=99))
+    return _section("real-trial-replay", "".join(out))
+
+
+def render_report(results, title: Optional[str] = None, swimmer: bool = True,
+                  replay=None) -> str:
     """The report as one HTML string (see :func:`write_report`)."""
     import matplotlib
     sc = results.scenario
@@ -615,7 +659,11 @@ def render_report(results, title: Optional[str] = None, swimmer: bool = True) ->
                     _per_dose_section(results), _paired_section(results),
                     _plots_section(results), _durations_section(results, swimmer),
                     _run_section(results), _versions_section(results)]
-    nav = "".join(f'<a href="#{sid}">{SECTION_TITLES[sid]}</a>' for sid in SECTION_IDS)
+        ids = list(SECTION_IDS)
+        if replay is not None:
+            sections.insert(-2, _replay_section(replay))
+            ids.insert(-2, "real-trial-replay")
+    nav = "".join(f'<a href="#{sid}">{SECTION_TITLES[sid]}</a>' for sid in ids)
     ver = results.meta.get("versions", {}).get("escalation-sim", "")
     return ("<!DOCTYPE html>\n"
             '<html lang="en"><head><meta charset="utf-8">'
@@ -631,16 +679,17 @@ def render_report(results, title: Optional[str] = None, swimmer: bool = True) ->
 
 
 def write_report(results, path: Union[str, Path] = "report.html", *,
-                 title: Optional[str] = None, swimmer: bool = True) -> Path:
+                 title: Optional[str] = None, swimmer: bool = True, replay=None) -> Path:
     """Write one self-contained HTML report of ``results`` to ``path``; return the path.
 
     The page has no scripts and no external references (CSS inline, plots as base64 PNG),
     so it opens offline.  ``swimmer``: also draw one simulated trial per design when the
-    scenario has calendar-time logistics.
+    scenario has calendar-time logistics.  ``replay``: a real trial replayed
+    (:func:`escalation_sim.replay`), shown in its own section.
     """
     from .results.files import atomic_write_text
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(results, title=title, swimmer=swimmer)
+    text = render_report(results, title=title, swimmer=swimmer, replay=replay)
     atomic_write_text(path, text)  # never a half-written page
     return path

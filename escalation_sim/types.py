@@ -100,6 +100,12 @@ class Decision:
     def stop(self) -> bool:
         return self.dose is None
 
+    @property
+    def dose_level(self) -> Optional[int]:
+        """The dose as users number it (1-based; ``dose`` is the library's 0-based index),
+        None when stopping."""
+        return None if self.dose is None else self.dose + 1
+
     @classmethod
     def treat(cls, dose: int, cohort_size: int, reason: str = "") -> "Decision":
         return cls(dose=dose, cohort_size=cohort_size, reason=reason)

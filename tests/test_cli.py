@@ -171,7 +171,7 @@ def test_process_help():
     assert r.returncode == 0 and r.stderr == ""
     assert r.stdout.startswith("usage: escalation-sim")
     for command in ("validate", "schema", "run", "exact", "next-dose", "select-mtd",
-                    "boundaries", "paths", "report", "study"):
+                    "boundaries", "paths", "replay", "report", "study"):
         assert command in r.stdout
 
 

@@ -81,6 +81,14 @@ class Design:
         """Current per-dose estimates for display (optional)."""
         return {}
 
+    def credible_intervals(self, state: TrialState, level: float = 0.95
+                           ) -> Optional[Dict[str, Any]]:
+        """Per-dose DLT-rate estimates with credible intervals for display, or None for a
+        design without a model of the rates (3+3).  ``{"method", "level", "estimate",
+        "lower", "upper"}``, per-dose lists with None where there is no value
+        (:mod:`escalation_sim.designs.intervals`)."""
+        return None
+
     def canonical(self, state: TrialState) -> Any:
         """A hashable key such that states with equal keys get equal decisions and MTDs.
 

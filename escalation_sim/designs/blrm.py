@@ -256,6 +256,15 @@ class BLRM(Design):
         ok = self._ewoc_ok(fit)
         return self._best(fit, [d for d in range(self.n_doses) if state.n[d] > 0 and ok[d]])
 
+    def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
+        """Posterior quantiles of p_d on the quadrature grid, with the posterior means."""
+        from .intervals import grid_cdf_intervals
+        from .quadrature2d import log_posterior
+        g = logistic_grid(self.log_dose_ratio, self.prior, self.target_interval)
+        ld = log_posterior(g, tuple(state.n), tuple(state.y))
+        return grid_cdf_intervals(g, ld, self.fit(state).p_mean, level,
+                                  "posterior quantiles of p (quadrature)")
+
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         fit = self.fit(state)
         lo, hi = self.target_interval

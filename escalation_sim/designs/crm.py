@@ -103,7 +103,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, closest_to_target
-from .quadrature2d import Prior2D, logistic_grid, posterior as posterior2d
+from .quadrature2d import Prior2D, log_posterior, logistic_grid, posterior as posterior2d
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableInputError, TableRequest, next_cohort_table
 
@@ -442,6 +442,42 @@ class CRM(Design):
         if self._too_toxic(fit):
             return None
         return closest_to_target(self.p_hat(fit), self.target)
+
+    def posterior_log_weights(self, state: TrialState) -> np.ndarray:
+        """Unnormalised log posterior weights of the one-parameter grid's nodes (quadrature
+        weights included), the same terms as ``_fit``."""
+        g = _grid(self.skeleton, self.model, float(self.intcpt), float(self.prior_var),
+                  float(self.target))
+        nn = np.asarray(state.n, dtype=float)
+        yy = np.asarray(state.y, dtype=float)
+        return g.log_w + yy @ g.logp + (nn - yy) @ g.log1mp
+
+    def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
+        """One-parameter models as dfcrm's ``crm()`` (beta's posterior mean +- z sd through
+        the model); ``logistic2``: posterior quantiles of p_d on the quadrature grid
+        (:mod:`escalation_sim.designs.intervals`)."""
+        from .intervals import grid_cdf_intervals, normal_beta_intervals
+        fit = self.fit(state)
+        if self.model == "logistic2":
+            prior = Prior2D(float(self.intcpt), 0.0, math.sqrt(self.intcpt_var),
+                            math.sqrt(self.prior_var), float(self.prior_corr))
+            g = logistic_grid(logistic2_labels(self.skeleton, self.intcpt), prior,
+                              (float(self.target),))
+            ld = log_posterior(g, tuple(state.n), tuple(state.y))
+            return grid_cdf_intervals(g, ld, self.p_hat(fit), level,
+                                      "posterior quantiles of p (quadrature)")
+        g = _grid(self.skeleton, self.model, float(self.intcpt), float(self.prior_var),
+                  float(self.target))
+        lw = self.posterior_log_weights(state)
+        w = np.exp(lw - lw.max())
+        w /= w.sum()
+        mean = float(g.nodes @ w)
+        var = float(((g.nodes - mean) ** 2) @ w)
+        out = normal_beta_intervals(
+            mean, var, lambda b: dose_tox(b, self.skeleton, self.model, float(self.intcpt)),
+            level)
+        out["estimate"] = [float(v) for v in self.p_hat(fit)]
+        return out
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         fit = self.fit(state)

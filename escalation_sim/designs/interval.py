@@ -349,6 +349,16 @@ class IntervalDesign(Design):
         }
 
 
+    def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
+        """BOIN ``select.mtd``'s isotonic estimates and Beta posterior intervals
+        (:func:`escalation_sim.designs.intervals.isotonic_beta_intervals`)."""
+        from .base import Outcome
+        if self.outcome is not Outcome.BINARY_DLT:  # gBOIN: y are score units, not DLTs
+            return None
+        from .intervals import isotonic_beta_intervals
+        return isotonic_beta_intervals(state.n, state.y, level, self.mtd_prior)
+
+
 # --------------------------------------------------------------------------- spec options
 def _check_ei(target: float, e1: float, e2: float, n1: str, n2: str) -> None:
     if not e1 < target:

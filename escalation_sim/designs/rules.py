@@ -88,6 +88,9 @@ class _Wrapper(Design):
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         return self.base.estimates(state)
 
+    def credible_intervals(self, state: TrialState, level: float = 0.95):
+        return self.base.credible_intervals(state, level)
+
     def canonical(self, state: TrialState):
         # the rules here depend on per-dose counts only, which every key keeps
         return self.base.canonical(state)

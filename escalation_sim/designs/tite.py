@@ -199,6 +199,23 @@ class TITECRM(_crm.CRM):
             return tite_crm_fit(self, state)
         return super().fit(state)
 
+    def posterior_log_weights(self, state: TrialState) -> np.ndarray:
+        """CRM's node weights with each pending patient's factor 1 - w p_d(beta)."""
+        pend = _pending(state)
+        if not pend:
+            return super().posterior_log_weights(state)
+        g = _crm._grid(self.skeleton, self.model, float(self.intcpt), float(self.prior_var),
+                       float(self.target))
+        n_c = list(state.n)
+        extra = np.zeros_like(g.log_w)
+        for d, w in pend:
+            n_c[d] -= 1
+            if w > 0:
+                extra += np.log1p(-w * g.p[d])
+        nn = np.asarray(n_c, dtype=float)
+        yy = np.asarray(state.y, dtype=float)
+        return g.log_w + extra + yy @ g.logp + (nn - yy) @ g.log1mp
+
     def canonical(self, state: TrialState):
         """With pending patients the whole state matters; without, as CRM."""
         return state if _pending(state) else super().canonical(state)
@@ -286,6 +303,16 @@ class TITEBOIN(_boin.BOIN):
     def canonical(self, state: TrialState):
         """With pending patients the whole state matters; without, as BOIN."""
         return state if _pending(state) else super().canonical(state)
+
+    def credible_intervals(self, state: TrialState, level: float = 0.95) -> Dict[str, Any]:
+        """BOIN's intervals on the complete data (patients whose DLT window is over or who
+        had a DLT): pending patients are left out rather than counted as DLT-free."""
+        if not _pending(state):
+            return super().credible_intervals(state, level)
+        from .intervals import isotonic_beta_intervals
+        out = isotonic_beta_intervals(state.complete_n(), state.y, level, self.mtd_prior)
+        out["method"] += ", complete data only"
+        return out
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         out = super().estimates(state)

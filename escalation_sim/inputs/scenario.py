@@ -180,6 +180,9 @@ class Scenario:
     designs: List[DesignItem]
     source: str = "<memory>"
     raw: Dict[str, Any] = field(default_factory=dict)
+    #: False for a file loaded for real-data commands without a ``truth`` (next-dose,
+    #: select-mtd, paths, replay): nothing may then read the truth
+    has_truth: bool = True
 
     @property
     def name(self) -> str:
@@ -197,6 +200,9 @@ class Scenario:
     def p_true(self) -> np.ndarray:
         """True DLT rate per dose: ``truth.p_dlt``, or the rate derived exactly from graded
         toxicities and the ``dlt`` rule (:meth:`true_dlt_rates`)."""
+        if not self.has_truth:
+            raise ValueError(f"{self.source}: truth: this scenario has no truth; give one "
+                             "(truth: {p_dlt: [...]}) to simulate")
         if not self.model.truth.graded:
             return np.asarray(self.model.truth.p_dlt, dtype=float)
         return self.outcome_model.dlt_rates()
@@ -537,8 +543,19 @@ def load_yaml_file(path: Union[str, Path]) -> Tuple[str, Any]:
     return source, parse_yaml(text, source)
 
 
-def load_scenario(path: Union[str, Path]) -> Scenario:
+def load_scenario(path: Union[str, Path], require_truth: bool = True) -> Scenario:
+    """The validated scenario of a file.  ``require_truth=False`` (the real-data commands:
+    next-dose, select-mtd, paths, replay) accepts a file without ``truth``; the scenario's
+    ``has_truth`` is then False and its truth cannot be read."""
     source, raw = load_yaml_file(path)
+    if not require_truth and isinstance(raw, dict) and "truth" not in raw:
+        doses = raw.get("doses")
+        k = len(doses) if isinstance(doses, list) and doses else 1
+        # a stand-in that validates and that nothing reads (has_truth=False guards it)
+        sc = _scenario_from_raw(dict(raw, truth={"p_dlt": [0.5] * k}), source)
+        sc.raw = raw
+        sc.has_truth = False
+        return sc
     return _scenario_from_raw(raw, source)
 
 
