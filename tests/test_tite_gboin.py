@@ -298,3 +298,22 @@ def test_no_patient_left_at_the_current_dose_treats_there_again():
     d = build("tite-gboin", CTXG)
     dec = d.decide(gstate((3, 0, 0, 0, 0, 0), (0, 0, 0, 0, 0, 0), current=1))
     assert (dec.dose, dec.cohort_size) == (1, 3)
+
+
+def test_next_dose_with_pending_follow_up_on_the_command_line():
+    """``next-dose --pending`` for TITE-gBOIN (cart scenario, target 0.26: lambda_e = 0.2047):
+    DL2 has 3 complete patients with worst grades 0, 0, 3 (nETS 2/3) and 2 pending followed 7
+    and 20 of 28 days: mu = (2/3) / (5 - 2 + 27/28) = 0.1682 <= lambda_e: escalate to DL3."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    scen = Path(__file__).resolve().parents[1] / "scenarios" / "cart_crs_icans.yaml"
+    out = subprocess.run([sys.executable, "-m", "escalation_sim", "next-dose", str(scen),
+                          "--design", "tite-gboin", "--outcomes", "1:000 2:003",
+                          "--pending", "2:7,2:20", "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["next_dose"] == 3
+    mu = doc["estimates"]["mu"][1]
+    assert mu == pytest.approx((2 / 3) / (3 + 27 / 28), abs=1e-12)
