@@ -123,16 +123,16 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     reasons: List[str] = []
     if policy not in (CohortPolicy, TimeToEventPolicy):
         reasons.append(f"decision policy {policy.__name__}")
-    if type(conduct) is not Conduct:
+    if not isinstance(conduct, Conduct):
         reasons.append(f"conduct type {type(conduct).__name__}")
     else:
         reasons += _extra_fields(conduct, KNOWN_CONDUCT, "conduct.")
-        if type(conduct.screening) is not Screening:
+        if not isinstance(conduct.screening, Screening):
             reasons.append("conduct.screening type")
         else:
             reasons += _extra_fields(conduct.screening, KNOWN_SCREENING, "conduct.screening.")
         for i, ph in enumerate(conduct.phases):
-            if type(ph) is not Phase:
+            if not isinstance(ph, Phase):
                 reasons.append(f"conduct.phases[{i}] type")
                 continue
             reasons += _extra_fields(ph, KNOWN_PHASE, f"conduct.phases[{i}].")
