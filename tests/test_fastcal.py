@@ -239,3 +239,41 @@ def test_engine_option_and_environment(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "turbo")
     with pytest.raises(ValueError, match="calendar engine must be one of auto, fast, simpy"):
         clock_for(design, Conduct())
+
+
+def test_cli_calendar_engine_option(cli, monkeypatch):
+    """``--calendar-engine simpy`` gives the same tables (only the timing differs), is
+    passed to the engine through the environment only while the command runs, and is a
+    note on a run without calendar time; a bad value is a usage error (exit 2)."""
+    import json
+    seen = []
+    import escalation_sim.engines.calendar as cal
+    real = cal.clock_for
+
+    def spy(*a, **k):
+        cls = real(*a, **k)
+        seen.append(cls.__name__)
+        return cls
+    monkeypatch.setattr(cal, "clock_for", spy)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    path = ROOT / "scenarios" / "relma_cel_sle.yaml"
+    out = {}
+    for eng in ("simpy", "auto"):
+        seen.clear()
+        r = cli("run", path, "--n-trials", 60, "--backend", "sequential", "--json",
+                "--calendar-engine", eng)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        doc.pop("elapsed_s", None)
+        doc.get("meta", {}).pop("elapsed_s", None)
+        out[eng] = doc
+        assert set(seen) == {"SimpyClock" if eng == "simpy" else "HeapClock"}
+    assert json.dumps(out["simpy"], sort_keys=True) == json.dumps(out["auto"], sort_keys=True)
+    import os
+    assert ENV_VAR not in os.environ
+    r = cli("run", ROOT / "scenarios" / "standard_mtd3.yaml", "--n-trials", 50,
+            "--calendar-engine", "simpy", "--quiet")
+    assert r.returncode == 0
+    assert "--calendar-engine is ignored: this run has no calendar time" in r.stderr
+    r = cli("run", path, "--calendar-engine", "turbo")
+    assert r.returncode == 2 and "invalid choice: 'turbo'" in r.stderr
