@@ -61,7 +61,7 @@ import numpy as np
 from ...inputs.conduct import Conduct
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
-from .fast import HeapClock, choose, unsupported
+from .fast import HeapClock, choose, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -152,6 +152,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     # often and rescan the growing decision memo each time.  Finished trials hold no
     # reference cycle (Trial.release empties the simpy queue), so reference counting frees
     # them; the collector is paused for the call and restored afterwards.
+    make = trial_class(setup)
     gc_on = gc.isenabled()
     gc.disable()
     try:
@@ -159,7 +160,7 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
             block = trials[b:b + BLOCK]
             chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
             for r in range(block.size):
-                t = Trial(setup, chunk.trial(r)).run()
+                t = make(setup, chunk.trial(r)).run()
                 if t.t_end > HORIZON_DAYS:
                     raise past_horizon(int(block[r]))
                 t.release()

@@ -22,6 +22,8 @@ set by the CLI's ``--calendar-engine``) decides, so worker processes follow the 
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
+from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Callable, List, Optional
 
@@ -153,3 +155,451 @@ def choose(engine: Optional[str]) -> str:
         raise ValueError(f"calendar engine must be one of {', '.join(ENGINES)} "
                          f"(got {engine!r})")
     return engine
+
+
+# ------------------------------------------------------------------ classic designs, lean
+# The classic-design trial of trial.py + accrual.py + pathway.py + gates.py + CohortPolicy,
+# flattened into one object: the same calls scheduled in the same order with the same
+# day arithmetic (``now + delay`` with the very ``delay`` expressions of the parts), so the
+# heap order -- and every pre-drawn number's role -- is the simpy engine's.  Handlers are
+# bound methods called with the payload itself (no call object); patients and cohorts are
+# short lists; decisions walk a memoised graph of states (one dict look-up per cohort).
+
+# patient fields
+_J, _CO, _DOSE, _INF, _ST, _REL = range(6)
+# cohort fields
+_CIDX, _CDOSE, _CSIZE, _CFREE, _CACT, _CDONE = range(6)
+_PIPELINE, _COMPLETE, _FAILED, _DROPPED = 0, 1, 2, 3
+
+
+def _inf_order(p):
+    return (p[_INF], p[_J])
+
+
+class _Node:
+    """A state of the design's state graph: the state, its decision, successors by DLTs."""
+
+    __slots__ = ("state", "dec", "succ")
+
+    def __init__(self, state, dec):
+        self.state = state
+        self.dec = dec
+        self.succ = {}
+
+
+def state_graph_root(setup) -> _Node:
+    """The memoised graph of complete-data states of ``setup`` (built as trials walk it)."""
+    root = getattr(setup, "_fast_root", None)
+    if root is None:
+        root = setup._fast_root = _Node(setup.empty_state, setup.decide(setup.empty_state))
+    return root
+
+
+class _AccrualCounts:
+    """What ``_collect`` reads from ``trial.accrual``."""
+
+    __slots__ = ("n_screened", "n_screen_failed", "n_lost", "n_wait_max",
+                 "n_waiting_at_close", "n_arrived")
+
+
+class ClassicTrial:
+    """One classic-design trial on the lean loop: create, ``run()``, read the attributes
+    ``_collect`` reads (as :class:`~escalation_sim.engines.calendar.trial.Trial`)."""
+
+    __slots__ = ("setup", "draws", "q", "seq", "now", "finished", "node", "cohort", "pats",
+                 "in_flight", "n_treated", "n_manuf_fail", "n_phase_fail", "n_dropout",
+                 "decision_times", "first_enroll", "t_end", "stop_reason", "final_state",
+                 "accrual", "rq", "rq_pos", "armed", "waiting", "n_tox",
+                 "queue", "in_followup", "seen", "h_ready", "h_end", "h_arrive",
+                 "h_release", "h_decide")
+
+    def __init__(self, setup, draws):
+        self.setup = setup
+        self.draws = draws
+        self.q = []
+        self.seq = 0
+        self.now = 0.0
+        self.finished = False
+        self.cohort = [-1, -1, 0, 0, 0, None]
+        self.pats = []
+        self.in_flight = 0
+        self.n_treated = 0
+        self.n_manuf_fail = 0
+        self.n_phase_fail = 0
+        self.n_dropout = 0
+        self.decision_times = []
+        self.first_enroll = None
+        self.t_end = 0.0
+        self.stop_reason = None
+        self.final_state = None
+        acc = self.accrual = _AccrualCounts()
+        acc.n_screened = acc.n_screen_failed = acc.n_lost = acc.n_wait_max = 0
+        acc.n_waiting_at_close = acc.n_arrived = 0
+        self.rq = []
+        self.rq_pos = 0
+        self.armed = False
+        self.waiting = deque()
+        self.n_tox = 0
+        self.queue = deque()
+        self.in_followup = 0
+        self.seen = {}
+        self.h_ready = self._ready
+        self.h_end = self._on_end
+        self.h_arrive = self._arrive
+        self.h_release = self._release
+        self.h_decide = self._decide
+
+    # ---------------------------------------------------------------- the loop
+    def _after(self, delay, fn, arg):
+        n = self.seq = self.seq + 1
+        heappush(self.q, (self.now + delay, n, fn, arg))
+
+    def run(self) -> "ClassicTrial":
+        s = self.setup
+        self.node = state_graph_root(s)
+        self._open(self.node.dec)
+        if s.unlimited:
+            self._fill()
+        else:
+            self._merge_ready(0)
+            self._arm()
+        if not self.finished:
+            q = self.q
+            pop = heappop
+            while True:
+                if not q:
+                    raise RuntimeError(f"No scheduled events left but the trial did not "
+                                       f"stop (day {self.now})")
+                now, _, fn, arg = pop(q)
+                if fn is None:
+                    break
+                self.now = now
+                fn(arg)
+        self._count_arrivals(self.t_end)
+        return self
+
+    def release(self) -> None:
+        self.q = None
+        self.h_ready = self.h_end = self.h_arrive = self.h_release = self.h_decide = None
+
+    def _stop(self):
+        n = self.seq = self.seq + 1
+        heappush(self.q, (self.now, n, None, None))
+
+    # ---------------------------------------------------------------- accrual
+    def _merge_ready(self, start):
+        d = self.draws
+        at, sf, sd = d.arrival_time, d.screen_failed, d.screen_days
+        new = [(at[i] + sd[i], i) for i in range(start, len(at)) if not sf[i]]
+        rest = self.rq[self.rq_pos:] + new
+        rest.sort()
+        self.rq = rest
+        self.rq_pos = 0
+
+    def _peek(self):
+        d = self.draws
+        while self.rq_pos >= len(self.rq) or self.rq[self.rq_pos][0] > d.arrival_time[-1]:
+            n0 = len(d.arrival_time)
+            d.more_arrivals()
+            self._merge_ready(n0)
+        return self.rq[self.rq_pos]
+
+    def _arm(self):
+        if self.armed or self.finished or self.cohort[_CFREE] <= 0:
+            return
+        r, i = self._peek()
+        self.rq_pos += 1
+        self.armed = True
+        n = self.seq = self.seq + 1
+        heappush(self.q, (self.now + (r - self.now), n, self.h_ready, i))
+
+    def _ready(self, i):
+        self.armed = False
+        if self.finished:
+            return
+        # offer(i)
+        w = self.waiting
+        now = self.now
+        if w:
+            self._purge(now)
+        if not w and self.cohort[_CFREE] > 0:
+            self._enroll(i)
+        elif not self.finished:
+            self._wait_or_leave(i, now)
+        self._arm()
+
+    def _catch_up(self, until):
+        if self.armed or self.setup.unlimited:
+            return
+        while True:
+            r, i = self._peek()
+            if r > until:
+                return
+            self.rq_pos += 1
+            self._wait_or_leave(i, r)
+
+    def _new_candidate(self):
+        d = self.draws
+        acc = self.accrual
+        while True:
+            i = acc.n_arrived
+            while i >= len(d.screen_failed):
+                d.more_arrivals()
+            acc.n_arrived = i + 1
+            if d.screen_failed[i]:
+                acc.n_screen_failed += 1
+                continue
+            return i
+
+    def _wait_or_leave(self, i, t):
+        acc = self.accrual
+        s = self.setup
+        if s.leave:
+            acc.n_lost += 1
+            return
+        self._purge(t)
+        w = self.waiting
+        w.append((i, t + s.max_wait))
+        if len(w) > acc.n_wait_max:
+            acc.n_wait_max = len(w)
+
+    def _purge(self, now):
+        w = self.waiting
+        while w and w[0][1] < now:
+            w.popleft()
+            self.accrual.n_lost += 1
+
+    def _close(self, t_end):
+        if not self.setup.unlimited:
+            self._catch_up(t_end)
+        self._purge(t_end)
+        self.accrual.n_waiting_at_close = len(self.waiting)
+        self.waiting.clear()
+
+    def _count_arrivals(self, t_end):
+        d = self.draws
+        acc = self.accrual
+        if self.setup.unlimited:
+            acc.n_screened = acc.n_arrived
+            return
+        while d.arrival_time[-1] <= t_end:
+            d.more_arrivals()
+        acc.n_arrived = acc.n_screened = bisect_right(d.arrival_time, t_end)
+        acc.n_screen_failed = sum(d.screen_failed[:acc.n_screened])
+
+    # ---------------------------------------------------------------- the trial
+    def _fill(self):
+        s = self.setup
+        unlimited = s.unlimited
+        now = self.now
+        if not (unlimited or self.armed):
+            self._catch_up(now)
+        w = self.waiting
+        while not self.finished:
+            if w:
+                self._purge(now)
+            if not w and not unlimited:
+                break
+            if not self.cohort[_CFREE] > 0:
+                break
+            self._enroll(w.popleft()[0] if w else self._new_candidate())
+        if not (unlimited or self.armed):
+            self._arm()
+
+    def _open(self, dec):
+        if dec.stop:
+            self._finish(dec)
+            return
+        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
+                       []]
+
+    def _finish(self, dec):
+        from ...types import StopReason
+        self.finished = True
+        self.t_end = self.now
+        self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
+        self.final_state = self.node.state
+        self._close(self.t_end)
+        self._stop()
+
+    def _enroll(self, i):
+        s, d = self.setup, self.draws
+        j = len(self.pats)
+        if j >= s.max_patients:
+            from .draws import too_many_patients
+            raise too_many_patients(d.trial, s.max_patients)
+        while j >= len(d.fail_at):
+            d.more_patients()
+        now = self.now
+        if self.first_enroll is None:
+            self.first_enroll = now
+        c = self.cohort
+        c[_CFREE] -= 1
+        c[_CACT] += 1
+        pat = [j, c, c[_CDOSE], -1.0, _PIPELINE, -1.0]
+        self.pats.append(pat)
+        self.in_flight += 1
+        # Pathway.start
+        f = d.fail_at[j]
+        if 0 <= f < s.gate:
+            pat[_ST] = _FAILED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
+        elif not s.gated:
+            self._infuse(pat, d.pre_days[j] + d.post_days[j])
+        else:
+            self._gate_enter(pat)
+
+    def _infuse(self, pat, delay):
+        d = self.draws
+        j = pat[_J]
+        now = self.now
+        pat[_INF] = now + delay
+        self.n_treated += 1
+        n = self.seq = self.seq + 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
+        else:
+            pat[_ST] = _COMPLETE
+            heappush(self.q, (now + (delay + self.setup.window), n, self.h_end, pat))
+
+    def _after_gate(self, pat, wait):
+        d = self.draws
+        j = pat[_J]
+        if d.fail_at[j] >= self.setup.gate:
+            pat[_ST] = _FAILED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
+                              self.h_end, pat))
+        else:
+            self._infuse(pat, wait + d.post_days[j])
+
+    # ---------------------------------------------------------------- the gate
+    def _key(self, pat):
+        return pat[_CO][_CIDX] if self.setup.conduct.stagger_scope == "every_cohort" \
+            else pat[_DOSE]
+
+    def _gate_enter(self, pat):
+        s, d = self.setup, self.draws
+        j = pat[_J]
+        if s.known_release:
+            first = self.seen.get(self._key(pat))
+            if first is not None:
+                now = self.now
+                gate = now + d.pre_days[j]
+                release = max(gate, first + s.stagger - d.post_days[j])
+                pat[_REL] = release
+                self.in_followup += 1
+                self._after_gate(pat, release - now)
+                return
+        n = self.seq = self.seq + 1
+        heappush(self.q, (self.now + d.pre_days[j], n, self.h_arrive, pat))
+
+    def _arrive(self, pat):
+        self.queue.append(pat)
+        self._admit()
+
+    def _admit(self):
+        s = self.setup
+        q = self.queue
+        cap = s.cap
+        post = self.draws.post_days
+        spaced = s.stagger > 0
+        while q and (cap is None or self.in_followup < cap):
+            pat = q.popleft()
+            self.in_followup += 1
+            now = self.now
+            release = now
+            if spaced:
+                p = post[pat[_J]]
+                key = self._key(pat)
+                seen = self.seen
+                last = seen.get(key)
+                if last is None:
+                    seen[key] = now + p
+                else:
+                    release = max(now, last + s.stagger - p)
+                    if s.conduct.stagger_mode == "all":
+                        seen[key] = release + p
+            pat[_REL] = release
+            if release > now:
+                n = self.seq = self.seq + 1
+                heappush(self.q, (now + (release - now), n, self.h_release, pat))
+            else:
+                self._after_gate(pat, 0.0)
+
+    def _release(self, pat):
+        self._after_gate(pat, 0.0)
+
+    # ---------------------------------------------------------------- end of a path
+    def _on_end(self, pat):
+        self.in_flight -= 1
+        if pat[_REL] >= 0:
+            self.in_followup -= 1
+            if self.queue:
+                self._admit()
+        st = pat[_ST]
+        c = pat[_CO]
+        if st == _COMPLETE:
+            done = c[_CDONE]
+            done.append(pat)
+            if len(done) == c[_CSIZE]:
+                self._complete(c)
+            return
+        if st == _FAILED:
+            self.n_phase_fail += 1
+            if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
+                self.n_manuf_fail += 1
+        else:
+            self.n_dropout += 1
+        c[_CACT] -= 1
+        c[_CFREE] += 1
+        if not self.finished:
+            self._fill()
+
+    def _complete(self, c):
+        members, c[_CDONE] = c[_CDONE], []
+        members.sort(key=_inf_order)
+        d = self.draws
+        u = d.dlt_u
+        p = self.setup.p[c[_CDOSE]]
+        k = self.n_tox
+        y = 0
+        for _ in members:
+            while k >= len(u):
+                d.more_evaluable()
+                u = d.dlt_u
+            if u[k] < p:
+                y += 1
+            k += 1
+        self.n_tox = k
+        node = self.node
+        nxt = node.succ.get(y)
+        if nxt is None:
+            st = node.state.add_cohort(c[_CDOSE], c[_CSIZE], y)
+            nxt = node.succ[y] = _Node(st, self.setup.decide(st))
+        self.node = nxt
+        delay = self.setup.review.days
+        if delay > 0:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+        else:
+            self._decide(None)
+
+    def _decide(self, _):
+        self.decision_times.append(self.now - self.first_enroll)
+        self._open(self.node.dec)
+        if not self.finished:
+            self._fill()
+
+
+def trial_class(setup):
+    """The trial class to run ``setup``'s trials with: the lean :class:`ClassicTrial` for
+    classic designs on the fast path without the patient log, else the parts' ``Trial`` (on
+    whichever clock ``setup`` has)."""
+    from .policies import CohortPolicy
+    from .trial import Trial
+    if setup.clock is HeapClock and setup.policy is CohortPolicy and not setup.record:
+        return ClassicTrial
+    return Trial
