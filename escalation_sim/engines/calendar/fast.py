@@ -211,7 +211,8 @@ class ClassicTrial:
                  "decision_times", "first_enroll", "t_end", "stop_reason", "final_state",
                  "accrual", "rq", "rq_pos", "armed", "waiting", "n_tox",
                  "queue", "in_followup", "seen", "h_ready", "h_end", "h_arrive",
-                 "h_release", "h_decide")
+                 "h_release", "h_decide", "gate_i", "gated", "window", "by_cohort",
+                 "stagger", "sequential", "known_release", "cap")
 
     def __init__(self, setup, draws):
         self.setup = setup
@@ -248,6 +249,14 @@ class ClassicTrial:
         self.h_arrive = self._arrive
         self.h_release = self._release
         self.h_decide = self._decide
+        self.gate_i = setup.gate
+        self.gated = setup.gated
+        self.window = setup.window
+        self.by_cohort = setup.conduct.stagger_scope == "every_cohort"
+        self.stagger = setup.stagger
+        self.sequential = setup.conduct.stagger_mode == "all"
+        self.known_release = setup.known_release
+        self.cap = setup.cap
 
     # ---------------------------------------------------------------- the loop
     def _after(self, delay, fn, arg):
@@ -320,13 +329,24 @@ class ClassicTrial:
         # offer(i)
         w = self.waiting
         now = self.now
-        if w:
+        if w and w[0][1] < now:
             self._purge(now)
         if not w and self.cohort[_CFREE] > 0:
             self._enroll(i)
         elif not self.finished:
             self._wait_or_leave(i, now)
-        self._arm()
+        # _arm, inlined
+        if self.armed or self.finished or self.cohort[_CFREE] <= 0:
+            return
+        rq, pos = self.rq, self.rq_pos
+        if pos >= len(rq) or rq[pos][0] > self.draws.arrival_time[-1]:
+            r, i = self._peek()
+        else:
+            r, i = rq[pos]
+        self.rq_pos += 1
+        self.armed = True
+        n = self.seq = self.seq + 1
+        heappush(self.q, (now + (r - now), n, self.h_ready, i))
 
     def _catch_up(self, until):
         if self.armed or self.setup.unlimited:
@@ -396,7 +416,7 @@ class ClassicTrial:
             self._catch_up(now)
         w = self.waiting
         while not self.finished:
-            if w:
+            if w and w[0][1] < now:
                 self._purge(now)
             if not w and not unlimited:
                 break
@@ -441,11 +461,11 @@ class ClassicTrial:
         self.in_flight += 1
         # Pathway.start
         f = d.fail_at[j]
-        if 0 <= f < s.gate:
+        if 0 <= f < self.gate_i:
             pat[_ST] = _FAILED
             n = self.seq = self.seq + 1
             heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
-        elif not s.gated:
+        elif not self.gated:
             self._infuse(pat, d.pre_days[j] + d.post_days[j])
         else:
             self._gate_enter(pat)
@@ -462,33 +482,39 @@ class ClassicTrial:
             heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
         else:
             pat[_ST] = _COMPLETE
-            heappush(self.q, (now + (delay + self.setup.window), n, self.h_end, pat))
+            heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
 
     def _after_gate(self, pat, wait):
         d = self.draws
         j = pat[_J]
-        if d.fail_at[j] >= self.setup.gate:
+        now = self.now
+        n = self.seq = self.seq + 1
+        if d.fail_at[j] >= self.gate_i:
             pat[_ST] = _FAILED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
+            heappush(self.q, (now + (wait + d.fail_days[j] - d.pre_days[j]), n,
                               self.h_end, pat))
+            return
+        # _infuse, inlined
+        delay = wait + d.post_days[j]
+        pat[_INF] = now + delay
+        self.n_treated += 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
         else:
-            self._infuse(pat, wait + d.post_days[j])
+            pat[_ST] = _COMPLETE
+            heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
 
     # ---------------------------------------------------------------- the gate
-    def _key(self, pat):
-        return pat[_CO][_CIDX] if self.setup.conduct.stagger_scope == "every_cohort" \
-            else pat[_DOSE]
-
     def _gate_enter(self, pat):
-        s, d = self.setup, self.draws
+        d = self.draws
         j = pat[_J]
-        if s.known_release:
-            first = self.seen.get(self._key(pat))
+        if self.known_release:
+            first = self.seen.get(pat[_CO][_CIDX] if self.by_cohort else pat[_DOSE])
             if first is not None:
                 now = self.now
                 gate = now + d.pre_days[j]
-                release = max(gate, first + s.stagger - d.post_days[j])
+                release = max(gate, first + self.stagger - d.post_days[j])
                 pat[_REL] = release
                 self.in_followup += 1
                 self._after_gate(pat, release - now)
@@ -501,11 +527,11 @@ class ClassicTrial:
         self._admit()
 
     def _admit(self):
-        s = self.setup
         q = self.queue
-        cap = s.cap
+        cap = self.cap
         post = self.draws.post_days
-        spaced = s.stagger > 0
+        stagger = self.stagger
+        spaced = stagger > 0
         while q and (cap is None or self.in_followup < cap):
             pat = q.popleft()
             self.in_followup += 1
@@ -513,14 +539,14 @@ class ClassicTrial:
             release = now
             if spaced:
                 p = post[pat[_J]]
-                key = self._key(pat)
+                key = pat[_CO][_CIDX] if self.by_cohort else pat[_DOSE]
                 seen = self.seen
                 last = seen.get(key)
                 if last is None:
                     seen[key] = now + p
                 else:
-                    release = max(now, last + s.stagger - p)
-                    if s.conduct.stagger_mode == "all":
+                    release = max(now, last + stagger - p)
+                    if self.sequential:
                         seen[key] = release + p
             pat[_REL] = release
             if release > now:
