@@ -27,6 +27,8 @@ from collections import deque
 from heapq import heappop, heappush
 from typing import Any, Callable, List, Optional
 
+import numpy as np
+
 from ...designs.base import Design
 from ...inputs.conduct import Conduct, Phase, Screening
 from ...inputs.distributions import DurationSpec
@@ -212,11 +214,14 @@ class ClassicTrial:
                  "accrual", "rq", "rq_pos", "armed", "waiting", "n_tox",
                  "queue", "in_followup", "seen", "h_ready", "h_end", "h_arrive",
                  "h_release", "h_decide", "gate_i", "gated", "window", "by_cohort",
-                 "stagger", "sequential", "known_release", "cap")
+                 "stagger", "sequential", "known_release", "cap", "at_last", "arr_rows")
 
-    def __init__(self, setup, draws):
+    def __init__(self, setup, draws, lean=None):
         self.setup = setup
         self.draws = draws
+        # lean: (ready queue, arrival days, screen-failed flags, screening days) as numpy
+        # rows; the arrival lists of ``draws`` are then made only if the trial needs them
+        self.arr_rows = None if lean is None else lean[1:]
         self.q = []
         self.seq = 0
         self.now = 0.0
@@ -236,8 +241,9 @@ class ClassicTrial:
         acc = self.accrual = _AccrualCounts()
         acc.n_screened = acc.n_screen_failed = acc.n_lost = acc.n_wait_max = 0
         acc.n_waiting_at_close = acc.n_arrived = 0
-        self.rq = []
+        self.rq = [] if lean is None else lean[0]
         self.rq_pos = 0
+        self.at_last = None if lean is None else float(lean[1][-1])
         self.armed = False
         self.waiting = deque()
         self.n_tox = 0
@@ -270,7 +276,9 @@ class ClassicTrial:
         if s.unlimited:
             self._fill()
         else:
-            self._merge_ready(0)
+            if self.arr_rows is None:
+                self._merge_ready(0)
+                self.at_last = self.draws.arrival_time[-1]
             self._arm()
         if not self.finished:
             q = self.q
@@ -305,12 +313,24 @@ class ClassicTrial:
         self.rq = rest
         self.rq_pos = 0
 
+    def _lists(self):
+        """Make the arrival lists of ``draws`` from the lean rows (before extending them)."""
+        if self.arr_rows is not None:
+            at, failed, sdays = self.arr_rows
+            d = self.draws
+            d.arrival_time = at.tolist()
+            d.screen_failed = failed.tolist()
+            d.screen_days = sdays.tolist()
+            self.arr_rows = None
+
     def _peek(self):
         d = self.draws
-        while self.rq_pos >= len(self.rq) or self.rq[self.rq_pos][0] > d.arrival_time[-1]:
+        while self.rq_pos >= len(self.rq) or self.rq[self.rq_pos][0] > self.at_last:
+            self._lists()
             n0 = len(d.arrival_time)
             d.more_arrivals()
             self._merge_ready(n0)
+            self.at_last = d.arrival_time[-1]
         return self.rq[self.rq_pos]
 
     def _arm(self):
@@ -339,7 +359,7 @@ class ClassicTrial:
         if self.armed or self.finished or self.cohort[_CFREE] <= 0:
             return
         rq, pos = self.rq, self.rq_pos
-        if pos >= len(rq) or rq[pos][0] > self.draws.arrival_time[-1]:
+        if pos >= len(rq) or rq[pos][0] > self.at_last:
             r, i = self._peek()
         else:
             r, i = rq[pos]
@@ -402,6 +422,14 @@ class ClassicTrial:
         if self.setup.unlimited:
             acc.n_screened = acc.n_arrived
             return
+        if self.arr_rows is not None:
+            at, failed, _ = self.arr_rows
+            if self.at_last > t_end:          # within the drawn arrivals
+                n = int(np.searchsorted(at, t_end, side="right"))
+                acc.n_arrived = acc.n_screened = n
+                acc.n_screen_failed = int(np.count_nonzero(failed[:n]))
+                return
+            self._lists()
         while d.arrival_time[-1] <= t_end:
             d.more_arrivals()
         acc.n_arrived = acc.n_screened = bisect_right(d.arrival_time, t_end)
@@ -620,12 +648,49 @@ class ClassicTrial:
             self._fill()
 
 
+class LeanChunkDraws:
+    """A chunk's pre-drawn numbers for :class:`ClassicTrial` (limited accrual): the same
+    streams, draw indices and block sizes as
+    :class:`~escalation_sim.engines.calendar.draws.ChunkDraws` (so the same numbers), with
+    the eligible arrivals sorted by the day screening ends in one vectorised step, and the
+    per-arrival lists made only for a trial that extends or counts past its block."""
+
+    def __init__(self, plan, trials, n_arrivals, n_patients, n_evaluable):
+        self.plan = plan
+        self.trials = np.asarray(trials, dtype=np.uint64)
+        gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
+        at = np.cumsum(gaps, axis=1)
+        days, happens, *pat = plan.patients(self.trials, 0, n_patients)
+        u, onset = plan.evaluable(self.trials, 0, n_evaluable)
+        self.days, self.happens = days, happens
+        self.at, self.failed, self.sdays = at, failed, sdays
+        ready = at + sdays                    # as Accrual._merge_ready: at[i] + sd[i]
+        order = np.argsort(np.where(failed, np.inf, ready), axis=1, kind="stable")
+        self.ready = np.take_along_axis(ready, order, axis=1)
+        self.order = order
+        self.n_elig = (~failed).sum(axis=1).tolist()
+        self.lists = [a.tolist() for a in pat] + [u.tolist(), onset.tolist()]
+
+    def trial(self, r: int):
+        """(TrialDraws without arrival lists, lean rows) of the r-th trial; the lists are
+        used as they are (each trial is run once)."""
+        from .draws import TrialDraws
+        fail_at, drop, drop_day, pre, post, fail_days, u, onset = [c[r] for c in self.lists]
+        d = TrialDraws(self.plan, int(self.trials[r]), None, None, None, self.days[r],
+                       self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
+                       onset)
+        ne = self.n_elig[r]
+        rq = list(zip(self.ready[r, :ne].tolist(), self.order[r, :ne].tolist()))
+        return d, (rq, self.at[r], self.failed[r], self.sdays[r])
+
+
 def trial_class(setup):
-    """The trial class to run ``setup``'s trials with: the lean :class:`ClassicTrial` for
-    classic designs on the fast path without the patient log, else the parts' ``Trial`` (on
-    whichever clock ``setup`` has)."""
+    """``(trial class, lean chunk class or None)`` to run ``setup``'s trials with: the lean
+    :class:`ClassicTrial` for classic designs on the fast path without the patient log
+    (with :class:`LeanChunkDraws` under limited accrual), else the parts' ``Trial`` (on
+    whichever clock ``setup`` has) and the usual chunks."""
     from .policies import CohortPolicy
     from .trial import Trial
     if setup.clock is HeapClock and setup.policy is CohortPolicy and not setup.record:
-        return ClassicTrial
-    return Trial
+        return ClassicTrial, (None if setup.unlimited else LeanChunkDraws)
+    return Trial, None
