@@ -271,8 +271,7 @@ class ClassicTrial:
 
     def run(self) -> "ClassicTrial":
         s = self.setup
-        self.node = state_graph_root(s)
-        self._open(self.node.dec)
+        self._start()
         if s.unlimited:
             self._fill()
         else:
@@ -294,6 +293,16 @@ class ClassicTrial:
                 fn(arg)
         self._count_arrivals(self.t_end)
         return self
+
+    #: an arrival finding no free slot may lead to a decision (time-to-event designs)
+    on_arrival = False
+
+    def _start(self):
+        self.node = state_graph_root(self.setup)
+        self._open(self.node.dec)
+
+    def _open_slot(self):
+        return False
 
     def release(self) -> None:
         self.q = None
@@ -334,7 +343,7 @@ class ClassicTrial:
         return self.rq[self.rq_pos]
 
     def _arm(self):
-        if self.armed or self.finished or self.cohort[_CFREE] <= 0:
+        if self.armed or self.finished or (self.cohort[_CFREE] <= 0 and not self.on_arrival):
             return
         r, i = self._peek()
         self.rq_pos += 1
@@ -351,12 +360,12 @@ class ClassicTrial:
         now = self.now
         if w and w[0][1] < now:
             self._purge(now)
-        if not w and self.cohort[_CFREE] > 0:
+        if not w and (self.cohort[_CFREE] > 0 or (self.on_arrival and self._open_slot())):
             self._enroll(i)
         elif not self.finished:
             self._wait_or_leave(i, now)
         # _arm, inlined
-        if self.armed or self.finished or self.cohort[_CFREE] <= 0:
+        if self.armed or self.finished or (self.cohort[_CFREE] <= 0 and not self.on_arrival):
             return
         rq, pos = self.rq, self.rq_pos
         if pos >= len(rq) or rq[pos][0] > self.at_last:
@@ -448,7 +457,7 @@ class ClassicTrial:
                 self._purge(now)
             if not w and not unlimited:
                 break
-            if not self.cohort[_CFREE] > 0:
+            if not (self.cohort[_CFREE] > 0 or (self.on_arrival and self._open_slot())):
                 break
             self._enroll(w.popleft()[0] if w else self._new_candidate())
         if not (unlimited or self.armed):
@@ -648,6 +657,203 @@ class ClassicTrial:
             self._fill()
 
 
+_CY = 5      # time-to-event cohorts: DLTs observed (classic ones keep ``done`` there)
+
+
+class TiteTrial(ClassicTrial):
+    """One time-to-event-design trial on the lean loop: :class:`ClassicTrial`'s accrual,
+    pathway and gate with :class:`~.policies.TimeToEventPolicy`'s rules flattened in
+    (decide when a ready patient finds no free slot and when the last patient in flight
+    finishes; infusion and DLT onset are calls).  Decisions are memoised as the policy's:
+    states without a pending patient across trials (keyed by the state's fields), others
+    only against the last call."""
+
+    __slots__ = ("n_active", "y_obs", "pending", "last", "memo", "h_infused", "h_dlt",
+                 "design", "p")
+
+    on_arrival = True
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        K = setup.K
+        self.cohort = [-1, -1, 0, 0, 0, 0]
+        self.n_active = [0] * K
+        self.y_obs = [0] * K
+        self.pending = {}                 # j -> patient, in enrollment order
+        self.last = (None, None)
+        memo = getattr(setup, "_fast_tite_memo", None)
+        if memo is None:
+            memo = setup._fast_tite_memo = {}
+        self.memo = memo
+        self.design = setup.design
+        self.p = setup.p
+        self.h_infused = self._infused
+        self.h_dlt = self._dlt
+
+    def release(self) -> None:
+        super().release()
+        self.h_infused = self.h_dlt = None
+
+    def _start(self):
+        pass
+
+    def _decide_now(self):
+        from ...designs.tite import TiteState
+        now = self.now
+        W = self.window
+        pend = tuple((p[_DOSE], 0.0 if p[_INF] < 0 else min((now - p[_INF]) / W, 1.0))
+                     for p in self.pending.values())
+        c = self.cohort
+        key = (tuple(self.n_active), tuple(self.y_obs), c[_CDOSE] if c[_CIDX] >= 0 else None,
+               c[_CACT], c[_CY])
+        if not pend:
+            dec = self.memo.get(key)
+            if dec is None:
+                dec = self.memo[key] = self.setup.decide_exact(TiteState(*key, ()))
+            return dec
+        full = key + (pend,)
+        last, dec = self.last
+        if full != last:
+            dec = self.design.decide(TiteState(*full))
+            self.last = (full, dec)
+        return dec
+
+    def _open_slot(self):
+        if self.finished:
+            return False
+        dec = self._decide_now()
+        if dec.stop:
+            if self.in_flight == 0:
+                self._finish(dec)
+            return False
+        if dec.cohort_size <= 0:
+            return False
+        if self.first_enroll is not None:
+            self.decision_times.append(self.now - self.first_enroll)
+        self._open(dec)
+        return True
+
+    def _open(self, dec):
+        if dec.stop:
+            self._finish(dec)
+            return
+        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
+                       0]
+
+    def _finish(self, dec):
+        from ...types import StopReason, TrialState
+        self.finished = True
+        t_end = self.t_end = self.now
+        self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
+        if self.first_enroll is not None:
+            self.decision_times.append(t_end - self.first_enroll)
+        c = self.cohort
+        self.final_state = TrialState(tuple(self.n_active), tuple(self.y_obs),
+                                      c[_CDOSE] if c[_CIDX] >= 0 else None, c[_CACT], c[_CY])
+        self._close(t_end)
+        self._stop()
+
+    def _enroll(self, i):
+        s, d = self.setup, self.draws
+        j = len(self.pats)
+        if j >= s.max_patients:
+            from .draws import too_many_patients
+            raise too_many_patients(d.trial, s.max_patients)
+        while j >= len(d.fail_at):
+            d.more_patients()
+        now = self.now
+        if self.first_enroll is None:
+            self.first_enroll = now
+        c = self.cohort
+        c[_CFREE] -= 1
+        c[_CACT] += 1
+        pat = [j, c, c[_CDOSE], -1.0, _PIPELINE, -1.0]
+        self.pats.append(pat)
+        self.in_flight += 1
+        self.n_active[c[_CDOSE]] += 1
+        self.pending[j] = pat
+        f = d.fail_at[j]
+        if 0 <= f < self.gate_i:
+            pat[_ST] = _FAILED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
+        elif not self.gated:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + (d.pre_days[j] + d.post_days[j]), n, self.h_infused, pat))
+        else:
+            self._gate_enter(pat)
+
+    def _after_gate(self, pat, wait):
+        d = self.draws
+        j = pat[_J]
+        n = self.seq = self.seq + 1
+        if d.fail_at[j] >= self.gate_i:
+            pat[_ST] = _FAILED
+            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
+                              self.h_end, pat))
+        else:
+            heappush(self.q, (self.now + (wait + d.post_days[j]), n, self.h_infused, pat))
+
+    def _infused(self, pat):
+        d = self.draws
+        j = pat[_J]
+        now = pat[_INF] = self.now
+        self.n_treated += 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.drop_day[j], n, self.h_end, pat))
+            return
+        pat[_ST] = _COMPLETE
+        k = self.n_tox
+        self.n_tox = k + 1
+        while k >= len(d.dlt_u):
+            d.more_evaluable()
+        if d.dlt_u[k] < self.p[pat[_DOSE]]:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.onset_day[k], n, self.h_dlt, pat))
+        n = self.seq = self.seq + 1
+        heappush(self.q, (now + self.window, n, self.h_end, pat))
+
+    def _dlt(self, pat):
+        self.y_obs[pat[_DOSE]] += 1
+        self.pending.pop(pat[_J], None)
+        pat[_CO][_CY] += 1
+        self._changed()
+
+    def _changed(self):
+        if self.finished:
+            return
+        self._fill()
+        # TimeToEventPolicy.after_change
+        if not self.finished and self.in_flight == 0 and self.cohort[_CFREE] == 0:
+            dec = self._decide_now()
+            if dec.stop:
+                self._finish(dec)
+
+    def _on_end(self, pat):
+        self.in_flight -= 1
+        if pat[_REL] >= 0:
+            self.in_followup -= 1
+            if self.queue:
+                self._admit()
+        st = pat[_ST]
+        if st == _COMPLETE:
+            self.pending.pop(pat[_J], None)
+            self._changed()
+            return
+        if st == _FAILED:
+            self.n_phase_fail += 1
+            if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
+                self.n_manuf_fail += 1
+        else:
+            self.n_dropout += 1
+        pat[_CO][_CACT] -= 1
+        self.n_active[pat[_DOSE]] -= 1
+        self.pending.pop(pat[_J], None)
+        self._changed()
+
+
 class LeanChunkDraws:
     """A chunk's pre-drawn numbers for :class:`ClassicTrial` (limited accrual): the same
     streams, draw indices and block sizes as
@@ -689,8 +895,12 @@ def trial_class(setup):
     :class:`ClassicTrial` for classic designs on the fast path without the patient log
     (with :class:`LeanChunkDraws` under limited accrual), else the parts' ``Trial`` (on
     whichever clock ``setup`` has) and the usual chunks."""
-    from .policies import CohortPolicy
+    from .policies import CohortPolicy, TimeToEventPolicy
     from .trial import Trial
-    if setup.clock is HeapClock and setup.policy is CohortPolicy and not setup.record:
-        return ClassicTrial, (None if setup.unlimited else LeanChunkDraws)
+    if setup.clock is HeapClock and not setup.record:
+        lean = None if setup.unlimited else LeanChunkDraws
+        if setup.policy is CohortPolicy:
+            return ClassicTrial, lean
+        if setup.policy is TimeToEventPolicy:
+            return TiteTrial, lean
     return Trial, None
