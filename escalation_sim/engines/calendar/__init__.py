@@ -61,7 +61,7 @@ import numpy as np
 from ...inputs.conduct import Conduct
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
-from .fast import HeapClock, choose, trial_class, unsupported
+from .fast import HeapClock, choose, fast_draw_plan, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -153,6 +153,8 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     # reference cycle (Trial.release empties the simpy queue), so reference counting frees
     # them; the collector is paused for the call and restored afterwards.
     make, lean = trial_class(setup)
+    if make is not Trial:                        # the fast path's lean trials
+        plan = fast_draw_plan(plan)
     gc_on = gc.isenabled()
     gc.disable()
     try:

@@ -24,14 +24,17 @@ from __future__ import annotations
 import os
 from bisect import bisect_right
 from collections import deque
+from functools import lru_cache
 from heapq import heappop, heappush
 from typing import Any, Callable, List, Optional
 
 import numpy as np
 
+from scipy import special
+
 from ...designs.base import Design
 from ...inputs.conduct import Conduct, Phase, Screening
-from ...inputs.distributions import DurationSpec
+from ...inputs.distributions import _Z_GRID, DurationSpec, Gamma, _gamma_log_quantiles
 
 ENGINES = ("auto", "fast", "simpy")
 ENV_VAR = "ESCALATION_SIM_CALENDAR_ENGINE"
@@ -862,6 +865,66 @@ class TiteTrial(ClassicTrial):
         self.n_active[pat[_DOSE]] -= 1
         self.pending.pop(pat[_J], None)
         self._changed()
+
+
+# ------------------------------------------------------------------ gamma durations
+@lru_cache(maxsize=256)
+def _gamma_table(shape: float):
+    fp = _gamma_log_quantiles(shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        slopes = (fp[1:] - fp[:-1]) / (_Z_GRID[1:] - _Z_GRID[:-1])
+    return fp, slopes
+
+
+_Z0 = float(_Z_GRID[0])
+_INV_DZ = 1.0 / ((float(_Z_GRID[-1]) - _Z0) / (_Z_GRID.size - 1))
+
+
+def grid_interp(z: np.ndarray, fp: np.ndarray, slopes: np.ndarray) -> np.ndarray:
+    """``numpy.interp(z, _Z_GRID, fp)`` bit for bit, for ``z`` inside the grid: the grid is
+    uniform, so the interval comes from one division (then corrected by one comparison each
+    way) instead of a binary search, and the value is numpy's own expression (``slope * (x
+    - x_j) + f_j`` with the precomputed slope; ``f_j`` at a grid point; its NaN fallbacks),
+    about 10 times faster.  Checked against ``numpy.interp`` in tests/test_fastcal.py."""
+    xp = _Z_GRID
+    if z.size and not (z.min() >= xp[0] and z.max() < xp[-1]):
+        return np.interp(z, xp, fp)
+    j = np.floor((z - _Z0) * _INV_DZ).astype(np.intp)
+    np.clip(j, 0, xp.size - 2, out=j)
+    j -= xp[j] > z
+    j += xp[j + 1] <= z
+    with np.errstate(invalid="ignore", over="ignore"):
+        sl = slopes[j]
+        lo, hi = fp[j], fp[j + 1]
+        x0 = xp[j]
+        res = sl * (z - x0) + lo
+        nan = np.isnan(res)
+        if nan.any():
+            res = np.where(nan, sl * (z - xp[j + 1]) + hi, res)
+            res = np.where(np.isnan(res) & (lo == hi), lo, res)
+        return np.where(x0 == z, lo, res)
+
+
+class FastGamma(Gamma):
+    """:class:`~escalation_sim.inputs.distributions.Gamma` with the same durations, bit for
+    bit, from :func:`grid_interp` instead of ``numpy.interp``."""
+
+    def sample_from_uniforms(self, u) -> np.ndarray:
+        z = special.ndtri(np.asarray(u, dtype=np.float64))
+        return np.exp(grid_interp(z, *_gamma_table(self.shape))) * self.scale
+
+
+def _fast_dist(dist):
+    return FastGamma(mu=dist.mu, sd=dist.sd) if type(dist) is Gamma else dist
+
+
+def fast_draw_plan(plan):
+    """``plan`` with its gamma durations drawn through :class:`FastGamma` (same numbers)."""
+    plan.screen_dist = _fast_dist(plan.screen_dist)
+    plan.phase_dists = [_fast_dist(d) for d in plan.phase_dists]
+    if plan.onset_dist is not None:
+        plan.onset_dist = _fast_dist(plan.onset_dist)
+    return plan
 
 
 class LeanChunkDraws:
