@@ -33,8 +33,13 @@ import numpy as np
 from scipy import special
 
 from ...designs.base import Design
+from ...designs.tite import TiteState
 from ...inputs.conduct import Conduct, Phase, Screening
 from ...inputs.distributions import _Z_GRID, DurationSpec, Gamma, _gamma_log_quantiles
+from ...types import StopReason, TrialState
+from .draws import TrialDraws, too_many_patients
+from .policies import CohortPolicy, TimeToEventPolicy
+from .trial import Trial
 
 ENGINES = ("auto", "fast", "simpy")
 ENV_VAR = "ESCALATION_SIM_CALENDAR_ENGINE"
@@ -126,7 +131,6 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     ``policy``: the decision policy class the simpy engine would use; ``options``: any other
     call option (only ``record_patients`` is known).  Everything outside the allow-list
     is a reason, so features added to the simpy engine later fall back to it."""
-    from .policies import CohortPolicy, TimeToEventPolicy
     reasons: List[str] = []
     if policy not in (CohortPolicy, TimeToEventPolicy):
         reasons.append(f"decision policy {policy.__name__}")
@@ -474,7 +478,6 @@ class ClassicTrial:
                        []]
 
     def _finish(self, dec):
-        from ...types import StopReason
         self.finished = True
         self.t_end = self.now
         self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
@@ -486,7 +489,6 @@ class ClassicTrial:
         s, d = self.setup, self.draws
         j = len(self.pats)
         if j >= s.max_patients:
-            from .draws import too_many_patients
             raise too_many_patients(d.trial, s.max_patients)
         while j >= len(d.fail_at):
             d.more_patients()
@@ -703,7 +705,6 @@ class TiteTrial(ClassicTrial):
         pass
 
     def _decide_now(self):
-        from ...designs.tite import TiteState
         now = self.now
         W = self.window
         pend = tuple((p[_DOSE], 0.0 if p[_INF] < 0 else min((now - p[_INF]) / W, 1.0))
@@ -754,7 +755,6 @@ class TiteTrial(ClassicTrial):
                        0]
 
     def _finish(self, dec):
-        from ...types import StopReason, TrialState
         self.finished = True
         t_end = self.t_end = self.now
         self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
@@ -770,7 +770,6 @@ class TiteTrial(ClassicTrial):
         s, d = self.setup, self.draws
         j = len(self.pats)
         if j >= s.max_patients:
-            from .draws import too_many_patients
             raise too_many_patients(d.trial, s.max_patients)
         while j >= len(d.fail_at):
             d.more_patients()
@@ -953,7 +952,6 @@ class LeanChunkDraws:
     def trial(self, r: int):
         """(TrialDraws without arrival lists, lean rows) of the r-th trial; the lists are
         used as they are (each trial is run once)."""
-        from .draws import TrialDraws
         fail_at, drop, drop_day, pre, post, fail_days, u, onset = [c[r] for c in self.lists]
         d = TrialDraws(self.plan, int(self.trials[r]), None, None, None, self.days[r],
                        self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
@@ -968,8 +966,6 @@ def trial_class(setup):
     :class:`ClassicTrial` for classic designs on the fast path without the patient log
     (with :class:`LeanChunkDraws` under limited accrual), else the parts' ``Trial`` (on
     whichever clock ``setup`` has) and the usual chunks."""
-    from .policies import CohortPolicy, TimeToEventPolicy
-    from .trial import Trial
     if setup.clock is HeapClock and not setup.record:
         lean = None if setup.unlimited else LeanChunkDraws
         if setup.policy is CohortPolicy:
