@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from collections import deque
+from collections import OrderedDict, deque
 from functools import lru_cache
 from heapq import heappop, heappush
 from typing import Any, Callable, List, Optional
@@ -185,6 +185,38 @@ def _inf_order(p):
     return (p[_INF], p[_J])
 
 
+#: designs whose decision memos are kept for the process (least recently used dropped)
+_MEMO_DESIGNS = 32
+#: entries of one time-to-event memo before it starts afresh
+_TITE_MEMO_MAX = 500_000
+_memos: "OrderedDict[Any, dict]" = OrderedDict()
+
+
+def design_memo(setup) -> dict:
+    """The fast path's decision memos of ``setup.design``, kept across calls (the runner
+    calls the engine once per chunk of 500 trials; decisions are pure functions of the
+    design and the state, so equal designs share them).  A design that cannot be hashed
+    keeps them on ``setup`` (this call only)."""
+    design = setup.design
+    try:
+        memo = _memos.get(design)
+    except TypeError:
+        memo = getattr(setup, "_fast_memo", None)
+        if memo is None:
+            memo = setup._fast_memo = {}
+        return memo
+    try:                       # (threads may race here: a lost update only recomputes)
+        if memo is None:
+            memo = _memos[design] = {}
+            while len(_memos) > _MEMO_DESIGNS:
+                _memos.popitem(last=False)
+        else:
+            _memos.move_to_end(design)
+    except KeyError:
+        pass
+    return memo
+
+
 class _Node:
     """A state of the design's state graph: the state, its decision, successors by DLTs."""
 
@@ -198,9 +230,10 @@ class _Node:
 
 def state_graph_root(setup) -> _Node:
     """The memoised graph of complete-data states of ``setup`` (built as trials walk it)."""
-    root = getattr(setup, "_fast_root", None)
+    memo = design_memo(setup)
+    root = memo.get("root")
     if root is None:
-        root = setup._fast_root = _Node(setup.empty_state, setup.decide(setup.empty_state))
+        root = memo["root"] = _Node(setup.empty_state, setup.decide(setup.empty_state))
     return root
 
 
@@ -688,9 +721,10 @@ class TiteTrial(ClassicTrial):
         self.y_obs = [0] * K
         self.pending = {}                 # j -> patient, in enrollment order
         self.last = (None, None)
-        memo = getattr(setup, "_fast_tite_memo", None)
-        if memo is None:
-            memo = setup._fast_tite_memo = {}
+        shared = design_memo(setup)
+        memo = shared.get("tite")
+        if memo is None or len(memo) > _TITE_MEMO_MAX:
+            memo = shared["tite"] = {}
         self.memo = memo
         self.design = setup.design
         self.p = setup.p
