@@ -306,3 +306,29 @@ def test_grid_interp_is_numpy_interp_bit_for_bit():
         assert np.array_equal(ref, FastGamma(mu=mu, sd=sd).sample_from_uniforms(u))
         assert np.array_equal(Gamma(mu=mu, sd=sd).sample_within(u, 28.0),
                               FastGamma(mu=mu, sd=sd).sample_within(u, 28.0))
+
+
+def test_lean_trials_are_freed_by_reference_counting():
+    """simulate_des_trials pauses the garbage collector, so a finished lean trial must hold
+    no reference cycle once released (its heap and bound handlers are dropped)."""
+    import gc
+    conduct = Conduct(stagger_days=5, max_in_followup=2, dropout_prob=0.2, review_days=3)
+    gc_on = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for t in ("boin", "tite-boin"):
+            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], conduct, 1, range(20),
+                                      engine="fast")
+            assert res["n_enrolled"].sum() > 20
+        del res
+        gc.collect()
+        ours = {type(o).__name__ for o in gc.garbage
+                if type(o).__module__.startswith("escalation_sim")}
+        assert not ours & {"ClassicTrial", "TiteTrial", "_AccrualCounts", "TrialDraws"}, ours
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if gc_on:
+            gc.enable()
