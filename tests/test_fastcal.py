@@ -332,3 +332,33 @@ def test_lean_trials_are_freed_by_reference_counting():
         gc.garbage.clear()
         if gc_on:
             gc.enable()
+
+
+def test_a_setup_with_an_unknown_part_runs_on_simpy(monkeypatch, caplog):
+    """A feature added to the simpy engine through Setup (a new attribute, a new review
+    part) is not on the fast path's allow-list: the call runs on simpy, with a note."""
+    from escalation_sim.engines.calendar import model
+    from escalation_sim.engines.calendar.fast import setup_unsupported
+    from escalation_sim.engines.calendar.trial import Trial
+    design = build("boin")
+    plain = model.Setup(design, [0.1, 0.2, 0.3, 0.4], Conduct(), False, 100)
+    assert setup_unsupported(plain) is None
+    real_init = model.Setup.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self.outcomes = "graded"            # stands for a graded-outcome model (issue 12)
+    monkeypatch.setattr(model.Setup, "__init__", init)
+    import escalation_sim.engines.calendar as cal
+    made = []
+    real_tc = cal.trial_class
+
+    def spy(setup):
+        out = real_tc(setup)
+        made.append((out[0], setup.clock))
+        return out
+    monkeypatch.setattr(cal, "trial_class", spy)
+    with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
+        simulate_des_trials(design, [0.1, 0.2, 0.3, 0.4], Conduct(), 1, range(3))
+    assert made == [(Trial, SimpyClock)]
+    assert "fast path does not support Setup.outcomes" in caplog.text

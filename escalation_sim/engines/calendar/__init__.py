@@ -191,6 +191,7 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
     max_n = design.max_n
     setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
                   clock=clock_for(design, conduct, engine, bool(record_patients)))
+    trial_class(setup)                  # (moves an unsupported setup to simpy's clock)
     plan = DrawPlan(conduct, seed)
     na, npat, ne = block_sizes(conduct, max_n)
     chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)

@@ -21,6 +21,7 @@ set by the CLI's ``--calendar-engine``) decides, so worker processes follow the 
 """
 from __future__ import annotations
 
+import logging
 import os
 from bisect import bisect_right
 from collections import OrderedDict, deque
@@ -42,6 +43,7 @@ from .policies import CohortPolicy, TimeToEventPolicy
 from .trial import Trial
 
 ENGINES = ("auto", "fast", "simpy")
+_log = logging.getLogger("escalation_sim.engines.calendar")
 ENV_VAR = "ESCALATION_SIM_CALENDAR_ENGINE"
 
 _new = object.__new__
@@ -995,11 +997,42 @@ class LeanChunkDraws:
         return d, (rq, self.at[r], self.failed[r], self.sdays[r])
 
 
+#: attributes of :class:`~escalation_sim.engines.calendar.model.Setup` the fast path was
+#: checked for; another one (not None / False) means the simpy engine grew a feature
+KNOWN_SETUP = frozenset({
+    "K", "_canonical", "_decisions", "_exact", "_mtds", "cap", "clock", "conduct", "design",
+    "empty_state", "gate", "gated", "known_release", "leave", "manufacturing",
+    "max_patients", "max_wait", "p", "phase_names", "policy", "record", "review", "stagger",
+    "unlimited", "window", "_fast_memo"})
+
+
+def setup_unsupported(setup) -> Optional[str]:
+    """What of ``setup`` the fast path does not know (``None``: nothing)."""
+    from .gates import FixedReview
+    from .model import Setup
+    extra = [k for k, v in vars(setup).items()
+             if k not in KNOWN_SETUP and v is not None and v is not False]
+    if type(setup) is not Setup:
+        extra.append(f"setup class {type(setup).__name__}")
+    if type(setup.review) is not FixedReview:
+        extra.append(f"review part {type(setup.review).__name__}")
+    return ", ".join(f"Setup.{k}" if not k.startswith(("setup ", "review ")) else k
+                     for k in extra) or None
+
+
 def trial_class(setup):
-    """``(trial class, lean chunk class or None)`` to run ``setup``'s trials with: the lean
+    """``(trial class, lean chunk class or None)`` to run ``setup``'s trials with (a setup
+    with something :func:`setup_unsupported` names is moved to simpy's clock): the lean
     :class:`ClassicTrial` for classic designs on the fast path without the patient log
     (with :class:`LeanChunkDraws` under limited accrual), else the parts' ``Trial`` (on
     whichever clock ``setup`` has) and the usual chunks."""
+    if setup.clock is HeapClock:
+        why = setup_unsupported(setup)
+        if why is not None:
+            _log.info("calendar engine: simpy (the fast path does not support %s)", why)
+            from .clock import SimpyClock
+            setup.clock = SimpyClock
+            return Trial, None
     if setup.clock is HeapClock and not setup.record:
         lean = None if setup.unlimited else LeanChunkDraws
         if setup.policy is CohortPolicy:
