@@ -26,7 +26,7 @@ from escalation_sim.inputs.distributions import DurationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
-TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm"]
+TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm", "rolling6"]
 
 
 def build(type_name, n_doses=4, target=0.25, cohort_size=3, max_n=24, start_dose=0):
