@@ -53,13 +53,15 @@ while a call runs (see the comment in :func:`simulate_des_trials`).
 from __future__ import annotations
 
 import gc
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
+import logging
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from ...inputs.conduct import Conduct
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
+from .fast import HeapClock, choose, fast_draw_plan, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -74,6 +76,27 @@ __all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "swimmer_ta
 #: stop codes, shared with the cohort engine (engine/graph.py): 0 = none
 
 BLOCK = 256  # trials per vectorised block of random numbers
+
+_log = logging.getLogger(__name__)
+
+
+def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
+              record_patients: bool = False) -> type:
+    """The clock class to run on: the fast path's :class:`~.fast.HeapClock` when
+    ``engine`` (default: the environment's, see :mod:`.fast`) allows it and the call is on
+    its allow-list, else simpy's (with a log message saying why)."""
+    from .clock import SimpyClock
+    eng = choose(engine)
+    if eng == "simpy":
+        return SimpyClock
+    policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
+    why = unsupported(design, conduct, policy, record_patients=record_patients)
+    if why is None:
+        return HeapClock
+    if eng == "fast":
+        raise ValueError(f"the fast calendar engine does not support: {why}")
+    _log.info("calendar engine: simpy (the fast path does not support %s)", why)
+    return SimpyClock
 
 _INT_COLS = ("n_screened", "n_screen_failed", "n_enrolled", "n_treated", "n_evaluable",
              "n_lost", "n_waiting_max", "n_waiting_at_close", "n_manufacturing_failures",
@@ -101,13 +124,16 @@ def _check_p(p_true, n_doses: int) -> List[float]:
 
 def simulate_des_trials(design: Design, p_true: Sequence[float],
                         conduct: Union[Conduct, Mapping[str, Any]], seed: int,
-                        trial_indices: Iterable[int], record_patients: bool = False
-                        ) -> Dict[str, Any]:
+                        trial_indices: Iterable[int], record_patients: bool = False,
+                        engine: Optional[str] = None) -> Dict[str, Any]:
     """Simulate the trials ``trial_indices`` of ``design`` in calendar time.
 
     Returns a dict of per-trial columns (see the module docstring).  ``design`` is any
     built design (wrappers included); time-to-event designs (``design.inner.time_to_event``)
     decide with pending patients, classic designs wait for each cohort's DLT windows.
+    ``engine``: ``"auto"`` (the fast path when supported), ``"fast"`` or ``"simpy"`` (the
+    reference); default: the environment variable ``ESCALATION_SIM_CALENDAR_ENGINE`` or
+    ``auto`` (see :mod:`.fast`).  Both engines give the same trials bit for bit.
     """
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
@@ -117,7 +143,8 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
         raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
     max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
-    setup = Setup(design, p, conduct, bool(record_patients), guard)
+    clock = clock_for(design, conduct, engine, bool(record_patients))
+    setup = Setup(design, p, conduct, bool(record_patients), guard, clock=clock)
     plan = DrawPlan(conduct, seed)
     na, npat, ne = block_sizes(conduct, max_n)
     results: List[Trial] = []
@@ -125,14 +152,26 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     # often and rescan the growing decision memo each time.  Finished trials hold no
     # reference cycle (Trial.release empties the simpy queue), so reference counting frees
     # them; the collector is paused for the call and restored afterwards.
+    make, lean = trial_class(setup)
+    if make is not Trial:                        # the fast path's lean trials
+        plan = fast_draw_plan(plan)
     gc_on = gc.isenabled()
     gc.disable()
     try:
         for b in range(0, trials.size, BLOCK):
             block = trials[b:b + BLOCK]
+            if lean is not None:                 # the fast path's lean classic trials
+                chunk = lean(plan, block.astype(np.uint64), na, npat, ne)
+                for r in range(block.size):
+                    t = make(setup, *chunk.trial(r)).run()
+                    if t.t_end > HORIZON_DAYS:
+                        raise past_horizon(int(block[r]))
+                    t.release()
+                    results.append(t)
+                continue
             chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
             for r in range(block.size):
-                t = Trial(setup, chunk.trial(r)).run()
+                t = make(setup, chunk.trial(r)).run()
                 if t.t_end > HORIZON_DAYS:
                     raise past_horizon(int(block[r]))
                 t.release()
@@ -144,12 +183,15 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
 
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
-                 trial: int, record_patients: bool = True) -> Trial:
+                 trial: int, record_patients: bool = True,
+                 engine: Optional[str] = None) -> Trial:
     """One trial as a :class:`~.trial.Trial` object, run (for inspection)."""
     conduct = _as_conduct(conduct)
     p = _check_p(p_true, design.n_doses)
     max_n = design.max_n
-    setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000)
+    setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
+                  clock=clock_for(design, conduct, engine, bool(record_patients)))
+    trial_class(setup)                  # (moves an unsupported setup to simpy's clock)
     plan = DrawPlan(conduct, seed)
     na, npat, ne = block_sizes(conduct, max_n)
     chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)
