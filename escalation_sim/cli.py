@@ -6,6 +6,7 @@ unexpected failure (set ESCALATION_SIM_DEBUG=1 to see its traceback), 130 interr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -129,6 +130,9 @@ def cmd_run(args) -> int:
                     chunk_size=args.chunk_size, designs=args.design or None,
                     logistics=False if args.no_logistics else None,
                     keep_trials=bool(args.keep_trials))
+    if getattr(args, "calendar_engine", None) and plan.engine != "des":
+        warnings.warn(RunNote(f"{args.file}: --calendar-engine is ignored: this run has no "
+                              f"calendar time (engine {plan.engine})"), stacklevel=1)
     dispatch = None if method == "exact" else \
         dispatch_for(sc, args.n_jobs, args.backend, args.scheduler)
     upd, bar = (None, None) if method == "exact" else _progress(args, plan.n_trials, sc.name)
@@ -886,6 +890,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="ignore the conduct block (time-free cohort engine)")
         s.add_argument("--resume", action="store_true", default=None,
                        help="with --out: checkpoint chunks and skip finished ones")
+        s.add_argument("--calendar-engine", choices=["auto", "simpy"],
+                       help="calendar-time engine: auto (the fast path where it applies, "
+                            "the default) or simpy (the reference); same trials either way")
 
     s = sub.add_parser("run", help="simulate operating characteristics")
     run_opts(s)
@@ -1009,6 +1016,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replay", metavar="LOG.csv",
                    help="add a section replaying this patient log with the scenario's "
                         "designs (see the replay command)")
+    s.add_argument("--calendar-engine", choices=["auto", "simpy"],
+                   help="calendar-time engine: auto (the fast path where it applies, "
+                        "the default) or simpy (the reference); same trials either way")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")
@@ -1022,6 +1032,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scheduler", metavar="ADDRESS")
     s.add_argument("--resume", action="store_true")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--calendar-engine", choices=["auto", "simpy"],
+                   help="calendar-time engine: auto (the fast path where it applies, "
+                        "the default) or simpy (the reference); same trials either way")
     s.set_defaults(func=cmd_study)
     return p
 
@@ -1088,6 +1101,25 @@ def _stop_children(before: set) -> None:
             return
 
 
+@contextlib.contextmanager
+def _calendar_engine(engine: Optional[str]):
+    """``--calendar-engine``: set for the command (and the worker processes it starts)
+    through the environment variable the calendar engine reads, restored afterwards."""
+    from .engines.calendar.fast import ENV_VAR
+    if not engine:
+        yield
+        return
+    old = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = engine
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = old
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1104,7 +1136,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", RunNote)
             warnings.showwarning = _show_note
-            return int(args.func(args) or 0)
+            with _calendar_engine(getattr(args, "calendar_engine", None)):
+                return int(args.func(args) or 0)
     except Terminated:
         if old_term is not None:  # a second SIGTERM must not cut the cleanup short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)

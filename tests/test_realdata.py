@@ -39,10 +39,10 @@ def test_boin_intervals_pool_like_the_estimate():
     # (var = (y + .05)(n - y + .05) / ((n + .1)^2 (n + 1.1)), select.mtd's phat.var), and
     # the interval bounds are pooled with the same weights.
     n, y = (3, 3), (1, 0)
-    var = [(yy + .05) * (nn - yy + .05) / ((nn + .1) ** 2 * (nn + 1.1)) for nn, yy in zip(n, y)]
+    var = [(yy + .05) * (nn - yy + .05) / ((nn + .1) ** 2 * (nn + 1.1)) for nn, yy in zip(n, y, strict=True)]
     w = [1 / v for v in var]
     for p, key in ((0.025, "lower"), (0.975, "upper")):
-        q = [beta_dist.ppf(p, yy + .05, nn - yy + .05) for nn, yy in zip(n, y)]
+        q = [beta_dist.ppf(p, yy + .05, nn - yy + .05) for nn, yy in zip(n, y, strict=True)]
         pooled = (q[0] * w[0] + q[1] * w[1]) / (w[0] + w[1])
         iv = isotonic_beta_intervals(n, y)
         assert iv[key] == pytest.approx([pooled, pooled], rel=1e-12)
@@ -55,7 +55,7 @@ def _dfcrm_reference(skeleton, level_idx, tox, conf):
 
     def lik(b):
         v = 1.0
-        for d, t in zip(level_idx, tox):
+        for d, t in zip(level_idx, tox, strict=True):
             p = skeleton[d] ** math.exp(b)
             v *= p if t else 1 - p
         return v

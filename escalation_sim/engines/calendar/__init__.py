@@ -55,7 +55,8 @@ while a call runs (see the comment in :func:`simulate_des_trials`).
 from __future__ import annotations
 
 import gc
-from typing import Any, Dict, Iterable, List, Mapping, Sequence, Union
+import logging
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -63,6 +64,7 @@ from ...inputs.conduct import Conduct
 from ...inputs.truth import OutcomeModel
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
+from .fast import HeapClock, choose, fast_draw_plan, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -79,6 +81,29 @@ __all__ = ["simulate_des_trials", "calendar_truth", "simulate_one", "patient_col
 #: stop codes, shared with the cohort engine (engine/graph.py): 0 = none
 
 BLOCK = 256  # trials per vectorised block of random numbers
+
+_log = logging.getLogger(__name__)
+
+
+def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
+              record_patients: bool = False, graded: bool = False) -> type:
+    """The clock class to run on: the fast path's :class:`~.fast.HeapClock` when
+    ``engine`` (default: the environment's, see :mod:`.fast`) allows it and the call is on
+    its allow-list, else simpy's (with a log message saying why).  ``graded``: a graded
+    truth (per-type onsets), which only the simpy engine runs."""
+    from .clock import SimpyClock
+    eng = choose(engine)
+    if eng == "simpy":
+        return SimpyClock
+    policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
+    why = unsupported(design, conduct, policy, record_patients=record_patients,
+                      **({"graded_truth": True} if graded else {}))
+    if why is None:
+        return HeapClock
+    if eng == "fast":
+        raise ValueError(f"the fast calendar engine does not support: {why}")
+    _log.info("calendar engine: simpy (the fast path does not support %s)", why)
+    return SimpyClock
 
 _INT_COLS = ("n_screened", "n_screen_failed", "n_enrolled", "n_treated", "n_evaluable",
              "n_lost", "n_waiting_max", "n_waiting_at_close", "n_manufacturing_failures",
@@ -130,8 +155,8 @@ def _check_p(p_true, n_doses: int) -> List[float]:
 
 def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeModel],
                         conduct: Union[Conduct, Mapping[str, Any]], seed: int,
-                        trial_indices: Iterable[int], record_patients: bool = False
-                        ) -> Dict[str, Any]:
+                        trial_indices: Iterable[int], record_patients: bool = False,
+                        engine: Optional[str] = None) -> Dict[str, Any]:
     """Simulate the trials ``trial_indices`` of ``design`` in calendar time.
 
     Returns a dict of per-trial columns (see the module docstring).  ``design`` is any
@@ -141,6 +166,9 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     :class:`~escalation_sim.inputs.truth.OutcomeModel` (graded toxicities, each event at its
     own onset, see :mod:`.toxicity`; its DLT window must be ``conduct.dlt_window_days``; a
     binary model runs exactly as its rates).
+    ``engine``: ``"auto"`` (the fast path when supported), ``"fast"`` or ``"simpy"`` (the
+    reference); default: the environment variable ``ESCALATION_SIM_CALENDAR_ENGINE`` or
+    ``auto`` (see :mod:`.fast`).  Both engines give the same trials bit for bit.
     """
     conduct = _as_conduct(conduct)
     p, model = _truth(p_true, design.n_doses, conduct)
@@ -150,7 +178,8 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
         raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
     max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
-    setup = Setup(design, p, conduct, bool(record_patients), guard, model=model)
+    clock = clock_for(design, conduct, engine, bool(record_patients), model is not None)
+    setup = Setup(design, p, conduct, bool(record_patients), guard, clock=clock, model=model)
     plan = DrawPlan(conduct, seed, model,
                     all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)
@@ -159,14 +188,26 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     # often and rescan the growing decision memo each time.  Finished trials hold no
     # reference cycle (Trial.release empties the simpy queue), so reference counting frees
     # them; the collector is paused for the call and restored afterwards.
+    make, lean = trial_class(setup)
+    if make is not Trial:                        # the fast path's lean trials
+        plan = fast_draw_plan(plan)
     gc_on = gc.isenabled()
     gc.disable()
     try:
         for b in range(0, trials.size, BLOCK):
             block = trials[b:b + BLOCK]
+            if lean is not None:                 # the fast path's lean classic trials
+                chunk = lean(plan, block.astype(np.uint64), na, npat, ne)
+                for r in range(block.size):
+                    t = make(setup, *chunk.trial(r)).run()
+                    if t.t_end > HORIZON_DAYS:
+                        raise past_horizon(int(block[r]))
+                    t.release()
+                    results.append(t)
+                continue
             chunk = ChunkDraws(plan, block.astype(np.uint64), na, npat, ne)
             for r in range(block.size):
-                t = Trial(setup, chunk.trial(r)).run()
+                t = make(setup, chunk.trial(r)).run()
                 if t.t_end > HORIZON_DAYS:
                     raise past_horizon(int(block[r]))
                 t.release()
@@ -178,13 +219,16 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
 
 
 def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
-                 trial: int, record_patients: bool = True) -> Trial:
+                 trial: int, record_patients: bool = True,
+                 engine: Optional[str] = None) -> Trial:
     """One trial as a :class:`~.trial.Trial` object, run (for inspection)."""
     conduct = _as_conduct(conduct)
     p, model = _truth(p_true, design.n_doses, conduct)
     max_n = design.max_n
     setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
-                  model=model)
+                  clock=clock_for(design, conduct, engine, bool(record_patients),
+                                  model is not None), model=model)
+    trial_class(setup)                  # (moves an unsupported setup to simpy's clock)
     plan = DrawPlan(conduct, seed, model,
                     all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)

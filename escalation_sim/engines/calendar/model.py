@@ -63,8 +63,9 @@ class Setup:
             raise ValueError(f"design {getattr(design.inner, 'name', '?')} uses graded "
                              f"toxicity scores and needs a graded truth (truth.toxicities)")
         #: score designs: units per worst grade; ``max_units`` bounds one patient's units
+        #: (None for binary designs, so that a binary setup keeps the fast path's allow-list)
         self.units = units
-        self.max_units = 1 if units is None else max(units)
+        self.max_units = None if units is None else max(units)
         if model is not None:
             if units is not None and len(units) <= model.max_grade:
                 raise ValueError(f"the design's scores cover grades 0..{len(units) - 1} but "

@@ -141,7 +141,7 @@ class CohortPolicy(DecisionPolicy):
             y += observe(pat)            # the DLT flag, or a score design's units
         c.y = y
         mu = t.setup.max_units
-        if mu == 1:
+        if mu is None:
             self.state = self.state.add_cohort(c.dose, c.size, y)
         else:
             self.state = self.state.add_cohort(c.dose, c.size, y, max_units=mu)

@@ -1,0 +1,364 @@
+"""The calendar engine's fast path (engines/calendar/fast.py) against the simpy engine.
+
+The reference is the simpy engine itself (``engine="simpy"``): every per-trial output of
+``simulate_des_trials`` and every column of the patient log must be identical, trial by
+trial and bit for bit, on every bundled scenario and on random conduct blocks (hypothesis).
+The call order of :class:`HeapClock` is checked against simpy's own timeouts.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from escalation_sim import load_scenario
+from escalation_sim.designs.base import DesignContext
+from escalation_sim.designs.registry import get_entry
+from escalation_sim.engines.calendar import clock_for, simulate_des_trials, simulate_one
+from escalation_sim.engines.calendar.clock import SimpyClock
+from escalation_sim.engines.calendar.fast import ENV_VAR, HeapClock, unsupported
+from escalation_sim.engines.calendar.policies import CohortPolicy, TimeToEventPolicy
+from escalation_sim.inputs.conduct import Conduct, Phase, Screening
+from escalation_sim.inputs.distributions import DurationSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm", "rolling6"]
+
+
+def build(type_name, n_doses=4, target=0.25, cohort_size=3, max_n=24, start_dose=0):
+    ctx = DesignContext(n_doses=n_doses, target=target, cohort_size=cohort_size,
+                        max_n=max_n, start_dose=start_dose)
+    entry = get_entry(type_name)
+    kw = {}
+    if type_name in ("crm", "tite-crm"):
+        kw["skeleton"] = list(np.linspace(0.08, 0.45, n_doses))
+    return entry.build(entry.spec_model(type=type_name, **kw), ctx)
+
+
+def _same_value(a, b) -> bool:
+    if isinstance(a, np.ndarray):
+        if a.dtype.kind == "f":
+            return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+        return a.dtype == b.dtype and a.shape == b.shape and bool((a == b).all())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def assert_same_trials(design, p, conduct, seed, trials, record=True):
+    """simpy and the fast path: every output key, every log column, identical."""
+    ref = simulate_des_trials(design, p, conduct, seed, trials, record_patients=record,
+                              engine="simpy")
+    got = simulate_des_trials(design, p, conduct, seed, trials, record_patients=record,
+                              engine="fast")
+    # without the log, classic designs run on the lean ClassicTrial
+    lean = simulate_des_trials(design, p, conduct, seed, trials, engine="fast")
+    assert sorted(ref) == sorted(got) == sorted(lean)
+    for key in ref:
+        if key == "patients" and record:
+            assert sorted(ref[key]) == sorted(got[key])
+            for col in ref[key]:
+                assert _same_value(ref[key][col], got[key][col]), (key, col)
+            assert lean[key] is None
+        else:
+            assert _same_value(ref[key], got[key]), key
+            assert _same_value(ref[key], lean[key]), key
+    return ref
+
+
+# ------------------------------------------------------------------------ the clock
+def test_heap_clock_orders_calls_as_simpy_timeouts():
+    """Same fixture as test_des's check of SimpyClock: ties, nested calls at delay 0, and a
+    stop with calls pending at the same instant (before it: run; after it: not)."""
+    import simpy
+    delays = [3.0, 1.0, 3.0, 0.0, 2.5, 1.0, 0.0, 3.0]
+    nested = {1: [0.0, 2.0], 4: [0.5], 6: [0.0]}
+
+    def run(schedule_fn, now_fn, execute):
+        fired = []
+
+        def handler(tag):
+            fired.append((now_fn(), tag))
+            for m, dl in enumerate(nested.get(tag, []) if isinstance(tag, int) else []):
+                schedule_fn(dl, f"{tag}.{m}")
+        for i, dl in enumerate(delays):
+            schedule_fn(dl, i)
+        execute(handler)
+        return fired
+
+    env = simpy.Environment()
+    ref_handler = {}
+
+    def env_schedule(dl, tag):
+        ev = env.timeout(dl, tag)
+        ev.callbacks.append(lambda e: ref_handler["h"](e.value))
+    ref = run(env_schedule, lambda: env.now, lambda h: (ref_handler.update(h=h), env.run()))
+    for cls in (SimpyClock, HeapClock):
+        clock = cls()
+        box = {}
+        got = run(lambda dl, tag: clock.after(dl, lambda call: box["h"](call.arg), tag),
+                  lambda: clock.now,
+                  lambda h: (box.update(h=h), clock.after(10.0, lambda call: clock.stop()),
+                             clock.run()))
+        assert got == ref, cls.__name__
+    assert len(ref) == len(delays) + 4
+
+
+@pytest.mark.parametrize("cls", [SimpyClock, HeapClock])
+def test_stop_lets_calls_already_due_now_run(cls):
+    """stop() at day 2: a call scheduled earlier for day 2 still runs; one scheduled after
+    the stop for day 2, and later ones, do not; the clock then reads day 2."""
+    clock = cls()
+    fired = []
+    clock.after(2.0, lambda c: (fired.append("a"), clock.stop(),
+                                clock.after(0.0, lambda c: fired.append("late"))))
+    clock.after(2.0, lambda c: fired.append("b"))
+    clock.after(3.0, lambda c: fired.append("c"))
+    clock.run()
+    assert fired == ["a", "b"] and clock.now == 2.0
+
+
+def test_heap_clock_raises_when_nothing_is_left_before_stop():
+    clock = HeapClock()
+    clock.after(1.0, lambda c: None)
+    with pytest.raises(RuntimeError, match="No scheduled events left"):
+        clock.run()
+
+
+# ------------------------------------------------------------------ bundled scenarios
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_fast_path_equals_simpy_on_every_bundled_scenario(path):
+    """Every bundled scenario, each of its designs plus TITE-BOIN / TITE-CRM, under its own
+    conduct block (or the default one when it has none), with the patient log."""
+    sc = load_scenario(path)
+    conduct = sc.model.conduct if sc.has_logistics else Conduct()
+    tr = sc.model.trial
+    items = [it.design for it in sc.designs]
+    for t in ("tite-boin", "tite-crm"):
+        if not any(it.type == t for it in sc.designs):
+            items.append(build(t, sc.n_doses, sc.target, tr.cohort_size, tr.max_n,
+                               tr.start_dose - 1))
+    for design in items:
+        assert clock_for(design, conduct) is HeapClock
+        assert_same_trials(design, sc.p_true.tolist(), conduct, 7, range(24))
+
+
+# ------------------------------------------------------------------ random scenarios
+@st.composite
+def conducts(draw):
+    def dur():
+        kind = draw(st.sampled_from(["fixed", "gamma", "lognormal", "normal", "uniform", "zero"]))
+        if kind == "zero":
+            return 0.0
+        mean = draw(st.sampled_from([1.0, 3.0, 7.0, 21.0]))
+        if kind == "fixed":
+            return mean
+        return DurationSpec(mean=mean, sd=mean * draw(st.sampled_from([0.2, 0.5])), dist=kind)
+    n_ph = draw(st.integers(0, 4))
+    kinds = ["leukapheresis", "manufacturing", "bridging", "lymphodepletion", "other"]
+    phases = [Phase(name=f"ph{i}", kind=draw(st.sampled_from(kinds)), duration_days=dur(),
+                    failure_prob=draw(st.sampled_from([0.0, 0.0, 0.1, 0.4])),
+                    probability=draw(st.sampled_from([1.0, 1.0, 0.5])))
+              for i in range(n_ph)]
+    gate = draw(st.sampled_from([None] + [p.name for p in phases]))
+    onset = draw(st.sampled_from(["uniform", "spec"]))
+    return Conduct(
+        accrual_per_month=draw(st.sampled_from([None, 0.5, 2.0, 30.0])),
+        screening=Screening(failure_prob=draw(st.sampled_from([0.0, 0.3])),
+                            duration_days=dur()),
+        max_wait_days=draw(st.sampled_from([None, 0.0, 20.0])),
+        when_paused=draw(st.sampled_from(["wait", "leave"])),
+        phases=phases, gate_before_phase=gate,
+        dlt_window_days=draw(st.sampled_from([7.0, 28.0])),
+        dlt_onset="uniform" if onset == "uniform" else DurationSpec(mean=5, sd=3),
+        dropout_prob=draw(st.sampled_from([0.0, 0.2])),
+        stagger_days=draw(st.sampled_from([0.0, 0.0, 5.0, 14.0])),
+        stagger_mode=draw(st.sampled_from(["sentinel", "all"])),
+        stagger_scope=draw(st.sampled_from(["new_dose", "every_cohort"])),
+        max_in_followup=draw(st.sampled_from([None, 1, 2, 3])),
+        review_days=draw(st.sampled_from([0.0, 0.0, 7.0])))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(conduct=conducts(), type_name=st.sampled_from(TYPES),
+       n_doses=st.integers(2, 5), cohort_size=st.sampled_from([1, 2, 3]),
+       max_n=st.sampled_from([6, 12, 18]), seed=st.integers(0, 2**31),
+       p=st.lists(st.floats(0.0, 0.8), min_size=5, max_size=5))
+def test_fast_path_equals_simpy_on_random_scenarios(conduct, type_name, n_doses, cohort_size,
+                                                    max_n, seed, p):
+    design = build(type_name, n_doses=n_doses, cohort_size=cohort_size, max_n=max_n)
+    assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
+
+
+def test_zero_logistics_ties_and_simulate_one():
+    """Zero-length logistics put many calls on the same instant (order decides)."""
+    for t in TYPES:
+        assert_same_trials(build(t), [0.1, 0.2, 0.3, 0.45], Conduct.zero(), 3, range(30))
+    a = simulate_one(build("tite-crm"), [0.1, 0.2, 0.3, 0.45], Conduct(), 5, 2, engine="simpy")
+    b = simulate_one(build("tite-crm"), [0.1, 0.2, 0.3, 0.45], Conduct(), 5, 2, engine="fast")
+    assert isinstance(a.clock if a.clock is not None else SimpyClock(), SimpyClock)
+    assert (a.final_state, a.decision_times, a.t_end) == (b.final_state, b.decision_times,
+                                                          b.t_end)
+
+
+# ------------------------------------------------------------------ choice and fallback
+class _FutureConduct(Conduct):
+    """A conduct block with a feature the fast path does not know (stands for the
+    backfill / shortfall / graded-outcome fields other work adds)."""
+
+    backfill: bool = False
+
+
+def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
+    design = build("boin")
+    assert unsupported(design, Conduct(), CohortPolicy) is None
+    assert unsupported(design, Conduct(), TimeToEventPolicy, record_patients=True) is None
+    # an unknown field at its default is the old behaviour: still the fast path
+    assert unsupported(design, _FutureConduct(), CohortPolicy) is None
+    future = _FutureConduct(backfill=True)
+    assert unsupported(design, future, CohortPolicy) == "conduct.backfill"
+
+    class Backfill(CohortPolicy):
+        __slots__ = ()
+    assert "decision policy Backfill" in unsupported(design, Conduct(), Backfill)
+    assert "option shortfall" in unsupported(design, Conduct(), CohortPolicy, shortfall=0.1)
+    with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
+        assert clock_for(design, future) is SimpyClock
+    assert "fast path does not support conduct.backfill" in caplog.text
+    with pytest.raises(ValueError, match="does not support: conduct.backfill"):
+        clock_for(design, future, "fast")
+
+
+def test_engine_option_and_environment(monkeypatch):
+    design = build("crm")
+    assert clock_for(design, Conduct()) is HeapClock
+    assert clock_for(design, Conduct(), "simpy") is SimpyClock
+    monkeypatch.setenv(ENV_VAR, "simpy")
+    assert clock_for(design, Conduct()) is SimpyClock
+    assert clock_for(design, Conduct(), "auto") is HeapClock
+    monkeypatch.setenv(ENV_VAR, "turbo")
+    with pytest.raises(ValueError, match="calendar engine must be one of auto, fast, simpy"):
+        clock_for(design, Conduct())
+
+
+def test_cli_calendar_engine_option(cli, monkeypatch):
+    """``--calendar-engine simpy`` gives the same tables (only the timing differs), is
+    passed to the engine through the environment only while the command runs, and is a
+    note on a run without calendar time; a bad value is a usage error (exit 2)."""
+    import json
+    seen = []
+    import escalation_sim.engines.calendar as cal
+    real = cal.clock_for
+
+    def spy(*a, **k):
+        cls = real(*a, **k)
+        seen.append(cls.__name__)
+        return cls
+    monkeypatch.setattr(cal, "clock_for", spy)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    path = ROOT / "scenarios" / "relma_cel_sle.yaml"
+    out = {}
+    for eng in ("simpy", "auto"):
+        seen.clear()
+        r = cli("run", path, "--n-trials", 60, "--backend", "sequential", "--json",
+                "--calendar-engine", eng)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads(r.stdout)
+        doc.pop("elapsed_s", None)
+        doc.get("meta", {}).pop("elapsed_s", None)
+        out[eng] = doc
+        assert set(seen) == {"SimpyClock" if eng == "simpy" else "HeapClock"}
+    assert json.dumps(out["simpy"], sort_keys=True) == json.dumps(out["auto"], sort_keys=True)
+    import os
+    assert ENV_VAR not in os.environ
+    r = cli("run", ROOT / "scenarios" / "standard_mtd3.yaml", "--n-trials", 50,
+            "--calendar-engine", "simpy", "--quiet")
+    assert r.returncode == 0
+    assert "--calendar-engine is ignored: this run has no calendar time" in r.stderr
+    r = cli("run", path, "--calendar-engine", "turbo")
+    assert r.returncode == 2 and "invalid choice: 'turbo'" in r.stderr
+
+
+def test_grid_interp_is_numpy_interp_bit_for_bit():
+    """The fast path's gamma durations: grid_interp must equal numpy.interp on the normal-
+    score grid exactly (random normal scores, every grid point and its two neighbours), for
+    shapes from 0.3 to 10^4; and FastGamma must equal Gamma."""
+    from scipy import special
+    from escalation_sim.engines.calendar.fast import FastGamma, _gamma_table, grid_interp
+    from escalation_sim.inputs.distributions import _Z_GRID, Gamma
+    rng = np.random.default_rng(20261127)
+    inner = _Z_GRID[1:-1]
+    edges = np.concatenate([inner, np.nextafter(inner, -np.inf), np.nextafter(inner, np.inf),
+                            [-8.3, 8.3, 0.0, -0.0, _Z_GRID[0]]])
+    for shape in (0.3, 1.0, 4.0, 17.64, 100.0, 1e3, 1e4):
+        fp, slopes = _gamma_table(shape)
+        for z in (special.ndtri(rng.random(200_000)), edges):
+            ref = np.interp(z, _Z_GRID, fp)
+            got = grid_interp(z, fp, slopes)
+            assert np.array_equal(ref.view(np.int64), got.view(np.int64)), shape
+    u = rng.random(50_000)
+    for mu, sd in ((21.0, 5.0), (14.0, 5.0), (3.0, 3.0), (1.0, 0.1)):
+        ref = Gamma(mu=mu, sd=sd).sample_from_uniforms(u)
+        assert np.array_equal(ref, FastGamma(mu=mu, sd=sd).sample_from_uniforms(u))
+        assert np.array_equal(Gamma(mu=mu, sd=sd).sample_within(u, 28.0),
+                              FastGamma(mu=mu, sd=sd).sample_within(u, 28.0))
+
+
+def test_lean_trials_are_freed_by_reference_counting():
+    """simulate_des_trials pauses the garbage collector, so a finished lean trial must hold
+    no reference cycle once released (its heap and bound handlers are dropped)."""
+    import gc
+    conduct = Conduct(stagger_days=5, max_in_followup=2, dropout_prob=0.2, review_days=3)
+    gc_on = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for t in ("boin", "tite-boin"):
+            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], conduct, 1, range(20),
+                                      engine="fast")
+            assert res["n_enrolled"].sum() > 20
+        del res
+        gc.collect()
+        ours = {type(o).__name__ for o in gc.garbage
+                if type(o).__module__.startswith("escalation_sim")}
+        assert not ours & {"ClassicTrial", "TiteTrial", "_AccrualCounts", "TrialDraws"}, ours
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        if gc_on:
+            gc.enable()
+
+
+def test_a_setup_with_an_unknown_part_runs_on_simpy(monkeypatch, caplog):
+    """A feature added to the simpy engine through Setup (a new attribute, a new review
+    part) is not on the fast path's allow-list: the call runs on simpy, with a note."""
+    from escalation_sim.engines.calendar import model
+    from escalation_sim.engines.calendar.fast import setup_unsupported
+    from escalation_sim.engines.calendar.trial import Trial
+    design = build("boin")
+    plain = model.Setup(design, [0.1, 0.2, 0.3, 0.4], Conduct(), False, 100)
+    assert setup_unsupported(plain) is None
+    real_init = model.Setup.__init__
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        self.outcomes = "graded"            # stands for a graded-outcome model (issue 12)
+    monkeypatch.setattr(model.Setup, "__init__", init)
+    import escalation_sim.engines.calendar as cal
+    made = []
+    real_tc = cal.trial_class
+
+    def spy(setup):
+        out = real_tc(setup)
+        made.append((out[0], setup.clock))
+        return out
+    monkeypatch.setattr(cal, "trial_class", spy)
+    with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
+        simulate_des_trials(design, [0.1, 0.2, 0.3, 0.4], Conduct(), 1, range(3))
+    assert made == [(Trial, SimpyClock)]
+    assert "fast path does not support Setup.outcomes" in caplog.text
