@@ -11,6 +11,11 @@ single-process figure measured in process CPU time, which other load on the mach
 distort.
 
     python benchmarks/bench_des.py [--trials 4000] [--jobs 1 2] [--tite-trials 1000] [--save [PATH]]
+
+A graded scenario (``truth.toxicities``, e.g. scenarios/cart_crs_icans.yaml: the seed trial's
+logistics with CRS and ICANS) runs on its outcome model, each event type at its own onset;
+``--binary`` runs it on its derived DLT rates instead (one binary DLT per patient), which
+isolates the cost of the graded model on equal DLT rates and logistics.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from _common import add_save_option, record  # noqa: E402
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
 from escalation_sim.designs.registry import get_entry  # noqa: E402
-from escalation_sim.engines.calendar import simulate_des_trials  # noqa: E402
+from escalation_sim.engines.calendar import calendar_truth, simulate_des_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026
@@ -56,16 +61,23 @@ def main(argv=None):
     ap.add_argument("--tite-trials", type=int, default=1000)
     ap.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    ap.add_argument("--designs", nargs="+", default=None,
+                    help="only these designs of the scenario (and TITE designs by type)")
+    ap.add_argument("--binary", action="store_true",
+                    help="a graded truth on its derived DLT rates (binary DLTs)")
     add_save_option(ap, "des.jsonl")
     args = ap.parse_args(argv)
     sc = load_scenario(args.scenario)
     conduct = sc.model.conduct
-    p = sc.p_true.tolist()
+    p = sc.p_true.tolist() if args.binary else calendar_truth(sc)
     tr = sc.model.trial
     ctx = DesignContext(n_doses=sc.n_doses, target=sc.target, cohort_size=tr.cohort_size,
                         max_n=tr.max_n, start_dose=tr.start_dose - 1)
-    designs = [(it.name, it.design, args.trials) for it in sc.designs]
+    designs = [(it.name, it.design, args.trials) for it in sc.designs
+               if args.designs is None or it.name in args.designs]
     for t in ("tite-boin", "tite-crm"):
+        if args.designs is not None and t not in args.designs:
+            continue
         entry = get_entry(t)
         designs.append((t, entry.build(entry.spec_model(type=t), ctx), args.tite_trials))
     print(f"scenario {sc.name}: {sc.n_doses} doses, N = {tr.max_n}, conduct: "
@@ -89,6 +101,7 @@ def main(argv=None):
             cpu_txt = f"{cpu_rate:>14,.0f}" if cpu_rate else f"{'':>14}"
             print(f"{name:<10}{n:>8,}{jobs:>6}{rate:>12,.0f}{cpu_txt}{dur.mean():>11.0f}")
             rec = dict(benchmark="des_full_trials", scenario=sc.name, design=name,
+                       truth="binary" if args.binary or not sc.model.truth.graded else "graded",
                        n_trials=n, n_jobs=jobs, trials_per_s=rate, seconds=best,
                        mean_duration_days=float(dur.mean()))
             if cpu_rate:

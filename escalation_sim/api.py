@@ -100,7 +100,7 @@ def patient_log(scenario: Union[Scenario, str], design: Union[str, Sequence[str]
     end).  For a swimmer plot of one trial use :func:`swimmer_data`.
     """
     import pandas as pd
-    from .engines.calendar import simulate_des_trials
+    from .engines.calendar import calendar_truth, simulate_des_trials
     sc = _as_scenario(scenario)
     if not sc.has_logistics:
         raise ValueError(f"{sc.source}: no conduct block, so there is no calendar time and no "
@@ -111,7 +111,7 @@ def patient_log(scenario: Union[Scenario, str], design: Union[str, Sequence[str]
     frames = []
     items = list(sc.designs) if not names else [sc.design(n) for n in names]
     for it in items:
-        res = simulate_des_trials(it.design, sc.p_true, sc.model.conduct, seed, idx,
+        res = simulate_des_trials(it.design, calendar_truth(sc), sc.model.conduct, seed, idx,
                                   record_patients=True)
         df = pd.DataFrame(res["patients"])
         df.insert(0, "design", it.name)

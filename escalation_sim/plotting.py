@@ -25,7 +25,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 __all__ = ["plot_selection", "plot_allocation", "plot_durations", "plot_swimmer",
-           "plot_truth", "design_colors", "dose_tick_labels", "format_amount"]
+           "plot_truth", "plot_grades", "plot_onsets", "design_colors", "dose_tick_labels",
+           "format_amount"]
 
 # Okabe & Ito (2008) colour-blind-safe palette, without black
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -412,7 +413,9 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
     Drawn per patient: a thin line from arrival to the end of follow-up (gaps = waiting),
     coloured bars for the phases (manufacturing, lymphodepletion ...), a triangle at the
     infusion, the DLT window as a bar coloured by dose (hatched when the patient was not
-    evaluable), a red cross at each DLT and a grey cross for patients never infused.
+    evaluable), a red cross at each DLT, a grey cross for patients never infused and, with
+    a graded truth (columns ``<type>_grade`` and ``<type>_onset_day``), a marker per
+    toxicity type at each event's onset, sized and coloured by grade.
     ``decisions``: dose decisions as vertical lines: a DataFrame with ``day`` (and ``label``),
     or a list of days, ``(day, label)`` pairs or mappings.  Lanes keep the table's order
     (``sort_by``: a column to sort by first).  All days are calendar days since the trial
@@ -541,6 +544,22 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
                 markersize=6, zorder=4, gid="infusion")
         handles.append(Line2D([], [], linestyle="none", marker="v", color="#111111"))
         hlabels.append("infusion")
+    # graded truth: each toxicity type's event (``<type>_grade`` > 0 at ``<type>_onset_day``)
+    ev_types = [c[:-len("_onset_day")] for c in df.columns
+                if c.endswith("_onset_day") and f"{c[:-len('_onset_day')]}_grade" in df.columns]
+    for j, name in enumerate(ev_types):
+        day = col(f"{name}_onset_day")
+        grade = col(f"{name}_grade", 0.0)
+        sel = np.isfinite(day) & (grade > 0)
+        if not sel.any():
+            continue
+        mk = "os^Dv"[j % 5]
+        ax.scatter(day[sel] / scale, ys[sel], marker=mk, s=12 + 10 * grade[sel],
+                   c=[GRADE_COLORS[min(int(g), 5) - 1] for g in grade[sel]],
+                   edgecolors="#333333", linewidths=0.5, zorder=5, gid=f"event:{name}")
+        handles.append(Line2D([], [], linestyle="none", marker=mk, color="#F16913",
+                              markeredgecolor="#333333"))
+        hlabels.append(f"{name} onset (size, colour: grade)")
     has_dlt = dlt & np.isfinite(dlt_day)
     if has_dlt.any():
         ax.plot(dlt_day[has_dlt] / scale, ys[has_dlt], linestyle="none", marker="X",
@@ -655,4 +674,116 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
         ax.legend(frameon=False, fontsize="small", loc="upper left")
     if title:
         ax.set_title(title)
+    return ax
+
+
+# -- graded truth ---------------------------------------------------------------------------
+#: colours of grades 1..5 (light to dark)
+GRADE_COLORS = ["#FDD49E", "#FDAE6B", "#F16913", "#A63603", "#4D1B00"]
+_TYPE_HATCHES = ["", "//", "..", "xx", "\\\\"]
+
+
+def _outcome_model(data):
+    """``(model, dose labels, window)`` of a Scenario, a Results or an OutcomeModel."""
+    scenario = data.scenario if _is_results(data) else data
+    if hasattr(scenario, "outcome_model") and hasattr(scenario, "model"):
+        if not scenario.model.truth.graded:
+            raise ValueError("the scenario's truth is binary (p_dlt): no grades or onsets to "
+                             "draw; give truth.toxicities")
+        return (scenario.outcome_model, dose_tick_labels(scenario),
+                scenario.dlt_window_days)
+    if hasattr(scenario, "grade_probs") and hasattr(scenario, "onset_cdfs"):
+        return scenario, None, scenario.window_days
+    raise TypeError(f"expected a Scenario, Results or OutcomeModel (got "
+                    f"{type(data).__name__})")
+
+
+def plot_grades(data, ax=None, *, labels: Optional[Sequence[str]] = None,
+                title: Optional[str] = None, legend: bool = True):
+    """The true distribution of each toxicity type's worst grade per dose, as stacked bars
+    (one bar per type at each dose, hatched by type; grade 0, no event, is the rest up to 1).
+
+    ``data``: a Scenario or Results with a graded truth, or an
+    :class:`~escalation_sim.inputs.truth.OutcomeModel`; the probabilities are the truth's
+    (``OutcomeModel.grade_probs``), this function only draws."""
+    from matplotlib.patches import Patch
+    model, lab, _ = _outcome_model(data)
+    probs = model.grade_probs()
+    names = list(probs)
+    K = next(iter(probs.values())).shape[1]
+    labels = list(labels) if labels is not None else (lab or [f"dose {k + 1}" for k in range(K)])
+    ax = _new_ax(ax, figsize=(6.0, 3.6))
+    J = len(names)
+    width = 0.8 / J
+    x = np.arange(K)
+    top_grade = 0
+    for j, name in enumerate(names):
+        p = probs[name]
+        bottom = np.zeros(K)
+        xs = x - 0.4 + width * (j + 0.5)
+        for g in range(1, p.shape[0]):
+            if not p[g].any():
+                continue
+            top_grade = max(top_grade, g)
+            ax.bar(xs, p[g], width=width * 0.92, bottom=bottom, color=GRADE_COLORS[g - 1],
+                   edgecolor="#555555", linewidth=0.5, hatch=_TYPE_HATCHES[j % 5],
+                   gid=f"grade:{name}:{g}")
+            bottom += p[g]
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels)
+    ax.set_ylabel("true P(worst grade)")
+    ax.set_ylim(0, 1.0)
+    ax.grid(axis="y", color="#EEEEEE", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if legend:
+        handles = [Patch(facecolor=GRADE_COLORS[g - 1], edgecolor="#555555")
+                   for g in range(1, top_grade + 1)]
+        hl = [f"grade {g}" for g in range(1, top_grade + 1)]
+        if J > 1:
+            handles += [Patch(facecolor="white", edgecolor="#555555",
+                              hatch=_TYPE_HATCHES[j % 5]) for j in range(J)]
+            hl += names
+        ax.legend(handles, hl, frameon=False, fontsize="small", loc="upper left",
+                  ncol=2 if len(hl) > 5 else 1)
+    ax.set_title(title if title is not None else
+                 ("worst grade per dose: " + ", ".join(
+                     f"{n}{' (' + _TYPE_HATCHES[j % 5] + ')' if _TYPE_HATCHES[j % 5] else ''}"
+                     for j, n in enumerate(names)) if J > 1 else f"worst {names[0]} grade"),
+                 fontsize="medium")
+    return ax
+
+
+def plot_onsets(data, ax=None, *, max_day: Optional[float] = None,
+                title: Optional[str] = None, legend: bool = True):
+    """The onset law of each toxicity type: P(onset by day x) after infusion, with the DLT
+    window (an event starting after it is a late event, not a DLT).  A type without an onset
+    law starts inside the window and is listed in the legend only.
+
+    ``data``: as :func:`plot_grades`; the curves are the truth's (``OutcomeModel.onset_cdfs``)."""
+    model, _, window = _outcome_model(data)
+    hi = float(max_day) if max_day is not None else 1.5 * float(window)
+    days = np.linspace(0.0, hi, 301)
+    curves = model.onset_cdfs(days)
+    ax = _new_ax(ax, figsize=(5.5, 3.6))
+    colors = ["#2C7FB8", "#D95F0E", "#31A354", "#756BB1", "#636363"]
+    for j, (name, cdf) in enumerate(curves.items()):
+        c = colors[j % len(colors)]
+        if cdf is None:
+            ax.plot([], [], color=c, label=f"{name}: inside the window (no onset law)")
+            continue
+        q = float(model.onset_cdfs([window])[name][0])
+        ax.plot(days, cdf, color=c, linewidth=1.8, gid=f"onset:{name}",
+                label=f"{name}: P(onset <= day {window:g}) = {q:.4f}")
+    ax.axvline(window, color=TARGET_COLOR, linestyle="--", linewidth=1.1, gid="window",
+               label=f"DLT window ({window:g} days)")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("days after infusion")
+    ax.set_ylabel("P(onset by day)")
+    ax.grid(color="#EEEEEE", linewidth=0.6)
+    ax.set_axisbelow(True)
+    if legend:
+        ax.legend(frameon=False, fontsize="small", loc="lower right")
+    ax.set_title(title if title is not None else "onset of each toxicity type",
+                 fontsize="medium")
     return ax

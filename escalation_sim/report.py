@@ -261,7 +261,24 @@ def _scenario_section(res) -> str:
     out.append(_fig_to_img(fig, "true dose-toxicity curve",
                            "True probability of a DLT at each dose; dashed line: target; "
                            "shaded: the band around it; ringed: the true MTD."))
+    if m.truth.graded:
+        out.append(_graded_truth_html(sc))
     return _section("scenario", "".join(out))
+
+
+def _graded_truth_html(sc) -> str:
+    """The graded truth: grade distribution per dose and type, and the onset laws."""
+    from .plotting import plot_grades, plot_onsets
+    rule = " or ".join(f"{t} grade &ge; {g}" for t, g in sc.outcome_model.rule_names)
+    fig, (a1, a2) = _figure(11.0, 3.6, ncols=2)
+    plot_grades(sc, ax=a1)
+    plot_onsets(sc, ax=a2)
+    return ("<h3>Graded toxicities</h3>" + _fig_to_img(
+        fig, "graded toxicities: grade distribution per dose and onset by type",
+        f"Left: the true distribution of each toxicity type's worst grade per dose (stacked; "
+        f"the rest up to 1 is no event).  Right: when each type starts after infusion, and "
+        f"the {sc.dlt_window_days:g}-day DLT window.  The DLT curve above is derived exactly "
+        f"from them and the DLT rule ({rule}, starting inside the window)."))
 
 
 def _conduct_html(conduct) -> str:

@@ -137,7 +137,9 @@ def test_fast_path_equals_simpy_on_every_bundled_scenario(path):
     sc = load_scenario(path)
     conduct = sc.model.conduct if sc.has_logistics else Conduct()
     tr = sc.model.trial
-    items = [it.design for it in sc.designs]
+    # score designs (gBOIN, TITE-gBOIN) need the graded model, which only simpy runs
+    # (test_graded_truth_runs_on_simpy); the binary designs run here on the DLT rates
+    items = [it.design for it in sc.designs if it.design.outcome.name != "SCORE"]
     for t in ("tite-boin", "tite-crm"):
         if not any(it.type == t for it in sc.designs):
             items.append(build(t, sc.n_doses, sc.target, tr.cohort_size, tr.max_n,
@@ -362,3 +364,19 @@ def test_a_setup_with_an_unknown_part_runs_on_simpy(monkeypatch, caplog):
         simulate_des_trials(design, [0.1, 0.2, 0.3, 0.4], Conduct(), 1, range(3))
     assert made == [(Trial, SimpyClock)]
     assert "fast path does not support Setup.outcomes" in caplog.text
+
+
+def test_graded_truth_runs_on_simpy():
+    """A graded truth (per-type onsets) is not on the fast path's allow-list: auto falls back
+    to simpy, an explicit fast engine is refused with the reason."""
+    from escalation_sim.engines.calendar import calendar_truth
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    design = sc.designs[0].design
+    conduct = sc.model.conduct
+    assert clock_for(design, conduct) is HeapClock
+    assert clock_for(design, conduct, graded=True) is not HeapClock
+    with pytest.raises(ValueError, match="graded_truth"):
+        simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(2), engine="fast")
+    a = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8))
+    b = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8), engine="simpy")
+    assert (a["y"] == b["y"]).all() and (a["duration_days"] == b["duration_days"]).all()

@@ -760,5 +760,10 @@ def test_bundled_cart_scenario_runs_on_the_derived_curve():
     # the comment in the file states the true MTD (closest to the target 0.25) is DL3
     assert int(np.argmin(np.abs(p - 0.25))) == 2
     res = es.simulate(sc, n_trials=40, seed=1, n_jobs=1)
-    assert [d.name for d in res.designs] == ["boin", "tite-boin"]
+    assert [d.name for d in res.designs] == ["boin", "tite-boin", "gboin", "tite-gboin"]
     assert res.to_dict()["p_true"] == p.tolist()
+    # the comment states the true mean normalized score (default scores) and that 0.26,
+    # the gBOIN target, is closest to it at DL3
+    s = sc.outcome_model.mean_score({0: 0, 1: 0, 2: 0.5, 3: 1, 4: 1.5})
+    np.testing.assert_allclose(s, [0.064, 0.125, 0.216, 0.336], atol=5e-4)
+    assert int(np.argmin(np.abs(s - 0.26))) == 2

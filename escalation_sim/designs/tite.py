@@ -19,6 +19,8 @@ TiteState
 ``y[d]``  DLTs observed so far,
 ``pending``  one ``(dose, fraction)`` per pending patient (no DLT yet, window not over):
           follow-up / window length, in [0, 1].
+``max_units``  score designs (TITE-gBOIN): ``y`` is a sum of score units seen so far, at
+          most ``max_units`` per non-pending patient; 1 for DLTs.
 ``current``, ``last_n``, ``last_y``: the dose, size and DLTs so far of the latest group.
 
 TITE-CRM (Cheung & Chappell 2000, Biometrics 56:1177-1182)
@@ -49,6 +51,17 @@ follow-up time STFT (sum of the pending fractions):
    (eliminated doses, dose 1, top dose, ``n_earlystop``).  In the kernel's terms this is
    the rule on (n, effective y), effective y = n * p_tilde.
 
+``estimator: quasi`` replaces step 5's imputation by the estimator of the R package
+TITEgBOIN 0.4.0 (``next_TITE_QuasiBOIN``; docs/reference_notes/gboin_titegboin.md section 3):
+p_hat = y / (n - m + STFT), the observed DLTs over the "effective sample size" (complete
+patients plus each pending patient's followed fraction of the window), compared with
+lambda_e / lambda_d in the same way; with no follow-up at all (n - m + STFT = 0, possible
+only with ``max_pending_fraction: 1``) the decision is to stay.  Only the estimator changes:
+steps 1-4 (the de-escalation whatever is pending, then the suspension) stay as above,
+whereas TITEgBOIN checks the suspension first (which matters only when y / n >= lambda_d
+with more than half the patients pending: it suspends where TITE-BOIN de-escalates).
+TITE-gBOIN (:mod:`escalation_sim.designs.tite_gboin`) follows TITEgBOIN's order.
+
 This reproduces the published TITE-BOIN decision table for target 0.2 (see
 tests/test_tite.py): e.g. with 9 patients, 1 DLT and 3 pending, escalate iff STFT >= 0.77;
 with 2 DLTs and 1..4 pending, de-escalate iff STFT <= 0.52, 1.59, 2.66, 3.73.  Elimination
@@ -63,7 +76,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Union
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from ..types import Decision, TrialState
 from . import boin as _boin
@@ -74,7 +87,12 @@ from .registry import DesignEntry, register
 from .tables import MODEL_BASED, DecisionTable, TableRequest, next_cohort_table
 
 __all__ = ["TiteState", "TITECRM", "TITEBOIN", "linear_weight", "tite_crm_fit",
-           "tite_boin_estimate", "TiteCRMSpec", "TiteBOINSpec"]
+           "tite_boin_estimate", "quasi_estimate", "TiteCRMSpec", "TiteBOINSpec",
+           "ESTIMATORS"]
+
+#: TITE-BOIN's estimators with pending patients: Yuan et al. 2018's imputation (default)
+#: and TITEgBOIN 0.4.0's y / (n - m + STFT)
+ESTIMATORS = ("imputation", "quasi")
 
 
 # =========================================================================== state
@@ -83,6 +101,8 @@ class TiteState(TrialState):
     """A :class:`TrialState` plus the pending patients' follow-up (see the module docs)."""
 
     pending: Tuple[Tuple[int, float], ...] = ()
+    #: score designs: the most units one patient can contribute (1: binary DLTs)
+    max_units: int = 1
 
     def __post_init__(self) -> None:
         K = len(self.n)
@@ -93,18 +113,25 @@ class TiteState(TrialState):
             if not 0.0 <= f <= 1.0:
                 raise ValueError(f"pending follow-up fraction must be in [0, 1] (got {f})")
             counts[d] += 1
+        mu = self.max_units
         for d in range(K):
-            if counts[d] > self.n[d] - self.y[d]:
-                raise ValueError(f"dose {d + 1}: {counts[d]} pending patients but only "
-                                 f"{self.n[d] - self.y[d]} DLT-free patients")
+            # a pending patient has contributed nothing yet; the others at most max_units
+            if self.y[d] > (self.n[d] - counts[d]) * mu:
+                if mu == 1:
+                    raise ValueError(f"dose {d + 1}: {counts[d]} pending patients but only "
+                                     f"{self.n[d] - self.y[d]} DLT-free patients")
+                raise ValueError(f"dose {d + 1}: {counts[d]} pending patients, so the "
+                                 f"{self.n[d] - counts[d]} others cannot carry {self.y[d]} "
+                                 f"score units (at most {mu} each)")
 
     @classmethod
     def from_followup(cls, n, y, pending_days, window_days: float,
                       current: Optional[int] = None, last_n: int = 0,
-                      last_y: int = 0) -> "TiteState":
-        """Build from follow-up in days: ``pending_days`` = [(dose, days followed), ...]."""
+                      last_y: int = 0, max_units: int = 1) -> "TiteState":
+        """Build from follow-up in days: ``pending_days`` = [(dose, days followed), ...];
+        ``max_units``: a score design's unit scale (``y`` in score units)."""
         pend = tuple((int(d), linear_weight(t, window_days)) for d, t in pending_days)
-        return cls(tuple(n), tuple(y), current, last_n, last_y, pend)
+        return cls(tuple(n), tuple(y), current, last_n, last_y, pend, int(max_units))
 
     def pending_at(self, dose: int) -> int:
         return sum(1 for d, _ in self.pending if d == dose)
@@ -122,6 +149,7 @@ class TiteState(TrialState):
 
     def as_trial_state(self) -> TrialState:
         return TrialState(self.n, self.y, self.current, self.last_n, self.last_y)
+
 
 
 def _pending(state: TrialState) -> Tuple[Tuple[int, float], ...]:
@@ -205,13 +233,34 @@ def tite_boin_estimate(target: float, n: int, y: int, m: int, stft: float) -> fl
     return (y + (m - stft) * p_hat / (1.0 - p_hat)) / n
 
 
+def quasi_estimate(n: float, y: float, m: int, stft: float) -> Optional[float]:
+    """TITEgBOIN 0.4.0's time-to-event estimate ``y / (n - m + STFT)`` at a dose with ``n``
+    patients (``m`` of them pending, standardized total follow-up ``stft``) and observed
+    outcome sum ``y`` (DLTs, or normalized scores); ``y / n`` when nobody is pending; None
+    when the effective sample size ``n - m + stft`` is 0 (no follow-up at all)."""
+    if n <= 0:
+        raise ValueError(f"n must be >= 1 (got {n})")
+    if m == 0:
+        return y / n
+    ess = n - m + stft
+    return None if ess <= 0 else y / ess
+
+
 @dataclass(frozen=True)
 class TITEBOIN(_boin.BOIN):
     """TITE-BOIN (Yuan et al. 2018); complete data: BOIN."""
 
     name: str = "tite-boin"
     max_pending_fraction: float = 0.5
+    #: "imputation" (Yuan et al. 2018) or "quasi" (TITEgBOIN 0.4.0's y / (n - m + STFT))
+    estimator: str = "imputation"
     time_to_event: ClassVar[bool] = True
+
+    def p_tilde(self, n: int, y: int, m: int, stft: float) -> Optional[float]:
+        """The estimate compared with the boundaries (None: no follow-up at all)."""
+        if self.estimator == "quasi":
+            return quasi_estimate(n, y, m, stft)
+        return tite_boin_estimate(self.target, n, y, m, stft)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -220,6 +269,9 @@ class TITEBOIN(_boin.BOIN):
         if not 0.0 <= self.max_pending_fraction <= 1.0:
             raise ValueError(f"max_pending_fraction must be in [0, 1] "
                              f"(got {self.max_pending_fraction})")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)} "
+                             f"(got {self.estimator!r})")
 
     def step(self, state: TrialState, dose: int) -> Union[Step, Decision]:
         """With pending patients at the current dose: Yuan et al.'s rule on p_tilde (module
@@ -239,7 +291,9 @@ class TITEBOIN(_boin.BOIN):
         if m > self.max_pending_fraction * n_d:
             return Decision(dose, 0, f"{obs}: more than {self.max_pending_fraction:g} of the "
                                      f"patients pending: suspend accrual", None, None)
-        pt = tite_boin_estimate(self.target, n_d, y_d, m, s)
+        pt = self.p_tilde(n_d, y_d, m, s)
+        if pt is None:
+            return Step(STAY, f"{obs}: no follow-up yet (effective sample size 0)")
         if pt <= lam_e:
             return Step(ESCALATE, f"{obs}: p_tilde {pt:.3f} <= {lam_e:.3f}")
         if pt >= lam_d:
@@ -268,8 +322,8 @@ class TITEBOIN(_boin.BOIN):
             out["stft"] = [float(sum(f for dd, f in pend if dd == d))
                            for d in range(state.n_doses)]
             out["p_tilde"] = [None if state.n[d] == 0 else
-                              tite_boin_estimate(self.target, state.n[d], state.y[d],
-                                                 out["pending"][d], out["stft"][d])
+                              self.p_tilde(state.n[d], state.y[d], out["pending"][d],
+                                           out["stft"][d])
                               for d in range(state.n_doses)]
         return out
 
@@ -290,6 +344,19 @@ class TiteBOINSpec(_boin.Spec):
         default=0.5, ge=0, le=1,
         description="suspend accrual when more than this fraction of the patients at the "
                     "current dose are pending (Yuan et al. 2018: 0.5)")
+    estimator: Literal["imputation", "quasi"] = Field(
+        default="imputation",
+        description="estimate with pending patients: imputation (Yuan et al. 2018, the "
+                    "default) or quasi (TITEgBOIN 0.4.0: DLTs / (n - pending + STFT))")
+
+    @model_serializer(mode="wrap")
+    def _default_estimator_unwritten(self, handler):
+        # the resolved form (and the checkpoint key made from it) of a TITE-BOIN that keeps
+        # the default estimator stays what it was before the option existed
+        d = handler(self)
+        if d.get("estimator") == "imputation" and "estimator" not in self.model_fields_set:
+            d.pop("estimator", None)
+        return d
 
     @model_validator(mode="after")
     def _no_titration(self) -> "TiteBOINSpec":
@@ -307,7 +374,8 @@ def make_tite_crm(spec: TiteCRMSpec, ctx: DesignContext) -> Design:
 
 
 def make_tite_boin(spec: TiteBOINSpec, ctx: DesignContext) -> Design:
-    return _boin.make_with(TITEBOIN, spec, ctx, max_pending_fraction=spec.max_pending_fraction)
+    return _boin.make_with(TITEBOIN, spec, ctx, max_pending_fraction=spec.max_pending_fraction,
+                           estimator=spec.estimator)
 
 
 PENDING_NOTE = ("With patients pending at the current dose the decision also depends on their "
@@ -337,10 +405,17 @@ def _pending_decision(design: "TITEBOIN", n: int, y: int, m: int
         return ("escalate" if y <= b_e else "stay"), None, None
     if m > design.max_pending_fraction * n:
         return "suspend accrual", None, None
-    p_hat = (y + design.target / 2.0) / (n - m + 1.0)
-    odds = p_hat / (1.0 - p_hat)
-    s_d = m - (n * lam_d - y) / odds
-    s_e = m - (n * lam_e - y) / odds
+    if design.estimator == "quasi":
+        # y / (n - m + s) <= lambda  iff  s >= y / lambda - (n - m)
+        if y == 0 and m == n:       # p_hat = 0 once any follow-up has accrued
+            return "escalate if STFT > 0, else stay", None, None
+        s_d = y / lam_d - (n - m)
+        s_e = y / lam_e - (n - m)
+    else:
+        p_hat = (y + design.target / 2.0) / (n - m + 1.0)
+        odds = p_hat / (1.0 - p_hat)
+        s_d = m - (n * lam_d - y) / odds
+        s_e = m - (n * lam_e - y) / odds
     if s_e <= 0:
         return "escalate", None, 0.0
     parts = []
@@ -394,7 +469,8 @@ def _pending_span(row) -> str:
 def tite_boin_table(request: TableRequest) -> DecisionTable:
     """BOIN's boundary table (complete data), then the decisions with pending patients."""
     tab = _boin.boundary_table(request, title="TITE-BOIN",
-                                options=_boin.TABLE_OPTIONS + ("max_pending_fraction",))
+                                options=_boin.TABLE_OPTIONS + ("max_pending_fraction",
+                                                               "estimator"))
     design, _ = request.build()
     inner = design.inner
     rows = pending_rows(inner, tab.data["n"])

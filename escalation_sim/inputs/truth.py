@@ -495,6 +495,13 @@ class OutcomeModel:
         return tuple(t.name for t in self.types)
 
     @property
+    def is_binary(self) -> bool:
+        """True for the model of a ``p_dlt`` truth (:meth:`binary`): one type, grade 1 only,
+        no onset law -- every event a DLT, ``u(t, k) < p_d``."""
+        return (len(self.types) == 1 and self.types[0].onset is None
+                and self.types[0].max_grade == 1)
+
+    @property
     def rule_names(self) -> Tuple[Tuple[str, int], ...]:
         """The DLT rule as ``((type, min_grade), ...)``."""
         return tuple((self.types[j].name, g) for j, g in self.rule)
@@ -578,6 +585,19 @@ class OutcomeModel:
         """True mean normalized score per dose (the quantity gBOIN's target refers to)."""
         values, probs = self.score_distribution(scores)
         return values @ probs
+
+    def grade_probs(self) -> Dict[str, np.ndarray]:
+        """Per type, P(worst grade of the type = g) per dose, shape ``(max_grade + 1,
+        n_doses)`` (row 0: no event), whatever the onset."""
+        return {t.name: t.p_grade.copy() for t in self.types}
+
+    def onset_cdfs(self, days) -> Dict[str, Optional[np.ndarray]]:
+        """Per type, P(onset day <= x) at the ``days`` given (None: no onset law, the event
+        starts inside the DLT window)."""
+        x = np.asarray(days, dtype=np.float64)
+        return {t.name: None if t.onset is None else
+                np.clip(np.asarray(t.onset.cdf(x), dtype=np.float64), 0.0, 1.0)
+                for t in self.types}
 
     def response_rates(self) -> Optional[np.ndarray]:
         """P(response) per dose, or None when the truth has no efficacy."""
@@ -664,6 +684,33 @@ class OutcomeModel:
             response = uniforms(stream_key(seed, EFFICACY_STREAM), t, k) < self.efficacy[d]
         return PatientOutcomes(self.type_names, grade.T, onset.T, within.T, dlt, dlt_day, late,
                                worst, response, self.max_grade)
+
+    def grades_at_every_dose(self, seed: int, trials, patients, rule_onsets_only: bool = False
+                             ) -> Tuple[np.ndarray, np.ndarray]:
+        """``(grade, onset)`` of patients ``patients`` of trials ``trials`` (broadcastable,
+        flattened to 1-D, n patients) for the calendar engine, which learns a patient's dose
+        only when the patient is treated: ``grade[j, i, d]`` (int8, shape (J, n, K)) is the
+        worst grade of type j at dose d and ``onset[j, i]`` (J, n) the day of type j's
+        event (NaN when the type has no onset law, or no event at any dose).  Column d is
+        exactly :meth:`outcomes` at dose d (same latents, thresholds and onset uniforms).
+        ``rule_onsets_only``: onset days only of events meeting a criterion of the DLT rule
+        at some dose (all the DLT flags need; the other onsets are NaN)."""
+        t, k, _ = self._indices(trials, patients, 0)
+        J, K, n = len(self.types), self.n_doses, t.size
+        x = self._latents(seed, t, k, range(J))
+        grade = np.zeros((J, n, K), dtype=np.int8)
+        for j in range(J):
+            thr, xj = self._thr[j], x[j][:, None]
+            for g in range(1, self.types[j].max_grade + 1):
+                grade[j] += xj < thr[g][None, :]
+        onset = np.full((J, n), np.nan)
+        low = dict(self.rule) if rule_onsets_only else {}
+        for j, typ in enumerate(self.types):
+            if typ.onset is None or (rule_onsets_only and j not in low):
+                continue
+            ev = np.flatnonzero(grade[j].max(axis=1) >= low.get(j, 1))
+            onset[j, ev] = self._onset_days(seed, j, t[ev], k[ev])
+        return grade, onset
 
     def _window_uniform(self, j: int) -> Tuple[float, float]:
         """``(lo, hi)``: onset uniforms <= lo give an onset inside the DLT window, uniforms

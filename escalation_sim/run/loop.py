@@ -207,20 +207,19 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
 
 def truth_notes(plan: RunPlan) -> None:
     """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
-    yet (issue 12).  The time-free engines (cohort, exact) draw every patient from the outcome
-    model; the calendar engine still simulates one binary DLT per patient at the derived
-    rates.  Efficacy is used by no design yet."""
+    yet (issue 12).  Every engine draws each patient from the outcome model (the calendar
+    engine also each event type at its own onset); efficacy is used by no design yet."""
     sc = plan.scenario
     truth = sc.model.truth
-    if truth.graded and plan.engine == "des":
-        rates = " / ".join(f"{p:.3f}" for p in sc.p_true)
-        warnings.warn(RunNote(f"{sc.source}: graded truth: the calendar engine simulates one "
-                              f"binary DLT per patient at the derived rates {rates}; DLT days "
-                              f"inside the window follow conduct.dlt_onset, not the types' "
-                              f"onset_days"), stacklevel=3)
     if truth.efficacy is not None:
         warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
                       stacklevel=3)
+    conduct = sc.model.conduct
+    if (truth.graded and plan.engine == "des" and conduct is not None
+            and "dlt_onset" in conduct.model_fields_set
+            and all(t.onset_days is not None for t in truth.toxicities)):
+        warnings.warn(RunNote(f"{sc.source}: conduct.dlt_onset is not used: every type of "
+                              f"truth.toxicities has its own onset_days"), stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------

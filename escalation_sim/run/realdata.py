@@ -141,16 +141,15 @@ def trial_state(n_doses: int, outcomes: str = "",
     so far, followed for less than ``window_days``).  With pending patients the result is
     a :class:`~escalation_sim.designs.tite.TiteState` (its latest group: the pending
     patients at the last listed dose); without, a ``TrialState``.  ``score_units`` (a score
-    design's, gBOIN): ``outcomes`` holds worst grades, ``"1:003 2:0104"``."""
+    design's, gBOIN, TITE-gBOIN): ``outcomes`` holds worst grades, ``"1:003 2:0104"``; pending
+    patients (TITE-gBOIN) are those without a scored event yet."""
     from ..outcomes import state_from_outcomes
     if score_units is not None:
-        if pending:
-            raise ValueError("pending patients are for time-to-event designs on DLTs, not "
-                             "for score designs")
-        return state_from_outcomes(outcomes or "", n_doses, score_units)
-    state = TrialState.empty(n_doses)
-    for dose, letters in parse_outcomes(outcomes or "", n_doses):
-        state = state.add_cohort(dose, len(letters), letters.count("T"))
+        state = state_from_outcomes(outcomes or "", n_doses, score_units)
+    else:
+        state = TrialState.empty(n_doses)
+        for dose, letters in parse_outcomes(outcomes or "", n_doses):
+            state = state.add_cohort(dose, len(letters), letters.count("T"))
     if not pending:
         return state
     from ..designs.tite import TiteState
@@ -170,7 +169,7 @@ def trial_state(n_doses: int, outcomes: str = "",
         pend.append((d - 1, float(t) / float(window_days)))
     last = pending[-1][0] - 1
     return TiteState(tuple(n), tuple(state.y), last, sum(1 for d, _ in pend if d == last), 0,
-                     tuple(pend))
+                     tuple(pend), 1 if score_units is None else max(score_units))
 
 
 def _pending_counts(state: TrialState) -> List[int]:

@@ -62,7 +62,8 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
     """Simulate trials ``start..stop-1`` for every design (same patients for all).
 
     ``model``: the :class:`~escalation_sim.inputs.truth.OutcomeModel` of a graded truth (None
-    for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it."""
+    for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it, the
+    calendar engine also each event type's onset."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
@@ -92,7 +93,8 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             des_stats.append(None)
         else:
             from ..engines.calendar import simulate_des_trials
-            res = simulate_des_trials(design, p_true, conduct, seed, np.arange(start, stop),
+            res = simulate_des_trials(design, p_true if model is None else model, conduct, seed,
+                                      np.arange(start, stop),
                                       record_patients=record_patients)
             mtd, stopc, n, y = res["mtd"], res["stop_code"], res["n"], res["y"]
             t = OutcomeTally(K)
@@ -100,9 +102,12 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                            map(tuple, y.tolist())):
                 t.add(key, 1)
             tallies.append(t)
+            if score:   # the tally sums score units; the per-trial DLTs come from the engine
+                y = res["dlt"]
             durations.append(np.asarray(res["duration_days"], dtype=float))
             des_stats.append({k: v for k, v in res.items()
-                              if k not in ("mtd", "stop_code", "n", "y", "trial", "duration_days")
+                              if k not in ("mtd", "stop_code", "n", "y", "dlt", "trial",
+                                           "duration_days")
                               and isinstance(v, np.ndarray) and v.ndim == 1
                               and v.dtype.kind in "iuf" and v.size == stop - start})
         m = _per_trial_metrics(mtd, n, y, ok_d, over_d)

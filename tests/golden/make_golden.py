@@ -58,10 +58,10 @@ def patient_log_hashes(sc) -> dict:
     """The calendar engine's patient log (swimmer data) of the first trials, per design."""
     import numpy as np
     import pandas as pd
-    from escalation_sim.engines.calendar import simulate_des_trials
+    from escalation_sim.engines.calendar import calendar_truth, simulate_des_trials
     out = {}
     for item in sc.designs:
-        res = simulate_des_trials(item.design, sc.p_true, sc.model.conduct, DES_SEED,
+        res = simulate_des_trials(item.design, calendar_truth(sc), sc.model.conduct, DES_SEED,
                                   np.arange(20), record_patients=True)
         out[item.name] = _hash_frame(pd.DataFrame(res["patients"]))
     return out

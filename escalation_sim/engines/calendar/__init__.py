@@ -17,7 +17,9 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``mtd``                         selected dose, 0-based; -1 = no MTD (``design.select_mtd``)
 ``stop_code``                   index into ``[None] + list(StopReason)`` (as the cohort engine)
 ``stop_reason``                 the :class:`~escalation_sim.types.StopReason` value (str)
-``n``, ``y``                    (trials x doses) evaluable patients and DLTs per dose
+``n``, ``y``                    (trials x doses) evaluable patients and DLTs per dose (score
+                                designs: ``y`` sums score units)
+``dlt``                         (trials x doses) DLTs per dose (= ``y`` for binary designs)
 ``final_state``                 list of the terminal :class:`~escalation_sim.types.TrialState`
 ``duration_days``               first enrollment -> final decision
 ``first_enrollment_day``        day of the first enrollment (accrual starts on day 0)
@@ -59,17 +61,20 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from ...inputs.conduct import Conduct
+from ...inputs.truth import OutcomeModel
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
 from .fast import HeapClock, choose, fast_draw_plan, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
+from .patient import COMPLETE
 from .policies import CohortPolicy, DecisionPolicy, TimeToEventPolicy
 from .swimmer import decision_table, swimmer_data
 from .trial import Trial
 
-__all__ = ["simulate_des_trials", "simulate_one", "patient_columns", "swimmer_table",
+__all__ = ["simulate_des_trials", "calendar_truth", "simulate_one", "patient_columns",
+           "swimmer_table",
            "swimmer_data", "decision_table", "STOP_CODES", "is_time_to_event", "Trial",
            "Conduct", "DecisionPolicy", "CohortPolicy", "TimeToEventPolicy"]
 
@@ -81,16 +86,18 @@ _log = logging.getLogger(__name__)
 
 
 def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
-              record_patients: bool = False) -> type:
+              record_patients: bool = False, graded: bool = False) -> type:
     """The clock class to run on: the fast path's :class:`~.fast.HeapClock` when
     ``engine`` (default: the environment's, see :mod:`.fast`) allows it and the call is on
-    its allow-list, else simpy's (with a log message saying why)."""
+    its allow-list, else simpy's (with a log message saying why).  ``graded``: a graded
+    truth (per-type onsets), which only the simpy engine runs."""
     from .clock import SimpyClock
     eng = choose(engine)
     if eng == "simpy":
         return SimpyClock
     policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
-    why = unsupported(design, conduct, policy, record_patients=record_patients)
+    why = unsupported(design, conduct, policy, record_patients=record_patients,
+                      **({"graded_truth": True} if graded else {}))
     if why is None:
         return HeapClock
     if eng == "fast":
@@ -112,6 +119,30 @@ def _as_conduct(conduct: Union[Conduct, Mapping[str, Any], None]) -> Conduct:
                     f"use Conduct.zero() for zero-length logistics")
 
 
+def _truth(truth, n_doses: int, conduct: Conduct):
+    """``(p, model)``: the DLT rate per dose and the graded outcome model (None for a binary
+    truth, given as rates or as :meth:`OutcomeModel.binary`)."""
+    if not isinstance(truth, OutcomeModel):
+        return _check_p(truth, n_doses), None
+    if truth.n_doses != n_doses:
+        raise ValueError(f"the truth has {truth.n_doses} doses, the design {n_doses}")
+    p = [float(v) for v in truth.dlt_rates()]
+    if truth.is_binary:
+        return p, None
+    if truth.window_days != float(conduct.dlt_window_days):
+        raise ValueError(f"the truth's DLT window ({truth.window_days:g} days) differs from "
+                         f"conduct.dlt_window_days ({conduct.dlt_window_days:g})")
+    return p, truth
+
+
+def calendar_truth(scenario):
+    """What :func:`simulate_des_trials` takes for a scenario: its outcome model when the
+    truth is graded (each event type at its own onset), else its DLT rates."""
+    if scenario.model.truth.graded:
+        return scenario.outcome_model
+    return scenario.p_true
+
+
 def _check_p(p_true, n_doses: int) -> List[float]:
     p = [float(v) for v in p_true]
     if len(p) != n_doses:
@@ -122,7 +153,7 @@ def _check_p(p_true, n_doses: int) -> List[float]:
     return p
 
 
-def simulate_des_trials(design: Design, p_true: Sequence[float],
+def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeModel],
                         conduct: Union[Conduct, Mapping[str, Any]], seed: int,
                         trial_indices: Iterable[int], record_patients: bool = False,
                         engine: Optional[str] = None) -> Dict[str, Any]:
@@ -131,21 +162,26 @@ def simulate_des_trials(design: Design, p_true: Sequence[float],
     Returns a dict of per-trial columns (see the module docstring).  ``design`` is any
     built design (wrappers included); time-to-event designs (``design.inner.time_to_event``)
     decide with pending patients, classic designs wait for each cohort's DLT windows.
+    ``p_true``: the true DLT rate per dose (binary truth), or the scenario's
+    :class:`~escalation_sim.inputs.truth.OutcomeModel` (graded toxicities, each event at its
+    own onset, see :mod:`.toxicity`; its DLT window must be ``conduct.dlt_window_days``; a
+    binary model runs exactly as its rates).
     ``engine``: ``"auto"`` (the fast path when supported), ``"fast"`` or ``"simpy"`` (the
     reference); default: the environment variable ``ESCALATION_SIM_CALENDAR_ENGINE`` or
     ``auto`` (see :mod:`.fast`).  Both engines give the same trials bit for bit.
     """
     conduct = _as_conduct(conduct)
-    p = _check_p(p_true, design.n_doses)
+    p, model = _truth(p_true, design.n_doses, conduct)
     trials = np.asarray(list(trial_indices) if not isinstance(trial_indices, np.ndarray)
                         else trial_indices, dtype=np.int64).ravel()
     if trials.size and trials.min() < 0:
         raise ValueError(f"trial indices must be >= 0 (got {int(trials.min())})")
     max_n = design.max_n
     guard = 50 * (max_n or 100) + 1000
-    clock = clock_for(design, conduct, engine, bool(record_patients))
-    setup = Setup(design, p, conduct, bool(record_patients), guard, clock=clock)
-    plan = DrawPlan(conduct, seed)
+    clock = clock_for(design, conduct, engine, bool(record_patients), model is not None)
+    setup = Setup(design, p, conduct, bool(record_patients), guard, clock=clock, model=model)
+    plan = DrawPlan(conduct, seed, model,
+                    all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)
     results: List[Trial] = []
     # A trial allocates thousands of small objects, so automatic collections would run
@@ -187,12 +223,14 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
                  engine: Optional[str] = None) -> Trial:
     """One trial as a :class:`~.trial.Trial` object, run (for inspection)."""
     conduct = _as_conduct(conduct)
-    p = _check_p(p_true, design.n_doses)
+    p, model = _truth(p_true, design.n_doses, conduct)
     max_n = design.max_n
     setup = Setup(design, p, conduct, bool(record_patients), 50 * (max_n or 100) + 1000,
-                  clock=clock_for(design, conduct, engine, bool(record_patients)))
+                  clock=clock_for(design, conduct, engine, bool(record_patients),
+                                  model is not None), model=model)
     trial_class(setup)                  # (moves an unsupported setup to simpy's clock)
-    plan = DrawPlan(conduct, seed)
+    plan = DrawPlan(conduct, seed, model,
+                    all_onsets=bool(record_patients) or setup.units is not None)
     na, npat, ne = block_sizes(conduct, max_n)
     chunk = ChunkDraws(plan, np.array([trial], dtype=np.uint64), na, npat, ne)
     return Trial(setup, chunk.trial(0)).run()
@@ -241,7 +279,15 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
         ints["n_phase_failures"][r] = t.n_phase_fail
         ints["n_dropouts"][r] = t.n_dropout
         ints["n_decisions"][r] = dt.size
-    out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y,
+    if setup.units is None:
+        dlt = y.copy()
+    else:   # score designs: y sums units; count the DLTs of the patients in the final state
+        dlt = np.zeros((m, K), dtype=np.int64)
+        for r, t in enumerate(res):
+            for p in t.pats:
+                if p.dlt and p.status == COMPLETE:
+                    dlt[r, p.dose] += 1
+    out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,
                time_to_first_decision_days=ttfd, **ints)
     out["decision_times"] = dtimes

@@ -19,6 +19,13 @@ The ``dlt`` and ``onset`` streams are indexed by the evaluable-infusion order on
 changing the logistics never changes which patients (k = 0, 1, 2, ...) have a DLT or when
 in their window it starts.
 
+With a graded truth (an :class:`~escalation_sim.inputs.truth.OutcomeModel` given to the
+engine) patient k's outcomes are the model's patient k
+(:meth:`~escalation_sim.inputs.truth.OutcomeModel.grades_at_every_dose`: the ``dlt`` stream
+is the first type's latent, further types and onsets have their own streams, all indexed by
+k), drawn for every dose because the dose is known only at treatment; the ``onset`` stream
+above still gives the day of an event whose type has no onset law.
+
 Numbers are drawn in vectorised blocks for a whole chunk of trials; a trial that needs more
 (many replacements, a long waiting list) extends its own block on demand with the same
 counter-based streams, so results never depend on block sizes.
@@ -41,6 +48,8 @@ STREAMS = ("accrual", "screening", "phase", "dropout", "dlt", "onset")
 # SimulationLimitError instead of growing without end.
 #: arrivals (screened candidates) one trial may draw
 MAX_ARRIVALS_PER_TRIAL = 1_000_000
+#: a graded truth's DLT flags of patient k at every dose fit one integer up to this many doses
+MASK_DOSES = 62
 #: simulated days a trial may last (1000 years); the enrolled patients of one trial are
 #: bounded by the engine's own guard (50 x max_n + 1000)
 HORIZON_DAYS = 365_250.0
@@ -71,8 +80,13 @@ def too_many_patients(trial: int, limit: int) -> SimulationLimitError:
 class DrawPlan:
     """Keys and distributions shared by all trials of one simulation call."""
 
-    def __init__(self, conduct: Conduct, seed: int):
+    def __init__(self, conduct: Conduct, seed: int, model=None, all_onsets: bool = True):
         self.conduct = conduct
+        self.seed = int(seed)
+        self.model = model                      # graded OutcomeModel, or None (binary)
+        #: graded truth: draw every event's onset (score designs and the patient log need
+        #: them), or only those of events meeting the DLT rule (enough for DLT flags)
+        self.all_onsets = all_onsets
         self.keys = {s: stream_key(int(seed), s) for s in STREAMS}
         self.rate = conduct.accrual_per_day                     # None = unlimited
         self.screen_fail = conduct.screening.failure_prob
@@ -159,16 +173,64 @@ class DrawPlan:
         return days, happens, fail_at, drop, drop_day, pre, post, fail_days
 
     def evaluable(self, trials: np.ndarray, start: int, size: int):
-        """Per evaluable infused patient k: the DLT uniform and the onset day if DLT."""
+        """Per evaluable infused patient k: the DLT uniform and the onset day if DLT (binary
+        truth), or ``(None, None, graded_block(...))`` with a graded model."""
         k = np.arange(start, start + size, dtype=np.uint64)[None, :]
         t = trials[:, None]
-        u = uniforms(self.keys["dlt"], t, k)
-        v = uniforms(self.keys["onset"], t, k)
-        if self.onset_dist is None:
-            onset = v * self.window
+        graded = self.model is not None
+        # a graded truth draws the dlt stream itself (its first type's latent), and needs
+        # the conduct's onset only for types without an onset law
+        u = None if graded else uniforms(self.keys["dlt"], t, k)
+        onset = None
+        if not graded or any(typ.onset is None for typ in self.model.types):
+            v = uniforms(self.keys["onset"], t, k)
+            if self.onset_dist is None:
+                onset = v * self.window
+            else:
+                onset = self.onset_dist.sample_within(v, self.window)
+        if not graded:
+            return u, onset, None
+        return None, None, self.graded_block(trials, k, onset)
+
+    def graded_block(self, trials: np.ndarray, k: np.ndarray, onset: np.ndarray):
+        """A graded truth's patients k of ``trials`` at every dose (see
+        :mod:`.toxicity`): grades (m, size, K, J), each type's onset day (m, size, J; a type
+        without an onset law starts on the conduct's onset day ``onset``; NaN = no event),
+        and per dose the day the DLT is known (NaN: no DLT) and ``2 * worst grade in the
+        window + late`` (both (m, size, K); the latter None without ``all_onsets``), and the
+        DLT flags of every dose as bits of one integer (m, size) (None above MASK_DOSES)."""
+        m, size = trials.size, k.shape[-1]
+        tt, kk = np.broadcast_arrays(trials[:, None], k)
+        grade, days = self.model.grades_at_every_dose(self.seed, tt, kk,
+                                                      rule_onsets_only=not self.all_onsets)
+        J, _, K = grade.shape
+        grade = grade.reshape(J, m, size, K).transpose(1, 2, 3, 0)      # (m, size, K, J)
+        days = days.reshape(J, m, size).transpose(1, 2, 0)               # (m, size, J)
+        for j, typ in enumerate(self.model.types):
+            if typ.onset is None:
+                days[:, :, j] = np.where(grade[:, :, :, j].max(axis=2) > 0, onset, np.nan)
+        W = self.window
+        inside = (days <= W)[:, :, None, :]                             # NaN: False
+        dlt_day = np.full((m, size, K), np.inf)
+        late = np.zeros((m, size, K), dtype=bool)
+        for j, mg in self.model.rule:
+            qual = grade[:, :, :, j] >= mg
+            hit = qual & inside[:, :, :, j]
+            dlt_day = np.where(hit, np.minimum(dlt_day, days[:, :, None, j]), dlt_day)
+            late |= qual & ~inside[:, :, :, j]
+        has = np.isfinite(dlt_day)
+        late &= ~has
+        dlt_day[~has] = np.nan
+        if self.all_onsets:
+            worst = np.where(inside, grade, 0).max(axis=3).astype(np.int64)
+            worst_late = 2 * worst + late
         else:
-            onset = self.onset_dist.sample_within(v, self.window)
-        return u, onset
+            worst_late = None
+        if K <= MASK_DOSES:       # bit d set: a DLT at dose d
+            mask = (has.astype(np.int64) << np.arange(K, dtype=np.int64)).sum(axis=2)
+        else:
+            mask = None
+        return grade, days, dlt_day, worst_late, mask
 
 
 class ChunkDraws:
@@ -183,18 +245,30 @@ class ChunkDraws:
         self.na, self.np_, self.ne = n_arrivals, n_patients, n_evaluable
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
-        u, onset = plan.evaluable(self.trials, 0, n_evaluable)
+        u, onset, graded = plan.evaluable(self.trials, 0, n_evaluable)
         self.days, self.happens = days, happens
+        none = [[] for _ in range(self.trials.size)]
         self.lists = [np.cumsum(gaps, axis=1).tolist(), failed.tolist(), sdays.tolist()] + \
-            [a.tolist() for a in pat] + [u.tolist(), onset.tolist()]
+            [a.tolist() for a in pat] + [none if u is None else u.tolist(),
+                                         none if onset is None else onset.tolist()]
+        # graded truth: kept as arrays (a trial reads a few entries with ``.item``; turning
+        # every dose's entries into lists would cost more than the trial itself), except the
+        # DLT flags of every dose as one integer per patient
+        self.graded = graded
+        self.mask = None if graded is None or graded[4] is None else graded[4].tolist()
 
     def trial(self, r: int) -> "TrialDraws":
         """The r-th trial's numbers (fresh lists: a trial extends its own)."""
         (at, failed, sdays, fail_at, drop, drop_day, pre, post, fail_days, u,
          onset) = [c[r][:] for c in self.lists]
-        return TrialDraws(self.plan, int(self.trials[r]), at, failed, sdays, self.days[r],
-                          self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
-                          onset)
+        td = TrialDraws(self.plan, int(self.trials[r]), at, failed, sdays, self.days[r],
+                        self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
+                        onset)
+        if self.graded is not None:
+            td.grades, td.type_onset, td.dlt_known, td.worst_late = [
+                None if a is None else a[r] for a in self.graded[:4]]
+            td.dlt_mask = None if self.mask is None else self.mask[r][:]
+        return td
 
 
 class TrialDraws:
@@ -205,7 +279,8 @@ class TrialDraws:
 
     __slots__ = ("plan", "trial", "arrival_time", "screen_failed", "screen_days",
                  "phase_days", "phase_happens", "fail_at", "drop", "drop_day", "pre_days",
-                 "post_days", "fail_days", "dlt_u", "onset_day")
+                 "post_days", "fail_days", "dlt_u", "onset_day", "grades", "type_onset",
+                 "dlt_known", "worst_late", "dlt_mask")
 
     def __init__(self, plan: DrawPlan, trial: int, arrival_time: List[float],
                  failed: List[bool], sdays: List[float], days: np.ndarray,
@@ -227,6 +302,16 @@ class TrialDraws:
         self.fail_days = fail_days
         self.dlt_u = u
         self.onset_day = onset
+        #: graded truth only (:meth:`DrawPlan.graded_block`, numpy arrays indexed by k
+        #: first): per k, per dose, the grade of each type; per k each type's onset day; per
+        #: k, per dose, the day the DLT is known (NaN: none) and 2 * worst grade in the
+        #: window + late
+        self.grades: Optional[np.ndarray] = None
+        self.type_onset: Optional[np.ndarray] = None
+        self.dlt_known: Optional[np.ndarray] = None
+        self.worst_late: Optional[np.ndarray] = None
+        #: per k, bit d set iff a DLT at dose d (up to MASK_DOSES doses, else None)
+        self.dlt_mask: Optional[List[int]] = None
 
     # -- on-demand extension (same streams, next draw indices) -------------------------
     def more_arrivals(self) -> None:
@@ -261,9 +346,21 @@ class TrialDraws:
     def more_evaluable(self) -> None:
         n = len(self.dlt_u)
         size = max(16, n)
-        u, onset = self.plan.evaluable(np.array([self.trial], dtype=np.uint64), n, size)
-        self.dlt_u.extend(u[0].tolist())
-        self.onset_day.extend(onset[0].tolist())
+        if self.dlt_known is not None:
+            n = self.dlt_known.shape[0]
+            size = max(16, n)
+        u, onset, graded = self.plan.evaluable(np.array([self.trial], dtype=np.uint64), n,
+                                               size)
+        if graded is None:
+            self.dlt_u.extend(u[0].tolist())
+            self.onset_day.extend(onset[0].tolist())
+        else:
+            self.grades, self.type_onset, self.dlt_known, self.worst_late = [
+                None if have is None else np.concatenate([have, new[0]])
+                for have, new in zip((self.grades, self.type_onset, self.dlt_known,
+                                      self.worst_late), graded)]
+            if self.dlt_mask is not None:
+                self.dlt_mask.extend(graded[4][0].tolist())
 
 
 def block_sizes(conduct: Conduct, max_n: Optional[int]) -> tuple:

@@ -975,7 +975,7 @@ class LeanChunkDraws:
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
         at = np.cumsum(gaps, axis=1)
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
-        u, onset = plan.evaluable(self.trials, 0, n_evaluable)
+        u, onset, _ = plan.evaluable(self.trials, 0, n_evaluable)   # binary: no graded block
         self.days, self.happens = days, happens
         self.at, self.failed, self.sdays = at, failed, sdays
         ready = at + sdays                    # as Accrual._merge_ready: at[i] + sd[i]

@@ -33,6 +33,18 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``<phase>_start_day``,  each phase of the conduct block (NaN when skipped or not reached)
 ``<phase>_end_day``
 ======================= ====================================================================
+
+With a graded truth (``truth.toxicities``) ``dlt_day`` is the onset of the earliest event
+meeting the ``dlt`` rule inside the window, and these columns follow (evaluable patients;
+0 / False / NaN for the others):
+
+======================= ====================================================================
+``late``                an event meets the rule but starts only after the window (not a DLT)
+``worst_grade``         highest grade among the events starting inside the window
+``<type>_grade``        worst grade of each toxicity type (0 = no event)
+``<type>_onset_day``    its onset, days after infusion (NaN without an event); may exceed
+                        the window (a late event)
+======================= ====================================================================
 """
 from __future__ import annotations
 
@@ -46,8 +58,24 @@ from .patient import DROPPED, FAILED, COMPLETE
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
 
-_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt"})
-_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index"})
+_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late"})
+_LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index",
+                      "worst_grade"})
+
+
+def _graded_columns(trial, pat, evaluable: bool) -> Dict[str, Any]:
+    """The graded-truth columns of one row (see the module docstring)."""
+    names = trial.setup.model.type_names
+    nan = float("nan")
+    worst, late = trial.toxicity.worst_late(pat) if pat is not None and evaluable else (0, False)
+    row: Dict[str, Any] = {"late": late, "worst_grade": worst}
+    ev = ({j: (g, day) for j, g, day in trial.toxicity.events(pat)}
+          if pat is not None and evaluable else {})
+    for j, name in enumerate(names):
+        g, day = ev.get(j, (0, nan))
+        row[f"{name}_grade"] = g
+        row[f"{name}_onset_day"] = day
+    return row
 
 
 class Recorder:
@@ -90,6 +118,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             for name in s.phase_names:
                 row[f"{name}_start_day"] = nan
                 row[f"{name}_end_day"] = nan
+            if s.graded is not None:
+                row.update(_graded_columns(trial, None, False))
             rows.append(row)
             continue
         j = pat.j
@@ -112,7 +142,7 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             gate_wait_days=rel - gate if rel >= 0 and gate >= 0 else nan,
             infusion_day=inf if inf >= 0 and st != FAILED else nan,
             evaluable=evaluable, evaluable_index=k if evaluable else -1, dlt=dlt,
-            dlt_day=d.onset_day[k] if dlt else nan,
+            dlt_day=trial.toxicity.onset_day(pat) if dlt else nan,
             dropout_day=d.drop_day[j] if st == DROPPED else nan,
             window_end_day=pat.end_day if evaluable else nan)
         days = d.phase_days[j].tolist()
@@ -127,6 +157,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             start = pat.enrolled_day + cum[p] if p < g else rel + sum(days[g:p])
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
+        if s.graded is not None:
+            row.update(_graded_columns(trial, pat, evaluable))
         rows.append(row)
     return rows
 
@@ -149,7 +181,7 @@ def patient_columns(trials: np.ndarray, res: Sequence["Trial"]) -> Dict[str, np.
             cols[key] = np.asarray(vals, dtype=object)
         elif key in _LOG_BOOL:
             cols[key] = np.asarray(vals, dtype=bool)
-        elif key in _LOG_INT:
+        elif key in _LOG_INT or key.endswith("_grade"):
             cols[key] = np.asarray(vals, dtype=np.int64)
         else:
             cols[key] = np.asarray(vals, dtype=float)
@@ -163,8 +195,8 @@ def swimmer_table(log, include_not_enrolled: bool = False):
     ``log``: the log (dict of columns or DataFrame) of ONE trial.  Conversions: only
     enrolled patients are kept (unless ``include_not_enrolled``), in enrollment order;
     ``patient`` becomes 1-based; ``dose`` = ``dose_level`` (1-based, missing when never
-    enrolled); ``dlt_day`` (days after infusion in the log) becomes a calendar day; a
-    drop-out's follow-up ends on its drop-out day; screening (arrival to
+    enrolled); ``dlt_day`` and, with a graded truth, each ``<type>_onset_day`` (days after
+    infusion in the log) become calendar days; a drop-out's follow-up ends on its drop-out day; screening (arrival to
     ``screening_end_day``) becomes a phase.  A table without ``dose_level`` is returned as
     it is (already converted).
     """
@@ -183,6 +215,8 @@ def swimmer_table(log, include_not_enrolled: bool = False):
     df["dose"] = df["dose_level"].where(df["dose_level"] > 0)
     inf = df["infusion_day"].astype(float)
     df["dlt_day"] = np.where(df["dlt"].astype(bool), inf + df["dlt_day"].astype(float), np.nan)
+    for c in [c for c in df.columns if c.endswith("_onset_day")]:   # graded truth: per type
+        df[c] = inf + df[c].astype(float)
     if "dropout_day" in df.columns:
         drop = inf + df["dropout_day"].astype(float)
         df["window_end_day"] = np.where(np.isfinite(drop), drop, df["window_end_day"])

@@ -24,15 +24,24 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from ...designs.base import Design
+from ...designs.base import Design, Outcome
 from ...designs.registry import is_time_to_event
 from ...inputs.conduct import Conduct
 from ...types import Decision, TrialState
 from .clock import SimpyClock
 from .gates import FixedReview, SentinelSpacing, SequentialSpacing, Spacing
-from .policies import CohortPolicy, TimeToEventPolicy
+from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
+from .toxicity import GradedRule
 
 INF = float("inf")
+
+
+def score_units(design: Design):
+    """The design's integer units per worst grade when it consumes a graded toxicity score
+    (``design.outcome`` is ``Outcome.SCORE``), else None."""
+    if design.outcome is not Outcome.SCORE:
+        return None
+    return tuple(int(u) for u in design.score_units)
 
 
 class Setup:
@@ -42,12 +51,32 @@ class Setup:
     clock class), ``review`` and the gate's settings."""
 
     def __init__(self, design: Design, p_true, conduct: Conduct, record: bool,
-                 max_patients: int, clock=SimpyClock):
+                 max_patients: int, clock=SimpyClock, model=None):
         self.design = design
         self.K = design.n_doses
         self.empty_state = TrialState.empty(self.K)      # immutable: shared by the trials
         self.p = [float(v) for v in p_true]
-        self.policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
+        #: the graded outcome model (None: binary truth, ``u < p_d``)
+        self.model = model
+        units = score_units(design)
+        if units is not None and model is None:
+            raise ValueError(f"design {getattr(design.inner, 'name', '?')} uses graded "
+                             f"toxicity scores and needs a graded truth (truth.toxicities)")
+        #: score designs: units per worst grade; ``max_units`` bounds one patient's units
+        #: (None for binary designs, so that a binary setup keeps the fast path's allow-list)
+        self.units = units
+        self.max_units = None if units is None else max(units)
+        if model is not None:
+            if units is not None and len(units) <= model.max_grade:
+                raise ValueError(f"the design's scores cover grades 0..{len(units) - 1} but "
+                                 f"the truth has grade {model.max_grade}")
+            self.graded: Optional[GradedRule] = GradedRule(model, conduct.dlt_window_days,
+                                                           units)
+        else:
+            self.graded = None
+        tte = is_time_to_event(design)
+        self.policy = (ScoreTimeToEventPolicy if tte and units is not None else
+                       TimeToEventPolicy if tte else CohortPolicy)
         self.clock = clock
         self.conduct = conduct
         self.window = conduct.dlt_window_days

@@ -49,6 +49,10 @@ class Patient:
     ``gate_day``/``release_day``: reached / left the gate; ``k``: place among the trial's
     evaluable infusions (the draw index of the shared ``dlt`` stream), -1 until assigned;
     ``status``: one of PIPELINE, COMPLETE, FAILED, DROPPED; ``end_day``: end of the path.
+    Graded truth only (set when observed, see :mod:`.toxicity`, whose ``events(pat)``,
+    ``onset_day(pat)`` and ``worst_late(pat)`` give the rest): for score designs ``worst``
+    (worst grade in the window) and, for time-to-event score designs, ``seen`` (units seen
+    so far).
     """
 
     j: int
@@ -63,3 +67,5 @@ class Patient:
     dlt: bool = False
     status: int = PIPELINE
     end_day: float = -1.0
+    worst: int = 0
+    seen: int = 0

@@ -138,10 +138,13 @@ class CohortPolicy(DecisionPolicy):
         observe = t.toxicity.observe
         y = 0
         for pat in members:
-            if observe(pat):
-                y += 1
+            y += observe(pat)            # the DLT flag, or a score design's units
         c.y = y
-        self.state = self.state.add_cohort(c.dose, c.size, y)
+        mu = t.setup.max_units
+        if mu is None:
+            self.state = self.state.add_cohort(c.dose, c.size, y)
+        else:
+            self.state = self.state.add_cohort(c.dose, c.size, y, max_units=mu)
         delay = t.setup.review.delay(t.clock.now)
         if delay > 0:
             t.clock.after(delay, self._decide)
@@ -282,3 +285,60 @@ class TimeToEventPolicy(DecisionPolicy):
         return TrialState(tuple(self.n_active), tuple(self.y_obs),
                           c.dose if c.index >= 0 else None, c.active, c.y)
 
+
+class ScoreTimeToEventPolicy(TimeToEventPolicy):
+    """Time-to-event designs on a graded toxicity score (TITE-gBOIN).
+
+    ``y[d]`` is the sum of the units *seen so far* at dose d: a patient's units are those of
+    the worst grade among its events that have started and lie inside the window
+    (contract point 5), updated at each event's onset.
+
+    **When a patient stops being pending**: at the onset of its first event inside the
+    window that carries a positive score (units > 0), or at the end of its window, whichever
+    comes first.  From then on it counts as a complete observation (``n - c``) with the
+    units seen so far; a later, worse event inside the window raises its units when it
+    starts.  Events scoring 0 (e.g. grade 1 with scores 0/0/0.5/1/1.5) do not end pending.
+    This is TITEgBOIN 0.4.0's definition ("pending = no event yet and window not complete",
+    docs/reference_notes/gboin_titegboin.md section 3), whose simulator gives each patient at
+    most one event; with one event per patient the two coincide.
+    """
+
+    __slots__ = ()
+
+    def state(self):
+        t = self.trial
+        now = t.clock.now
+        W = t.setup.window
+        pend = tuple((p.dose, 0.0 if p.infusion_day < 0 else min((now - p.infusion_day) / W, 1.0))
+                     for p in self.pending)
+        c = t.cohort
+        return TiteState(tuple(self.n_active), tuple(self.y_obs),
+                         c.dose if c.index >= 0 else None, c.active, c.y, pend,
+                         t.setup.max_units)
+
+    def _infused(self, call) -> None:
+        pat: Patient = call.arg
+        t = self.trial
+        clock = t.clock
+        d = t.draws
+        pat.infusion_day = clock.now
+        t.n_treated += 1
+        if d.drop[pat.j]:
+            pat.status = DROPPED
+            clock.after(d.drop_day[pat.j], t.on_end, pat)
+            return
+        pat.status = COMPLETE
+        tox = t.toxicity
+        tox.observe(pat)
+        for day, units in tox.steps(pat):          # in time order (the clock keeps it)
+            clock.after(day, self._event, (pat, units))
+        clock.after(t.setup.window, t.on_end, pat)
+
+    def _event(self, call) -> None:
+        pat, units = call.arg
+        gain = units - pat.seen
+        pat.seen = units
+        self.y_obs[pat.dose] += gain
+        pat.cohort.y += gain
+        self.pending.pop(pat, None)
+        self.trial.changed()

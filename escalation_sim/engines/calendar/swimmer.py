@@ -57,13 +57,13 @@ def swimmer_data(scenario, design: Optional[str] = None, trial: int = 0,
     :func:`escalation_sim.simulate` with the same seed (default: the scenario's), so the
     plot shows a trial of that simulation.
     """
-    from . import is_time_to_event, simulate_des_trials
+    from . import calendar_truth, is_time_to_event, simulate_des_trials
     if not getattr(scenario, "has_logistics", False):
         raise ValueError(f"{getattr(scenario, 'source', 'scenario')}: no conduct block, so "
                          "there is no calendar time to draw; add a conduct block")
     item = scenario.design(design) if design is not None else scenario.designs[0]
     seed = int(seed if seed is not None else scenario.model.simulation.seed)
-    res = simulate_des_trials(item.design, scenario.p_true, scenario.model.conduct, seed,
+    res = simulate_des_trials(item.design, calendar_truth(scenario), scenario.model.conduct, seed,
                               [int(trial)], record_patients=True)
     patients = swimmer_table(res["patients"])
     first = float(res["first_enrollment_day"][0])

@@ -32,7 +32,7 @@ from .log import Recorder
 from .model import Setup
 from .pathway import Pathway
 from .patient import COMPLETE, FAILED, Cohort, Patient
-from .toxicity import Toxicity
+from .toxicity import GradedToxicity, Toxicity
 
 
 class Trial:
@@ -56,7 +56,8 @@ class Trial:
         self.t_end = 0.0
         self.stop_reason: Optional[StopReason] = None
         self.final_state: Optional[TrialState] = None
-        self.toxicity = Toxicity(s.p, draws)
+        self.toxicity = (Toxicity(s.p, draws) if s.graded is None else
+                         GradedToxicity.make(s.p, draws, s.graded))
         self.path = Pathway(self, s.gate)
         self.gate = Gate(self, s.cap, s.spacing(), s.known_release) if s.gated else None
         self.accrual = Accrual(self, self.rec)
