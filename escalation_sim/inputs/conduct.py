@@ -115,6 +115,116 @@ class Screening(BaseModel):
         return as_distribution(self.duration_days)
 
 
+class Backfill(BaseModel):
+    """Backfill cohorts (Barnett et al. 2023; BF-BOIN, Zhao et al. 2024): while no
+    escalation slot is free, an eligible patient who would otherwise wait or leave is treated
+    at the highest dose open for backfill (see :mod:`escalation_sim.engines.calendar.backfill`
+    for the opening rule)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_per_dose: int = Field(
+        default=12, description="a dose closes for backfill once this many patients were "
+                                "assigned to it (escalation and backfill, pending included)")
+    max_total: int = Field(default=24, description="most backfill patients in a trial")
+    doses: Literal["cleared"] = Field(
+        default="cleared", description="cleared: doses below the current escalation dose with "
+                                       "at least min_evaluable evaluable patients whose data "
+                                       "are below the design's de-escalation boundary")
+    min_evaluable: int = Field(
+        default=3, description="evaluable patients (escalation and backfill) a dose needs "
+                               "before it opens for backfill")
+
+    @field_validator("max_per_dose", "max_total", "min_evaluable")
+    @classmethod
+    def _count_ok(cls, v: int) -> int:
+        if not 1 <= v <= 1000:
+            raise ValueError(f"must be between 1 and 1000 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _caps_ok(self) -> "Backfill":
+        if self.min_evaluable > self.max_per_dose:
+            raise ValueError(f"min_evaluable: must be <= max_per_dose={self.max_per_dose}, or "
+                             f"no dose could ever open (got {self.min_evaluable})")
+        return self
+
+
+class ReceivedFraction(BaseModel):
+    """Fraction of the assigned dose a short product delivers, in (0, 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    mean: float = Field(description="mean fraction of the assigned dose received")
+    sd: float = Field(default=0.0, description="standard deviation (0: always the mean)")
+    dist: Literal["uniform", "beta", "fixed"] = Field(
+        default="uniform", description="uniform on mean -/+ sd*sqrt(3); beta with this mean "
+                                       "and sd; fixed (the mean)")
+
+    @field_validator("mean")
+    @classmethod
+    def _mean_ok(cls, v: float) -> float:
+        if not (math.isfinite(float(v)) and 0.0 < float(v) < 1.0):
+            raise ValueError(f"must be a fraction in (0, 1) (got {v})")
+        return float(v)
+
+    @field_validator("sd")
+    @classmethod
+    def _sd_ok(cls, v: float) -> float:
+        if not (math.isfinite(float(v)) and float(v) >= 0.0):
+            raise ValueError(f"must be >= 0 (got {v})")
+        return float(v)
+
+    @model_validator(mode="after")
+    def _support_ok(self) -> "ReceivedFraction":
+        m, s = self.mean, self.sd
+        if self.dist == "uniform":
+            lo, hi = m - s * math.sqrt(3.0), m + s * math.sqrt(3.0)
+            if lo <= 0.0 or hi > 1.0:
+                raise ValueError(f"sd: a uniform fraction with mean {m:g} and sd {s:g} spans "
+                                 f"[{lo:.3g}, {hi:.3g}], outside (0, 1] (got {s:g})")
+        elif self.dist == "beta" and s > 0 and s * s >= m * (1.0 - m):
+            raise ValueError(f"sd: a beta fraction with mean {m:g} needs sd < "
+                             f"{math.sqrt(m * (1 - m)):.3g} (got {s:g})")
+        return self
+
+
+class Shortfall(BaseModel):
+    """Dose received below dose assigned (Devlin, Iasonos & O'Quigley 2021): with
+    probability ``prob`` a product delivers only a fraction of the assigned cell dose and is
+    infused anyway; the patient's true DLT probability is that of the amount received
+    (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    prob: float = Field(description="probability a product falls short of the assigned dose")
+    received_fraction: ReceivedFraction = Field(
+        description="fraction of the assigned amount a short product delivers")
+    policy: Literal["assigned", "received", "exclude"] = Field(
+        default="assigned", description="assigned: counted at the assigned level; received: "
+                                        "counted at the highest level at or below the amount "
+                                        "received; exclude: not evaluable, replaced")
+    dose_amounts: Optional[List[float]] = Field(
+        default=None, description="dose amounts per level; filled from doses[].amount by a "
+                                  "scenario (give it only when calling the engine directly)")
+
+    @field_validator("prob")
+    @classmethod
+    def _prob_ok(cls, v: float) -> float:
+        return _check_prob(v)
+
+    @field_validator("dose_amounts")
+    @classmethod
+    def _amounts_ok(cls, v: Optional[List[float]]) -> Optional[List[float]]:
+        if v is None:
+            return None
+        if not v or any(not (math.isfinite(float(a)) and float(a) > 0) for a in v):
+            raise ValueError(f"must be positive amounts (got {v})")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"must increase with the dose level (got {v})")
+        return [float(a) for a in v]
+
+
 def default_phases() -> List[Phase]:
     return [
         Phase(name="leukapheresis", kind="leukapheresis",
@@ -178,6 +288,12 @@ class Conduct(BaseModel):
         default=0.0, description="days between the close of a cohort's last DLT window and "
                                  "its dose decision (safety review committee); classic "
                                  "designs only (time-to-event designs decide continuously)")
+
+    backfill: Optional[Backfill] = Field(
+        default=None, description="backfill cohorts at cleared lower doses (null: none)")
+    shortfall: Optional[Shortfall] = Field(
+        default=None, description="products delivering less than the assigned dose "
+                                  "(null: every product delivers the assigned dose)")
 
     # -- validators ---------------------------------------------------------------------
     @field_validator("accrual_per_month")

@@ -253,6 +253,11 @@ class Scenario:
     def resolved(self) -> Dict[str, Any]:
         """The scenario with every default filled in (written beside results)."""
         d = self.model.model_dump(mode="json")
+        conduct = d.get("conduct")
+        if isinstance(conduct, dict):   # options added later: absent when not used
+            for key in ("backfill", "shortfall"):
+                if conduct.get(key) is None:
+                    conduct.pop(key, None)
         if d.get("dlt") is None:
             d.pop("dlt", None)
         if self.model.truth.graded:  # the defaults of a graded truth, written out
@@ -641,6 +646,9 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
             problems.append(f"doses: labels must be distinct (got {_short(seen_l)}; "
                             f"repeated: {', '.join(dup)})")
 
+    if model is not None and model.conduct is not None:
+        model = _conduct_with_doses(model, problems)
+
     names: Dict[str, int] = {}
     items: List[DesignItem] = []
     if model is not None or (K and specs):
@@ -710,12 +718,65 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                     msg = str(exc).rsplit(" (got ", 1)[0]
                     problems.append(f"designs[{i}].scores: {msg} (got {_short(shown)})")
                     continue
+            bf_problem = (backfill_problem(built, entry.time_to_event)
+                          if model.conduct is not None and model.conduct.backfill is not None
+                          else None)
+            if bf_problem:
+                problems.append(f"designs[{i}] ({name}): {bf_problem} (got type "
+                                f"{spec.type!r})")
+                continue
             items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
         _ = target
     if problems:
         raise ScenarioError(source, problems)
     assert model is not None
     return Scenario(model=model, designs=items, source=source, raw=raw)
+
+
+def supports_backfill(design) -> bool:
+    """Designs that decide on any per-dose counts (backfill adds patients at lower doses):
+    interval designs and the model-based CRM and BLRM."""
+    from ..designs.blrm import BLRM
+    from ..designs.crm import CRM
+    from ..designs.interval import IntervalDesign
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+
+
+def backfill_problem(design, time_to_event: bool) -> Optional[str]:
+    """Why ``design`` cannot run with ``conduct.backfill`` (None: it can)."""
+    if time_to_event:
+        return ("conduct.backfill is not supported for time-to-event designs yet; use the "
+                "classic version of the design or remove conduct.backfill")
+    if not supports_backfill(design):
+        return ("conduct.backfill needs a design that decides on any per-dose counts "
+                "(interval designs such as boin, mtpi2, keyboard, i3+3, or crm, blrm); "
+                "this design decides by fixed cohorts")
+    return None
+
+
+def _conduct_with_doses(model: "ScenarioModel", problems: List[str]) -> "ScenarioModel":
+    """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required)."""
+    sf = model.conduct.shortfall
+    if sf is None:
+        return model
+    amounts = [None if isinstance(d, str) else d.amount for d in model.doses]
+    missing = [i for i, a in enumerate(amounts) if a is None]
+    if missing:
+        problems.append(f"conduct.shortfall: needs doses[].amount for every dose, to find the "
+                        f"true DLT rate of the amount received (got doses[{missing[0]}] "
+                        f"without amount)")
+        return model
+    if any(b <= a for a, b in zip(amounts, amounts[1:])):
+        problems.append(f"doses: amounts must increase with the dose level when "
+                        f"conduct.shortfall is set (got {_short(amounts)})")
+        return model
+    if sf.dose_amounts is not None and list(sf.dose_amounts) != [float(a) for a in amounts]:
+        problems.append(f"conduct.shortfall.dose_amounts: differs from doses[].amount; leave it "
+                        f"out (got {_short(sf.dose_amounts)})")
+        return model
+    sf = sf.model_copy(update={"dose_amounts": [float(a) for a in amounts]})
+    conduct = model.conduct.model_copy(update={"shortfall": sf})
+    return model.model_copy(update={"conduct": conduct})
 
 
 def _build_problem(i: int, name: str, spec: DesignSpecBase, exc: Exception) -> str:

@@ -79,6 +79,11 @@ class Setup:
                        TimeToEventPolicy if tte else CohortPolicy)
         self.clock = clock
         self.conduct = conduct
+        self.shortfall = None             # conduct.shortfall / conduct.backfill parts
+        self.backfill_rules = None
+        if conduct.backfill is not None or conduct.shortfall is not None:
+            from .backfill import conduct_parts
+            conduct_parts(self)
         self.window = conduct.dlt_window_days
         self.unlimited = conduct.accrual_per_month is None
         self.leave = conduct.when_paused == "leave"

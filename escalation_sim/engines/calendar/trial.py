@@ -31,7 +31,7 @@ from .gates import Gate
 from .log import Recorder
 from .model import Setup
 from .pathway import Pathway
-from .patient import COMPLETE, FAILED, Cohort, Patient
+from .patient import COMPLETE, DROPPED, FAILED, Cohort, Patient
 from .toxicity import GradedToxicity, Toxicity
 
 
@@ -151,6 +151,8 @@ class Trial:
         if self.first_enroll is None:
             self.first_enroll = now
         c = self.cohort
+        if c.free <= 0:                  # a slot the policy opened beside the cohort (backfill)
+            c = self.policy.side_cohort()
         c.free -= 1
         c.active += 1
         pat = Patient(j, i, c, c.dose, now)
@@ -175,7 +177,7 @@ class Trial:
             self.n_phase_fail += 1
             if self.setup.manufacturing[self.draws.fail_at[pat.j]]:
                 self.n_manuf_fail += 1
-        else:  # DROPPED
+        elif st == DROPPED:
             self.n_dropout += 1
         pat.cohort.active -= 1
         self.policy.on_lost(pat)
