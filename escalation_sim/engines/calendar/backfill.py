@@ -180,6 +180,35 @@ def bf_conflict(rules: Rules, state: TrialState, dec: Decision) -> Decision:
     return Decision.treat(nxt, dec.cohort_size, why)
 
 
+def backfill_dose(rules: Rules, bf, cur: int, n_esc, y_esc, n_bf, y_bf, assigned,
+                  n_backfill: int) -> int:
+    """The highest dose open for backfill (module docstring, rules 1-5), or -1.
+
+    ``cur``: the escalation dose; ``n_esc``/``y_esc``, ``n_bf``/``y_bf``: completed
+    escalation / backfill data per dose; ``assigned``: patients per dose not lost (pending
+    included); ``n_backfill``: backfill patients in the trial (not lost)."""
+    if n_backfill >= bf.max_total:
+        return -1
+    best = -1
+    too_toxic = rules.too_toxic
+    K = len(n_esc)
+    for b in range(cur):
+        n = n_esc[b] + n_bf[b]
+        if n == 0:
+            continue
+        y = y_esc[b] + y_bf[b]
+        if too_toxic(n, y):
+            if b + 1 >= K:
+                break
+            n2 = n + n_esc[b + 1] + n_bf[b + 1]
+            y2 = y + y_esc[b + 1] + y_bf[b + 1]
+            if n2 == n or too_toxic(n2, y2):
+                break                      # closed, and every dose above it
+        if n >= bf.min_evaluable and assigned[b] < bf.max_per_dose:
+            best = b
+    return best
+
+
 class ConductPolicy(CohortPolicy):
     """``CohortPolicy`` with backfill cohorts and / or short products (module docstring)."""
 
@@ -231,30 +260,11 @@ class ConductPolicy(CohortPolicy):
     # -- backfill slots --------------------------------------------------------------------
     def open_dose(self) -> int:
         """The highest dose open for backfill now, or -1."""
-        bf = self.bf
         t = self.trial
-        if bf is None or t.finished or self.bf_active >= bf.max_total:
+        if self.bf is None or t.finished:
             return -1
-        cur = t.cohort.dose
-        best = -1
-        n_esc, n_bf, y_esc, y_bf = self.n_esc, self.n_bf, self.y_esc, self.y_bf
-        too_toxic = self.rules.too_toxic
-        K = len(n_esc)
-        for b in range(cur):
-            n = n_esc[b] + n_bf[b]
-            if n == 0:
-                continue
-            y = y_esc[b] + y_bf[b]
-            if too_toxic(n, y):
-                if b + 1 >= K:
-                    break
-                n2 = n + n_esc[b + 1] + n_bf[b + 1]
-                y2 = y + y_esc[b + 1] + y_bf[b + 1]
-                if n2 == n or too_toxic(n2, y2):
-                    break
-            if n >= bf.min_evaluable and self.assigned[b] < bf.max_per_dose:
-                best = b
-        return best
+        return backfill_dose(self.rules, self.bf, t.cohort.dose, self.n_esc, self.y_esc,
+                             self.n_bf, self.y_bf, self.assigned, self.bf_active)
 
     def open_slot(self) -> bool:
         b = self.open_dose()
