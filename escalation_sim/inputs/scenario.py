@@ -718,9 +718,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                     msg = str(exc).rsplit(" (got ", 1)[0]
                     problems.append(f"designs[{i}].scores: {msg} (got {_short(shown)})")
                     continue
-            bf_problem = (backfill_problem(built, entry.time_to_event)
-                          if model.conduct is not None and model.conduct.backfill is not None
-                          else None)
+            bf_problem = conduct_problem(model.conduct, built, entry.time_to_event)
             if bf_problem:
                 problems.append(f"designs[{i}] ({name}): {bf_problem} (got type "
                                 f"{spec.type!r})")
@@ -751,6 +749,27 @@ def backfill_problem(design, time_to_event: bool) -> Optional[str]:
         return ("conduct.backfill needs a design that decides on any per-dose counts "
                 "(interval designs such as boin, mtpi2, keyboard, i3+3, or crm, blrm); "
                 "this design decides by fixed cohorts")
+    return None
+
+
+def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
+    """Why ``design`` cannot run under ``conduct.backfill`` / ``conduct.shortfall`` (None:
+    it can)."""
+    if conduct is None:
+        return None
+    if conduct.backfill is not None:
+        why = backfill_problem(design, time_to_event)
+        if why:
+            return why
+    sf = conduct.shortfall
+    if sf is not None and sf.policy != "assigned":
+        if time_to_event:
+            return (f"conduct.shortfall.policy: time-to-event designs support 'assigned' only "
+                    f"so far (got {sf.policy!r})")
+        if sf.policy == "received" and not supports_backfill(design):
+            return ("conduct.shortfall.policy: 'received' needs a design that decides on any "
+                    "per-dose counts (interval designs, crm, blrm); this design decides by "
+                    "fixed cohorts")
     return None
 
 

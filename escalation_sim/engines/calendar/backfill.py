@@ -94,6 +94,7 @@ class Rules:
 
     def __init__(self, design):
         self.design = design
+        self.memo = {}
         inner = design.inner
         self.interval = isinstance(inner, IntervalDesign)
         self.inner = inner
@@ -105,6 +106,13 @@ class Rules:
             self.target = float(t)
 
     def classify(self, n: int, y: int) -> int:
+        key = (n, y)
+        v = self.memo.get(key)
+        if v is None:
+            v = self.memo[key] = self._classify(n, y)
+        return v
+
+    def _classify(self, n: int, y: int) -> int:
         if self.interval:
             if self.inner.meets_elimination(n, y):
                 return ELIMINATE
@@ -215,8 +223,6 @@ class ConductPolicy(CohortPolicy):
     __slots__ = ("bf", "sf", "sf_draws", "rules", "n_esc", "y_esc", "n_bf", "y_bf",
                  "assigned", "bf_active", "side", "bf_cohorts", "max_n", "base_design",
                  "n_short", "n_excluded", "n_bf_enrolled", "n_bf_treated")
-
-    decides_on_arrival = True            # an arrival may take a backfill slot
 
     def __init__(self, trial: "Trial"):
         super().__init__(trial)
@@ -355,6 +361,8 @@ class ConductPolicy(CohortPolicy):
 
     def decide_now(self) -> Decision:
         st = self.state
+        if self.bf is None:              # short products only: the design as it is
+            return self.trial.setup.decide(st)
         esc = sum(self.n_esc)
         if self.max_n is not None and esc >= self.max_n:
             return Decision.halt(StopReason.MAX_N, f"{esc} escalation patients treated "
@@ -380,6 +388,20 @@ class ConductPolicy(CohortPolicy):
         return self.state
 
 
+class BackfillPolicy(ConductPolicy):
+    """``ConductPolicy`` with ``conduct.backfill``: an arrival may take a backfill slot, so
+    accrual keeps its events running while a backfill dose is open."""
+
+    __slots__ = ()
+
+    @property
+    def decides_on_arrival(self) -> bool:
+        # arrivals matter only while a backfill dose is open; the set of open doses changes
+        # only at events that refill slots (a completed window, a decision, a loss), and
+        # those replay the arrivals in between first (Accrual.catch_up)
+        return self.open_dose() >= 0
+
+
 class ShortfallTitePolicy(TimeToEventPolicy):
     """``TimeToEventPolicy`` with short products counted at the assigned level."""
 
@@ -401,6 +423,12 @@ class ShortfallTitePolicy(TimeToEventPolicy):
 
 
 
+def _counts_any(design) -> bool:
+    from ...designs.blrm import BLRM
+    from ...designs.crm import CRM
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+
+
 def conduct_parts(setup) -> None:
     """Choose the policy and shared parts for ``conduct.backfill`` / ``conduct.shortfall``
     (called by :class:`~.model.Setup` only when one of them is set)."""
@@ -416,7 +444,14 @@ def conduct_parts(setup) -> None:
                              f"'assigned' only (got {c.shortfall.policy!r})")
     if c.backfill is not None:
         setup.backfill_rules = Rules(setup.design)
-    setup.policy = ShortfallTitePolicy if tte else ConductPolicy
+    if tte:
+        setup.policy = ShortfallTitePolicy
+    else:
+        setup.policy = ConductPolicy if c.backfill is None else BackfillPolicy
+    if (not tte and c.shortfall is not None and c.shortfall.policy == "received"
+            and not _counts_any(setup.design)):
+        raise ValueError("conduct.shortfall.policy: 'received' needs a design that decides on "
+                         "any per-dose counts (got a design that decides by fixed cohorts)")
     setup.conduct_memo = {}
 
 

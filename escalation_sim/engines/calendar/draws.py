@@ -367,6 +367,8 @@ def block_sizes(conduct: Conduct, max_n: Optional[int]) -> tuple:
     """Initial block sizes (arrivals, patients, evaluable) for a trial of at most ``max_n``
     evaluable patients: enough for most trials, the rest extend themselves."""
     n = max_n if max_n is not None else 30
+    if conduct.backfill is not None:       # backfill patients come on top of max_n
+        n += min(conduct.backfill.max_total, n)
     pass_rate = max(1e-3, 1.0 - conduct.screening.failure_prob)
     loss = 1.0
     for p in conduct.phases:
