@@ -65,6 +65,17 @@ DES_TOTAL_LABELS = {
     "mean_n_decisions": "dose decisions",
     "mean_first_enrollment_day": "day of the first enrollment",
     "mean_time_to_first_decision_days": "days to the first decision",
+    "mean_n_escalation": "evaluable escalation patients",
+    "mean_y_escalation": "DLTs in escalation patients",
+    "mean_n_backfill": "evaluable backfill patients",
+    "mean_y_backfill": "DLTs in backfill patients",
+    "mean_n_backfill_enrolled": "backfill patients enrolled",
+    "mean_n_short": "products below the assigned dose",
+    "mean_n_excluded": "patients excluded for a short product",
+    "mean_true_rate_selected_nominal": "true DLT rate at the selected dose, as assigned "
+                                       "(0 when none selected)",
+    "mean_true_rate_selected_as_given": "true DLT rate at the selected dose, as actually "
+                                        "given (0 when none selected)",
 }
 
 PAIRED_LABELS = {
@@ -309,6 +320,25 @@ def _conduct_html(conduct) -> str:
          if c.review_days == 0 else f"{_days(c.review_days)} after a cohort's last window "
                                     "closes"),
     ]
+    bf = getattr(c, "backfill", None)
+    if bf is not None:
+        pairs.append(("backfill", f"while the escalation cohort is full, an eligible patient "
+                      f"is treated at the highest cleared lower dose (at least "
+                      f"{bf.min_evaluable} evaluable patients, data below the design's "
+                      f"de-escalation boundary); at most {bf.max_per_dose} patients per dose "
+                      f"and {bf.max_total} backfill patients in all; their outcomes count in "
+                      f"later decisions and in the final selection (BF-BOIN)"))
+    sf = getattr(c, "shortfall", None)
+    if sf is not None:
+        f = sf.received_fraction
+        how = {"assigned": "counted at the assigned dose",
+               "received": "counted at the highest dose at or below the amount received",
+               "exclude": "not evaluable, and replaced"}[sf.policy]
+        pairs.append(("dose received below assigned",
+                      f"{100 * sf.prob:.0f}% of products deliver on average "
+                      f"{100 * f.mean:.0f}% of the assigned dose (sd {100 * f.sd:.0f}%, "
+                      f"{f.dist}) and are infused anyway; the DLT risk is that of the amount "
+                      f"received; the patient is {how}"))
     rows = []
     for p in c.phases:
         rows.append([f"<td>{_e(p.name)}</td>", f"<td>{_e(p.kind)}</td>",

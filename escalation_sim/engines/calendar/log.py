@@ -32,6 +32,10 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``window_end_day``      end of the DLT window (evaluable patients)
 ``<phase>_start_day``,  each phase of the conduct block (NaN when skipped or not reached)
 ``<phase>_end_day``
+``backfill``            with ``conduct.backfill``: treated in a backfill slot
+``dose_received``       with ``conduct.shortfall``: fraction of the assigned dose received
+                        (1 = all of it; NaN when never enrolled); fate ``excluded_short``
+                        for a patient excluded for it (policy ``exclude``)
 ======================= ====================================================================
 
 With a graded truth (``truth.toxicities``) ``dlt_day`` is the onset of the earliest event
@@ -53,12 +57,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import numpy as np
 
-from .patient import DROPPED, FAILED, COMPLETE
+from .patient import DROPPED, EXCLUDED, FAILED, COMPLETE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
 
-_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late"})
+_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late", "backfill"})
 _LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index",
                       "worst_grade"})
 
@@ -100,6 +104,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
     nan = float("nan")
     by_candidate = {p.candidate: p for p in trial.pats}
     g = s.gate
+    bf = s.conduct.backfill is not None
+    sf = s.conduct.shortfall is not None
     rows = []
     for i in range(trial.accrual.n_arrived):
         row: Dict[str, Any] = {
@@ -120,6 +126,10 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row[f"{name}_end_day"] = nan
             if s.graded is not None:
                 row.update(_graded_columns(trial, None, False))
+            if bf:
+                row["backfill"] = False
+            if sf:
+                row["dose_received"] = nan
             rows.append(row)
             continue
         j = pat.j
@@ -132,6 +142,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             fate = f"failed_{s.phase_names[f]}"
         elif st == DROPPED:
             fate = "dropout"
+        elif st == EXCLUDED:
+            fate = "excluded_short"
         else:
             fate = "evaluable"
         dlt = pat.dlt and evaluable
@@ -159,6 +171,10 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             row[f"{name}_end_day"] = start + days[p]
         if s.graded is not None:
             row.update(_graded_columns(trial, pat, evaluable))
+        if bf:
+            row["backfill"] = pat.backfill
+        if sf:
+            row["dose_received"] = pat.received
         rows.append(row)
     return rows
 
