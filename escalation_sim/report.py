@@ -76,6 +76,10 @@ DES_TOTAL_LABELS = {
                                        "(0 when none selected)",
     "mean_true_rate_selected_as_given": "true DLT rate at the selected dose, as actually "
                                         "given (0 when none selected)",
+    "mean_manufacturing_runs": "manufacturing runs started",
+    "mean_vein_to_vein_days": "days from leukapheresis to infusion (mean per trial)",
+    "mean_cost_total": "cost of the trial",
+    "mean_cost_per_evaluable": "cost per evaluable patient",
 }
 
 PAIRED_LABELS = {
@@ -339,6 +343,11 @@ def _conduct_html(conduct) -> str:
                       f"{100 * f.mean:.0f}% of the assigned dose (sd {100 * f.sd:.0f}%, "
                       f"{f.dist}) and are infused anyway; the DLT risk is that of the amount "
                       f"received; the patient is {how}"))
+    co = getattr(c, "costs", None)
+    if co is not None:
+        pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "
+                      f"{co.manufacturing:,.0f} per manufacturing run, {co.infusion:,.0f} per "
+                      f"infusion, {co.per_month:,.0f} per month while the trial is open"))
     rows = []
     for p in c.phases:
         rows.append([f"<td>{_e(p.name)}</td>", f"<td>{_e(p.kind)}</td>",

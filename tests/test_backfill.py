@@ -297,3 +297,28 @@ def test_exclude_policy_keeps_the_cohort_sequence():
         assert np.array_equal(a[k], b[k]), k
     assert b["n_excluded"].sum() > 0
     assert (b["duration_days"] >= a["duration_days"] - 1e-9).mean() > 0.9
+
+
+# ------------------------------------------------------------------ costs
+def test_costs_and_vein_to_vein():
+    """Fixed phases, no gate, no failures: vein-to-vein = 1 + 21 + 3 + 2 = 27 days for every
+    infused patient; every enrolled patient starts one manufacturing run and is infused (a
+    classic trial never stops mid-window); cost = 5000 per screening + 150000 per run +
+    50000 per infusion + 40000 per month from day 0 to the close (30.4375-day months)."""
+    phases = [{"name": "leukapheresis", "kind": "leukapheresis", "duration_days": 1},
+              {"name": "manufacturing", "kind": "manufacturing", "duration_days": 21},
+              {"name": "lymphodepletion", "kind": "lymphodepletion", "duration_days": 3},
+              {"name": "rest", "duration_days": 2}]
+    sc = _scenario({"phases": phases, "stagger_days": 0, "max_in_followup": None,
+                    "costs": {"screening": 5000, "manufacturing": 150000, "infusion": 50000,
+                              "per_month": 40000}})
+    d = sc.designs[0].design
+    r = simulate_des_trials(d, sc.model.truth.p_dlt, sc.model.conduct, 3, range(50))
+    assert np.allclose(r["vein_to_vein_days"], 27.0)
+    assert (r["manufacturing_runs"] == r["n_enrolled"]).all()
+    assert (r["n_treated"] == r["n_enrolled"]).all()
+    close = r["first_enrollment_day"] + r["duration_days"]
+    expected = (5000 * r["n_screened"] + 150000 * r["n_enrolled"] + 50000 * r["n_treated"]
+                + 40000 * close / 30.4375)
+    assert np.allclose(r["cost_total"], expected)
+    assert np.allclose(r["cost_per_evaluable"], expected / r["n_evaluable"])

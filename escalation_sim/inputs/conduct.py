@@ -225,6 +225,26 @@ class Shortfall(BaseModel):
         return [float(a) for a in v]
 
 
+class Costs(BaseModel):
+    """Costs of a trial, in any one currency (``conduct.costs``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    screening: float = Field(default=0.0, description="per patient screened")
+    manufacturing: float = Field(default=0.0, description="per manufacturing run started "
+                                                          "(phases of kind manufacturing)")
+    infusion: float = Field(default=0.0, description="per patient infused")
+    per_month: float = Field(default=0.0, description="running costs per month, from the "
+                                                      "trial's opening (day 0) to its close")
+
+    @field_validator("screening", "manufacturing", "infusion", "per_month")
+    @classmethod
+    def _cost_ok(cls, v: float) -> float:
+        if not (math.isfinite(float(v)) and float(v) >= 0):
+            raise ValueError(f"must be a finite amount >= 0 (got {v})")
+        return float(v)
+
+
 def default_phases() -> List[Phase]:
     return [
         Phase(name="leukapheresis", kind="leukapheresis",
@@ -294,6 +314,9 @@ class Conduct(BaseModel):
     shortfall: Optional[Shortfall] = Field(
         default=None, description="products delivering less than the assigned dose "
                                   "(null: every product delivers the assigned dose)")
+    costs: Optional[Costs] = Field(
+        default=None, description="costs per patient screened, manufacturing run, infusion "
+                                  "and month: cost outputs per trial (null: none)")
 
     # -- validators ---------------------------------------------------------------------
     @field_validator("accrual_per_month")

@@ -255,7 +255,7 @@ class Scenario:
         d = self.model.model_dump(mode="json")
         conduct = d.get("conduct")
         if isinstance(conduct, dict):   # options added later: absent when not used
-            for key in ("backfill", "shortfall"):
+            for key in ("backfill", "shortfall", "costs"):
                 if conduct.get(key) is None:
                     conduct.pop(key, None)
         if d.get("dlt") is None:

@@ -49,6 +49,10 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``true_rate_selected_nominal``  true DLT rate at the selected dose as assigned / as actually
 ``true_rate_selected_as_given`` given (short products included); 0 when no dose is selected
                                 (divide the mean by the selection probability)
+``manufacturing_runs``,         with ``conduct.costs`` (see :mod:`.costs`): runs started,
+``vein_to_vein_days``,          mean leukapheresis-to-infusion days, cost of the trial and
+``cost_total``,                 per evaluable patient
+``cost_per_evaluable``
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
                                 arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================
@@ -302,6 +306,9 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     if setup.conduct.backfill is not None or setup.conduct.shortfall is not None:
         from .backfill import conduct_columns
         out.update(conduct_columns(setup, res, mtd))
+    if setup.conduct.costs is not None:
+        from .costs import cost_columns
+        out.update(cost_columns(setup, res))
     out["decision_times"] = dtimes
     out["final_state"] = states
     out["patients"] = patient_columns(trials, res) if record else None
