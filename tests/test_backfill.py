@@ -239,11 +239,13 @@ def test_no_shortfall_draws_change_nothing_else():
 # ------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("extra, message", [
     ({"backfill": {"max_per_dose": 0}}, "conduct.backfill.max_per_dose: must be between 1 and 1000 (got 0)"),
-    ({"backfill": {"max_per_dose": 2, "min_evaluable": 3}}, "conduct.backfill: min_evaluable"),
+    ({"backfill": {"max_per_dose": 2, "min_evaluable": 3}},
+     "conduct.backfill.min_evaluable: must be <= max_per_dose (2), or no dose could ever open "
+     "(got 3)"),
     ({"shortfall": {"prob": 1.5, "received_fraction": {"mean": 0.6}}},
      "conduct.shortfall.prob: must be a probability in [0, 1] (got 1.5)"),
     ({"shortfall": {"prob": 0.1, "received_fraction": {"mean": 0.9, "sd": 0.2}}},
-     "conduct.shortfall.received_fraction"),
+     "conduct.shortfall.received_fraction.sd: a uniform fraction with mean 0.9 spans"),
 ])
 def test_bad_conduct_blocks(extra, message):
     with pytest.raises(ScenarioError) as exc:
@@ -322,3 +324,109 @@ def test_costs_and_vein_to_vein():
                 + 40000 * close / 30.4375)
     assert np.allclose(r["cost_total"], expected)
     assert np.allclose(r["cost_per_evaluable"], expected / r["n_evaluable"])
+
+
+# ------------------------------------------------------------------ conduct rules
+def _run(extra, designs, m=200, seed=1):
+    sc = _scenario(extra, designs=designs)
+    return sc, [simulate_des_trials(it.design, sc.model.truth.p_dlt, sc.model.conduct, seed,
+                                    range(m)) for it in sc.designs]
+
+
+def test_review_block_equals_review_days():
+    """review: {days: 7} (every decision) is the former review_days: 7, trial by trial."""
+    _, (a,) = _run({"review_days": 7}, [{"type": "boin"}])
+    _, (b,) = _run({"review": {"days": 7}}, [{"type": "boin"}])
+    for k in ("mtd", "n", "y", "duration_days", "n_lost", "n_screened"):
+        assert np.array_equal(a[k], b[k]), k
+
+
+def _cohorts(t):
+    """(index, dose, size, completion day) of each escalation cohort of a finished trial."""
+    out = {}
+    for p in t.pats:
+        c = p.cohort
+        if c.index < 0:
+            continue
+        end = p.end_day if p.status == 1 else -1.0
+        i, d, s, e = out.get(c.index, (c.index, c.dose, c.size, -1.0))
+        out[c.index] = (i, d, s, max(e, end))
+    return [out[k] for k in sorted(out)]
+
+
+def test_review_before_escalation_only_delays_escalations():
+    sc = _scenario({"review": {"days": 7, "before": "escalation"}})
+    d = sc.designs[0].design
+    checked = 0
+    for trial in range(15):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 2, trial)
+        cs = _cohorts(t)
+        days = [t.first_enroll + x for x in t.decision_times]
+        for (i, dose, size, done), nxt in zip(cs, cs[1:]):
+            wait = days[i] - done
+            expected = 7.0 if nxt[1] > dose else 0.0
+            assert wait == pytest.approx(expected), (trial, i)
+            checked += 1
+    assert checked > 50
+
+
+def test_review_on_a_calendar():
+    """The committee meets on days 0, 14, 28, ...: every decision falls on a meeting day."""
+    sc = _scenario({"review_every_days": 14})
+    d = sc.designs[0].design
+    for trial in range(10):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 4, trial)
+        for x in t.decision_times:
+            day = t.first_enroll + x
+            assert abs(day / 14 - round(day / 14)) < 1e-6
+
+
+def test_cohort_sizes_sequence():
+    sc = _scenario({"cohort_sizes": [3, 3, 2, 2]})
+    d = sc.designs[0].design
+    for trial in range(10):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 4, trial)
+        sizes = [s for _, _, s, _ in _cohorts(t)]
+        # 3, 3, then 2s up to max_n = 24: 3 + 3 + 9 x 2 = 24
+        assert sizes == [3, 3] + [2] * 9, sizes
+
+
+def test_min_followup_before_escalating_tite():
+    """TITE-CRM with min_followup_days 28: the first patient at a new highest dose is
+    enrolled only once somebody at the dose below was followed 28 days (or had a DLT)."""
+    sc = _scenario({"min_followup_days": 28},
+                   designs=[{"type": "tite-crm", "skeleton": [0.10, 0.17, 0.25, 0.35]}])
+    d = sc.designs[0].design
+    escalations = 0
+    for trial in range(15):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 4, trial)
+        top = -1
+        for p in t.pats:
+            if p.dose > top and top >= 0:
+                now = p.enrolled_day
+                ok = any(q.dose == p.dose - 1 and q.infusion_day >= 0 and q.status == 1
+                         and (now - q.infusion_day >= 28 - 1e-9
+                              or (q.dlt and now >= q.infusion_day
+                                  + t.toxicity.onset_day(q) - 1e-9))
+                         for q in t.pats if q.enrolled_day <= now)
+                assert ok, (trial, p.j)
+                escalations += 1
+            top = max(top, p.dose)
+    assert escalations > 10
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"review_every_days": 0}, "conduct.review_every_days: must be > 0 days, or null for none "
+                               "(got 0"),
+    ({"review": {"days": 7}, "review_days": 3}, "conduct.review: give the review's days once"),
+    ({"cohort_sizes": [3, 0]}, "conduct.cohort_sizes: each size must be between 1 and 12 (got 0)"),
+    ({"min_followup_days": 40}, "conduct.min_followup_days: must be <= dlt_window_days (28)"),
+    ({"backfill": {"max_per_dose": 100, "max_total": 10}},
+     "conduct.backfill.max_per_dose: a dose can never have more than trial.max_n + max_total "
+     "= 34 patients"),
+    ({"costs": {"screening": -1}}, "conduct.costs.screening: must be a finite amount >= 0"),
+])
+def test_bad_conduct_rules(extra, message):
+    with pytest.raises(ScenarioError) as exc:
+        _scenario(extra)
+    assert message in str(exc.value)

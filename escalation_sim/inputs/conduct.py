@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 from typing import List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 from .distributions import Distribution, DurationSpec, as_distribution, check_days
 from .limits import check_word
@@ -137,17 +138,14 @@ class Backfill(BaseModel):
 
     @field_validator("max_per_dose", "max_total", "min_evaluable")
     @classmethod
-    def _count_ok(cls, v: int) -> int:
+    def _count_ok(cls, v: int, info: ValidationInfo) -> int:
         if not 1 <= v <= 1000:
             raise ValueError(f"must be between 1 and 1000 (got {v})")
+        cap = info.data.get("max_per_dose")
+        if info.field_name == "min_evaluable" and cap is not None and v > cap:
+            raise ValueError(f"must be <= max_per_dose ({cap}), or no dose could ever open "
+                             f"(got {v})")
         return v
-
-    @model_validator(mode="after")
-    def _caps_ok(self) -> "Backfill":
-        if self.min_evaluable > self.max_per_dose:
-            raise ValueError(f"min_evaluable: must be <= max_per_dose={self.max_per_dose}, or "
-                             f"no dose could ever open (got {self.min_evaluable})")
-        return self
 
 
 class ReceivedFraction(BaseModel):
@@ -156,10 +154,10 @@ class ReceivedFraction(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     mean: float = Field(description="mean fraction of the assigned dose received")
-    sd: float = Field(default=0.0, description="standard deviation (0: always the mean)")
     dist: Literal["uniform", "beta", "fixed"] = Field(
         default="uniform", description="uniform on mean -/+ sd*sqrt(3); beta with this mean "
                                        "and sd; fixed (the mean)")
+    sd: float = Field(default=0.0, description="standard deviation (0: always the mean)")
 
     @field_validator("mean")
     @classmethod
@@ -170,23 +168,23 @@ class ReceivedFraction(BaseModel):
 
     @field_validator("sd")
     @classmethod
-    def _sd_ok(cls, v: float) -> float:
+    def _sd_ok(cls, v: float, info: ValidationInfo) -> float:
         if not (math.isfinite(float(v)) and float(v) >= 0.0):
             raise ValueError(f"must be >= 0 (got {v})")
-        return float(v)
-
-    @model_validator(mode="after")
-    def _support_ok(self) -> "ReceivedFraction":
-        m, s = self.mean, self.sd
-        if self.dist == "uniform":
+        s = float(v)
+        m = info.data.get("mean")
+        dist = info.data.get("dist", "uniform")
+        if m is None:
+            return s
+        if dist == "uniform":
             lo, hi = m - s * math.sqrt(3.0), m + s * math.sqrt(3.0)
             if lo <= 0.0 or hi > 1.0:
-                raise ValueError(f"sd: a uniform fraction with mean {m:g} and sd {s:g} spans "
-                                 f"[{lo:.3g}, {hi:.3g}], outside (0, 1] (got {s:g})")
-        elif self.dist == "beta" and s > 0 and s * s >= m * (1.0 - m):
-            raise ValueError(f"sd: a beta fraction with mean {m:g} needs sd < "
+                raise ValueError(f"a uniform fraction with mean {m:g} spans [{lo:.3g}, "
+                                 f"{hi:.3g}], outside (0, 1] (got {s:g})")
+        elif dist == "beta" and s > 0 and s * s >= m * (1.0 - m):
+            raise ValueError(f"a beta fraction with mean {m:g} needs sd < "
                              f"{math.sqrt(m * (1 - m)):.3g} (got {s:g})")
-        return self
+        return s
 
 
 class Shortfall(BaseModel):
@@ -223,6 +221,27 @@ class Shortfall(BaseModel):
         if any(b <= a for a, b in zip(v, v[1:])):
             raise ValueError(f"must increase with the dose level (got {v})")
         return [float(a) for a in v]
+
+
+class Review(BaseModel):
+    """The safety review committee between a cohort's data and the next dose decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    days: float = Field(default=0.0, description="days from the close of the cohort's last "
+                                                 "DLT window to the review")
+    before: Literal["every_decision", "escalation"] = Field(
+        default="every_decision", description="every_decision: every decision waits for the "
+                                              "review; escalation: only a move to a higher "
+                                              "dose than the cohort's does (staying or "
+                                              "de-escalating is immediate)")
+
+    @field_validator("days")
+    @classmethod
+    def _days_ok(cls, v: float) -> float:
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"must be >= 0 (got {v})")
+        return check_days(v)
 
 
 class Costs(BaseModel):
@@ -314,6 +333,23 @@ class Conduct(BaseModel):
     shortfall: Optional[Shortfall] = Field(
         default=None, description="products delivering less than the assigned dose "
                                   "(null: every product delivers the assigned dose)")
+    review: Optional[Review] = Field(
+        default=None, description="safety review committee {days, before: every_decision | "
+                                  "escalation}; classic designs (replaces review_days)")
+    review_every_days: Optional[float] = Field(
+        default=None, description="the committee meets on a calendar, every this many days "
+                                  "from the opening (day 0): a review happens at the first "
+                                  "meeting at or after the review is due; classic designs")
+    cohort_sizes: Optional[List[int]] = Field(
+        default=None, max_length=1000,
+        description="sizes of the successive escalation cohorts (the last one repeats), e.g. "
+                    "[3, 3, 2, 2]; overrides the design's cohort size; designs that decide on "
+                    "any per-dose counts only")
+    min_followup_days: Optional[float] = Field(
+        default=None, description="time-to-event designs: escalation to a dose above every "
+                                  "dose tried needs at least one patient at the current dose "
+                                  "followed this many days (a DLT counts as followed); until "
+                                  "then new patients stay at the current dose")
     costs: Optional[Costs] = Field(
         default=None, description="costs per patient screened, manufacturing run, infusion "
                                   "and month: cost outputs per trial (null: none)")
@@ -353,6 +389,40 @@ class Conduct(BaseModel):
         if not math.isfinite(float(v)) or float(v) < 0:
             raise ValueError(f"must be >= 0 (got {v})")
         return check_days(v)
+
+    @field_validator("review_every_days", "min_followup_days")
+    @classmethod
+    def _cadence_ok(cls, v: Optional[float], info: ValidationInfo) -> Optional[float]:
+        if v is None:
+            return None
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 days, or null for none (got {v})")
+        w = info.data.get("dlt_window_days")
+        if info.field_name == "min_followup_days" and w is not None and float(v) > w:
+            raise ValueError(f"must be <= dlt_window_days ({w:g}), since a patient's "
+                             f"follow-up ends with the window (got {v:g})")
+        return check_days(v)
+
+    @field_validator("review")
+    @classmethod
+    def _one_review(cls, v, info: ValidationInfo):
+        rd = info.data.get("review_days")
+        if v is not None and rd:
+            raise ValueError(f"give the review's days once: in review.days, and leave "
+                             f"review_days out (got review_days {rd:g} as well)")
+        return v
+
+    @field_validator("cohort_sizes")
+    @classmethod
+    def _sizes_ok(cls, v: Optional[List[int]]) -> Optional[List[int]]:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("must list at least one cohort size, or be null (got [])")
+        bad = [x for x in v if not 1 <= x <= 12]
+        if bad:
+            raise ValueError(f"each size must be between 1 and 12 (got {bad[0]})")
+        return v
 
     @field_validator("dropout_prob")
     @classmethod

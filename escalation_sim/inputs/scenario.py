@@ -255,7 +255,7 @@ class Scenario:
         d = self.model.model_dump(mode="json")
         conduct = d.get("conduct")
         if isinstance(conduct, dict):   # options added later: absent when not used
-            for key in ("backfill", "shortfall", "costs"):
+            for key in CONDUCT_ADDED:
                 if conduct.get(key) is None:
                     conduct.pop(key, None)
         if d.get("dlt") is None:
@@ -731,6 +731,11 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
     return Scenario(model=model, designs=items, source=source, raw=raw)
 
 
+#: conduct options added with issue 14: left out of the resolved scenario when not set
+CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
+                 "cohort_sizes", "min_followup_days")
+
+
 def supports_backfill(design) -> bool:
     """Designs that decide on any per-dose counts (backfill adds patients at lower doses):
     interval designs and the model-based CRM and BLRM."""
@@ -761,6 +766,10 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
         why = backfill_problem(design, time_to_event)
         if why:
             return why
+    if not time_to_event:
+        if conduct.cohort_sizes is not None and not supports_backfill(design):
+            return ("conduct.cohort_sizes: needs a design that decides on any per-dose counts "
+                    "(interval designs, crm, blrm); this design decides by fixed cohorts")
     sf = conduct.shortfall
     if sf is not None and sf.policy != "assigned":
         if time_to_event:
@@ -773,8 +782,33 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
     return None
 
 
+def conduct_notes(conduct, items) -> List[str]:
+    """Conduct options that some designs of a run do not use (said as notes, not silently):
+    the review options and ``cohort_sizes`` concern classic designs, ``min_followup_days``
+    time-to-event designs."""
+    if conduct is None:
+        return []
+    notes = []
+    tte = [it.name for it in items if it.time_to_event]
+    classic = [it.name for it in items if not it.time_to_event]
+    for key in ("review", "review_every_days", "cohort_sizes"):
+        if getattr(conduct, key) is not None and tte:
+            notes.append(f"conduct.{key} applies to classic designs only; time-to-event "
+                         f"designs {', '.join(tte)} decide continuously and do not use it")
+    if conduct.min_followup_days is not None and classic:
+        notes.append(f"conduct.min_followup_days applies to time-to-event designs only; "
+                     f"classic designs {', '.join(classic)} wait for complete windows")
+    return notes
+
+
 def _conduct_with_doses(model: "ScenarioModel", problems: List[str]) -> "ScenarioModel":
-    """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required)."""
+    """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required); check
+    ``conduct.backfill`` against the trial's size."""
+    bf = model.conduct.backfill
+    if bf is not None and bf.max_per_dose > model.trial.max_n + bf.max_total:
+        problems.append(f"conduct.backfill.max_per_dose: a dose can never have more than "
+                        f"trial.max_n + max_total = {model.trial.max_n + bf.max_total} "
+                        f"patients, so this cap would never bind (got {bf.max_per_dose})")
     sf = model.conduct.shortfall
     if sf is None:
         return model

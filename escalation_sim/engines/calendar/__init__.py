@@ -303,7 +303,9 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,
                time_to_first_decision_days=ttfd, **ints)
-    if setup.conduct.backfill is not None or setup.conduct.shortfall is not None:
+    c = setup.conduct
+    if (c.backfill is not None or c.shortfall is not None
+            or c.min_followup_days is not None):
         from .backfill import conduct_columns
         out.update(conduct_columns(setup, res, mtd))
     if setup.conduct.costs is not None:

@@ -50,13 +50,14 @@ received.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, List, Optional
 
 from ...designs.boin import _bounds_at
 from ...designs.interval import DE_ESCALATE, ESCALATE, IntervalDesign
 from ...designs.rules import StopAtN
 from ...types import Decision, StopReason, TrialState
-from .patient import EXCLUDED, Cohort, Patient
+from .patient import COMPLETE, EXCLUDED, Cohort, Patient
 from .policies import CohortPolicy, TimeToEventPolicy, _infusion_order
 from .toxicity import Toxicity
 
@@ -222,7 +223,8 @@ class ConductPolicy(CohortPolicy):
 
     __slots__ = ("bf", "sf", "sf_draws", "rules", "n_esc", "y_esc", "n_bf", "y_bf",
                  "assigned", "bf_active", "side", "bf_cohorts", "max_n", "base_design",
-                 "n_short", "n_excluded", "n_bf_enrolled", "n_bf_treated")
+                 "n_short", "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes",
+                 "n_cohorts")
 
     def __init__(self, trial: "Trial"):
         super().__init__(trial)
@@ -253,6 +255,9 @@ class ConductPolicy(CohortPolicy):
         self.n_excluded = 0
         self.n_bf_enrolled = 0
         self.n_bf_treated = 0
+        self.last = (None, 0, 0)
+        self.sizes = s.conduct.cohort_sizes
+        self.n_cohorts = 0
 
     # -- the pooled state ------------------------------------------------------------------
     def pooled(self, cur: int, last_n: int, last_y: int) -> TrialState:
@@ -261,7 +266,7 @@ class ConductPolicy(CohortPolicy):
         return TrialState(n, y, cur, last_n, last_y)
 
     def start(self) -> None:
-        self.trial.open(self.trial.setup.decide(self.state))
+        self.trial.open(self.sized(self.trial.setup.decide(self.state)))
 
     # -- backfill slots --------------------------------------------------------------------
     def open_dose(self) -> int:
@@ -352,12 +357,30 @@ class ConductPolicy(CohortPolicy):
                 self.y_esc[d] += 1
                 y += 1
         c.y = y
+        self.last = (c.dose, c.size, y)
         self.state = self.pooled(c.dose, c.size, y)
-        delay = t.setup.review.delay(t.clock.now)
+        dec = self.decide_now()
+        delay = self.review_delay(t.clock.now, not dec.stop and dec.dose > c.dose)
         if delay > 0:
             t.clock.after(delay, self._decide)
         else:
-            self._decide()
+            self._open(dec)
+
+    def review_delay(self, now: float, escalating: bool) -> float:
+        """Days from ``now`` (the cohort's data complete) to the decision: the review's days
+        (``review.days`` or ``review_days``), skipped when ``review.before`` is
+        ``escalation`` and the decision is not an escalation; then, with
+        ``review_every_days``, the first meeting (days 0, E, 2E, ...) at or after that."""
+        c = self.trial.setup.conduct
+        r = c.review
+        if r is not None and r.before == "escalation" and not escalating:
+            return 0.0
+        due = now + (r.days if r is not None else c.review_days)
+        every = c.review_every_days
+        if every is not None:
+            k = math.ceil(due / every - 1e-9)
+            due = max(due, k * every)
+        return due - now
 
     def decide_now(self) -> Decision:
         st = self.state
@@ -378,11 +401,30 @@ class ConductPolicy(CohortPolicy):
         return dec
 
     def _decide(self, call=None) -> None:
+        """After a review: decide on the data now (backfill windows may have closed)."""
+        self.state = self.pooled(*self.last)
+        self._open(self.decide_now())
+
+    def _open(self, dec: Decision) -> None:
         t = self.trial
         t.decision_times.append(t.clock.now - t.first_enroll)
-        t.open(self.decide_now())
+        t.open(self.sized(dec))
         if not t.finished:
             t.fill()
+
+    def sized(self, dec: Decision) -> Decision:
+        """``dec`` with the size of the next escalation cohort from ``cohort_sizes`` (the
+        last size repeats), cut to what ``max_n`` leaves."""
+        sizes = self.sizes
+        if sizes is None or dec.stop:
+            return dec
+        size = sizes[min(self.n_cohorts, len(sizes) - 1)]
+        self.n_cohorts += 1
+        if self.max_n is not None:
+            size = min(size, self.max_n - sum(self.n_esc))
+        if size == dec.cohort_size:
+            return dec
+        return Decision(dec.dose, size, dec.reason, None, dec.estimates)
 
     def final_state(self) -> TrialState:
         return self.state
@@ -402,24 +444,61 @@ class BackfillPolicy(ConductPolicy):
         return self.open_dose() >= 0
 
 
-class ShortfallTitePolicy(TimeToEventPolicy):
-    """``TimeToEventPolicy`` with short products counted at the assigned level."""
+class ConductTitePolicy(TimeToEventPolicy):
+    """``TimeToEventPolicy`` with short products (counted at the assigned level) and / or
+    ``min_followup_days``: a decision to treat above every dose tried so far is held back
+    (new patients stay at the current dose) until some patient at the current dose has been
+    followed ``min_followup_days`` (a DLT counts as followed)."""
 
-    __slots__ = ("sf", "sf_draws", "n_short")
+    __slots__ = ("sf", "sf_draws", "n_short", "min_fu", "n_held")
 
     def __init__(self, trial: "Trial"):
         super().__init__(trial)
         self.sf = trial.setup.shortfall
-        self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
-        trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+        self.sf_draws = None
+        if self.sf is not None:
+            self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
+            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
         self.n_short = 0
+        self.min_fu = trial.setup.conduct.min_followup_days
+        self.n_held = 0
 
     def on_enroll(self, pat: Patient) -> None:
         super().on_enroll(pat)
-        f = self.sf_draws.fraction(pat.j)
-        pat.received = f
-        if f < 1.0:
-            self.n_short += 1
+        if self.sf_draws is not None:
+            f = self.sf_draws.fraction(pat.j)
+            pat.received = f
+            if f < 1.0:
+                self.n_short += 1
+
+    def followed(self, dose: int, now: float) -> bool:
+        """Some patient at ``dose`` followed ``min_followup_days`` (or with a DLT)."""
+        need = self.min_fu
+        tox = self.trial.toxicity
+        for p in self.trial.pats:
+            if p.dose != dose or p.infusion_day < 0 or p.status != COMPLETE:
+                continue
+            if p.dlt and now >= p.infusion_day + tox.onset_day(p) - 1e-9:
+                return True
+            if now - p.infusion_day >= need - 1e-9:
+                return True
+        return False
+
+    def decide(self) -> Decision:
+        dec = super().decide()
+        if self.min_fu is None or dec.stop or dec.cohort_size <= 0:
+            return dec
+        t = self.trial
+        cur = t.cohort.dose
+        if cur < 0 or dec.dose <= cur:
+            return dec
+        top = max(p.dose for p in t.pats) if t.pats else -1
+        if dec.dose <= top or self.followed(cur, t.clock.now):
+            return dec
+        self.n_held += 1
+        return Decision.treat(cur, dec.cohort_size,
+                              dec.reason + f"; held at dose {cur + 1}: nobody there followed "
+                                           f"{self.min_fu:g} days yet (min_followup_days)")
 
 
 
@@ -445,7 +524,7 @@ def conduct_parts(setup) -> None:
     if c.backfill is not None:
         setup.backfill_rules = Rules(setup.design)
     if tte:
-        setup.policy = ShortfallTitePolicy
+        setup.policy = ConductTitePolicy
     else:
         setup.policy = ConductPolicy if c.backfill is None else BackfillPolicy
     if (not tte and c.shortfall is not None and c.shortfall.policy == "received"
@@ -478,6 +557,8 @@ def conduct_columns(setup, res, mtd) -> dict:
             out[f"y_escalation_dose{d + 1}"] = ye[:, d]
             out[f"n_backfill_dose{d + 1}"] = nb[:, d]
             out[f"y_backfill_dose{d + 1}"] = yb[:, d]
+    if c.min_followup_days is not None and res and hasattr(res[0].policy, "n_held"):
+        out["n_escalations_held"] = np.array([t.policy.n_held for t in res], dtype=np.int64)
     sf = setup.shortfall
     if sf is not None:
         out["n_short"] = np.array([t.policy.n_short for t in res], dtype=np.int64)

@@ -34,6 +34,9 @@ from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .toxicity import GradedRule
 
 INF = float("inf")
+#: conduct options that need the policies of :mod:`.backfill`
+CONDUCT_POLICY_OPTIONS = ("backfill", "shortfall", "review", "review_every_days",
+                          "cohort_sizes", "min_followup_days")
 
 
 def score_units(design: Design):
@@ -81,7 +84,7 @@ class Setup:
         self.conduct = conduct
         self.shortfall = None             # conduct.shortfall / conduct.backfill parts
         self.backfill_rules = None
-        if conduct.backfill is not None or conduct.shortfall is not None:
+        if any(getattr(conduct, k, None) is not None for k in CONDUCT_POLICY_OPTIONS):
             from .backfill import conduct_parts
             conduct_parts(self)
         self.window = conduct.dlt_window_days
