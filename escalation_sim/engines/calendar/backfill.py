@@ -316,7 +316,7 @@ class ConductPolicy(CohortPolicy):
             return
         if pat.backfill:
             self.n_bf_treated += 1
-        super().infuse(pat, delay)
+        CohortPolicy.infuse(self, pat, delay)
 
     def counted(self, pat: Patient) -> int:
         if pat.received < 1.0:
@@ -324,8 +324,11 @@ class ConductPolicy(CohortPolicy):
         return pat.dose
 
     def on_evaluable(self, pat: Patient) -> None:
-        if not pat.backfill:
-            super().on_evaluable(pat)
+        if not pat.backfill:                     # CohortPolicy.on_evaluable, inlined
+            c = pat.cohort
+            c.done.append(pat)
+            if len(c.done) == c.size:
+                self._complete(c)
             return
         t = self.trial
         d = self.counted(pat)
@@ -349,16 +352,24 @@ class ConductPolicy(CohortPolicy):
         members.sort(key=_infusion_order)
         observe = t.toxicity.observe
         y = 0
-        for pat in members:
-            dlt = observe(pat)
-            d = self.counted(pat)
-            self.n_esc[d] += 1
-            if dlt:
-                self.y_esc[d] += 1
-                y += 1
-        c.y = y
-        self.last = (c.dose, c.size, y)
-        self.state = self.pooled(c.dose, c.size, y)
+        if self.bf is None and (self.sf is None or self.sf.policy != "received"):
+            for pat in members:           # every patient counts at the cohort's dose
+                if observe(pat):
+                    y += 1
+            c.y = y
+            self.last = None
+            self.state = self.state.add_cohort(c.dose, c.size, y)
+        else:
+            for pat in members:
+                dlt = observe(pat)
+                d = self.counted(pat)
+                self.n_esc[d] += 1
+                if dlt:
+                    self.y_esc[d] += 1
+                    y += 1
+            c.y = y
+            self.last = (c.dose, c.size, y)
+            self.state = self.pooled(c.dose, c.size, y)
         dec = self.decide_now()
         delay = self.review_delay(t.clock.now, not dec.stop and dec.dose > c.dose)
         if delay > 0:
@@ -402,7 +413,8 @@ class ConductPolicy(CohortPolicy):
 
     def _decide(self, call=None) -> None:
         """After a review: decide on the data now (backfill windows may have closed)."""
-        self.state = self.pooled(*self.last)
+        if self.last is not None:
+            self.state = self.pooled(*self.last)
         self._open(self.decide_now())
 
     def _open(self, dec: Decision) -> None:
@@ -420,8 +432,8 @@ class ConductPolicy(CohortPolicy):
             return dec
         size = sizes[min(self.n_cohorts, len(sizes) - 1)]
         self.n_cohorts += 1
-        if self.max_n is not None:
-            size = min(size, self.max_n - sum(self.n_esc))
+        if self.max_n is not None:    # escalation patients so far (backfill ones excluded)
+            size = min(size, self.max_n - (self.state.total_n - sum(self.n_bf)))
         if size == dec.cohort_size:
             return dec
         return Decision(dec.dose, size, dec.reason, None, dec.estimates)
