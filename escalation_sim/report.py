@@ -302,9 +302,15 @@ def _conduct_html(conduct) -> str:
                 "is simulated without calendar time (every cohort's outcomes are known "
                 "before the next decision), so no durations are reported.</p>")
     c = conduct
-    acc = ("unlimited (a patient is ready whenever a slot opens)" if c.accrual_per_month is None
-           else f"{c.accrual_per_month:g} arrival{'' if c.accrual_per_month == 1 else 's'} "
-                "per month (Poisson), screened before enrollment")
+    if isinstance(c.accrual_per_month, list):        # a piecewise schedule
+        acc = "; ".join((f"{s.rate:g} per month until day {s.until_day:g}"
+                         if s.until_day is not None else f"then {s.rate:g} per month")
+                        for s in c.accrual_per_month) + " (Poisson), screened before enrollment"
+    else:
+        acc = ("unlimited (a patient is ready whenever a slot opens)"
+               if c.accrual_per_month is None
+               else f"{c.accrual_per_month:g} arrival{'' if c.accrual_per_month == 1 else 's'} "
+                    "per month (Poisson), screened before enrollment")
     pairs = [
         ("accrual", acc),
         ("screening", f"{_duration_text(c.screening.duration_days)}; "

@@ -430,3 +430,38 @@ def test_bad_conduct_rules(extra, message):
     with pytest.raises(ScenarioError) as exc:
         _scenario(extra)
     assert message in str(exc.value)
+
+
+# ------------------------------------------------------------------ piecewise accrual
+def test_piecewise_accrual_counts():
+    """Arrivals of a Poisson process with 0.5 / month until day 180, then 1.5 / month:
+    mean counts 180 x 0.5 / 30.4375 = 2.957 in [0, 180) and 180 x 1.5 / 30.4375 = 8.871
+    in [180, 360) (Poisson: variance = mean), 4000 trials, within 4 SE."""
+    from escalation_sim.engines.calendar.draws import ChunkDraws, DrawPlan
+    c = Conduct(accrual_per_month=[{"until_day": 180, "rate": 0.5}, {"rate": 1.5}])
+    plan = DrawPlan(c, 9)
+    m = 4000
+    chunk = ChunkDraws(plan, np.arange(m, dtype=np.uint64), 8, 4, 4)
+    first, second = [], []
+    for r in range(m):
+        d = chunk.trial(r)
+        while d.arrival_time[-1] < 360:
+            d.more_arrivals()
+        at = np.asarray(d.arrival_time)
+        first.append(np.sum(at < 180))
+        second.append(np.sum((at >= 180) & (at < 360)))
+    for counts, mean in ((first, 180 * 0.5 / 30.4375), (second, 180 * 1.5 / 30.4375)):
+        assert abs(np.mean(counts) - mean) < 4 * math.sqrt(mean / m), (np.mean(counts), mean)
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ([{"until_day": 180, "rate": 0.5}, {"until_day": 90, "rate": 1.0}, {"rate": 2}],
+     "[1].until_day: the schedule must increase in time: 90 is not after day 180"),
+    ([{"until_day": 180, "rate": 0.5}, {"until_day": 200, "rate": 1.0}],
+     "[1].until_day: the last piece holds from then on"),
+    ([{"rate": 0}], "[0].rate: must be > 0"),
+])
+def test_bad_accrual_schedule(schedule, message):
+    with pytest.raises(ScenarioError) as exc:
+        _scenario({"accrual_per_month": schedule})
+    assert "conduct.accrual_per_month" in str(exc.value) and message in str(exc.value)

@@ -223,6 +223,17 @@ class Shortfall(BaseModel):
         return [float(a) for a in v]
 
 
+class AccrualStep(BaseModel):
+    """One piece of a piecewise-constant accrual schedule (sites opening over time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    until_day: Optional[float] = Field(
+        default=None, description="this rate holds until this day (from the opening, day 0); "
+                                  "the last piece has none (it holds from then on)")
+    rate: float = Field(description="mean arrivals per month during the piece")
+
+
 class Review(BaseModel):
     """The safety review committee between a cohort's data and the next dose decision."""
 
@@ -264,6 +275,34 @@ class Costs(BaseModel):
         return float(v)
 
 
+def _check_schedule(steps: List[AccrualStep]) -> List[AccrualStep]:
+    """A piecewise accrual schedule: rates in (0, MAX]; ``until_day`` increasing in time,
+    given on every piece but the last."""
+    if not steps:
+        raise ValueError("a schedule needs at least one {rate} piece (got [])")
+    prev = 0.0
+    for i, st in enumerate(steps):
+        r = float(st.rate)
+        if not math.isfinite(r) or r <= 0 or r > MAX_ACCRUAL_PER_MONTH:
+            raise ValueError(f"[{i}].rate: must be > 0 and <= {MAX_ACCRUAL_PER_MONTH:g} "
+                             f"patients per month (got {st.rate})")
+        last = i == len(steps) - 1
+        if last and st.until_day is not None:
+            raise ValueError(f"[{i}].until_day: the last piece holds from then on; leave "
+                             f"until_day out (got {st.until_day:g})")
+        if not last:
+            u = st.until_day
+            if u is None:
+                raise ValueError(f"[{i}].until_day: required on every piece but the last "
+                                 f"(got none)")
+            if not math.isfinite(float(u)) or float(u) <= prev:
+                raise ValueError(f"[{i}].until_day: the schedule must increase in time: "
+                                 f"{u:g} is not after day {prev:g} (got {u:g})")
+            check_days(u)
+            prev = float(u)
+    return steps
+
+
 def default_phases() -> List[Phase]:
     return [
         Phase(name="leukapheresis", kind="leukapheresis",
@@ -283,10 +322,12 @@ class Conduct(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    accrual_per_month: Optional[float] = Field(
+    accrual_per_month: Union[float, List[AccrualStep], None] = Field(
         default=1.0, description="mean arrivals per month (Poisson process; 1 month = "
                                  "30.4375 days); null = unlimited: a screened patient is ready "
-                                 "the moment a slot opens")
+                                 "the moment a slot opens; or a piecewise schedule such as "
+                                 "[{until_day: 180, rate: 0.5}, {rate: 1.5}] (a Poisson "
+                                 "process whose rate steps up as sites open)")
     screening: Screening = Field(default_factory=Screening)
     max_wait_days: Optional[float] = Field(
         default=60.0, description="days an eligible patient waits for a slot before being "
@@ -355,11 +396,21 @@ class Conduct(BaseModel):
                                   "and month: cost outputs per trial (null: none)")
 
     # -- validators ---------------------------------------------------------------------
+    @field_validator("accrual_per_month", mode="before")
+    @classmethod
+    def _accrual_kind(cls, v):
+        if v is None or isinstance(v, (list, int, float)) and not isinstance(v, bool):
+            return v
+        raise ValueError(f"must be a number of patients per month, null (unlimited) or a "
+                         f"schedule such as [{{until_day: 180, rate: 0.5}}, {{rate: 1.5}}]")
+
     @field_validator("accrual_per_month")
     @classmethod
-    def _accrual_ok(cls, v: Optional[float]) -> Optional[float]:
+    def _accrual_ok(cls, v):
         if v is None:
             return None
+        if isinstance(v, list):
+            return _check_schedule(v)
         if not math.isfinite(float(v)) or float(v) <= 0:
             raise ValueError(f"must be > 0 patients per month, or null for unlimited (got {v})")
         if float(v) > MAX_ACCRUAL_PER_MONTH:
@@ -472,7 +523,22 @@ class Conduct(BaseModel):
 
     @property
     def accrual_per_day(self) -> Optional[float]:
-        return None if self.accrual_per_month is None else self.accrual_per_month / DAYS_PER_MONTH
+        """Arrivals per day (None: unlimited, or a piecewise schedule: see
+        :attr:`accrual_schedule`)."""
+        a = self.accrual_per_month
+        return None if a is None or isinstance(a, list) else a / DAYS_PER_MONTH
+
+    @property
+    def accrual_schedule(self) -> Optional[List[tuple]]:
+        """A piecewise schedule as ``[(start_day, rate_per_day), ...]`` (None otherwise)."""
+        a = self.accrual_per_month
+        if not isinstance(a, list):
+            return None
+        out, start = [], 0.0
+        for step in a:
+            out.append((start, step.rate / DAYS_PER_MONTH))
+            start = step.until_day if step.until_day is not None else start
+        return out
 
     @property
     def gate_index(self) -> int:
