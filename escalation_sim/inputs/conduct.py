@@ -401,8 +401,8 @@ class Conduct(BaseModel):
     def _accrual_kind(cls, v):
         if v is None or isinstance(v, (list, int, float)) and not isinstance(v, bool):
             return v
-        raise ValueError(f"must be a number of patients per month, null (unlimited) or a "
-                         f"schedule such as [{{until_day: 180, rate: 0.5}}, {{rate: 1.5}}]")
+        raise ValueError("must be a number of patients per month, null (unlimited) or a "
+                         "schedule such as [{until_day: 180, rate: 0.5}, {rate: 1.5}]")
 
     @field_validator("accrual_per_month")
     @classmethod
