@@ -77,6 +77,8 @@ DES_TOTAL_LABELS = {
     "mean_true_rate_selected_as_given": "true DLT rate at the selected dose, as actually "
                                         "given (0 when none selected)",
     "mean_manufacturing_runs": "manufacturing runs started",
+    "mean_manufacturing_wait_days": "days waited for a manufacturing slot (mean per trial)",
+    "mean_manufacturing_queue_max": "longest manufacturing queue",
     "mean_vein_to_vein_days": "days from leukapheresis to infusion (mean per trial)",
     "mean_cost_total": "cost of the trial",
     "mean_cost_per_evaluable": "cost per evaluable patient",
@@ -349,6 +351,12 @@ def _conduct_html(conduct) -> str:
                       f"{100 * f.mean:.0f}% of the assigned dose (sd {100 * f.sd:.0f}%, "
                       f"{f.dist}) and are infused anyway; the DLT risk is that of the amount "
                       f"received; the patient is {how}"))
+    mc = getattr(c, "manufacturing_capacity", None)
+    if mc is not None:
+        hold = (f"each run holds its slot {_days(mc.per_days)}" if mc.per_days is not None
+                else "a slot frees when its run ends")
+        pairs.append(("manufacturing capacity", f"{mc.slots} run{'s' if mc.slots > 1 else ''} "
+                      f"at once; {hold}; patients queue in order"))
     co = getattr(c, "costs", None)
     if co is not None:
         pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "

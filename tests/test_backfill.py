@@ -465,3 +465,47 @@ def test_bad_accrual_schedule(schedule, message):
     with pytest.raises(ScenarioError) as exc:
         _scenario({"accrual_per_month": schedule})
     assert "conduct.accrual_per_month" in str(exc.value) and message in str(exc.value)
+
+
+# ------------------------------------------------------------------ manufacturing capacity
+def _log_runs(extra, trials=8):
+    import escalation_sim as es
+    sc = _scenario(extra)
+    log = es.patient_log(sc, "boin", trials)
+    return sc, log
+
+
+def test_capacity_never_binding_changes_nothing():
+    _, (a,) = _run({}, [{"type": "boin"}], m=150)
+    _, (b,) = _run({"manufacturing_capacity": {"slots": 100}}, [{"type": "boin"}], m=150)
+    for k in ("mtd", "n", "y", "duration_days", "n_lost"):
+        assert np.array_equal(a[k], b[k]), k
+    assert (b["manufacturing_queue_max"] == 0).all()
+
+
+@pytest.mark.parametrize("per_days", [None, 30.0])
+def test_one_slot_runs_never_overlap(per_days):
+    cap = {"slots": 1} if per_days is None else {"slots": 1, "per_days": per_days}
+    _, log = _log_runs({"manufacturing_capacity": cap})
+    log = log[np.isfinite(log["manufacturing_start_day"])]
+    waited = 0
+    for _, g in log.groupby("trial"):
+        s = g["manufacturing_start_day"].to_numpy()
+        e = g["manufacturing_end_day"].to_numpy()
+        order = np.argsort(s, kind="stable")
+        s, e = s[order], e[order]
+        busy_until = e if per_days is None else s + per_days
+        assert (s[1:] >= busy_until[:-1] - 1e-9).all()
+        waited += int((g["manufacturing_wait_days"] > 0).sum())
+    assert waited > 0
+
+
+def test_capacity_bad_input():
+    with pytest.raises(ScenarioError) as exc:
+        _scenario({"manufacturing_capacity": {"slots": 0}})
+    assert ("conduct.manufacturing_capacity.slots: must be between 1 and 1000; with no slot "
+            "nobody could ever be treated (got 0)") in str(exc.value)
+    with pytest.raises(ScenarioError) as exc:
+        _scenario({"manufacturing_capacity": {"slots": 2},
+                   "phases": [{"name": "rest", "duration_days": 2}]})
+    assert "needs a phase of kind manufacturing" in str(exc.value)

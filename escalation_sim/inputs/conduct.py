@@ -255,6 +255,35 @@ class Review(BaseModel):
         return check_days(v)
 
 
+class ManufacturingCapacity(BaseModel):
+    """Limited manufacturing: at most ``slots`` runs at once, a queue in enrollment order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    slots: int = Field(description="manufacturing runs that can be under way at once")
+    per_days: Optional[float] = Field(
+        default=None, description="days a run holds its slot from its start (a booking: "
+                                  "slots: 2, per_days: 30 = two runs started per 30 days); "
+                                  "null: until the manufacturing phase ends")
+
+    @field_validator("slots")
+    @classmethod
+    def _slots_ok(cls, v: int) -> int:
+        if not 1 <= v <= 1000:
+            raise ValueError(f"must be between 1 and 1000; with no slot nobody could ever be "
+                             f"treated (got {v})")
+        return v
+
+    @field_validator("per_days")
+    @classmethod
+    def _per_ok(cls, v: Optional[float]) -> Optional[float]:
+        if v is None:
+            return None
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 days, or null (got {v})")
+        return check_days(v)
+
+
 class Costs(BaseModel):
     """Costs of a trial, in any one currency (``conduct.costs``)."""
 
@@ -391,6 +420,10 @@ class Conduct(BaseModel):
                                   "dose tried needs at least one patient at the current dose "
                                   "followed this many days (a DLT counts as followed); until "
                                   "then new patients stay at the current dose")
+    manufacturing_capacity: Optional[ManufacturingCapacity] = Field(
+        default=None, description="limited manufacturing slots {slots, per_days}: patients "
+                                  "queue before the first manufacturing phase (null: no "
+                                  "limit)")
     costs: Optional[Costs] = Field(
         default=None, description="costs per patient screened, manufacturing run, infusion "
                                   "and month: cost outputs per trial (null: none)")
@@ -505,6 +538,10 @@ class Conduct(BaseModel):
                        if p.failure_prob >= 1.0 and p.probability >= 1.0)
             raise ValueError(f"phases[{bad}].failure_prob: must be < 1 for a phase every "
                              f"patient goes through (got {self.phases[bad].failure_prob})")
+        if (self.manufacturing_capacity is not None
+                and not any(p.kind == "manufacturing" for p in self.phases)):
+            raise ValueError("manufacturing_capacity: needs a phase of kind manufacturing "
+                             "(got none)")
         if self.screening.failure_prob >= 1.0:
             raise ValueError(f"screening.failure_prob: must be < 1, or nobody is ever eligible "
                              f"(got {self.screening.failure_prob})")

@@ -733,7 +733,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
 
 #: conduct options added with issue 14: left out of the resolved scenario when not set
 CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
-                 "cohort_sizes", "min_followup_days")
+                 "cohort_sizes", "min_followup_days", "manufacturing_capacity")
 
 
 def supports_backfill(design) -> bool:

@@ -308,6 +308,9 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
             or c.min_followup_days is not None):
         from .backfill import conduct_columns
         out.update(conduct_columns(setup, res, mtd))
+    if c.manufacturing_capacity is not None:
+        from .capacity import capacity_columns
+        out.update(capacity_columns(res))
     if setup.conduct.costs is not None:
         from .costs import cost_columns
         out.update(cost_columns(setup, res))

@@ -32,6 +32,8 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``window_end_day``      end of the DLT window (evaluable patients)
 ``<phase>_start_day``,  each phase of the conduct block (NaN when skipped or not reached)
 ``<phase>_end_day``
+``manufacturing_wait``  ``manufacturing_wait_days``, with ``conduct.manufacturing_capacity``:
+                        days queued for a manufacturing slot (NaN: never queued)
 ``backfill``            with ``conduct.backfill``: treated in a backfill slot
 ``dose_received``       with ``conduct.shortfall``: fraction of the assigned dose received
                         (1 = all of it; NaN when never enrolled); fate ``excluded_short``
@@ -104,6 +106,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
     nan = float("nan")
     by_candidate = {p.candidate: p for p in trial.pats}
     g = s.gate
+    waits = getattr(trial.path, "waits", None)       # conduct.manufacturing_capacity
+    m_run = getattr(trial.path, "m", None)
     bf = s.conduct.backfill is not None
     sf = s.conduct.shortfall is not None
     rows = []
@@ -130,6 +134,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row["backfill"] = False
             if sf:
                 row["dose_received"] = nan
+            if waits is not None:
+                row["manufacturing_wait_days"] = nan
             rows.append(row)
             continue
         j = pat.j
@@ -167,6 +173,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row[f"{name}_end_day"] = nan
                 continue
             start = pat.enrolled_day + cum[p] if p < g else rel + sum(days[g:p])
+            if waits is not None and m_run <= p < g:     # waited for a manufacturing slot
+                start += waits.get(j, 0.0)
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
         if s.graded is not None:
@@ -175,6 +183,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             row["backfill"] = pat.backfill
         if sf:
             row["dose_received"] = pat.received
+        if waits is not None:
+            row["manufacturing_wait_days"] = waits.get(j, nan)
         rows.append(row)
     return rows
 
