@@ -76,6 +76,7 @@ DES_TOTAL_LABELS = {
                                        "(0 when none selected)",
     "mean_true_rate_selected_as_given": "true DLT rate at the selected dose, as actually "
                                         "given (0 when none selected)",
+    "mean_n_not_screened": "arrivals not screened (accrual paused)",
     "mean_manufacturing_runs": "manufacturing runs started",
     "mean_manufacturing_wait_days": "days waited for a manufacturing slot (mean per trial)",
     "mean_manufacturing_queue_max": "longest manufacturing queue",

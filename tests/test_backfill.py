@@ -509,3 +509,38 @@ def test_capacity_bad_input():
         _scenario({"manufacturing_capacity": {"slots": 2},
                    "phases": [{"name": "rest", "duration_days": 2}]})
     assert "needs a phase of kind manufacturing" in str(exc.value)
+
+
+# ------------------------------------------------------------------ screen_while_paused
+def test_screen_while_paused_false_counts():
+    """Arrivals while accrual is paused are not screened: screened + not screened = every
+    arrival up to the close; the log marks each unscreened arrival, never eligible, never
+    enrolled; and no candidate is screened then lost for want of a slot more often than
+    with screening during pauses (the pool of screened patients shrinks)."""
+    import escalation_sim as es
+    sc = _scenario({"screen_while_paused": False})
+    d = sc.designs[0].design
+    r = simulate_des_trials(d, sc.model.truth.p_dlt, sc.model.conduct, 6, range(10),
+                            record_patients=True)
+    log = r["patients"]
+    for k, t in enumerate(range(10)):
+        rows = log["trial"] == t
+        close = r["first_enrollment_day"][k] + r["duration_days"][k]
+        arrived = np.sum(log["arrival_day"][rows] <= close)
+        assert r["n_screened"][k] + r["n_not_screened"][k] == arrived
+        unscreened = rows & (log["fate"] == "not_screened_paused")
+        assert unscreened.sum() == r["n_not_screened"][k]
+        assert not log["eligible"][unscreened].any()
+        assert (log["patient"][unscreened] == -1).all()
+    assert r["n_not_screened"].sum() > 0
+    base = _scenario({})
+    a = simulate_des_trials(d, base.model.truth.p_dlt, base.model.conduct, 6, range(300))
+    b = simulate_des_trials(d, sc.model.truth.p_dlt, sc.model.conduct, 6, range(300))
+    assert b["n_waiting_max"].mean() < a["n_waiting_max"].mean()
+    _ = es
+
+
+def test_screen_while_paused_needs_finite_accrual():
+    with pytest.raises(ScenarioError) as exc:
+        _scenario({"screen_while_paused": False, "accrual_per_month": None})
+    assert "conduct.screen_while_paused: with unlimited accrual" in str(exc.value)

@@ -420,6 +420,11 @@ class Conduct(BaseModel):
                                   "dose tried needs at least one patient at the current dose "
                                   "followed this many days (a DLT counts as followed); until "
                                   "then new patients stay at the current dose")
+    screen_while_paused: bool = Field(
+        default=True, description="false: while accrual is paused (no slot for a new patient) "
+                                  "the site screens nobody: a patient arriving then goes "
+                                  "elsewhere unscreened (classic designs; needs a finite "
+                                  "accrual rate)")
     manufacturing_capacity: Optional[ManufacturingCapacity] = Field(
         default=None, description="limited manufacturing slots {slots, per_days}: patients "
                                   "queue before the first manufacturing phase (null: no "
@@ -487,6 +492,24 @@ class Conduct(BaseModel):
                              f"follow-up ends with the window (got {v:g})")
         return check_days(v)
 
+    @field_validator("screen_while_paused")
+    @classmethod
+    def _screen_ok(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v and "accrual_per_month" in info.data and info.data["accrual_per_month"] is None:
+            raise ValueError("with unlimited accrual (accrual_per_month: null) patients are "
+                             "only screened when a slot opens, so false has no effect; remove "
+                             "it or give an accrual rate (got false)")
+        return v
+
+    @field_validator("manufacturing_capacity")
+    @classmethod
+    def _capacity_ok(cls, v, info: ValidationInfo):
+        phases = info.data.get("phases")
+        if v is not None and phases is not None and not any(
+                p.kind == "manufacturing" for p in phases):
+            raise ValueError("needs a phase of kind manufacturing (got none)")
+        return v
+
     @field_validator("review")
     @classmethod
     def _one_review(cls, v, info: ValidationInfo):
@@ -538,10 +561,6 @@ class Conduct(BaseModel):
                        if p.failure_prob >= 1.0 and p.probability >= 1.0)
             raise ValueError(f"phases[{bad}].failure_prob: must be < 1 for a phase every "
                              f"patient goes through (got {self.phases[bad].failure_prob})")
-        if (self.manufacturing_capacity is not None
-                and not any(p.kind == "manufacturing" for p in self.phases)):
-            raise ValueError("manufacturing_capacity: needs a phase of kind manufacturing "
-                             "(got none)")
         if self.screening.failure_prob >= 1.0:
             raise ValueError(f"screening.failure_prob: must be < 1, or nobody is ever eligible "
                              f"(got {self.screening.failure_prob})")

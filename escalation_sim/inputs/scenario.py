@@ -258,6 +258,8 @@ class Scenario:
             for key in CONDUCT_ADDED:
                 if conduct.get(key) is None:
                     conduct.pop(key, None)
+            if conduct.get("screen_while_paused") is True:     # the default
+                conduct.pop("screen_while_paused")
         if d.get("dlt") is None:
             d.pop("dlt", None)
         if self.model.truth.graded:  # the defaults of a graded truth, written out
@@ -733,7 +735,8 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
 
 #: conduct options added with issue 14: left out of the resolved scenario when not set
 CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
-                 "cohort_sizes", "min_followup_days", "manufacturing_capacity")
+                 "cohort_sizes", "min_followup_days", "manufacturing_capacity",
+                 "screen_while_paused")
 
 
 def supports_backfill(design) -> bool:
@@ -795,6 +798,10 @@ def conduct_notes(conduct, items) -> List[str]:
         if getattr(conduct, key) is not None and tte:
             notes.append(f"conduct.{key} applies to classic designs only; time-to-event "
                          f"designs {', '.join(tte)} decide continuously and do not use it")
+    if not conduct.screen_while_paused and tte:
+        notes.append(f"conduct.screen_while_paused: false applies to classic designs only; "
+                     f"time-to-event designs {', '.join(tte)} may open a slot for any arrival "
+                     f"and screen everyone")
     if conduct.min_followup_days is not None and classic:
         notes.append(f"conduct.min_followup_days applies to time-to-event designs only; "
                      f"classic designs {', '.join(classic)} wait for complete windows")

@@ -49,6 +49,8 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``true_rate_selected_nominal``  true DLT rate at the selected dose as assigned / as actually
 ``true_rate_selected_as_given`` given (short products included); 0 when no dose is selected
                                 (divide the mean by the selection probability)
+``n_not_screened``              with ``screen_while_paused: false``: arrivals while accrual
+                                was paused, never screened (not in ``n_screened``)
 ``manufacturing_runs``,         with ``conduct.costs`` (see :mod:`.costs`): runs started,
 ``vein_to_vein_days``,          mean leukapheresis-to-infusion days, cost of the trial and
 ``cost_total``,                 per evaluable patient
@@ -308,6 +310,9 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
             or c.min_followup_days is not None):
         from .backfill import conduct_columns
         out.update(conduct_columns(setup, res, mtd))
+    if not c.screen_while_paused:
+        out["n_not_screened"] = np.array([t.accrual.n_not_screened for t in res],
+                                         dtype=np.int64)
     if c.manufacturing_capacity is not None:
         from .capacity import capacity_columns
         out.update(capacity_columns(res))

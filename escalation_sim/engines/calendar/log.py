@@ -16,7 +16,9 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``screening_end_day``   end of screening (eligible or not)
 ``eligible``            passed screening
 ``lost_day``            day a waiting / paused patient was lost (NaN otherwise)
-``fate``                screen_failed, lost_waiting, lost_paused, not_enrolled,
+``fate``                screen_failed, not_screened_paused (``screen_while_paused:
+                        false``: arrived while accrual was paused, never screened, so
+                        ``eligible`` is False), lost_waiting, lost_paused, not_enrolled,
                         failed_<phase>, dropout, evaluable
 ``patient``             enrollment order (-1 = never enrolled)
 ``enrolled_day``        took a slot
@@ -121,6 +123,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
         }
         pat = by_candidate.get(i)
         if pat is None:
+            if rec.fate.get(i) == "not_screened_paused":
+                row["eligible"] = False
             row.update(fate=rec.fate.get(i, "not_enrolled"), patient=-1,
                        enrolled_day=nan, dose_level=0, cohort=-1, gate_wait_days=nan,
                        infusion_day=nan, evaluable=False, evaluable_index=-1, dlt=False,

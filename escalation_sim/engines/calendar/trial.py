@@ -96,6 +96,8 @@ class Trial:
             self.enroll(i)
         elif not self.finished:
             acc.wait_or_leave(i, now)
+        if acc.pauses is not None and not self.finished:
+            acc.mark(now)
 
     def fill(self) -> None:
         """Enroll waiting (or, with unlimited accrual, new) patients into free slots."""
@@ -112,6 +114,8 @@ class Trial:
             if not (self.cohort.free > 0 or self.policy.open_slot()):
                 break
             self.enroll(acc.next_waiting() if acc.waiting else acc.new_candidate())
+        if acc.pauses is not None and not self.finished:
+            acc.mark(now)
         if not (unlimited or acc.armed):
             acc.arm()
 
