@@ -29,7 +29,6 @@ from ...designs.registry import is_time_to_event
 from ...inputs.conduct import Conduct
 from ...types import Decision, TrialState
 from .clock import SimpyClock
-from .pathway import Pathway
 from .gates import FixedReview, SentinelSpacing, SequentialSpacing, Spacing
 from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .toxicity import GradedRule
@@ -88,7 +87,7 @@ class Setup:
         if any(getattr(conduct, k, None) is not None for k in CONDUCT_POLICY_OPTIONS):
             from .backfill import conduct_parts
             conduct_parts(self)
-        self.pathway = Pathway
+        self.pathway = None               # None: the plain Pathway
         if getattr(conduct, "manufacturing_capacity", None) is not None:
             from .capacity import CapacityPathway
             self.pathway = CapacityPathway

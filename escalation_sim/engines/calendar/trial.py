@@ -30,6 +30,7 @@ from .draws import TrialDraws, too_many_patients
 from .gates import Gate
 from .log import Recorder
 from .model import Setup
+from .pathway import Pathway
 from .patient import COMPLETE, DROPPED, FAILED, Cohort, Patient
 from .toxicity import GradedToxicity, Toxicity
 
@@ -57,7 +58,7 @@ class Trial:
         self.final_state: Optional[TrialState] = None
         self.toxicity = (Toxicity(s.p, draws) if s.graded is None else
                          GradedToxicity.make(s.p, draws, s.graded))
-        self.path = s.pathway(self, s.gate)
+        self.path = (s.pathway or Pathway)(self, s.gate)
         self.gate = Gate(self, s.cap, s.spacing(), s.known_release) if s.gated else None
         self.accrual = Accrual(self, self.rec)
         self.policy = s.policy(self)
