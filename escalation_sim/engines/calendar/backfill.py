@@ -526,6 +526,10 @@ def conduct_parts(setup) -> None:
     from .shortfall import ShortfallModel
     c = setup.conduct
     tte = setup.policy is TimeToEventPolicy
+    if getattr(setup, "graded", None) is not None and (c.backfill is not None
+                                                     or c.shortfall is not None):
+        raise ValueError("conduct.backfill / conduct.shortfall: not supported with a graded "
+                         "truth yet")
     if c.backfill is not None and tte:
         raise ValueError("conduct.backfill: not supported for time-to-event designs yet")
     if c.shortfall is not None:
