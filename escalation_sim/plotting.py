@@ -412,10 +412,12 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
 
     Drawn per patient: a thin line from arrival to the end of follow-up (gaps = waiting),
     coloured bars for the phases (manufacturing, lymphodepletion ...), a triangle at the
-    infusion, the DLT window as a bar coloured by dose (hatched when the patient was not
-    evaluable), a red cross at each DLT, a grey cross for patients never infused and, with
+    infusion (hollow when the product was below the assigned dose: column
+    ``dose_received`` < 1), the DLT window as a bar coloured by dose (hatched when the patient
+    was not evaluable), a red cross at each DLT, a grey cross for patients never infused and, with
     a graded truth (columns ``<type>_grade`` and ``<type>_onset_day``), a marker per
-    toxicity type at each event's onset, sized and coloured by grade.
+    toxicity type at each event's onset, sized and coloured by grade; backfill patients
+    (column ``backfill``) are marked "backfill" in the lane label.
     ``decisions``: dose decisions as vertical lines: a DataFrame with ``day`` (and ``label``),
     or a list of days, ``(day, label)`` pairs or mappings.  Lanes keep the table's order
     (``sort_by``: a column to sort by first).  All days are calendar days since the trial
@@ -539,11 +541,21 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
             hlabels.append("not evaluable (left early)")
 
     inf = np.isfinite(infusion)
-    if inf.any():
-        ax.plot(infusion[inf] / scale, ys[inf], linestyle="none", marker="v", color="#111111",
-                markersize=6, zorder=4, gid="infusion")
+    received = col("dose_received", 1.0)           # conduct.shortfall: fraction received
+    short = inf & np.isfinite(received) & (received < 1.0)
+    full = inf & ~short
+    if full.any():
+        ax.plot(infusion[full] / scale, ys[full], linestyle="none", marker="v",
+                color="#111111", markersize=6, zorder=4, gid="infusion")
         handles.append(Line2D([], [], linestyle="none", marker="v", color="#111111"))
         hlabels.append("infusion")
+    if short.any():
+        ax.plot(infusion[short] / scale, ys[short], linestyle="none", marker="v",
+                markerfacecolor="white", markeredgecolor="#111111", markersize=7, zorder=4,
+                gid="infusion-short")
+        handles.append(Line2D([], [], linestyle="none", marker="v", markerfacecolor="white",
+                              markeredgecolor="#111111"))
+        hlabels.append("infusion below the assigned dose")
     # graded truth: each toxicity type's event (``<type>_grade`` > 0 at ``<type>_onset_day``)
     ev_types = [c[:-len("_onset_day")] for c in df.columns
                 if c.endswith("_onset_day") and f"{c[:-len('_onset_day')]}_grade" in df.columns]
@@ -600,8 +612,10 @@ def plot_swimmer(patients, ax=None, *, phases=None, decisions=None,
         return dose_labels[d - 1] if dose_labels and 1 <= d <= len(dose_labels) else f"dose {d}"
 
     ax.set_yticks(ys)
-    ax.set_yticklabels([f"{pid} · {dl(d)}" for pid, d in zip(df["patient"], dose)],
-                       fontsize="small")
+    bf = (df["backfill"].fillna(False).astype(bool).to_numpy() if "backfill" in df.columns
+          else np.zeros(n, dtype=bool))                # conduct.backfill
+    ax.set_yticklabels([f"{pid} · {dl(d)}" + (" · backfill" if b else "")
+                        for pid, d, b in zip(df["patient"], dose, bf)], fontsize="small")
     ax.set_ylim(n - 0.5, -0.5 - (1.4 if any(l for _, l in decs) else 0.0))
     ax.set_xlabel(f"{time_unit} since the trial opened")
     ax.set_ylabel("patient · dose")

@@ -65,6 +65,24 @@ DES_TOTAL_LABELS = {
     "mean_n_decisions": "dose decisions",
     "mean_first_enrollment_day": "day of the first enrollment",
     "mean_time_to_first_decision_days": "days to the first decision",
+    "mean_n_escalation": "evaluable escalation patients",
+    "mean_y_escalation": "DLTs in escalation patients",
+    "mean_n_backfill": "evaluable backfill patients",
+    "mean_y_backfill": "DLTs in backfill patients",
+    "mean_n_backfill_enrolled": "backfill patients enrolled",
+    "mean_n_short": "products below the assigned dose",
+    "mean_n_excluded": "patients excluded for a short product",
+    "mean_true_rate_selected_nominal": "true DLT rate at the selected dose, as assigned "
+                                       "(0 when none selected)",
+    "mean_true_rate_selected_as_given": "true DLT rate at the selected dose, as actually "
+                                        "given (0 when none selected)",
+    "mean_n_not_screened": "arrivals not screened (accrual paused)",
+    "mean_manufacturing_runs": "manufacturing runs started",
+    "mean_manufacturing_wait_days": "days waited for a manufacturing slot (mean per trial)",
+    "mean_manufacturing_queue_max": "longest manufacturing queue",
+    "mean_vein_to_vein_days": "days from leukapheresis to infusion (mean per trial)",
+    "mean_cost_total": "cost of the trial",
+    "mean_cost_per_evaluable": "cost per evaluable patient",
 }
 
 PAIRED_LABELS = {
@@ -287,9 +305,15 @@ def _conduct_html(conduct) -> str:
                 "is simulated without calendar time (every cohort's outcomes are known "
                 "before the next decision), so no durations are reported.</p>")
     c = conduct
-    acc = ("unlimited (a patient is ready whenever a slot opens)" if c.accrual_per_month is None
-           else f"{c.accrual_per_month:g} arrival{'' if c.accrual_per_month == 1 else 's'} "
-                "per month (Poisson), screened before enrollment")
+    if isinstance(c.accrual_per_month, list):        # a piecewise schedule
+        acc = "; ".join((f"{s.rate:g} per month until day {s.until_day:g}"
+                         if s.until_day is not None else f"then {s.rate:g} per month")
+                        for s in c.accrual_per_month) + " (Poisson), screened before enrollment"
+    else:
+        acc = ("unlimited (a patient is ready whenever a slot opens)"
+               if c.accrual_per_month is None
+               else f"{c.accrual_per_month:g} arrival{'' if c.accrual_per_month == 1 else 's'} "
+                    "per month (Poisson), screened before enrollment")
     pairs = [
         ("accrual", acc),
         ("screening", f"{_duration_text(c.screening.duration_days)}; "
@@ -309,6 +333,36 @@ def _conduct_html(conduct) -> str:
          if c.review_days == 0 else f"{_days(c.review_days)} after a cohort's last window "
                                     "closes"),
     ]
+    bf = getattr(c, "backfill", None)
+    if bf is not None:
+        pairs.append(("backfill", f"while the escalation cohort is full, an eligible patient "
+                      f"is treated at the highest cleared lower dose (at least "
+                      f"{bf.min_evaluable} evaluable patients, data below the design's "
+                      f"de-escalation boundary); at most {bf.max_per_dose} patients per dose "
+                      f"and {bf.max_total} backfill patients in all; their outcomes count in "
+                      f"later decisions and in the final selection (BF-BOIN)"))
+    sf = getattr(c, "shortfall", None)
+    if sf is not None:
+        f = sf.received_fraction
+        how = {"assigned": "counted at the assigned dose",
+               "received": "counted at the highest dose at or below the amount received",
+               "exclude": "not evaluable, and replaced"}[sf.policy]
+        pairs.append(("dose received below assigned",
+                      f"{100 * sf.prob:.0f}% of products deliver on average "
+                      f"{100 * f.mean:.0f}% of the assigned dose (sd {100 * f.sd:.0f}%, "
+                      f"{f.dist}) and are infused anyway; the DLT risk is that of the amount "
+                      f"received; the patient is {how}"))
+    mc = getattr(c, "manufacturing_capacity", None)
+    if mc is not None:
+        hold = (f"each run holds its slot {_days(mc.per_days)}" if mc.per_days is not None
+                else "a slot frees when its run ends")
+        pairs.append(("manufacturing capacity", f"{mc.slots} run{'s' if mc.slots > 1 else ''} "
+                      f"at once; {hold}; patients queue in order"))
+    co = getattr(c, "costs", None)
+    if co is not None:
+        pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "
+                      f"{co.manufacturing:,.0f} per manufacturing run, {co.infusion:,.0f} per "
+                      f"infusion, {co.per_month:,.0f} per month while the trial is open"))
     rows = []
     for p in c.phases:
         rows.append([f"<td>{_e(p.name)}</td>", f"<td>{_e(p.kind)}</td>",

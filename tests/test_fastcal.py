@@ -26,6 +26,9 @@ from escalation_sim.inputs.distributions import DurationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
+#: bundled scenarios whose conduct uses options of issue 14 the fast path leaves to simpy
+#: (backfill, short products, costs ...); checked below to fall back
+SIMPY_ONLY = ("cart_backfill",)
 TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm", "rolling6"]
 
 
@@ -130,7 +133,15 @@ def test_heap_clock_raises_when_nothing_is_left_before_stop():
 
 
 # ------------------------------------------------------------------ bundled scenarios
-@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_issue14_conduct_options_fall_back_to_simpy():
+    sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    for it in sc.designs:
+        assert clock_for(it.design, sc.model.conduct) is SimpyClock
+        assert "conduct.backfill" in unsupported(it.design, sc.model.conduct, CohortPolicy)
+
+
+@pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem not in SIMPY_ONLY],
+                         ids=lambda p: p.stem)
 def test_fast_path_equals_simpy_on_every_bundled_scenario(path):
     """Every bundled scenario, each of its designs plus TITE-BOIN / TITE-CRM, under its own
     conduct block (or the default one when it has none), with the patient log."""
@@ -380,3 +391,16 @@ def test_graded_truth_runs_on_simpy():
     a = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8))
     b = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8), engine="simpy")
     assert (a["y"] == b["y"]).all() and (a["duration_days"] == b["duration_days"]).all()
+
+
+def test_piecewise_accrual_same_trials_on_both_engines():
+    """issue 14's accrual schedule runs on the fast path: trial by trial as simpy (the lean
+    chunk maps the unit-rate arrival times through the schedule like the parts do)."""
+    sc = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
+    conduct = sc.model.conduct.model_copy(update={"accrual_per_month": [
+        {"until_day": 180, "rate": 0.5}, {"rate": 1.5}]})
+    conduct = Conduct.model_validate(conduct.model_dump())
+    for it in sc.designs[:2]:
+        assert clock_for(it.design, conduct) is HeapClock
+        assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(40), record=False)
+        assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(10))

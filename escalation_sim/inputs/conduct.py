@@ -36,7 +36,8 @@ from __future__ import annotations
 import math
 from typing import List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationInfo, field_validator,
+                      model_validator)
 
 from .distributions import Distribution, DurationSpec, as_distribution, check_days
 from .limits import check_word
@@ -115,6 +116,222 @@ class Screening(BaseModel):
         return as_distribution(self.duration_days)
 
 
+class Backfill(BaseModel):
+    """Backfill cohorts (Barnett et al. 2023; BF-BOIN, Zhao et al. 2024): while no
+    escalation slot is free, an eligible patient who would otherwise wait or leave is treated
+    at the highest dose open for backfill (see :mod:`escalation_sim.engines.calendar.backfill`
+    for the opening rule)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    max_per_dose: int = Field(
+        default=12, description="a dose closes for backfill once this many patients were "
+                                "assigned to it (escalation and backfill, pending included)")
+    max_total: int = Field(default=24, description="most backfill patients in a trial")
+    doses: Literal["cleared"] = Field(
+        default="cleared", description="cleared: doses below the current escalation dose with "
+                                       "at least min_evaluable evaluable patients whose data "
+                                       "are below the design's de-escalation boundary")
+    min_evaluable: int = Field(
+        default=3, description="evaluable patients (escalation and backfill) a dose needs "
+                               "before it opens for backfill")
+
+    @field_validator("max_per_dose", "max_total", "min_evaluable")
+    @classmethod
+    def _count_ok(cls, v: int, info: ValidationInfo) -> int:
+        if not 1 <= v <= 1000:
+            raise ValueError(f"must be between 1 and 1000 (got {v})")
+        cap = info.data.get("max_per_dose")
+        if info.field_name == "min_evaluable" and cap is not None and v > cap:
+            raise ValueError(f"must be <= max_per_dose ({cap}), or no dose could ever open "
+                             f"(got {v})")
+        return v
+
+
+class ReceivedFraction(BaseModel):
+    """Fraction of the assigned dose a short product delivers, in (0, 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    mean: float = Field(description="mean fraction of the assigned dose received")
+    dist: Literal["uniform", "beta", "fixed"] = Field(
+        default="uniform", description="uniform on mean -/+ sd*sqrt(3); beta with this mean "
+                                       "and sd; fixed (the mean)")
+    sd: float = Field(default=0.0, description="standard deviation (0: always the mean)")
+
+    @field_validator("mean")
+    @classmethod
+    def _mean_ok(cls, v: float) -> float:
+        if not (math.isfinite(float(v)) and 0.0 < float(v) < 1.0):
+            raise ValueError(f"must be a fraction in (0, 1) (got {v})")
+        return float(v)
+
+    @field_validator("sd")
+    @classmethod
+    def _sd_ok(cls, v: float, info: ValidationInfo) -> float:
+        if not (math.isfinite(float(v)) and float(v) >= 0.0):
+            raise ValueError(f"must be >= 0 (got {v})")
+        s = float(v)
+        m = info.data.get("mean")
+        dist = info.data.get("dist", "uniform")
+        if m is None:
+            return s
+        if dist == "uniform":
+            lo, hi = m - s * math.sqrt(3.0), m + s * math.sqrt(3.0)
+            if lo <= 0.0 or hi > 1.0:
+                raise ValueError(f"a uniform fraction with mean {m:g} spans [{lo:.3g}, "
+                                 f"{hi:.3g}], outside (0, 1] (got {s:g})")
+        elif dist == "beta" and s > 0 and s * s >= m * (1.0 - m):
+            raise ValueError(f"a beta fraction with mean {m:g} needs sd < "
+                             f"{math.sqrt(m * (1 - m)):.3g} (got {s:g})")
+        return s
+
+
+class Shortfall(BaseModel):
+    """Dose received below dose assigned (Devlin, Iasonos & O'Quigley 2021): with
+    probability ``prob`` a product delivers only a fraction of the assigned cell dose and is
+    infused anyway; the patient's true DLT probability is that of the amount received
+    (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    prob: float = Field(description="probability a product falls short of the assigned dose")
+    received_fraction: ReceivedFraction = Field(
+        description="fraction of the assigned amount a short product delivers")
+    policy: Literal["assigned", "received", "exclude"] = Field(
+        default="assigned", description="assigned: counted at the assigned level; received: "
+                                        "counted at the highest level at or below the amount "
+                                        "received; exclude: not evaluable, replaced")
+    dose_amounts: Optional[List[float]] = Field(
+        default=None, description="dose amounts per level; filled from doses[].amount by a "
+                                  "scenario (give it only when calling the engine directly)")
+
+    @field_validator("prob")
+    @classmethod
+    def _prob_ok(cls, v: float) -> float:
+        return _check_prob(v)
+
+    @field_validator("dose_amounts")
+    @classmethod
+    def _amounts_ok(cls, v: Optional[List[float]]) -> Optional[List[float]]:
+        if v is None:
+            return None
+        if not v or any(not (math.isfinite(float(a)) and float(a) > 0) for a in v):
+            raise ValueError(f"must be positive amounts (got {v})")
+        if any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"must increase with the dose level (got {v})")
+        return [float(a) for a in v]
+
+
+class AccrualStep(BaseModel):
+    """One piece of a piecewise-constant accrual schedule (sites opening over time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    until_day: Optional[float] = Field(
+        default=None, description="this rate holds until this day (from the opening, day 0); "
+                                  "the last piece has none (it holds from then on)")
+    rate: float = Field(description="mean arrivals per month during the piece")
+
+
+class Review(BaseModel):
+    """The safety review committee between a cohort's data and the next dose decision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    days: float = Field(default=0.0, description="days from the close of the cohort's last "
+                                                 "DLT window to the review")
+    before: Literal["every_decision", "escalation"] = Field(
+        default="every_decision", description="every_decision: every decision waits for the "
+                                              "review; escalation: only a move to a higher "
+                                              "dose than the cohort's does (staying or "
+                                              "de-escalating is immediate)")
+
+    @field_validator("days")
+    @classmethod
+    def _days_ok(cls, v: float) -> float:
+        if not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"must be >= 0 (got {v})")
+        return check_days(v)
+
+
+class ManufacturingCapacity(BaseModel):
+    """Limited manufacturing: at most ``slots`` runs at once, a queue in enrollment order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    slots: int = Field(description="manufacturing runs that can be under way at once")
+    per_days: Optional[float] = Field(
+        default=None, description="days a run holds its slot from its start (a booking: "
+                                  "slots: 2, per_days: 30 = two runs started per 30 days); "
+                                  "null: until the manufacturing phase ends")
+
+    @field_validator("slots")
+    @classmethod
+    def _slots_ok(cls, v: int) -> int:
+        if not 1 <= v <= 1000:
+            raise ValueError(f"must be between 1 and 1000; with no slot nobody could ever be "
+                             f"treated (got {v})")
+        return v
+
+    @field_validator("per_days")
+    @classmethod
+    def _per_ok(cls, v: Optional[float]) -> Optional[float]:
+        if v is None:
+            return None
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 days, or null (got {v})")
+        return check_days(v)
+
+
+class Costs(BaseModel):
+    """Costs of a trial, in any one currency (``conduct.costs``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    screening: float = Field(default=0.0, description="per patient screened")
+    manufacturing: float = Field(default=0.0, description="per manufacturing run started "
+                                                          "(phases of kind manufacturing)")
+    infusion: float = Field(default=0.0, description="per patient infused")
+    per_month: float = Field(default=0.0, description="running costs per month, from the "
+                                                      "trial's opening (day 0) to its close")
+
+    @field_validator("screening", "manufacturing", "infusion", "per_month")
+    @classmethod
+    def _cost_ok(cls, v: float) -> float:
+        if not (math.isfinite(float(v)) and float(v) >= 0):
+            raise ValueError(f"must be a finite amount >= 0 (got {v})")
+        return float(v)
+
+
+def _check_schedule(steps: List[AccrualStep]) -> List[AccrualStep]:
+    """A piecewise accrual schedule: rates in (0, MAX]; ``until_day`` increasing in time,
+    given on every piece but the last."""
+    if not steps:
+        raise ValueError("a schedule needs at least one {rate} piece (got [])")
+    prev = 0.0
+    for i, st in enumerate(steps):
+        r = float(st.rate)
+        if not math.isfinite(r) or r <= 0 or r > MAX_ACCRUAL_PER_MONTH:
+            raise ValueError(f"[{i}].rate: must be > 0 and <= {MAX_ACCRUAL_PER_MONTH:g} "
+                             f"patients per month (got {st.rate})")
+        last = i == len(steps) - 1
+        if last and st.until_day is not None:
+            raise ValueError(f"[{i}].until_day: the last piece holds from then on; leave "
+                             f"until_day out (got {st.until_day:g})")
+        if not last:
+            u = st.until_day
+            if u is None:
+                raise ValueError(f"[{i}].until_day: required on every piece but the last "
+                                 f"(got none)")
+            if not math.isfinite(float(u)) or float(u) <= prev:
+                raise ValueError(f"[{i}].until_day: the schedule must increase in time: "
+                                 f"{u:g} is not after day {prev:g} (got {u:g})")
+            check_days(u)
+            prev = float(u)
+    return steps
+
+
 def default_phases() -> List[Phase]:
     return [
         Phase(name="leukapheresis", kind="leukapheresis",
@@ -134,10 +351,12 @@ class Conduct(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    accrual_per_month: Optional[float] = Field(
+    accrual_per_month: Union[float, List[AccrualStep], None] = Field(
         default=1.0, description="mean arrivals per month (Poisson process; 1 month = "
                                  "30.4375 days); null = unlimited: a screened patient is ready "
-                                 "the moment a slot opens")
+                                 "the moment a slot opens; or a piecewise schedule such as "
+                                 "[{until_day: 180, rate: 0.5}, {rate: 1.5}] (a Poisson "
+                                 "process whose rate steps up as sites open)")
     screening: Screening = Field(default_factory=Screening)
     max_wait_days: Optional[float] = Field(
         default=60.0, description="days an eligible patient waits for a slot before being "
@@ -179,12 +398,57 @@ class Conduct(BaseModel):
                                  "its dose decision (safety review committee); classic "
                                  "designs only (time-to-event designs decide continuously)")
 
+    backfill: Optional[Backfill] = Field(
+        default=None, description="backfill cohorts at cleared lower doses (null: none)")
+    shortfall: Optional[Shortfall] = Field(
+        default=None, description="products delivering less than the assigned dose "
+                                  "(null: every product delivers the assigned dose)")
+    review: Optional[Review] = Field(
+        default=None, description="safety review committee {days, before: every_decision | "
+                                  "escalation}; classic designs (replaces review_days)")
+    review_every_days: Optional[float] = Field(
+        default=None, description="the committee meets on a calendar, every this many days "
+                                  "from the opening (day 0): a review happens at the first "
+                                  "meeting at or after the review is due; classic designs")
+    cohort_sizes: Optional[List[int]] = Field(
+        default=None, max_length=1000,
+        description="sizes of the successive escalation cohorts (the last one repeats), e.g. "
+                    "[3, 3, 2, 2]; overrides the design's cohort size; designs that decide on "
+                    "any per-dose counts only")
+    min_followup_days: Optional[float] = Field(
+        default=None, description="time-to-event designs: escalation to a dose above every "
+                                  "dose tried needs at least one patient at the current dose "
+                                  "followed this many days (a DLT counts as followed); until "
+                                  "then new patients stay at the current dose")
+    screen_while_paused: bool = Field(
+        default=True, description="false: while accrual is paused (no slot for a new patient) "
+                                  "the site screens nobody: a patient arriving then goes "
+                                  "elsewhere unscreened (classic designs; needs a finite "
+                                  "accrual rate)")
+    manufacturing_capacity: Optional[ManufacturingCapacity] = Field(
+        default=None, description="limited manufacturing slots {slots, per_days}: patients "
+                                  "queue before the first manufacturing phase (null: no "
+                                  "limit)")
+    costs: Optional[Costs] = Field(
+        default=None, description="costs per patient screened, manufacturing run, infusion "
+                                  "and month: cost outputs per trial (null: none)")
+
     # -- validators ---------------------------------------------------------------------
+    @field_validator("accrual_per_month", mode="before")
+    @classmethod
+    def _accrual_kind(cls, v):
+        if v is None or isinstance(v, (list, int, float)) and not isinstance(v, bool):
+            return v
+        raise ValueError("must be a number of patients per month, null (unlimited) or a "
+                         "schedule such as [{until_day: 180, rate: 0.5}, {rate: 1.5}]")
+
     @field_validator("accrual_per_month")
     @classmethod
-    def _accrual_ok(cls, v: Optional[float]) -> Optional[float]:
+    def _accrual_ok(cls, v):
         if v is None:
             return None
+        if isinstance(v, list):
+            return _check_schedule(v)
         if not math.isfinite(float(v)) or float(v) <= 0:
             raise ValueError(f"must be > 0 patients per month, or null for unlimited (got {v})")
         if float(v) > MAX_ACCRUAL_PER_MONTH:
@@ -214,6 +478,58 @@ class Conduct(BaseModel):
         if not math.isfinite(float(v)) or float(v) < 0:
             raise ValueError(f"must be >= 0 (got {v})")
         return check_days(v)
+
+    @field_validator("review_every_days", "min_followup_days")
+    @classmethod
+    def _cadence_ok(cls, v: Optional[float], info: ValidationInfo) -> Optional[float]:
+        if v is None:
+            return None
+        if not math.isfinite(float(v)) or float(v) <= 0:
+            raise ValueError(f"must be > 0 days, or null for none (got {v})")
+        w = info.data.get("dlt_window_days")
+        if info.field_name == "min_followup_days" and w is not None and float(v) > w:
+            raise ValueError(f"must be <= dlt_window_days ({w:g}), since a patient's "
+                             f"follow-up ends with the window (got {v:g})")
+        return check_days(v)
+
+    @field_validator("screen_while_paused")
+    @classmethod
+    def _screen_ok(cls, v: bool, info: ValidationInfo) -> bool:
+        if not v and "accrual_per_month" in info.data and info.data["accrual_per_month"] is None:
+            raise ValueError("with unlimited accrual (accrual_per_month: null) patients are "
+                             "only screened when a slot opens, so false has no effect; remove "
+                             "it or give an accrual rate (got false)")
+        return v
+
+    @field_validator("manufacturing_capacity")
+    @classmethod
+    def _capacity_ok(cls, v, info: ValidationInfo):
+        phases = info.data.get("phases")
+        if v is not None and phases is not None and not any(
+                p.kind == "manufacturing" for p in phases):
+            raise ValueError("needs a phase of kind manufacturing (got none)")
+        return v
+
+    @field_validator("review")
+    @classmethod
+    def _one_review(cls, v, info: ValidationInfo):
+        rd = info.data.get("review_days")
+        if v is not None and rd:
+            raise ValueError(f"give the review's days once: in review.days, and leave "
+                             f"review_days out (got review_days {rd:g} as well)")
+        return v
+
+    @field_validator("cohort_sizes")
+    @classmethod
+    def _sizes_ok(cls, v: Optional[List[int]]) -> Optional[List[int]]:
+        if v is None:
+            return None
+        if not v:
+            raise ValueError("must list at least one cohort size, or be null (got [])")
+        bad = [x for x in v if not 1 <= x <= 12]
+        if bad:
+            raise ValueError(f"each size must be between 1 and 12 (got {bad[0]})")
+        return v
 
     @field_validator("dropout_prob")
     @classmethod
@@ -263,7 +579,22 @@ class Conduct(BaseModel):
 
     @property
     def accrual_per_day(self) -> Optional[float]:
-        return None if self.accrual_per_month is None else self.accrual_per_month / DAYS_PER_MONTH
+        """Arrivals per day (None: unlimited, or a piecewise schedule: see
+        :attr:`accrual_schedule`)."""
+        a = self.accrual_per_month
+        return None if a is None or isinstance(a, list) else a / DAYS_PER_MONTH
+
+    @property
+    def accrual_schedule(self) -> Optional[List[tuple]]:
+        """A piecewise schedule as ``[(start_day, rate_per_day), ...]`` (None otherwise)."""
+        a = self.accrual_per_month
+        if not isinstance(a, list):
+            return None
+        out, start = [], 0.0
+        for step in a:
+            out.append((start, step.rate / DAYS_PER_MONTH))
+            start = step.until_day if step.until_day is not None else start
+        return out
 
     @property
     def gate_index(self) -> int:

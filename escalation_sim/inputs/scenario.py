@@ -253,6 +253,13 @@ class Scenario:
     def resolved(self) -> Dict[str, Any]:
         """The scenario with every default filled in (written beside results)."""
         d = self.model.model_dump(mode="json")
+        conduct = d.get("conduct")
+        if isinstance(conduct, dict):   # options added later: absent when not used
+            for key in CONDUCT_ADDED:
+                if conduct.get(key) is None:
+                    conduct.pop(key, None)
+            if conduct.get("screen_while_paused") is True:     # the default
+                conduct.pop("screen_while_paused")
         if d.get("dlt") is None:
             d.pop("dlt", None)
         if self.model.truth.graded:  # the defaults of a graded truth, written out
@@ -641,6 +648,9 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
             problems.append(f"doses: labels must be distinct (got {_short(seen_l)}; "
                             f"repeated: {', '.join(dup)})")
 
+    if model is not None and model.conduct is not None:
+        model = _conduct_with_doses(model, problems)
+
     names: Dict[str, int] = {}
     items: List[DesignItem] = []
     if model is not None or (K and specs):
@@ -710,12 +720,130 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                     msg = str(exc).rsplit(" (got ", 1)[0]
                     problems.append(f"designs[{i}].scores: {msg} (got {_short(shown)})")
                     continue
+            bf_problem = conduct_problem(model.conduct, built, entry.time_to_event)
+            if bf_problem:
+                problems.append(f"designs[{i}] ({name}): {bf_problem} (got type "
+                                f"{spec.type!r})")
+                continue
             items.append(DesignItem(name, spec.type, spec, built, entry.time_to_event))
         _ = target
     if problems:
         raise ScenarioError(source, problems)
     assert model is not None
     return Scenario(model=model, designs=items, source=source, raw=raw)
+
+
+#: conduct options added with issue 14: left out of the resolved scenario when not set
+CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
+                 "cohort_sizes", "min_followup_days", "manufacturing_capacity",
+                 "screen_while_paused")
+
+
+def supports_backfill(design) -> bool:
+    """Designs that decide on any per-dose counts (backfill adds patients at lower doses):
+    interval designs and the model-based CRM and BLRM."""
+    from ..designs.blrm import BLRM
+    from ..designs.crm import CRM
+    from ..designs.interval import IntervalDesign
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+
+
+def backfill_problem(design, time_to_event: bool) -> Optional[str]:
+    """Why ``design`` cannot run with ``conduct.backfill`` (None: it can)."""
+    if time_to_event:
+        return ("conduct.backfill is not supported for time-to-event designs yet; use the "
+                "classic version of the design or remove conduct.backfill")
+    if not supports_backfill(design):
+        return ("conduct.backfill needs a design that decides on any per-dose counts "
+                "(interval designs such as boin, mtpi2, keyboard, i3+3, or crm, blrm); "
+                "this design decides by fixed cohorts")
+    return None
+
+
+def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
+    """Why ``design`` cannot run under ``conduct.backfill`` / ``conduct.shortfall`` (None:
+    it can)."""
+    if conduct is None:
+        return None
+    if conduct.backfill is not None:
+        why = backfill_problem(design, time_to_event)
+        if why:
+            return why
+    if not time_to_event:
+        if conduct.cohort_sizes is not None and not supports_backfill(design):
+            return ("conduct.cohort_sizes: needs a design that decides on any per-dose counts "
+                    "(interval designs, crm, blrm); this design decides by fixed cohorts")
+    sf = conduct.shortfall
+    if sf is not None and sf.policy != "assigned":
+        if time_to_event:
+            return (f"conduct.shortfall.policy: time-to-event designs support 'assigned' only "
+                    f"so far (got {sf.policy!r})")
+        if sf.policy == "received" and not supports_backfill(design):
+            return ("conduct.shortfall.policy: 'received' needs a design that decides on any "
+                    "per-dose counts (interval designs, crm, blrm); this design decides by "
+                    "fixed cohorts")
+    return None
+
+
+def conduct_notes(conduct, items) -> List[str]:
+    """Conduct options that some designs of a run do not use (said as notes, not silently):
+    the review options and ``cohort_sizes`` concern classic designs, ``min_followup_days``
+    time-to-event designs."""
+    if conduct is None:
+        return []
+    notes = []
+    tte = [it.name for it in items if it.time_to_event]
+    classic = [it.name for it in items if not it.time_to_event]
+    for key in ("review", "review_every_days", "cohort_sizes"):
+        if getattr(conduct, key) is not None and tte:
+            notes.append(f"conduct.{key} applies to classic designs only; time-to-event "
+                         f"designs {', '.join(tte)} decide continuously and do not use it")
+    if not conduct.screen_while_paused and tte:
+        notes.append(f"conduct.screen_while_paused: false applies to classic designs only; "
+                     f"time-to-event designs {', '.join(tte)} may open a slot for any arrival "
+                     f"and screen everyone")
+    if conduct.min_followup_days is not None and classic:
+        notes.append(f"conduct.min_followup_days applies to time-to-event designs only; "
+                     f"classic designs {', '.join(classic)} wait for complete windows")
+    return notes
+
+
+def _conduct_with_doses(model: "ScenarioModel", problems: List[str]) -> "ScenarioModel":
+    """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required); check
+    ``conduct.backfill`` against the trial's size."""
+    bf = model.conduct.backfill
+    if model.truth.graded:
+        for key in ("backfill", "shortfall"):
+            if getattr(model.conduct, key) is not None:
+                problems.append(f"conduct.{key}: not supported with a graded truth "
+                                f"(truth.toxicities) yet; give truth.p_dlt or remove it")
+        if model.conduct.backfill is not None or model.conduct.shortfall is not None:
+            return model
+    if bf is not None and bf.max_per_dose > model.trial.max_n + bf.max_total:
+        problems.append(f"conduct.backfill.max_per_dose: a dose can never have more than "
+                        f"trial.max_n + max_total = {model.trial.max_n + bf.max_total} "
+                        f"patients, so this cap would never bind (got {bf.max_per_dose})")
+    sf = model.conduct.shortfall
+    if sf is None:
+        return model
+    amounts = [None if isinstance(d, str) else d.amount for d in model.doses]
+    missing = [i for i, a in enumerate(amounts) if a is None]
+    if missing:
+        problems.append(f"conduct.shortfall: needs doses[].amount for every dose, to find the "
+                        f"true DLT rate of the amount received (got doses[{missing[0]}] "
+                        f"without amount)")
+        return model
+    if any(b <= a for a, b in zip(amounts, amounts[1:])):
+        problems.append(f"doses: amounts must increase with the dose level when "
+                        f"conduct.shortfall is set (got {_short(amounts)})")
+        return model
+    if sf.dose_amounts is not None and list(sf.dose_amounts) != [float(a) for a in amounts]:
+        problems.append(f"conduct.shortfall.dose_amounts: differs from doses[].amount; leave it "
+                        f"out (got {_short(sf.dose_amounts)})")
+        return model
+    sf = sf.model_copy(update={"dose_amounts": [float(a) for a in amounts]})
+    conduct = model.conduct.model_copy(update={"shortfall": sf})
+    return model.model_copy(update={"conduct": conduct})
 
 
 def _build_problem(i: int, name: str, spec: DesignSpecBase, exc: Exception) -> str:

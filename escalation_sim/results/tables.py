@@ -278,6 +278,15 @@ class Results:
                 dd = oc["duration_days"]
                 row += f"{dd['mean']:11.0f}{dd['median']:8.0f}{dd['p10']:7.0f}{dd['p90']:7.0f}"
             lines.append(row)
+        split = [d for d in self.designs if "mean_n_backfill" in (d.des_totals or {})]
+        if split:      # conduct.backfill: escalation and backfill patients (DLTs)
+            lines.append("")
+            lines.append(f"{'patients (DLTs)':<{w}}{'escalation':>18}{'backfill':>18}")
+            for d in split:
+                t = d.des_totals
+                lines.append(f"{d.name:<{w}}" + "".join(
+                    f"{t['mean_n_' + k]:.2f} ({t['mean_y_' + k]:.2f})".rjust(18)
+                    for k in ("escalation", "backfill")))
         tm = self.design_oc(self.designs[0].name)["true_mtd"]
         lines.append(f"(true MTD: dose {tm}; " if tm is not None else
                      "(no true MTD: even dose 1 is too toxic, stopping is correct; ")

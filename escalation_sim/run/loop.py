@@ -192,6 +192,10 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
                               "skipped: they need calendar time (the conduct block)"),
                       stacklevel=2)
         items = [it for it in items if not it.time_to_event]
+    if engine == "des":
+        from ..inputs.scenario import conduct_notes
+        for note in conduct_notes(scenario.model.conduct, items):
+            warnings.warn(RunNote(f"{scenario.source}: {note}"), stacklevel=2)
     if engine == "exact":
         return RunPlan(scenario, items, engine, key=key)
     n_trials = int(n_trials if n_trials is not None else sim.n_trials)

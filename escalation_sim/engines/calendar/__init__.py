@@ -40,6 +40,21 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``n_manufacturing_failures``    failures in phases of kind ``manufacturing``
 ``n_phase_failures``            failures in any phase (manufacturing included)
 ``n_dropouts``                  infused patients who left before the end of the window
+``n_escalation``, ``y_escalation`` with ``conduct.backfill``: evaluable patients and DLTs of
+                                escalation cohorts (also ``..._dose<d>`` per dose, 1-based)
+``n_backfill``, ``y_backfill``  the same for backfill patients (completed windows; also
+                                per dose); ``n_backfill_enrolled``: backfill patients enrolled
+``n_short``, ``n_excluded``     with ``conduct.shortfall``: products below the assigned dose;
+                                patients excluded for it (policy ``exclude``)
+``true_rate_selected_nominal``  true DLT rate at the selected dose as assigned / as actually
+``true_rate_selected_as_given`` given (short products included); 0 when no dose is selected
+                                (divide the mean by the selection probability)
+``n_not_screened``              with ``screen_while_paused: false``: arrivals while accrual
+                                was paused, never screened (not in ``n_screened``)
+``manufacturing_runs``,         with ``conduct.costs`` (see :mod:`.costs`): runs started,
+``vein_to_vein_days``,          mean leukapheresis-to-infusion days, cost of the trial and
+``cost_total``,                 per evaluable patient
+``cost_per_evaluable``
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
                                 arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================
@@ -290,6 +305,20 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,
                time_to_first_decision_days=ttfd, **ints)
+    c = setup.conduct
+    if (c.backfill is not None or c.shortfall is not None
+            or c.min_followup_days is not None):
+        from .backfill import conduct_columns
+        out.update(conduct_columns(setup, res, mtd))
+    if not c.screen_while_paused:
+        out["n_not_screened"] = np.array([t.accrual.n_not_screened for t in res],
+                                         dtype=np.int64)
+    if c.manufacturing_capacity is not None:
+        from .capacity import capacity_columns
+        out.update(capacity_columns(res))
+    if setup.conduct.costs is not None:
+        from .costs import cost_columns
+        out.update(cost_columns(setup, res))
     out["decision_times"] = dtimes
     out["final_state"] = states
     out["patients"] = patient_columns(trials, res) if record else None

@@ -27,7 +27,7 @@ class Accrual:
 
     __slots__ = ("trial", "draws", "rec", "unlimited", "leave", "max_wait", "rq", "rq_pos",
                  "armed", "waiting", "n_arrived", "n_screened", "n_screen_failed", "n_lost",
-                 "n_wait_max", "n_waiting_at_close")
+                 "n_wait_max", "n_waiting_at_close", "pauses", "n_not_screened")
 
     def __init__(self, trial: "Trial", rec: Optional["Recorder"]):
         s = trial.setup
@@ -47,6 +47,11 @@ class Accrual:
         self.n_lost = 0
         self.n_wait_max = 0
         self.n_waiting_at_close = 0
+        # screen_while_paused: false (classic designs): days the paused state changed
+        self.pauses: Optional[List[tuple]] = None
+        if not s.conduct.screen_while_paused and not s.unlimited:
+            self.pauses = [(0.0, False)]
+        self.n_not_screened = 0
 
     # -- the eligible-arrival queue ------------------------------------------------------
     def start(self) -> None:
@@ -88,8 +93,35 @@ class Accrual:
         t = self.trial
         if t.finished:
             return
+        if self.pauses is not None and self.unscreened(call.arg):
+            self.arm()
+            return
         t.offer(call.arg)
         self.arm()
+
+    # -- screen_while_paused: false ------------------------------------------------------
+    def mark(self, now: float) -> None:
+        """Record whether accrual is paused now (no slot for a new patient): the escalation
+        cohort is full and the policy opens no other slot on an arrival."""
+        t = self.trial
+        paused = t.cohort.free <= 0 and not t.policy.decides_on_arrival
+        if paused != self.pauses[-1][1]:
+            self.pauses.append((now, paused))
+
+    def paused_at(self, day: float) -> bool:
+        p = self.pauses
+        k = bisect_right(p, (day, True)) - 1
+        return p[k][1] if k >= 0 else False
+
+    def unscreened(self, i: int) -> bool:
+        """Candidate ``i`` arrived while accrual was paused: never screened (goes
+        elsewhere); True if so."""
+        if not self.paused_at(self.draws.arrival_time[i]):
+            return False
+        self.n_not_screened += 1
+        if self.rec is not None:
+            self.rec.lost(i, self.draws.arrival_time[i], "not_screened_paused")
+        return True
 
     def catch_up(self, until: float) -> None:
         """Replay the eligible arrivals up to ``until`` that no event handled (no slot was
@@ -101,6 +133,8 @@ class Accrual:
             if r > until:
                 return
             self.rq_pos += 1
+            if self.pauses is not None and self.unscreened(i):
+                continue
             self.wait_or_leave(i, r)
 
     def new_candidate(self) -> int:
@@ -169,10 +203,19 @@ class Accrual:
             d.more_arrivals()
         self.n_arrived = self.n_screened = bisect_right(d.arrival_time, t_end)
         self.n_screen_failed = sum(d.screen_failed[:self.n_screened])
+        if self.pauses is not None:         # arrivals during a pause were not screened
+            off = [i for i in range(self.n_arrived) if self.paused_at(d.arrival_time[i])]
+            self.n_not_screened = len(off)
+            self.n_screened -= len(off)
+            self.n_screen_failed -= sum(d.screen_failed[i] for i in off)
         rec = self.rec
         if rec is not None:
-            for i in range(self.n_screened):
+            for i in range(self.n_arrived):
                 rec.arrival[i] = d.arrival_time[i]
+                if self.pauses is not None and self.paused_at(d.arrival_time[i]):
+                    rec.fate[i] = "not_screened_paused"      # no screening, no end of it
+                    rec.ready.pop(i, None)
+                    continue
                 rec.ready.setdefault(i, d.arrival_time[i] + d.screen_days[i])
                 if d.screen_failed[i]:
                     rec.fate[i] = "screen_failed"

@@ -89,6 +89,14 @@ class DrawPlan:
         self.all_onsets = all_onsets
         self.keys = {s: stream_key(int(seed), s) for s in STREAMS}
         self.rate = conduct.accrual_per_day                     # None = unlimited
+        self.schedule = None
+        sched = conduct.accrual_schedule                        # piecewise: unit-rate gaps
+        if sched is not None:                                   # mapped to calendar days
+            self.rate = 1.0
+            starts = np.array([a for a, _ in sched])
+            rates = np.array([r for _, r in sched])
+            cum = np.concatenate([[0.0], np.cumsum(np.diff(starts) * rates[:-1])])
+            self.schedule = (starts, rates, cum)
         self.screen_fail = conduct.screening.failure_prob
         self.screen_dist = conduct.screening.distribution
         self.phases = list(conduct.phases)
@@ -100,6 +108,21 @@ class DrawPlan:
         self.window = conduct.dlt_window_days
         self.onset_dist = conduct.onset_distribution
         self.dropout = conduct.dropout_prob
+
+    def times(self, unit: np.ndarray) -> np.ndarray:
+        """Arrival days from cumulative unit-rate times (the inverse of the cumulative
+        rate); the times themselves without a schedule."""
+        if self.schedule is None:
+            return unit
+        starts, rates, cum = self.schedule
+        i = np.searchsorted(cum, unit, side="right") - 1
+        return starts[i] + (unit - cum[i]) / rates[i]
+
+    def unit(self, day: float) -> float:
+        """The cumulative rate at ``day`` (inverse of :meth:`times`)."""
+        starts, rates, cum = self.schedule
+        i = int(np.searchsorted(starts, day, side="right")) - 1
+        return float(cum[i] + (day - starts[i]) * rates[i])
 
     # -- vectorised blocks -------------------------------------------------------------
     def arrivals(self, trials: np.ndarray, start: int, size: int):
@@ -248,7 +271,7 @@ class ChunkDraws:
         u, onset, graded = plan.evaluable(self.trials, 0, n_evaluable)
         self.days, self.happens = days, happens
         none = [[] for _ in range(self.trials.size)]
-        self.lists = [np.cumsum(gaps, axis=1).tolist(), failed.tolist(), sdays.tolist()] + \
+        self.lists = [plan.times(np.cumsum(gaps, axis=1)).tolist(), failed.tolist(), sdays.tolist()] + \
             [a.tolist() for a in pat] + [none if u is None else u.tolist(),
                                          none if onset is None else onset.tolist()]
         # graded truth: kept as arrays (a trial reads a few entries with ``.item``; turning
@@ -325,7 +348,11 @@ class TrialDraws:
         size = max(16, n)
         gaps, failed, sdays = self.plan.arrivals(np.array([self.trial], dtype=np.uint64), n, size)
         last = self.arrival_time[-1] if n else 0.0
-        self.arrival_time.extend((last + np.cumsum(gaps[0])).tolist())
+        if self.plan.schedule is None:
+            self.arrival_time.extend((last + np.cumsum(gaps[0])).tolist())
+        else:
+            u = self.plan.unit(last) + np.cumsum(gaps[0])
+            self.arrival_time.extend(self.plan.times(u).tolist())
         self.screen_failed.extend(failed[0].tolist())
         self.screen_days.extend(sdays[0].tolist())
 
@@ -367,6 +394,8 @@ def block_sizes(conduct: Conduct, max_n: Optional[int]) -> tuple:
     """Initial block sizes (arrivals, patients, evaluable) for a trial of at most ``max_n``
     evaluable patients: enough for most trials, the rest extend themselves."""
     n = max_n if max_n is not None else 30
+    if conduct.backfill is not None:       # backfill patients come on top of max_n
+        n += min(conduct.backfill.max_total, n)
     pass_rate = max(1e-3, 1.0 - conduct.screening.failure_prob)
     loss = 1.0
     for p in conduct.phases:

@@ -973,7 +973,7 @@ class LeanChunkDraws:
         self.plan = plan
         self.trials = np.asarray(trials, dtype=np.uint64)
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
-        at = np.cumsum(gaps, axis=1)
+        at = plan.times(np.cumsum(gaps, axis=1))      # piecewise accrual: calendar days
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
         u, onset, _ = plan.evaluable(self.trials, 0, n_evaluable)   # binary: no graded block
         self.days, self.happens = days, happens

@@ -16,7 +16,9 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``screening_end_day``   end of screening (eligible or not)
 ``eligible``            passed screening
 ``lost_day``            day a waiting / paused patient was lost (NaN otherwise)
-``fate``                screen_failed, lost_waiting, lost_paused, not_enrolled,
+``fate``                screen_failed, not_screened_paused (``screen_while_paused:
+                        false``: arrived while accrual was paused, never screened, so
+                        ``eligible`` is False), lost_waiting, lost_paused, not_enrolled,
                         failed_<phase>, dropout, evaluable
 ``patient``             enrollment order (-1 = never enrolled)
 ``enrolled_day``        took a slot
@@ -32,6 +34,12 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``window_end_day``      end of the DLT window (evaluable patients)
 ``<phase>_start_day``,  each phase of the conduct block (NaN when skipped or not reached)
 ``<phase>_end_day``
+``manufacturing_wait``  ``manufacturing_wait_days``, with ``conduct.manufacturing_capacity``:
+                        days queued for a manufacturing slot (NaN: never queued)
+``backfill``            with ``conduct.backfill``: treated in a backfill slot
+``dose_received``       with ``conduct.shortfall``: fraction of the assigned dose received
+                        (1 = all of it; NaN when never enrolled); fate ``excluded_short``
+                        for a patient excluded for it (policy ``exclude``)
 ======================= ====================================================================
 
 With a graded truth (``truth.toxicities``) ``dlt_day`` is the onset of the earliest event
@@ -53,12 +61,12 @@ from typing import TYPE_CHECKING, Any, Dict, List, Sequence
 
 import numpy as np
 
-from .patient import DROPPED, FAILED, COMPLETE
+from .patient import DROPPED, EXCLUDED, FAILED, COMPLETE
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
 
-_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late"})
+_LOG_BOOL = frozenset({"eligible", "evaluable", "dlt", "late", "backfill"})
 _LOG_INT = frozenset({"arrival_index", "patient", "dose_level", "cohort", "evaluable_index",
                       "worst_grade"})
 
@@ -100,6 +108,10 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
     nan = float("nan")
     by_candidate = {p.candidate: p for p in trial.pats}
     g = s.gate
+    waits = getattr(trial.path, "waits", None)       # conduct.manufacturing_capacity
+    m_run = getattr(trial.path, "m", None)
+    bf = s.conduct.backfill is not None
+    sf = s.conduct.shortfall is not None
     rows = []
     for i in range(trial.accrual.n_arrived):
         row: Dict[str, Any] = {
@@ -111,6 +123,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
         }
         pat = by_candidate.get(i)
         if pat is None:
+            if rec.fate.get(i) == "not_screened_paused":
+                row["eligible"] = False
             row.update(fate=rec.fate.get(i, "not_enrolled"), patient=-1,
                        enrolled_day=nan, dose_level=0, cohort=-1, gate_wait_days=nan,
                        infusion_day=nan, evaluable=False, evaluable_index=-1, dlt=False,
@@ -120,6 +134,12 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row[f"{name}_end_day"] = nan
             if s.graded is not None:
                 row.update(_graded_columns(trial, None, False))
+            if bf:
+                row["backfill"] = False
+            if sf:
+                row["dose_received"] = nan
+            if waits is not None:
+                row["manufacturing_wait_days"] = nan
             rows.append(row)
             continue
         j = pat.j
@@ -132,6 +152,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             fate = f"failed_{s.phase_names[f]}"
         elif st == DROPPED:
             fate = "dropout"
+        elif st == EXCLUDED:
+            fate = "excluded_short"
         else:
             fate = "evaluable"
         dlt = pat.dlt and evaluable
@@ -155,10 +177,18 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row[f"{name}_end_day"] = nan
                 continue
             start = pat.enrolled_day + cum[p] if p < g else rel + sum(days[g:p])
+            if waits is not None and m_run <= p < g:     # waited for a manufacturing slot
+                start += waits.get(j, 0.0)
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
         if s.graded is not None:
             row.update(_graded_columns(trial, pat, evaluable))
+        if bf:
+            row["backfill"] = pat.backfill
+        if sf:
+            row["dose_received"] = pat.received
+        if waits is not None:
+            row["manufacturing_wait_days"] = waits.get(j, nan)
         rows.append(row)
     return rows
 

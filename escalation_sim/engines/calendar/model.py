@@ -34,6 +34,9 @@ from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .toxicity import GradedRule
 
 INF = float("inf")
+#: conduct options that need the policies of :mod:`.backfill`
+CONDUCT_POLICY_OPTIONS = ("backfill", "shortfall", "review", "review_every_days",
+                          "cohort_sizes", "min_followup_days")
 
 
 def score_units(design: Design):
@@ -79,6 +82,15 @@ class Setup:
                        TimeToEventPolicy if tte else CohortPolicy)
         self.clock = clock
         self.conduct = conduct
+        self.shortfall = None             # conduct.shortfall / conduct.backfill parts
+        self.backfill_rules = None
+        if any(getattr(conduct, k, None) is not None for k in CONDUCT_POLICY_OPTIONS):
+            from .backfill import conduct_parts
+            conduct_parts(self)
+        self.pathway = None               # None: the plain Pathway
+        if getattr(conduct, "manufacturing_capacity", None) is not None:
+            from .capacity import CapacityPathway
+            self.pathway = CapacityPathway
         self.window = conduct.dlt_window_days
         self.unlimited = conduct.accrual_per_month is None
         self.leave = conduct.when_paused == "leave"

@@ -16,6 +16,7 @@ PIPELINE = 0    # enrolled, path not settled yet (before the gate or infusion)
 COMPLETE = 1    # infused and followed to the end of the DLT window: evaluable
 FAILED = 2      # a phase failed (manufacturing ...): never infused
 DROPPED = 3     # infused, left before the end of the window: not evaluable
+EXCLUDED = 4    # infused below the assigned dose and excluded (conduct.shortfall): replaced
 
 
 @dataclass(slots=True, eq=False)
@@ -48,7 +49,9 @@ class Patient:
 
     ``gate_day``/``release_day``: reached / left the gate; ``k``: place among the trial's
     evaluable infusions (the draw index of the shared ``dlt`` stream), -1 until assigned;
-    ``status``: one of PIPELINE, COMPLETE, FAILED, DROPPED; ``end_day``: end of the path.
+    ``status``: one of PIPELINE, COMPLETE, FAILED, DROPPED, EXCLUDED; ``end_day``: end of the
+    path; ``backfill``: treated in a backfill slot (``conduct.backfill``); ``received``:
+    fraction of the assigned amount received (``conduct.shortfall``; 1.0 = all of it).
     Graded truth only (set when observed, see :mod:`.toxicity`, whose ``events(pat)``,
     ``onset_day(pat)`` and ``worst_late(pat)`` give the rest): for score designs ``worst``
     (worst grade in the window) and, for time-to-event score designs, ``seen`` (units seen
@@ -69,3 +72,5 @@ class Patient:
     end_day: float = -1.0
     worst: int = 0
     seen: int = 0
+    backfill: bool = False
+    received: float = 1.0

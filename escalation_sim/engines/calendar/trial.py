@@ -31,7 +31,7 @@ from .gates import Gate
 from .log import Recorder
 from .model import Setup
 from .pathway import Pathway
-from .patient import COMPLETE, FAILED, Cohort, Patient
+from .patient import COMPLETE, DROPPED, FAILED, Cohort, Patient
 from .toxicity import GradedToxicity, Toxicity
 
 
@@ -58,7 +58,7 @@ class Trial:
         self.final_state: Optional[TrialState] = None
         self.toxicity = (Toxicity(s.p, draws) if s.graded is None else
                          GradedToxicity.make(s.p, draws, s.graded))
-        self.path = Pathway(self, s.gate)
+        self.path = (s.pathway or Pathway)(self, s.gate)
         self.gate = Gate(self, s.cap, s.spacing(), s.known_release) if s.gated else None
         self.accrual = Accrual(self, self.rec)
         self.policy = s.policy(self)
@@ -97,6 +97,8 @@ class Trial:
             self.enroll(i)
         elif not self.finished:
             acc.wait_or_leave(i, now)
+        if acc.pauses is not None and not self.finished:
+            acc.mark(now)
 
     def fill(self) -> None:
         """Enroll waiting (or, with unlimited accrual, new) patients into free slots."""
@@ -113,6 +115,8 @@ class Trial:
             if not (self.cohort.free > 0 or self.policy.open_slot()):
                 break
             self.enroll(acc.next_waiting() if acc.waiting else acc.new_candidate())
+        if acc.pauses is not None and not self.finished:
+            acc.mark(now)
         if not (unlimited or acc.armed):
             acc.arm()
 
@@ -151,6 +155,8 @@ class Trial:
         if self.first_enroll is None:
             self.first_enroll = now
         c = self.cohort
+        if c.free <= 0:                  # a slot the policy opened beside the cohort (backfill)
+            c = self.policy.side_cohort()
         c.free -= 1
         c.active += 1
         pat = Patient(j, i, c, c.dose, now)
@@ -175,7 +181,7 @@ class Trial:
             self.n_phase_fail += 1
             if self.setup.manufacturing[self.draws.fail_at[pat.j]]:
                 self.n_manuf_fail += 1
-        else:  # DROPPED
+        elif st == DROPPED:
             self.n_dropout += 1
         pat.cohort.active -= 1
         self.policy.on_lost(pat)

@@ -1,0 +1,588 @@
+"""Backfill cohorts and short products for classic designs: :class:`ConductPolicy`.
+
+**Backfill** (``conduct.backfill``; Barnett et al. 2023, Clin Trials 20:261; BF-BOIN, Zhao,
+Yuan, Korn & Freidlin 2024, Clin Cancer Res 30:673; rules as in docs/reference_notes/
+bf_boin.md).  Escalation slots always come first.  An eligible patient who finds no free
+escalation slot (who would otherwise wait or leave) is treated at the *highest dose open for
+backfill*, if any.  A dose ``b`` is open when, at that moment:
+
+1. ``b`` is below the current escalation dose;
+2. it has at least ``min_evaluable`` (3) evaluable patients, escalation and backfill pooled;
+3. it is *safe*: its completed data (escalation + backfill, windows ended) are not in the
+   design's de-escalation or elimination region, or, as in BF-BOIN, the data of ``b`` pooled
+   with those of ``b + 1`` are not.  The region is design-defined: interval designs use their
+   own rule (``rule(n, y)`` de-escalates, or the elimination rule holds); model-based
+   designs (CRM, BLRM) use the BOIN boundaries at their target (de-escalate iff
+   ``y >= ceil(lambda_d n)``, ``lambda_d`` from phi2 = 1.4 target; Liu & Yuan 2015).
+   Closure is monotone: once a dose is not safe, it and every higher dose are closed;
+4. fewer than ``max_per_dose`` patients were assigned to it (escalation and backfill, not
+   lost: a patient whose product failed or who dropped out or was excluded frees the place);
+5. fewer than ``max_total`` backfill patients are in the trial (not lost).
+
+BF-BOIN also asks for a response observed at ``b``; the calendar engine has no efficacy
+outcome, so that condition is not modelled (documented difference).  A backfill patient is
+observed when its own DLT window ends (draw index ``k`` of the shared ``dlt`` stream in the
+order observations happen); its slot is not replaced when lost.  Backfill stops with the
+escalation (patients still in their window then are not counted, as in BF-BOIN).  The
+follow-up cap (``max_in_followup``) keeps its meaning for classic designs (it binds only
+below the cohort size) and does not hold backfill patients; sentinel spacing applies to
+them as to everyone (their dose already has patients, so they are never sentinels).
+
+**Decisions with backfill data.**  Only a completed escalation cohort triggers a decision,
+on the pooled data of every evaluable patient (escalation + completed backfill).  For
+interval designs the BF-BOIN conflict rule then applies (reference note section 4): each
+dose ``j <= d`` is classified by the design's rule at its own pooled ``(n_j, y_j)``; when a
+lower dose disagrees with the current dose (``d`` says escalate and a lower dose does not,
+or ``d`` says stay/de-escalate and a lower dose says de-escalate/eliminate), the data from
+the highest disagreeing dose ``b*`` up to ``d`` are pooled and the rule applied to the pooled
+counts: escalate -> ``d + 1``; de-escalate -> the highest ``k`` in ``[b*, d]`` whose
+cumulative data from ``b*`` are not in the de-escalation region, else ``b* - 1`` (at dose
+1: stay, or stop if dose 1 meets the elimination rule); otherwise stay.  Eliminated doses
+are never treated.  Model-based designs see the pooled data directly (their model uses all
+doses).  ``max_n`` counts escalation patients only (the escalation sample, as BF-BOIN's
+``ncohort``); backfill adds at most ``max_total``.  The final selection uses the pooled
+completed data.
+
+**Short products** (``conduct.shortfall``, :mod:`.shortfall`): the patient's DLT is drawn at
+the rate of the amount received; ``exclude`` ends the patient's path at infusion (not
+evaluable, replaced); ``received`` counts the patient at the level at or below the amount
+received.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, List, Optional
+
+from ...designs.boin import _bounds_at
+from ...designs.interval import DE_ESCALATE, ESCALATE, IntervalDesign
+from ...designs.rules import StopAtN
+from ...types import Decision, StopReason, TrialState
+from .patient import COMPLETE, EXCLUDED, Cohort, Patient
+from .policies import CohortPolicy, TimeToEventPolicy, _infusion_order
+from .toxicity import Toxicity
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trial import Trial
+
+ELIMINATE = -2
+
+
+class ShortfallToxicity(Toxicity):
+    """``Toxicity`` at the rate of the amount received."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, base: Toxicity, model):
+        super().__init__(base.p, base.draws)
+        self.model = model
+
+    def observe(self, pat: Patient) -> bool:
+        k = self.n
+        self.n = k + 1
+        d = self.draws
+        while k >= len(d.dlt_u):
+            d.more_evaluable()
+        pat.k = k
+        if d.dlt_u[k] < self.model.rate(pat.dose, pat.received):
+            pat.dlt = True
+            return True
+        return False
+
+
+# ------------------------------------------------------------------ design-defined boundaries
+class Rules:
+    """How a design classifies a dose's data: ESCALATE, STAY, DE_ESCALATE or ELIMINATE."""
+
+    def __init__(self, design):
+        self.design = design
+        self.memo = {}
+        inner = design.inner
+        self.interval = isinstance(inner, IntervalDesign)
+        self.inner = inner
+        if not self.interval:
+            t = getattr(inner, "target", None)
+            if t is None:
+                lo, hi = inner.target_interval
+                t = 0.5 * (lo + hi)
+            self.target = float(t)
+
+    def classify(self, n: int, y: int) -> int:
+        key = (n, y)
+        v = self.memo.get(key)
+        if v is None:
+            v = self.memo[key] = self._classify(n, y)
+        return v
+
+    def _classify(self, n: int, y: int) -> int:
+        if self.interval:
+            if self.inner.meets_elimination(n, y):
+                return ELIMINATE
+            return self.inner.rule(n, y).move
+        t = self.target
+        b_e, b_d, b_elim = _bounds_at(t, 0.6 * t, 1.4 * t, 0.95, n)
+        if b_elim is not None and y >= b_elim:
+            return ELIMINATE
+        if y >= b_d:
+            return DE_ESCALATE
+        return ESCALATE if y <= b_e else 0
+
+    def too_toxic(self, n: int, y: int) -> bool:
+        return self.classify(n, y) <= DE_ESCALATE
+
+
+def bf_conflict(rules: Rules, state: TrialState, dec: Decision) -> Decision:
+    """BF-BOIN's conflict resolution (module docstring) applied to the design's decision
+    ``dec`` on the pooled ``state``; returns ``dec`` when no lower dose disagrees."""
+    if dec.stop or not rules.interval:
+        return dec
+    inner = rules.inner
+    d = state.current
+    n, y = state.n, state.y
+    cls_d = rules.classify(n[d], y[d])
+    if cls_d == ESCALATE:
+        bad = [j for j in range(d) if n[j] > 0 and rules.classify(n[j], y[j]) != ESCALATE]
+    else:
+        bad = [j for j in range(d) if n[j] > 0 and rules.classify(n[j], y[j]) <= DE_ESCALATE]
+    if not bad:
+        return dec
+    b = max(bad)
+    low = inner.lowest_eliminated(state)
+    top = state.n_doses - 1
+    N = sum(n[b:d + 1])
+    Y = sum(y[b:d + 1])
+    verdict = rules.classify(N, Y)
+    why = (f"backfill data: dose {b + 1} disagrees with dose {d + 1}; pooled doses "
+           f"{b + 1}-{d + 1}: {Y}/{N} DLT")
+    if verdict == ESCALATE:
+        nxt = d + 1 if d < top else d
+        why += ": escalate"
+    elif verdict <= DE_ESCALATE:
+        nxt = -1
+        cn = cy = 0
+        for k in range(b, d + 1):
+            cn += n[k]
+            cy += y[k]
+            if not rules.too_toxic(cn, cy):
+                nxt = k
+            else:
+                break
+        if nxt < 0:
+            nxt = b - 1
+        why += f": de-escalate to dose {max(nxt, 0) + 1}"
+        if nxt < 0:
+            if inner.meets_elimination(n[0], y[0]):
+                return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC, why + "; dose 1 "
+                                     "eliminated")
+            nxt = 0
+    else:
+        nxt = d
+        why += ": stay"
+    if low is not None and nxt >= low:
+        nxt = low - 1
+        why += f"; dose {low + 1} and above eliminated"
+        if nxt < 0:
+            return Decision.halt(StopReason.LOWEST_DOSE_TOO_TOXIC, why)
+    ns = getattr(inner, "n_earlystop", None)
+    if ns is not None and nxt == d and n[d] >= ns:
+        return Decision.halt(StopReason.N_AT_DOSE, why + f"; {n[d]} patients at dose "
+                             f"{d + 1} (n_earlystop {ns})")
+    return Decision.treat(nxt, dec.cohort_size, why)
+
+
+def backfill_dose(rules: Rules, bf, cur: int, n_esc, y_esc, n_bf, y_bf, assigned,
+                  n_backfill: int) -> int:
+    """The highest dose open for backfill (module docstring, rules 1-5), or -1.
+
+    ``cur``: the escalation dose; ``n_esc``/``y_esc``, ``n_bf``/``y_bf``: completed
+    escalation / backfill data per dose; ``assigned``: patients per dose not lost (pending
+    included); ``n_backfill``: backfill patients in the trial (not lost)."""
+    if n_backfill >= bf.max_total:
+        return -1
+    best = -1
+    too_toxic = rules.too_toxic
+    K = len(n_esc)
+    for b in range(cur):
+        n = n_esc[b] + n_bf[b]
+        if n == 0:
+            continue
+        y = y_esc[b] + y_bf[b]
+        if too_toxic(n, y):
+            if b + 1 >= K:
+                break
+            n2 = n + n_esc[b + 1] + n_bf[b + 1]
+            y2 = y + y_esc[b + 1] + y_bf[b + 1]
+            if n2 == n or too_toxic(n2, y2):
+                break                      # closed, and every dose above it
+        if n >= bf.min_evaluable and assigned[b] < bf.max_per_dose:
+            best = b
+    return best
+
+
+class ConductPolicy(CohortPolicy):
+    """``CohortPolicy`` with backfill cohorts and / or short products (module docstring)."""
+
+    __slots__ = ("bf", "sf", "sf_draws", "rules", "n_esc", "y_esc", "n_bf", "y_bf",
+                 "assigned", "bf_active", "side", "bf_cohorts", "max_n", "base_design",
+                 "n_short", "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes",
+                 "n_cohorts")
+
+    def __init__(self, trial: "Trial"):
+        super().__init__(trial)
+        s = trial.setup
+        K = s.K
+        self.bf = s.conduct.backfill
+        self.sf = s.shortfall
+        self.sf_draws = None
+        if self.sf is not None:
+            self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
+            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+        self.rules = s.backfill_rules
+        self.n_esc = [0] * K
+        self.y_esc = [0] * K
+        self.n_bf = [0] * K
+        self.y_bf = [0] * K
+        self.assigned = [0] * K
+        self.bf_active = 0
+        self.side: Optional[Cohort] = None
+        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
+        design = s.design
+        self.max_n = None
+        if isinstance(design, StopAtN):      # max_n counts escalation patients only
+            self.max_n = design.n
+            design = design.base
+        self.base_design = design
+        self.n_short = 0
+        self.n_excluded = 0
+        self.n_bf_enrolled = 0
+        self.n_bf_treated = 0
+        self.last = (None, 0, 0)
+        self.sizes = s.conduct.cohort_sizes
+        self.n_cohorts = 0
+
+    # -- the pooled state ------------------------------------------------------------------
+    def pooled(self, cur: int, last_n: int, last_y: int) -> TrialState:
+        n = tuple(a + b for a, b in zip(self.n_esc, self.n_bf))
+        y = tuple(a + b for a, b in zip(self.y_esc, self.y_bf))
+        return TrialState(n, y, cur, last_n, last_y)
+
+    def start(self) -> None:
+        self.trial.open(self.sized(self.trial.setup.decide(self.state)))
+
+    # -- backfill slots --------------------------------------------------------------------
+    def open_dose(self) -> int:
+        """The highest dose open for backfill now, or -1."""
+        t = self.trial
+        if self.bf is None or t.finished:
+            return -1
+        return backfill_dose(self.rules, self.bf, t.cohort.dose, self.n_esc, self.y_esc,
+                             self.n_bf, self.y_bf, self.assigned, self.bf_active)
+
+    def open_slot(self) -> bool:
+        b = self.open_dose()
+        if b < 0:
+            return False
+        c = self.bf_cohorts[b]
+        if c is None:
+            c = self.bf_cohorts[b] = Cohort(-2, b, 0, 0)
+        c.size += 1
+        c.free += 1
+        self.side = c
+        return True
+
+    def side_cohort(self) -> Cohort:
+        return self.side
+
+    def on_enroll(self, pat: Patient) -> None:
+        self.assigned[pat.dose] += 1
+        if pat.cohort.index == -2:
+            pat.backfill = True
+            self.bf_active += 1
+            self.n_bf_enrolled += 1
+        if self.sf_draws is not None:
+            f = self.sf_draws.fraction(pat.j)
+            pat.received = f
+            if f < 1.0:
+                self.n_short += 1
+
+    # -- infusion and outcomes -------------------------------------------------------------
+    def infuse(self, pat: Patient, delay: float) -> None:
+        if pat.received < 1.0 and self.sf.counted_dose(pat.dose, pat.received) < 0:
+            t = self.trial
+            pat.infusion_day = t.clock.now + delay
+            t.n_treated += 1
+            pat.status = EXCLUDED
+            self.n_excluded += 1
+            t.clock.after(delay, t.on_end, pat)
+            return
+        if pat.backfill:
+            self.n_bf_treated += 1
+        CohortPolicy.infuse(self, pat, delay)
+
+    def counted(self, pat: Patient) -> int:
+        if pat.received < 1.0:
+            return self.sf.counted_dose(pat.dose, pat.received)
+        return pat.dose
+
+    def on_evaluable(self, pat: Patient) -> None:
+        if not pat.backfill:                     # CohortPolicy.on_evaluable, inlined
+            c = pat.cohort
+            c.done.append(pat)
+            if len(c.done) == c.size:
+                self._complete(c)
+            return
+        t = self.trial
+        d = self.counted(pat)
+        self.n_bf[d] += 1
+        if t.toxicity.observe(pat):
+            self.y_bf[d] += 1
+        pat.cohort.active -= 1
+        t.changed()
+
+    def on_lost(self, pat: Patient) -> None:
+        self.assigned[pat.dose] -= 1
+        if pat.backfill:
+            self.bf_active -= 1
+            pat.cohort.size -= 1
+            return
+        pat.cohort.free += 1
+
+    def _complete(self, c) -> None:
+        t = self.trial
+        members, c.done = c.done, []
+        members.sort(key=_infusion_order)
+        observe = t.toxicity.observe
+        y = 0
+        if self.bf is None and (self.sf is None or self.sf.policy != "received"):
+            for pat in members:           # every patient counts at the cohort's dose
+                if observe(pat):
+                    y += 1
+            c.y = y
+            self.last = None
+            self.state = self.state.add_cohort(c.dose, c.size, y)
+        else:
+            for pat in members:
+                dlt = observe(pat)
+                d = self.counted(pat)
+                self.n_esc[d] += 1
+                if dlt:
+                    self.y_esc[d] += 1
+                    y += 1
+            c.y = y
+            self.last = (c.dose, c.size, y)
+            self.state = self.pooled(c.dose, c.size, y)
+        dec = self.decide_now()
+        delay = self.review_delay(t.clock.now, not dec.stop and dec.dose > c.dose)
+        if delay > 0:
+            t.clock.after(delay, self._decide)
+        else:
+            self._open(dec)
+
+    def review_delay(self, now: float, escalating: bool) -> float:
+        """Days from ``now`` (the cohort's data complete) to the decision: the review's days
+        (``review.days`` or ``review_days``), skipped when ``review.before`` is
+        ``escalation`` and the decision is not an escalation; then, with
+        ``review_every_days``, the first meeting (days 0, E, 2E, ...) at or after that."""
+        c = self.trial.setup.conduct
+        r = c.review
+        if r is not None and r.before == "escalation" and not escalating:
+            return 0.0
+        due = now + (r.days if r is not None else c.review_days)
+        every = c.review_every_days
+        if every is not None:
+            k = math.ceil(due / every - 1e-9)
+            due = max(due, k * every)
+        return due - now
+
+    def decide_now(self) -> Decision:
+        st = self.state
+        if self.bf is None:              # short products only: the design as it is
+            return self.trial.setup.decide(st)
+        esc = sum(self.n_esc)
+        if self.max_n is not None and esc >= self.max_n:
+            return Decision.halt(StopReason.MAX_N, f"{esc} escalation patients treated "
+                                                   f"(max {self.max_n})")
+        memo = self.trial.setup.conduct_memo
+        dec = memo.get(st)
+        if dec is None:
+            dec = memo[st] = self.base_design.decide(st)
+        if self.bf is not None:
+            dec = bf_conflict(self.rules, st, dec)
+        if self.max_n is not None and not dec.stop and dec.cohort_size > self.max_n - esc:
+            dec = Decision(dec.dose, self.max_n - esc, dec.reason, None, dec.estimates)
+        return dec
+
+    def _decide(self, call=None) -> None:
+        """After a review: decide on the data now (backfill windows may have closed)."""
+        if self.last is not None:
+            self.state = self.pooled(*self.last)
+        self._open(self.decide_now())
+
+    def _open(self, dec: Decision) -> None:
+        t = self.trial
+        t.decision_times.append(t.clock.now - t.first_enroll)
+        t.open(self.sized(dec))
+        if not t.finished:
+            t.fill()
+
+    def sized(self, dec: Decision) -> Decision:
+        """``dec`` with the size of the next escalation cohort from ``cohort_sizes`` (the
+        last size repeats), cut to what ``max_n`` leaves."""
+        sizes = self.sizes
+        if sizes is None or dec.stop:
+            return dec
+        size = sizes[min(self.n_cohorts, len(sizes) - 1)]
+        self.n_cohorts += 1
+        if self.max_n is not None:    # escalation patients so far (backfill ones excluded)
+            size = min(size, self.max_n - (self.state.total_n - sum(self.n_bf)))
+        if size == dec.cohort_size:
+            return dec
+        return Decision(dec.dose, size, dec.reason, None, dec.estimates)
+
+    def final_state(self) -> TrialState:
+        return self.state
+
+
+class BackfillPolicy(ConductPolicy):
+    """``ConductPolicy`` with ``conduct.backfill``: an arrival may take a backfill slot, so
+    accrual keeps its events running while a backfill dose is open."""
+
+    __slots__ = ()
+
+    @property
+    def decides_on_arrival(self) -> bool:
+        # arrivals matter only while a backfill dose is open; the set of open doses changes
+        # only at events that refill slots (a completed window, a decision, a loss), and
+        # those replay the arrivals in between first (Accrual.catch_up)
+        return self.open_dose() >= 0
+
+
+class ConductTitePolicy(TimeToEventPolicy):
+    """``TimeToEventPolicy`` with short products (counted at the assigned level) and / or
+    ``min_followup_days``: a decision to treat above every dose tried so far is held back
+    (new patients stay at the current dose) until some patient at the current dose has been
+    followed ``min_followup_days`` (a DLT counts as followed)."""
+
+    __slots__ = ("sf", "sf_draws", "n_short", "min_fu", "n_held")
+
+    def __init__(self, trial: "Trial"):
+        super().__init__(trial)
+        self.sf = trial.setup.shortfall
+        self.sf_draws = None
+        if self.sf is not None:
+            self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
+            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+        self.n_short = 0
+        self.min_fu = trial.setup.conduct.min_followup_days
+        self.n_held = 0
+
+    def on_enroll(self, pat: Patient) -> None:
+        super().on_enroll(pat)
+        if self.sf_draws is not None:
+            f = self.sf_draws.fraction(pat.j)
+            pat.received = f
+            if f < 1.0:
+                self.n_short += 1
+
+    def followed(self, dose: int, now: float) -> bool:
+        """Some patient at ``dose`` followed ``min_followup_days`` (or with a DLT)."""
+        need = self.min_fu
+        tox = self.trial.toxicity
+        for p in self.trial.pats:
+            if p.dose != dose or p.infusion_day < 0 or p.status != COMPLETE:
+                continue
+            if p.dlt and now >= p.infusion_day + tox.onset_day(p) - 1e-9:
+                return True
+            if now - p.infusion_day >= need - 1e-9:
+                return True
+        return False
+
+    def decide(self) -> Decision:
+        dec = super().decide()
+        if self.min_fu is None or dec.stop or dec.cohort_size <= 0:
+            return dec
+        t = self.trial
+        cur = t.cohort.dose
+        if cur < 0 or dec.dose <= cur:
+            return dec
+        top = max(p.dose for p in t.pats) if t.pats else -1
+        if dec.dose <= top or self.followed(cur, t.clock.now):
+            return dec
+        self.n_held += 1
+        return Decision.treat(cur, dec.cohort_size,
+                              dec.reason + f"; held at dose {cur + 1}: nobody there followed "
+                                           f"{self.min_fu:g} days yet (min_followup_days)")
+
+
+
+def _counts_any(design) -> bool:
+    from ...designs.blrm import BLRM
+    from ...designs.crm import CRM
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+
+
+def conduct_parts(setup) -> None:
+    """Choose the policy and shared parts for ``conduct.backfill`` / ``conduct.shortfall``
+    (called by :class:`~.model.Setup` only when one of them is set)."""
+    from .shortfall import ShortfallModel
+    c = setup.conduct
+    tte = setup.policy is TimeToEventPolicy
+    if getattr(setup, "graded", None) is not None and (c.backfill is not None
+                                                     or c.shortfall is not None):
+        raise ValueError("conduct.backfill / conduct.shortfall: not supported with a graded "
+                         "truth yet")
+    if c.backfill is not None and tte:
+        raise ValueError("conduct.backfill: not supported for time-to-event designs yet")
+    if c.shortfall is not None:
+        setup.shortfall = ShortfallModel(c.shortfall, setup.p)
+        if tte and c.shortfall.policy != "assigned":
+            raise ValueError(f"conduct.shortfall.policy: time-to-event designs support "
+                             f"'assigned' only (got {c.shortfall.policy!r})")
+    if c.backfill is not None:
+        setup.backfill_rules = Rules(setup.design)
+    if tte:
+        setup.policy = ConductTitePolicy
+    else:
+        setup.policy = ConductPolicy if c.backfill is None else BackfillPolicy
+    if (not tte and c.shortfall is not None and c.shortfall.policy == "received"
+            and not _counts_any(setup.design)):
+        raise ValueError("conduct.shortfall.policy: 'received' needs a design that decides on "
+                         "any per-dose counts (got a design that decides by fixed cohorts)")
+    setup.conduct_memo = {}
+
+
+def conduct_columns(setup, res, mtd) -> dict:
+    """Per-trial columns for ``conduct.backfill`` / ``conduct.shortfall`` (1-D arrays, so the
+    runner averages them): see :func:`~escalation_sim.engines.calendar.simulate_des_trials`."""
+    import numpy as np
+    m, K = len(res), setup.K
+    out = {}
+    c = setup.conduct
+    if c.backfill is not None:
+        nb = np.array([t.policy.n_bf for t in res], dtype=np.int64).reshape(m, K)
+        yb = np.array([t.policy.y_bf for t in res], dtype=np.int64).reshape(m, K)
+        ne = np.array([t.policy.n_esc for t in res], dtype=np.int64).reshape(m, K)
+        ye = np.array([t.policy.y_esc for t in res], dtype=np.int64).reshape(m, K)
+        out["n_escalation"] = ne.sum(axis=1)
+        out["y_escalation"] = ye.sum(axis=1)
+        out["n_backfill"] = nb.sum(axis=1)
+        out["y_backfill"] = yb.sum(axis=1)
+        out["n_backfill_enrolled"] = np.array([t.policy.n_bf_enrolled for t in res],
+                                              dtype=np.int64)
+        for d in range(K):
+            out[f"n_escalation_dose{d + 1}"] = ne[:, d]
+            out[f"y_escalation_dose{d + 1}"] = ye[:, d]
+            out[f"n_backfill_dose{d + 1}"] = nb[:, d]
+            out[f"y_backfill_dose{d + 1}"] = yb[:, d]
+    if c.min_followup_days is not None and res and hasattr(res[0].policy, "n_held"):
+        out["n_escalations_held"] = np.array([t.policy.n_held for t in res], dtype=np.int64)
+    sf = setup.shortfall
+    if sf is not None:
+        out["n_short"] = np.array([t.policy.n_short for t in res], dtype=np.int64)
+        out["n_excluded"] = np.array([getattr(t.policy, "n_excluded", 0) for t in res],
+                                     dtype=np.int64)
+        given = [sf.rate_as_given(d) for d in range(K)]
+        nominal = np.array([0.0 if k < 0 else setup.p[k] for k in mtd.tolist()])
+        as_given = np.array([0.0 if k < 0 else given[k] for k in mtd.tolist()])
+        out["true_rate_selected_nominal"] = nominal
+        out["true_rate_selected_as_given"] = as_given
+    return out

@@ -1,0 +1,68 @@
+"""Cost and resource outputs of the calendar engine (``conduct.costs``).
+
+Per trial, from what the trial recorded (no random number is drawn):
+
+* ``manufacturing_runs``: enrolled patients whose path started a phase of kind
+  ``manufacturing`` by the trial's close (a run that failed counts; one not started does not);
+* ``vein_to_vein_days``: mean over infused patients of the days from the start of the first
+  ``leukapheresis`` phase (enrollment when there is none or it was skipped) to infusion,
+  waiting at the gate included (NaN when nobody was infused);
+* ``cost_total`` = ``screening`` x patients screened + ``manufacturing`` x runs +
+  ``infusion`` x patients infused + ``per_month`` x months from the opening (day 0) to the
+  close (the final decision), 1 month = 30.4375 days;
+* ``cost_per_evaluable``: ``cost_total`` / evaluable patients (NaN with none).
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+from ...inputs.conduct import DAYS_PER_MONTH
+from .patient import FAILED
+
+
+def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
+    c = setup.conduct
+    costs = c.costs
+    kinds = [p.kind for p in c.phases]
+    manuf = [p for p, k in enumerate(kinds) if k == "manufacturing"]
+    leuk = [p for p, k in enumerate(kinds) if k == "leukapheresis"]
+    m = len(res)
+    runs = np.zeros(m, dtype=np.int64)
+    v2v = np.full(m, np.nan)
+    total = np.zeros(m)
+    per_eval = np.full(m, np.nan)
+    for r, t in enumerate(res):
+        d = t.draws
+        n_runs = 0
+        gaps = []
+        for pat in t.pats:
+            j = pat.j
+            days = d.phase_days[j].tolist()
+            happens = d.phase_happens[j].tolist()
+            f = d.fail_at[j]
+            cum = 0.0
+            starts = []
+            for p in range(len(days)):
+                starts.append(cum)
+                cum += days[p]
+            for p in manuf:
+                if happens[p] and (f < 0 or p <= f) and pat.enrolled_day + starts[p] <= t.t_end:
+                    n_runs += 1
+                    break
+            if pat.infusion_day >= 0 and pat.status != FAILED:       # infused
+                first = next((starts[p] for p in leuk if happens[p]), 0.0)
+                gaps.append(pat.infusion_day - (pat.enrolled_day + first))
+        runs[r] = n_runs
+        if gaps:
+            v2v[r] = sum(gaps) / len(gaps)
+        acc = t.accrual
+        cost = (costs.screening * acc.n_screened + costs.manufacturing * n_runs
+                + costs.infusion * t.n_treated + costs.per_month * t.t_end / DAYS_PER_MONTH)
+        total[r] = cost
+        n_eval = t.final_state.total_n if t.final_state is not None else 0
+        if n_eval > 0:
+            per_eval[r] = cost / n_eval
+    return {"manufacturing_runs": runs, "vein_to_vein_days": v2v, "cost_total": total,
+            "cost_per_evaluable": per_eval}
