@@ -362,7 +362,7 @@ def test_review_before_escalation_only_delays_escalations():
         t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 2, trial)
         cs = _cohorts(t)
         days = [t.first_enroll + x for x in t.decision_times]
-        for (i, dose, size, done), nxt in zip(cs, cs[1:]):
+        for (i, dose, size, done), nxt in zip(cs[:-1], cs[1:], strict=True):
             wait = days[i] - done
             expected = 7.0 if nxt[1] > dose else 0.0
             assert wait == pytest.approx(expected), (trial, i)
