@@ -163,11 +163,31 @@ class Study:
 
 # ---------------------------------------------------------------------------------------------
 # loading and expansion
-def load_study(path: Union[str, Path]) -> Study:
-    """Read, validate and expand a study file (raises ScenarioError listing every problem)."""
+def load_study(path: Union[str, Path], n_trials: Optional[int] = None,
+               seed: Optional[int] = None) -> Study:
+    """Read, validate and expand a study file (raises ScenarioError listing every problem).
+    ``n_trials`` / ``seed`` replace the file's ``simulation`` values (e.g. from the command
+    line)."""
     path = Path(path)
     source, raw = load_yaml_file(path)
+    if isinstance(raw, dict) and (n_trials is not None or seed is not None):
+        sim = raw.get("simulation")
+        sim = dict(sim) if isinstance(sim, dict) else {}
+        if n_trials is not None:
+            sim["n_trials"] = n_trials
+        if seed is not None:
+            sim["seed"] = seed
+        raw = dict(raw, simulation=sim)
     return load_study_dict(raw, source, path.parent, self_path=path)
+
+
+def is_study_file(path: Union[str, Path]) -> bool:
+    """Whether a YAML file is a study (a ``scenarios`` key, no ``doses``), not a scenario."""
+    try:
+        _, raw = load_yaml_file(Path(path))
+    except ScenarioError:
+        return False
+    return isinstance(raw, dict) and "scenarios" in raw and "doses" not in raw
 
 
 def load_study_dict(raw: Any, source: str = "<study>", base_dir: Union[str, Path] = ".",
