@@ -14,11 +14,24 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .inputs.scenario import (MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError,
-                              load_scenario, printable)
-from .designs.base import Outcome
-from .run import RunNote
-from .run.lock import OutputFolderError
+# imported by _load_inputs() once the arguments are parsed (``--help`` needs none of it:
+# the scenario model pulls in pydantic, numpy and every design)
+MAX_DOSES = MAX_JOBS = MAX_SEED = MAX_TRIALS = None
+ScenarioError = load_scenario = printable = RunNote = OutputFolderError = Outcome = None
+
+
+def _load_inputs() -> None:
+    global MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError, load_scenario, printable
+    global RunNote, OutputFolderError, Outcome
+    from .designs.base import Outcome as _outcome
+    from .inputs import scenario as _sc
+    from .run import RunNote as _note
+    from .run.lock import OutputFolderError as _ofe
+    MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS = (_sc.MAX_DOSES, _sc.MAX_JOBS, _sc.MAX_SEED,
+                                                 _sc.MAX_TRIALS)
+    ScenarioError, load_scenario, printable = _sc.ScenarioError, _sc.load_scenario, \
+        _sc.printable
+    RunNote, OutputFolderError, Outcome = _note, _ofe, _outcome
 
 #: nodes printed by ``paths`` ((cohort size + 1) ^ cohorts grows fast)
 MAX_PATH_LEAVES = 100_000
@@ -1402,6 +1415,7 @@ def _calendar_engine(engine: Optional[str]):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _load_inputs()
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \

@@ -52,7 +52,9 @@ from typing import Any, ClassVar, Dict, Literal, Tuple
 
 import numpy as np
 from pydantic import Field
-from scipy.special import betainc
+from ..types import LazyModule
+
+_special = LazyModule("scipy.special")
 
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
@@ -93,7 +95,7 @@ def equal_width_intervals(target: float, eps_low: float, eps_high: float
 
 def interval_masses(cuts: Tuple[float, ...], n: int, y: int) -> np.ndarray:
     """Posterior probability of each interval under Beta(1 + y, 1 + n - y)."""
-    cdf = betainc(1.0 + y, 1.0 + n - y, np.asarray(cuts))
+    cdf = _special.betainc(1.0 + y, 1.0 + n - y, np.asarray(cuts))
     return np.diff(cdf)
 
 
