@@ -197,8 +197,8 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
     ax.set_xlim(-0.6, ngroups - 0.4)
     ax.grid(axis="y", color="#E5E5E5", linewidth=0.6)
     ax.set_axisbelow(True)
-    p = _p_true(df)
-    tgt = _target_of(data, target)
+    p = _p_true(df) if show_truth else None
+    tgt = _target_of(data, target) if show_truth else None
     if show_truth and (p is not None or tgt is not None):
         tw = ax.twinx()
         ax.truth_axis = tw

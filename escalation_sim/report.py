@@ -875,7 +875,10 @@ def render_study_report(study_results, title: Optional[str] = None,
                 tbl = _table(["design", "PCS % (SE)", "P(over) % (SE)", "% pts > MTD (SE)",
                               "early stop % (SE)", "N"], rows, cls="oc")
                 f2, (ax,) = _figure(6.0, 3.0)
-                plot_selection(sg, ax=ax, show_truth=False, show_none=False, legend=True)
+                cols = [c for c in ("design", "dose", "label", "p_true", "p_select",
+                                    "se_p_select") if c in sg.columns]
+                plot_selection(sg[cols], ax=ax, show_truth=False, show_none=False,
+                               legend=True)
                 img = _fig_to_img(f2, f"selection by design, {t}", dpi=80)
                 block = [b for b in blocks if b.anchor == f"scenario-{c}"]
                 details.append(f'<details id="scenario-{c}"><summary>{_e(t)}</summary>'
