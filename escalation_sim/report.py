@@ -116,6 +116,8 @@ td.num { text-align: right; white-space: nowrap; }
 th.num { text-align: right; }
 table.oc tbody th { background: none; font-weight: 500; white-space: nowrap; }
 table.oc thead th { text-align: right; }
+table.protocol thead th.grp { text-align: center; border-bottom: 1px solid var(--ink); }
+table.protocol thead tr:first-child th:first-child { vertical-align: bottom; }
 .wrap { overflow-x: auto; }
 p.glance { background: #f1f7fc; border-left: 4px solid var(--accent); padding: 8px 12px;
            max-width: 90ch; }
@@ -142,6 +144,13 @@ def _e(x) -> str:
 
 
 def _fmt(v: Optional[float], kind: str = "p") -> str:
+    txt = _fmt_raw(v, kind)
+    if txt.startswith("-") and not any(ch in "123456789" for ch in txt):
+        txt = txt[1:]  # never "-0.00"
+    return txt
+
+
+def _fmt_raw(v: Optional[float], kind: str = "p") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     if kind == "pct":
@@ -151,8 +160,7 @@ def _fmt(v: Optional[float], kind: str = "p") -> str:
     if kind == "days":
         return f"{v:.0f}"
     if kind == "p":  # probabilities are shown as percentages, as the field prints them
-        txt = f"{100.0 * v:.1f}%"
-        return txt[1:] if txt.startswith("-") and float(txt[:-1]) == 0 else txt
+        return f"{100.0 * v:.1f}%"
     return f"{v:.3f}"
 
 
@@ -429,12 +437,13 @@ def _oc_section(res) -> str:
             "patients are treated above the MTD.</p>")
     glance = _at_a_glance(res, ocs, best)
     stops = sorted({k for oc in ocs.values() for k in oc.get("stop_reasons", {})})
-    srows = [[f"<th>{_e(k.replace('_', ' '))}</th>"] +
+    from .results.display import STOP_LABELS
+    srows = [[f"<th>{_e(STOP_LABELS.get(k, k.replace('_', ' ')))}</th>"] +
              [_cell(ocs[n].get("stop_reasons", {}).get(k, 0.0),
                     _prop_se(ocs[n].get("stop_reasons", {}).get(k, 0.0), res), "p", exact)
               for n in names]
              for k in stops]
-    stop_tbl = ("<h3>Why trials stopped</h3>" +
+    stop_tbl = ("<h3>Why trials stopped (% of trials, SE in brackets)</h3>" +
                 _table([""] + names, srows, cls="oc")) if stops else ""
     return _section("operating-characteristics",
                     glance + _table([""] + names, rows, cls="oc") + note + stop_tbl)
@@ -463,7 +472,10 @@ def _at_a_glance(res, ocs, best) -> str:
             for _, r in pdf[pdf["metric"] == "correct"].iterrows():
                 if {r["design_a"], r["design_b"]} == {best, second}:
                     diff = r["mean_difference"] * (1 if r["design_a"] == best else -1)
-                    txt += (f" (paired difference {diff:+.3f}, SE {r['se']:.3f})")
+                    d = f"{diff:+.3f}"
+                    if not any(ch in "123456789" for ch in d):
+                        d = "0.000"
+                    txt += (f" (paired difference {d}, SE {r['se']:.3f})")
                     break
     txt += ". "
     txt += _extreme(ocs, "p_select_overdose", "selects an overdose", "{:.3f}", exact)
@@ -529,7 +541,8 @@ def _paired_section(res) -> str:
             "days" if r["metric"] == "duration_days" else "p")
         lo, hi = r["mean_difference"] - 1.96 * r["se"], r["mean_difference"] + 1.96 * r["se"]
         clear = r["se"] > 0 and (lo > 0 or hi < 0)
-        sign = "+" if r["mean_difference"] > 0 else ""
+        sign = "+" if r["mean_difference"] > 0 and any(
+            ch in "123456789" for ch in _fmt(r["mean_difference"], kind)) else ""
         rows.append([f"<td>{_e(r['design_a'])} − {_e(r['design_b'])}</td>",
                      f"<td>{_e(label)}</td>",
                      f'<td class="num{" best" if clear else ""}">'
