@@ -301,3 +301,24 @@ def test_help_shows_defaults(cli):
         opts = re.findall(r"^\s+(--[a-z-]+)", r.stdout, re.M)
         assert opts
         assert "default" in r.stdout
+
+
+def test_study_oc_csv_has_stop_reasons(study_run):
+    _, res = study_run
+    oc = pd.read_csv(res.out_dir / "oc.csv")
+    stops = [c for c in oc.columns if c.startswith("stop_")]
+    assert stops and {"se_" + c for c in stops} <= set(oc.columns)
+    assert oc[stops].sum(axis=1).tolist() == pytest.approx([1.0] * len(oc))
+    # a trial that selects no dose stopped early: for the 3+3 (whose rule always ends with
+    # an MTD unless dose 1 is too toxic) P(no MTD) is P(stop: lowest dose too toxic)
+    t = oc[oc["design"] == "3+3"]
+    assert t["stop_lowest_dose_too_toxic"].tolist() == pytest.approx(t["p_no_mtd"].tolist())
+
+
+def test_study_terminal_table_in_percent(cli, study_run, tmp_path):
+    f, res = study_run
+    r = cli("study", f, "--out", tmp_path / "t", "--n-trials", 600, "--seed", 4,
+            "--backend", "sequential")
+    assert r.returncode == 0, r.stderr
+    row = res.oc[(res.oc["cell"] == 0) & (res.oc["design"] == "boin")].iloc[0]
+    assert "PCS % (SE)" in r.stdout and pct(row["pcs"], row["se_pcs"]) in r.stdout

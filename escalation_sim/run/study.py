@@ -456,11 +456,15 @@ class StudyResults:
         order = list(dict.fromkeys(self.oc["design"]))
         out = [f"{self.study.name}: {len(self.cells)} cells, {self.study.n_trials:,} trials "
                f"each, seed {self.study.seed}"]
-        figures = [("pcs", "PCS (probability of correct selection)", "{:.3f}")]
-        if "duration_mean" in self.oc and self.oc["duration_mean"].notna().any():
+        from ..results.display import pct
+        oc = self.oc.copy()
+        oc["pcs_text"] = [pct(p, s) for p, s in zip(oc["pcs"], oc["se_pcs"])]
+        figures = [("pcs_text", "PCS % (SE): percentage of correct selection, Monte Carlo "
+                                "SE in brackets", "{}")]
+        if "duration_mean" in oc and oc["duration_mean"].notna().any():
             figures.append(("duration_mean", "mean trial duration (days)", "{:.0f}"))
         for col, title, fmt in figures:
-            pv = self.oc.pivot(index="cell", columns="design", values=col)[order]
+            pv = oc.pivot(index="cell", columns="design", values=col)[order]
             pv = pv.apply(lambda c: [("-" if v != v else fmt.format(v)) for v in c])
             if front:
                 left = cells.loc[pv.index, front].apply(
@@ -531,13 +535,14 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
         for ck in cks.values():
             ck.create()
         t0 = time.perf_counter()
-        frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {}}
+        frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {},
+                                             "oc_file": {}}
         stats = RunStats()
         for plan, res in execute(plans, dispatch, checkpoints=cks, progress=progress,
                                  stats=stats):
             c = by_index[plan.key]
             for name, df in (("oc", res.oc()), ("summary", res.summary()),
-                             ("paired", res.paired())):
+                             ("paired", res.paired()), ("oc_file", res.oc_file())):
                 frames[name][c.index] = _with_cell_columns(df, c, study.param_names)
         elapsed = time.perf_counter() - t0
 
@@ -545,6 +550,9 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
         for name, parts in frames.items():
             tables[name] = pd.concat([parts[i] for i in sorted(parts)], ignore_index=True)
             tables[name] = _tidy_params(tables[name], study.param_names)
+        # oc.csv: the oc table plus every stop reason (0 where a cell never stopped so)
+        stops = [c for c in tables["oc_file"].columns if c.startswith(("stop_", "se_stop_"))]
+        tables["oc_file"][stops] = tables["oc_file"][stops].fillna(0.0)
         cells_df = study.cells_table()
         meta = {"study": study.name, "description": study.model.description,
                 "source": study.source, "n_cells": len(study.cells), "n_trials": n,
@@ -561,7 +569,7 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
               "scenario_hash": c.hash, "scenario": c.scenario.resolved()}
              for c in study.cells], indent=1, default=str))
         for name in ("oc", "summary", "paired"):
-            outputs.write_frame(tables[name], name)
+            outputs.write_frame(tables["oc_file" if name == "oc" else name], name)
         outputs.write_text("study.json", json.dumps(meta, indent=2, default=str))
         outputs.write_text("study.resolved.yaml", yaml.safe_dump(
             study.model.model_dump(mode="json"), sort_keys=False))
