@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["plot_selection", "plot_allocation", "plot_durations", "plot_swimmer",
-           "plot_truth", "plot_grades", "plot_onsets", "design_colors", "dose_tick_labels",
-           "format_amount"]
+__all__ = ["plot_selection", "plot_selection_panels", "plot_selection_by_scenario",
+           "plot_allocation", "plot_durations", "plot_swimmer", "plot_truth", "plot_grades",
+           "plot_onsets", "design_colors", "dose_tick_labels", "format_amount"]
 
 # Okabe & Ito (2008) colour-blind-safe palette, without black
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -220,6 +220,25 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_selection_panels(data, fig=None, *, show_none: Union[bool, str] = "auto",
+                          se_mult: float = 1.0):
+    """Selection by dose and design with the truth in its own panel above it (the true DLT
+    curve, the target and the true MTD on their own axis, aligned dose by dose), rather than
+    on a twin axis where the target line seems to sit at a selection probability.  ``data``:
+    a :class:`Results`.  Returns the figure; its axes are ``(truth, selection)``."""
+    if fig is None:
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(8.5, 5.6))
+    gs = fig.add_gridspec(2, 1, height_ratios=[1, 2.4], hspace=0.35)
+    top, ax = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
+    plot_selection(data, ax=ax, show_none=show_none, show_truth=False, se_mult=se_mult)
+    plot_truth(data, ax=top, legend=True)
+    top.set_xlim(ax.get_xlim())
+    top.set_xticks(ax.get_xticks()[:data.scenario.n_doses])
+    top.set_xticklabels([])
+    return fig
 
 
 # -- allocation --------------------------------------------------------------------------------

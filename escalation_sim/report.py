@@ -559,17 +559,9 @@ def _paired_section(res) -> str:
 
 
 def _plots_section(res, allocation: bool = True) -> str:
-    from .plotting import plot_allocation, plot_selection
-    from matplotlib.figure import Figure
-    from .plotting import plot_truth
-    fig = Figure(figsize=(8.5, 5.6))
-    gs = fig.add_gridspec(2, 1, height_ratios=[1, 2.4], hspace=0.35)
-    top, ax = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
-    plot_selection(res, ax=ax, show_none="auto", show_truth=False)
-    plot_truth(res, ax=top, legend=True)
-    top.set_xlim(ax.get_xlim())
-    top.set_xticks(ax.get_xticks()[:res.scenario.n_doses])
-    top.set_xticklabels([])
+    from .plotting import plot_allocation
+    from .plotting import plot_selection_panels
+    fig = plot_selection_panels(res)
     img1 = _fig_to_img(fig, "selection probability per dose by design",
                        "Top: the true probability of a DLT at each dose (the target dashed, "
                        "the true MTD ringed). Bottom: probability that each dose is selected "

@@ -351,3 +351,15 @@ def test_format_amount():
     assert P.format_amount(250) == "250"
     assert P.format_amount(0.5, "mg/kg") == "0.5 mg/kg"
     assert P.format_amount(1.5e-6) == "1.5×10⁻⁶"
+
+
+def test_selection_panels_put_the_truth_on_its_own_axis():
+    import escalation_sim as es
+    mc_results_for_panels = es.simulate(es.load_scenario_text(BASE), n_trials=300, seed=5)
+    fig = P.plot_selection_panels(mc_results_for_panels)
+    top, bottom = fig.axes[:2]
+    (truth,) = lines(top, "truth")
+    # the truth axis holds the true DLT rates of the scenario, in its own units
+    assert list(truth.get_ydata()) == pytest.approx(list(mc_results_for_panels.scenario.p_true))
+    assert not hasattr(bottom, "truth_axis") and not lines(bottom, "truth")
+    assert len(fig.axes) == 2                                  # no twin axis
