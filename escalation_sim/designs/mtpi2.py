@@ -52,15 +52,16 @@ from typing import Any, ClassVar, Dict, Literal, Tuple
 
 import numpy as np
 from pydantic import Field
+
 from ..types import LazyModule
-
-_special = LazyModule("scipy.special")
-
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
                        IntervalSpec, Step, count_table, ei_context)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
+
+#: scipy.special, imported on first use (the command line starts without it)
+_special = LazyModule("scipy.special")
 
 __all__ = ["MTPI2", "Spec", "make", "equal_width_intervals", "interval_masses", "mtpi2_table",
            "epsilon_field"]

@@ -32,8 +32,10 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from ..types import LazyModule
 
+#: scipy.special, imported on first use (the command line starts without it)
 special = LazyModule("scipy.special")
 
 DistName = Literal["gamma", "lognormal", "normal", "fixed", "uniform"]
