@@ -1067,8 +1067,9 @@ def cmd_study(args) -> int:
         if bar is not None:
             bar.close()
             bar = None
-        print(f"interrupted: the finished chunks are kept in {args.out}/checkpoint; rerun "
-              "the same command with --resume to continue", file=sys.stderr)
+        print(f"interrupted: the finished chunks are kept in {args.out}/checkpoint; "
+              "rerun with --resume to continue (the same command, plus --resume)",
+              file=sys.stderr)
         raise
     finally:
         if bar is not None:

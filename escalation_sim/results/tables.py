@@ -387,14 +387,13 @@ class Results:
         return self.table()
 
     def _repr_html_(self) -> str:
+        """In a notebook: the standard OC table in percentages with SEs."""
         from .display import protocol_blocks, render_html, table_note
-        if not self.oc().empty:
-            return ("<div><b>escalation-sim results</b>" + render_html(
-                protocol_blocks(self.oc(), self.summary()),
-                table_note(False, self.method == "exact")) + "</div>")
-        return ("<div><b>escalation-sim results</b>" + self.oc().to_html(index=False,
-                float_format=lambda v: f"{v:.4f}") + self.summary().to_html(
-                index=False, float_format=lambda v: f"{v:.4f}") + "</div>")
+        oc = self.oc()
+        has_dur = "duration_mean" in oc.columns and oc["duration_mean"].notna().any()
+        return ("<div><b>escalation-sim results</b>" + render_html(
+            protocol_blocks(oc, self.summary()),
+            table_note(False, self.method == "exact", has_dur)) + "</div>")
 
     # -- saving and loading (added for the report / notebooks) ---------------------------------
     _PARQUET_KEY = b"escalation_sim.results.tables"
