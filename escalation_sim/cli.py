@@ -1398,10 +1398,10 @@ def _stop_children(before: set) -> None:
 def _calendar_engine(engine: Optional[str]):
     """``--calendar-engine``: set for the command (and the worker processes it starts)
     through the environment variable the calendar engine reads, restored afterwards."""
-    from .engines.calendar.fast import ENV_VAR
-    if not engine:
+    if not engine:  # nothing to set: the calendar engine (scipy, numba) stays unimported
         yield
         return
+    from .engines.calendar.fast import ENV_VAR
     old = os.environ.get(ENV_VAR)
     os.environ[ENV_VAR] = engine
     try:
