@@ -14,11 +14,24 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .inputs.scenario import (MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError,
-                              load_scenario, printable)
-from .designs.base import Outcome
-from .run import RunNote
-from .run.lock import OutputFolderError
+# imported by _load_inputs() once the arguments are parsed (``--help`` needs none of it:
+# the scenario model pulls in pydantic, numpy and every design)
+MAX_DOSES = MAX_JOBS = MAX_SEED = MAX_TRIALS = None
+ScenarioError = load_scenario = printable = RunNote = OutputFolderError = Outcome = None
+
+
+def _load_inputs() -> None:
+    global MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError, load_scenario, printable
+    global RunNote, OutputFolderError, Outcome
+    from .designs.base import Outcome as _outcome
+    from .inputs import scenario as _sc
+    from .run import RunNote as _note
+    from .run.lock import OutputFolderError as _ofe
+    MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS = (_sc.MAX_DOSES, _sc.MAX_JOBS, _sc.MAX_SEED,
+                                                 _sc.MAX_TRIALS)
+    ScenarioError, load_scenario, printable = _sc.ScenarioError, _sc.load_scenario, \
+        _sc.printable
+    RunNote, OutputFolderError, Outcome = _note, _ofe, _outcome
 
 #: nodes printed by ``paths`` ((cohort size + 1) ^ cohorts grows fast)
 MAX_PATH_LEAVES = 100_000
@@ -32,14 +45,72 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that the run stops its workers and cleans up."""
 
 
+#: seconds between progress lines when stderr is not a terminal (a log file, CI, nohup)
+PROGRESS_LOG_INTERVAL = float(os.environ.get("ESCALATION_SIM_PROGRESS_INTERVAL", "10"))
+
+
+class _LogProgress:
+    """Progress for a non-terminal stderr: a line every few seconds with the trials done,
+    the rate and the time left, and a last line when the run ends."""
+
+    def __init__(self, total: int, desc: str, interval: float = PROGRESS_LOG_INTERVAL,
+                 stream=None):
+        import time
+        self.total, self.desc, self.interval = int(total), desc, interval
+        self.stream = stream if stream is not None else sys.stderr
+        self.done = 0
+        self.lines = 0
+        self._clock = time.monotonic
+        self.t0 = self._last = self._clock()
+
+    def update(self, n) -> None:
+        self.done += int(n)
+        now = self._clock()
+        if now - self._last >= self.interval and self.done < self.total:
+            self._last = now
+            self.lines += 1
+            self._line(now)
+
+    def _line(self, now, final: bool = False) -> None:
+        el = max(now - self.t0, 1e-9)
+        rate = self.done / el
+        frac = self.done / self.total if self.total else 1.0
+        if final:
+            tail = f"done in {_secs(el)}"
+        else:
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            tail = f"about {_secs(left)} left"
+        print(f"{self.desc}: {self.done:,}/{self.total:,} trials ({100 * frac:.0f}%), "
+              f"{rate:,.0f} trials/s, {tail}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.lines:  # runs shorter than one interval stay silent
+            self._line(self._clock(), final=self.done >= self.total)
+
+
+def _secs(s: float) -> str:
+    if s != s or s == float("inf"):
+        return "?"
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
 def _progress(args, total: int, desc: str):
-    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
-    if quiet or not sys.stderr.isatty():
+    """(callback, closer): a tqdm bar on a terminal, a log line every few seconds
+    otherwise, nothing with --quiet."""
+    if getattr(args, "quiet", False):
         return None, None
+    if not sys.stderr.isatty():
+        log = _LogProgress(total, desc)
+        return log.update, log
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
-        return None, None
+        log = _LogProgress(total, desc)
+        return log.update, log
     bar = tqdm(total=total, desc=desc, unit="trial", unit_scale=True, file=sys.stderr)
     return bar.update, bar
 
@@ -113,26 +184,79 @@ def _check_exact(sc, designs) -> None:
         raise ScenarioError(sc.source, problems)
 
 
+#: run options that exact enumeration does not use (flag -> attribute)
+_EXACT_IGNORES = {"--n-trials": "n_trials", "--seed": "seed", "--n-jobs": "n_jobs",
+                  "--chunk-size": "chunk_size", "--backend": "backend",
+                  "--scheduler": "scheduler", "--keep-trials": "keep_trials",
+                  "--resume": "resume"}
+
+
+def _check_exact_options(args) -> None:
+    """Options that exact enumeration ignores are usage errors, never silently dropped."""
+    given = [f for f, a in _EXACT_IGNORES.items() if getattr(args, a, None) not in (None, False)]
+    if given:
+        raise UsageError(f"exact enumeration computes every possible trial: {', '.join(given)} "
+                         "do not apply (they are Monte Carlo settings); leave them out, or use "
+                         f"--method monte-carlo (got {' '.join(given)})")
+
+
+def _check_not_study_folder(out) -> None:
+    """``run --out`` into a study's output folder would mix a run's tables with a study's."""
+    if not out:
+        return
+    from pathlib import Path
+    folder = Path(out)
+    if (folder / "study.json").exists() or (folder / "checkpoint" / "cells").is_dir():
+        raise UsageError(f"--out {out}: this folder holds a study's outputs (study.json); "
+                         "write the run into another folder (got --out {out})".replace(
+                             "{out}", str(out)))
+
+
+def _cohort_notes(sc, designs=None) -> None:
+    """Say (never silently) when the 3+3 ignores the trial's cohort size."""
+    from .results.display import cohort_size_notes
+    for note in cohort_size_notes(sc, designs):
+        print(printable(f"note: {sc.source}: {note}"), file=sys.stderr)
+
+
+def _interrupted(out, resume: bool, command: str) -> None:
+    if out and resume:
+        print(f"interrupted: the finished chunks are kept in {out}/checkpoint; run the same "
+              f"command again to continue ({command})", file=sys.stderr)
+    elif out:
+        print("interrupted: nothing was kept (checkpoints need --resume); to be able to "
+              f"continue next time, run with --out {out} --resume", file=sys.stderr)
+    else:
+        print("interrupted: nothing was kept; run with --out DIR --resume to checkpoint "
+              "finished chunks and continue after an interruption", file=sys.stderr)
+
+
 def cmd_run(args) -> int:
     from .run.loop import dispatch_for, plan_run, run_in_folder, run_plan
     _check_run_options(args)
     sc = load_scenario(args.file)
     _check_out_dir(args.out)
+    _check_not_study_folder(args.out)
     if args.resume and not args.out:
         raise UsageError("--resume needs --out DIR (the checkpoint is kept there)")
     if args.keep_trials and not args.out:
         raise UsageError("--keep-trials needs --out DIR (the per-trial tables are written "
                          "there)")
+    if getattr(args, "compact", False) and not args.json:
+        raise UsageError("--compact prints the JSON document on one line: use it with --json")
     method = args.method or sc.model.simulation.method
+    designs = _design_names(sc, args.design)
     if method == "exact":
-        _check_exact(sc, args.design or None)
+        _check_exact_options(args)
+        _check_exact(sc, designs)
     plan = plan_run(sc, method=method, n_trials=args.n_trials, seed=args.seed,
-                    chunk_size=args.chunk_size, designs=args.design or None,
+                    chunk_size=args.chunk_size, designs=designs,
                     logistics=False if args.no_logistics else None,
                     keep_trials=bool(args.keep_trials))
     if getattr(args, "calendar_engine", None) and plan.engine != "des":
         warnings.warn(RunNote(f"{args.file}: --calendar-engine is ignored: this run has no "
                               f"calendar time (engine {plan.engine})"), stacklevel=1)
+    _cohort_notes(sc, designs)
     dispatch = None if method == "exact" else \
         dispatch_for(sc, args.n_jobs, args.backend, args.scheduler)
     upd, bar = (None, None) if method == "exact" else _progress(args, plan.n_trials, sc.name)
@@ -143,9 +267,10 @@ def cmd_run(args) -> int:
         else:
             res = run_plan(plan, dispatch, progress=upd)
     except KeyboardInterrupt:
-        if args.resume:
-            print("finished chunks are saved; rerun the same command to continue",
-                  file=sys.stderr)
+        if bar is not None:
+            bar.close()
+            bar = None
+        _interrupted(args.out, bool(args.resume), _command(args))
         raise
     finally:
         if bar is not None:
@@ -157,6 +282,19 @@ def cmd_run(args) -> int:
         if args.out:
             print(f"\ntables written to {args.out}/")
     return 0
+
+
+def _design_names(sc, names):
+    """The scenario's names of the designs asked for (case-insensitive), or None for all."""
+    if not names:
+        return None
+    out = []
+    for n in names:
+        try:
+            out.append(sc.design(n).name)
+        except KeyError as exc:
+            raise UsageError(f"--design: {exc.args[0]}")
+    return out
 
 
 def cmd_exact(args) -> int:
@@ -560,6 +698,11 @@ _BOUNDARY_FLAGS = {"phi1": "--phi1", "phi2": "--phi2", "cutoff_eli": "--cutoff-e
 
 def cmd_boundaries(args) -> int:
     """``table --design boin`` with BOIN's options as flags (kept for compatibility)."""
+    if (args.max_n is not None and args.cohort_size and args.cohort_size > 0
+            and args.max_n % args.cohort_size):
+        raise UsageError(f"--max-n must be a multiple of --cohort-size {args.cohort_size}: "
+                         "the trial treats whole cohorts (got --max-n "
+                         f"{args.max_n})")
     options = {k: getattr(args, k) for k in _BOUNDARY_FLAGS if getattr(args, k) is not None}
     return _print_table(args, "boin", options, _BOUNDARY_FLAGS)
 
@@ -785,24 +928,108 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def _report_format(args) -> str:
+    """--format, else the output file's extension, else html."""
+    from pathlib import Path
+    fmt = args.format
+    if fmt is None and args.output:
+        ext = Path(args.output).suffix.lower().lstrip(".")
+        fmt = {"htm": "html", "markdown": "md", "latex": "tex"}.get(ext, ext)
+        if fmt not in ("html", "md", "tex", "docx"):
+            fmt = "html"
+    fmt = fmt or "html"
+    if fmt == "docx":
+        from .results.display import docx_available
+        if not docx_available():
+            raise UsageError("--format docx needs python-docx, which is not installed: "
+                             "pip install 'escalation-sim[docx]' (got --format docx)")
+    return fmt
+
+
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .api import simulate
     from .run.lock import check_output_file
+    from .run.study import is_study_file
     _check_run_options(args)
+    fmt = _report_format(args)
+    if args.output is None:
+        args.output = f"report.{fmt}"
+    if is_study_file(args.file):
+        return _report_study(args, fmt)
+    if args.out:
+        raise UsageError("--out keeps a study's tables: it applies to a study file, not to a "
+                         f"scenario (got --out {args.out})")
+    from .api import simulate
+    from .report import write_report, write_results_tables
     sc = load_scenario(args.file)
     check_output_file(args.output)
+    if getattr(args, "replay", None) and fmt != "html":
+        raise UsageError(f"--replay adds a section to the HTML report; --format {fmt} writes "
+                         f"the OC tables only (got --replay {args.replay})")
     replayed = _report_replay(args, sc)
+    designs = _design_names(sc, args.design)
+    _cohort_notes(sc, designs)
     n = args.n_trials or sc.model.simulation.n_trials
     upd, bar = _progress(args, n, f"{sc.name}")
     try:
         res = simulate(sc, n_trials=n, seed=args.seed, n_jobs=args.n_jobs,
-                       designs=args.design or None,
+                       designs=designs,
                        logistics=False if args.no_logistics else None, progress=upd)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        print("interrupted: the report keeps no partial results; for a long run use "
+              "`escalation-sim run FILE --out DIR --resume`", file=sys.stderr)
+        raise
     finally:
         if bar is not None:
             bar.close()
-    path = write_report(res, args.output, replay=replayed)
+    if fmt == "html":
+        path = write_report(res, args.output, compact=args.compact, replay=replayed)
+    else:
+        path = write_results_tables(res, args.output, fmt=fmt, compact=args.compact)
+    print(f"report written to {path}")
+    return 0
+
+
+def _report_study(args, fmt: str) -> int:
+    import tempfile
+    from .report import write_study_report
+    from .run.lock import check_output_file
+    from .run.study import load_study, run_study
+    if args.design:
+        raise UsageError("--design: a study's designs are set in the study file "
+                         f"(got --design {' '.join(args.design)})")
+    if args.no_logistics:
+        raise UsageError("--no-logistics: set logistics: false in the study file "
+                         "(got --no-logistics)")
+    study = load_study(args.file, n_trials=args.n_trials, seed=args.seed)
+    check_output_file(args.output)
+    if args.out:
+        _check_out_dir(args.out)
+    upd, bar = _progress(args, len(study.cells) * study.n_trials, study.name)
+    try:
+        with tempfile.TemporaryDirectory(prefix="escalation-sim-report-") as tmp:
+            res = run_study(study, args.out or tmp, n_jobs=args.n_jobs,
+                            resume=bool(args.out), progress=upd, command=_command(args))
+            if bar is not None:
+                bar.close()
+                bar = None
+            path = write_study_report(res, args.output, fmt=fmt, compact=args.compact)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+            bar = None
+        if args.out:
+            print(f"interrupted: the finished chunks are kept in {args.out}/checkpoint; run "
+                  f"the same command again to continue ({_command(args)})", file=sys.stderr)
+        else:
+            print("interrupted: nothing was kept; give --out DIR to keep the study's tables "
+                  "and checkpoints and continue after an interruption", file=sys.stderr)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"report written to {path}")
     return 0
 
@@ -826,15 +1053,23 @@ def _report_replay(args, sc):
 def cmd_study(args) -> int:
     from .run.study import load_study, run_study
     _check_run_options(args)
-    study = load_study(args.file)
+    study = load_study(args.file, n_trials=args.n_trials, seed=args.seed)
     _check_out_dir(args.out)
+    notes = sorted({n for c in study.cells for n in _cohort_list(c.scenario)})
+    for n in notes:
+        print(printable(f"note: {study.source}: {n}"), file=sys.stderr)
     upd, bar = _progress(args, len(study.cells) * study.n_trials, study.name)
     try:
         res = run_study(study, args.out, n_jobs=args.n_jobs, backend=args.backend,
                         scheduler=args.scheduler, resume=args.resume, progress=upd,
                         command=_command(args))
     except KeyboardInterrupt:
-        print("finished chunks are saved; rerun with --resume to continue", file=sys.stderr)
+        if bar is not None:
+            bar.close()
+            bar = None
+        print(f"interrupted: the finished chunks are kept in {args.out}/checkpoint; "
+              "rerun with --resume to continue (the same command, plus --resume)",
+              file=sys.stderr)
         raise
     finally:
         if bar is not None:
@@ -847,49 +1082,77 @@ def cmd_study(args) -> int:
     return 0
 
 
+def _cohort_list(sc):
+    from .results.display import cohort_size_notes
+    return cohort_size_notes(sc)
+
+
+_FROM_FILE = "default: the scenario file's simulation block"
+_BACKENDS = ["loky", "multiprocessing", "threading", "sequential", "dask"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ._version import __version__
     p = argparse.ArgumentParser(prog="escalation-sim",
-                                description="Simulate phase I dose-escalation trials.")
+                                description="Simulate phase I dose-escalation trials.",
+                                epilog="Exit codes: 0 success, 2 invalid input, 1 unexpected "
+                                       "failure, 130 interrupted.")
     p.add_argument("--version", action="version", version=f"escalation-sim {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("validate", help="check scenario files")
-    s.add_argument("files", nargs="+", metavar="FILE")
+    s = sub.add_parser("validate", help="check scenario files",
+                       description="Check scenario files; every problem is reported as "
+                                   "FILE: field.path: message (exit code 2).")
+    s.add_argument("files", nargs="+", metavar="FILE", help="scenario YAML files")
     s.set_defaults(func=cmd_validate)
 
     s = sub.add_parser("schema", help="print the JSON Schema of scenario files")
     s.set_defaults(func=cmd_schema)
 
     def run_opts(s, exact_only=False):
-        s.add_argument("file", metavar="FILE")
+        s.add_argument("file", metavar="FILE", help="scenario YAML file")
         s.add_argument("--design", action="append", metavar="NAME",
-                       help="only this design (repeatable)")
-        s.add_argument("--out", metavar="DIR", help="write tidy tables and metadata here")
-        s.add_argument("--json", action="store_true", help="print one JSON document")
-        s.add_argument("--compact", action="store_true", help="JSON on one line")
-        s.add_argument("--quiet", action="store_true", help="no progress bar")
+                       help="only this design, by name, case-insensitive (repeatable; "
+                            "default: every design of the scenario)")
+        s.add_argument("--out", metavar="DIR", help="write tidy tables (oc, summary, paired), "
+                                                    "the resolved scenario and metadata here "
+                                                    "(default: print only)")
+        s.add_argument("--json", action="store_true", help="print one JSON document "
+                                                           "(proportions, not percentages)")
+        s.add_argument("--compact", action="store_true", help="with --json: on one line")
+        s.add_argument("--quiet", action="store_true",
+                       help="no progress (default: a bar on a terminal, a log line every "
+                            f"{PROGRESS_LOG_INTERVAL:g} s otherwise)")
         if exact_only:
             return
-        s.add_argument("--n-trials", type=int, metavar="N")
-        s.add_argument("--seed", type=int, metavar="S")
+        s.add_argument("--n-trials", type=int, metavar="N", help=f"simulated trials ({_FROM_FILE}"
+                       ", else 10000); with --out DIR --resume on a finished run, more trials "
+                       "extend it")
+        s.add_argument("--seed", type=int, metavar="S", help=f"random seed ({_FROM_FILE}, else "
+                                                             "2026)")
         s.add_argument("--n-jobs", type=int, metavar="J",
                        help="worker processes; -1 = every CPU (default: the scenario's "
                             "simulation.n_jobs, else auto: one process unless the run is "
                             "long enough for more to pay off)")
-        s.add_argument("--chunk-size", type=int, metavar="C")
-        s.add_argument("--backend", choices=["loky", "multiprocessing", "threading",
-                                             "sequential", "dask"])
+        s.add_argument("--chunk-size", type=int, metavar="C",
+                       help="trials per checkpointed chunk (default: chosen from the number "
+                            "of trials and the engine; results do not depend on it)")
+        s.add_argument("--backend", choices=_BACKENDS,
+                       help=f"parallel backend ({_FROM_FILE}, else loky)")
         s.add_argument("--scheduler", metavar="ADDRESS",
                        help="with --backend dask: scheduler address (default: a LocalCluster "
                             "of --n-jobs workers)")
-        s.add_argument("--method", choices=["monte-carlo", "exact"])
+        s.add_argument("--method", choices=["monte-carlo", "exact"],
+                       help=f"simulation or exact enumeration ({_FROM_FILE}, else "
+                            "monte-carlo)")
         s.add_argument("--keep-trials", action="store_true",
-                       help="also write per-trial tables (with --out)")
+                       help="also write per-trial tables (needs --out)")
         s.add_argument("--no-logistics", action="store_true",
-                       help="ignore the conduct block (time-free cohort engine)")
+                       help="ignore the conduct block (time-free cohort engine; default: use "
+                            "it when the scenario has one)")
         s.add_argument("--resume", action="store_true", default=None,
-                       help="with --out: checkpoint chunks and skip finished ones")
+                       help="with --out: checkpoint chunks, skip finished ones, and extend a "
+                            "finished run when --n-trials is larger (default: start over)")
         s.add_argument("--calendar-engine", choices=["auto", "simpy"],
                        help="calendar-time engine: auto (the fast path where it applies, "
                             "the default) or simpy (the reference); same trials either way")
@@ -948,23 +1211,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--target", type=float, help="target DLT rate")
     s.add_argument("--max-n", type=int, help="maximum sample size (default 30)")
     s.add_argument("--cohort-size", type=int, help="cohort size (default 1; 3+3: 3)")
-    s.add_argument("--n-doses", type=int, help="number of doses (model-based designs)")
+    s.add_argument("--n-doses", type=int, help="number of doses (model-based designs; "
+                                               "default: the skeleton's length)")
     s.add_argument("--outcomes", help='data so far for model-based designs, e.g. "1NNN 2NTN"')
     s.add_argument("--option", action="append", metavar="NAME=VALUE",
                    help="a design option as in the scenario file, e.g. phi1=0.18 or "
                         "skeleton=[0.1,0.2,0.3,0.45] (repeatable)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("boundaries", help="print the BOIN decision table "
                                           "(= table --design boin)")
-    s.add_argument("--target", type=float, required=True)
-    s.add_argument("--max-n", type=int, default=30)
-    s.add_argument("--cohort-size", type=int, default=1)
-    s.add_argument("--phi1", type=float)
-    s.add_argument("--phi2", type=float)
-    s.add_argument("--cutoff-eli", type=float, default=0.95)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--target", type=float, required=True, help="target DLT rate")
+    s.add_argument("--max-n", type=int, default=30,
+                   help="maximum sample size, a multiple of --cohort-size (default 30)")
+    s.add_argument("--cohort-size", type=int, default=1, help="cohort size (default 1)")
+    s.add_argument("--phi1", type=float, help="highest rate deemed sub-therapeutic "
+                                              "(default 0.6 x target)")
+    s.add_argument("--phi2", type=float, help="lowest rate deemed overly toxic "
+                                              "(default 1.4 x target)")
+    s.add_argument("--cutoff-eli", type=float, default=0.95,
+                   help="posterior probability above which a dose is eliminated "
+                        "(default 0.95)")
+    s.add_argument("--json", action="store_true", help="print one JSON document")
     s.set_defaults(func=cmd_boundaries)
 
     s = sub.add_parser("paths", help="dose paths for the next cohorts")
@@ -1004,34 +1273,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_replay)
 
-    s = sub.add_parser("report", help="self-contained HTML report")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("-o", "--output", default="report.html")
-    s.add_argument("--design", action="append", metavar="NAME", help="only this design")
-    s.add_argument("--no-logistics", action="store_true", help="ignore the conduct block")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--n-trials", type=int)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--n-jobs", type=int)
+    s = sub.add_parser("report", help="self-contained HTML report (or md / tex / docx "
+                                      "tables) of a scenario or a study",
+                       description="Simulate a scenario, or every scenario of a study file, "
+                                   "and write a report: HTML (plots inline, no external "
+                                   "files), or the operating-characteristics tables as "
+                                   "Markdown, LaTeX or Word for a protocol appendix.")
+    s.add_argument("file", metavar="FILE", help="scenario or study YAML file")
+    s.add_argument("-o", "--output", default=None,
+                   help="output file (default: report.FORMAT)")
+    s.add_argument("--format", choices=["html", "md", "tex", "docx"], default=None,
+                   help="html (default, or from the output's extension), md, tex, or docx "
+                        "(needs the docx extra: pip install 'escalation-sim[docx]')")
+    s.add_argument("--compact", action="store_true",
+                   help="for an appendix: the key tables and one figure per scenario")
+    s.add_argument("--design", action="append", metavar="NAME",
+                   help="only this design (scenario files; repeatable; default: every design)")
+    s.add_argument("--no-logistics", action="store_true",
+                   help="ignore the conduct block (scenario files)")
+    s.add_argument("--out", metavar="DIR", help="study files: keep the study's tables and "
+                                                "checkpoints here (and resume from them)")
+    s.add_argument("--quiet", action="store_true", help="no progress")
+    s.add_argument("--n-trials", type=int, metavar="N",
+                   help="trials (per scenario) (default: the file's simulation block)")
+    s.add_argument("--seed", type=int, metavar="S",
+                   help="random seed (default: the file's simulation block)")
+    s.add_argument("--n-jobs", type=int, metavar="J",
+                   help="worker processes; -1 = every CPU (default: auto)")
     s.add_argument("--replay", metavar="LOG.csv",
-                   help="add a section replaying this patient log with the scenario's "
-                        "designs (see the replay command)")
+                   help="HTML reports of a scenario: add a section replaying this patient "
+                        "log with the scenario's designs (see the replay command)")
     s.add_argument("--calendar-engine", choices=["auto", "simpy"],
                    help="calendar-time engine: auto (the fast path where it applies, "
                         "the default) or simpy (the reference); same trials either way")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("study", help="run a study grid (designs x scenarios x settings)")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("file", metavar="FILE", help="study YAML file")
+    s.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
+    s.add_argument("--n-trials", type=int, metavar="N",
+                   help="trials per cell (default: the study's simulation block, else 10000)")
+    s.add_argument("--seed", type=int, metavar="S",
+                   help="seed of every cell (default: the study's simulation block, else 2026)")
     s.add_argument("--n-jobs", type=int, metavar="J",
                    help="worker processes; -1 = every CPU (default: auto)")
-    s.add_argument("--backend",
-                   choices=["loky", "multiprocessing", "threading", "sequential", "dask"],
+    s.add_argument("--backend", choices=_BACKENDS,
                    help="where chunks run (default: loky processes)")
-    s.add_argument("--scheduler", metavar="ADDRESS")
-    s.add_argument("--resume", action="store_true")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--scheduler", metavar="ADDRESS",
+                   help="with --backend dask: scheduler address")
+    s.add_argument("--resume", action="store_true",
+                   help="reuse the finished chunks of an interrupted study (default: start "
+                        "over)")
+    s.add_argument("--quiet", action="store_true", help="no progress and no table")
     s.add_argument("--calendar-engine", choices=["auto", "simpy"],
                    help="calendar-time engine: auto (the fast path where it applies, "
                         "the default) or simpy (the reference); same trials either way")
@@ -1105,10 +1398,10 @@ def _stop_children(before: set) -> None:
 def _calendar_engine(engine: Optional[str]):
     """``--calendar-engine``: set for the command (and the worker processes it starts)
     through the environment variable the calendar engine reads, restored afterwards."""
-    from .engines.calendar.fast import ENV_VAR
-    if not engine:
+    if not engine:  # nothing to set: the calendar engine (scipy, numba) stays unimported
         yield
         return
+    from .engines.calendar.fast import ENV_VAR
     old = os.environ.get(ENV_VAR)
     os.environ[ENV_VAR] = engine
     try:
@@ -1123,6 +1416,7 @@ def _calendar_engine(engine: Optional[str]):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _load_inputs()
     args.argv = list(sys.argv[1:] if argv is None else argv)
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \

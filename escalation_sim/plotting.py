@@ -24,9 +24,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["plot_selection", "plot_allocation", "plot_durations", "plot_swimmer",
-           "plot_truth", "plot_grades", "plot_onsets", "design_colors", "dose_tick_labels",
-           "format_amount"]
+__all__ = ["plot_selection", "plot_selection_panels", "plot_selection_by_scenario",
+           "plot_allocation", "plot_durations", "plot_swimmer", "plot_truth", "plot_grades",
+           "plot_onsets", "design_colors", "dose_tick_labels", "format_amount"]
 
 # Okabe & Ito (2008) colour-blind-safe palette, without black
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442",
@@ -197,8 +197,8 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
     ax.set_xlim(-0.6, ngroups - 0.4)
     ax.grid(axis="y", color="#E5E5E5", linewidth=0.6)
     ax.set_axisbelow(True)
-    p = _p_true(df)
-    tgt = _target_of(data, target)
+    p = _p_true(df) if show_truth else None
+    tgt = _target_of(data, target) if show_truth else None
     if show_truth and (p is not None or tgt is not None):
         tw = ax.twinx()
         ax.truth_axis = tw
@@ -220,6 +220,25 @@ def plot_selection(data, ax=None, *, target: Optional[float] = None, show_truth:
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_selection_panels(data, fig=None, *, show_none: Union[bool, str] = "auto",
+                          se_mult: float = 1.0):
+    """Selection by dose and design with the truth in its own panel above it (the true DLT
+    curve, the target and the true MTD on their own axis, aligned dose by dose), rather than
+    on a twin axis where the target line seems to sit at a selection probability.  ``data``:
+    a :class:`Results`.  Returns the figure; its axes are ``(truth, selection)``."""
+    if fig is None:
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(8.5, 5.6))
+    gs = fig.add_gridspec(2, 1, height_ratios=[1, 2.4], hspace=0.35)
+    top, ax = fig.add_subplot(gs[0]), fig.add_subplot(gs[1])
+    plot_selection(data, ax=ax, show_none=show_none, show_truth=False, se_mult=se_mult)
+    plot_truth(data, ax=top, legend=True)
+    top.set_xlim(ax.get_xlim())
+    top.set_xticks(ax.get_xticks()[:data.scenario.n_doses])
+    top.set_xticklabels([])
+    return fig
 
 
 # -- allocation --------------------------------------------------------------------------------
@@ -637,10 +656,10 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
     """The true dose-toxicity curve with the target and a band around it.
 
     ``data``: a Scenario, a Results, or a sequence of true DLT probabilities (then give
-    ``target``).  ``band``: the shaded interval; by default the scenario's ``oc.acceptable``
-    band when it has one, else target +/- 0.05 (the half-width of the indifference interval
-    suggested for the CRM by Cheung & Chappell 2002, Biometrics 58:671).  The true MTD (dose
-    closest to the target, lower on ties) is ringed.
+    ``target``).  ``band``: a shaded interval, drawn only when one is used: the scenario's
+    ``oc.acceptable`` band when it has one, or the band given (e.g. target +/- 0.05, the
+    half-width of the CRM indifference interval of Cheung & Chappell 2002, Biometrics
+    58:671).  The true MTD (dose closest to the target, lower on ties) is ringed.
     """
     scenario = None
     if _is_results(data):
@@ -661,12 +680,11 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
         tgt = float(target)
     if labels is None:
         labels = [f"dose {k + 1}" for k in range(p.size)]
-    if band is None:
-        band = (max(0.0, tgt - 0.05), min(1.0, tgt + 0.05))
     ax = _new_ax(ax, figsize=(5.5, 3.6))
     x = np.arange(p.size)
-    ax.axhspan(band[0], band[1], color=TARGET_COLOR, alpha=0.12, linewidth=0,
-               label=f"band {band[0]:g}-{band[1]:g}", gid="target-band")
+    if band is not None:  # drawn only when a band is used (oc.acceptable, or given)
+        ax.axhspan(band[0], band[1], color=TARGET_COLOR, alpha=0.12, linewidth=0,
+                   label=f"acceptable {band[0]:g}-{band[1]:g}", gid="target-band")
     ax.axhline(tgt, color=TARGET_COLOR, linestyle="--", linewidth=1.1, label=f"target {tgt:g}",
                gid="target")
     ax.plot(x, p, "-o", color="#222222", linewidth=1.6, markersize=5, label="true P(DLT)",
@@ -680,7 +698,7 @@ def plot_truth(data, ax=None, *, target: Optional[float] = None,
                     ha="center", fontsize="small")
     ax.set_xticks(x)
     ax.set_xticklabels(labels)
-    ax.set_ylim(0, min(1.0, max(p.max(), band[1]) * 1.25 + 0.03))
+    ax.set_ylim(0, min(1.0, max(p.max(), band[1] if band else tgt) * 1.25 + 0.03))
     ax.set_ylabel("true P(DLT)")
     ax.grid(axis="y", color="#EEEEEE", linewidth=0.6)
     ax.set_axisbelow(True)
@@ -801,3 +819,60 @@ def plot_onsets(data, ax=None, *, max_day: Optional[float] = None,
     ax.set_title(title if title is not None else "onset of each toxicity type",
                  fontsize="medium")
     return ax
+
+
+# -- several scenarios -----------------------------------------------------------------------
+def plot_selection_by_scenario(oc_df, summary_df, fig=None, *, ncols: int = 3,
+                               titles: Optional[Mapping[Any, str]] = None):
+    """Selection % per dose, one small panel per scenario (study cell), designs as bars.
+
+    ``oc_df`` / ``summary_df``: the tidy ``oc`` and ``summary`` tables of a study (grouped by
+    ``cell``) or of one comparison (grouped by ``scenario``).  The true MTD's tick is marked
+    with ``*`` and its bars' group shaded; the last group is "none" (no MTD selected).
+    Returns the figure.
+    """
+    key = "cell" if "cell" in oc_df.columns else "scenario"
+    groups = list(dict.fromkeys(oc_df[key].tolist()))
+    n = len(groups)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    if fig is None:
+        from matplotlib.figure import Figure
+        fig = Figure(figsize=(3.6 * ncols, 2.6 * nrows + 0.6))
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(n)]
+    designs = list(dict.fromkeys(oc_df["design"].tolist()))
+    colors = design_colors(designs)
+    width = 0.8 / max(len(designs), 1)
+    for ax, g in zip(axes, groups):
+        og = oc_df[oc_df[key] == g]
+        sg = summary_df[summary_df[key] == g]
+        labels = [str(x) for x in sg[sg["design"] == og["design"].iloc[0]]
+                  .sort_values("dose")["label"]]
+        K = len(labels)
+        tm = og["true_mtd"].iloc[0]
+        tm = None if tm is None or tm != tm else int(tm)
+        x = np.arange(K + 1, dtype=float)
+        if tm is not None:
+            ax.axvspan(tm - 1 - 0.45, tm - 1 + 0.45, color="#F2F2F2", zorder=0)
+        for i, d in enumerate(designs):
+            ds = sg[sg["design"] == d].sort_values("dose")
+            if ds.empty:
+                continue
+            none = og[og["design"] == d]["p_no_mtd"]
+            h = np.append(ds["p_select"].to_numpy(float), float(none.iloc[0]))
+            ax.bar(x - 0.4 + width * (i + 0.5), 100 * h, width * 0.92, color=colors[d],
+                   label=d, gid="selection")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{l}*" if tm == k + 1 else l for k, l in enumerate(labels)]
+                           + ["none"], fontsize="small")
+        ax.set_ylim(0, 100)
+        ax.grid(axis="y", color="#E5E5E5", linewidth=0.6)
+        ax.set_axisbelow(True)
+        ax.set_title((titles or {}).get(g, str(g)), fontsize="small")
+    for ax in axes[::ncols]:
+        ax.set_ylabel("selected (%)")
+    if axes:
+        handles, labs = axes[0].get_legend_handles_labels()
+        fig.legend(handles, labs, loc="lower center", ncol=min(len(labs), 6), frameon=False)
+        fig.tight_layout(rect=(0, 0.06 if nrows > 1 else 0.12, 1, 1))
+    return fig

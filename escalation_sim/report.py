@@ -116,6 +116,8 @@ td.num { text-align: right; white-space: nowrap; }
 th.num { text-align: right; }
 table.oc tbody th { background: none; font-weight: 500; white-space: nowrap; }
 table.oc thead th { text-align: right; }
+table.protocol thead th.grp { text-align: center; border-bottom: 1px solid var(--ink); }
+table.protocol thead tr:first-child th:first-child { vertical-align: bottom; }
 .wrap { overflow-x: auto; }
 p.glance { background: #f1f7fc; border-left: 4px solid var(--accent); padding: 8px 12px;
            max-width: 90ch; }
@@ -142,6 +144,13 @@ def _e(x) -> str:
 
 
 def _fmt(v: Optional[float], kind: str = "p") -> str:
+    txt = _fmt_raw(v, kind)
+    if txt.startswith("-") and not any(ch in "123456789" for ch in txt):
+        txt = txt[1:]  # never "-0.00"
+    return txt
+
+
+def _fmt_raw(v: Optional[float], kind: str = "p") -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "–"
     if kind == "pct":
@@ -150,11 +159,15 @@ def _fmt(v: Optional[float], kind: str = "p") -> str:
         return f"{v:.2f}"
     if kind == "days":
         return f"{v:.0f}"
+    if kind == "p":  # probabilities are shown as percentages, as the field prints them
+        return f"{100.0 * v:.1f}%"
     return f"{v:.3f}"
 
 
 def _cell(v, se=None, kind="p", exact=False, cls="") -> str:
     txt = _fmt(v, kind)
+    if kind == "p" and txt in ("0.0%", "100.0%"):  # nothing to qualify with an SE
+        se = None
     if se is not None and not exact:
         s = _fmt(se, kind)
         txt += f' <span class="se">({s})</span>'
@@ -223,7 +236,7 @@ def _target_text(name: str, oc) -> str:
     return f"{_e(name)}: {where} ({_e(oc.get('true_target_definition', ''))})"
 
 
-def _scenario_section(res) -> str:
+def _scenario_section(res, figure: bool = True) -> str:
     from .plotting import format_amount, plot_truth
     sc = res.scenario
     m = sc.model
@@ -274,11 +287,13 @@ def _scenario_section(res) -> str:
     out.append(_table(["name", "type", "options"], drows,
                       num_from=9))
     out.append(_conduct_html(m.conduct))
-    fig, (ax,) = _figure(5.6, 3.4)
-    plot_truth(sc, ax=ax)
-    out.append(_fig_to_img(fig, "true dose-toxicity curve",
-                           "True probability of a DLT at each dose; dashed line: target; "
-                           "shaded: the band around it; ringed: the true MTD."))
+    if figure:
+        fig, (ax,) = _figure(5.6, 3.4)
+        plot_truth(sc, ax=ax)
+        band = ("shaded: the acceptable band; " if m.oc.acceptable is not None else "")
+        out.append(_fig_to_img(fig, "true dose-toxicity curve",
+                               "True probability of a DLT at each dose; dashed line: target; "
+                               f"{band}ringed: the true MTD."))
     if m.truth.graded:
         out.append(_graded_truth_html(sc))
     return _section("scenario", "".join(out))
@@ -422,13 +437,21 @@ def _oc_section(res) -> str:
             "patients are treated above the MTD.</p>")
     glance = _at_a_glance(res, ocs, best)
     stops = sorted({k for oc in ocs.values() for k in oc.get("stop_reasons", {})})
-    srows = [[f"<th>{_e(k.replace('_', ' '))}</th>"] +
-             [_cell(ocs[n].get("stop_reasons", {}).get(k, 0.0), None, "p") for n in names]
+    from .results.display import STOP_LABELS
+    srows = [[f"<th>{_e(STOP_LABELS.get(k, k.replace('_', ' ')))}</th>"] +
+             [_cell(ocs[n].get("stop_reasons", {}).get(k, 0.0),
+                    _prop_se(ocs[n].get("stop_reasons", {}).get(k, 0.0), res), "p", exact)
+              for n in names]
              for k in stops]
-    stop_tbl = ("<h3>Why trials stopped</h3>" +
+    stop_tbl = ("<h3>Why trials stopped (% of trials, SE in brackets)</h3>" +
                 _table([""] + names, srows, cls="oc")) if stops else ""
     return _section("operating-characteristics",
                     glance + _table([""] + names, rows, cls="oc") + note + stop_tbl)
+
+
+def _prop_se(p: float, res) -> Optional[float]:
+    from .results.display import prop_se
+    return prop_se(p, res.n_trials, res.method == "exact")
 
 
 def _at_a_glance(res, ocs, best) -> str:
@@ -449,7 +472,10 @@ def _at_a_glance(res, ocs, best) -> str:
             for _, r in pdf[pdf["metric"] == "correct"].iterrows():
                 if {r["design_a"], r["design_b"]} == {best, second}:
                     diff = r["mean_difference"] * (1 if r["design_a"] == best else -1)
-                    txt += (f" (paired difference {diff:+.3f}, SE {r['se']:.3f})")
+                    d = f"{diff:+.3f}"
+                    if not any(ch in "123456789" for ch in d):
+                        d = "0.000"
+                    txt += (f" (paired difference {d}, SE {r['se']:.3f})")
                     break
     txt += ". "
     txt += _extreme(ocs, "p_select_overdose", "selects an overdose", "{:.3f}", exact)
@@ -515,7 +541,8 @@ def _paired_section(res) -> str:
             "days" if r["metric"] == "duration_days" else "p")
         lo, hi = r["mean_difference"] - 1.96 * r["se"], r["mean_difference"] + 1.96 * r["se"]
         clear = r["se"] > 0 and (lo > 0 or hi < 0)
-        sign = "+" if r["mean_difference"] > 0 else ""
+        sign = "+" if r["mean_difference"] > 0 and any(
+            ch in "123456789" for ch in _fmt(r["mean_difference"], kind)) else ""
         rows.append([f"<td>{_e(r['design_a'])} − {_e(r['design_b'])}</td>",
                      f"<td>{_e(label)}</td>",
                      f'<td class="num{" best" if clear else ""}">'
@@ -531,14 +558,16 @@ def _paired_section(res) -> str:
                            rows, num_from=2) + note)
 
 
-def _plots_section(res) -> str:
-    from .plotting import plot_allocation, plot_selection
-    fig, (ax,) = _figure(8.5, 4.4)
-    plot_selection(res, ax=ax, show_none="auto")
+def _plots_section(res, allocation: bool = True) -> str:
+    from .plotting import plot_allocation
+    from .plotting import plot_selection_panels
+    fig = plot_selection_panels(res)
     img1 = _fig_to_img(fig, "selection probability per dose by design",
-                       "Probability that each dose is selected as the MTD (bars, with "
-                       "&plusmn;1 SE error bars), the true DLT curve (black, right axis) and "
-                       "the target (dashed).")
+                       "Top: the true probability of a DLT at each dose (the target dashed, "
+                       "the true MTD ringed). Bottom: probability that each dose is selected "
+                       "as the MTD (bars, with &plusmn;1 SE error bars).")
+    if not allocation:
+        return _section("plots", img1)
     fig, (ax,) = _figure(8.5, 4.4)
     plot_allocation(res, ax=ax)
     img2 = _fig_to_img(fig, "mean patients and DLTs per dose by design",
@@ -654,6 +683,22 @@ def _versions_section(res) -> str:
     return _section("versions", _table(["package", "version"], rows))
 
 
+def _protocol_section(res, compact: bool) -> str:
+    """The standard per-scenario table (selection %, patients, DLTs, early stop, N)."""
+    from .results.display import protocol_blocks, render_html, table_note
+    oc = res.oc()
+    blocks = protocol_blocks(oc, res.summary(), compact=compact)
+    has_dur = "duration_mean" in oc.columns and oc["duration_mean"].notna().any()
+    return _section("per-dose-summary", render_html(
+        blocks, table_note(compact, res.method == "exact", has_dur)))
+
+
+def _cohort_html(scenario, designs) -> str:
+    from .results.display import cohort_size_notes
+    return "".join(f'<p class="glance">Note: {_e(n)}.</p>'
+                   for n in cohort_size_notes(scenario, designs))
+
+
 # -- entry points -----------------------------------------------------------------------------
 def _replay_section(rp) -> str:
     """A real trial replayed (:class:`escalation_sim.run.replay.ReplayResult`): the swimmer
@@ -698,8 +743,10 @@ def _replay_section(rp) -> str:
 
 
 def render_report(results, title: Optional[str] = None, swimmer: bool = True,
-                  replay=None) -> str:
-    """The report as one HTML string (see :func:`write_report`)."""
+                  replay=None, compact: bool = False) -> str:
+    """The report as one HTML string (see :func:`write_report`).  ``compact``: for an
+    appendix - the scenario, the OC table in percentages, the standard per-scenario table and
+    one figure (no paired differences, durations detail, swimmer plots or versions)."""
     import matplotlib
     sc = results.scenario
     title = title or f"{sc.name}: comparison of dose-escalation designs"
@@ -709,14 +756,23 @@ def render_report(results, title: Optional[str] = None, swimmer: bool = True,
     # names and labels come from the scenario file: '$' in them is text, not mathtext
     with matplotlib.rc_context({"font.size": 9.5, "axes.spines.top": False,
                                 "axes.titlesize": "medium", "text.parse_math": False}):
-        sections = [_scenario_section(results), _oc_section(results),
-                    _per_dose_section(results), _paired_section(results),
-                    _plots_section(results), _durations_section(results, swimmer),
-                    _run_section(results), _versions_section(results)]
-        ids = list(SECTION_IDS)
+        if compact:
+            ids = ["scenario", "operating-characteristics", "per-dose-summary", "plots",
+                   "run-settings"]
+            sections = [_scenario_section(results, figure=False), _oc_section(results),
+                        _protocol_section(results, compact=True),
+                        _plots_section(results, allocation=False), _run_section(results)]
+        else:
+            ids = list(SECTION_IDS)
+            sections = [_scenario_section(results), _oc_section(results),
+                        _per_dose_section(results), _paired_section(results),
+                        _plots_section(results), _durations_section(results, swimmer),
+                        _run_section(results), _versions_section(results)]
         if replay is not None:
-            sections.insert(-2, _replay_section(replay))
-            ids.insert(-2, "real-trial-replay")
+            at = len(sections) - (1 if compact else 2)
+            sections.insert(at, _replay_section(replay))
+            ids.insert(at, "real-trial-replay")
+        notes = _cohort_html(results.scenario, [d.name for d in results.designs])
     nav = "".join(f'<a href="#{sid}">{SECTION_TITLES[sid]}</a>' for sid in ids)
     ver = results.meta.get("versions", {}).get("escalation-sim", "")
     return ("<!DOCTYPE html>\n"
@@ -726,14 +782,15 @@ def render_report(results, title: Optional[str] = None, swimmer: bool = True,
             f"<header><h1>{_e(title)}</h1>"
             f'<p class="lead">{_e(designs)} &middot; target {sc.target:g} &middot; {kind} '
             f'&middot; <span class="tag">{_e(results.method)}</span></p>'
-            f"<nav>{nav}</nav></header>"
+            f"<nav>{nav}</nav></header>" + notes
             + "".join(sections) +
             f"<footer>Generated by escalation-sim {_e(ver)} on {when}.</footer>"
             "</main></body></html>\n")
 
 
 def write_report(results, path: Union[str, Path] = "report.html", *,
-                 title: Optional[str] = None, swimmer: bool = True, replay=None) -> Path:
+                 title: Optional[str] = None, swimmer: bool = True, replay=None,
+                 compact: bool = False) -> Path:
     """Write one self-contained HTML report of ``results`` to ``path``; return the path.
 
     The page has no scripts and no external references (CSS inline, plots as base64 PNG),
@@ -744,6 +801,162 @@ def write_report(results, path: Union[str, Path] = "report.html", *,
     from .results.files import atomic_write_text
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = render_report(results, title=title, swimmer=swimmer, replay=replay)
+    text = render_report(results, title=title, swimmer=swimmer, replay=replay,
+                         compact=compact)
     atomic_write_text(path, text)  # never a half-written page
     return path
+
+
+# -- studies and document formats -------------------------------------------------------------
+STUDY_SECTION_IDS = ("study", "oc-table", "selection-figure", "scenario-details",
+                     "run-settings")
+STUDY_SECTION_TITLES = {"study": "Study", "oc-table": "Operating characteristics by scenario",
+                        "selection-figure": "Selection by scenario",
+                        "scenario-details": "Scenario details", "run-settings": "Run settings"}
+FORMATS = ("html", "md", "tex", "docx")
+
+
+def _cell_titles(study_results):
+    return {int(r["cell"]): str(r["label"]) for _, r in study_results.cells.iterrows()}
+
+
+def study_blocks(study_results, compact: bool = False):
+    """The multi-scenario OC table of a study's results (one block per cell)."""
+    from .results.display import protocol_blocks
+    return protocol_blocks(study_results.oc, study_results.summary, compact=compact,
+                           titles=_cell_titles(study_results))
+
+
+def _study_note(study_results, compact: bool) -> str:
+    from .results.display import table_note
+    oc = study_results.oc
+    has_dur = "duration_mean" in oc.columns and oc["duration_mean"].notna().any()
+    return table_note(compact, False, has_dur)
+
+
+def render_study_report(study_results, title: Optional[str] = None,
+                        compact: bool = False) -> str:
+    """A study's appendix as one self-contained HTML page: the multi-scenario OC table,
+    the selection-by-scenario figure and each scenario's details behind a link."""
+    import matplotlib
+    from .plotting import plot_selection_by_scenario
+    from .results.display import cohort_size_notes, pct, render_html
+    st = study_results.study
+    title = title or f"{st.name}: simulation appendix"
+    titles = _cell_titles(study_results)
+    blocks = study_blocks(study_results, compact=compact)
+    meta = study_results.meta
+    cells = study_results.cells
+    # study section: what was compared, with a link to every scenario
+    links = "".join(f'<li><a href="#scenario-{c}">{_e(t)}</a></li>' for c, t in titles.items())
+    designs = list(dict.fromkeys(study_results.oc["design"].tolist()))
+    pairs = [("description", _e(st.model.description) or "–"),
+             ("scenarios", f"{len(cells)}"), ("designs", _e(", ".join(designs))),
+             ("source file", f"<code>{_e(st.source)}</code>")]
+    notes = sorted({n for c in st.cells for n in cohort_size_notes(c.scenario)})
+    study_sec = (_kv(pairs) + "".join(f'<p class="glance">Note: {_e(n)}.</p>' for n in notes)
+                 + f"<h3>Scenarios</h3><ol start=\"0\">{links}</ol>")
+    with matplotlib.rc_context({"font.size": 9.0, "axes.spines.top": False,
+                                "axes.spines.right": False, "text.parse_math": False}):
+        fig = plot_selection_by_scenario(study_results.oc, study_results.summary,
+                                         titles=titles)
+        figure = _fig_to_img(fig, "selection percentage per dose in each scenario",
+                             "Percentage of trials selecting each dose (and none), one panel per "
+                             "scenario; * and the shaded group mark the true MTD.", dpi=90)
+        details = []
+        if not compact:
+            from .plotting import plot_selection
+            for c, t in titles.items():
+                og = study_results.oc[study_results.oc["cell"] == c]
+                sg = study_results.summary[study_results.summary["cell"] == c]
+                rows = []
+                for _, r in og.iterrows():
+                    rows.append([f"<th>{_e(r['design'])}</th>",
+                                 f'<td class="num">{pct(r["pcs"], r["se_pcs"])}</td>',
+                                 f'<td class="num">{pct(r["p_select_overdose"], r["se_p_select_overdose"])}</td>',
+                                 f'<td class="num">{pct(r["pct_patients_above_mtd"], r["se_pct_patients_above_mtd"])}</td>',
+                                 f'<td class="num">{pct(r["p_no_mtd"], r["se_p_no_mtd"])}</td>',
+                                 f'<td class="num">{r["mean_n_total"]:.1f}</td>'])
+                tbl = _table(["design", "PCS % (SE)", "P(over) % (SE)", "% pts > MTD (SE)",
+                              "early stop % (SE)", "N"], rows, cls="oc")
+                f2, (ax,) = _figure(6.0, 3.0)
+                cols = [c for c in ("design", "dose", "label", "p_true", "p_select",
+                                    "se_p_select") if c in sg.columns]
+                plot_selection(sg[cols], ax=ax, show_truth=False, show_none=False,
+                               legend=True)
+                img = _fig_to_img(f2, f"selection by design, {t}", dpi=80)
+                block = [b for b in blocks if b.anchor == f"scenario-{c}"]
+                details.append(f'<details id="scenario-{c}"><summary>{_e(t)}</summary>'
+                               f'<p class="note">{_e(block[0].subtitle if block else "")}</p>'
+                               f"{tbl}{img}</details>")
+    sections = [("study", study_sec),
+                ("oc-table", render_html(blocks, _study_note(study_results, compact))),
+                ("selection-figure", figure)]
+    if details:
+        sections.append(("scenario-details", "".join(details)))
+    run = [("trials per scenario", f"{st.n_trials:,}"), ("seed", f"{st.seed} (the same for "
+           "every scenario: common random numbers)"),
+           ("run time", f"{meta.get('elapsed_s', 0):.1f} s"),
+           ("reproduce with", f"<code>{_e(f'escalation-sim study {shlex.quote(st.source)} --out DIR --n-trials {st.n_trials} --seed {st.seed}')}</code>")]
+    sections.append(("run-settings", _kv(run)))
+    nav = "".join(f'<a href="#{sid}">{STUDY_SECTION_TITLES[sid]}</a>' for sid, _ in sections)
+    ver = meta.get("versions", {}).get("escalation-sim", "")
+    when = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    body = "".join(f'<section id="{sid}"><h2>{STUDY_SECTION_TITLES[sid]}</h2>{b}</section>'
+                   for sid, b in sections)
+    return ("<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<header><h1>{_e(title)}</h1>"
+            f'<p class="lead">{len(cells)} scenarios &middot; {_e(", ".join(designs))} '
+            f"&middot; {st.n_trials:,} simulated trials each</p><nav>{nav}</nav></header>"
+            + body + f"<footer>Generated by escalation-sim {_e(ver)} on {when}.</footer>"
+            "</main></body></html>\n")
+
+
+def write_tables(blocks, path: Union[str, Path], fmt: str, title: str = "",
+                 note: str = "") -> Path:
+    """The OC table blocks as Markdown, LaTeX or Word (``fmt`` md / tex / docx)."""
+    from .results.display import render_latex, render_markdown, write_docx
+    from .results.files import atomic_write_text
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "md":
+        atomic_write_text(path, render_markdown(blocks, title, note))
+    elif fmt == "tex":
+        atomic_write_text(path, render_latex(blocks, title, note))
+    elif fmt == "docx":
+        write_docx(blocks, path, title, note)
+    else:
+        raise ValueError(f"unknown table format {fmt!r} (known: md, tex, docx)")
+    return path
+
+
+def write_study_report(study_results, path: Union[str, Path], *, fmt: str = "html",
+                       compact: bool = False, title: Optional[str] = None) -> Path:
+    """A study's appendix: HTML (:func:`render_study_report`) or the OC table as md/tex/docx."""
+    from .results.files import atomic_write_text
+    path = Path(path)
+    if fmt == "html":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, render_study_report(study_results, title, compact))
+        return path
+    st = study_results.study
+    return write_tables(study_blocks(study_results, compact), path, fmt,
+                        title or f"{st.name}: operating characteristics by scenario",
+                        _study_note(study_results, compact))
+
+
+def write_results_tables(results, path: Union[str, Path], *, fmt: str, compact: bool = False,
+                         title: Optional[str] = None) -> Path:
+    """One comparison's OC table (and its notes) as md / tex / docx."""
+    from .results.display import cohort_size_notes, protocol_blocks, table_note
+    oc = results.oc()
+    blocks = protocol_blocks(oc, results.summary(), compact=compact)
+    has_dur = "duration_mean" in oc.columns and oc["duration_mean"].notna().any()
+    note = table_note(compact, results.method == "exact", has_dur)
+    for n in cohort_size_notes(results.scenario, [d.name for d in results.designs]):
+        note += f" Note: {n}."
+    return write_tables(blocks, path, fmt,
+                        title or f"{results.scenario.name}: operating characteristics", note)

@@ -114,3 +114,16 @@ class Decision:
     def halt(cls, stop_reason: StopReason, reason: str = "") -> "Decision":
         return cls(dose=None, cohort_size=0, reason=reason or stop_reason.value,
                    stop_reason=stop_reason)
+
+
+class LazyModule:
+    """A module imported on first attribute access (``special = LazyModule("scipy.special")``
+    then ``special.ndtr(x)``): scipy takes most of a second to import, and the command
+    line's ``validate``, ``table`` and ``--help`` should start in a fraction of that."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        import importlib
+        return getattr(importlib.import_module(self._name), attr)

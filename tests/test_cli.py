@@ -191,9 +191,12 @@ def test_process_readme_quickstart_command_and_table():
     out = r.stdout.splitlines()
     for name, p_select, pcs, *days in rows:
         design = name.lower()
-        sel = next(line.split() for line in out if line.split()[:1] == [design])
+        # percentages with their SEs in brackets: "9.9 (0.7)"
+        sel = [t for t in next(line.split() for line in out if line.split()[:1] == [design])
+               if not t.startswith("(")]
         assert sel[1:5] == p_select.split(" / "), (design, sel)
-        summary = [line.split() for line in out if line.split()[:1] == [design]][-1]
+        start = next(i for i, line in enumerate(out) if "PCS %" in line)
+        summary = next(line.split() for line in out[start:] if line.split()[:1] == [design])
         assert summary[1] == pcs and summary[-4:] == days, (design, summary)
 
 

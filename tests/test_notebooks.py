@@ -24,9 +24,9 @@ pytest.importorskip("ipykernel")
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_quickstart.ipynb", "02_compare_designs.ipynb",
-             "03_toxicity_assumptions.ipynb"]
+             "03_toxicity_assumptions.ipynb", "04_protocol_appendix.ipynb"]
 N_TRIALS = {"01_quickstart.ipynb": 500, "02_compare_designs.ipynb": 500,
-            "03_toxicity_assumptions.ipynb": 200}
+            "03_toxicity_assumptions.ipynb": 200, "04_protocol_appendix.ipynb": 200}
 
 
 def test_every_notebook_is_listed_and_stored_without_outputs():

@@ -313,10 +313,13 @@ def test_truth_curve_band_and_mtd():
     assert list(truth.get_ydata()) == pytest.approx([0.05, 0.12, 0.25, 0.40])
     (mtd,) = lines(ax, "true-mtd")
     assert list(mtd.get_xdata()) == [2]                      # dose 3 is exactly at 0.25
+    # no band unless one is used (issue 18: a band nobody uses misleads)
+    assert not [p for p in ax.patches if p.get_gid() == "target-band"]
+    ax = P.plot_truth([0.05, 0.12, 0.25, 0.40], target=0.25, band=(0.20, 0.30))
     band = [p for p in ax.patches if p.get_gid() == "target-band"]
     assert len(band) == 1
     ys = band[0].get_path().vertices[:, 1]
-    # default band: target +/- 0.05 (Cheung & Chappell 2002 indifference interval)
+    # the band given: target +/- 0.05 (Cheung & Chappell 2002 indifference interval)
     lo, hi = band[0].get_transform().transform([[0, ys.min()], [0, ys.max()]])[:, 1]
     inv = ax.transData.inverted()
     assert inv.transform([[0, lo]])[0, 1] == pytest.approx(0.20)
@@ -348,3 +351,15 @@ def test_format_amount():
     assert P.format_amount(250) == "250"
     assert P.format_amount(0.5, "mg/kg") == "0.5 mg/kg"
     assert P.format_amount(1.5e-6) == "1.5×10⁻⁶"
+
+
+def test_selection_panels_put_the_truth_on_its_own_axis():
+    import escalation_sim as es
+    mc_results_for_panels = es.simulate(es.load_scenario_text(BASE), n_trials=300, seed=5)
+    fig = P.plot_selection_panels(mc_results_for_panels)
+    top, bottom = fig.axes[:2]
+    (truth,) = lines(top, "truth")
+    # the truth axis holds the true DLT rates of the scenario, in its own units
+    assert list(truth.get_ydata()) == pytest.approx(list(mc_results_for_panels.scenario.p_true))
+    assert not hasattr(bottom, "truth_axis") and not lines(bottom, "truth")
+    assert len(fig.axes) == 2                                  # no twin axis

@@ -119,14 +119,20 @@ def test_report_is_self_contained_with_every_section(mc_html):
     assert html.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in html
 
 
+def pc(v) -> str:
+    """A probability as the report prints it: a percentage with one decimal."""
+    return f"{100 * v:.1f}%"
+
+
 def test_report_shows_the_oc_numbers_with_ses(mc_results, mc_html):
     _, html = mc_html
     oc_html = section(html, "operating-characteristics")
     oc = mc_results.oc()
     for _, row in oc.iterrows():
         assert f">{row['design']}<" in oc_html
-        assert f"{row['pcs']:.3f} <span class=\"se\">({row['se_pcs']:.3f})</span>" in oc_html
-        assert f"{row['p_select_overdose']:.3f}" in oc_html
+        # probabilities as percentages (issue 18), the SE beside them
+        assert f"{pc(row['pcs'])} <span class=\"se\">({pc(row['se_pcs'])})</span>" in oc_html
+        assert pc(row['p_select_overdose']) in oc_html
         assert f"{row['mean_n_total']:.2f} <span class=\"se\">({row['se_mean_n_total']:.2f})" \
                in oc_html
         assert f"{row['mean_dlt_total']:.2f}" in oc_html
@@ -141,15 +147,16 @@ def test_report_per_dose_and_paired_numbers(mc_results, mc_html):
     per = section(html, "per-dose-summary")
     sm = mc_results.summary()
     for _, r in sm.iterrows():
-        assert f"{r['p_select']:.3f} <span class=\"se\">({r['se_p_select']:.3f})" in per
+        if r["p_select"] > 0.0005:   # 0.0% is shown without its SE
+            assert f"{pc(r['p_select'])} <span class=\"se\">({pc(r['se_p_select'])})" in per
         assert f"{r['mean_n']:.2f} <span class=\"se\">({r['se_mean_n']:.2f})" in per
     paired = section(html, "paired-differences")
     pdf = mc_results.paired()
     assert len(re.findall(r"<tr>", paired)) == len(pdf) + 1       # + the header row
     r = pdf[(pdf.metric == "correct")].iloc[0]
-    assert f"{r['mean_difference']:+.3f}".lstrip("+") in paired
+    assert pc(r['mean_difference']) in paired
     lo = r["mean_difference"] - 1.96 * r["se"]
-    assert f"[{lo:.3f}," in paired
+    assert f"[{pc(lo)}," in paired
 
 
 def test_report_scenario_run_settings_and_versions(mc_results, mc_html):
@@ -184,7 +191,7 @@ def test_report_from_exact_results(tmp_path, base_text):
     oc = section(html, "operating-characteristics")
     assert "Exact values" in oc and 'class="se"' not in oc    # no SEs for exact results
     for _, row in res.oc().iterrows():
-        assert f"{row['pcs']:.3f}" in oc
+        assert pc(row['pcs']) in oc
     assert "no paired sample" in section(html, "paired-differences")
     assert "exact enumeration" in section(html, "run-settings")
 
@@ -249,7 +256,7 @@ def test_cli_report_end_to_end(tmp_path, capsys, base_file):
     assert_self_contained(html)
     ref = es.simulate(str(base_file), n_trials=200, seed=9).oc()
     for _, row in ref.iterrows():     # same seed, same numbers
-        assert f"{row['pcs']:.3f} <span" in section(html, "operating-characteristics")
+        assert f"{pc(row['pcs'])} <span" in section(html, "operating-characteristics")
 
 
 # -- headless browser ---------------------------------------------------------------------------
@@ -330,11 +337,14 @@ def test_read_tables_reads_back_what_write_wrote(mc_results, tmp_path):
     mc_results.write(tmp_path / "out")
     t = Results.read_tables(tmp_path / "out")
     assert set(t) == {"oc", "summary", "paired"}
-    pd.testing.assert_frame_equal(t["oc"], mc_results.oc(), check_dtype=False)
+    # oc.csv = oc() plus the stop reasons with their SEs (issue 18)
+    pd.testing.assert_frame_equal(t["oc"], mc_results.oc_file(), check_dtype=False)
     pd.testing.assert_frame_equal(t["summary"], mc_results.summary(), check_dtype=False)
     for f in (tmp_path / "out").glob("*.parquet"):
         f.unlink()                                                  # CSV only
     t = Results.read_tables(tmp_path / "out")
-    pd.testing.assert_frame_equal(t["oc"], mc_results.oc(), check_dtype=False)
+    # CSV numbers carry 12 significant digits (no float noise)
+    pd.testing.assert_frame_equal(t["oc"], mc_results.oc_file(), check_dtype=False,
+                                  rtol=1e-11)
     with pytest.raises(FileNotFoundError):
         Results.read_tables(tmp_path / "empty")

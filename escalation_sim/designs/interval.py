@@ -53,10 +53,13 @@ from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, NamedTupl
                     Tuple, Union)
 
 from pydantic import Field, model_validator
-from scipy import special
 
-from ..types import Decision, StopReason, TrialState
+from ..types import Decision, LazyModule, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase
+
+#: scipy.special, imported on first use (the command line's validate, table and --help
+#: start without it)
+special = LazyModule("scipy.special")
 
 if TYPE_CHECKING:  # pragma: no cover
     from .tables import DecisionTable, TableRequest

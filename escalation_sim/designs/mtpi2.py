@@ -52,13 +52,16 @@ from typing import Any, ClassVar, Dict, Literal, Tuple
 
 import numpy as np
 from pydantic import Field
-from scipy.special import betainc
 
+from ..types import LazyModule
 from .base import Design, DesignContext
 from .interval import (COUNT_TABLE_OPTIONS, DE_ESCALATE, ESCALATE, STAY, IntervalDesign,
                        IntervalSpec, Step, count_table, ei_context)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
+
+#: scipy.special, imported on first use (the command line starts without it)
+_special = LazyModule("scipy.special")
 
 __all__ = ["MTPI2", "Spec", "make", "equal_width_intervals", "interval_masses", "mtpi2_table",
            "epsilon_field"]
@@ -93,7 +96,7 @@ def equal_width_intervals(target: float, eps_low: float, eps_high: float
 
 def interval_masses(cuts: Tuple[float, ...], n: int, y: int) -> np.ndarray:
     """Posterior probability of each interval under Beta(1 + y, 1 + n - y)."""
-    cdf = betainc(1.0 + y, 1.0 + n - y, np.asarray(cuts))
+    cdf = _special.betainc(1.0 + y, 1.0 + n - y, np.asarray(cuts))
     return np.diff(cdf)
 
 

@@ -24,10 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from scipy import special
-
-from ..types import Decision, StopReason, TrialState
+from ..types import Decision, LazyModule, StopReason, TrialState
 from .base import RULE_NAMES, Design, RuleSpec
+
+#: scipy.special, imported on first use (the command line's validate, table and --help
+#: start without it)
+special = LazyModule("scipy.special")
 
 #: stops that ``demand_n_at_dose`` never overrides (``max_n`` is not among them: in a built
 #: design ``StopAtN`` wraps ``DemandNAtDose`` and so is never overridden; composed the other

@@ -32,7 +32,11 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from scipy import special
+
+from ..types import LazyModule
+
+#: scipy.special, imported on first use (the command line starts without it)
+special = LazyModule("scipy.special")
 
 DistName = Literal["gamma", "lognormal", "normal", "fixed", "uniform"]
 _SQRT3 = math.sqrt(3.0)

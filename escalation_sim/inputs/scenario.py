@@ -245,6 +245,9 @@ class Scenario:
         for d in self.designs:
             if d.name == name:
                 return d
+        folded = [d for d in self.designs if d.name.casefold() == str(name).casefold()]
+        if len(folded) == 1:  # design names are case-insensitive when unambiguous
+            return folded[0]
         close = difflib.get_close_matches(name, [d.name for d in self.designs], n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise KeyError(f"no design named {name!r} in {self.source}{hint} "

@@ -97,12 +97,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
                       field_validator, model_serializer, model_validator)
-from scipy import special
 
 from ..grades import MAX_GRADE, Scores, normalized_scores
 from ..randomness import stream_key, uniforms
+from ..types import LazyModule
 from .distributions import Distribution, DurationSpec
 from .limits import _CONTROL_ALL, MAX_DOSES, check_word, json_like, short
+
+#: scipy.special, imported on first use (the command line's validate, table and --help
+#: start without it)
+special = LazyModule("scipy.special")
 
 #: the DLT window when the scenario has no conduct block and the truth names none (days)
 DEFAULT_DLT_WINDOW_DAYS = 28.0

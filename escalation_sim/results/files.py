@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Callable, Dict, IO, Iterable, List, Optional, Union
 
 MANIFEST = "manifest.json"
+#: CSV numbers: 12 significant digits, no float noise (results.display.CSV_FLOAT_FORMAT)
+CSV_FLOAT_FORMAT = "%.12g"
 MANIFEST_FORMAT = 1
 _TMP_TAG = ".tmp-"
 _DIE_ENV = "ESCALATION_SIM_TEST_DIE_BEFORE_RENAME"
@@ -189,7 +191,9 @@ class OutputSet:
         formats = tuple(formats)
         if "csv" in formats:
             out.append(self.write(f"{stem}.csv",
-                                  lambda f: f.write(df.to_csv(index=False).encode("utf-8"))))
+                                  lambda f: f.write(df.to_csv(
+                                      index=False, float_format=CSV_FLOAT_FORMAT)
+                                      .encode("utf-8"))))
         if "parquet" in formats:
             try:
                 import pyarrow  # noqa: F401

@@ -225,58 +225,87 @@ class Results:
         out = OutputSet(out_dir) if outputs is None else outputs
         out.start()
         written = []
-        tables = {"oc": self.oc(), "summary": self.summary(), "paired": self.paired()}
+        tables = {"oc": self.oc_file(), "summary": self.summary(), "paired": self.paired()}
         if all(d.trials is not None for d in self.designs):
             tables["trials"] = self.trials()
             tables["trial_doses"] = self.doses_long()
         for name, df in tables.items():
             written += out.write_frame(df, name, formats)
-        written.append(out.write_text("scenario.resolved.yaml",
-                                      yaml.safe_dump(self.scenario.resolved(), sort_keys=False)))
+        from .display import cohort_size_notes
+        notes = "".join(f"# note: {n}\n" for n in cohort_size_notes(
+            self.scenario, [d.name for d in self.designs]))
+        written.append(out.write_text("scenario.resolved.yaml", notes + yaml.safe_dump(
+            self.scenario.resolved(), sort_keys=False)))
         written.append(out.write_text("results.json", self.to_json(indent=2)))
         out.commit({"scenario": self.scenario.name, "method": self.method,
                     "n_trials": self.n_trials, "seed": self.seed})
         return written
 
     # -- display -----------------------------------------------------------------------------
+    def oc_file(self):
+        """The ``oc`` table as written to ``oc.csv``: :meth:`oc` plus the stop reasons
+        (``stop_<reason>`` proportions with ``se_stop_<reason>``)."""
+        from .display import stop_reason_columns
+        df = self.oc()
+        extra = [stop_reason_columns(self.design_oc(d.name),
+                                     None if self.method == "exact" else self.n_trials)
+                 for d in self.designs]
+        cols = sorted({k for e in extra for k in e if not k.startswith("se_")})
+        for c in cols:
+            df[c] = [e.get(c, 0.0) for e in extra]
+            df["se_" + c] = [e.get("se_" + c, 0.0) for e in extra]
+        return df
+
     def table(self) -> str:
-        """A readable comparison table for the terminal."""
+        """A readable comparison table for the terminal: percentages with their SEs."""
+        from .display import STOP_LABELS, legend_text, num, pct
+        exact = self.method == "exact"
         labels = self.scenario.dose_labels
+        ocs = {d.name: self.design_oc(d.name) for d in self.designs}
         w = max(12, max(len(d.name) for d in self.designs) + 2)
+        tm = next(iter(ocs.values()))["true_mtd"]
         lines = []
         title = (f"{self.scenario.name}: target {self.scenario.target:g}, "
-                 f"{'exact' if self.method == 'exact' else f'{self.n_trials:,} trials, seed {self.seed}'}")
+                 f"{'exact' if exact else f'{self.n_trials:,} trials, seed {self.seed}'}")
         lines.append(title)
-        head = f"{'':<{w}}" + "".join(f"{l:>9}" for l in labels) + f"{'none':>9}"
-        lines.append("P(select)".ljust(w) + " true DLT: " +
-                     " ".join(f"{p:.2f}" for p in self.scenario.p_true))
-        lines.append(head)
-        for d in self.designs:
-            oc = self.design_oc(d.name)
-            lines.append(f"{d.name:<{w}}" + "".join(f"{v:9.3f}" for v in oc["p_select"])
-                         + f"{oc['p_no_mtd']:9.3f}")
+        lines.append("true DLT rate".ljust(w) + "".join(
+            f"{l}{'*' if tm == k + 1 else ''} {p:.2f}".rjust(13)
+            for k, (l, p) in enumerate(zip(labels, self.scenario.p_true))))
+        lines.append("")
+        lines.append("Selection %" + ("" if exact else " (SE)"))
+        cw = 13
+        lines.append(f"{'':<{w}}" + "".join(f"{l:>{cw}}" for l in labels) + f"{'none':>{cw}}")
+        for name, oc in ocs.items():
+            ses = [None] * len(labels) if exact else oc["se_p_select"]
+            lines.append(f"{name:<{w}}" + "".join(pct(p, s).rjust(cw)
+                                                    for p, s in zip(oc["p_select"], ses))
+                         + pct(oc["p_no_mtd"], None if exact else oc["se_p_no_mtd"]).rjust(cw))
         lines.append("")
         lines.append("Mean patients (DLTs) per dose")
         lines.append(f"{'':<{w}}" + "".join(f"{l:>13}" for l in labels) + f"{'total':>13}")
-        for d in self.designs:
-            oc = self.design_oc(d.name)
-            cells = "".join(f"{n:7.2f} ({y:.2f})".rjust(13)
+        for name, oc in ocs.items():
+            cells = "".join(f"{num(n, 2):>7} ({num(y, 2)})".rjust(13)
                             for n, y in zip(oc["mean_n"], oc["mean_dlt"]))
-            lines.append(f"{d.name:<{w}}" + cells +
-                         f"{oc['mean_n_total']:7.2f} ({oc['mean_dlt_total']:.2f})".rjust(13))
+            lines.append(f"{name:<{w}}" + cells +
+                         f"{num(oc['mean_n_total'], 2):>7} ({num(oc['mean_dlt_total'], 2)})"
+                         .rjust(13))
         lines.append("")
-        hdr = f"{'':<{w}}{'PCS':>8}{'SE':>7}{'P(over)':>9}{'%pts>MTD':>10}"
-        has_dur = any("duration_days" in self.design_oc(d.name) for d in self.designs)
+        se = (lambda k, oc: None) if exact else (lambda k, oc: oc["se_" + k])
+        hdr = (f"{'':<{w}}{'PCS %':>13}{'P(over) %':>13}{'% pts > MTD':>13}"
+               f"{'early stop %':>14}")
+        has_dur = any("duration_days" in oc for oc in ocs.values())
         if has_dur:
             hdr += f"{'days mean':>11}{'median':>8}{'p10':>7}{'p90':>7}"
         lines.append(hdr)
-        for d in self.designs:
-            oc = self.design_oc(d.name)
-            row = (f"{d.name:<{w}}{oc['pcs']:8.3f}{oc['se_pcs']:7.3f}"
-                   f"{oc['p_select_overdose']:9.3f}{100 * oc['pct_patients_above_mtd']:10.1f}")
+        for name, oc in ocs.items():
+            row = (f"{name:<{w}}{pct(oc['pcs'], se('pcs', oc)):>13}"
+                   f"{pct(oc['p_select_overdose'], se('p_select_overdose', oc)):>13}"
+                   f"{pct(oc['pct_patients_above_mtd'], se('pct_patients_above_mtd', oc)):>13}"
+                   f"{pct(oc['p_no_mtd'], se('p_no_mtd', oc)):>14}")
             if "duration_days" in oc:
                 dd = oc["duration_days"]
-                row += f"{dd['mean']:11.0f}{dd['median']:8.0f}{dd['p10']:7.0f}{dd['p90']:7.0f}"
+                row += (f"{num(dd['mean'], 0):>11}{num(dd['median'], 0):>8}"
+                        f"{num(dd['p10'], 0):>7}{num(dd['p90'], 0):>7}")
             lines.append(row)
         split = [d for d in self.designs if "mean_n_backfill" in (d.des_totals or {})]
         if split:      # conduct.backfill: escalation and backfill patients (DLTs)
@@ -287,10 +316,24 @@ class Results:
                 lines.append(f"{d.name:<{w}}" + "".join(
                     f"{t['mean_n_' + k]:.2f} ({t['mean_y_' + k]:.2f})".rjust(18)
                     for k in ("escalation", "backfill")))
-        tm = self.design_oc(self.designs[0].name)["true_mtd"]
-        lines.append(f"(true MTD: dose {tm}; " if tm is not None else
-                     "(no true MTD: even dose 1 is too toxic, stopping is correct; ")
-        lines[-1] += "PCS = probability of correct selection)"
+        reasons = sorted({k for oc in ocs.values() for k in oc.get("stop_reasons", {})})
+        if reasons:
+            lines.append("")
+            lines.append("Why trials stopped, %" + ("" if exact else " (SE)"))
+            rw = max(len(STOP_LABELS.get(r, r)) for r in reasons) + 2
+            lines.append(f"{'':<{rw}}" + "".join(f"{n:>{max(13, len(n) + 2)}}" for n in ocs))
+            for r in reasons:
+                cells = ""
+                for n, oc in ocs.items():
+                    p = oc.get("stop_reasons", {}).get(r, 0.0)
+                    s = None if exact else math.sqrt(max(p * (1 - p), 0.0) / self.n_trials)
+                    cells += pct(p, s).rjust(max(13, len(n) + 2))
+                lines.append(f"{STOP_LABELS.get(r, r):<{rw}}" + cells)
+        lines.append("")
+        lines.append(f"* true MTD: dose {tm}." if tm is not None else
+                     "No true MTD: even dose 1 is too toxic, stopping is correct.")
+        keys = ["Sel %", "none", "PCS", "P(over)", "% pts > MTD", "early stop", "MTD", "SE"]
+        lines.extend(_wrap(legend_text(keys, exact=exact), 100))
         if self.scenario.model.truth.graded:
             lines += self._graded_lines(w)
         return "\n".join(lines)
@@ -344,9 +387,13 @@ class Results:
         return self.table()
 
     def _repr_html_(self) -> str:
-        return ("<div><b>escalation-sim results</b>" + self.oc().to_html(index=False,
-                float_format=lambda v: f"{v:.4f}") + self.summary().to_html(
-                index=False, float_format=lambda v: f"{v:.4f}") + "</div>")
+        """In a notebook: the standard OC table in percentages with SEs."""
+        from .display import protocol_blocks, render_html, table_note
+        oc = self.oc()
+        has_dur = "duration_mean" in oc.columns and oc["duration_mean"].notna().any()
+        return ("<div><b>escalation-sim results</b>" + render_html(
+            protocol_blocks(oc, self.summary()),
+            table_note(False, self.method == "exact", has_dur)) + "</div>")
 
     # -- saving and loading (added for the report / notebooks) ---------------------------------
     _PARQUET_KEY = b"escalation_sim.results.tables"
@@ -491,6 +538,11 @@ def _design_of(scenario, name: str):
         if item.name == name:
             return item.design
     return None
+
+
+def _wrap(text: str, width: int) -> List[str]:
+    import textwrap
+    return textwrap.wrap(text, width)
 
 
 def trials_frame(scenario_name: str, design_name: str, trials: Dict[str, np.ndarray]):

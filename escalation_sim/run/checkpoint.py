@@ -416,6 +416,7 @@ class Checkpoint:
         self.limits = list(limits) if limits is not None else None
         self._fresh = fresh
         self._created = False
+        self._extend_from: Optional[int] = None
 
     # -- opening ------------------------------------------------------------------------------
     @classmethod
@@ -440,16 +441,19 @@ class Checkpoint:
 
     @classmethod
     def for_plan(cls, out_dir, plan, resume: bool = True,
-                 subdir: str = "checkpoint") -> "Checkpoint":
+                 subdir: str = "checkpoint", extend: bool = False) -> "Checkpoint":
         """:meth:`prepare` then :meth:`create`."""
-        return cls.prepare(out_dir, plan, resume=resume, subdir=subdir).create()
+        return cls.prepare(out_dir, plan, resume=resume, subdir=subdir,
+                           extend=extend).create()
 
     @classmethod
     def prepare(cls, out_dir, plan, resume: bool = True,
-                subdir: str = "checkpoint") -> "Checkpoint":
+                subdir: str = "checkpoint", extend: bool = False) -> "Checkpoint":
         """Check the folder against ``plan`` (a :class:`escalation_sim.run.loop.RunPlan`)
         without writing anything; :meth:`create` then writes.  Raises
-        :class:`CheckpointError` when ``resume`` and the folder holds a different run."""
+        :class:`CheckpointError` when ``resume`` and the folder holds a different run.
+        ``extend``: a run that differs only by more trials extends the saved one (trials
+        n..m have their own counter-based streams, so the saved chunks 0..n stay valid)."""
         _require_pyarrow()
         root = Path(out_dir) / subdir
         path = root / MANIFEST
@@ -485,6 +489,17 @@ class Checkpoint:
         if old is not None:
             diffs = [_describe_diff(k, old.get(k), manifest[k]) for k in _CHECKED
                      if old.get(k) != manifest[k]]
+            if (extend and len(diffs) == 1 and old.get("n_trials") != manifest["n_trials"]
+                    and isinstance(old.get("n_trials"), int)
+                    and manifest["n_trials"] > old["n_trials"]):
+                # more trials on the same run: trials n..m use their own counter-based
+                # streams, independent of 0..n-1, so the finished chunks stay valid
+                ext = dict(old)
+                ext["n_trials"] = manifest["n_trials"]
+                ext.pop("sha256", None)
+                ck = cls(root, ext, limits)
+                ck._extend_from = int(old["n_trials"])
+                return ck
             if diffs:
                 raise CheckpointError(
                     f"{root}: the checkpoint in this output folder belongs to a different run: "
@@ -512,9 +527,30 @@ class Checkpoint:
             man["sha256"] = hashlib.sha256(_canonical(man)).hexdigest()
             atomic_write_text(self.root / MANIFEST, json.dumps(man, indent=2))
             self.manifest = man
+        elif self._extend_from is not None:
+            self._extend()
         remove_temporaries(self.root)
         self._created = True
         return self
+
+    def _extend(self) -> None:
+        """Extend a run to more trials: the last chunk of the old grid, when it was cut short
+        by the old ``n_trials``, is removed (recomputed on the new grid); the manifest is
+        rewritten with the new ``n_trials``."""
+        old_n = self._extend_from
+        start = (old_n // self.chunk_size) * self.chunk_size
+        if start < old_n:
+            for p in self.paths(start, old_n):
+                if p.exists():
+                    p.unlink()
+        man = dict(self.manifest)
+        man["sha256"] = hashlib.sha256(_canonical(man)).hexdigest()
+        atomic_write_text(self.root / MANIFEST, json.dumps(man, indent=2))
+        self.manifest = man
+        warnings.warn(RunNote(f"{self.root.parent}: extending the run from {old_n:,} to "
+                              f"{self.n_trials:,} trials; trials {old_n:,}..{self.n_trials - 1:,}"
+                              " are new (each trial's random numbers depend only on the seed "
+                              "and its index, so the finished chunks are kept)"), stacklevel=2)
 
     def check_plan(self, plan) -> None:
         """Refuse a run whose settings differ from the checkpoint's."""

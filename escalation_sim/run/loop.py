@@ -566,7 +566,7 @@ def run_in_folder(plan: RunPlan, out: Union[str, Path], dispatch: Optional[Dispa
             res.write(out)
             return res
         truth_notes(plan)
-        ck = Checkpoint.for_plan(out, plan, resume=True) if resume else None
+        ck = Checkpoint.for_plan(out, plan, resume=True, extend=True) if resume else None
         if (out / SPOOL).exists():
             shutil.rmtree(out / SPOOL, ignore_errors=True)  # left by a killed run
         spool = TrialSpool(out / SPOOL, len(plan.items), checkpoint=ck) \

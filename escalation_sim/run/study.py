@@ -163,11 +163,31 @@ class Study:
 
 # ---------------------------------------------------------------------------------------------
 # loading and expansion
-def load_study(path: Union[str, Path]) -> Study:
-    """Read, validate and expand a study file (raises ScenarioError listing every problem)."""
+def load_study(path: Union[str, Path], n_trials: Optional[int] = None,
+               seed: Optional[int] = None) -> Study:
+    """Read, validate and expand a study file (raises ScenarioError listing every problem).
+    ``n_trials`` / ``seed`` replace the file's ``simulation`` values (e.g. from the command
+    line)."""
     path = Path(path)
     source, raw = load_yaml_file(path)
+    if isinstance(raw, dict) and (n_trials is not None or seed is not None):
+        sim = raw.get("simulation")
+        sim = dict(sim) if isinstance(sim, dict) else {}
+        if n_trials is not None:
+            sim["n_trials"] = n_trials
+        if seed is not None:
+            sim["seed"] = seed
+        raw = dict(raw, simulation=sim)
     return load_study_dict(raw, source, path.parent, self_path=path)
+
+
+def is_study_file(path: Union[str, Path]) -> bool:
+    """Whether a YAML file is a study (a ``scenarios`` key, no ``doses``), not a scenario."""
+    try:
+        _, raw = load_yaml_file(Path(path))
+    except ScenarioError:
+        return False
+    return isinstance(raw, dict) and "scenarios" in raw and "doses" not in raw
 
 
 def load_study_dict(raw: Any, source: str = "<study>", base_dir: Union[str, Path] = ".",
@@ -436,11 +456,15 @@ class StudyResults:
         order = list(dict.fromkeys(self.oc["design"]))
         out = [f"{self.study.name}: {len(self.cells)} cells, {self.study.n_trials:,} trials "
                f"each, seed {self.study.seed}"]
-        figures = [("pcs", "PCS (probability of correct selection)", "{:.3f}")]
-        if "duration_mean" in self.oc and self.oc["duration_mean"].notna().any():
+        from ..results.display import pct
+        oc = self.oc.copy()
+        oc["pcs_text"] = [pct(p, s) for p, s in zip(oc["pcs"], oc["se_pcs"])]
+        figures = [("pcs_text", "PCS % (SE): percentage of correct selection, Monte Carlo "
+                                "SE in brackets", "{}")]
+        if "duration_mean" in oc and oc["duration_mean"].notna().any():
             figures.append(("duration_mean", "mean trial duration (days)", "{:.0f}"))
         for col, title, fmt in figures:
-            pv = self.oc.pivot(index="cell", columns="design", values=col)[order]
+            pv = oc.pivot(index="cell", columns="design", values=col)[order]
             pv = pv.apply(lambda c: [("-" if v != v else fmt.format(v)) for v in c])
             if front:
                 left = cells.loc[pv.index, front].apply(
@@ -511,13 +535,14 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
         for ck in cks.values():
             ck.create()
         t0 = time.perf_counter()
-        frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {}}
+        frames: Dict[str, Dict[int, Any]] = {"oc": {}, "summary": {}, "paired": {},
+                                             "oc_file": {}}
         stats = RunStats()
         for plan, res in execute(plans, dispatch, checkpoints=cks, progress=progress,
                                  stats=stats):
             c = by_index[plan.key]
             for name, df in (("oc", res.oc()), ("summary", res.summary()),
-                             ("paired", res.paired())):
+                             ("paired", res.paired()), ("oc_file", res.oc_file())):
                 frames[name][c.index] = _with_cell_columns(df, c, study.param_names)
         elapsed = time.perf_counter() - t0
 
@@ -525,6 +550,9 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
         for name, parts in frames.items():
             tables[name] = pd.concat([parts[i] for i in sorted(parts)], ignore_index=True)
             tables[name] = _tidy_params(tables[name], study.param_names)
+        # oc.csv: the oc table plus every stop reason (0 where a cell never stopped so)
+        stops = [c for c in tables["oc_file"].columns if c.startswith(("stop_", "se_stop_"))]
+        tables["oc_file"][stops] = tables["oc_file"][stops].fillna(0.0)
         cells_df = study.cells_table()
         meta = {"study": study.name, "description": study.model.description,
                 "source": study.source, "n_cells": len(study.cells), "n_trials": n,
@@ -541,7 +569,7 @@ def run_study(file, out, n_jobs: Optional[int] = None, backend: Optional[str] = 
               "scenario_hash": c.hash, "scenario": c.scenario.resolved()}
              for c in study.cells], indent=1, default=str))
         for name in ("oc", "summary", "paired"):
-            outputs.write_frame(tables[name], name)
+            outputs.write_frame(tables["oc_file" if name == "oc" else name], name)
         outputs.write_text("study.json", json.dumps(meta, indent=2, default=str))
         outputs.write_text("study.resolved.yaml", yaml.safe_dump(
             study.model.model_dump(mode="json"), sort_keys=False))
