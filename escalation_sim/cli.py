@@ -869,10 +869,10 @@ def _replay_text(res) -> str:
     for r in res.rows:
         by_design.setdefault(r["design"], []).append(r)
     for name, rows in by_design.items():
+        w = max([22] + [len(r["data"]) + 2 for r in rows])
+        head = "score/n per dose" if rows[0].get("outcome") == "score" else "DLT/n per dose"
         lines += ["", f"{name}:",
-                  f"  {'#':>3}  {'date':<10}  {'n':>3}  "
-                  f"{'DLT/n per dose' if rows[0].get('outcome') != 'score' else 'score/n per dose':<22}"
-                  f"{'pend':>5}  "
+                  f"  {'#':>3}  {'date':<10}  {'n':>3}  {head:<{w}}{'pend':>5}  "
                   f"{'design':<16}{'trial':<12}flag"]
         for r in rows:
             design = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
@@ -883,7 +883,7 @@ def _replay_text(res) -> str:
                                          else "")
             flag = ("DEVIATION: " + r["deviation_detail"]) if r["deviation"] else ""
             lines.append(f"  {r['point']:>3}  {r['date']:<10}  {r['after_patients']:>3}  "
-                         f"{r['data']:<22}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
+                         f"{r['data']:<{w}}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
         last = rows[-1]
         m = last["mtd_if_stopped_now"]
         n_dev = sum(1 for r in rows if r["deviation"])

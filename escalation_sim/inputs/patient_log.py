@@ -297,7 +297,7 @@ def parse_patient_log(text: str, source: str, n_doses: int, window_days: float,
             if ot and onset is None:
                 continue
             if grade > 0 and onset is None:
-                err(low + "_onset", f"a {typ} grade {grade} needs its onset date", ot)
+                err(low + "_onset", f"{typ} grade {grade} needs its onset date", ot)
                 continue
             if grade == 0 and onset is not None:
                 err(low + "_grade", f"an onset date ({onset}) needs a grade from 1 to "
