@@ -209,3 +209,29 @@ def test_bundled_graded_example(root):
     assert [r["deviation"] for r in g] == [False, False, True, False]
     assert [r["next_dose"] for r in b] == [1, 2, 3, 2]
     assert "INVENTED FOR ILLUSTRATION" in (root / EXAMPLE).read_text()
+
+
+def test_drop_out_with_a_low_grade_is_not_evaluable(tmp_path, root):
+    # D1 had CRS 2 (0.5 / 1.5 = 0.333) on 2023-01-04, then dropped out on 2023-01-10 (day 8)
+    # without a DLT: scored (no longer pending) from its onset until the drop-out, then not
+    # evaluable, as a drop-out of a DLT design.  gBOIN on D2 alone (window over, grade 0): 0/1
+    text = ("id,dose,enrolled,infused,CRS_grade,CRS_onset,end_date,dropout\n"
+            "D1,1,2023-01-01,2023-01-02,2,2023-01-04,2023-01-10,yes\n"
+            "D2,1,2023-01-01,2023-01-02,,,2023-01-30,\n")
+    f = tmp_path / "d.csv"
+    f.write_text(text)
+    before = es.replay(f, scenario=root / SC, design="tite-gboin", as_of=dt.date(2023, 1, 9))
+    assert before.rows[-1]["data"] == "0.333/2 0/0 0/0 0/0" and before.rows[-1]["pending"] == 1
+    after = es.replay(f, scenario=root / SC, design="gboin")
+    assert after.rows[-1]["data"] == "0/1 0/0 0/0 0/0"
+
+
+def test_command_line_types_with_a_binary_scenario(root, cli):
+    # relma_cel_sle.yaml has a binary truth, so the types come from --toxicity-types; its
+    # BOIN (target 0.25) sees the example's one derived DLT: 1/3 at DL3 at the cut-off
+    r = cli("replay", root / EXAMPLE, "--scenario", root / "scenarios/relma_cel_sle.yaml",
+            "--design", "boin", "--toxicity-types", "CRS,ICANS", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    rows = json.loads(r.stdout)["rows"]
+    assert rows[-1]["data"] == "0/3 0/3 1/3 0/0" and rows[-1]["next_dose"] == 2

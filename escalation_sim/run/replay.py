@@ -76,14 +76,15 @@ def score_status(p: PatientRecord, day: dt.date, window_days: float,
     ``"scored"``: an event inside the window with a positive score has started (the
     patient is no longer pending; units of the worst grade started so far); otherwise as
     :func:`patient_status` (``"complete"``: window over, units of the worst grade, which
-    scores 0 here)."""
+    scores 0 here).  A drop-out (which has no DLT) is ``"out"``, not evaluable, from its
+    drop-out date, whatever lower grades it had, as for the DLT designs."""
     if p.enrolled > day:
         return "not_enrolled", 0.0, 0
+    if p.dropout and p.end_date is not None and p.end_date <= day:
+        return "out", 0.0, 0
     u = units[p.worst_grade(day, window_days)]
     if u > 0:
         return "scored", 1.0, u
-    if p.dropout and p.end_date is not None and p.end_date <= day:
-        return "out", 0.0, 0
     if p.infused is not None and (day - p.infused).days >= window_days:
         return "complete", 1.0, u
     if p.infused is None or day < p.infused:
