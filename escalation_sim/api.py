@@ -200,12 +200,15 @@ def dose_paths(design=None, outcomes: str = "", cohorts: int = 2, *, scenario=No
 def replay(log, design=None, *, scenario=None, window_days: Optional[float] = None,
            as_of=None, target: Optional[float] = None, n_doses: Optional[int] = None,
            options: Optional[dict] = None, cohort_size: Optional[int] = None,
-           level: float = 0.95):
+           level: float = 0.95, tox_types=None, dlt_rule=None):
     """Replay a patient log (CSV path): every design's recommendation at each real decision
     point beside what the trial did (:class:`~escalation_sim.run.replay.ReplayResult`;
     ``design``: a name or list of names of ``scenario``, default all of them, or a design
     type with ``target`` and ``n_doses``).  ``as_of``: the data cut-off (a ``date``;
-    default the log's last date).  Bad rows raise
+    default the log's last date).  Graded logs (``TYPE_grade`` / ``TYPE_onset``
+    columns): the types and DLT rule of a graded scenario, else ``tox_types`` (e.g.
+    ``["CRS", "ICANS"]``) and ``dlt_rule`` (``[("CRS", 3), ...]``, default every type at
+    grade >= 3).  Bad rows raise
     :class:`~escalation_sim.inputs.patient_log.PatientLogError` listing every problem."""
     from .inputs.patient_log import read_patient_log
     from .run.replay import replay_log
@@ -216,11 +219,14 @@ def replay(log, design=None, *, scenario=None, window_days: Optional[float] = No
         items = list(sc.designs) if not names else [sc.design(x) for x in names]
         designs = [(it.name, it.design) for it in items]
         labels, window = sc.dose_labels, window_days or sc.dlt_window_days
+        if sc.has_truth and sc.model.truth.graded:   # graded logs: the truth's types, rule
+            tox_types = sc.outcome_model.type_names
+            dlt_rule = sc.outcome_model.rule_names
     else:
         name, d, _, labels, _ = _real_design(design, None, target, n_doses, options,
                                              cohort_size, None)
         if window_days is None:
             raise ValueError("window_days: the DLT window is needed without a scenario")
         designs, window = [(name, d)], window_days
-    log_data = read_patient_log(log, len(labels), window, as_of)
+    log_data = read_patient_log(log, len(labels), window, as_of, tox_types or (), dlt_rule)
     return replay_log(log_data, designs, window, labels, as_of, level)

@@ -803,7 +803,13 @@ def _replay_designs(args):
         except KeyError as exc:
             raise UsageError(exc.args[0])
         window = args.window if args.window is not None else sc.dlt_window_days
-        return [(it.name, it.design) for it in items], sc.dose_labels, window
+        graded = sc.has_truth and sc.model.truth.graded
+        if graded and (args.toxicity_types or args.dlt_rule):
+            raise UsageError(f"--toxicity-types / --dlt-rule: the toxicity types and the DLT "
+                             f"rule come from {args.scenario}'s truth and dlt rule")
+        tox = ((sc.outcome_model.type_names, sc.outcome_model.rule_names) if graded
+               else _replay_tox(args))
+        return [(it.name, it.design) for it in items], sc.dose_labels, window, tox
     if not args.design or len(args.design) != 1:
         raise UsageError("give --scenario FILE, or one design as --design TYPE --target T "
                          f"--n-doses K (got --design {args.design})")
@@ -815,7 +821,39 @@ def _replay_designs(args):
         window = 28.0
         print(f"escalation-sim replay: note: --window not given: a {window:g}-day DLT window",
               file=sys.stderr)
-    return [(rd.name, rd.design)], rd.labels, window
+    return [(rd.name, rd.design)], rd.labels, window, _replay_tox(args)
+
+
+def _replay_tox(args):
+    """``(types, dlt rule)`` of a graded log from --toxicity-types CRS,ICANS and --dlt-rule
+    CRS:3,ICANS:3 (default: every type at grade >= 3); ``((), None)`` without them."""
+    import re
+    if not args.toxicity_types:
+        if args.dlt_rule:
+            raise UsageError(f"--dlt-rule needs --toxicity-types (got --dlt-rule "
+                             f"{args.dlt_rule!r})")
+        return (), None
+    types = [t.strip() for t in args.toxicity_types.split(",")]
+    for t in types:
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,31}", t):
+            raise UsageError(f"--toxicity-types: each type a name of letters, digits and - "
+                             f"starting with a letter, such as CRS (got {t!r})")
+    if len({t.lower() for t in types}) != len(types):
+        raise UsageError(f"--toxicity-types: a type given twice (got "
+                         f"{args.toxicity_types!r})")
+    if not args.dlt_rule:
+        return tuple(types), None
+    rule = []
+    for item in args.dlt_rule.split(","):
+        name, _, g = item.strip().partition(":")
+        match = next((t for t in types if t.lower() == name.lower()), None)
+        if match is None or not (g.isascii() and g.isdigit()) or not 1 <= int(g) <= 5 \
+                or any(t == match for t, _ in rule):
+            raise UsageError(f"--dlt-rule: expected TYPE:MIN_GRADE items, each type of "
+                             f"--toxicity-types ({', '.join(types)}) at most once, grade 1..5 "
+                             f"(got {item.strip()!r})")
+        rule.append((match, int(g)))
+    return tuple(types), tuple(rule)
 
 
 def _replay_text(res) -> str:
@@ -831,8 +869,10 @@ def _replay_text(res) -> str:
     for r in res.rows:
         by_design.setdefault(r["design"], []).append(r)
     for name, rows in by_design.items():
+        w = max([22] + [len(r["data"]) + 2 for r in rows])
+        head = "score/n per dose" if rows[0].get("outcome") == "score" else "DLT/n per dose"
         lines += ["", f"{name}:",
-                  f"  {'#':>3}  {'date':<10}  {'n':>3}  {'DLT/n per dose':<22}{'pend':>5}  "
+                  f"  {'#':>3}  {'date':<10}  {'n':>3}  {head:<{w}}{'pend':>5}  "
                   f"{'design':<16}{'trial':<12}flag"]
         for r in rows:
             design = r["recommendation"] + (f" x{r['cohort_size']}" if r["cohort_size"] else "")
@@ -843,7 +883,7 @@ def _replay_text(res) -> str:
                                          else "")
             flag = ("DEVIATION: " + r["deviation_detail"]) if r["deviation"] else ""
             lines.append(f"  {r['point']:>3}  {r['date']:<10}  {r['after_patients']:>3}  "
-                         f"{r['data']:<22}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
+                         f"{r['data']:<{w}}{r['pending']:>5}  {design:<16}{trial:<12}{flag}")
         last = rows[-1]
         m = last["mtd_if_stopped_now"]
         n_dev = sum(1 for r in rows if r["deviation"])
@@ -885,7 +925,7 @@ def cmd_replay(args) -> int:
     import datetime as dt
     from .inputs.patient_log import PatientLogError, read_patient_log
     from .run.replay import replay_log
-    designs, labels, window = _replay_designs(args)
+    designs, labels, window, (tox_types, dlt_rule) = _replay_designs(args)
     if not 0 < window < float("inf"):
         raise UsageError(f"--window must be a number of days > 0 (got {window})")
     as_of = None
@@ -898,7 +938,7 @@ def cmd_replay(args) -> int:
             raise UsageError(f"--as-of: expected a date YYYY-MM-DD (got {args.as_of!r})")
     _check_out_dir(args.out)
     try:
-        log = read_patient_log(args.log, len(labels), window, as_of)
+        log = read_patient_log(args.log, len(labels), window, as_of, tox_types, dlt_rule)
     except PatientLogError as exc:
         for line in exc.problems:
             print(printable(line), file=sys.stderr)
@@ -1043,7 +1083,10 @@ def _report_replay(args, sc):
     from .run.replay import replay_log
     items = [sc.design(n) for n in args.design] if args.design else list(sc.designs)
     try:
-        log = read_patient_log(args.replay, sc.n_doses, sc.dlt_window_days)
+        graded = sc.has_truth and sc.model.truth.graded
+        log = read_patient_log(args.replay, sc.n_doses, sc.dlt_window_days, None,
+                               sc.outcome_model.type_names if graded else (),
+                               sc.outcome_model.rule_names if graded else None)
     except PatientLogError as exc:
         raise UsageError("\n".join(f"--replay: {p}" for p in exc.problems))
     return replay_log(log, [(it.name, it.design) for it in items], sc.dlt_window_days,
@@ -1264,6 +1307,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a design option (without --scenario)")
     s.add_argument("--window", type=float, metavar="DAYS",
                    help="DLT window in days (default: the scenario's, else 28)")
+    s.add_argument("--toxicity-types", metavar="T1,T2",
+                   help="graded logs without a graded scenario: the types of the TYPE_grade / "
+                        "TYPE_onset columns, e.g. CRS,ICANS")
+    s.add_argument("--dlt-rule", metavar="T1:G,T2:G",
+                   help="with --toxicity-types: the DLT rule, e.g. CRS:3,ICANS:3 (default: "
+                        "every type at grade >= 3)")
     s.add_argument("--as-of", metavar="YYYY-MM-DD",
                    help="data cut-off (default: the latest date in the log)")
     s.add_argument("--level", type=float, metavar="L",

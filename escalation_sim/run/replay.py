@@ -21,6 +21,18 @@ Decision points (the log is read by :mod:`escalation_sim.inputs.patient_log`):
 The estimates and credible intervals (``estimates``, ``ci_lower``, ``ci_upper``) are those
 of the last row, at the data cut-off.
 
+**Graded logs** (``TYPE_grade`` / ``TYPE_onset`` columns): the DLT-counting designs see the
+DLTs the scenario's ``dlt`` rule derives from the grades (:mod:`..inputs.patient_log`).  The
+score designs (gBOIN, TITE-gBOIN) see each patient's worst grade among the events inside the
+DLT window, as the design's severity-score units.  gBOIN (complete data) counts the
+patients whose window is over by the cut-off, or who had an event with a positive score by
+then, with the worst grade known at the cut-off.  TITE-gBOIN sees an event only from its onset date: a patient is pending until
+the onset of its first event inside the window that carries a positive score, or the end of
+its window (the calendar engine's rule,
+:class:`~escalation_sim.engines.calendar.policies.ScoreTimeToEventPolicy`); from then on it
+counts with the units of the worst grade started so far.  A DLT-only log cannot feed a score
+design: those are skipped with a note.
+
 Doses are analysed as received (``dose_received``), and the trial's action is the dose
 assigned.  A deviation is flagged when the trial enrolled at another dose than the design
 recommended, or enrolled although the design would have stopped or suspended accrual.
@@ -56,6 +68,41 @@ def patient_status(p: PatientRecord, day: dt.date, window_days: float
     if p.infused is None or day < p.infused:
         return "pending", 0.0
     return "pending", min((day - p.infused).days / float(window_days), 1.0)
+
+
+def score_status(p: PatientRecord, day: dt.date, window_days: float,
+                 units: Sequence[int]) -> Tuple[str, float, int]:
+    """A score design's view of ``p`` on ``day``: ``(status, follow-up fraction, units)``.
+    ``"scored"``: an event inside the window with a positive score has started (the
+    patient is no longer pending; units of the worst grade started so far); otherwise as
+    :func:`patient_status` (``"complete"``: window over, units of the worst grade, which
+    scores 0 here).  A drop-out (which has no DLT) is ``"out"``, not evaluable, from its
+    drop-out date, whatever lower grades it had, as for the DLT designs."""
+    if p.enrolled > day:
+        return "not_enrolled", 0.0, 0
+    if p.dropout and p.end_date is not None and p.end_date <= day:
+        return "out", 0.0, 0
+    u = units[p.worst_grade(day, window_days)]
+    if u > 0:
+        return "scored", 1.0, u
+    if p.infused is not None and (day - p.infused).days >= window_days:
+        return "complete", 1.0, u
+    if p.infused is None or day < p.infused:
+        return "pending", 0.0, 0
+    return "pending", min((day - p.infused).days / float(window_days), 1.0), 0
+
+
+def _view(p: PatientRecord, day: dt.date, W: float, units: Optional[Sequence[int]]
+          ) -> Tuple[str, float, int]:
+    """``(status, fraction, y)``: y = DLT 0/1 (``units`` None) or score units; status
+    ``"dlt"`` / ``"scored"`` / ``"complete"`` count as observed."""
+    if units is None:
+        st, f = patient_status(p, day, W)
+        return st, f, int(st == "dlt")
+    return score_status(p, day, W, units)
+
+
+_OBSERVED = ("dlt", "scored", "complete")
 
 
 def cohorts_of(log: PatientLog) -> List[List[PatientRecord]]:
@@ -105,8 +152,11 @@ class ReplayResult:
         return out
 
 
-def _counts_row(state: TrialState) -> str:
-    return " ".join(f"{y}/{n}" for n, y in zip(state.n, state.y))
+def _counts_row(state: TrialState, scale: Optional[int] = None) -> str:
+    """``DLTs/n`` per dose, or for a score design ``score sum/n`` (normalized)."""
+    if scale is None:
+        return " ".join(f"{y}/{n}" for n, y in zip(state.n, state.y))
+    return " ".join(f"{round(y / scale, 3):g}/{n}" for n, y in zip(state.n, state.y))
 
 
 def _compare(rec, dose: Optional[int]) -> Tuple[bool, str]:
@@ -131,10 +181,13 @@ def _row(name, point, day, after, rec, design, complete_state, trial_dose, trial
     dev, why = _compare(rec, trial_dose)
     m = design.select_mtd(complete_state) if complete_state.total_n else None
     iv = rec.intervals
+    scale = _scale(design)
+    y = rec.dlt if scale is None else [round(v * scale) for v in rec.score_sum]
     return {
-        "design": name, "point": point, "date": day.isoformat(), "after_patients": after,
+        "design": name, "outcome": "dlt" if scale is None else "score",
+        "point": point, "date": day.isoformat(), "after_patients": after,
         "asked": True,
-        "data": _counts_row(TrialState(tuple(rec.n), tuple(rec.dlt))),
+        "data": _counts_row(TrialState(tuple(rec.n), tuple(y)), scale),
         "pending": sum(rec.pending), "pending_at_decision": pending_at_decision,
         "recommendation": rec.action, "next_dose": rec.next_dose,
         "cohort_size": rec.cohort_size, "stop_reason": rec.stop_reason,
@@ -153,16 +206,26 @@ def _row(name, point, day, after, rec, design, complete_state, trial_dose, trial
     }
 
 
-def _add(state: TrialState, patients: Sequence[PatientRecord], day: dt.date, W: float
-         ) -> TrialState:
+def _units(design: Design) -> Optional[Tuple[int, ...]]:
+    """A score design's units per worst grade 0..5 (None: the design counts DLTs)."""
+    from ..designs.base import Outcome
+    return tuple(design.score_units) if design.outcome is Outcome.SCORE else None
+
+
+def _scale(design: Design) -> Optional[int]:
+    return None if _units(design) is None else int(design.unit_scale)
+
+
+def _add(state: TrialState, patients: Sequence[PatientRecord], day: dt.date, W: float,
+         units: Optional[Sequence[int]] = None) -> TrialState:
     """The cohort's evaluable, complete patients on ``day`` added (grouped by dose)."""
     by_dose: Dict[int, List[int]] = {}
     for p in patients:
-        st, _ = patient_status(p, day, W)
-        if st in ("dlt", "complete"):
-            by_dose.setdefault(p.dose_received - 1, []).append(1 if st == "dlt" else 0)
+        st, _, y = _view(p, day, W, units)
+        if st in _OBSERVED:
+            by_dose.setdefault(p.dose_received - 1, []).append(y)
     for d, ys in by_dose.items():
-        state = state.add_cohort(d, len(ys), sum(ys))
+        state = state.add_cohort(d, len(ys), sum(ys), 1 if units is None else max(units))
     return state
 
 
@@ -177,49 +240,50 @@ def _replay_classic(name: str, design: Design, cohorts, as_of, W, level) -> List
             day, trial_dose, trial_n = nxt[0].enrolled, nxt[0].dose, len(nxt)
         else:
             day, trial_dose, trial_n = as_of, None, None
-        pend_then = sum(1 for p in done if patient_status(p, day, W)[0] == "pending")
+        pend_then = sum(1 for p in done if _view(p, day, W, _units(design))[0] == "pending")
         rec = recommend(design, state, name, level, intervals=k == len(cohorts))
         rows.append(_row(name, k, day, len(done), rec, design, state, trial_dose, trial_n,
                          pend_then))
         if k < len(cohorts):
-            state = _add(state, cohorts[k], as_of, W)
+            state = _add(state, cohorts[k], as_of, W, _units(design))
             done.extend(cohorts[k])
     return rows
 
 
 def _tite_state(patients: Sequence[PatientRecord], day: dt.date, W: float, K: int,
-                latest: Sequence[PatientRecord]):
+                latest: Sequence[PatientRecord], units: Optional[Sequence[int]] = None):
     from ..designs.tite import TiteState
     n, y, pend = [0] * K, [0] * K, []
     for p in patients:
-        st, f = patient_status(p, day, W)
+        st, f, v = _view(p, day, W, units)
         d = p.dose_received - 1
         if st in ("not_enrolled", "out"):
             continue
         n[d] += 1
-        if st == "dlt":
-            y[d] += 1
-        elif st == "pending":
+        y[d] += v
+        if st == "pending":
             pend.append((d, f))
     if not latest:
         return TrialState.empty(K)
     cur = latest[-1].dose_received - 1
     grp = [p for p in latest if p.dose_received - 1 == cur]
-    statuses = [patient_status(p, day, W)[0] for p in grp]
-    last_n = sum(1 for s in statuses if s not in ("out", "not_enrolled"))
-    last_y = sum(1 for s in statuses if s == "dlt")
+    views = [_view(p, day, W, units) for p in grp]
+    last_n = sum(1 for s, _, _ in views if s not in ("out", "not_enrolled"))
+    last_y = sum(v for _, _, v in views)
     if not pend:
         return TrialState(tuple(n), tuple(y), cur, last_n, last_y)
-    return TiteState(tuple(n), tuple(y), cur, last_n, last_y, tuple(pend))
+    return TiteState(tuple(n), tuple(y), cur, last_n, last_y, tuple(pend),
+                     1 if units is None else max(units))
 
 
-def _complete_state(patients, day, W, K) -> TrialState:
+def _complete_state(patients, day, W, K, units: Optional[Sequence[int]] = None
+                    ) -> TrialState:
     n, y = [0] * K, [0] * K
     for p in patients:
-        st, _ = patient_status(p, day, W)
-        if st in ("dlt", "complete"):
+        st, _, v = _view(p, day, W, units)
+        if st in _OBSERVED:
             n[p.dose_received - 1] += 1
-            y[p.dose_received - 1] += st == "dlt"
+            y[p.dose_received - 1] += v
     return TrialState(tuple(n), tuple(y))
 
 
@@ -231,6 +295,7 @@ def _replay_tite(name: str, design: Design, log: PatientLog, cohorts, as_of, W, 
     free the design is asked on that day's data."""
     rows = []
     K = design.n_doses
+    units = _units(design)
     pts = list(log.patients)
     group_of = {p.id: i for i, c in enumerate(cohorts) for p in c}
     slots: Optional[List[Any]] = None       # [dose, free, size, opened on]
@@ -242,12 +307,13 @@ def _replay_tite(name: str, design: Design, log: PatientLog, cohorts, as_of, W, 
             day, trial_dose = as_of, None
         latest = ([p for p in before if group_of[p.id] == group_of[before[-1].id]]
                   if before else [])
-        state = _tite_state(before, day, W, K, latest)
+        state = _tite_state(before, day, W, K, latest, units)
         rec = recommend(design, state, name, level, intervals=j == len(pts))
-        pend_then = sum(1 for p in before if patient_status(p, day, W)[0] == "pending")
+        pend_then = sum(1 for p in before if _view(p, day, W, units)[0] == "pending")
         new = j < len(pts) and (not before or group_of[pts[j].id] != group_of[before[-1].id])
         size = len(cohorts[group_of[pts[j].id]]) if new else None
-        row = _row(name, j, day, len(before), rec, design, _complete_state(before, day, W, K),
+        row = _row(name, j, day, len(before), rec, design,
+                   _complete_state(before, day, W, K, units),
                    trial_dose, size, pend_then, new)
         if trial_dose is not None and slots and slots[1] > 0 and trial_dose == slots[0]:
             slots[1] -= 1
@@ -289,7 +355,11 @@ def swimmer_table(log: PatientLog, as_of: dt.date, window_days: float) -> List[D
                      "status": st, "enrolled": p.enrolled.isoformat(),
                      "infused": None if p.infused is None else p.infused.isoformat(),
                      "dlt_date": None if p.dlt_date is None else p.dlt_date.isoformat(),
-                     "end_date": None if p.end_date is None else p.end_date.isoformat()})
+                     "end_date": None if p.end_date is None else p.end_date.isoformat(),
+                     "worst_grade": (p.worst_grade(as_of, window_days) if log.graded
+                                     else None),
+                     "events": " ".join(f"{e.type}{e.grade}@{e.onset}" for e in p.events)
+                     or None})
     return rows
 
 
@@ -304,9 +374,13 @@ def replay_log(log: PatientLog, designs: Sequence[Tuple[str, Design]], window_da
                        patients=swimmer_table(log, as_of, window_days))
     from ..designs.base import Outcome
     for name, design in designs:
-        if design.outcome is not Outcome.BINARY_DLT:
+        if design.outcome is Outcome.SCORE and not log.graded:
             res.skipped.append((name, f"it scores {design.outcome.value}s and the patient log "
-                                      "records DLTs only (no grades yet)"))
+                                      "records DLTs only (no TYPE_grade / TYPE_onset columns)"))
+            continue
+        if design.outcome not in (Outcome.BINARY_DLT, Outcome.SCORE):
+            res.skipped.append((name, f"it needs {design.outcome.value} outcomes, which the "
+                                      "patient log does not record"))
             continue
         if design.time_to_event:
             res.rows.extend(_replay_tite(name, design, log, cohorts, as_of, window_days,
