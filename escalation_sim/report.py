@@ -737,7 +737,9 @@ def _replay_section(rp) -> str:
                          f"<td>{_e(rec)}</td>", f"<td>{_e(r['trial_action'])}</td>",
                          f"<td>{'<b>' + _e(r['deviation_detail']) + '</b>' if r['deviation'] else ''}</td>",
                          f"<td>{_e(r['reason'])}</td>"])
-        out.append(_table(["#", "date", "DLT/n per dose", "pending", "design", "trial",
+        data_head = ("score/n per dose" if rows and rows[0].get("outcome") == "score"
+                     else "DLT/n per dose")
+        out.append(_table(["#", "date", data_head, "pending", "design", "trial",
                            "deviation", "design's reason"], body, num_from=99))
     return _section("real-trial-replay", "".join(out))
 
