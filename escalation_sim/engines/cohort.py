@@ -53,8 +53,12 @@ class ChunkTrials:
     dlt: Optional[np.ndarray] = None
 
 
-def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> np.ndarray:
-    m = trials.shape[0]
+def _walk(g: StateGraph, m: int, cohort_y) -> np.ndarray:
+    """Walk ``m`` trials through the graph from the empty state; return their terminal ids.
+
+    At each step every live trial's next cohort (dose ``d``, size ``c``) gets its outcome
+    from ``cohort_y(alive, s, d, c)``: per live trial, the DLTs (or score units) of the cohort.
+    """
     sid = np.zeros(m, dtype=np.int32)
     alive = np.arange(m)
     steps = 0
@@ -66,7 +70,25 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
             alive, s, d = alive[keep], s[keep], d[keep]
             if not alive.size:
                 break
-        c = g.size[s]
+        sid[alive] = g.step(s, cohort_y(alive, s, d, g.size[s]))
+        steps += 1
+        if steps > 100_000:  # pragma: no cover - a design that never stops
+            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
+    return sid
+
+
+def _patient_rows(g: StateGraph, s: np.ndarray, c: np.ndarray):
+    """One row per patient of the live trials' next cohorts: the trial's position among the
+    live ones and the patient's 0-based treatment index in its trial."""
+    c = c.astype(np.int64)
+    row = np.repeat(np.arange(c.size), c)
+    k = g.total_n[s].astype(np.int64)[row] + np.arange(row.size) - np.repeat(np.cumsum(c) - c, c)
+    return row, k
+
+
+def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> np.ndarray:
+    """Binary truth: patient k of trial t has a DLT at dose d iff ``u(t, k) < p_d``."""
+    def cohort_y(alive, s, d, c):
         base = g.total_n[s].astype(np.uint64)  # patients so far: index of the next draw
         t = trials[alive]
         pd = p[d]
@@ -78,11 +100,8 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
             if j >= cmin:
                 hit &= c > j
             y += hit
-        sid[alive] = g.step(s, y)
-        steps += 1
-        if steps > 100_000:  # pragma: no cover - a design that never stops
-            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
-    return sid
+        return y
+    return _walk(g, trials.shape[0], cohort_y)
 
 
 def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarray,
@@ -92,38 +111,21 @@ def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarr
     J, m, N = x.shape
     K = g.K
     xf = model.fold_late(x, late).reshape(J, m * N)
-    sid = np.zeros(m, dtype=np.int32)
-    alive = np.arange(m)
-    steps = 0
-    while alive.size:
-        s = sid[alive]
-        d = g.dose[s]
-        keep = d >= 0
-        if not keep.all():
-            alive, s, d = alive[keep], s[keep], d[keep]
-            if not alive.size:
-                break
-        c = g.size[s].astype(np.int64)
-        row = np.repeat(np.arange(alive.size), c)
-        k = (g.total_n[s].astype(np.int64)[row]
-             + np.arange(row.size) - np.repeat(np.cumsum(c) - c, c))
+
+    def cohort_y(alive, s, d, c):
+        row, k = _patient_rows(g, s, c)
         r, dd = alive[row], d[row]
-        flat = r * N + k
-        worst, dlt = model.grades_at(xf[:, flat], None, dd)
+        worst, dlt = model.grades_at(xf[:, r * N + k], None, dd)
         if units is None:
             v = dlt
         else:
             v = units[worst]
             if dlt_out is not None and dlt.any():
                 hit = np.flatnonzero(dlt)
-                dlt_out += np.bincount(r[hit] * K + dd[hit], minlength=m * K).reshape(
+                dlt_out[...] += np.bincount(r[hit] * K + dd[hit], minlength=m * K).reshape(
                     m, K).astype(np.int16)
-        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
-        sid[alive] = g.step(s, y)
-        steps += 1
-        if steps > 100_000:  # pragma: no cover - a design that never stops
-            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
-    return sid
+        return np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
+    return _walk(g, m, cohort_y)
 
 
 def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray,
@@ -132,24 +134,10 @@ def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray
     flag (``units`` None) or the score units of the worst grade in the window.  For a score
     design ``dlt_out`` (trials x doses) receives each trial's DLTs per dose (the state counts
     units, not DLTs)."""
-    m = trials.shape[0]
-    sid = np.zeros(m, dtype=np.int32)
-    alive = np.arange(m)
-    steps = 0
-    while alive.size:
-        s = sid[alive]
-        d = g.dose[s]
-        keep = d >= 0
-        if not keep.all():
-            alive, s, d = alive[keep], s[keep], d[keep]
-            if not alive.size:
-                break
-        c = g.size[s].astype(np.int64)
-        # one row per patient of every live trial's next cohort
-        row = np.repeat(np.arange(alive.size), c)
-        j = np.arange(row.size) - np.repeat(np.cumsum(c) - c, c)
+    def cohort_y(alive, s, d, c):
+        row, k = _patient_rows(g, s, c)
         t = trials[alive][row]
-        k = g.total_n[s].astype(np.uint64)[row] + j.astype(np.uint64)
+        k = k.astype(np.uint64)
         dd = d[row]
         if units is None:
             v = model.dlt_flags(seed, t, k, dd).astype(np.int64)
@@ -158,12 +146,8 @@ def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray
             v = units[po.worst_grade]
             if dlt_out is not None:
                 np.add.at(dlt_out, (alive[row], dd), po.dlt.astype(np.int16))
-        y = np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
-        sid[alive] = g.step(s, y)
-        steps += 1
-        if steps > 100_000:  # pragma: no cover - a design that never stops
-            raise RuntimeError(f"design {g.design!r} did not stop after {steps} cohorts")
-    return sid
+        return np.bincount(row, weights=v, minlength=alive.size).astype(np.int32)
+    return _walk(g, trials.shape[0], cohort_y)
 
 
 def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
