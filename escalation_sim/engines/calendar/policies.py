@@ -239,18 +239,25 @@ class TimeToEventPolicy(DecisionPolicy):
     def infuse(self, pat: Patient, delay: float) -> None:
         self.trial.clock.after(delay, self._infused, pat)
 
+    def _infusion_starts(self, pat: Patient) -> bool:
+        """The patient is infused now: count it; a drop-out ends at its drop day (False),
+        anyone else is followed (True)."""
+        t = self.trial
+        pat.infusion_day = t.clock.now
+        t.n_treated += 1
+        if t.draws.drop[pat.j]:
+            pat.status = DROPPED
+            t.clock.after(t.draws.drop_day[pat.j], t.on_end, pat)
+            return False
+        pat.status = COMPLETE
+        return True
+
     def _infused(self, call) -> None:
         pat: Patient = call.arg
+        if not self._infusion_starts(pat):
+            return
         t = self.trial
         clock = t.clock
-        d = t.draws
-        pat.infusion_day = clock.now
-        t.n_treated += 1
-        if d.drop[pat.j]:
-            pat.status = DROPPED
-            clock.after(d.drop_day[pat.j], t.on_end, pat)
-            return
-        pat.status = COMPLETE
         if t.toxicity.observe(pat):
             clock.after(t.toxicity.onset_day(pat), self._dlt, pat)
         clock.after(t.setup.window, t.on_end, pat)
@@ -318,16 +325,10 @@ class ScoreTimeToEventPolicy(TimeToEventPolicy):
 
     def _infused(self, call) -> None:
         pat: Patient = call.arg
+        if not self._infusion_starts(pat):
+            return
         t = self.trial
         clock = t.clock
-        d = t.draws
-        pat.infusion_day = clock.now
-        t.n_treated += 1
-        if d.drop[pat.j]:
-            pat.status = DROPPED
-            clock.after(d.drop_day[pat.j], t.on_end, pat)
-            return
-        pat.status = COMPLETE
         tox = t.toxicity
         tox.observe(pat)
         for day, units in tox.steps(pat):          # in time order (the clock keeps it)
