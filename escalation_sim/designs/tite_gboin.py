@@ -58,15 +58,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, ClassVar, Dict, Literal, Optional, Tuple
 
 from pydantic import Field, field_validator, model_validator
-from scipy.stats import beta as beta_dist
 
 from ..grades import check_scores, score_units_from
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, Outcome
+from .boin import boin_lambdas
+from .gboin import (DEFAULT_SCORES, GBOIN_MTD_PRIOR, elimination_threshold,
+                    prob_above_real)
 from .interval import TIE_OFFSET, isotonic_regression
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableInputError, TableRequest
@@ -74,41 +75,11 @@ from .tables import DecisionTable, TableInputError, TableRequest
 __all__ = ["TITEGBOIN", "TiteGBOINSpec", "boin_lambdas", "elimination_score",
            "DEFAULT_SCORES"]
 
-#: TITEgBOIN's default severity scores (grades 0/1, 2, 3, 4: 0, 0.5, 1, 1.5)
-DEFAULT_SCORES = {0: 0.0, 1: 0.0, 2: 0.5, 3: 1.0, 4: 1.5}
-#: Beta(a, a) pseudo-counts of the MTD estimate (TITEgBOIN 0.4.0's selection)
-MTD_PRIOR = 0.005
-
-
-def boin_lambdas(target: float, phi1: float, phi2: float) -> Tuple[float, float]:
-    """BOIN's escalation and de-escalation boundaries (Liu & Yuan 2015), unrounded."""
-    lam_e = (math.log((1 - phi1) / (1 - target))
-             / math.log(target * (1 - phi1) / (phi1 * (1 - target))))
-    lam_d = (math.log((1 - target) / (1 - phi2))
-             / math.log(phi2 * (1 - target) / (target * (1 - phi2))))
-    return lam_e, lam_d
-
-
-@lru_cache(maxsize=65536)
-def _prob_above(target: float, n: int, y: float) -> float:
-    return 1.0 - float(beta_dist.cdf(target, y + 1.0, n - y + 1.0))
-
-
-def elimination_score(target: float, n: int, cutoff: float = 0.95) -> float:
-    """The real ``y*`` with ``Pr(p > target | Beta(y* + 1, n - y* + 1)) = cutoff``: a dose of
-    ``n`` patients is eliminated when its observed nETS sum exceeds it (bisection, 1e-12)."""
-    lo, hi = 0.0, float(n)
-    if _prob_above(target, n, hi) <= cutoff:
-        return math.inf
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if _prob_above(target, n, mid) > cutoff:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
+#: the severity scores, the score's Beta tail and elimination threshold, and the MTD prior are
+#: gBOIN's (designs/gboin.py); the boundaries BOIN's (designs/boin.py)
+MTD_PRIOR = GBOIN_MTD_PRIOR
+_prob_above = prob_above_real
+elimination_score = elimination_threshold
 
 
 def _pending(state: TrialState) -> Tuple[Tuple[int, float], ...]:
