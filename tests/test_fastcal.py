@@ -508,6 +508,25 @@ def test_graded_truth_with_tiny_blocks(monkeypatch, mask_doses):
         assert_same_trials(it.design, calendar_truth(sc), sc.model.conduct, 5, range(12))
 
 
+def test_graded_state_graph_starting_afresh_changes_nothing(monkeypatch):
+    """A score design's state graph keeps growing; past ``_GRAPH_MAX`` new nodes (lowered
+    here to 5) it starts afresh, mid-chunk, with the same trials (simpy as the reference)."""
+    from escalation_sim.engines.calendar import calendar_truth, fast
+    monkeypatch.setattr(fast, "_GRAPH_MAX", 5)
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    design = build_graded("gboin")
+    fast._memos.pop(design, None)
+    roots = []
+    root_of = fast.state_graph_root
+
+    def spy(setup):
+        roots.append(root_of(setup))
+        return roots[-1]
+    monkeypatch.setattr(fast, "state_graph_root", spy)
+    assert_same_trials(design, calendar_truth(sc), sc.model.conduct, 11, range(40))
+    assert len({id(r) for r in roots}) > 1              # it did start afresh
+
+
 def test_graded_truth_runs_on_the_fast_path():
     """A graded truth is on the allow-list (auto and fast run it on the heap loop; the lean
     trial classes of a graded truth without the log), and a graded call with an option the
