@@ -80,41 +80,51 @@ def main(argv=None):
                          "its outcome model, e.g. scenarios/cart_crs_icans.yaml)")
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--binary-too", action="store_true",
+                    help="also time each graded scenario on its derived DLT rates (binary "
+                         "DLTs, same logistics and DLT curve; score designs skipped): "
+                         "isolates the cost of the graded model")
     add_save_option(ap, "fastcal.jsonl")
     args = ap.parse_args(argv)
-    runs = []               # (scenario, truth, conduct, design name, design)
+    runs = []               # (scenario, label, truth, conduct, design name, design)
     for path in args.scenario:
         sc = load_scenario(path)
-        truth = calendar_truth(sc)
+        graded = sc.model.truth.graded
         for name, design in _designs(sc):
-            runs.append((sc, truth, sc.model.conduct, name, design))
+            runs.append((sc, sc.name + (" (graded)" if graded else ""), calendar_truth(sc),
+                         sc.model.conduct, name, design))
+        if graded and args.binary_too:
+            for name, design in _designs(sc):
+                if design.outcome.name != "SCORE":
+                    runs.append((sc, sc.name + " (p_dlt)", sc.p_true.tolist(),
+                                 sc.model.conduct, name, design))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    for sc in {id(r[0]): r[0] for r in runs}.values():
+    for sc in {id(r[0]): r[0] for r in runs}.values():   # each scenario once
         tr = sc.model.trial
         print(f"scenario {sc.name}: {sc.n_doses} doses, N = {tr.max_n}, "
               f"{'graded' if sc.model.truth.graded else 'binary'} truth")
     print(f"{args.trials:,} trials per timing, median of {args.rounds} interleaved rounds, "
           f"one core; load average {load:.1f} on {os.cpu_count()} CPUs at start")
-    for sc, p, conduct, name, design in runs:
+    for sc, label, p, conduct, name, design in runs:
         a = simulate_des_trials(design, p, conduct, SEED, range(200), engine="simpy")
         b = simulate_des_trials(design, p, conduct, SEED, range(200), engine="fast")
         if not _same(a, b):
-            raise SystemExit(f"{sc.name} {name}: the fast path and simpy differ")
-    keys = [(sc.name, name) for sc, _, _, name, _ in runs]
+            raise SystemExit(f"{label} {name}: the fast path and simpy differ")
+    keys = [(label, name) for _, label, _, _, name, _ in runs]
     cpu = {(k, e): [] for k in keys for e in ("simpy", "fast")}
     wall = {k: [] for k in cpu}
     for _ in range(args.rounds):
-        for (sc, p, conduct, name, design), k in zip(runs, keys, strict=True):
+        for (sc, _, p, conduct, name, design), k in zip(runs, keys, strict=True):
             for eng in ("simpy", "fast"):
                 t0, c0 = time.perf_counter(), time.process_time()
                 simulate_des_trials(design, p, conduct, SEED, range(args.trials), engine=eng)
                 cpu[k, eng].append(args.trials / (time.process_time() - c0))
                 wall[k, eng].append(args.trials / (time.perf_counter() - t0))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"{'scenario':<16}{'design':<12}{'simpy/cpu s':>13}{'fast/cpu s':>12}"
+    print(f"{'scenario':<26}{'design':<12}{'simpy/cpu s':>13}{'fast/cpu s':>12}"
           f"{'fast/wall s':>13}{'fast/simpy':>12}  R reference")
-    for sc, _, _, name, _ in runs:
-        k = (sc.name, name)
+    for sc, label, _, _, name, _ in runs:
+        k = (label, name)
         s = statistics.median(cpu[k, "simpy"])
         f = statistics.median(cpu[k, "fast"])
         fw = statistics.median(wall[k, "fast"])
@@ -123,10 +133,10 @@ def main(argv=None):
         ref = R_REFERENCE.get(name)
         ref_txt = f"{ref[0]} ~{ref[1]:,.0f}/s: fast {f / ref[1]:,.0f}x, simpy " \
                   f"{s / ref[1]:,.0f}x" if ref else ""
-        print(f"{sc.name:<16}{name:<12}{s:>13,.0f}{f:>12,.0f}{fw:>13,.0f}{ratio:>12.2f}  "
+        print(f"{label:<26}{name:<12}{s:>13,.0f}{f:>12,.0f}{fw:>13,.0f}{ratio:>12.2f}  "
               f"{ref_txt}")
         record(args.save, benchmark="calendar_fast_vs_simpy", scenario=sc.name, design=name,
-               truth="graded" if sc.model.truth.graded else "binary",
+               truth="graded" if label.endswith("(graded)") else "binary",
                n_trials=args.trials, rounds=args.rounds, simpy_cpu_trials_per_s=s,
                fast_cpu_trials_per_s=f, fast_wall_trials_per_s=fw, fast_over_simpy=ratio,
                load_average=load, load_average_end=load_end,
