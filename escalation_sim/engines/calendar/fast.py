@@ -13,6 +13,8 @@ What the fast path runs is an explicit allow-list (:func:`unsupported`): the dec
 policies, conduct fields and call options known when it was checked against simpy.  Any
 other feature (a new conduct field set away from its default, a new policy, an extra
 option) runs on simpy, with a log message on ``escalation_sim.engines.calendar`` saying why.
+Graded truths (``truth.toxicities``: per-type grades and onsets, the DLT rule) are on it, for
+binary designs and score designs (gBOIN, TITE-gBOIN): see "graded truths, lean" below.
 
 Engine choice: ``simulate_des_trials(..., engine=...)`` with ``"auto"`` (the fast path when
 supported, the default), ``"fast"`` (the fast path or an error) or ``"simpy"``; when not
@@ -136,8 +138,9 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     """Why the fast path cannot run this call (``None``: it can).
 
     ``policy``: the decision policy class the simpy engine would use; ``options``: any other
-    call option (``record_patients`` and ``graded_truth`` are known).  Everything outside the allow-list
-    is a reason, so features added to the simpy engine later fall back to it."""
+    call option (``record_patients`` and ``graded_truth`` are known).  Everything outside
+    the allow-list is a reason, so features added to the simpy engine later fall back to
+    it."""
     reasons: List[str] = []
     if policy not in (CohortPolicy, TimeToEventPolicy):
         reasons.append(f"decision policy {policy.__name__}")
