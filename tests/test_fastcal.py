@@ -459,7 +459,7 @@ def _graded_model(draw, n_doses, window, max_grade):
     return OutcomeModel(types, correlation=rho, rule=rule, window_days=window)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), conduct=conducts(), type_name=st.sampled_from(GRADED_TYPES),
        n_doses=st.integers(2, 5), cohort_size=st.sampled_from([1, 2, 3]),
        max_n=st.sampled_from([6, 12, 18]), seed=st.integers(0, 2**31))
@@ -525,6 +525,28 @@ def test_graded_state_graph_starting_afresh_changes_nothing(monkeypatch):
     monkeypatch.setattr(fast, "state_graph_root", spy)
     assert_same_trials(design, calendar_truth(sc), sc.model.conduct, 11, range(40))
     assert len({id(r) for r in roots}) > 1              # it did start afresh
+
+
+@pytest.mark.parametrize("type_name", ["boin", "tite-boin", "gboin", "tite-gboin", "tite-crm"])
+def test_graded_onsets_on_the_edges_of_the_window(type_name):
+    """Events on the day of infusion (fixed onset 0) and on the last day of the window (fixed
+    onset = ``dlt_window_days``: inside, so a DLT and, for TITE designs, a call at the same
+    instant as the end of the window, scheduled before it), with a third type without an
+    onset law (the conduct's ``dlt_onset``): every tie as simpy orders it."""
+    from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
+    W = 21.0
+    grades = {1: [0.1, 0.2, 0.2, 0.2], 2: [0.1, 0.1, 0.2, 0.2], 3: [0.05, 0.1, 0.15, 0.2],
+              4: [0.0, 0.05, 0.05, 0.1]}
+    types = [ToxicityType.from_grades("A", grades, DurationSpec(mean=0.0, sd=0.0, dist="fixed")
+                                      .to_distribution()),
+             ToxicityType.from_grades("B", grades, DurationSpec(mean=W, sd=0.0, dist="fixed")
+                                      .to_distribution()),
+             ToxicityType.from_grades("C", grades)]
+    model = OutcomeModel(types, correlation=0.3, rule=[("B", 3), ("C", 4)], window_days=W)
+    for conduct in (Conduct(dlt_window_days=W),
+                    Conduct(dlt_window_days=W, accrual_per_month=3.0, stagger_days=7.0,
+                            max_in_followup=2, dropout_prob=0.1)):
+        assert_same_trials(build_graded(type_name), model, conduct, 13, range(30))
 
 
 def test_graded_truth_runs_on_the_fast_path():
