@@ -582,3 +582,16 @@ def test_piecewise_accrual_same_trials_on_both_engines():
         assert clock_for(it.design, conduct) is HeapClock
         assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(40), record=False)
         assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(10))
+
+
+def test_piecewise_accrual_with_a_graded_truth_same_trials_on_both_engines():
+    """The graded lean chunk maps arrival times through a piecewise accrual schedule as the
+    binary one does (every design of cart_crs_icans.yaml, score designs included)."""
+    from escalation_sim.engines.calendar import calendar_truth
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    conduct = sc.model.conduct.model_copy(update={"accrual_per_month": [
+        {"until_day": 180, "rate": 0.5}, {"rate": 1.5}]})
+    conduct = Conduct.model_validate(conduct.model_dump())
+    for it in sc.designs:
+        assert clock_for(it.design, conduct, graded=True) is HeapClock
+        assert_same_trials(it.design, calendar_truth(sc), conduct, 7, range(30))

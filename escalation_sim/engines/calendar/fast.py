@@ -1305,7 +1305,7 @@ class LeanGradedChunkDraws(LeanChunkDraws):
         self.plan = plan
         self.trials = np.asarray(trials, dtype=np.uint64)
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
-        at = np.cumsum(gaps, axis=1)
+        at = plan.times(np.cumsum(gaps, axis=1))      # piecewise accrual: calendar days
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
         _, _, graded = plan.evaluable(self.trials, 0, n_evaluable)
         self.days, self.happens = days, happens
