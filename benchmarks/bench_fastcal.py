@@ -12,7 +12,13 @@ decision memo) and their outputs are compared (the script stops if they differ).
 Reference figures for R on this machine class (quoted in the README, not timed here):
 TITEgBOIN about 675 trials/s for TITE-BOIN, dfcrm::titesim about 40 for TITE-CRM.
 
-    python benchmarks/bench_fastcal.py [--trials 2000] [--rounds 3] [--save [PATH]]
+    python benchmarks/bench_fastcal.py [--scenario PATH ...] [--trials 2000] [--rounds 3]
+                                       [--save [PATH]]
+
+Several ``--scenario`` files are timed interleaved (round r: every design of every scenario,
+simpy then fast), e.g. the seed scenario against scenarios/cart_crs_icans.yaml (the seed
+trial's doses and logistics with graded CRS and ICANS, each at its own onset; its score
+designs gBOIN and TITE-gBOIN included).
 """
 from __future__ import annotations
 
@@ -31,7 +37,7 @@ from _common import add_save_option, record  # noqa: E402
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
 from escalation_sim.designs.registry import get_entry  # noqa: E402
-from escalation_sim.engines.calendar import simulate_des_trials  # noqa: E402
+from escalation_sim.engines.calendar import calendar_truth, simulate_des_trials  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026
@@ -53,16 +59,8 @@ def _same(a: dict, b: dict) -> bool:
     return True
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--scenario", default=str(ROOT / "scenarios" / "relma_cel_sle.yaml"))
-    ap.add_argument("--trials", type=int, default=2000)
-    ap.add_argument("--rounds", type=int, default=3)
-    add_save_option(ap, "fastcal.jsonl")
-    args = ap.parse_args(argv)
-    sc = load_scenario(args.scenario)
-    conduct = sc.model.conduct
-    p = sc.p_true.tolist()
+def _designs(sc):
+    """The scenario's designs plus TITE-BOIN and TITE-CRM, built on its trial settings."""
     tr = sc.model.trial
     ctx = DesignContext(n_doses=sc.n_doses, target=sc.target, cohort_size=tr.cohort_size,
                         max_n=tr.max_n, start_dose=tr.start_dose - 1)
@@ -71,41 +69,79 @@ def main(argv=None):
         if t not in {n for n, _ in designs}:
             entry = get_entry(t)
             designs.append((t, entry.build(entry.spec_model(type=t), ctx)))
+    return designs
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", nargs="+",
+                    default=[str(ROOT / "scenarios" / "relma_cel_sle.yaml")],
+                    help="one or more scenarios, timed interleaved (a graded truth runs on "
+                         "its outcome model, e.g. scenarios/cart_crs_icans.yaml)")
+    ap.add_argument("--trials", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--binary-too", action="store_true",
+                    help="also time each graded scenario on its derived DLT rates (binary "
+                         "DLTs, same logistics and DLT curve; score designs skipped): "
+                         "isolates the cost of the graded model")
+    add_save_option(ap, "fastcal.jsonl")
+    args = ap.parse_args(argv)
+    runs = []               # (scenario, label, truth, conduct, design name, design)
+    for path in args.scenario:
+        sc = load_scenario(path)
+        graded = sc.model.truth.graded
+        for name, design in _designs(sc):
+            runs.append((sc, sc.name + (" (graded)" if graded else ""), calendar_truth(sc),
+                         sc.model.conduct, name, design))
+        if graded and args.binary_too:
+            for name, design in _designs(sc):
+                if design.outcome.name != "SCORE":
+                    runs.append((sc, sc.name + " (p_dlt)", sc.p_true.tolist(),
+                                 sc.model.conduct, name, design))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"scenario {sc.name}: {sc.n_doses} doses, N = {tr.max_n}; {args.trials:,} trials "
-          f"per timing, median of {args.rounds} interleaved rounds, one core; "
-          f"load average {load:.1f} on {os.cpu_count()} CPUs at start")
-    for name, design in designs:
+    for sc in {id(r[0]): r[0] for r in runs}.values():   # each scenario once
+        tr = sc.model.trial
+        print(f"scenario {sc.name}: {sc.n_doses} doses, N = {tr.max_n}, "
+              f"{'graded' if sc.model.truth.graded else 'binary'} truth")
+    print(f"{args.trials:,} trials per timing, median of {args.rounds} interleaved rounds, "
+          f"one core; load average {load:.1f} on {os.cpu_count()} CPUs at start")
+    for sc, label, p, conduct, name, design in runs:
         a = simulate_des_trials(design, p, conduct, SEED, range(200), engine="simpy")
         b = simulate_des_trials(design, p, conduct, SEED, range(200), engine="fast")
         if not _same(a, b):
-            raise SystemExit(f"{name}: the fast path and simpy differ")
-    cpu = {(n, e): [] for n, _ in designs for e in ("simpy", "fast")}
+            raise SystemExit(f"{label} {name}: the fast path and simpy differ")
+    keys = [(label, name) for _, label, _, _, name, _ in runs]
+    cpu = {(k, e): [] for k in keys for e in ("simpy", "fast")}
     wall = {k: [] for k in cpu}
     for _ in range(args.rounds):
-        for name, design in designs:
+        for (sc, _, p, conduct, name, design), k in zip(runs, keys, strict=True):
             for eng in ("simpy", "fast"):
                 t0, c0 = time.perf_counter(), time.process_time()
                 simulate_des_trials(design, p, conduct, SEED, range(args.trials), engine=eng)
-                cpu[name, eng].append(args.trials / (time.process_time() - c0))
-                wall[name, eng].append(args.trials / (time.perf_counter() - t0))
-    print(f"{'design':<10}{'simpy/cpu s':>13}{'fast/cpu s':>12}{'fast/wall s':>13}"
-          f"{'fast/simpy':>12}  R reference")
-    for name, _ in designs:
-        s = statistics.median(cpu[name, "simpy"])
-        f = statistics.median(cpu[name, "fast"])
-        fw = statistics.median(wall[name, "fast"])
-        ratio = statistics.median(x / y for x, y in zip(cpu[name, "fast"], cpu[name, "simpy"],
+                cpu[k, eng].append(args.trials / (time.process_time() - c0))
+                wall[k, eng].append(args.trials / (time.perf_counter() - t0))
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"{'scenario':<26}{'design':<12}{'simpy/cpu s':>13}{'fast/cpu s':>12}"
+          f"{'fast/wall s':>13}{'fast/simpy':>12}  R reference")
+    for sc, label, _, _, name, _ in runs:
+        k = (label, name)
+        s = statistics.median(cpu[k, "simpy"])
+        f = statistics.median(cpu[k, "fast"])
+        fw = statistics.median(wall[k, "fast"])
+        ratio = statistics.median(x / y for x, y in zip(cpu[k, "fast"], cpu[k, "simpy"],
                                                          strict=True))
         ref = R_REFERENCE.get(name)
         ref_txt = f"{ref[0]} ~{ref[1]:,.0f}/s: fast {f / ref[1]:,.0f}x, simpy " \
                   f"{s / ref[1]:,.0f}x" if ref else ""
-        print(f"{name:<10}{s:>13,.0f}{f:>12,.0f}{fw:>13,.0f}{ratio:>12.2f}  {ref_txt}")
+        print(f"{label:<26}{name:<12}{s:>13,.0f}{f:>12,.0f}{fw:>13,.0f}{ratio:>12.2f}  "
+              f"{ref_txt}")
         record(args.save, benchmark="calendar_fast_vs_simpy", scenario=sc.name, design=name,
+               truth="graded" if label.endswith("(graded)") else "binary",
                n_trials=args.trials, rounds=args.rounds, simpy_cpu_trials_per_s=s,
                fast_cpu_trials_per_s=f, fast_wall_trials_per_s=fw, fast_over_simpy=ratio,
-               load_average=load,
+               load_average=load, load_average_end=load_end,
                r_reference=None if ref is None else {"name": ref[0], "trials_per_s": ref[1]})
+    print(f"load average at the end {load_end:.1f}")
 
 
 if __name__ == "__main__":

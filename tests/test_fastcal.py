@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from escalation_sim import load_scenario
 from escalation_sim.designs.base import DesignContext
@@ -148,8 +148,9 @@ def test_fast_path_equals_simpy_on_every_bundled_scenario(path):
     sc = load_scenario(path)
     conduct = sc.model.conduct if sc.has_logistics else Conduct()
     tr = sc.model.trial
-    # score designs (gBOIN, TITE-gBOIN) need the graded model, which only simpy runs
-    # (test_graded_truth_runs_on_simpy); the binary designs run here on the DLT rates
+    # score designs (gBOIN, TITE-gBOIN) need the graded model: with it, in
+    # test_fast_path_equals_simpy_on_every_bundled_graded_scenario; the binary designs run
+    # here on the DLT rates
     items = [it.design for it in sc.designs if it.design.outcome.name != "SCORE"]
     for t in ("tite-boin", "tite-crm"):
         if not any(it.type == t for it in sc.designs):
@@ -377,20 +378,197 @@ def test_a_setup_with_an_unknown_part_runs_on_simpy(monkeypatch, caplog):
     assert "fast path does not support Setup.outcomes" in caplog.text
 
 
-def test_graded_truth_runs_on_simpy():
-    """A graded truth (per-type onsets) is not on the fast path's allow-list: auto falls back
-    to simpy, an explicit fast engine is refused with the reason."""
+# ------------------------------------------------------------------ graded truths
+GRADED_SCENARIOS = [p for p in SCENARIOS if load_scenario(p).model.truth.graded]
+GRADED_TYPES = TYPES + ["gboin", "tite-gboin"]
+
+
+def build_graded(type_name, n_doses=4, target=0.25, cohort_size=3, max_n=24, start_dose=0,
+                 scores=None):
+    """``build`` with gBOIN / TITE-gBOIN's severity scores (``scores``: one per grade from 0;
+    None = the design's default)."""
+    if type_name not in ("gboin", "tite-gboin"):
+        return build(type_name, n_doses, target, cohort_size, max_n, start_dose)
+    ctx = DesignContext(n_doses=n_doses, target=target, cohort_size=cohort_size,
+                        max_n=max_n, start_dose=start_dose)
+    entry = get_entry(type_name)
+    # its own target on the normalized score scale (cart_crs_icans.yaml's 0.26)
+    kw = {"target": 0.26} if scores is None else {"target": 0.26,
+                                                  "scores": dict(enumerate(scores))}
+    return entry.build(entry.spec_model(type=type_name, **kw), ctx)
+
+
+def test_every_bundled_scenario_with_a_graded_truth_is_tested():
+    """The graded comparisons below are not vacuous: cart_crs_icans.yaml has a graded truth
+    (two types, CRS and ICANS, with their own onsets; the scenario file)."""
+    assert ROOT / "scenarios" / "cart_crs_icans.yaml" in GRADED_SCENARIOS
+
+
+@pytest.mark.parametrize("path", GRADED_SCENARIOS, ids=lambda p: p.stem)
+def test_fast_path_equals_simpy_on_every_bundled_graded_scenario(path):
+    """Every bundled scenario with a graded truth (``truth.toxicities``, each event at its own
+    onset), every design it lists (binary and score designs) plus TITE-BOIN, TITE-CRM, gBOIN
+    and TITE-gBOIN, on the outcome model, under its conduct block and under zero logistics
+    (many calls at one instant), with the patient log."""
     from escalation_sim.engines.calendar import calendar_truth
+    sc = load_scenario(path)
+    truth = calendar_truth(sc)
+    tr = sc.model.trial
+    items = [it.design for it in sc.designs]
+    for t in ("tite-boin", "tite-crm", "gboin", "tite-gboin"):
+        if not any(it.type == t for it in sc.designs):
+            items.append(build_graded(t, sc.n_doses, sc.target, tr.cohort_size, tr.max_n,
+                                      tr.start_dose - 1))
+    conducts_ = [sc.model.conduct if sc.has_logistics else Conduct()]
+    conducts_.append(Conduct(dlt_window_days=conducts_[0].dlt_window_days))
+    for design in items:
+        for conduct in conducts_:
+            assert clock_for(design, conduct, graded=True) is HeapClock
+            assert_same_trials(design, truth, conduct, 7, range(40))
+
+
+def _graded_model(draw, n_doses, window, max_grade):
+    """A random graded truth: 1-3 types, grades up to ``max_grade``, each type with an onset
+    law or none (then the conduct's ``dlt_onset``), a correlation, a DLT rule."""
+    from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
+    J = draw(st.integers(1, 3))
+    types = []
+    for j in range(J):
+        top = draw(st.integers(1, max_grade))
+        grades = {}
+        for g in range(1, top + 1):
+            ps = sorted(draw(st.lists(st.sampled_from([0.0, 0.02, 0.05, 0.1, 0.2, 0.3]),
+                                      min_size=n_doses, max_size=n_doses)))
+            grades[g] = [p / top * 2 for p in ps]          # sums at most 0.6 per dose
+        kind = draw(st.sampled_from(["none", "gamma", "lognormal", "uniform", "fixed", "late"]))
+        if kind == "none":
+            onset = None
+        elif kind == "late":                                  # some events after the window
+            onset = DurationSpec(mean=window * 0.9, sd=window * 0.4, dist="gamma")
+        elif kind == "fixed":                 # ties between types; day 0 and the window's end
+            onset = DurationSpec(mean=draw(st.sampled_from([0.0, 1.0, window])), sd=0.0,
+                                 dist="fixed")
+        else:
+            mean = draw(st.sampled_from([1.0, 3.0, 8.0]))
+            onset = DurationSpec(mean=mean, sd=mean * 0.5, dist=kind)
+        types.append(ToxicityType.from_grades(
+            f"T{j}", grades, None if onset is None else onset.to_distribution()))
+    rho = draw(st.sampled_from([0.0, 0.0, 0.5])) if J > 1 else 0.0
+    rule = [(t.name, draw(st.integers(1, t.max_grade))) for t in types
+            if draw(st.booleans())] or [(types[0].name, types[0].max_grade)]
+    return OutcomeModel(types, correlation=rho, rule=rule, window_days=window)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), conduct=conducts(), type_name=st.sampled_from(GRADED_TYPES),
+       n_doses=st.integers(2, 5), cohort_size=st.sampled_from([1, 2, 3]),
+       max_n=st.sampled_from([6, 12, 18]), seed=st.integers(0, 2**31))
+def test_fast_path_equals_simpy_on_random_graded_scenarios(data, conduct, type_name, n_doses,
+                                                           cohort_size, max_n, seed):
+    """Random conduct blocks and random graded truths (types, grades, onsets -- some after
+    the window --, correlation, DLT rule), binary and score designs (random scores)."""
+    score = type_name in ("gboin", "tite-gboin")
+    max_grade = 4 if score else 5
+    model = _graded_model(data.draw, n_doses, conduct.dlt_window_days, max_grade)
+    # one type, grade 1 only, no onset law: the binary truth ``u < p`` (no score designs)
+    assume(not (score and model.is_binary))
+    scores = None
+    if score:
+        steps = data.draw(st.lists(st.sampled_from([0.0, 0.5, 1.0]), min_size=4, max_size=4))
+        steps[-1] = steps[-1] or 1.0                          # the largest score is > 0
+        scores = [0.0] + list(np.cumsum(steps))
+    design = build_graded(type_name, n_doses=n_doses, cohort_size=cohort_size, max_n=max_n,
+                          scores=scores)
+    assert_same_trials(design, model, conduct, seed, range(8))
+
+
+def test_graded_truth_beyond_the_dlt_bits(monkeypatch):
+    """More doses than the DLT flags' bits (``draws.MASK_DOSES``, lowered here to 2): both
+    engines read the day the DLT is known instead (``WideGradedToxicity``)."""
+    from escalation_sim.engines.calendar import calendar_truth, draws
+    monkeypatch.setattr(draws, "MASK_DOSES", 2)
     sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
-    design = sc.designs[0].design
     conduct = sc.model.conduct
-    assert clock_for(design, conduct) is HeapClock
-    assert clock_for(design, conduct, graded=True) is not HeapClock
-    with pytest.raises(ValueError, match="graded_truth"):
-        simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(2), engine="fast")
-    a = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8))
-    b = simulate_des_trials(design, calendar_truth(sc), conduct, 7, range(8), engine="simpy")
-    assert (a["y"] == b["y"]).all() and (a["duration_days"] == b["duration_days"]).all()
+    for t in ("boin", "tite-boin"):
+        assert_same_trials(build(t), calendar_truth(sc), conduct, 3, range(30))
+        assert_same_trials(build(t), calendar_truth(sc), Conduct(), 3, range(30))
+
+
+@pytest.mark.parametrize("mask_doses", [62, 2])
+def test_graded_truth_with_tiny_blocks(monkeypatch, mask_doses):
+    """Blocks of one evaluable patient (and two arrivals / patients): every trial extends its
+    graded block on demand (``TrialDraws.more_evaluable``), in both engines alike; with the
+    DLT flags as bits and (``MASK_DOSES`` = 2) without."""
+    import escalation_sim.engines.calendar as cal
+    from escalation_sim.engines.calendar import calendar_truth, draws
+    monkeypatch.setattr(cal, "block_sizes", lambda conduct, max_n: (2, 2, 1))
+    monkeypatch.setattr(draws, "MASK_DOSES", mask_doses)
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    for it in sc.designs:
+        assert_same_trials(it.design, calendar_truth(sc), sc.model.conduct, 5, range(12))
+
+
+def test_graded_state_graph_starting_afresh_changes_nothing(monkeypatch):
+    """A score design's state graph keeps growing; past ``_GRAPH_MAX`` new nodes (lowered
+    here to 5) it starts afresh, mid-chunk, with the same trials (simpy as the reference)."""
+    from escalation_sim.engines.calendar import calendar_truth, fast
+    monkeypatch.setattr(fast, "_GRAPH_MAX", 5)
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    design = build_graded("gboin")
+    fast._memos.pop(design, None)
+    roots = []
+    root_of = fast.state_graph_root
+
+    def spy(setup):
+        roots.append(root_of(setup))
+        return roots[-1]
+    monkeypatch.setattr(fast, "state_graph_root", spy)
+    assert_same_trials(design, calendar_truth(sc), sc.model.conduct, 11, range(40))
+    assert len({id(r) for r in roots}) > 1              # it did start afresh
+
+
+@pytest.mark.parametrize("type_name", ["boin", "tite-boin", "gboin", "tite-gboin", "tite-crm"])
+def test_graded_onsets_on_the_edges_of_the_window(type_name):
+    """Events on the day of infusion (fixed onset 0) and on the last day of the window (fixed
+    onset = ``dlt_window_days``: inside, so a DLT and, for TITE designs, a call at the same
+    instant as the end of the window, scheduled before it), with a third type without an
+    onset law (the conduct's ``dlt_onset``): every tie as simpy orders it."""
+    from escalation_sim.inputs.truth import OutcomeModel, ToxicityType
+    W = 21.0
+    grades = {1: [0.1, 0.2, 0.2, 0.2], 2: [0.1, 0.1, 0.2, 0.2], 3: [0.05, 0.1, 0.15, 0.2],
+              4: [0.0, 0.05, 0.05, 0.1]}
+    types = [ToxicityType.from_grades("A", grades, DurationSpec(mean=0.0, sd=0.0, dist="fixed")
+                                      .to_distribution()),
+             ToxicityType.from_grades("B", grades, DurationSpec(mean=W, sd=0.0, dist="fixed")
+                                      .to_distribution()),
+             ToxicityType.from_grades("C", grades)]
+    model = OutcomeModel(types, correlation=0.3, rule=[("B", 3), ("C", 4)], window_days=W)
+    for conduct in (Conduct(dlt_window_days=W),
+                    Conduct(dlt_window_days=W, accrual_per_month=3.0, stagger_days=7.0,
+                            max_in_followup=2, dropout_prob=0.1)):
+        assert_same_trials(build_graded(type_name), model, conduct, 13, range(30))
+
+
+def test_graded_truth_runs_on_the_fast_path():
+    """A graded truth is on the allow-list (auto and fast run it on the heap loop; the lean
+    trial classes of a graded truth without the log), and a graded call with an option the
+    fast path does not know still falls back to simpy."""
+    from escalation_sim.engines.calendar import calendar_truth
+    from escalation_sim.engines.calendar import fast
+    from escalation_sim.engines.calendar.model import Setup
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    conduct = sc.model.conduct
+    names = []
+    for it in sc.designs:
+        assert clock_for(it.design, conduct, graded=True) is HeapClock
+        setup = Setup(it.design, sc.p_true.tolist(), conduct, False, 1000, clock=HeapClock,
+                      model=calendar_truth(sc))
+        names.append(fast.trial_class(setup)[0].__name__)
+    # boin, tite-boin, gboin, tite-gboin (the scenario file's order)
+    assert names == ["GradedClassicTrial", "GradedTiteTrial", "GradedClassicTrial",
+                     "ScoreTiteTrial"]
+    assert unsupported(sc.designs[0].design, conduct, CohortPolicy, graded_truth=True,
+                       shortfall=True) == "option shortfall"
 
 
 def test_piecewise_accrual_same_trials_on_both_engines():
@@ -404,3 +582,16 @@ def test_piecewise_accrual_same_trials_on_both_engines():
         assert clock_for(it.design, conduct) is HeapClock
         assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(40), record=False)
         assert_same_trials(it.design, sc.p_true.tolist(), conduct, 7, range(10))
+
+
+def test_piecewise_accrual_with_a_graded_truth_same_trials_on_both_engines():
+    """The graded lean chunk maps arrival times through a piecewise accrual schedule as the
+    binary one does (every design of cart_crs_icans.yaml, score designs included)."""
+    from escalation_sim.engines.calendar import calendar_truth
+    sc = load_scenario(ROOT / "scenarios" / "cart_crs_icans.yaml")
+    conduct = sc.model.conduct.model_copy(update={"accrual_per_month": [
+        {"until_day": 180, "rate": 0.5}, {"rate": 1.5}]})
+    conduct = Conduct.model_validate(conduct.model_dump())
+    for it in sc.designs:
+        assert clock_for(it.design, conduct, graded=True) is HeapClock
+        assert_same_trials(it.design, calendar_truth(sc), conduct, 7, range(30))

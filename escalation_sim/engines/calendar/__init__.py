@@ -105,7 +105,7 @@ def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
     """The clock class to run on: the fast path's :class:`~.fast.HeapClock` when
     ``engine`` (default: the environment's, see :mod:`.fast`) allows it and the call is on
     its allow-list, else simpy's (with a log message saying why).  ``graded``: a graded
-    truth (per-type onsets), which only the simpy engine runs."""
+    truth (per-type onsets; on the allow-list, option ``graded_truth``)."""
     from .clock import SimpyClock
     eng = choose(engine)
     if eng == "simpy":

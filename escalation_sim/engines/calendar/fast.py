@@ -13,6 +13,8 @@ What the fast path runs is an explicit allow-list (:func:`unsupported`): the dec
 policies, conduct fields and call options known when it was checked against simpy.  Any
 other feature (a new conduct field set away from its default, a new policy, an extra
 option) runs on simpy, with a log message on ``escalation_sim.engines.calendar`` saying why.
+Graded truths (``truth.toxicities``: per-type grades and onsets, the DLT rule) are on it, for
+binary designs and score designs (gBOIN, TITE-gBOIN): see "graded truths, lean" below.
 
 Engine choice: ``simulate_des_trials(..., engine=...)`` with ``"auto"`` (the fast path when
 supported, the default), ``"fast"`` (the fast path or an error) or ``"simpy"``; when not
@@ -39,7 +41,7 @@ from ...inputs.conduct import Conduct, Phase, Screening
 from ...inputs.distributions import _Z_GRID, DurationSpec, Gamma, _gamma_log_quantiles
 from ...types import StopReason, TrialState
 from .draws import TrialDraws, too_many_patients
-from .policies import CohortPolicy, TimeToEventPolicy
+from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .trial import Trial
 
 ENGINES = ("auto", "fast", "simpy")
@@ -111,6 +113,11 @@ KNOWN_SCREENING = frozenset({"failure_prob", "duration_days"})
 KNOWN_DURATION = frozenset(DurationSpec.model_fields)
 
 
+#: call options the fast path was checked for (``graded_truth``: a graded outcome model,
+#: see "graded truths, lean" below)
+KNOWN_OPTIONS = frozenset({"record_patients", "graded_truth"})
+
+
 def _extra_fields(model, known, label: str) -> List[str]:
     """Fields of ``model`` outside ``known`` whose value is not the field's default."""
     out = []
@@ -131,8 +138,9 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     """Why the fast path cannot run this call (``None``: it can).
 
     ``policy``: the decision policy class the simpy engine would use; ``options``: any other
-    call option (only ``record_patients`` is known).  Everything outside the allow-list
-    is a reason, so features added to the simpy engine later fall back to it."""
+    call option (``record_patients`` and ``graded_truth`` are known).  Everything outside
+    the allow-list is a reason, so features added to the simpy engine later fall back to
+    it."""
     reasons: List[str] = []
     if policy not in (CohortPolicy, TimeToEventPolicy):
         reasons.append(f"decision policy {policy.__name__}")
@@ -153,7 +161,7 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
             if isinstance(d, DurationSpec):
                 reasons += _extra_fields(d, KNOWN_DURATION, f"conduct.phases[{i}].duration_days.")
     for k, v in options.items():
-        if k != "record_patients" and v is not None:
+        if k not in KNOWN_OPTIONS and v is not None:
             reasons.append(f"option {k}")
     return ", ".join(reasons) if reasons else None
 
@@ -1003,7 +1011,7 @@ KNOWN_SETUP = frozenset({
     "K", "_canonical", "_decisions", "_exact", "_mtds", "cap", "clock", "conduct", "design",
     "empty_state", "gate", "gated", "known_release", "leave", "manufacturing",
     "max_patients", "max_wait", "p", "phase_names", "policy", "record", "review", "stagger",
-    "unlimited", "window", "_fast_memo"})
+    "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded"})
 
 
 def setup_unsupported(setup) -> Optional[str]:
@@ -1034,9 +1042,291 @@ def trial_class(setup):
             setup.clock = SimpyClock
             return Trial, None
     if setup.clock is HeapClock and not setup.record:
-        lean = None if setup.unlimited else LeanChunkDraws
-        if setup.policy is CohortPolicy:
-            return ClassicTrial, lean
-        if setup.policy is TimeToEventPolicy:
-            return TiteTrial, lean
+        if setup.graded is None:
+            lean = None if setup.unlimited else LeanChunkDraws
+            if setup.policy is CohortPolicy:
+                return ClassicTrial, lean
+            if setup.policy is TimeToEventPolicy:
+                return TiteTrial, lean
+        else:
+            lean = None if setup.unlimited else LeanGradedChunkDraws
+            if setup.policy is CohortPolicy:
+                return GradedClassicTrial, lean
+            if setup.policy is TimeToEventPolicy:
+                return GradedTiteTrial, lean
+            if setup.policy is ScoreTimeToEventPolicy:
+                return ScoreTiteTrial, lean
     return Trial, None
+
+
+# ------------------------------------------------------------------ graded truths, lean
+# A graded truth (truth.toxicities: per-type grades and onsets, the scenario's DLT rule)
+# changes only what an observed patient contributes and when a time-to-event design sees
+# it; both come from the chunk's graded block (DrawPlan.graded_block), read exactly as the
+# toxicity parts (toxicity.py) read them: binary designs the DLT flags (bits of
+# ``dlt_mask``; ``dlt_known`` beyond MASK_DOSES doses) and the day the DLT is known, score
+# designs the units of the worst grade in the window and, for time-to-event designs, the
+# steps of the units seen (``ScoreToxicity.steps``).  Score designs' trials keep each
+# patient's DLT flag (``_collect`` counts the DLTs of complete patients).
+
+class _PatView:
+    """What ``_collect`` reads of a lean score-design trial's patient."""
+
+    __slots__ = ("dose", "status", "dlt")
+
+    def __init__(self, dose, status, dlt):
+        self.dose = dose
+        self.status = status
+        self.dlt = dlt
+
+
+def _observe_graded(d, k, dose):
+    """``(has a DLT, day known or NaN)`` of patient k at ``dose`` (graded block of ``d``)."""
+    mask = d.dlt_mask
+    if mask is not None:
+        while k >= len(mask):
+            d.more_evaluable()
+            mask = d.dlt_mask
+        if mask[k] >> dose & 1:
+            return True
+        return False
+    while k >= d.dlt_known.shape[0]:
+        d.more_evaluable()
+    day = d.dlt_known.item(k, dose)
+    return day == day
+
+
+def _score_of(d, k, dose, units):
+    """``(has a DLT, units of the worst grade in the window)`` of patient k at ``dose``."""
+    while k >= d.dlt_known.shape[0]:
+        d.more_evaluable()
+    day = d.dlt_known.item(k, dose)
+    return day == day, units[d.worst_late.item(k, dose) >> 1]
+
+
+#: nodes of one design's state graph (graded truths) before it starts afresh: a score
+#: design's cohort adds 0..size x max_units units, so its graph keeps growing (about 1.7 new
+#: nodes per trial after 25,000 gBOIN trials on cart_crs_icans.yaml, against 0.04 for BOIN)
+_GRAPH_MAX = 200_000
+
+
+class GradedClassicTrial(ClassicTrial):
+    """:class:`ClassicTrial` on a graded truth (binary or score designs): a completed cohort
+    is observed in infusion order, each patient adding its DLT flag (binary designs) or the
+    units of its worst grade in the window (score designs, ``add_cohort(max_units=...)``).
+    The design's state graph starts afresh after ``_GRAPH_MAX`` new nodes."""
+
+    __slots__ = ("units", "mu", "xdlt", "shared")
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        self.units = setup.units
+        self.mu = setup.max_units
+        self.xdlt = {}                 # score designs: j of the observed patients with a DLT
+        self.shared = design_memo(setup)
+
+    def release(self) -> None:
+        super().release()
+        if self.units is not None:
+            x = self.xdlt
+            self.pats = [_PatView(p[_DOSE], p[_ST], p[_J] in x) for p in self.pats]
+
+    def _complete(self, c):
+        members, c[_CDONE] = c[_CDONE], []
+        members.sort(key=_inf_order)
+        d = self.draws
+        dose = c[_CDOSE]
+        k = self.n_tox
+        y = 0
+        units = self.units
+        if units is None:
+            for _ in members:
+                y += _observe_graded(d, k, dose)
+                k += 1
+        else:
+            x = self.xdlt
+            for pat in members:
+                dlt, u = _score_of(d, k, dose, units)
+                if dlt:
+                    x[pat[_J]] = True
+                y += u
+                k += 1
+        self.n_tox = k
+        node = self.node
+        nxt = node.succ.get(y)
+        if nxt is None:
+            if self.mu is None:
+                st = node.state.add_cohort(dose, c[_CSIZE], y)
+            else:
+                st = node.state.add_cohort(dose, c[_CSIZE], y, max_units=self.mu)
+            nxt = node.succ[y] = _Node(st, self.setup.decide(st))
+            sh = self.shared
+            grown = sh["grown"] = sh.get("grown", 0) + 1
+            if grown > _GRAPH_MAX:            # (this trial keeps its own path)
+                sh["grown"] = 0
+                sh["root"] = _Node(self.setup.empty_state,
+                                   self.setup.decide(self.setup.empty_state))
+        self.node = nxt
+        delay = self.setup.review.days
+        if delay > 0:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+        else:
+            self._decide(None)
+
+
+class GradedTiteTrial(TiteTrial):
+    """:class:`TiteTrial` on a graded truth, binary designs: an infused patient with a DLT
+    is seen on the day the DLT is known (the earliest qualifying onset inside the window)."""
+
+    __slots__ = ()
+
+    def _infused(self, pat):
+        d = self.draws
+        j = pat[_J]
+        now = pat[_INF] = self.now
+        self.n_treated += 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.drop_day[j], n, self.h_end, pat))
+            return
+        pat[_ST] = _COMPLETE
+        k = self.n_tox
+        self.n_tox = k + 1
+        dose = pat[_DOSE]
+        if _observe_graded(d, k, dose):
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.dlt_known.item(k, dose), n, self.h_dlt, pat))
+        n = self.seq = self.seq + 1
+        heappush(self.q, (now + self.window, n, self.h_end, pat))
+
+
+class ScoreTiteTrial(TiteTrial):
+    """:class:`TiteTrial` for time-to-event score designs (TITE-gBOIN,
+    :class:`~.policies.ScoreTimeToEventPolicy`): the design sees ``TiteState(...,
+    max_units)``; each event inside the window that raises the units seen so far is a call
+    at its onset (in time order), ending the patient's pending status."""
+
+    __slots__ = ("units", "mu", "xdlt", "xseen", "h_event")
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        self.units = setup.units
+        self.mu = setup.max_units
+        self.xdlt = {}
+        self.xseen = {}
+        self.h_event = self._event
+
+    def release(self) -> None:
+        super().release()
+        self.h_event = None
+        x = self.xdlt
+        self.pats = [_PatView(p[_DOSE], p[_ST], p[_J] in x) for p in self.pats]
+
+    def _decide_now(self):
+        now = self.now
+        W = self.window
+        pend = tuple((p[_DOSE], 0.0 if p[_INF] < 0 else min((now - p[_INF]) / W, 1.0))
+                     for p in self.pending.values())
+        c = self.cohort
+        key = (tuple(self.n_active), tuple(self.y_obs), c[_CDOSE] if c[_CIDX] >= 0 else None,
+               c[_CACT], c[_CY])
+        mu = self.mu
+        if not pend:
+            dec = self.memo.get(key)
+            if dec is None:
+                dec = self.memo[key] = self.setup.decide_exact(TiteState(*key, (), mu))
+            return dec
+        full = key + (pend,)
+        last, dec = self.last
+        if full == last:
+            return dec
+        if all(f == 0.0 or f == 1.0 for _, f in pend):
+            dec = self.memo.get(full)
+            if dec is None:
+                dec = self.memo[full] = self.design.decide(TiteState(*full, mu))
+        else:
+            dec = self.design.decide(TiteState(*full, mu))
+        self.last = (full, dec)
+        return dec
+
+    def _infused(self, pat):
+        d = self.draws
+        j = pat[_J]
+        now = pat[_INF] = self.now
+        self.n_treated += 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.drop_day[j], n, self.h_end, pat))
+            return
+        pat[_ST] = _COMPLETE
+        k = self.n_tox
+        self.n_tox = k + 1
+        dose = pat[_DOSE]
+        dlt, _ = _score_of(d, k, dose, self.units)
+        if dlt:
+            self.xdlt[j] = True
+        # ScoreToxicity.steps: events in onset order, those inside the window raising the
+        # units seen so far
+        units, W = self.units, self.window
+        grades = d.grades[k, dose].tolist()
+        days = d.type_onset[k].tolist()
+        ev = sorted(((days[t], g) for t, g in enumerate(grades) if g > 0),
+                    key=lambda e: e[0])
+        best = 0
+        q = self.q
+        for day, g in ev:
+            u = units[g]
+            if day <= W and u > best:
+                best = u
+                n = self.seq = self.seq + 1
+                heappush(q, (now + day, n, self.h_event, (pat, u)))
+        n = self.seq = self.seq + 1
+        heappush(q, (now + self.window, n, self.h_end, pat))
+
+    def _event(self, arg):
+        pat, units = arg
+        j = pat[_J]
+        gain = units - self.xseen.get(j, 0)
+        self.xseen[j] = units
+        self.y_obs[pat[_DOSE]] += gain
+        pat[_CO][_CY] += gain
+        self.pending.pop(j, None)
+        self._changed()
+
+
+class LeanGradedChunkDraws(LeanChunkDraws):
+    """:class:`LeanChunkDraws` for a graded truth: the arrivals and patients as there, and
+    the graded block kept as arrays per trial (as ``ChunkDraws``), the DLT flags as lists."""
+
+    def __init__(self, plan, trials, n_arrivals, n_patients, n_evaluable):
+        self.plan = plan
+        self.trials = np.asarray(trials, dtype=np.uint64)
+        gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
+        at = plan.times(np.cumsum(gaps, axis=1))      # piecewise accrual: calendar days
+        days, happens, *pat = plan.patients(self.trials, 0, n_patients)
+        _, _, graded = plan.evaluable(self.trials, 0, n_evaluable)
+        self.days, self.happens = days, happens
+        self.at, self.failed, self.sdays = at, failed, sdays
+        ready = at + sdays
+        order = np.argsort(np.where(failed, np.inf, ready), axis=1, kind="stable")
+        self.ready = np.take_along_axis(ready, order, axis=1)
+        self.order = order
+        self.n_elig = (~failed).sum(axis=1).tolist()
+        self.lists = [a.tolist() for a in pat]
+        self.graded = graded
+        self.mask = None if graded[4] is None else graded[4].tolist()
+
+    def trial(self, r: int):
+        fail_at, drop, drop_day, pre, post, fail_days = [c[r] for c in self.lists]
+        d = TrialDraws(self.plan, int(self.trials[r]), None, None, None, self.days[r],
+                       self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, [],
+                       [])
+        d.grades, d.type_onset, d.dlt_known, d.worst_late = [
+            None if a is None else a[r] for a in self.graded[:4]]
+        d.dlt_mask = None if self.mask is None else self.mask[r]
+        ne = self.n_elig[r]
+        rq = list(zip(self.ready[r, :ne].tolist(), self.order[r, :ne].tolist()))
+        return d, (rq, self.at[r], self.failed[r], self.sdays[r])
