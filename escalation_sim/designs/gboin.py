@@ -59,16 +59,17 @@ from functools import lru_cache
 from typing import Any, Dict, List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator, model_validator
-from scipy import special
 
 from ..grades import check_scores, score_units_from
-from ..types import Decision, TrialState
+from ..types import Decision, LazyModule, TrialState
 from .base import Design, DesignContext, DesignSpecBase, Outcome
 from .boin import _check_phis, _resolve_phis, boin_lambdas
 from .interval import (DE_ESCALATE, ESCALATE, STAY, IntervalDesign, Step, extrasafe_field,
                        offset_field)
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableRequest
+
+special = LazyModule("scipy.special")  # imported on first use: a faster start-up
 
 __all__ = ["GBOIN", "Spec", "make", "DEFAULT_SCORES", "prob_above_real",
            "elimination_threshold", "gboin_boundaries"]
