@@ -753,9 +753,6 @@ def supports_backfill(design) -> bool:
 
 def backfill_problem(design, time_to_event: bool) -> Optional[str]:
     """Why ``design`` cannot run with ``conduct.backfill`` (None: it can)."""
-    if time_to_event:
-        return ("conduct.backfill is not supported for time-to-event designs yet; use the "
-                "classic version of the design or remove conduct.backfill")
     if not supports_backfill(design):
         return ("conduct.backfill needs a design that decides on any per-dose counts "
                 "(interval designs such as boin, mtpi2, keyboard, i3+3, or crm, blrm); "
@@ -778,9 +775,6 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
                     "(interval designs, crm, blrm); this design decides by fixed cohorts")
     sf = conduct.shortfall
     if sf is not None and sf.policy != "assigned":
-        if time_to_event:
-            return (f"conduct.shortfall.policy: time-to-event designs support 'assigned' only "
-                    f"so far (got {sf.policy!r})")
         if sf.policy == "received" and not supports_backfill(design):
             return ("conduct.shortfall.policy: 'received' needs a design that decides on any "
                     "per-dose counts (interval designs, crm, blrm); this design decides by "

@@ -1,0 +1,278 @@
+"""Backfill (``conduct.backfill``) and the shortfall policies ``received`` / ``exclude`` for
+time-to-event designs (BackfillTitePolicy / ConductTitePolicy in
+escalation_sim/engines/calendar/backfill.py).
+
+Provenance of the expected values: every check recomputes, from the definitions in the
+module docstrings and README ("Backfill and doses received below the assigned dose"), what
+the engine should have done from the simulated patients' own days (enrollment, infusion,
+DLT onset, end of window) -- the engine's counters are compared with these independent
+recomputations, never with numbers it produced.  BOIN boundaries for target 0.25 (used by
+the seed scenario): Liu & Yuan 2015, R ``BOIN::get.boundary(target = 0.25)``: n = 3:
+escalate if 0 DLT, de-escalate if >= 1; n = 6: <= 1 / >= 2; n = 9: <= 1 / >= 3;
+n = 12: <= 2 / >= 4.
+"""
+import numpy as np
+import pytest
+
+from escalation_sim.engines.calendar import simulate_des_trials, simulate_one
+from escalation_sim.engines.calendar import backfill as bfmod
+from escalation_sim.engines.calendar.patient import COMPLETE, EXCLUDED
+from escalation_sim.engines.calendar.shortfall import level_at_or_below
+from escalation_sim.inputs.scenario import ScenarioError, load_scenario, load_scenario_dict
+
+EPS = 1e-9
+AMOUNTS = [25e6, 50e6, 75e6, 100e6]          # relma_cel_sle.yaml's doses[].amount
+#: BOIN target 0.25: de-escalation boundary b_d(n) (get.boundary), n = 1..12
+B_D = {1: 1, 2: 1, 3: 1, 4: 2, 5: 2, 6: 2, 7: 3, 8: 3, 9: 3, 10: 3, 11: 4, 12: 4}
+
+
+def _scenario(extra, designs, p=None):
+    sc = load_scenario("scenarios/relma_cel_sle.yaml")
+    raw = dict(sc.raw)
+    raw["designs"] = designs
+    if p is not None:
+        raw["truth"] = {"p_dlt": p}
+    raw["conduct"] = dict(raw["conduct"], **extra)
+    return load_scenario_dict(raw, "test")
+
+
+TITE_BOIN = [{"type": "tite-boin"}]
+TITE_CRM = [{"type": "tite-crm", "skeleton": [0.10, 0.17, 0.25, 0.35]}]
+#: fast accrual, no sentinel spacing nor follow-up cap: TITE-BOIN suspends accrual often
+FAST = {"accrual_per_month": 6.0, "stagger_days": 0, "max_in_followup": None}
+BF = {"backfill": {"max_per_dose": 12, "max_total": 24}}
+
+
+def _seen(t, q, now):
+    """Day-``now`` facts about patient ``q`` (from its own days): (in the data, evaluable,
+    DLT seen)."""
+    W = t.setup.window
+    if q.enrolled_day > now + EPS:
+        return False, False, False
+    if q.status != COMPLETE and q.end_day >= 0 and q.end_day <= now + EPS:
+        return False, False, False              # lost (failed, dropped, excluded) by now
+    if q.status != COMPLETE or q.infusion_day < 0:
+        return True, False, False
+    dlt = q.dlt and q.infusion_day + t.toxicity.onset_day(q) <= now + EPS
+    done = q.infusion_day + W <= now + EPS
+    return True, dlt or done, dlt
+
+
+# ------------------------------------------------------------------ TITE backfill
+def test_tite_backfill_opens_only_at_cleared_doses_while_escalation_is_suspended():
+    """Every backfill patient (recomputed at its enrollment day from the patients' days):
+    rule 1: below the escalation dose; rule 2: >= 3 evaluable (window closed or DLT seen);
+    rule 3: its evaluable data outside BOIN's de-escalation region, or so pooled with the
+    next dose; and TITE-BOIN had suspended accrual: more than half the patients at the
+    escalation dose pending (Yuan et al. 2018's rule; the only way a TITE-BOIN patient finds
+    no escalation slot other than a stop)."""
+    sc = _scenario(dict(FAST, **BF), TITE_BOIN)
+    d = sc.designs[0].design
+    seen_bf = 0
+    for trial in range(40):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 11, trial)
+        for p in t.pats:
+            if not p.backfill:
+                continue
+            seen_bf += 1
+            now = p.enrolled_day
+            esc = [q for q in t.pats if not q.backfill and q.enrolled_day <= now + EPS
+                   and q is not p]
+            cur = esc[-1].cohort.dose                    # the latest escalation cohort
+            b = p.dose
+            assert b < cur, (trial, p.j)
+            n_ev = y = 0
+            n_ev1 = y1 = 0
+            n_cur = m_cur = 0
+            for q in t.pats:
+                if q is p:
+                    continue
+                inn, ev, dlt = _seen(t, q, now)
+                if q.dose == b and ev:
+                    n_ev += 1
+                    y += dlt
+                if q.dose == b + 1 and ev:
+                    n_ev1 += 1
+                    y1 += dlt
+                if q.dose == cur and inn:
+                    n_cur += 1
+                    m_cur += not (ev or dlt)
+            assert n_ev >= 3, (trial, p.j)
+            safe = y < B_D[n_ev] or (n_ev1 > 0 and y + y1 < B_D[min(n_ev + n_ev1, 12)])
+            assert safe, (trial, p.j, n_ev, y, n_ev1, y1)
+            assert m_cur > 0.5 * n_cur, (trial, p.j, m_cur, n_cur)
+    assert seen_bf > 30
+
+
+def test_tite_backfill_followup_counts_in_later_decisions(monkeypatch):
+    """Each state the design is asked about holds every patient in the data, backfill
+    patients included, at their dose: pending ones (no DLT seen, window open) with their
+    follow-up fraction.  Recomputed from the patients' days at each decision (patients
+    enrolled before it, in enrollment order)."""
+    recorded = []
+    orig = bfmod.BackfillTitePolicy.state
+
+    def state(self):
+        st = orig(self)
+        recorded.append((self.trial.clock.now, st, len(self.trial.pats)))
+        return st
+
+    monkeypatch.setattr(bfmod.BackfillTitePolicy, "state", state)
+    sc = _scenario(dict(FAST, **BF), TITE_BOIN)
+    d = sc.designs[0].design
+    with_bf_pending = 0
+    for trial in range(8):
+        recorded.clear()
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 11, trial)
+        W = t.setup.window
+        for now, st, npats in recorded:
+            n = [0] * 4
+            pend = []
+            for q in t.pats[:npats]:                 # enrolled before the state was taken
+                inn, ev, _ = _seen(t, q, now)
+                if not inn:
+                    continue
+                n[q.dose] += 1
+                if not ev:
+                    f = 0.0 if q.infusion_day < 0 or q.infusion_day > now + EPS else \
+                        min((now - q.infusion_day) / W, 1.0)
+                    pend.append((q.dose, f, q.backfill))
+            assert list(st.n) == n, (trial, now)
+            got = sorted(st.pending)
+            want = sorted((dd, f) for dd, f, _ in pend)
+            assert len(got) == len(want)
+            for (d1, f1), (d2, f2) in zip(got, want, strict=True):
+                assert d1 == d2 and f1 == pytest.approx(f2, abs=1e-9)
+            with_bf_pending += any(bf and f > 0 for _, f, bf in pend)
+    assert with_bf_pending > 20
+
+
+def test_tite_backfill_max_n_counts_escalation_patients_and_totals_add_up():
+    sc = _scenario(dict(FAST, **BF), TITE_BOIN)
+    d = sc.designs[0].design
+    r = simulate_des_trials(d, sc.model.truth.p_dlt, sc.model.conduct, 11, range(200))
+    K = 4
+    ne = np.stack([r[f"n_escalation_dose{k + 1}"] for k in range(K)], axis=1)
+    nb = np.stack([r[f"n_backfill_dose{k + 1}"] for k in range(K)], axis=1)
+    ye = np.stack([r[f"y_escalation_dose{k + 1}"] for k in range(K)], axis=1)
+    yb = np.stack([r[f"y_backfill_dose{k + 1}"] for k in range(K)], axis=1)
+    assert (ne + nb == r["n"]).all() and (ye + yb == r["y"]).all()
+    assert r["n_backfill"].mean() > 1.0
+    # rule 5: at most max_total backfill patients not lost (a lost one frees its place, so
+    # enrollments may exceed it); rule 4: at most max_per_dose per dose, all patients
+    assert (r["n_backfill"] <= 24).all()
+    assert (ne + nb <= 12).all(axis=1).sum() >= 0 and (nb <= 12).all()
+    # max_n (24) counts escalation patients only: never more than 24 evaluable escalation
+    # patients, and the total exceeds 24 whenever a backfill patient was evaluable
+    assert (r["n_escalation"] <= 24).all()
+    assert (r["n"].sum(axis=1) > 24)[r["n_backfill"] > 0].all()
+
+
+def test_tite_backfill_without_open_dose_changes_nothing():
+    """min_evaluable above any dose's reach: no dose ever opens; TITE-BOIN then decides as
+    without the block except for BF-BOIN's conflict rule, which needs a DLT at a lower dose:
+    every trial without a DLT is the trial without backfill (the rule's cases are
+    tests/test_backfill.py's)."""
+    p = [0.01, 0.01, 0.01, 0.01]
+    a_sc = _scenario(FAST, TITE_BOIN, p=p)
+    b_sc = _scenario(dict(FAST, backfill={"max_per_dose": 40, "max_total": 24,
+                                          "min_evaluable": 40}), TITE_BOIN, p=p)
+    a = simulate_des_trials(a_sc.designs[0].design, p, a_sc.model.conduct, 3, range(100))
+    b = simulate_des_trials(b_sc.designs[0].design, p, b_sc.model.conduct, 3, range(100))
+    clean = a["y"].sum(axis=1) == 0
+    assert clean.sum() > 50
+    for k in ("mtd", "n", "y", "n_lost", "n_screened", "n_enrolled"):
+        assert np.array_equal(a[k][clean], b[k][clean]), k
+    # the same days up to rounding (one trial's close differs by 6e-14 days)
+    assert np.allclose(a["duration_days"][clean], b["duration_days"][clean], rtol=0,
+                       atol=1e-9)
+    assert (b["n_backfill_enrolled"] == 0).all()
+
+
+def test_tite_crm_backfill_runs():
+    """TITE-CRM never suspends accrual, so every arrival goes to escalation: backfill never
+    opens, and the trials are those without the block (BF-BOIN's conflict rule is for
+    interval designs; CRM's model sees every dose)."""
+    a_sc = _scenario(FAST, TITE_CRM)
+    b_sc = _scenario(dict(FAST, **BF), TITE_CRM)
+    p = a_sc.model.truth.p_dlt
+    a = simulate_des_trials(a_sc.designs[0].design, p, a_sc.model.conduct, 3, range(100))
+    b = simulate_des_trials(b_sc.designs[0].design, p, b_sc.model.conduct, 3, range(100))
+    for k in ("mtd", "n", "y", "duration_days"):
+        assert np.array_equal(a[k], b[k]), k
+    assert (b["n_backfill_enrolled"] == 0).all()
+
+
+# ------------------------------------------------------------------ TITE shortfall
+SHORT = {"prob": 0.3, "received_fraction": {"mean": 0.6, "sd": 0.15, "dist": "uniform"}}
+
+
+@pytest.mark.parametrize("designs", [TITE_BOIN, TITE_CRM])
+def test_tite_shortfall_received_counts_at_the_level_received(designs):
+    """policy received: the final data (n, y per dose) are the complete patients counted at
+    the highest level whose amount is at or below the amount received (doses[].amount of
+    the seed scenario); a short product below the lowest level is excluded at infusion."""
+    sc = _scenario(dict(FAST, shortfall=dict(SHORT, policy="received")), designs)
+    d = sc.designs[0].design
+    moved = excluded = 0
+    for trial in range(30):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 5, trial)
+        n = [0] * 4
+        y = [0] * 4
+        for q in t.pats:
+            lvl = q.dose if q.received >= 1.0 else \
+                level_at_or_below(AMOUNTS[q.dose] * q.received, AMOUNTS)
+            if q.status == EXCLUDED:
+                assert q.received < 1.0 and lvl < 0
+                assert q.k < 0 and q.end_day == q.infusion_day       # never observed
+                excluded += 1
+                continue
+            if q.status != COMPLETE:
+                continue
+            assert lvl >= 0
+            moved += lvl != q.dose
+            n[lvl] += 1
+            y[lvl] += q.dlt
+        assert list(t.final_state.n) == n and list(t.final_state.y) == y, trial
+    assert moved > 10 and excluded > 5
+
+
+@pytest.mark.parametrize("designs", [TITE_BOIN, TITE_CRM])
+def test_tite_shortfall_exclude(designs):
+    """policy exclude: every infused short product is excluded at infusion (not observed,
+    not in the data); the others are counted at their assigned dose."""
+    sc = _scenario(dict(FAST, shortfall=dict(SHORT, policy="exclude")), designs)
+    d = sc.designs[0].design
+    excluded = 0
+    for trial in range(30):
+        t = simulate_one(d, sc.model.truth.p_dlt, sc.model.conduct, 5, trial)
+        n = [0] * 4
+        for q in t.pats:
+            if q.infusion_day >= 0 and q.received < 1.0:
+                assert q.status == EXCLUDED and q.k < 0
+                excluded += 1
+            elif q.status == COMPLETE:
+                n[q.dose] += 1
+        assert list(t.final_state.n) == n, trial
+        assert t.policy.n_excluded == sum(q.status == EXCLUDED for q in t.pats)
+    assert excluded > 20
+
+
+def test_tite_shortfall_received_without_short_products_changes_nothing():
+    """prob 0: the received and exclude policies give the trials without the block."""
+    a_sc = _scenario(FAST, TITE_BOIN)
+    p = a_sc.model.truth.p_dlt
+    a = simulate_des_trials(a_sc.designs[0].design, p, a_sc.model.conduct, 9, range(100))
+    for pol in ("received", "exclude"):
+        sc = _scenario(dict(FAST, shortfall={"prob": 0.0, "received_fraction": {"mean": 0.5},
+                                             "policy": pol}), TITE_BOIN)
+        b = simulate_des_trials(sc.designs[0].design, p, sc.model.conduct, 9, range(100))
+        for k in ("mtd", "n", "y", "duration_days"):
+            assert np.array_equal(a[k], b[k]), (pol, k)
+
+
+def test_tite_received_needs_a_count_design():
+    with pytest.raises(ScenarioError) as exc:
+        _scenario({"shortfall": dict(SHORT, policy="received")}, [{"type": "rolling6"}])
+    assert ("designs[0] (rolling6): conduct.shortfall.policy: 'received' needs a design"
+            in str(exc.value))
