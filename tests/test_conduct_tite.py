@@ -276,3 +276,132 @@ def test_tite_received_needs_a_count_design():
         _scenario({"shortfall": dict(SHORT, policy="received")}, [{"type": "rolling6"}])
     assert ("designs[0] (rolling6): conduct.shortfall.policy: 'received' needs a design"
             in str(exc.value))
+
+
+# ------------------------------------------------------------------ graded truths
+from escalation_sim.engines.calendar.shortfall import GradedShortfall  # noqa: E402
+from escalation_sim.inputs.truth import OutcomeModel, ToxicityType  # noqa: E402
+
+
+def _graded(extra, designs):
+    sc = load_scenario("scenarios/cart_crs_icans.yaml")
+    raw = dict(sc.raw)
+    raw["designs"] = designs
+    raw["conduct"] = dict(raw["conduct"], **extra)
+    return load_scenario_dict(raw, "test")
+
+
+def test_graded_shortfall_rate_between_levels_by_hand():
+    """One type, grades 1..4 per dose, no onset law (every event inside the window), DLT =
+    grade >= 3: P(DLT) at DL2 = 0.04 + 0.01 = 0.05, at DL3 0.07 + 0.02 = 0.09 (the CRS row
+    of cart_crs_icans.yaml).  At 60e6 cells, between 50e6 and 75e6: weight
+    ln(60/50) / ln(75/50) = 0.182322 / 0.405465 = 0.449660, so 0.05 + 0.04 * 0.449660 =
+    0.0679864; below the lowest level, 20e6: weight ln(20/25) / ln(50/25) = -0.321928,
+    P(>= 3) = 0.02 + 0.03 * -0.321928 = 0.0103422."""
+    t = ToxicityType.from_grades("CRS", {1: [0.30, 0.35, 0.40, 0.40],
+                                         2: [0.10, 0.15, 0.20, 0.25],
+                                         3: [0.02, 0.04, 0.07, 0.12],
+                                         4: [0.00, 0.01, 0.02, 0.04]})
+    m = OutcomeModel([t], rule=[("CRS", 3)])
+    g = GradedShortfall(m, AMOUNTS, 28.0)
+    assert g.rate(60e6) == pytest.approx(0.0679864, abs=1e-6)
+    assert g.rate(20e6) == pytest.approx(0.0103422, abs=1e-6)
+    for d, a in enumerate(AMOUNTS):               # at a level: the truth's own rate
+        assert g.rate(a) == pytest.approx(m.dlt_rates()[d], abs=1e-12)
+
+
+def test_graded_shortfall_at_a_level_is_the_outcome_model():
+    """At a level's amount, a patient's outcome from its latents and onsets equals the
+    outcome model's own patient k at that dose (OutcomeModel.outcomes, the engines' common
+    random numbers), for the correlated two-type truth of cart_crs_icans.yaml."""
+    sc = _graded({}, [{"type": "boin"}])
+    m = sc.outcome_model
+    g = GradedShortfall(m, AMOUNTS, 28.0)
+    seed, trial, N = 7, 3, 400
+    x, _ = m.patient_latents(seed, np.array([trial], dtype=np.uint64), N)
+    for d in range(4):
+        o = m.outcomes(seed, np.full(N, trial), np.arange(N), np.full(N, d))
+        for k in range(N):
+            days = [o.onset_day[k, j] if o.grade[k, j] > 0 else np.nan for j in range(2)]
+            grades, dlt_day, worst, late = g.outcome(x[:, 0, k].tolist(), days, AMOUNTS[d])
+            assert list(grades) == o.grade[k].tolist(), (d, k)
+            assert (dlt_day is not None) == bool(o.dlt[k]), (d, k)
+            assert worst == int(o.worst_grade[k]) and late == bool(o.late[k]), (d, k)
+
+
+def test_graded_short_products_dlt_frequency_matches_the_interpolated_rate():
+    """Monte Carlo: over the short products of 300 trials (BOIN, policy assigned), the
+    number of DLTs is the sum of the true rates of the amounts received
+    (GradedShortfall.rates, the outcome model's formula at interpolated thresholds) within
+    4 SE (SE from the Bernoulli variances)."""
+    sc = _graded({"accrual_per_month": 3.0,
+                  "shortfall": {"prob": 0.5, "received_fraction": {"mean": 0.6, "sd": 0.15},
+                                "policy": "assigned"}}, [{"type": "boin"}])
+    m = sc.outcome_model
+    g = GradedShortfall(m, AMOUNTS, 28.0)
+    d = sc.designs[0].design
+    obs = 0
+    rates = []
+    for trial in range(300):
+        t = simulate_one(d, m, sc.model.conduct, 5, trial, record_patients=False)
+        for q in t.pats:
+            if q.status == COMPLETE and q.received < 1.0:
+                obs += q.dlt
+                rates.append(AMOUNTS[q.dose] * q.received)
+    p = g.rates(rates)
+    se = float(np.sqrt((p * (1 - p)).sum()))
+    assert len(rates) > 1000
+    assert abs(obs - p.sum()) < 4 * se, (obs, p.sum(), se)
+
+
+@pytest.mark.parametrize("designs", [[{"type": "boin"}], [{"type": "tite-boin"}]])
+def test_graded_backfill_outcomes_are_the_outcome_models(designs):
+    """Backfill on a graded truth (no short products): every evaluable patient's DLT flag
+    is the outcome model's patient k at its dose (OutcomeModel.outcomes); the escalation
+    and backfill counts add up to the design's data."""
+    sc = _graded({"accrual_per_month": 3.0, "stagger_days": 0, "max_in_followup": None,
+                  "backfill": {"max_per_dose": 12, "max_total": 24}}, designs)
+    m = sc.outcome_model
+    d = sc.designs[0].design
+    n_bf = 0
+    for trial in range(20):
+        t = simulate_one(d, m, sc.model.conduct, 2, trial, record_patients=False)
+        # evaluable: window over by the close (a classic trial stops when its last
+        # escalation cohort completes; backfill patients still in follow-up do not count)
+        ev = [q for q in t.pats if q.status == COMPLETE and 0 <= q.end_day <= t.t_end]
+        o = m.outcomes(2, np.full(len(ev), trial), [q.k for q in ev], [q.dose for q in ev])
+        assert [q.dlt for q in ev] == o.dlt.tolist()
+        n_bf += sum(q.backfill for q in ev)
+        n = [0] * 4
+        for q in ev:
+            n[q.dose] += 1
+        assert list(t.final_state.n) == n
+    assert n_bf > 20
+
+
+def test_graded_backfill_and_shortfall_columns():
+    """Both blocks on the graded truth, BOIN and TITE-BOIN: per-trial columns are
+    consistent (escalation + backfill = all; exclusions only of short products), and the
+    true rate at the selected dose as given is below the nominal one (short products
+    deliver less, the truth increases with the amount)."""
+    sc = _graded({"accrual_per_month": 3.0,
+                  "backfill": {"max_per_dose": 12, "max_total": 24},
+                  "shortfall": {"prob": 0.3, "received_fraction": {"mean": 0.6, "sd": 0.15},
+                                "policy": "exclude"}}, [{"type": "boin"}, {"type": "tite-boin"}])
+    m = sc.outcome_model
+    for it in sc.designs:
+        r = simulate_des_trials(it.design, m, sc.model.conduct, 4, range(60))
+        assert (r["n_escalation"] + r["n_backfill"] == r["n"].sum(axis=1)).all()
+        assert (r["n_excluded"] <= r["n_short"]).all() and r["n_excluded"].sum() > 0
+        sel = r["mtd"] >= 0
+        assert (r["true_rate_selected_as_given"][sel]
+                < r["true_rate_selected_nominal"][sel]).all()
+
+
+def test_score_designs_refuse_backfill_and_shortfall():
+    with pytest.raises(ScenarioError) as exc:
+        _graded({"backfill": {}}, [{"type": "boin"}, {"type": "gboin", "target": 0.26}])
+    text = str(exc.value)
+    assert "designs[1] (gboin): conduct.backfill is not supported for designs on a " \
+           "toxicity score" in text
+    assert "designs[0]" not in text

@@ -765,6 +765,12 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
     it can)."""
     if conduct is None:
         return None
+    if getattr(design, "outcome", None) is Outcome.SCORE:
+        for key in ("backfill", "shortfall"):
+            if getattr(conduct, key) is not None:
+                return (f"conduct.{key} is not supported for designs on a toxicity score "
+                        f"(gBOIN, TITE-gBOIN) yet; use a design on DLTs (boin, tite-boin, "
+                        f"...) or remove conduct.{key}")
     if conduct.backfill is not None:
         why = backfill_problem(design, time_to_event)
         if why:
@@ -809,13 +815,6 @@ def _conduct_with_doses(model: "ScenarioModel", problems: List[str]) -> "Scenari
     """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required); check
     ``conduct.backfill`` against the trial's size."""
     bf = model.conduct.backfill
-    if model.truth.graded:
-        for key in ("backfill", "shortfall"):
-            if getattr(model.conduct, key) is not None:
-                problems.append(f"conduct.{key}: not supported with a graded truth "
-                                f"(truth.toxicities) yet; give truth.p_dlt or remove it")
-        if model.conduct.backfill is not None or model.conduct.shortfall is not None:
-            return model
     if bf is not None and bf.max_per_dose > model.trial.max_n + bf.max_total:
         problems.append(f"conduct.backfill.max_per_dose: a dose can never have more than "
                         f"trial.max_n + max_total = {model.trial.max_n + bf.max_total} "

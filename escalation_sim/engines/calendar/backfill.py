@@ -90,6 +90,73 @@ class ShortfallToxicity(Toxicity):
         return False
 
 
+class ShortfallGradedToxicity:
+    """A graded truth's toxicity part (binary designs) with short products: a patient who
+    received the whole product is the base part's; a short one gets its outcome at the
+    amount received (:class:`~.shortfall.GradedShortfall`: its own latents and onset days,
+    thresholds interpolated in log amount).  One counter k for both (the base's)."""
+
+    __slots__ = ("base", "sf", "seed", "trial", "x", "out")
+
+    def __init__(self, base, model, seed: int, trial: int):
+        self.base = base
+        self.sf = model
+        self.seed = int(seed)
+        self.trial = int(trial)
+        self.x = None                     # latents (J, N) of patients 0..N-1 of the trial
+        self.out = {}                     # short patient -> GradedShortfall.outcome(...)
+
+    @property
+    def n(self) -> int:
+        return self.base.n
+
+    def latents(self, k: int):
+        x = self.x
+        if x is None or k >= x.shape[1]:
+            import numpy as np
+            n = max(64, 2 * (k + 1))
+            lat, _ = self.sf.graded.model.patient_latents(
+                self.seed, np.array([self.trial], dtype=np.uint64), n)
+            x = self.x = lat[:, 0, :]
+        return x[:, k]
+
+    def observe(self, pat: Patient) -> bool:
+        if pat.received >= 1.0:
+            return self.base.observe(pat)
+        k = self.base._next(pat)
+        days = self.base.draws.type_onset[k]
+        res = self.out[pat] = self.sf.graded.outcome(
+            self.latents(k).tolist(), days.tolist(),
+            self.sf.amounts[pat.dose] * pat.received)
+        if res[1] is not None:
+            pat.dlt = True
+            return True
+        return False
+
+    def onset_day(self, pat: Patient) -> float:
+        r = self.out.get(pat)
+        return self.base.onset_day(pat) if r is None else r[1]
+
+    def worst_late(self, pat: Patient):
+        r = self.out.get(pat)
+        return self.base.worst_late(pat) if r is None else (r[2], r[3])
+
+    def events(self, pat: Patient):
+        r = self.out.get(pat)
+        if r is None:
+            return self.base.events(pat)
+        days = self.base.draws.type_onset[pat.k].tolist()
+        return tuple((j, g, days[j]) for j, g in enumerate(r[0]) if g > 0)
+
+
+def shortfall_toxicity(trial, sf):
+    """The toxicity part of ``trial`` with short products (binary or graded truth)."""
+    if sf.graded is not None:
+        return ShortfallGradedToxicity(trial.toxicity, sf, trial.draws.plan.seed,
+                                       trial.draws.trial)
+    return ShortfallToxicity(trial.toxicity, sf)
+
+
 # ------------------------------------------------------------------ design-defined boundaries
 class Rules:
     """How a design classifies a dose's data: ESCALATE, STAY, DE_ESCALATE or ELIMINATE."""
@@ -236,7 +303,7 @@ class ConductPolicy(CohortPolicy):
         self.sf_draws = None
         if self.sf is not None:
             self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
-            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+            trial.toxicity = shortfall_toxicity(trial, self.sf)
         self.rules = s.backfill_rules
         self.n_esc = [0] * K
         self.y_esc = [0] * K
@@ -482,7 +549,7 @@ class ConductTitePolicy(TimeToEventPolicy):
         self.sf_draws = None
         if self.sf is not None:
             self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
-            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+            trial.toxicity = shortfall_toxicity(trial, self.sf)
         self.n_short = 0
         self.min_fu = trial.setup.conduct.min_followup_days
         self.n_held = 0
@@ -745,12 +812,15 @@ def conduct_parts(setup) -> None:
     from .shortfall import ShortfallModel
     c = setup.conduct
     tte = setup.policy is TimeToEventPolicy
-    if getattr(setup, "graded", None) is not None and (c.backfill is not None
-                                                     or c.shortfall is not None):
-        raise ValueError("conduct.backfill / conduct.shortfall: not supported with a graded "
-                         "truth yet")
+    graded = getattr(setup, "graded", None)
+    if graded is not None and graded.units is not None and (c.backfill is not None
+                                                          or c.shortfall is not None):
+        raise ValueError("conduct.backfill / conduct.shortfall: not supported for designs on "
+                         "a toxicity score (gBOIN, TITE-gBOIN) yet")
     if c.shortfall is not None:
-        setup.shortfall = ShortfallModel(c.shortfall, setup.p)
+        setup.shortfall = ShortfallModel(c.shortfall, setup.p,
+                                         None if graded is None else setup.model,
+                                         c.dlt_window_days)
     if c.backfill is not None:
         if tte and not _counts_any(setup.design):
             raise ValueError("conduct.backfill: needs a design that decides on any per-dose "
