@@ -373,6 +373,11 @@ def _conduct_html(conduct) -> str:
                 else "a slot frees when its run ends")
         pairs.append(("manufacturing capacity", f"{mc.slots} run{'s' if mc.slots > 1 else ''} "
                       f"at once; {hold}; patients queue in order"))
+    if getattr(c, "manufacture_before_slot", False):
+        pairs.append(("manufacturing before a slot", "leukapheresis and manufacturing start "
+                      "when a patient is screened in; a patient on the waiting list enters "
+                      "with the product made or under way (a run started for a patient who "
+                      "never gets a slot is wasted)"))
     co = getattr(c, "costs", None)
     if co is not None:
         pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "

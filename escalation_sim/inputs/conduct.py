@@ -429,6 +429,13 @@ class Conduct(BaseModel):
         default=None, description="limited manufacturing slots {slots, per_days}: patients "
                                   "queue before the first manufacturing phase (null: no "
                                   "limit)")
+    manufacture_before_slot: bool = Field(
+        default=False, description="true: leukapheresis and manufacturing (the phases up to "
+                                   "the last of kind manufacturing) start when the patient "
+                                   "is screened in, slot or not; a patient on the waiting "
+                                   "list enters the trial with the product made or under "
+                                   "way (needs when_paused: wait and an accrual rate; not "
+                                   "with manufacturing_capacity)")
     costs: Optional[Costs] = Field(
         default=None, description="costs per patient screened, manufacturing run, infusion "
                                   "and month: cost outputs per trial (null: none)")
@@ -565,6 +572,42 @@ class Conduct(BaseModel):
             raise ValueError(f"screening.failure_prob: must be < 1, or nobody is ever eligible "
                              f"(got {self.screening.failure_prob})")
         return self
+
+    @field_validator("manufacture_before_slot")
+    @classmethod
+    def _premade_ok(cls, v: bool, info: ValidationInfo) -> bool:
+        data = info.data
+        phases = data.get("phases")
+        if not v or phases is None:
+            return v
+        kinds = [p.kind for p in phases]
+        names = [p.name for p in phases]
+        if "manufacturing" not in kinds:
+            raise ValueError("needs a phase of kind manufacturing (got none)")
+        last = max(i for i, k in enumerate(kinds) if k == "manufacturing")
+        gate = data.get("gate_before_phase")
+        if gate is not None and gate in names and names.index(gate) <= last:
+            raise ValueError(f"the hold point (gate_before_phase {gate!r}) must come after "
+                             f"the last manufacturing phase {names[last]!r} (got true)")
+        if data.get("when_paused") == "leave":
+            raise ValueError("true needs when_paused: wait (a patient who leaves when no slot "
+                             "is free never waits with a product) (got true with when_paused: "
+                             "leave)")
+        if "accrual_per_month" in data and data["accrual_per_month"] is None:
+            raise ValueError("true needs an accrual rate (with accrual_per_month: null nobody "
+                             "waits for a slot) (got true with accrual_per_month: null)")
+        if data.get("manufacturing_capacity") is not None:
+            raise ValueError("not modelled together with manufacturing_capacity yet; remove "
+                             "one of them (got true)")
+        return v
+
+    @property
+    def premade_phases(self) -> int:
+        """With ``manufacture_before_slot``: the number of phases made before a slot (up to
+        the last manufacturing phase); 0 otherwise."""
+        if not self.manufacture_before_slot:
+            return 0
+        return 1 + max(i for i, p in enumerate(self.phases) if p.kind == "manufacturing")
 
     # -- helpers ------------------------------------------------------------------------
     @classmethod

@@ -263,6 +263,8 @@ class Scenario:
                     conduct.pop(key, None)
             if conduct.get("screen_while_paused") is True:     # the default
                 conduct.pop("screen_while_paused")
+            if conduct.get("manufacture_before_slot") is False:     # the default
+                conduct.pop("manufacture_before_slot")
         if d.get("dlt") is None:
             d.pop("dlt", None)
         if self.model.truth.graded:  # the defaults of a graded truth, written out
@@ -739,7 +741,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
 #: conduct options added with issue 14: left out of the resolved scenario when not set
 CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
                  "cohort_sizes", "min_followup_days", "manufacturing_capacity",
-                 "screen_while_paused")
+                 "screen_while_paused", "manufacture_before_slot")
 
 
 def supports_backfill(design) -> bool:
