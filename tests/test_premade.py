@@ -192,3 +192,28 @@ def test_default_changes_nothing():
     sc = _scenario({})
     assert "manufacture_before_slot" not in sc.resolved()["conduct"]
     assert Conduct().manufacture_before_slot is False and Conduct().premade_phases == 0
+
+
+def test_new_options_never_run_on_the_fast_path():
+    """The fast calendar path was not checked for these options: the default engine runs
+    them on simpy, and asking for the fast path is an error naming them."""
+    from escalation_sim.engines.calendar import clock_for
+    from escalation_sim.engines.calendar.clock import SimpyClock
+    cases = [
+        (_scenario({"manufacture_before_slot": True}), "conduct.manufacture_before_slot"),
+        (_scenario({"backfill": {}}, designs=[{"type": "tite-boin"}]),
+         "conduct.backfill with a time-to-event design"),
+        (_scenario({"shortfall": {"prob": 0.2, "received_fraction": {"mean": 0.5},
+                                  "policy": "exclude"}}, designs=[{"type": "tite-crm",
+                                                                   "skeleton": [0.1, 0.2, 0.3,
+                                                                                0.4]}]),
+         "conduct.shortfall.policy exclude with a time-to-event design"),
+    ]
+    for sc, why in cases:
+        d = sc.designs[0].design
+        assert clock_for(d, sc.model.conduct, None) is SimpyClock
+        with pytest.raises(ValueError, match=why):
+            clock_for(d, sc.model.conduct, "fast")
+    sc = _scenario({"backfill": {}})
+    with pytest.raises(ValueError, match="with a graded truth"):
+        clock_for(sc.designs[0].design, sc.model.conduct, "fast", graded=True)

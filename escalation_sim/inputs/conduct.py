@@ -190,8 +190,8 @@ class ReceivedFraction(BaseModel):
 class Shortfall(BaseModel):
     """Dose received below dose assigned (Devlin, Iasonos & O'Quigley 2021): with
     probability ``prob`` a product delivers only a fraction of the assigned cell dose and is
-    infused anyway; the patient's true DLT probability is that of the amount received
-    (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
+    infused anyway; the patient's true DLT probability (graded truth: its grades) is that
+    of the amount received (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -201,7 +201,9 @@ class Shortfall(BaseModel):
     policy: Literal["assigned", "received", "exclude"] = Field(
         default="assigned", description="assigned: counted at the assigned level; received: "
                                         "counted at the highest level at or below the amount "
-                                        "received; exclude: not evaluable, replaced")
+                                        "received; exclude: not evaluable, replaced (time-"
+                                        "to-event designs: from the infusion on, when the "
+                                        "amount is known)")
     dose_amounts: Optional[List[float]] = Field(
         default=None, description="dose amounts per level; filled from doses[].amount by a "
                                   "scenario (give it only when calling the engine directly)")
@@ -399,7 +401,10 @@ class Conduct(BaseModel):
                                  "designs only (time-to-event designs decide continuously)")
 
     backfill: Optional[Backfill] = Field(
-        default=None, description="backfill cohorts at cleared lower doses (null: none)")
+        default=None, description="backfill cohorts at cleared lower doses (null: none); "
+                                  "designs that decide on any per-dose counts, classic or "
+                                  "time-to-event (these backfill while they suspend "
+                                  "accrual), on DLTs (not toxicity scores)")
     shortfall: Optional[Shortfall] = Field(
         default=None, description="products delivering less than the assigned dose "
                                   "(null: every product delivers the assigned dose)")

@@ -1,4 +1,10 @@
-"""Backfill cohorts and short products for classic designs: :class:`ConductPolicy`.
+"""Backfill cohorts and short products: :class:`ConductPolicy` (classic designs),
+:class:`ConductTitePolicy` and :class:`BackfillTitePolicy` (time-to-event designs: their
+own docstrings say what differs: evaluable = window closed or DLT seen, backfill only while
+the design suspends accrual, a short product counted where it belongs from its infusion).
+With a graded truth (designs on DLTs; score designs are refused) backfill counts the DLT
+flags as always, and a short product's grades come from the outcome model at the amount
+received (:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
 
 **Backfill** (``conduct.backfill``; Barnett et al. 2023, Clin Trials 20:261; BF-BOIN, Zhao,
 Yuan, Korn & Freidlin 2024, Clin Cancer Res 30:673; rules as in docs/reference_notes/
