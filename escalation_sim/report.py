@@ -355,7 +355,9 @@ def _conduct_html(conduct) -> str:
                       f"{bf.min_evaluable} evaluable patients, data below the design's "
                       f"de-escalation boundary); at most {bf.max_per_dose} patients per dose "
                       f"and {bf.max_total} backfill patients in all; their outcomes count in "
-                      f"later decisions and in the final selection (BF-BOIN)"))
+                      f"later decisions and in the final selection (BF-BOIN); time-to-event "
+                      f"designs backfill while they suspend accrual, a patient being "
+                      f"evaluable once its window closed or its DLT was seen"))
     sf = getattr(c, "shortfall", None)
     if sf is not None:
         f = sf.received_fraction
