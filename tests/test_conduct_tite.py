@@ -405,3 +405,65 @@ def test_score_designs_refuse_backfill_and_shortfall():
     assert "designs[1] (gboin): conduct.backfill is not supported for designs on a " \
            "toxicity score" in text
     assert "designs[0]" not in text
+
+
+def test_tite_open_dose_cases():
+    """BackfillTitePolicy.open_dose, case by case, on a TITE-BOIN trial's policy with its
+    counters set by hand (target 0.25: b_d(3) = 1, b_d(6) = 2): evaluable counts decide
+    rules 2-3, patients in the data (pending included) rule 4."""
+    from escalation_sim.engines.calendar.patient import Cohort
+    sc = _scenario(dict(FAST, **BF), TITE_BOIN)
+    t = simulate_one(sc.designs[0].design, sc.model.truth.p_dlt, sc.model.conduct, 1, 0)
+    pol = t.policy
+
+    def case(cur, n_eval, y, n_active=None, bf_active=0):
+        t.cohort = Cohort(7, cur, 3, 0)
+        pol.n_eval, pol.y_obs = list(n_eval), list(y)
+        pol.n_active = list(n_active or n_eval)
+        pol.bf_active = bf_active
+        return pol.open_dose()
+
+    assert case(2, [3, 3, 0, 0], [0, 0, 0, 0]) == 1          # highest cleared below dose 3
+    # dose 2: 6 in the data but only 2 evaluable (4 pending, DLT-free): not open; dose 1 is
+    assert case(2, [3, 2, 0, 0], [0, 0, 0, 0], n_active=[3, 6, 3, 0]) == 0
+    # dose 2: a DLT seen among 3 evaluable (1 >= b_d(3)): closed (dose 3 has no evaluable
+    # patient to pool with); dose 1 open
+    assert case(2, [3, 3, 0, 0], [0, 1, 0, 0], n_active=[3, 4, 3, 0]) == 0
+    # pooled with dose 3 (0/3): 1/6 < b_d(6) = 2: open (dose 3 itself is full: 12)
+    assert case(3, [3, 3, 3, 0], [0, 1, 0, 0], n_active=[3, 3, 12, 3]) == 1
+    # ... and without the pooled check dose 2 would be closed: with dose 3 at 2/3, pooled
+    # 3/6 >= 2: closed, and so is every dose above; dose 1 stays open
+    assert case(3, [3, 3, 3, 0], [0, 1, 2, 0]) == 0
+    # rule 4: dose 2 has 12 patients in the data (max_per_dose 12)
+    assert case(2, [3, 3, 0, 0], [0, 0, 0, 0], n_active=[3, 12, 3, 0]) == 0
+    # rule 5: 24 backfill patients in the trial
+    assert case(2, [3, 3, 0, 0], [0, 0, 0, 0], bf_active=24) == -1
+
+
+def test_tite_decision_cases():
+    """BackfillTitePolicy.design_decision with nobody pending (TITE-BOIN = BOIN, target
+    0.25; get.boundary: n = 3: escalate if 0; n = 6: de-escalate if >= 2; n = 9: escalate if
+    <= 1, de-escalate if >= 3), counters set by hand:
+    * dose 3 at 0/3 says escalate, dose 2 at 2/6 says de-escalate: BF-BOIN's conflict rule
+      (reference note section 4) pools doses 2-3: 2/9, between the boundaries: stay at 3;
+    * the same data with dose 2 at 1/6 (escalate): no conflict, escalate to 4;
+    * max_n counts escalation patients: 30 in the data of which 6 backfill = 24: stop."""
+    from escalation_sim.engines.calendar.patient import Cohort
+    sc = _scenario(dict(FAST, **BF), TITE_BOIN)
+    t = simulate_one(sc.designs[0].design, sc.model.truth.p_dlt, sc.model.conduct, 1, 0)
+    pol = t.policy
+    pol.pending = {}
+    pol.last = (None, None)
+
+    def case(n, y, bf_active=0):
+        t.cohort = Cohort(7, 2, 3, 0, active=3)
+        pol.n_eval, pol.n_active, pol.y_obs = list(n), list(n), list(y)
+        pol.bf_active = bf_active
+        return pol.design_decision()
+
+    dec = case([3, 6, 3, 0], [0, 2, 0, 0])
+    assert not dec.stop and dec.dose == 2 and "disagrees" in dec.reason
+    dec = case([3, 6, 3, 0], [0, 1, 0, 0])
+    assert not dec.stop and dec.dose == 3
+    dec = case([9, 9, 9, 3], [0, 1, 1, 0], bf_active=6)
+    assert dec.stop and "24 escalation patients" in dec.reason
