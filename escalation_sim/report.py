@@ -355,7 +355,9 @@ def _conduct_html(conduct) -> str:
                       f"{bf.min_evaluable} evaluable patients, data below the design's "
                       f"de-escalation boundary); at most {bf.max_per_dose} patients per dose "
                       f"and {bf.max_total} backfill patients in all; their outcomes count in "
-                      f"later decisions and in the final selection (BF-BOIN)"))
+                      f"later decisions and in the final selection (BF-BOIN); time-to-event "
+                      f"designs backfill while they suspend accrual, a patient being "
+                      f"evaluable once its window closed or its DLT was seen"))
     sf = getattr(c, "shortfall", None)
     if sf is not None:
         f = sf.received_fraction
@@ -373,6 +375,11 @@ def _conduct_html(conduct) -> str:
                 else "a slot frees when its run ends")
         pairs.append(("manufacturing capacity", f"{mc.slots} run{'s' if mc.slots > 1 else ''} "
                       f"at once; {hold}; patients queue in order"))
+    if getattr(c, "manufacture_before_slot", False):
+        pairs.append(("manufacturing before a slot", "leukapheresis and manufacturing start "
+                      "when a patient is screened in; a patient on the waiting list enters "
+                      "with the product made or under way (a run started for a patient who "
+                      "never gets a slot is wasted)"))
     co = getattr(c, "costs", None)
     if co is not None:
         pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "

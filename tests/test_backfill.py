@@ -263,10 +263,12 @@ def test_shortfall_needs_dose_amounts_and_backfill_needs_a_count_design():
         load_scenario_dict(raw, "f.yaml")
     assert "f.yaml: conduct.shortfall: needs doses[].amount for every dose" in str(exc.value)
     with pytest.raises(ScenarioError) as exc:
-        _scenario({"backfill": {}}, designs=[{"type": "3+3"}, {"type": "tite-boin"}])
+        _scenario({"backfill": {}}, designs=[{"type": "3+3"}, {"type": "tite-boin"},
+                                             {"type": "rolling6"}])
     text = str(exc.value)
     assert "designs[0] (3+3): conduct.backfill needs a design" in text
-    assert "designs[1] (tite-boin): conduct.backfill is not supported for time-to-event" in text
+    assert "designs[2] (rolling6): conduct.backfill needs a design" in text
+    assert "designs[1]" not in text          # TITE-BOIN backfills (BackfillTitePolicy)
 
 
 def test_bad_conduct_exit_code_2(cli, tmp_path):

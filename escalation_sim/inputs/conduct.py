@@ -190,8 +190,8 @@ class ReceivedFraction(BaseModel):
 class Shortfall(BaseModel):
     """Dose received below dose assigned (Devlin, Iasonos & O'Quigley 2021): with
     probability ``prob`` a product delivers only a fraction of the assigned cell dose and is
-    infused anyway; the patient's true DLT probability is that of the amount received
-    (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
+    infused anyway; the patient's true DLT probability (graded truth: its grades) is that
+    of the amount received (see :mod:`escalation_sim.engines.calendar.shortfall`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -201,7 +201,9 @@ class Shortfall(BaseModel):
     policy: Literal["assigned", "received", "exclude"] = Field(
         default="assigned", description="assigned: counted at the assigned level; received: "
                                         "counted at the highest level at or below the amount "
-                                        "received; exclude: not evaluable, replaced")
+                                        "received; exclude: not evaluable, replaced (time-"
+                                        "to-event designs: from the infusion on, when the "
+                                        "amount is known)")
     dose_amounts: Optional[List[float]] = Field(
         default=None, description="dose amounts per level; filled from doses[].amount by a "
                                   "scenario (give it only when calling the engine directly)")
@@ -399,7 +401,10 @@ class Conduct(BaseModel):
                                  "designs only (time-to-event designs decide continuously)")
 
     backfill: Optional[Backfill] = Field(
-        default=None, description="backfill cohorts at cleared lower doses (null: none)")
+        default=None, description="backfill cohorts at cleared lower doses (null: none); "
+                                  "designs that decide on any per-dose counts, classic or "
+                                  "time-to-event (these backfill while they suspend "
+                                  "accrual), on DLTs (not toxicity scores)")
     shortfall: Optional[Shortfall] = Field(
         default=None, description="products delivering less than the assigned dose "
                                   "(null: every product delivers the assigned dose)")
@@ -429,6 +434,13 @@ class Conduct(BaseModel):
         default=None, description="limited manufacturing slots {slots, per_days}: patients "
                                   "queue before the first manufacturing phase (null: no "
                                   "limit)")
+    manufacture_before_slot: bool = Field(
+        default=False, description="true: leukapheresis and manufacturing (the phases up to "
+                                   "the last of kind manufacturing) start when the patient "
+                                   "is screened in, slot or not; a patient on the waiting "
+                                   "list enters the trial with the product made or under "
+                                   "way (needs when_paused: wait and an accrual rate; not "
+                                   "with manufacturing_capacity)")
     costs: Optional[Costs] = Field(
         default=None, description="costs per patient screened, manufacturing run, infusion "
                                   "and month: cost outputs per trial (null: none)")
@@ -565,6 +577,42 @@ class Conduct(BaseModel):
             raise ValueError(f"screening.failure_prob: must be < 1, or nobody is ever eligible "
                              f"(got {self.screening.failure_prob})")
         return self
+
+    @field_validator("manufacture_before_slot")
+    @classmethod
+    def _premade_ok(cls, v: bool, info: ValidationInfo) -> bool:
+        data = info.data
+        phases = data.get("phases")
+        if not v or phases is None:
+            return v
+        kinds = [p.kind for p in phases]
+        names = [p.name for p in phases]
+        if "manufacturing" not in kinds:
+            raise ValueError("needs a phase of kind manufacturing (got none)")
+        last = max(i for i, k in enumerate(kinds) if k == "manufacturing")
+        gate = data.get("gate_before_phase")
+        if gate is not None and gate in names and names.index(gate) <= last:
+            raise ValueError(f"the hold point (gate_before_phase {gate!r}) must come after "
+                             f"the last manufacturing phase {names[last]!r} (got true)")
+        if data.get("when_paused") == "leave":
+            raise ValueError("true needs when_paused: wait (a patient who leaves when no slot "
+                             "is free never waits with a product) (got true with when_paused: "
+                             "leave)")
+        if "accrual_per_month" in data and data["accrual_per_month"] is None:
+            raise ValueError("true needs an accrual rate (with accrual_per_month: null nobody "
+                             "waits for a slot) (got true with accrual_per_month: null)")
+        if data.get("manufacturing_capacity") is not None:
+            raise ValueError("not modelled together with manufacturing_capacity yet; remove "
+                             "one of them (got true)")
+        return v
+
+    @property
+    def premade_phases(self) -> int:
+        """With ``manufacture_before_slot``: the number of phases made before a slot (up to
+        the last manufacturing phase); 0 otherwise."""
+        if not self.manufacture_before_slot:
+            return 0
+        return 1 + max(i for i, p in enumerate(self.phases) if p.kind == "manufacturing")
 
     # -- helpers ------------------------------------------------------------------------
     @classmethod

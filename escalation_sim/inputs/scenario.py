@@ -263,6 +263,8 @@ class Scenario:
                     conduct.pop(key, None)
             if conduct.get("screen_while_paused") is True:     # the default
                 conduct.pop("screen_while_paused")
+            if conduct.get("manufacture_before_slot") is False:     # the default
+                conduct.pop("manufacture_before_slot")
         if d.get("dlt") is None:
             d.pop("dlt", None)
         if self.model.truth.graded:  # the defaults of a graded truth, written out
@@ -739,7 +741,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
 #: conduct options added with issue 14: left out of the resolved scenario when not set
 CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days",
                  "cohort_sizes", "min_followup_days", "manufacturing_capacity",
-                 "screen_while_paused")
+                 "screen_while_paused", "manufacture_before_slot")
 
 
 def supports_backfill(design) -> bool:
@@ -753,9 +755,6 @@ def supports_backfill(design) -> bool:
 
 def backfill_problem(design, time_to_event: bool) -> Optional[str]:
     """Why ``design`` cannot run with ``conduct.backfill`` (None: it can)."""
-    if time_to_event:
-        return ("conduct.backfill is not supported for time-to-event designs yet; use the "
-                "classic version of the design or remove conduct.backfill")
     if not supports_backfill(design):
         return ("conduct.backfill needs a design that decides on any per-dose counts "
                 "(interval designs such as boin, mtpi2, keyboard, i3+3, or crm, blrm); "
@@ -768,6 +767,12 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
     it can)."""
     if conduct is None:
         return None
+    if getattr(design, "outcome", None) is Outcome.SCORE:
+        for key in ("backfill", "shortfall"):
+            if getattr(conduct, key) is not None:
+                return (f"conduct.{key} is not supported for designs on a toxicity score "
+                        f"(gBOIN, TITE-gBOIN) yet; use a design on DLTs (boin, tite-boin, "
+                        f"...) or remove conduct.{key}")
     if conduct.backfill is not None:
         why = backfill_problem(design, time_to_event)
         if why:
@@ -778,9 +783,6 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
                     "(interval designs, crm, blrm); this design decides by fixed cohorts")
     sf = conduct.shortfall
     if sf is not None and sf.policy != "assigned":
-        if time_to_event:
-            return (f"conduct.shortfall.policy: time-to-event designs support 'assigned' only "
-                    f"so far (got {sf.policy!r})")
         if sf.policy == "received" and not supports_backfill(design):
             return ("conduct.shortfall.policy: 'received' needs a design that decides on any "
                     "per-dose counts (interval designs, crm, blrm); this design decides by "
@@ -815,13 +817,6 @@ def _conduct_with_doses(model: "ScenarioModel", problems: List[str]) -> "Scenari
     """Give ``conduct.shortfall`` the dose amounts of ``doses`` (required); check
     ``conduct.backfill`` against the trial's size."""
     bf = model.conduct.backfill
-    if model.truth.graded:
-        for key in ("backfill", "shortfall"):
-            if getattr(model.conduct, key) is not None:
-                problems.append(f"conduct.{key}: not supported with a graded truth "
-                                f"(truth.toxicities) yet; give truth.p_dlt or remove it")
-        if model.conduct.backfill is not None or model.conduct.shortfall is not None:
-            return model
     if bf is not None and bf.max_per_dose > model.trial.max_n + bf.max_total:
         problems.append(f"conduct.backfill.max_per_dose: a dose can never have more than "
                         f"trial.max_n + max_total = {model.trial.max_n + bf.max_total} "

@@ -55,6 +55,8 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``vein_to_vein_days``,          mean leukapheresis-to-infusion days, cost of the trial and
 ``cost_total``,                 per evaluable patient
 ``cost_per_evaluable``
+``manufacturing_runs_wasted``   with ``costs`` and ``manufacture_before_slot``: runs started for
+                                patients who never got a slot (in ``manufacturing_runs``)
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
                                 arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================
@@ -100,6 +102,25 @@ BLOCK = 256  # trials per vectorised block of random numbers
 _log = logging.getLogger(__name__)
 
 
+def simpy_only(conduct: Conduct, time_to_event: bool, graded: bool) -> Optional[str]:
+    """Conduct options the fast path has never been checked for, whatever its allow-list
+    says (issue 14, second round): backfill for time-to-event designs, the shortfall
+    policies ``received`` / ``exclude`` for them, backfill / short products with a graded
+    truth, ``manufacture_before_slot``.  None: nothing of these."""
+    out = []
+    bf = getattr(conduct, "backfill", None)
+    sf = getattr(conduct, "shortfall", None)
+    if time_to_event and bf is not None:
+        out.append("conduct.backfill with a time-to-event design")
+    if time_to_event and sf is not None and sf.policy != "assigned":
+        out.append(f"conduct.shortfall.policy {sf.policy} with a time-to-event design")
+    if graded and (bf is not None or sf is not None):
+        out.append("conduct.backfill / conduct.shortfall with a graded truth")
+    if getattr(conduct, "manufacture_before_slot", False):
+        out.append("conduct.manufacture_before_slot")
+    return ", ".join(out) or None
+
+
 def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
               record_patients: bool = False, graded: bool = False) -> type:
     """The clock class to run on: the fast path's :class:`~.fast.HeapClock` when
@@ -111,8 +132,9 @@ def clock_for(design: Design, conduct: Conduct, engine: Optional[str] = None,
     if eng == "simpy":
         return SimpyClock
     policy = TimeToEventPolicy if is_time_to_event(design) else CohortPolicy
-    why = unsupported(design, conduct, policy, record_patients=record_patients,
-                      **({"graded_truth": True} if graded else {}))
+    why = simpy_only(conduct, policy is TimeToEventPolicy, graded) or unsupported(
+        design, conduct, policy, record_patients=record_patients,
+        **({"graded_truth": True} if graded else {}))
     if why is None:
         return HeapClock
     if eng == "fast":

@@ -1,4 +1,10 @@
-"""Backfill cohorts and short products for classic designs: :class:`ConductPolicy`.
+"""Backfill cohorts and short products: :class:`ConductPolicy` (classic designs),
+:class:`ConductTitePolicy` and :class:`BackfillTitePolicy` (time-to-event designs: their
+own docstrings say what differs: evaluable = window closed or DLT seen, backfill only while
+the design suspends accrual, a short product counted where it belongs from its infusion).
+With a graded truth (designs on DLTs; score designs are refused) backfill counts the DLT
+flags as always, and a short product's grades come from the outcome model at the amount
+received (:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
 
 **Backfill** (``conduct.backfill``; Barnett et al. 2023, Clin Trials 20:261; BF-BOIN, Zhao,
 Yuan, Korn & Freidlin 2024, Clin Cancer Res 30:673; rules as in docs/reference_notes/
@@ -56,6 +62,7 @@ from typing import TYPE_CHECKING, List, Optional
 from ...designs.boin import _bounds_at
 from ...designs.interval import DE_ESCALATE, ESCALATE, IntervalDesign
 from ...designs.rules import StopAtN
+from ...designs.tite import TiteState
 from ...types import Decision, StopReason, TrialState
 from .patient import COMPLETE, EXCLUDED, Cohort, Patient
 from .policies import CohortPolicy, TimeToEventPolicy, _infusion_order
@@ -87,6 +94,73 @@ class ShortfallToxicity(Toxicity):
             pat.dlt = True
             return True
         return False
+
+
+class ShortfallGradedToxicity:
+    """A graded truth's toxicity part (binary designs) with short products: a patient who
+    received the whole product is the base part's; a short one gets its outcome at the
+    amount received (:class:`~.shortfall.GradedShortfall`: its own latents and onset days,
+    thresholds interpolated in log amount).  One counter k for both (the base's)."""
+
+    __slots__ = ("base", "sf", "seed", "trial", "x", "out")
+
+    def __init__(self, base, model, seed: int, trial: int):
+        self.base = base
+        self.sf = model
+        self.seed = int(seed)
+        self.trial = int(trial)
+        self.x = None                     # latents (J, N) of patients 0..N-1 of the trial
+        self.out = {}                     # short patient -> GradedShortfall.outcome(...)
+
+    @property
+    def n(self) -> int:
+        return self.base.n
+
+    def latents(self, k: int):
+        x = self.x
+        if x is None or k >= x.shape[1]:
+            import numpy as np
+            n = max(64, 2 * (k + 1))
+            lat, _ = self.sf.graded.model.patient_latents(
+                self.seed, np.array([self.trial], dtype=np.uint64), n)
+            x = self.x = lat[:, 0, :]
+        return x[:, k]
+
+    def observe(self, pat: Patient) -> bool:
+        if pat.received >= 1.0:
+            return self.base.observe(pat)
+        k = self.base._next(pat)
+        days = self.base.draws.type_onset[k]
+        res = self.out[pat] = self.sf.graded.outcome(
+            self.latents(k).tolist(), days.tolist(),
+            self.sf.amounts[pat.dose] * pat.received)
+        if res[1] is not None:
+            pat.dlt = True
+            return True
+        return False
+
+    def onset_day(self, pat: Patient) -> float:
+        r = self.out.get(pat)
+        return self.base.onset_day(pat) if r is None else r[1]
+
+    def worst_late(self, pat: Patient):
+        r = self.out.get(pat)
+        return self.base.worst_late(pat) if r is None else (r[2], r[3])
+
+    def events(self, pat: Patient):
+        r = self.out.get(pat)
+        if r is None:
+            return self.base.events(pat)
+        days = self.base.draws.type_onset[pat.k].tolist()
+        return tuple((j, g, days[j]) for j, g in enumerate(r[0]) if g > 0)
+
+
+def shortfall_toxicity(trial, sf):
+    """The toxicity part of ``trial`` with short products (binary or graded truth)."""
+    if sf.graded is not None:
+        return ShortfallGradedToxicity(trial.toxicity, sf, trial.draws.plan.seed,
+                                       trial.draws.trial)
+    return ShortfallToxicity(trial.toxicity, sf)
 
 
 # ------------------------------------------------------------------ design-defined boundaries
@@ -235,7 +309,7 @@ class ConductPolicy(CohortPolicy):
         self.sf_draws = None
         if self.sf is not None:
             self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
-            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+            trial.toxicity = shortfall_toxicity(trial, self.sf)
         self.rules = s.backfill_rules
         self.n_esc = [0] * K
         self.y_esc = [0] * K
@@ -457,12 +531,23 @@ class BackfillPolicy(ConductPolicy):
 
 
 class ConductTitePolicy(TimeToEventPolicy):
-    """``TimeToEventPolicy`` with short products (counted at the assigned level) and / or
-    ``min_followup_days``: a decision to treat above every dose tried so far is held back
+    """``TimeToEventPolicy`` with short products and / or ``min_followup_days``.
+
+    **Short products** (``conduct.shortfall``): the received fraction is drawn at
+    enrollment but the patient counts at its assigned level until infusion, when the
+    product's amount is known (as the release certificate makes it known in practice).  At
+    infusion, under ``received`` the patient moves to the highest level at or below the
+    amount received (from then on its follow-up and its DLT count there); under ``exclude``
+    (or ``received`` below the lowest level) it leaves the data at once, not evaluable, like
+    a drop-out: the design, asked again, fills the place (a time-to-event design has no
+    fixed cohort to refill).  ``assigned``: the patient stays at its assigned level.
+
+    **min_followup_days**: a decision to treat above every dose tried so far is held back
     (new patients stay at the current dose) until some patient at the current dose has been
     followed ``min_followup_days`` (a DLT counts as followed)."""
 
-    __slots__ = ("sf", "sf_draws", "n_short", "min_fu", "n_held")
+    __slots__ = ("sf", "sf_draws", "n_short", "min_fu", "n_held", "moves", "where",
+                 "n_excluded")
 
     def __init__(self, trial: "Trial"):
         super().__init__(trial)
@@ -470,10 +555,19 @@ class ConductTitePolicy(TimeToEventPolicy):
         self.sf_draws = None
         if self.sf is not None:
             self.sf_draws = self.sf.draws(trial.draws.plan.seed, trial.draws.trial)
-            trial.toxicity = ShortfallToxicity(trial.toxicity, self.sf)
+            trial.toxicity = shortfall_toxicity(trial, self.sf)
         self.n_short = 0
         self.min_fu = trial.setup.conduct.min_followup_days
         self.n_held = 0
+        #: short products may count elsewhere than at the assigned level
+        self.moves = self.sf is not None and self.sf.policy != "assigned"
+        #: patient -> level it counts at, for those counted below their assigned level
+        self.where = {}
+        self.n_excluded = 0
+
+    def at(self, pat: Patient) -> int:
+        """The level ``pat`` counts at."""
+        return self.where.get(pat, pat.dose)
 
     def on_enroll(self, pat: Patient) -> None:
         super().on_enroll(pat)
@@ -483,12 +577,55 @@ class ConductTitePolicy(TimeToEventPolicy):
             if f < 1.0:
                 self.n_short += 1
 
+    def state(self):
+        if not self.where:
+            return TimeToEventPolicy.state(self)
+        t = self.trial
+        now = t.clock.now
+        W = t.setup.window
+        at = self.where.get
+        pend = tuple((at(p, p.dose), 0.0 if p.infusion_day < 0 else
+                      min((now - p.infusion_day) / W, 1.0)) for p in self.pending)
+        c = t.cohort
+        return TiteState(tuple(self.n_active), tuple(self.y_obs),
+                         c.dose if c.index >= 0 else None, c.active, c.y, pend)
+
+    def _infused(self, call) -> None:
+        pat: Patient = call.arg
+        if self.moves and pat.received < 1.0:
+            d = self.sf.counted_dose(pat.dose, pat.received)
+            if d < 0:                        # excluded: not evaluable, leaves the data now
+                t = self.trial
+                pat.infusion_day = t.clock.now
+                t.n_treated += 1
+                pat.status = EXCLUDED
+                self.n_excluded += 1
+                t.on_end(call)
+                return
+            if d != pat.dose:                # counted at the level received from now on
+                self.n_active[pat.dose] -= 1
+                self.n_active[d] += 1
+                self.where[pat] = d
+        TimeToEventPolicy._infused(self, call)
+
+    def _dlt(self, call) -> None:
+        pat: Patient = call.arg
+        self.y_obs[self.at(pat)] += 1
+        self.pending.pop(pat, None)
+        pat.cohort.y += 1
+        self.trial.changed()
+
+    def on_lost(self, pat: Patient) -> None:
+        self.n_active[self.at(pat)] -= 1
+        self.pending.pop(pat, None)
+
     def followed(self, dose: int, now: float) -> bool:
         """Some patient at ``dose`` followed ``min_followup_days`` (or with a DLT)."""
         need = self.min_fu
         tox = self.trial.toxicity
+        at = self.where.get
         for p in self.trial.pats:
-            if p.dose != dose or p.infusion_day < 0 or p.status != COMPLETE:
+            if at(p, p.dose) != dose or p.infusion_day < 0 or p.status != COMPLETE:
                 continue
             if p.dlt and now >= p.infusion_day + tox.onset_day(p) - 1e-9:
                 return True
@@ -496,8 +633,12 @@ class ConductTitePolicy(TimeToEventPolicy):
                 return True
         return False
 
+    def design_decision(self) -> Decision:
+        """The design's decision on the data now (before the ``min_followup_days`` hold)."""
+        return TimeToEventPolicy.decide(self)
+
     def decide(self) -> Decision:
-        dec = super().decide()
+        dec = self.design_decision()
         if self.min_fu is None or dec.stop or dec.cohort_size <= 0:
             return dec
         t = self.trial
@@ -513,6 +654,157 @@ class ConductTitePolicy(TimeToEventPolicy):
                                            f"{self.min_fu:g} days yet (min_followup_days)")
 
 
+class BackfillTitePolicy(ConductTitePolicy):
+    """``ConductTitePolicy`` with ``conduct.backfill`` (time-to-event designs).
+
+    A time-to-event design is asked whenever an eligible patient finds no free slot; when it
+    treats (``cohort_size > 0``) the patient goes to the escalation cohort, as always.  When
+    it suspends accrual (TITE-BOIN: more than half the patients at the current dose pending)
+    or holds a stop while patients are pending, the patient would wait or leave: it is then
+    treated at the highest dose open for backfill, with the rules 1-5 of the module
+    docstring, where a patient is **evaluable** once its window has closed or it has had a
+    DLT (a DLT known by its onset; a DLT-free pending patient is not evaluable yet,
+    whatever its follow-up), and the observed rate of a dose is its DLTs over its
+    evaluable patients.  No backfill once the design has stopped (backfill stops with the
+    escalation; patients in follow-up then are followed to the end of their window, as
+    every time-to-event trial here waits for them).
+
+    Backfill patients enter the design's data as soon as they are enrolled, at their dose,
+    exactly as escalation patients do (pending with their follow-up fraction, then complete
+    or with a DLT): every later decision sees them.  For interval designs (TITE-BOIN) the
+    BF-BOIN conflict rule is applied to a decision that treats, on the evaluable data
+    (pending patients left out), when the current dose has evaluable patients.
+    ``max_n`` counts escalation patients only (enrolled and not lost)."""
+
+    __slots__ = ("bf", "rules", "n_eval", "bf_active", "side", "bf_cohorts", "max_n",
+                 "memo", "n_esc", "y_esc", "n_bf", "y_bf", "n_bf_enrolled", "n_bf_treated")
+
+    def __init__(self, trial: "Trial"):
+        super().__init__(trial)
+        s = trial.setup
+        K = s.K
+        self.bf = s.conduct.backfill
+        self.rules = s.backfill_rules
+        self.n_eval = [0] * K                # evaluable: window closed, or a DLT seen
+        self.bf_active = 0
+        self.side: Optional[Cohort] = None
+        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
+        design = s.design
+        self.max_n = None
+        if isinstance(design, StopAtN):      # max_n counts escalation patients only
+            self.max_n = design.n
+            design = design.base
+        self.design = design
+        self.memo = s.conduct_memo
+        self.n_esc = [0] * K                 # per dose, filled when the trial stops
+        self.y_esc = [0] * K
+        self.n_bf = [0] * K
+        self.y_bf = [0] * K
+        self.n_bf_enrolled = 0
+        self.n_bf_treated = 0
+
+    def design_decision(self) -> Decision:
+        esc = sum(self.n_active) - self.bf_active
+        if self.max_n is not None and esc >= self.max_n:
+            return Decision.halt(StopReason.MAX_N, f"{esc} escalation patients enrolled "
+                                                   f"(max {self.max_n})")
+        st = self.state()
+        if st.pending:
+            last, dec = self.last
+            if st != last:
+                dec = self.design.decide(st)
+                self.last = (st, dec)
+        else:
+            dec = self.memo.get(st)
+            if dec is None:
+                dec = self.memo[st] = self.design.decide(st)
+        if dec.stop or dec.cohort_size <= 0:
+            return dec
+        cur = st.current
+        if self.rules.interval and cur is not None and self.n_eval[cur] > 0:
+            ev = TrialState(tuple(self.n_eval), st.y, cur, st.last_n, st.last_y)
+            dec = bf_conflict(self.rules, ev, dec)
+            if dec.stop:
+                return dec
+        if self.max_n is not None and dec.cohort_size > self.max_n - esc:
+            dec = Decision(dec.dose, self.max_n - esc, dec.reason, None, dec.estimates)
+        return dec
+
+    def open_slot(self) -> bool:
+        t = self.trial
+        if t.finished:
+            return False
+        dec = self.decide()
+        if dec.stop:
+            if t.in_flight == 0:
+                t.finish(dec)
+            return False
+        if dec.cohort_size > 0:              # escalation first
+            if t.first_enroll is not None:
+                t.decision_times.append(t.clock.now - t.first_enroll)
+            t.open(dec)
+            return True
+        b = self.open_dose()
+        if b < 0:
+            return False
+        c = self.bf_cohorts[b]
+        if c is None:
+            c = self.bf_cohorts[b] = Cohort(-2, b, 0, 0)
+        c.size += 1
+        c.free += 1
+        self.side = c
+        return True
+
+    def open_dose(self) -> int:
+        """The highest dose open for backfill now, or -1 (evaluable data; ``n_active``,
+        pending included, against ``max_per_dose``)."""
+        t = self.trial
+        if t.cohort.index < 0:
+            return -1
+        zeros = [0] * len(self.n_eval)
+        return backfill_dose(self.rules, self.bf, t.cohort.dose, self.n_eval, self.y_obs,
+                             zeros, zeros, self.n_active, self.bf_active)
+
+    def side_cohort(self) -> Cohort:
+        return self.side
+
+    def on_enroll(self, pat: Patient) -> None:
+        super().on_enroll(pat)
+        if pat.cohort.index == -2:
+            pat.backfill = True
+            self.bf_active += 1
+            self.n_bf_enrolled += 1
+
+    def _dlt(self, call) -> None:
+        self.n_eval[self.at(call.arg)] += 1
+        ConductTitePolicy._dlt(self, call)
+
+    def on_evaluable(self, pat: Patient) -> None:
+        if not pat.dlt:                      # a DLT patient became evaluable at its onset
+            self.n_eval[self.at(pat)] += 1
+        if pat.backfill:
+            self.n_bf_treated += 1
+        ConductTitePolicy.on_evaluable(self, pat)
+
+    def on_lost(self, pat: Patient) -> None:
+        ConductTitePolicy.on_lost(self, pat)
+        if pat.backfill:
+            self.bf_active -= 1
+            pat.cohort.size -= 1
+
+    def final_state(self) -> TrialState:
+        for p in self.trial.pats:            # everyone's window is over by now
+            if p.status != COMPLETE:
+                continue
+            d = self.at(p)
+            if p.backfill:
+                self.n_bf[d] += 1
+                self.y_bf[d] += p.dlt
+            else:
+                self.n_esc[d] += 1
+                self.y_esc[d] += p.dlt
+        return ConductTitePolicy.final_state(self)
+
 
 def _counts_any(design) -> bool:
     from ...designs.blrm import BLRM
@@ -526,24 +818,26 @@ def conduct_parts(setup) -> None:
     from .shortfall import ShortfallModel
     c = setup.conduct
     tte = setup.policy is TimeToEventPolicy
-    if getattr(setup, "graded", None) is not None and (c.backfill is not None
-                                                     or c.shortfall is not None):
-        raise ValueError("conduct.backfill / conduct.shortfall: not supported with a graded "
-                         "truth yet")
-    if c.backfill is not None and tte:
-        raise ValueError("conduct.backfill: not supported for time-to-event designs yet")
+    graded = getattr(setup, "graded", None)
+    if graded is not None and graded.units is not None and (c.backfill is not None
+                                                          or c.shortfall is not None):
+        raise ValueError("conduct.backfill / conduct.shortfall: not supported for designs on "
+                         "a toxicity score (gBOIN, TITE-gBOIN) yet")
     if c.shortfall is not None:
-        setup.shortfall = ShortfallModel(c.shortfall, setup.p)
-        if tte and c.shortfall.policy != "assigned":
-            raise ValueError(f"conduct.shortfall.policy: time-to-event designs support "
-                             f"'assigned' only (got {c.shortfall.policy!r})")
+        setup.shortfall = ShortfallModel(c.shortfall, setup.p,
+                                         None if graded is None else setup.model,
+                                         c.dlt_window_days)
     if c.backfill is not None:
+        if tte and not _counts_any(setup.design):
+            raise ValueError("conduct.backfill: needs a design that decides on any per-dose "
+                             "counts (interval designs, crm, blrm and their time-to-event "
+                             "versions)")
         setup.backfill_rules = Rules(setup.design)
     if tte:
-        setup.policy = ConductTitePolicy
+        setup.policy = ConductTitePolicy if c.backfill is None else BackfillTitePolicy
     else:
         setup.policy = ConductPolicy if c.backfill is None else BackfillPolicy
-    if (not tte and c.shortfall is not None and c.shortfall.policy == "received"
+    if (c.shortfall is not None and c.shortfall.policy == "received"
             and not _counts_any(setup.design)):
         raise ValueError("conduct.shortfall.policy: 'received' needs a design that decides on "
                          "any per-dose counts (got a design that decides by fixed cohorts)")

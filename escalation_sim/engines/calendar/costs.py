@@ -7,6 +7,12 @@ Per trial, from what the trial recorded (no random number is drawn):
 * ``vein_to_vein_days``: mean over infused patients of the days from the start of the first
   ``leukapheresis`` phase (enrollment when there is none or it was skipped) to infusion,
   waiting at the gate included (NaN when nobody was infused);
+* with ``manufacture_before_slot``: a patient enrolled from the waiting list had its
+  leukapheresis and manufacturing started when screened in (``premade`` days before its
+  enrollment: its runs and vein-to-vein time start then, and the phases after manufacturing
+  start when the product is ready or at enrollment, whichever is later), and every patient who left the
+  waiting list or was still on it at the close had a run started too: a wasted run, counted
+  in ``manufacturing_runs`` (and ``manufacturing_runs_wasted``);
 * ``cost_total`` = ``screening`` x patients screened + ``manufacturing`` x runs +
   ``infusion`` x patients infused + ``per_month`` x months from the opening (day 0) to the
   close (the final decision), 1 month = 30.4375 days;
@@ -33,12 +39,17 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
     v2v = np.full(m, np.nan)
     total = np.zeros(m)
     per_eval = np.full(m, np.nan)
+    premade = c.manufacture_before_slot
+    wasted = np.zeros(m, dtype=np.int64)
     for r, t in enumerate(res):
         d = t.draws
         n_runs = 0
         gaps = []
+        ahead = t.path.premade if premade else {}
+        n_pre = c.premade_phases
         for pat in t.pats:
             j = pat.j
+            waited, credit = ahead.get(j, (0.0, 0.0))
             days = d.phase_days[j].tolist()
             happens = d.phase_happens[j].tolist()
             f = d.fail_at[j]
@@ -48,12 +59,19 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
                 starts.append(cum)
                 cum += days[p]
             for p in manuf:
-                if happens[p] and (f < 0 or p <= f) and pat.enrolled_day + starts[p] <= t.t_end:
+                shift = waited if p < n_pre else credit
+                if happens[p] and (f < 0 or p <= f) and (pat.enrolled_day - shift + starts[p]
+                                                         <= t.t_end):
                     n_runs += 1
                     break
             if pat.infusion_day >= 0 and pat.status != FAILED:       # infused
-                first = next((starts[p] for p in leuk if happens[p]), 0.0)
-                gaps.append(pat.infusion_day - (pat.enrolled_day + first))
+                lp = next((p for p in leuk if happens[p]), None)
+                first = (pat.enrolled_day if lp is None else pat.enrolled_day + starts[lp]
+                         - (waited if lp < n_pre else credit))
+                gaps.append(pat.infusion_day - first)
+        if premade:              # screened in, waited, never enrolled: a run was started
+            wasted[r] = t.accrual.n_lost + t.accrual.n_waiting_at_close
+            n_runs += int(wasted[r])
         runs[r] = n_runs
         if gaps:
             v2v[r] = sum(gaps) / len(gaps)
@@ -64,5 +82,8 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
         n_eval = t.final_state.total_n if t.final_state is not None else 0
         if n_eval > 0:
             per_eval[r] = cost / n_eval
-    return {"manufacturing_runs": runs, "vein_to_vein_days": v2v, "cost_total": total,
-            "cost_per_evaluable": per_eval}
+    out = {"manufacturing_runs": runs, "vein_to_vein_days": v2v, "cost_total": total,
+           "cost_per_evaluable": per_eval}
+    if premade:
+        out["manufacturing_runs_wasted"] = wasted
+    return out

@@ -36,6 +36,10 @@ Log columns (days are calendar days since the trial opened, day 0, except ``dlt_
 ``<phase>_end_day``
 ``manufacturing_wait``  ``manufacturing_wait_days``, with ``conduct.manufacturing_capacity``:
                         days queued for a manufacturing slot (NaN: never queued)
+``premade_days``        with ``conduct.manufacture_before_slot``: days from screened in
+                        (leukapheresis starts) to enrollment (0: enrolled when screened in;
+                        the phase days above show when each phase ran; NaN: never enrolled,
+                        whose run is not shown)
 ``backfill``            with ``conduct.backfill``: treated in a backfill slot
 ``dose_received``       with ``conduct.shortfall``: fraction of the assigned dose received
                         (1 = all of it; NaN when never enrolled); fate ``excluded_short``
@@ -109,6 +113,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
     by_candidate = {p.candidate: p for p in trial.pats}
     g = s.gate
     waits = getattr(trial.path, "waits", None)       # conduct.manufacturing_capacity
+    premade = getattr(trial.path, "premade", None)   # conduct.manufacture_before_slot
+    n_pre = s.conduct.premade_phases
     m_run = getattr(trial.path, "m", None)
     bf = s.conduct.backfill is not None
     sf = s.conduct.shortfall is not None
@@ -140,6 +146,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
                 row["dose_received"] = nan
             if waits is not None:
                 row["manufacturing_wait_days"] = nan
+            if premade is not None:
+                row["premade_days"] = nan
             rows.append(row)
             continue
         j = pat.j
@@ -179,6 +187,9 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             start = pat.enrolled_day + cum[p] if p < g else rel + sum(days[g:p])
             if waits is not None and m_run <= p < g:     # waited for a manufacturing slot
                 start += waits.get(j, 0.0)
+            if premade is not None and p < g:            # made before the slot opened
+                waited, credit = premade.get(j, (0.0, 0.0))
+                start -= waited if p < n_pre else credit
             row[f"{name}_start_day"] = start
             row[f"{name}_end_day"] = start + days[p]
         if s.graded is not None:
@@ -189,6 +200,8 @@ def patient_rows(trial: "Trial") -> List[Dict[str, Any]]:
             row["dose_received"] = pat.received
         if waits is not None:
             row["manufacturing_wait_days"] = waits.get(j, nan)
+        if premade is not None:
+            row["premade_days"] = premade.get(j, (0.0, 0.0))[0]
         rows.append(row)
     return rows
 

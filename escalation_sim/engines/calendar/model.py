@@ -91,6 +91,9 @@ class Setup:
         if getattr(conduct, "manufacturing_capacity", None) is not None:
             from .capacity import CapacityPathway
             self.pathway = CapacityPathway
+        if getattr(conduct, "manufacture_before_slot", False):
+            from .pathway import PremadePathway
+            self.pathway = PremadePathway
         self.window = conduct.dlt_window_days
         self.unlimited = conduct.accrual_per_month is None
         self.leave = conduct.when_paused == "leave"

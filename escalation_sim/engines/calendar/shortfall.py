@@ -99,15 +99,96 @@ class ShortfallDraws:
         self.frac.extend(np.where(short, frac, 1.0).tolist())
 
 
-class ShortfallModel:
-    """What the trials of a call share: amounts, truth and the counting policy."""
+class GradedShortfall:
+    """A graded truth (:class:`~escalation_sim.inputs.truth.OutcomeModel`) at an amount
+    between the levels.
 
-    __slots__ = ("spec", "amounts", "p", "policy", "cache")
+    The outcome model gives, per type j and grade g, the thresholds ``P(grade_j >= g)`` at
+    each level; at an amount received they are interpolated exactly as ``dlt_rate_at``
+    interpolates a DLT rate (linear in log amount between the levels, the first segment
+    extended below the lowest and floored at 0), then made non-increasing in g (a running
+    minimum; needed only below the lowest level, where extrapolating each grade on its own
+    could cross).  The patient keeps its own latents and onset days (the outcome model's
+    patient k, the same numbers as at any level): its grade of type j at the amount is the
+    number of thresholds its latent is below, exactly as at a level; a DLT is the ``dlt``
+    rule met by an event starting inside the window, known at the earliest such onset; a
+    qualifying event after the window is a late event.  The true DLT rate of an amount is
+    the outcome model's formula (``p_any_event``) at the interpolated thresholds, which at
+    a level is the truth's DLT rate there."""
+
+    __slots__ = ("model", "amounts", "window", "normal", "memo")
+
+    def __init__(self, model, amounts: Sequence[float], window: float):
+        self.model = model
+        self.amounts = list(amounts)
+        self.window = float(window)
+        #: types whose latent is a normal score (the copula): thresholds on that scale
+        self.normal = [j > 0 and model.correlation != 0.0 for j in range(len(model.types))]
+        self.memo = {}
+
+    def at_least(self, amount: float) -> List[np.ndarray]:
+        """Per type, ``P(grade >= g)`` for g = 0..max_grade at ``amount``."""
+        out = self.memo.get(amount)
+        if out is None:
+            out = []
+            for typ in self.model.types:
+                a = np.array([dlt_rate_at(amount, self.amounts, typ.at_least[g])
+                              for g in range(typ.max_grade + 1)])
+                out.append(np.minimum.accumulate(a))
+            if len(self.memo) < 10000:
+                self.memo[amount] = out
+        return out
+
+    def rates(self, amounts: Sequence[float]) -> np.ndarray:
+        """True DLT probability at each of ``amounts`` (the outcome model's formula)."""
+        from ...inputs.truth import p_any_event
+        m = self.model
+        als = [self.at_least(a) for a in amounts]
+        S = np.array([[al[j][g] if g <= m.types[j].max_grade else 0.0 for al in als]
+                      for j, g in m.rule])
+        q = np.array([m.p_onset_within(m.types[j].name) for j, _ in m.rule])
+        return np.asarray(p_any_event(S, q, m.correlation), dtype=np.float64)
+
+    def rate(self, amount: float) -> float:
+        return float(self.rates([amount])[0])
+
+    def outcome(self, x: Sequence[float], days: Sequence[float], amount: float):
+        """``(grades per type, DLT day or None, worst grade in the window, late)`` of a
+        patient with latents ``x`` and onset days ``days`` (per type; NaN: no event) who
+        received ``amount``."""
+        from scipy.special import ndtri
+        al = self.at_least(amount)
+        grades = []
+        for j, typ in enumerate(self.model.types):
+            thr = al[j]
+            if self.normal[j]:
+                thr = ndtri(thr)
+            grades.append(int(sum(1 for g in range(1, typ.max_grade + 1) if x[j] < thr[g])))
+        W = self.window
+        inside = [g > 0 and days[j] == days[j] and days[j] <= W for j, g in enumerate(grades)]
+        dlt_day = None
+        late = False
+        for j, mg in self.model.rule:
+            if grades[j] >= mg:
+                if inside[j]:
+                    dlt_day = days[j] if dlt_day is None else min(dlt_day, days[j])
+                else:
+                    late = True
+        worst = max([g if inside[j] else 0 for j, g in enumerate(grades)] + [0])
+        return tuple(grades), dlt_day, worst, late and dlt_day is None
+
+
+class ShortfallModel:
+    """What the trials of a call share: amounts, truth and the counting policy (``graded``:
+    a :class:`GradedShortfall` when the truth is graded)."""
+
+    __slots__ = ("spec", "amounts", "p", "policy", "cache", "graded")
 
     #: trials whose first ``_BLOCK`` patients are drawn together (vectorised)
     TRIALS_AT_ONCE = 256
 
-    def __init__(self, spec: Shortfall, p: Sequence[float]):
+    def __init__(self, spec: Shortfall, p: Sequence[float], model=None,
+                 window: float = 28.0):
         if spec.dose_amounts is None:
             raise ValueError("conduct.shortfall.dose_amounts: required (a scenario fills it "
                              "from doses[].amount)")
@@ -119,6 +200,7 @@ class ShortfallModel:
         self.p = [float(v) for v in p]
         self.policy = spec.policy
         self.cache = {}
+        self.graded = None if model is None else GradedShortfall(model, self.amounts, window)
 
     def draws(self, seed: int, trial: int) -> ShortfallDraws:
         """Trial ``trial``'s numbers; the first ``_BLOCK`` patients of the next
@@ -140,6 +222,8 @@ class ShortfallModel:
         """True DLT probability of a patient assigned ``dose`` who received ``fraction``."""
         if fraction >= 1.0:
             return self.p[dose]
+        if self.graded is not None:
+            return self.graded.rate(self.amounts[dose] * fraction)
         return dlt_rate_at(self.amounts[dose] * fraction, self.amounts, self.p)
 
     def counted_dose(self, dose: int, fraction: float) -> int:
@@ -156,5 +240,9 @@ class ShortfallModel:
         fraction's quantiles, ``points`` nodes)."""
         u = (np.arange(points) + 0.5) / points
         f = fractions_from_uniforms(self.spec, u)
-        short = float(np.mean([self.rate(dose, float(x)) for x in f]))
+        if self.graded is not None:
+            short = float(np.mean(self.graded.rates([self.amounts[dose] * float(x)
+                                                     for x in f])))
+        else:
+            short = float(np.mean([self.rate(dose, float(x)) for x in f]))
         return (1.0 - self.spec.prob) * self.p[dose] + self.spec.prob * short
