@@ -467,3 +467,23 @@ def test_tite_decision_cases():
     assert not dec.stop and dec.dose == 3
     dec = case([9, 9, 9, 3], [0, 1, 1, 0], bf_active=6)
     assert dec.stop and "24 escalation patients" in dec.reason
+
+
+def test_tite_gboin_keeps_its_own_policy_under_classic_conduct_options():
+    """The review options and cohort_sizes concern classic designs (the scenario notes them as
+    unused by time-to-event designs), so TITE-gBOIN must run the same trials with or without
+    them (before this fix it silently ran as a classic complete-cohort design);
+    min_followup_days is not modelled for it and is refused."""
+    d = [{"type": "tite-gboin", "target": 0.26}]
+    plain = _graded({}, d)
+    review = _graded({"review": {"days": 7, "before": "escalation"},
+                      "cohort_sizes": [3, 2]}, d)
+    a = simulate_des_trials(plain.designs[0].design, plain.outcome_model,
+                            plain.model.conduct, 5, range(60), engine="simpy")
+    b = simulate_des_trials(review.designs[0].design, review.outcome_model,
+                            review.model.conduct, 5, range(60), engine="simpy")
+    for key in ("mtd", "n", "y", "duration_days", "n_decisions", "n_enrolled"):
+        assert np.array_equal(a[key], b[key]), key
+    with pytest.raises(ScenarioError) as exc:
+        _graded({"min_followup_days": 14}, d)
+    assert "designs[0] (tite-gboin): conduct.min_followup_days is not supported" in str(exc.value)

@@ -773,6 +773,10 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
                 return (f"conduct.{key} is not supported for designs on a toxicity score "
                         f"(gBOIN, TITE-gBOIN) yet; use a design on DLTs (boin, tite-boin, "
                         f"...) or remove conduct.{key}")
+        if time_to_event and conduct.min_followup_days is not None:
+            return ("conduct.min_followup_days is not supported for time-to-event designs on "
+                    "a toxicity score (TITE-gBOIN) yet; use tite-boin or remove "
+                    "conduct.min_followup_days")
     if conduct.backfill is not None:
         why = backfill_problem(design, time_to_event)
         if why:

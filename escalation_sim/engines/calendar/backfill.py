@@ -816,7 +816,13 @@ def conduct_parts(setup) -> None:
     """Choose the policy and shared parts for ``conduct.backfill`` / ``conduct.shortfall``
     (called by :class:`~.model.Setup` only when one of them is set)."""
     from .shortfall import ShortfallModel
+    from .policies import ScoreTimeToEventPolicy
     c = setup.conduct
+    if setup.policy is ScoreTimeToEventPolicy:
+        # TITE-gBOIN keeps its own policy: the review options and cohort_sizes concern
+        # classic designs (the scenario notes them as unused); min_followup_days, backfill
+        # and shortfall are refused for it by inputs.scenario.conduct_problem
+        return
     tte = setup.policy is TimeToEventPolicy
     graded = getattr(setup, "graded", None)
     if graded is not None and graded.units is not None and (c.backfill is not None
