@@ -114,6 +114,11 @@ class StopAtN(_Wrapper):
         inner = self.base.max_n
         return self.n if inner is None else min(self.n, inner)
 
+    def exact_rules(self, max_n: int) -> Any:
+        from .batch import StopAtNRules
+        base = self.base.exact_rules(max_n)
+        return None if base is None else StopAtNRules(base, self.n)
+
     def decide(self, state: TrialState) -> Decision:
         if state.total_n >= self.n:
             return Decision.halt(StopReason.MAX_N, f"{state.total_n} patients treated (max {self.n})")

@@ -203,6 +203,113 @@ def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, 
     return np.concatenate(ends_sid), np.concatenate(ends_pr)
 
 
+def _key_scales(K: int, cap: int, L: int, extra: int) -> Optional[Tuple[int, int]]:
+    """Radices of the integer state keys of :func:`_array_sweep`, or None when a key could
+    pass 2^62: n encoded in base cap + 1 per dose, y in base n_d L + 1 per dose (the
+    product of those is at most (cap L / K + 1)^K), and the design's extra key."""
+    n_range = (cap + 1) ** K
+    y_range = int((cap * L / K + 1) ** K) + 1
+    if n_range * y_range * extra >= 1 << 62:
+        return None
+    return y_range, extra
+
+
+def _array_sweep(rules, K: int, cap: int, pmf: np.ndarray, L: int = 1):
+    """The sweep of :func:`_sweep` without the state graph: the live states of each step
+    in flat arrays (counts, current dose, last cohort, probability), merged by integer keys
+    equal exactly when the design's canonical keys are, and decided in batches by the
+    design's ``exact_rules``; a finished step is dropped.  The states come in the same
+    order (first arrival), each cohort's outcomes in the same order, and the sums are made
+    in the same order as :func:`_sweep`, so the endings and their probabilities are the
+    same to the bit.  Returns the endings as rows ``(mtd, stop code, n..., y...)`` (int16),
+    their probabilities, and the number of states visited."""
+    scales = _key_scales(K, cap, L, rules.key_range)
+    assert scales is not None
+    y_range, extra = scales
+    i64 = np.int64
+    n = np.zeros((1, K), dtype=i64)
+    y = np.zeros((1, K), dtype=i64)
+    cur = np.full(1, -1, dtype=i64)
+    last_n = np.zeros(1, dtype=i64)
+    last_y = np.zeros(1, dtype=i64)
+    pr = np.array([1.0])
+    ends_rows: List[np.ndarray] = []
+    ends_pr: List[np.ndarray] = []
+    visited = 0
+    n_pow = (cap + 1) ** np.arange(K, dtype=i64)
+    cols = np.arange(K)
+    while pr.size:
+        visited += pr.size
+        if visited > MAX_EXACT_STATES:
+            raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
+                                f"{MAX_EXACT_STATES:,} distinct trial states; {_HOW}")
+        total = n.sum(axis=1)
+        dose, size, code = rules.decide(n, y, cur, last_n, last_y, total)
+        stop = dose < 0
+        if stop.any():
+            mtd = rules.select_mtd(n[stop], y[stop], cur[stop], last_n[stop], last_y[stop])
+            ends_rows.append(np.column_stack([mtd, code[stop], n[stop], y[stop]])
+                             .astype(np.int16))
+            ends_pr.append(pr[stop])
+            live = ~stop
+            n, y, pr, dose, size = n[live], y[live], pr[live], dose[live], size[live]
+            if not pr.size:
+                break
+        reps = size * L + 1
+        par = np.repeat(np.arange(pr.size), reps)                 # parent of each child
+        k = np.arange(par.size) - np.repeat(np.cumsum(reps) - reps, reps)   # its DLTs
+        d, c = dose[par], size[par]
+        w = pmf[d, c, k]
+        keep = w != 0.0
+        if not keep.all():
+            par, k, w, d, c = par[keep], k[keep], w[keep], d[keep], c[keep]
+        contrib = pr[par] * w
+        hit = cols[None, :] == d[:, None]
+        cn = n[par] + hit * c[:, None]
+        cy = y[par] + hit * k[:, None]
+        ckey = rules.key(cn, cy, d, c, k)
+        radix = np.cumprod(np.concatenate([np.ones((cn.shape[0], 1), dtype=i64),
+                                           cn[:, :-1] * L + 1], axis=1), axis=1)
+        key = ((cn @ n_pow) * y_range + (cy * radix).sum(axis=1)) * extra + ckey
+        _, idx, first = _first_order(key)
+        n, y, cur, last_n, last_y = cn[first], cy[first], d[first], c[first], k[first]
+        pr = np.bincount(idx, weights=contrib, minlength=first.size)
+    if not ends_rows:
+        return np.empty((0, 2 + 2 * K), dtype=np.int16), np.empty(0), visited
+    return np.concatenate(ends_rows), np.concatenate(ends_pr), visited
+
+
+def _tally_rows(K: int, rows: np.ndarray, probs: np.ndarray) -> "ExactTally":
+    """Sum the probabilities by ending row ``(MTD, stop code, n..., y...)`` in order of
+    arrival (as :func:`_tally` does by state)."""
+    if not rows.size:
+        e = np.empty(0, dtype=np.int16)
+        return ExactTally(K, e, e, np.empty((0, K), np.int16), np.empty((0, K), np.int16),
+                          np.empty(0))
+    rows = np.ascontiguousarray(rows, dtype=np.int16)
+    _, key_of_row = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 2))).ravel(),
+                              return_inverse=True)
+    order, rank, first = _first_order(key_of_row.ravel())
+    weights = np.bincount(rank, weights=probs, minlength=order.size)
+    r = rows[first]
+    return ExactTally(K, r[:, 0].copy(), r[:, 1].copy(), r[:, 2:2 + K].copy(),
+                      r[:, 2 + K:].copy(), weights)
+
+
+def array_rules(design: Design):
+    """The design's ``exact_rules`` when the array sweep can run it (binary outcome, a
+    patient cap, keys that fit in 63 bits), else None."""
+    if design.outcome is not Outcome.BINARY_DLT:
+        return None
+    cap = patient_cap(design)
+    if cap is None:
+        return None
+    rules = design.exact_rules(cap)
+    if rules is None or _key_scales(design.n_doses, cap, 1, rules.key_range) is None:
+        return None
+    return rules
+
+
 class ExactTally(OutcomeTally):
     """An exact :class:`OutcomeTally` that keeps its endings in arrays.
 
@@ -313,6 +420,17 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     problem = exact_size_problem(design)
     if problem is not None:
         raise ExactTooLarge(problem)
+    rules = array_rules(design) if graph is None and start_sid == 0 and not score else None
+    if rules is not None:
+        t0 = time.perf_counter()
+        with gc_paused():
+            rows, probs, visited = _array_sweep(rules, design.n_doses, patient_cap(design),
+                                                _pmf_table(p, int(design.max_cohort_size)))
+            tally = _tally_rows(design.n_doses, rows, probs)
+        tally.n_states = visited
+        log.info("exact enumeration of %r (array sweep): %d states, %d endings in %.2f s",
+                 design, visited, probs.size, time.perf_counter() - t0)
+        return tally
     g = graph if graph is not None else graph_for(design)
     t0 = time.perf_counter()
     before = g.n_states
