@@ -7,9 +7,10 @@ skeleton; 6 doses: truth 0.02 0.05 0.10 0.18 0.28 0.42, default calibrated skele
   the first run of 10^6 trials in a fresh process (it builds the state graph), the states
   built, the first build (first run minus a warm run), and warm runs of 10^6 trials on the
   built graph (seconds and trials/s);
-* exact enumeration (``exact_tally``) at max N = 48 on 6 doses in a fresh process: seconds,
-  states, endings, and the process's peak resident memory (``ru_maxrss``) next to its
-  resident memory before the enumeration (interpreter and imports).
+* exact enumeration (``exact_tally(design, p)``, as the command line calls it) at max N = 48
+  on 6 doses in a fresh process: seconds, states, endings, and the process's peak resident
+  memory (``ru_maxrss``) next to its resident memory before the enumeration (interpreter
+  and imports).
 
 Every figure is measured in ``--repeat`` fresh processes (3 by default) and the median is
 printed (warm runs: the median of 3 warm runs in each process, then the median over
@@ -80,17 +81,22 @@ def child_mc(kind: str, k: int) -> dict:
 def child_exact(kind: str, k: int) -> dict:
     import resource
     from escalation_sim.engines.exact import exact_tally
-    from escalation_sim.engines.graph import StateGraph
+    from escalation_sim.engines.graph import graph_for
     sc = scenario(kind, k, EXACT_N)
     design = sc.designs[0].design
     before = rss_mb()
-    g = StateGraph(design)
     t0 = time.perf_counter()
-    tally = exact_tally(design, sc.p_true, graph=g)
+    # as the command line calls it: the array sweep where the design has batch rules (no
+    # state graph), else the sweep over the process's (here fresh) state graph
+    tally = exact_tally(design, sc.p_true)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before len(counts):
-    stats = dict(getattr(g, "stats", {}))    # newer tallies build that dictionary on demand
-    return {"seconds": seconds, "states": g.n_states, "endings": len(tally.counts),
+    states = getattr(tally, "n_states", None)   # array sweep: the states it visited
+    stats = {}
+    if states is None:
+        g = graph_for(design)
+        states, stats = g.n_states, dict(getattr(g, "stats", {}))
+    return {"seconds": seconds, "states": states, "endings": len(tally.counts),
             "rss_before_mb": before, "peak_rss_mb": peak,
             "graph_design_s": stats.get("design_seconds")}
 

@@ -214,24 +214,26 @@ def _key_scales(K: int, cap: int, L: int, extra: int) -> Optional[Tuple[int, int
     return y_range, extra
 
 
+_ROWS = 1 << 14   # states decided, or parents expanded, per pass of the array sweep
+
+
 def _array_sweep(rules, K: int, cap: int, pmf: np.ndarray, L: int = 1):
-    """The sweep of :func:`_sweep` without the state graph: the live states of each step
-    in flat arrays (counts, current dose, last cohort, probability), merged by integer keys
-    equal exactly when the design's canonical keys are, and decided in batches by the
-    design's ``exact_rules``; a finished step is dropped.  The states come in the same
-    order (first arrival), each cohort's outcomes in the same order, and the sums are made
-    in the same order as :func:`_sweep`, so the endings and their probabilities are the
-    same to the bit.  Returns the endings as rows ``(mtd, stop code, n..., y...)`` (int16),
-    their probabilities, and the number of states visited."""
+    """The sweep of :func:`_sweep` without the state graph: the live states of one step in
+    flat int16 arrays (counts, current dose, last cohort) and their probabilities, merged
+    by integer keys that are equal exactly when the design's canonical keys are, and
+    decided in batches by the design's ``exact_rules``; each step replaces the previous
+    one.  The states come in the same order (first arrival), each cohort's outcomes in the
+    same order, and the sums are made in the same order as in :func:`_sweep`, so the
+    endings and their probabilities are the same to the bit.  Returns the endings as rows
+    ``(mtd, stop code, n..., y...)`` (int16), their probabilities, and the number of states
+    visited."""
     scales = _key_scales(K, cap, L, rules.key_range)
     assert scales is not None
     y_range, extra = scales
-    i64 = np.int64
-    n = np.zeros((1, K), dtype=i64)
-    y = np.zeros((1, K), dtype=i64)
-    cur = np.full(1, -1, dtype=i64)
-    last_n = np.zeros(1, dtype=i64)
-    last_y = np.zeros(1, dtype=i64)
+    i64, i16 = np.int64, np.int16
+    # a step's states: columns n (K), y (K), current dose, last cohort's size and DLTs
+    st = np.zeros((1, 2 * K + 3), dtype=i16)
+    st[0, 2 * K] = -1
     pr = np.array([1.0])
     ends_rows: List[np.ndarray] = []
     ends_pr: List[np.ndarray] = []
@@ -243,36 +245,53 @@ def _array_sweep(rules, K: int, cap: int, pmf: np.ndarray, L: int = 1):
         if visited > MAX_EXACT_STATES:
             raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
                                 f"{MAX_EXACT_STATES:,} distinct trial states; {_HOW}")
-        total = n.sum(axis=1)
-        dose, size, code = rules.decide(n, y, cur, last_n, last_y, total)
-        stop = dose < 0
-        if stop.any():
-            mtd = rules.select_mtd(n[stop], y[stop], cur[stop], last_n[stop], last_y[stop])
-            ends_rows.append(np.column_stack([mtd, code[stop], n[stop], y[stop]])
-                             .astype(np.int16))
-            ends_pr.append(pr[stop])
-            live = ~stop
-            n, y, pr, dose, size = n[live], y[live], pr[live], dose[live], size[live]
-            if not pr.size:
-                break
-        reps = size * L + 1
-        par = np.repeat(np.arange(pr.size), reps)                 # parent of each child
-        k = np.arange(par.size) - np.repeat(np.cumsum(reps) - reps, reps)   # its DLTs
-        d, c = dose[par], size[par]
-        w = pmf[d, c, k]
-        keep = w != 0.0
-        if not keep.all():
-            par, k, w, d, c = par[keep], k[keep], w[keep], d[keep], c[keep]
-        contrib = pr[par] * w
-        hit = cols[None, :] == d[:, None]
-        cn = n[par] + hit * c[:, None]
-        cy = y[par] + hit * k[:, None]
-        ckey = rules.key(cn, cy, d, c, k)
-        radix = np.cumprod(np.concatenate([np.ones((cn.shape[0], 1), dtype=i64),
-                                           cn[:, :-1] * L + 1], axis=1), axis=1)
-        key = ((cn @ n_pow) * y_range + (cy * radix).sum(axis=1)) * extra + ckey
+        keys: List[np.ndarray] = []
+        kids: List[np.ndarray] = []
+        contribs: List[np.ndarray] = []
+        for a in range(0, pr.size, _ROWS):
+            part = st[a:a + _ROWS].astype(i64)
+            p_ = pr[a:a + _ROWS]
+            n, y = part[:, :K], part[:, K:2 * K]
+            cur, last_n, last_y = part[:, 2 * K], part[:, 2 * K + 1], part[:, 2 * K + 2]
+            dose, size, code = rules.decide(n, y, cur, last_n, last_y, n.sum(axis=1))
+            stop = dose < 0
+            if stop.any():
+                mtd = rules.select_mtd(n[stop], y[stop], cur[stop], last_n[stop],
+                                       last_y[stop])
+                ends_rows.append(np.column_stack([mtd, code[stop], n[stop], y[stop]])
+                                 .astype(i16))
+                ends_pr.append(p_[stop])
+                live = ~stop
+                n, y, p_, dose, size = n[live], y[live], p_[live], dose[live], size[live]
+                if not p_.size:
+                    continue
+            reps = size * L + 1
+            par = np.repeat(np.arange(p_.size), reps)                 # parent of each child
+            k = np.arange(par.size) - np.repeat(np.cumsum(reps) - reps, reps)   # its DLTs
+            d, c = dose[par], size[par]
+            w = pmf[d, c, k]
+            keep = w != 0.0
+            if not keep.all():
+                par, k, w, d, c = par[keep], k[keep], w[keep], d[keep], c[keep]
+            contribs.append(p_[par] * w)
+            hit = cols[None, :] == d[:, None]
+            cn = n[par] + hit * c[:, None]
+            cy = y[par] + hit * k[:, None]
+            radix = np.ones_like(cn)
+            np.cumprod(cn[:, :-1] * L + 1, axis=1, out=radix[:, 1:])
+            keys.append(((cn @ n_pow) * y_range + (cy * radix).sum(axis=1)) * extra
+                        + rules.key(cn, cy, d, c, k))
+            kids.append(np.column_stack([cn, cy, d, c, k]).astype(i16))
+            del part, n, y, cn, cy, radix, hit
+        if not keys:
+            break
+        key = np.concatenate(keys)
+        contrib = np.concatenate(contribs)
+        del keys, contribs
         _, idx, first = _first_order(key)
-        n, y, cur, last_n, last_y = cn[first], cy[first], d[first], c[first], k[first]
+        del key
+        st = np.concatenate(kids)[first] if len(kids) > 1 else kids[0][first]
+        del kids
         pr = np.bincount(idx, weights=contrib, minlength=first.size)
     if not ends_rows:
         return np.empty((0, 2 + 2 * K), dtype=np.int16), np.empty(0), visited
