@@ -8,7 +8,7 @@ skeleton; 6 doses: truth 0.02 0.05 0.10 0.18 0.28 0.42, default calibrated skele
   built, the first build (first run minus a warm run), and warm runs of 10^6 trials on the
   built graph (seconds and trials/s);
 * exact enumeration (``exact_tally(design, p)``, as the command line calls it) at max N = 48
-  on 6 doses in a fresh process: seconds, states, endings, and the process's peak resident
+  on 6 doses in a fresh process: seconds (wall and the process's CPU), states, endings, and the process's peak resident
   memory (``ru_maxrss``) next to its resident memory before the enumeration (interpreter
   and imports).
 
@@ -85,18 +85,18 @@ def child_exact(kind: str, k: int) -> dict:
     sc = scenario(kind, k, EXACT_N)
     design = sc.designs[0].design
     before = rss_mb()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     # as the command line calls it: the array sweep where the design has batch rules (no
     # state graph), else the sweep over the process's (here fresh) state graph
     tally = exact_tally(design, sc.p_true)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # before len(counts):
     states = getattr(tally, "n_states", None)   # array sweep: the states it visited
     stats = {}
     if states is None:
         g = graph_for(design)
         states, stats = g.n_states, dict(getattr(g, "stats", {}))
-    return {"seconds": seconds, "states": states, "endings": len(tally.counts),
+    return {"seconds": seconds, "cpu_s": cpu, "states": states, "endings": len(tally.counts),
             "rss_before_mb": before, "peak_rss_mb": peak,
             "graph_design_s": stats.get("design_seconds")}
 
@@ -153,17 +153,19 @@ def main(argv=None):
                            repeat=args.repeat, runs=docs)
     if not args.skip_exact:
         print(f"\nExact enumeration, max N = {EXACT_N}, 6 doses, cohorts of 3")
-        print(f"{'design':<7}{'seconds':>9}{'states':>11}{'endings':>10}{'peak RSS MB':>13}"
-              f"{'RSS before MB':>15}")
+        print(f"{'design':<7}{'seconds':>9}{'CPU s':>7}{'states':>11}{'endings':>10}"
+              f"{'peak RSS MB':>13}{'RSS before MB':>15}")
         for kind in ("boin", "crm"):
             docs = [run_child("exact", kind, "6") for _ in range(args.repeat)]
             sec, peak = median_of(docs, "seconds"), median_of(docs, "peak_rss_mb")
+            cpu = median_of(docs, "cpu_s")
             before = median_of(docs, "rss_before_mb")
-            print(f"{kind:<7}{sec:>9.2f}{docs[0]['states']:>11,}{docs[0]['endings']:>10,}"
-                  f"{peak:>13.0f}{before:>15.0f}")
+            print(f"{kind:<7}{sec:>9.2f}{cpu:>7.2f}{docs[0]['states']:>11,}"
+                  f"{docs[0]['endings']:>10,}{peak:>13.0f}{before:>15.0f}")
             if args.save:
                 record(args.save, benchmark="large_exact", label=args.label, design=kind,
-                       n_doses=6, max_n=EXACT_N, seconds=sec, states=docs[0]["states"],
+                       n_doses=6, max_n=EXACT_N, seconds=sec, cpu_seconds=cpu,
+                       states=docs[0]["states"],
                        endings=docs[0]["endings"], peak_rss_mb=peak, rss_before_mb=before,
                        graph_design_s=median_of(docs, "graph_design_s"),
                        repeat=args.repeat, runs=docs)
