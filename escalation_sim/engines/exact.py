@@ -13,6 +13,13 @@ the levels the sweep has left behind is dropped (a state only leads to states wi
 patients).  Floating-point sums are made in the same order as a plain loop over the states
 in order of first arrival (``np.bincount`` adds its weights one after another), so the
 probabilities do not depend on how the graph was built or on the batching.
+
+Designs that offer their decisions on arrays (``Design.exact_rules``,
+:mod:`escalation_sim.designs.batch`: BOIN, mTPI-2, Keyboard, i3+3, the empiric CRM, under
+``StopAtN``) are swept without the graph when no graph is passed (:func:`_array_sweep`): the
+states of one step live in flat int16 arrays, merged by integer keys equal exactly when the
+canonical keys are, decided in batches, and dropped once the next step is built.  The order
+of states, outcomes and additions is the graph sweep's, so the result is the same to the bit.
 """
 from __future__ import annotations
 
