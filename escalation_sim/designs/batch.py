@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..types import STOP_INDEX, StopReason, TrialState
+from ..types import STOP_INDEX, StopReason
 
 _LOWEST = STOP_INDEX[StopReason.LOWEST_DOSE_TOO_TOXIC]
 _N_AT_DOSE = STOP_INDEX[StopReason.N_AT_DOSE]
@@ -394,7 +394,7 @@ class CRMRules:
 def check_against_scalar(design, rules, states) -> Optional[str]:
     """First disagreement between ``rules`` and the design's scalar methods on ``states``
     (TrialStates), or None (for tests and debugging)."""
-    from ..types import STOP_INDEX as codes
+    codes = STOP_INDEX
     n = np.array([s.n for s in states], dtype=np.int64)
     y = np.array([s.y for s in states], dtype=np.int64)
     cur = np.array([-1 if s.current is None else s.current for s in states], dtype=np.int64)
@@ -413,4 +413,4 @@ def check_against_scalar(design, rules, states) -> Optional[str]:
     return None
 
 
-__all__ = ["StopAtNRules", "IntervalRules", "CRMRules", "check_against_scalar", "TrialState"]
+__all__ = ["StopAtNRules", "IntervalRules", "CRMRules", "check_against_scalar"]
