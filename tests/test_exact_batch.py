@@ -32,6 +32,9 @@ COVERED = [
     ("crm", 5, 24, 3, 0, {"skeleton": SKEL5, "restrict": False}),
     ("crm", 4, 24, 3, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35], "restrict": "no_skip_only"}),
     ("crm", 4, 10, 1, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35]}),
+    ("boin", 4, 24, 3, 0, {"stop_n_at_dose": 9}),
+    ("crm", 5, 24, 3, 0, {"skeleton": SKEL5, "restrict": False,
+                          "rules": [{"no_skip": True}, {"stop_n_at_dose": 12}]}),
 ]
 
 NOT_COVERED = [
@@ -41,7 +44,7 @@ NOT_COVERED = [
     ("i3+3", 4, 24, 3, 0, {"extrasafe_mtd": True}),
     ("crm", 4, 24, 3, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35], "model": "logistic"}),
     ("crm", 4, 24, 3, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35], "two_stage": [1, 2]}),
-    ("boin", 4, 24, 3, 0, {"stop_n_at_dose": 12}),
+    ("boin", 4, 24, 3, 0, {"rules": [{"demand_n_at_dose": 9}]}),
 ]
 
 

@@ -66,6 +66,46 @@ class StopAtNRules:
         return self.base.select_mtd(n, y, cur, last_n, last_y)
 
 
+class _Forward:
+    """A wrapper's rules: key and ``select_mtd`` are the wrapped design's."""
+
+    def __init__(self, base, n: int = 0):
+        self.base = base
+        self.n = int(n)
+        self.key_range = base.key_range
+
+    def key(self, n, y, cur, last_n, last_y):
+        return self.base.key(n, y, cur, last_n, last_y)
+
+    def select_mtd(self, n, y, cur, last_n, last_y):
+        return self.base.select_mtd(n, y, cur, last_n, last_y)
+
+
+class StopWhenNAtDoseRules(_Forward):
+    """:class:`~escalation_sim.designs.rules.StopWhenNAtDose`: stop when the next dose
+    already has ``n`` patients."""
+
+    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
+        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
+        go = dose >= 0
+        hit = go & (n[np.arange(dose.size), np.where(go, dose, 0)] >= self.n)
+        return (np.where(hit, -1, dose), np.where(hit, 0, size),
+                np.where(hit, _N_AT_DOSE, code))
+
+
+class NoSkippingRules(_Forward):
+    """:class:`~escalation_sim.designs.rules.NoSkipping`: never above the highest dose
+    tried + 1."""
+
+    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
+        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
+        K = n.shape[1]
+        tried = n > 0
+        highest = np.where(tried.any(axis=1), K - 1 - tried[:, ::-1].argmax(axis=1), -1)
+        cap = highest + 1
+        return np.where((dose >= 0) & (dose > cap), cap, dose), size, code
+
+
 def _lowest_eliminated(n, y, elim_at):
     """Lowest dose meeting the elimination rule per state, K when none."""
     meets = y >= elim_at[n]
@@ -413,4 +453,4 @@ def check_against_scalar(design, rules, states) -> Optional[str]:
     return None
 
 
-__all__ = ["StopAtNRules", "IntervalRules", "CRMRules", "check_against_scalar"]
+__all__ = ["StopAtNRules", "StopWhenNAtDoseRules", "NoSkippingRules", "IntervalRules", "CRMRules", "check_against_scalar"]
