@@ -75,6 +75,10 @@ ESCALATE, STAY, DE_ESCALATE = 1, 0, -1
 #: offset added to the k-th admissible isotonic estimate (R ``select.mtd``)
 TIE_OFFSET = 1e-10
 
+#: exact enumeration's batch rules tabulate the rule over every (n, y) up to max_n: beyond
+#: this many patients the scalar methods are used instead (the tables would be too large)
+MAX_TABLE_N = 300
+
 #: which dose ``n_earlystop`` counts (see the module docstring)
 N_EARLYSTOP_AT = ("stay", "current", "next")
 
@@ -311,7 +315,8 @@ class IntervalDesign(Design):
         ``select_mtd`` reduce to the kernel's), else None."""
         from .base import Outcome
         from .batch import IntervalRules
-        if self.outcome is not Outcome.BINARY_DLT or self.time_to_event or self.extrasafe:
+        if (self.outcome is not Outcome.BINARY_DLT or self.time_to_event or self.extrasafe
+                or max_n > MAX_TABLE_N):
             return None
         cls = type(self)
         names = ["decide", "move", "safety_stop", "lowest_eliminated", "eliminated",
