@@ -89,6 +89,12 @@ class Design:
         (:mod:`escalation_sim.designs.intervals`)."""
         return None
 
+    def exact_rules(self, max_n: int) -> Any:
+        """This design's ``decide`` / ``select_mtd`` / ``canonical`` on arrays of states, for
+        exact enumeration with at most ``max_n`` patients (:mod:`.batch`), or None (the
+        default: exact enumeration then calls the scalar methods state by state)."""
+        return None
+
     def canonical(self, state: TrialState) -> Any:
         """A hashable key such that states with equal keys get equal decisions and MTDs.
 

@@ -292,6 +292,12 @@ class BOIN(IntervalDesign):
                 return titration
         return super().step(state, dose)
 
+    def exact_rules(self, max_n: int) -> Any:
+        # without titration, step is the kernel's
+        if self._titrating or type(self).step is not BOIN.step:
+            return None
+        return self._interval_rules(max_n, own_step=True)
+
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         """The kernel's estimates (isotonic p_hat, eliminated flags, Pr(p > target)) plus
         the lambdas and the boundaries at the current dose's n."""

@@ -428,6 +428,16 @@ class CRM(Design):
             rec, reason = state.current + 1, reason + "; escalation by one level (no skipping)"
         return Decision(rec, self.cohort_size, reason, None, p_hat)
 
+    def exact_rules(self, max_n: int) -> Any:
+        from .batch import CRMRules
+        # empiric only: the batch posterior relies on its log posterior being concave
+        if (self.model != "empiric" or self.two_stage is not None or self.time_to_event
+                or any(getattr(type(self), m) is not getattr(CRM, m)
+                       for m in ("decide", "select_mtd", "canonical", "fit", "p_hat",
+                                 "_too_toxic"))):
+            return None
+        return CRMRules(self)
+
     def canonical(self, state: TrialState):
         """Decisions use the counts, the current dose and whether the last cohort's DLT rate
         reached the target (the coherence restriction, ``restrict: true`` only)."""

@@ -92,6 +92,12 @@ class I3Plus3(IntervalDesign):
         return Step(DE_ESCALATE, f"({y}/{n} and {y - 1}/{n} not below the EI "
                                  f"[{a:g}, {b:g}])")
 
+    def exact_rules(self, max_n: int) -> Any:
+        # without extrasafe_mtd, select_mtd is the kernel's
+        if self.extrasafe_mtd or type(self).select_mtd is not I3Plus3.select_mtd:
+            return None
+        return self._interval_rules(max_n, own_mtd=True)
+
     def select_mtd(self, state: TrialState) -> Optional[int]:
         best = super().select_mtd(state)
         if best is None or not self.extrasafe_mtd:

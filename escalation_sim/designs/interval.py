@@ -75,6 +75,10 @@ ESCALATE, STAY, DE_ESCALATE = 1, 0, -1
 #: offset added to the k-th admissible isotonic estimate (R ``select.mtd``)
 TIE_OFFSET = 1e-10
 
+#: exact enumeration's batch rules tabulate the rule over every (n, y) up to max_n: beyond
+#: this many patients the scalar methods are used instead (the tables would be too large)
+MAX_TABLE_N = 300
+
 #: which dose ``n_earlystop`` counts (see the module docstring)
 N_EARLYSTOP_AT = ("stay", "current", "next")
 
@@ -301,6 +305,27 @@ class IntervalDesign(Design):
         if isinstance(step, Decision):
             return step
         return self.move(state, d, step, low)
+
+    def exact_rules(self, max_n: int) -> Any:
+        return self._interval_rules(max_n)
+
+    def _interval_rules(self, max_n: int, own_step: bool = False, own_mtd: bool = False):
+        """:class:`~.batch.IntervalRules` when the kernel's methods are this class's
+        (a subclass vouches with ``own_step`` / ``own_mtd`` that its overrides of ``step`` /
+        ``select_mtd`` reduce to the kernel's), else None."""
+        from .base import Outcome
+        from .batch import IntervalRules
+        if (self.outcome is not Outcome.BINARY_DLT or self.time_to_event or self.extrasafe
+                or max_n > MAX_TABLE_N):
+            return None
+        cls = type(self)
+        names = ["decide", "move", "safety_stop", "lowest_eliminated", "eliminated",
+                 "meets_elimination", "admissible", "canonical", "extrasafe_hit"]
+        names += [] if own_step else ["step"]
+        names += [] if own_mtd else ["select_mtd"]
+        if any(getattr(cls, m) is not getattr(IntervalDesign, m) for m in names):
+            return None
+        return IntervalRules(self, max_n)
 
     def canonical(self, state: TrialState):
         """Decisions use the per-dose counts and the current dose only."""

@@ -114,6 +114,11 @@ class StopAtN(_Wrapper):
         inner = self.base.max_n
         return self.n if inner is None else min(self.n, inner)
 
+    def exact_rules(self, max_n: int) -> Any:
+        from .batch import StopAtNRules
+        base = self.base.exact_rules(max_n)
+        return None if base is None else StopAtNRules(base, self.n)
+
     def decide(self, state: TrialState) -> Decision:
         if state.total_n >= self.n:
             return Decision.halt(StopReason.MAX_N, f"{state.total_n} patients treated (max {self.n})")
@@ -132,6 +137,11 @@ class StopWhenNAtDose(_Wrapper):
 
     n: int = 0
 
+    def exact_rules(self, max_n: int) -> Any:
+        from .batch import StopWhenNAtDoseRules
+        base = self.base.exact_rules(max_n)
+        return None if base is None else StopWhenNAtDoseRules(base, self.n)
+
     def decide(self, state: TrialState) -> Decision:
         d = self.base.decide(state)
         if not d.stop and state.n[d.dose] >= self.n:
@@ -144,6 +154,11 @@ class StopWhenNAtDose(_Wrapper):
 @dataclass(frozen=True)
 class NoSkipping(_Wrapper):
     """Never escalate past the highest tried dose + 1."""
+
+    def exact_rules(self, max_n: int) -> Any:
+        from .batch import NoSkippingRules
+        base = self.base.exact_rules(max_n)
+        return None if base is None else NoSkippingRules(base)
 
     def decide(self, state: TrialState) -> Decision:
         d = self.base.decide(state)

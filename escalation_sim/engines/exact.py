@@ -13,6 +13,13 @@ the levels the sweep has left behind is dropped (a state only leads to states wi
 patients).  Floating-point sums are made in the same order as a plain loop over the states
 in order of first arrival (``np.bincount`` adds its weights one after another), so the
 probabilities do not depend on how the graph was built or on the batching.
+
+Designs that offer their decisions on arrays (``Design.exact_rules``,
+:mod:`escalation_sim.designs.batch`: BOIN, mTPI-2, Keyboard, i3+3, the empiric CRM, under
+``StopAtN``) are swept without the graph when no graph is passed (:func:`_array_sweep`): the
+states of one step live in flat int16 arrays, merged by integer keys equal exactly when the
+canonical keys are, decided in batches, and dropped once the next step is built.  The order
+of states, outcomes and additions is the graph sweep's, so the result is the same to the bit.
 """
 from __future__ import annotations
 
@@ -203,6 +210,132 @@ def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, 
     return np.concatenate(ends_sid), np.concatenate(ends_pr)
 
 
+def _key_scales(K: int, cap: int, L: int, extra: int) -> Optional[Tuple[int, int]]:
+    """Radices of the integer state keys of :func:`_array_sweep`, or None when a key could
+    pass 2^62: n encoded in base cap + 1 per dose, y in base n_d L + 1 per dose (the
+    product of those is at most (cap L / K + 1)^K), and the design's extra key."""
+    n_range = (cap + 1) ** K
+    y_range = int((cap * L / K + 1) ** K) + 1
+    if n_range * y_range * extra >= 1 << 62:
+        return None
+    return y_range, extra
+
+
+_ROWS = 1 << 14   # states decided, or parents expanded, per pass of the array sweep
+
+
+def _array_sweep(rules, K: int, cap: int, pmf: np.ndarray, L: int = 1):
+    """The sweep of :func:`_sweep` without the state graph: the live states of one step in
+    flat int16 arrays (counts, current dose, last cohort) and their probabilities, merged
+    by integer keys that are equal exactly when the design's canonical keys are, and
+    decided in batches by the design's ``exact_rules``; each step replaces the previous
+    one.  The states come in the same order (first arrival), each cohort's outcomes in the
+    same order, and the sums are made in the same order as in :func:`_sweep`, so the
+    endings and their probabilities are the same to the bit.  Returns the endings as rows
+    ``(mtd, stop code, n..., y...)`` (int16), their probabilities, and the number of states
+    visited."""
+    scales = _key_scales(K, cap, L, rules.key_range)
+    assert scales is not None
+    y_range, extra = scales
+    i64, i16 = np.int64, np.int16
+    # a step's states: columns n (K), y (K), current dose, last cohort's size and DLTs
+    st = np.zeros((1, 2 * K + 3), dtype=i16)
+    st[0, 2 * K] = -1
+    pr = np.array([1.0])
+    ends_rows: List[np.ndarray] = []
+    ends_pr: List[np.ndarray] = []
+    visited = 0
+    n_pow = (cap + 1) ** np.arange(K, dtype=i64)
+    cols = np.arange(K)
+    while pr.size:
+        visited += pr.size
+        if visited > MAX_EXACT_STATES:
+            raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
+                                f"{MAX_EXACT_STATES:,} distinct trial states; {_HOW}")
+        keys: List[np.ndarray] = []
+        kids: List[np.ndarray] = []
+        contribs: List[np.ndarray] = []
+        for a in range(0, pr.size, _ROWS):
+            part = st[a:a + _ROWS].astype(i64)
+            p_ = pr[a:a + _ROWS]
+            n, y = part[:, :K], part[:, K:2 * K]
+            cur, last_n, last_y = part[:, 2 * K], part[:, 2 * K + 1], part[:, 2 * K + 2]
+            dose, size, code = rules.decide(n, y, cur, last_n, last_y, n.sum(axis=1))
+            stop = dose < 0
+            if stop.any():
+                mtd = rules.select_mtd(n[stop], y[stop], cur[stop], last_n[stop],
+                                       last_y[stop])
+                ends_rows.append(np.column_stack([mtd, code[stop], n[stop], y[stop]])
+                                 .astype(i16))
+                ends_pr.append(p_[stop])
+                live = ~stop
+                n, y, p_, dose, size = n[live], y[live], p_[live], dose[live], size[live]
+                if not p_.size:
+                    continue
+            reps = size * L + 1
+            par = np.repeat(np.arange(p_.size), reps)                 # parent of each child
+            k = np.arange(par.size) - np.repeat(np.cumsum(reps) - reps, reps)   # its DLTs
+            d, c = dose[par], size[par]
+            w = pmf[d, c, k]
+            keep = w != 0.0
+            if not keep.all():
+                par, k, w, d, c = par[keep], k[keep], w[keep], d[keep], c[keep]
+            contribs.append(p_[par] * w)
+            hit = cols[None, :] == d[:, None]
+            cn = n[par] + hit * c[:, None]
+            cy = y[par] + hit * k[:, None]
+            radix = np.ones_like(cn)
+            np.cumprod(cn[:, :-1] * L + 1, axis=1, out=radix[:, 1:])
+            keys.append(((cn @ n_pow) * y_range + (cy * radix).sum(axis=1)) * extra
+                        + rules.key(cn, cy, d, c, k))
+            kids.append(np.column_stack([cn, cy, d, c, k]).astype(i16))
+            del part, n, y, cn, cy, radix, hit
+        if not keys:
+            break
+        key = np.concatenate(keys)
+        contrib = np.concatenate(contribs)
+        del keys, contribs
+        _, idx, first = _first_order(key)
+        del key
+        st = np.concatenate(kids)[first] if len(kids) > 1 else kids[0][first]
+        del kids
+        pr = np.bincount(idx, weights=contrib, minlength=first.size)
+    if not ends_rows:
+        return np.empty((0, 2 + 2 * K), dtype=np.int16), np.empty(0), visited
+    return np.concatenate(ends_rows), np.concatenate(ends_pr), visited
+
+
+def _tally_rows(K: int, rows: np.ndarray, probs: np.ndarray) -> "ExactTally":
+    """Sum the probabilities by ending row ``(MTD, stop code, n..., y...)`` in order of
+    arrival (as :func:`_tally` does by state)."""
+    if not rows.size:
+        e = np.empty(0, dtype=np.int16)
+        return ExactTally(K, e, e, np.empty((0, K), np.int16), np.empty((0, K), np.int16),
+                          np.empty(0))
+    rows = np.ascontiguousarray(rows, dtype=np.int16)
+    _, key_of_row = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 2))).ravel(),
+                              return_inverse=True)
+    order, rank, first = _first_order(key_of_row.ravel())
+    weights = np.bincount(rank, weights=probs, minlength=order.size)
+    r = rows[first]
+    return ExactTally(K, r[:, 0].copy(), r[:, 1].copy(), r[:, 2:2 + K].copy(),
+                      r[:, 2 + K:].copy(), weights)
+
+
+def array_rules(design: Design):
+    """The design's ``exact_rules`` when the array sweep can run it (binary outcome, a
+    patient cap, keys that fit in 63 bits), else None."""
+    if design.outcome is not Outcome.BINARY_DLT:
+        return None
+    cap = patient_cap(design)
+    if cap is None:
+        return None
+    rules = design.exact_rules(cap)
+    if rules is None or _key_scales(design.n_doses, cap, 1, rules.key_range) is None:
+        return None
+    return rules
+
+
 class ExactTally(OutcomeTally):
     """An exact :class:`OutcomeTally` that keeps its endings in arrays.
 
@@ -313,6 +446,17 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     problem = exact_size_problem(design)
     if problem is not None:
         raise ExactTooLarge(problem)
+    rules = array_rules(design) if graph is None and start_sid == 0 and not score else None
+    if rules is not None:
+        t0 = time.perf_counter()
+        with gc_paused():
+            rows, probs, visited = _array_sweep(rules, design.n_doses, patient_cap(design),
+                                                _pmf_table(p, int(design.max_cohort_size)))
+            tally = _tally_rows(design.n_doses, rows, probs)
+        tally.n_states = visited
+        log.info("exact enumeration of %r (array sweep): %d states, %d endings in %.2f s",
+                 design, visited, probs.size, time.perf_counter() - t0)
+        return tally
     g = graph if graph is not None else graph_for(design)
     t0 = time.perf_counter()
     before = g.n_states
