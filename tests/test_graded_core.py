@@ -419,6 +419,34 @@ def test_patient_codes_equal_outcomes(kind):
         assert po.late.any()
 
 
+@pytest.mark.parametrize("kind", ["cart", "negative"])
+def test_bracketed_counts_equal_direct_counts(kind):
+    """Two correlated types: patient_codes finds most of the second type's counts from bins
+    of the two uniforms (OutcomeModel._bracket_table) and computes z for the rest; every
+    code must equal the direct count of thresholds above the latents that
+    OutcomeModel.patient_latents draws (z in _latents' order), on 192,000 patients."""
+    from escalation_sim.inputs.scenario import load_scenario_text
+    from escalation_sim.randomness import stream_key, uniforms
+    model = load_scenario_text(_cart_variant(kind), "c.yaml").outcome_model
+    trials = np.arange(8000, dtype=np.uint64)
+    codes = model.patient_codes(11, trials, 24)
+    x, late = model.patient_latents(11, trials, 24)
+    T = model._code_thresholds()
+    want = np.zeros(codes.shape, dtype=np.int64)
+    for j in range(2):
+        bj = (x[j][..., None] < T[j]).sum(axis=-1)
+        bj[late[j]] = 0
+        want = want * (T[j].size + 1) + bj
+    assert np.array_equal(codes, want)
+    # both routes were taken: bin pairs that decide, and patients whose z was needed
+    B = model._BRACKET_BINS
+    t, k = np.repeat(trials, 24), np.tile(np.arange(24, dtype=np.uint64), trials.size)
+    u0 = uniforms(stream_key(11, "dlt"), t, k)
+    u1 = uniforms(stream_key(11, "toxicity:ICANS"), t, k)
+    undecided = model._bracket_table()[(u0 * B).astype(int) * B + (u1 * B).astype(int)] < 0
+    assert 0.001 < undecided.mean() < 0.2
+
+
 def test_cohort_engine_tables_and_per_step_draws_agree():
     import escalation_sim.engines.cohort as co
     from escalation_sim.inputs.scenario import load_scenario_text

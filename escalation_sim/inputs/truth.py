@@ -872,25 +872,32 @@ class OutcomeModel:
         hit = np.empty(n, dtype=bool)
         b = np.empty(n, dtype=np.int32)
         code[...] = 0
-        e0 = None
+        bracket = self._bracket_table() if rho != 0.0 and len(self.types) == 2 else None
+        u0 = e0 = None
         e = []
         for j, typ in enumerate(self.types):
             key, onset_key = keys[j]
             u = uniforms_at(key, base)
             if j == 0 or rho == 0.0:
-                x = u
-                if rho != 0.0:
-                    e0 = special.ndtri(u)
+                u0 = u if j == 0 else u0
+                b[...] = 0
+                for thr in T[j]:
+                    np.less(u, thr, out=hit)
+                    b += hit
+            elif bracket is not None:
+                self._bracket_count(b, bracket, T[j], u0, u)
             else:
                 # z_j = L[j, 0] e_0 + sum_{i=1..j} L[j, i] e_i, in _latents' order
+                if e0 is None:
+                    e0 = special.ndtri(u0)
                 e.append(special.ndtri(u))
                 x = self._chol[j, 0] * e0
                 for i in range(1, j + 1):
                     x += self._chol[j, i] * e[i - 1]
-            b[...] = 0
-            for thr in T[j]:
-                np.less(x, thr, out=hit)
-                b += hit
+                b[...] = 0
+                for thr in T[j]:
+                    np.less(x, thr, out=hit)
+                    b += hit
             if onset_key is not None:
                 w = uniforms_at(onset_key, base)
                 lo, hi = self._window_uniform(j)
@@ -901,6 +908,52 @@ class OutcomeModel:
                 b[late] = 0
             code *= T[j].size + 1
             code += b
+
+    #: uniform bins per axis of :meth:`_bracket_table` (a power of two: u * bins is exact)
+    _BRACKET_BINS = 512
+    #: margin around the bounds of :meth:`_bracket_table` (the bounds and z are computed
+    #: in floating point with errors of about 1e-14; see there)
+    _BRACKET_EPS = 1e-9
+
+    def _bracket_table(self) -> np.ndarray:
+        """Two correlated types: the second type's count ``b`` (thresholds above its latent
+        ``z = L10 Phi^-1(u0) + L11 Phi^-1(u1)``) for each pair of bins ``[i/B, (i+1)/B)`` of
+        ``(u0, u1)``, or -1 where the bin pair does not decide it.
+
+        ``Phi^-1`` is increasing, so in a bin pair z lies between the bounds computed from
+        the bins' ends ``E[i] = ndtri(i / B)`` (L10 < 0 swaps the first type's ends); the
+        count is decided when it is the same at both bounds widened by 1e-9 (far above the
+        floating-point errors of ndtri and of the sums, ~1e-14 for |z| < 9).  Most patients
+        then need no normal quantile; the others get z computed as :meth:`_latents` does,
+        so every count is that of the same comparisons."""
+        if "bracket" not in self._cache:
+            B = self._BRACKET_BINS
+            E = special.ndtri(np.arange(B + 1) / B)         # E[0] = -inf, E[B] = +inf
+            L0, L1 = float(self._chol[1, 0]), float(self._chol[1, 1])
+            lo0, hi0 = (E[:-1], E[1:]) if L0 > 0 else (E[1:], E[:-1])
+            lo = L0 * lo0[:, None] + L1 * E[None, :-1]
+            hi = L0 * hi0[:, None] + L1 * E[None, 1:]
+            T = self._code_thresholds()[1]
+            c_lo = T.size - np.searchsorted(T, lo - self._BRACKET_EPS, side="right")
+            c_hi = T.size - np.searchsorted(T, hi + self._BRACKET_EPS, side="right")
+            tab = np.where(c_lo == c_hi, c_lo, -1)
+            self._cache["bracket"] = tab.astype(np.int8 if T.size < 127 else np.int16).ravel()
+        return self._cache["bracket"]
+
+    def _bracket_count(self, b: np.ndarray, tab: np.ndarray, T: np.ndarray, u0: np.ndarray,
+                       u1: np.ndarray) -> None:
+        """``b`` = the second type's counts from :meth:`_bracket_table`, the undecided ones
+        from z itself."""
+        B = self._BRACKET_BINS
+        i0 = (u0 * B).astype(np.intp)
+        i0 *= B
+        i0 += (u1 * B).astype(np.intp)
+        b[...] = tab[i0]
+        todo = np.flatnonzero(b < 0)
+        if todo.size:
+            z = self._chol[1, 0] * special.ndtri(u0[todo])
+            z += self._chol[1, 1] * special.ndtri(u1[todo])
+            b[todo] = T.size - np.searchsorted(T, z, side="right")
 
     @staticmethod
     def fold_late(x: np.ndarray, late: np.ndarray) -> np.ndarray:
