@@ -366,21 +366,21 @@ def test_24_single_bit_flips_never_change_results(tmp_path):
     assert caught >= 12, f"only {caught} of 24 flips were noticed"
 
 
-def test_damaged_chunk_through_the_command_line(tmp_path):
+def test_damaged_chunk_through_the_command_line(tmp_path, capsys):
     """The note names the file; the run exits 0 with the uninterrupted run's tables."""
     scen = scenario_file(tmp_path)
     out, clean = tmp_path / "out", tmp_path / "clean"
     args = ["--n-trials", 4000, "--chunk-size", 1000, "--quiet"]
-    assert cli("run", scen, "--out", out, "--resume", *args).returncode == 0
+    assert cli_here(capsys, "run", scen, "--out", out, "--resume", *args)[0] == 0
     f = out / "checkpoint" / "chunk-000000001000-000000002000.parquet"
     data = bytearray(f.read_bytes())
     data[len(data) // 3] ^= 0x10
     f.write_bytes(bytes(data))
-    r = cli("run", scen, "--out", out, "--resume", *args)
-    assert r.returncode == 0, r.stderr
-    assert f"note: {f}: damaged checkpoint chunk" in r.stderr
-    assert "trials 1000..1999 are recomputed" in r.stderr
-    assert cli("run", scen, "--out", clean, *args).returncode == 0
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--resume", *args)
+    assert rc == 0, err
+    assert f"note: {f}: damaged checkpoint chunk" in err
+    assert "trials 1000..1999 are recomputed" in err
+    assert cli_here(capsys, "run", scen, "--out", clean, *args)[0] == 0
     assert tables(out) == tables(clean)
 
 
@@ -411,7 +411,7 @@ def test_second_run_on_a_busy_folder_is_refused_and_writes_nothing(tmp_path, cap
     assert verify_manifest(out) == [] and not (out / ".escalation-sim.lock").exists()
 
 
-def test_stale_lock_is_taken_over_with_a_note(tmp_path):
+def test_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
     scen = scenario_file(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
@@ -421,9 +421,9 @@ def test_stale_lock_is_taken_over_with_a_note(tmp_path):
     (out / ".escalation-sim.lock").write_text(json.dumps(
         {"pid": dead, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+0000",
          "command": "escalation-sim run killed"}))
-    r = cli("run", scen, "--out", out, "--n-trials", 500, "--quiet")
-    assert r.returncode == 0, r.stderr
-    assert f"took over the lock left by pid {dead} on {socket.gethostname()}" in r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--n-trials", 500, "--quiet")
+    assert rc == 0, err
+    assert f"took over the lock left by pid {dead} on {socket.gethostname()}" in err
     assert not (out / ".escalation-sim.lock").exists()
 
 
