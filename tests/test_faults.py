@@ -186,7 +186,7 @@ def tables(folder: Path) -> dict:
 RUN = ["--n-trials", 40000, "--chunk-size", 400, "--seed", 11, "--quiet"]
 
 
-def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path, capsys):
     """kill -9 after a (seeded) random number of saved chunks, twice; resume on two workers;
     the tables equal an uninterrupted run's byte for byte (CSV floats are written in full)."""
     scen = scenario_file(tmp_path)
@@ -211,13 +211,13 @@ def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
     assert "damaged" not in r.stderr
     assert len(list((out / "checkpoint").glob("chunk-*.parquet"))) == 100
     assert not list((out / "checkpoint").glob(".*.tmp-*"))
-    r = cli("run", scen, "--out", clean, *RUN)
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", clean, *RUN)   # the uninterrupted run
+    assert rc == 0, err
     assert tables(out) == tables(clean)
     assert verify_manifest(out) == [] and verify_manifest(clean) == []
 
 
-def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
+def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path, capsys):
     f = study_file(tmp_path)
     out, clean = tmp_path / "out", tmp_path / "clean"
     child = Child("study", f, "--out", out, "--n-jobs", 2, "--backend", "loky", "--quiet",
@@ -233,8 +233,9 @@ def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
             "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "study.json").read_text())["resumed_trials"] == 5 * 500
-    r = cli("study", f, "--out", clean, "--backend", "sequential", "--quiet")
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "study", f, "--out", clean, "--backend", "sequential",
+                       "--quiet")
+    assert rc == 0, err
     assert tables(out) == tables(clean)
     assert verify_manifest(out) == []
 
@@ -285,7 +286,7 @@ def test_sigterm_and_sigint_stop_every_worker(tmp_path, sig, code):
     assert [p for p in kids if _running(p)] == []
 
 
-def test_kill_between_temp_write_and_rename(tmp_path):
+def test_kill_between_temp_write_and_rename(tmp_path, capsys):
     """A run killed during its final write never leaves a truncated file: every output is
     the old one or the new one, whole; the manifest is gone, so the folder reads as
     unfinished; the next run cleans up and completes."""
@@ -299,7 +300,7 @@ def test_kill_between_temp_write_and_rename(tmp_path):
     assert len(list(out.glob(".oc.csv.tmp-*"))) == 1
     assert verify_manifest(out)[0].endswith("did not finish")
     # a finished folder, rewritten by a different run killed at summary.csv
-    assert cli("run", scen, "--out", out, "--n-trials", 2000, "--quiet").returncode == 0
+    assert cli_here(capsys, "run", scen, "--out", out, "--n-trials", 2000, "--quiet")[0] == 0
     old = snapshot(out)
     r = cli("run", scen, "--out", out, "--n-trials", 3000, "--quiet",
             ESCALATION_SIM_TEST_DIE_BEFORE_RENAME="summary.csv")
@@ -309,15 +310,15 @@ def test_kill_between_temp_write_and_rename(tmp_path):
     assert now["summary.csv"] == old["summary.csv"]          # the old file, whole
     assert now["oc.csv"] != old["oc.csv"]                    # already the new one, whole
     assert pd.read_csv(out / "oc.csv")["n_trials"].eq(3000).all()
-    r = cli("run", scen, "--out", out, "--n-trials", 3000, "--quiet")
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--n-trials", 3000, "--quiet")
+    assert rc == 0, err
     assert verify_manifest(out) == [] and not list(out.glob(".*.tmp-*"))
 
 
-def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path):
+def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path, capsys):
     f = study_file(tmp_path)
     out = tmp_path / "out"
-    assert cli("study", f, "--out", out, "--quiet").returncode == 0
+    assert cli_here(capsys, "study", f, "--out", out, "--quiet")[0] == 0
     old = snapshot(out)
     r = cli("study", f, "--out", out, "--resume", "--quiet",
             ESCALATION_SIM_TEST_DIE_BEFORE_RENAME="oc.csv")
@@ -325,7 +326,7 @@ def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path):
     now = snapshot(out)
     assert now["oc.csv"] == old["oc.csv"] and now["study.json"] == old["study.json"]
     assert "manifest.json" not in now  # the folder says it is unfinished
-    assert cli("study", f, "--out", out, "--resume", "--quiet").returncode == 0
+    assert cli_here(capsys, "study", f, "--out", out, "--resume", "--quiet")[0] == 0
     assert verify_manifest(out) == []
     assert snapshot(out)["oc.csv"] == old["oc.csv"]
 
