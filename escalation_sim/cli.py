@@ -15,23 +15,31 @@ import warnings
 from typing import List, Optional
 
 # imported by _load_inputs() once the arguments are parsed (``--help`` needs none of it:
-# the scenario model pulls in pydantic, numpy and every design)
+# the designs pull in pydantic and numpy); the scenario model (yaml, the truth and conduct
+# models) only when a command loads a scenario (``table``/``boundaries`` without a file
+# start without it)
 MAX_DOSES = MAX_JOBS = MAX_SEED = MAX_TRIALS = None
-ScenarioError = load_scenario = printable = RunNote = OutputFolderError = Outcome = None
+ScenarioError = printable = RunNote = OutputFolderError = Outcome = None
 
 
 def _load_inputs() -> None:
-    global MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError, load_scenario, printable
+    global MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS, ScenarioError, printable
     global RunNote, OutputFolderError, Outcome
     from .designs.base import Outcome as _outcome
-    from .inputs import scenario as _sc
+    from .inputs import limits as _lim
     from .run import RunNote as _note
     from .run.lock import OutputFolderError as _ofe
-    MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS = (_sc.MAX_DOSES, _sc.MAX_JOBS, _sc.MAX_SEED,
-                                                 _sc.MAX_TRIALS)
-    ScenarioError, load_scenario, printable = _sc.ScenarioError, _sc.load_scenario, \
-        _sc.printable
+    MAX_DOSES, MAX_JOBS, MAX_SEED, MAX_TRIALS = (_lim.MAX_DOSES, _lim.MAX_JOBS, _lim.MAX_SEED,
+                                                 _lim.MAX_TRIALS)
+    ScenarioError, printable = _lim.ScenarioError, _lim.printable
     RunNote, OutputFolderError, Outcome = _note, _ofe, _outcome
+
+
+def load_scenario(*args, **kwargs):
+    """:func:`escalation_sim.inputs.scenario.load_scenario`, imported on first use."""
+    from .inputs.scenario import load_scenario as load
+    return load(*args, **kwargs)
+
 
 #: nodes printed by ``paths`` ((cohort size + 1) ^ cohorts grows fast)
 MAX_PATH_LEAVES = 100_000

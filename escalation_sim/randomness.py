@@ -51,14 +51,22 @@ def stream_key(seed: int, stream: str) -> int:
     return int(ss.generate_state(1, dtype=np.uint64)[0])
 
 
-def uniforms(key: int, trial, draw) -> np.ndarray:
-    """Uniforms in (0, 1) for broadcastable integer arrays ``trial`` and ``draw``."""
+def counters(trial, draw) -> np.ndarray:
+    """The stream-independent part of :func:`uniforms`: ``(trial << 20 | draw + 1) * gamma``
+    (mod 2**64), for broadcastable integer arrays.  Several streams drawn at the same
+    ``(trial, draw)`` positions share it (:func:`uniforms_at`)."""
     t = np.asarray(trial, dtype=np.uint64)
     d = np.asarray(draw, dtype=np.uint64)
     z = (t << np.uint64(_DRAW_BITS)) | d
     z = z + np.uint64(1)
     z *= _GAMMA
-    z += np.uint64(key)
+    return z
+
+
+def uniforms_at(key: int, counter: np.ndarray) -> np.ndarray:
+    """:func:`uniforms` of stream ``key`` at the positions whose :func:`counters` are given
+    (the same values, bit for bit)."""
+    z = counter + np.uint64(key)
     z ^= z >> _S30
     z *= _M1
     z ^= z >> _S27
@@ -70,3 +78,7 @@ def uniforms(key: int, trial, draw) -> np.ndarray:
     u *= _TO_UNIT
     return u
 
+
+def uniforms(key: int, trial, draw) -> np.ndarray:
+    """Uniforms in (0, 1) for broadcastable integer arrays ``trial`` and ``draw``."""
+    return uniforms_at(key, counters(trial, draw))

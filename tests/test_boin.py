@@ -231,6 +231,44 @@ def test_elimination_boundary_helper():
     assert elimination_boundary(0.6, 3) is None
 
 
+#: the grid of issue 18: targets 0.05..0.50, cut-offs 0.90..0.99 (steps of 0.01), n <= 100
+GRID_TARGETS = [round(0.05 + 0.01 * i, 2) for i in range(46)]
+GRID_CUTOFFS = [round(0.90 + 0.01 * i, 2) for i in range(10)]
+
+
+def test_elimination_boundary_equals_scipy_on_the_grid():
+    """elimination_boundary sums the binomial tail in integers (the command line's table
+    no longer imports scipy); each boundary must be the first y whose scipy value
+    ``1 - betainc(y + 1, n - y + 1, target)`` (how the rule was computed before, the
+    ``1 - pbeta`` of BOIN's get.boundary) exceeds the cut-off: every grid point, n = 1..100
+    (min_n = 1, so that n = 1 and 2 are compared too)."""
+    import numpy as np
+    from scipy import special
+    mismatches = []
+    for t in GRID_TARGETS:
+        for n in range(1, 101):
+            y = np.arange(1, n + 1)
+            pr = 1.0 - special.betainc(y + 1, n - y + 1, t)
+            for c in GRID_CUTOFFS:
+                above = np.flatnonzero(pr > c)
+                want = int(y[above[0]]) if above.size else None
+                got = elimination_boundary(t, n, c, 1)
+                if got != want:
+                    mismatches.append((t, n, c, want, got))
+    assert mismatches == []
+
+
+@pytest.mark.parametrize("target, cutoff", [(0.1, 0.99), (0.2, 0.96)])
+def test_elimination_near_tie_is_compared_in_floating_point(target, cutoff):
+    # n = 1 of 1: Pr(p > t | 1/1) = 1 - t^2 (the Beta(2, 1) tail).  In decimals 1 - t^2
+    # equals the cut-off (not above it); exactly, on the binary doubles, it lies above it
+    # by 7.8e-18 / 3.1e-17; in floating point (scipy, like the double 1 - t * t) it rounds
+    # to the cut-off.  The near tie is decided in floating point, as before: no boundary.
+    assert 1 - Fraction(target) ** 2 > Fraction(cutoff)
+    assert 1.0 - target * target == cutoff
+    assert elimination_boundary(target, 1, cutoff, 1) is None
+
+
 # ----------------------------------------------------------------------------- decisions
 D5 = BOIN(n_doses=5, target=0.3, cohort_size=3)
 

@@ -85,6 +85,15 @@ def cli(*args, **extra) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env(**extra), timeout=GUARD_S)
 
 
+def cli_here(capsys, *args) -> tuple:
+    """The command line in this process, for runs that need no process of their own (no
+    interpreter start-up and imports, ~0.5 CPU-s each): ``(exit code, stderr)``."""
+    from escalation_sim.cli import main
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    return rc, capsys.readouterr().err
+
+
 class Child:
     """A command-line run in its own session, reporting chunk boundaries through a pipe."""
 
@@ -177,7 +186,7 @@ def tables(folder: Path) -> dict:
 RUN = ["--n-trials", 40000, "--chunk-size", 400, "--seed", 11, "--quiet"]
 
 
-def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
+def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path, capsys):
     """kill -9 after a (seeded) random number of saved chunks, twice; resume on two workers;
     the tables equal an uninterrupted run's byte for byte (CSV floats are written in full)."""
     scen = scenario_file(tmp_path)
@@ -202,13 +211,13 @@ def test_sigkill_at_chunk_boundaries_then_resume_is_bit_identical(tmp_path):
     assert "damaged" not in r.stderr
     assert len(list((out / "checkpoint").glob("chunk-*.parquet"))) == 100
     assert not list((out / "checkpoint").glob(".*.tmp-*"))
-    r = cli("run", scen, "--out", clean, *RUN)
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", clean, *RUN)   # the uninterrupted run
+    assert rc == 0, err
     assert tables(out) == tables(clean)
     assert verify_manifest(out) == [] and verify_manifest(clean) == []
 
 
-def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
+def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path, capsys):
     f = study_file(tmp_path)
     out, clean = tmp_path / "out", tmp_path / "clean"
     child = Child("study", f, "--out", out, "--n-jobs", 2, "--backend", "loky", "--quiet",
@@ -224,8 +233,9 @@ def test_study_killed_on_two_workers_then_resumed_is_bit_identical(tmp_path):
             "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "study.json").read_text())["resumed_trials"] == 5 * 500
-    r = cli("study", f, "--out", clean, "--backend", "sequential", "--quiet")
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "study", f, "--out", clean, "--backend", "sequential",
+                       "--quiet")
+    assert rc == 0, err
     assert tables(out) == tables(clean)
     assert verify_manifest(out) == []
 
@@ -276,7 +286,7 @@ def test_sigterm_and_sigint_stop_every_worker(tmp_path, sig, code):
     assert [p for p in kids if _running(p)] == []
 
 
-def test_kill_between_temp_write_and_rename(tmp_path):
+def test_kill_between_temp_write_and_rename(tmp_path, capsys):
     """A run killed during its final write never leaves a truncated file: every output is
     the old one or the new one, whole; the manifest is gone, so the folder reads as
     unfinished; the next run cleans up and completes."""
@@ -290,7 +300,7 @@ def test_kill_between_temp_write_and_rename(tmp_path):
     assert len(list(out.glob(".oc.csv.tmp-*"))) == 1
     assert verify_manifest(out)[0].endswith("did not finish")
     # a finished folder, rewritten by a different run killed at summary.csv
-    assert cli("run", scen, "--out", out, "--n-trials", 2000, "--quiet").returncode == 0
+    assert cli_here(capsys, "run", scen, "--out", out, "--n-trials", 2000, "--quiet")[0] == 0
     old = snapshot(out)
     r = cli("run", scen, "--out", out, "--n-trials", 3000, "--quiet",
             ESCALATION_SIM_TEST_DIE_BEFORE_RENAME="summary.csv")
@@ -300,15 +310,15 @@ def test_kill_between_temp_write_and_rename(tmp_path):
     assert now["summary.csv"] == old["summary.csv"]          # the old file, whole
     assert now["oc.csv"] != old["oc.csv"]                    # already the new one, whole
     assert pd.read_csv(out / "oc.csv")["n_trials"].eq(3000).all()
-    r = cli("run", scen, "--out", out, "--n-trials", 3000, "--quiet")
-    assert r.returncode == 0, r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--n-trials", 3000, "--quiet")
+    assert rc == 0, err
     assert verify_manifest(out) == [] and not list(out.glob(".*.tmp-*"))
 
 
-def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path):
+def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path, capsys):
     f = study_file(tmp_path)
     out = tmp_path / "out"
-    assert cli("study", f, "--out", out, "--quiet").returncode == 0
+    assert cli_here(capsys, "study", f, "--out", out, "--quiet")[0] == 0
     old = snapshot(out)
     r = cli("study", f, "--out", out, "--resume", "--quiet",
             ESCALATION_SIM_TEST_DIE_BEFORE_RENAME="oc.csv")
@@ -316,7 +326,7 @@ def test_study_killed_during_final_write_keeps_a_good_oc(tmp_path):
     now = snapshot(out)
     assert now["oc.csv"] == old["oc.csv"] and now["study.json"] == old["study.json"]
     assert "manifest.json" not in now  # the folder says it is unfinished
-    assert cli("study", f, "--out", out, "--resume", "--quiet").returncode == 0
+    assert cli_here(capsys, "study", f, "--out", out, "--resume", "--quiet")[0] == 0
     assert verify_manifest(out) == []
     assert snapshot(out)["oc.csv"] == old["oc.csv"]
 
@@ -357,40 +367,42 @@ def test_24_single_bit_flips_never_change_results(tmp_path):
     assert caught >= 12, f"only {caught} of 24 flips were noticed"
 
 
-def test_damaged_chunk_through_the_command_line(tmp_path):
+def test_damaged_chunk_through_the_command_line(tmp_path, capsys):
     """The note names the file; the run exits 0 with the uninterrupted run's tables."""
     scen = scenario_file(tmp_path)
     out, clean = tmp_path / "out", tmp_path / "clean"
     args = ["--n-trials", 4000, "--chunk-size", 1000, "--quiet"]
-    assert cli("run", scen, "--out", out, "--resume", *args).returncode == 0
+    assert cli_here(capsys, "run", scen, "--out", out, "--resume", *args)[0] == 0
     f = out / "checkpoint" / "chunk-000000001000-000000002000.parquet"
     data = bytearray(f.read_bytes())
     data[len(data) // 3] ^= 0x10
     f.write_bytes(bytes(data))
-    r = cli("run", scen, "--out", out, "--resume", *args)
-    assert r.returncode == 0, r.stderr
-    assert f"note: {f}: damaged checkpoint chunk" in r.stderr
-    assert "trials 1000..1999 are recomputed" in r.stderr
-    assert cli("run", scen, "--out", clean, *args).returncode == 0
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--resume", *args)
+    assert rc == 0, err
+    assert f"note: {f}: damaged checkpoint chunk" in err
+    assert "trials 1000..1999 are recomputed" in err
+    assert cli_here(capsys, "run", scen, "--out", clean, *args)[0] == 0
     assert tables(out) == tables(clean)
 
 
 # ---------------------------------------------------------------------------------------------
 # one folder, one run
-def test_second_run_on_a_busy_folder_is_refused_and_writes_nothing(tmp_path):
+def test_second_run_on_a_busy_folder_is_refused_and_writes_nothing(tmp_path, capsys):
     scen = scenario_file(tmp_path)
     out = tmp_path / "out"
     first = Child("run", scen, "--out", out, "--resume", *RUN, hold_after=2, release=True)
     try:
         first.wait_for("hold")
         before = snapshot(out)
-        for second in (cli("run", scen, "--out", out, "--resume", *RUN),
-                       cli("run", scen, "--out", out, "--n-trials", 100),
-                       cli("study", study_file(tmp_path), "--out", out)):
-            assert second.returncode == 2, second.stderr
+        # the second runs in this process: the lock names another live process either way
+        for args in (("run", scen, "--out", out, "--resume", *RUN),
+                     ("run", scen, "--out", out, "--n-trials", 100),
+                     ("study", study_file(tmp_path), "--out", out)):
+            rc, err = cli_here(capsys, *args)
+            assert rc == 2, err
             assert (f"in use by another escalation-sim run (pid {first.proc.pid} on "
-                    f"{socket.gethostname()} since") in second.stderr
-            assert "Traceback" not in second.stderr
+                    f"{socket.gethostname()} since") in err
+            assert "Traceback" not in err
         assert snapshot(out) == before
         first.release()
         rc, _, err = first.finish()
@@ -400,7 +412,7 @@ def test_second_run_on_a_busy_folder_is_refused_and_writes_nothing(tmp_path):
     assert verify_manifest(out) == [] and not (out / ".escalation-sim.lock").exists()
 
 
-def test_stale_lock_is_taken_over_with_a_note(tmp_path):
+def test_stale_lock_is_taken_over_with_a_note(tmp_path, capsys):
     scen = scenario_file(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
@@ -410,26 +422,29 @@ def test_stale_lock_is_taken_over_with_a_note(tmp_path):
     (out / ".escalation-sim.lock").write_text(json.dumps(
         {"pid": dead, "host": socket.gethostname(), "started": "2026-01-01T00:00:00+0000",
          "command": "escalation-sim run killed"}))
-    r = cli("run", scen, "--out", out, "--n-trials", 500, "--quiet")
-    assert r.returncode == 0, r.stderr
-    assert f"took over the lock left by pid {dead} on {socket.gethostname()}" in r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", out, "--n-trials", 500, "--quiet")
+    assert rc == 0, err
+    assert f"took over the lock left by pid {dead} on {socket.gethostname()}" in err
     assert not (out / ".escalation-sim.lock").exists()
 
 
-def test_refused_runs_write_nothing(tmp_path):
+def test_refused_runs_write_nothing(tmp_path, capsys):
     out = tmp_path / "out"
-    assert cli("study", study_file(tmp_path), "--out", out, "--quiet").returncode == 0
+    assert cli_here(capsys, "study", study_file(tmp_path), "--out", out, "--quiet")[0] == 0
     before = snapshot(out)
-    r = cli("study", study_file(tmp_path, seed=7), "--out", out, "--resume", "--quiet")
-    assert r.returncode == 2
-    assert "seed was 2026, now 7" in r.stderr and "Traceback" not in r.stderr
+    rc, err = cli_here(capsys, "study", study_file(tmp_path, seed=7), "--out", out,
+                       "--resume", "--quiet")
+    assert rc == 2
+    assert "seed was 2026, now 7" in err and "Traceback" not in err
     assert snapshot(out) == before  # cells.json, cells.csv and the rest untouched
     scen = scenario_file(tmp_path)
     run_out = tmp_path / "run"
-    assert cli("run", scen, "--out", run_out, "--resume", "--n-trials", 1000).returncode == 0
+    assert cli_here(capsys, "run", scen, "--out", run_out, "--resume", "--n-trials",
+                    1000)[0] == 0
     before = snapshot(run_out)
-    r = cli("run", scen, "--out", run_out, "--resume", "--n-trials", 1000, "--seed", 7)
-    assert r.returncode == 2 and "seed was 11, now 7" in r.stderr
+    rc, err = cli_here(capsys, "run", scen, "--out", run_out, "--resume", "--n-trials", 1000,
+                       "--seed", 7)
+    assert rc == 2 and "seed was 11, now 7" in err
     assert snapshot(run_out) == before
 
 
@@ -536,12 +551,13 @@ def _peak_rss_mb(*args) -> float:
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in kB on Linux")
 def test_keep_trials_memory_does_not_grow_with_trials(tmp_path):
     """--keep-trials streams per-trial rows to disk chunk by chunk: ten times the trials adds
-    less than 40 MB of peak memory (holding them would add about 300 MB at 10^5 trials:
-    3 designs x 10^5 trials x 11 columns x 8 bytes, several times over as tables are built)."""
+    less than 40 MB of peak memory (holding them would add about 150 MB at 5 x 10^4 trials:
+    3 designs x 5 x 10^4 trials x 11 columns x 8 bytes = 13 MB, several times over as tables
+    are built)."""
     scen = scenario_file(tmp_path)
-    small = _peak_rss_mb("run", scen, "--out", tmp_path / "a", "--n-trials", 10_000,
-                         "--chunk-size", 2000, "--keep-trials", "--quiet")
-    large = _peak_rss_mb("run", scen, "--out", tmp_path / "b", "--n-trials", 100_000,
-                         "--chunk-size", 2000, "--keep-trials", "--quiet")
+    small = _peak_rss_mb("run", scen, "--out", tmp_path / "a", "--n-trials", 5_000,
+                         "--chunk-size", 1000, "--keep-trials", "--quiet")
+    large = _peak_rss_mb("run", scen, "--out", tmp_path / "b", "--n-trials", 50_000,
+                         "--chunk-size", 1000, "--keep-trials", "--quiet")
     assert large - small < 40, (small, large)
-    assert len(pd.read_parquet(tmp_path / "b" / "trials.parquet", columns=["trial"])) == 300_000
+    assert len(pd.read_parquet(tmp_path / "b" / "trials.parquet", columns=["trial"])) == 150_000

@@ -373,22 +373,102 @@ def test_patient_latents_equal_outcomes():
     assert po.late.any() and (po.worst_grade > 0).any()
 
 
+_HLH = """    - type: HLH
+      grades:
+        2: [0.01, 0.02, 0.03, 0.05]
+        3: [0.01, 0.01, 0.02, 0.04]
+      onset_days: {mean: 15, sd: 9, dist: lognormal}
+  correlation:"""
+
+
+def _cart_variant(kind):
+    """CART with other correlations, a third type, a type without onsets."""
+    if kind == "cart":
+        return CART
+    if kind == "negative":
+        return CART.replace("correlation: 0.5", "correlation: -0.3")
+    if kind == "independent":
+        return CART.replace("correlation: 0.5", "correlation: 0")
+    if kind == "three-types":
+        return CART.replace("  correlation:", _HLH, 1).replace("correlation: 0.5",
+                                                                "correlation: 0.4")
+    if kind == "no-onset":
+        return CART.replace("      onset_days: {mean: 3, sd: 2, dist: gamma}\n", "")
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["cart", "negative", "independent", "three-types",
+                                  "no-onset"])
+def test_patient_codes_equal_outcomes(kind):
+    """OutcomeModel.patient_codes + code_tables (what the cohort engine reads) must give, for
+    every (trial, patient, dose), the worst grade in the window and the DLT flag of
+    OutcomeModel.outcomes; 400 trials x 24 patients span two slices of _CODE_SLICE."""
+    from escalation_sim.inputs.scenario import load_scenario_text
+    model = load_scenario_text(_cart_variant(kind), "c.yaml").outcome_model
+    assert len(model.types) == (3 if kind == "three-types" else 2)
+    trials = np.arange(500, 900, dtype=np.uint64)
+    codes = model.patient_codes(5, trials, 24)
+    worst_t, dlt_t = model.code_tables()
+    t, k, d = np.meshgrid(trials, np.arange(24), np.arange(4), indexing="ij")
+    po = model.outcomes(5, t, k, d)
+    c = np.repeat(codes[:, :, None], 4, axis=2)
+    assert np.array_equal(worst_t[c, d].ravel(), po.worst_grade)
+    assert np.array_equal(dlt_t[c, d].ravel(), po.dlt)
+    assert po.dlt.any() and (po.worst_grade > 0).any()
+    if kind != "no-onset":
+        assert po.late.any()
+
+
+@pytest.mark.parametrize("kind", ["cart", "negative"])
+def test_bracketed_counts_equal_direct_counts(kind):
+    """Two correlated types: patient_codes finds most of the second type's counts from bins
+    of the two uniforms (OutcomeModel._bracket_table) and computes z for the rest; every
+    code must equal the direct count of thresholds above the latents that
+    OutcomeModel.patient_latents draws (z in _latents' order), on 192,000 patients."""
+    from escalation_sim.inputs.scenario import load_scenario_text
+    from escalation_sim.randomness import stream_key, uniforms
+    model = load_scenario_text(_cart_variant(kind), "c.yaml").outcome_model
+    trials = np.arange(8000, dtype=np.uint64)
+    codes = model.patient_codes(11, trials, 24)
+    x, late = model.patient_latents(11, trials, 24)
+    T = model._code_thresholds()
+    want = np.zeros(codes.shape, dtype=np.int64)
+    for j in range(2):
+        bj = (x[j][..., None] < T[j]).sum(axis=-1)
+        bj[late[j]] = 0
+        want = want * (T[j].size + 1) + bj
+    assert np.array_equal(codes, want)
+    # both routes were taken: bin pairs that decide, and patients whose z was needed
+    B = model._BRACKET_BINS
+    t, k = np.repeat(trials, 24), np.tile(np.arange(24, dtype=np.uint64), trials.size)
+    u0 = uniforms(stream_key(11, "dlt"), t, k)
+    u1 = uniforms(stream_key(11, "toxicity:ICANS"), t, k)
+    undecided = model._bracket_table()[(u0 * B).astype(int) * B + (u1 * B).astype(int)] < 0
+    assert 0.001 < undecided.mean() < 0.2
+
+
 def test_cohort_engine_tables_and_per_step_draws_agree():
     import escalation_sim.engines.cohort as co
     from escalation_sim.inputs.scenario import load_scenario_text
     sc = load_scenario_text(CART, "c.yaml")
+    # the patient tables without codes: a model whose code tables are refused
+    no_codes = load_scenario_text(CART, "c.yaml").outcome_model
+    no_codes.MAX_CODE_CELLS = 0
+    assert no_codes.code_tables() is None and sc.outcome_model.code_tables() is not None
     for item in sc.designs:
         a = co.simulate_cohort_chunk(item.design, sc.p_true, 3, 0, 4000, model=sc.outcome_model)
+        c = co.simulate_cohort_chunk(item.design, sc.p_true, 3, 0, 4000, model=no_codes)
         old, co._TABLE_CELLS = co._TABLE_CELLS, 0      # force the per-step path
         try:
             b = co.simulate_cohort_chunk(item.design, sc.p_true, 3, 0, 4000,
                                          model=sc.outcome_model)
         finally:
             co._TABLE_CELLS = old
-        assert np.array_equal(a.sids, b.sids)
-        assert (a.dlt is None) == (b.dlt is None)
-        if a.dlt is not None:
-            assert np.array_equal(a.dlt, b.dlt)
+        for other in (b, c):
+            assert np.array_equal(a.sids, other.sids)
+            assert (a.dlt is None) == (other.dlt is None)
+            if a.dlt is not None:
+                assert np.array_equal(a.dlt, other.dlt)
 
 
 def test_tidy_tables_gain_graded_columns_only_for_graded_truths():

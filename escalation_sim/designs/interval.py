@@ -47,6 +47,7 @@ e.g. a suspension), and defers to the complete-data ``step`` otherwise (see TITE
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import (TYPE_CHECKING, Any, ClassVar, Dict, List, Literal, NamedTuple, Optional, Sequence,
@@ -99,12 +100,64 @@ def prob_above(target: float, n: int, y: int) -> float:
     return 1.0 - float(special.betainc(y + 1, n - y + 1, target))
 
 
+#: a posterior probability within 1 / _NEAR_TIE of the cut-off is compared as
+#: :func:`prob_above` compares it (in floating point, scipy's betainc)
+_NEAR_TIE = 10 ** 12
+
+
 @lru_cache(maxsize=None)
 def elimination_boundary(target: float, n: int, cutoff: float = 0.95,
                          min_n: int = 3) -> Optional[int]:
-    """Smallest y in 1..n with Pr(p > target | y, n) > cutoff; None if n < min_n or none."""
+    """Smallest y in 1..n with Pr(p > target | y, n) > cutoff; None if n < min_n or none.
+
+    The decisions are those of ``prob_above(target, n, y) > cutoff`` (scipy), reached
+    without importing scipy: under the Beta(1, 1) prior ``Pr(p > t | y of n) = P(Binomial(n
+    + 1, t) <= y)`` (the Beta-binomial identity), summed in integers from the exact binary
+    values of ``target`` (``a / 2^e``) and ``cutoff``; only a probability within 1e-12 of
+    the cut-off (where a floating-point result could fall either side; e.g. n = 1, target
+    0.1, cut-off 0.99: 1 - 0.1^2 = 0.99 in decimals) is compared by :func:`prob_above`
+    itself.  tests/test_boin.py holds this to scipy on every target 0.05..0.5, cut-off
+    0.90..0.99 and n <= 100."""
     if n < min_n:
         return None
+    t, c = float(target), float(cutoff)
+    if not (0.0 < t < 1.0 and math.isfinite(c)):
+        return _boundary_by_scipy(target, n, cutoff)
+    e, S = _tail_numerators(t, n)
+    p, q = c.as_integer_ratio()            # cutoff = p / q exactly, q = 2^f
+    f = q.bit_length() - 1
+    # Pr = S[y] / 2^(e N).  On the common scale 2^m, m = max(e N, f): Pr > cutoff iff
+    # S[y] 2^(m - e N) > p 2^(m - f); a near tie is |difference| < 2^m / _NEAR_TIE
+    eN = e * (n + 1)
+    m = max(eN, f)
+    shift, limit = m - eN, p << (m - f)
+    near = ((1 << m) - 1) // _NEAR_TIE
+    for y in range(1, n + 1):
+        diff = (S[y] << shift) - limit
+        if -near <= diff <= near:
+            if prob_above(target, n, y) > cutoff:
+                return y
+        elif diff > 0:
+            return y
+    return None
+
+
+@lru_cache(maxsize=256)
+def _tail_numerators(t: float, n: int) -> Tuple[int, Tuple[int, ...]]:
+    """``(e, S)``: with ``t = a / 2^e`` exactly and N = n + 1, ``S[y] = sum_{i <= y} C(N, i)
+    a^i (2^e - a)^(N - i)`` for y = 0..n, so that ``P(Binomial(N, t) <= y) = S[y] / 2^(e
+    N)`` exactly (integers)."""
+    a, d = t.as_integer_ratio()
+    e, b, N = d.bit_length() - 1, d - a, n + 1
+    T = b ** N
+    S = [T]
+    for y in range(1, n + 1):
+        T = T * (N - y + 1) * a // (y * b)   # exact: T_y y b = T_(y-1) (N - y + 1) a
+        S.append(S[-1] + T)
+    return e, tuple(S)
+
+
+def _boundary_by_scipy(target: float, n: int, cutoff: float) -> Optional[int]:
     for y in range(1, n + 1):
         if prob_above(target, n, y) > cutoff:
             return y

@@ -104,6 +104,32 @@ def _walk_block(g: StateGraph, p: np.ndarray, key: int, trials: np.ndarray) -> n
     return _walk(g, trials.shape[0], cohort_y)
 
 
+def _walk_block_codes(g: StateGraph, lut: np.ndarray, dlt_lut: Optional[np.ndarray],
+                      codes: np.ndarray, dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
+    """:func:`_walk_block_table` reading each patient's code (:meth:`OutcomeModel.
+    patient_codes`, trials x patients): a patient at dose d contributes ``lut[code, d]``
+    (DLT flag or score units, from :meth:`OutcomeModel.code_tables`); ``dlt_lut`` gives a
+    score design's DLT flags for ``dlt_out``."""
+    m, N = codes.shape
+    K = g.K
+    lut = lut.ravel()
+    ck = codes.ravel() * np.int32(K)          # index of the patient's row of the tables
+    if dlt_lut is not None:
+        dlt_lut = dlt_lut.ravel()
+
+    def cohort_y(alive, s, d, c):
+        row, k = _patient_rows(g, s, c)
+        r, dd = alive[row], d[row]
+        idx = ck[r * N + k] + dd
+        if dlt_out is not None:
+            hit = np.flatnonzero(dlt_lut[idx])
+            if hit.size:
+                dlt_out[...] += np.bincount(r[hit] * K + dd[hit], minlength=m * K).reshape(
+                    m, K).astype(np.int16)
+        return np.bincount(row, weights=lut[idx], minlength=alive.size).astype(np.int32)
+    return _walk(g, m, cohort_y)
+
+
 def _walk_block_table(g: StateGraph, model, units, x: np.ndarray, late: np.ndarray,
                       dlt_out: Optional[np.ndarray] = None) -> np.ndarray:
     """:func:`_walk_block_model` reading the block's precomputed latents and late flags
@@ -172,6 +198,13 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
     cap = patient_cap(design) if model is not None else None
     if cap is not None and cap * design.n_doses > _TABLE_CELLS:
         cap = None
+    # faster still: one small integer per patient (:meth:`OutcomeModel.patient_codes`) and
+    # tables of its contribution at each dose, when the truth's thresholds are few enough
+    tabs = model.code_tables() if cap is not None else None
+    if tabs is not None:
+        worst_t, dlt_t = tabs
+        lut = units[worst_t] if score else dlt_t.astype(np.int64)
+        dlt_lut = dlt_t if score else None
     t0 = time.perf_counter()
     g = graph_for(design)
     states0, build0 = g.n_states, g.stats["build_seconds"]
@@ -183,6 +216,10 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
         trials = np.arange(b, e, dtype=np.uint64)
         if model is None:
             out[b - start:e - start] = _walk_block(g, p, key, trials)
+        elif tabs is not None:
+            codes = model.patient_codes(seed, trials, cap)
+            out[b - start:e - start] = _walk_block_codes(
+                g, lut, dlt_lut, codes, None if dlt is None else dlt[b - start:e - start])
         elif cap is not None:
             x, late = model.patient_latents(seed, trials, cap)
             out[b - start:e - start] = _walk_block_table(

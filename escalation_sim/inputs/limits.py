@@ -127,3 +127,18 @@ def check_word(v: str, shown: Optional[str] = None) -> str:
         raise ValueError(f"must be a non-empty word of letters, digits, '_' or '-' "
                          f"(got {got!r})")
     return s
+
+
+class ScenarioError(Exception):
+    """All the problems found in one scenario file (defined here, beside the formatting it
+    uses, so that the command line can catch it without importing the scenario model)."""
+
+    def __init__(self, source: str, problems: List[str]):
+        self.source = source
+        self.problems = problems
+        shown = problems[:MAX_PROBLEMS]
+        if len(problems) > MAX_PROBLEMS:
+            shown = shown + [f"... and {len(problems) - MAX_PROBLEMS:,} more problems"]
+        # one line per problem, whatever a message holds (a key with a newline ...)
+        super().__init__("\n".join(printable(f"{source}: {p}", keep_newlines=False)
+                                   for p in shown))

@@ -25,7 +25,7 @@ from ..designs.registry import get_entry, registry, unknown_type_message
 from ..designs.rules import RuleConflict
 from .limits import (MAX_DOSES, MAX_FILE_BYTES, MAX_JOBS, MAX_PROBLEMS, MAX_SEED,  # noqa: F401
                      MAX_TRIALS, MAX_YAML_DEPTH, MAX_YAML_VALUES, _CONTROL, _CONTROL_ALL,
-                     _MAX_MESSAGE, json_like, printable, short)
+                     _MAX_MESSAGE, ScenarioError, json_like, printable, short)
 from .truth import (DltCriterion, OutcomeModel, TruthSpec, scenario_window_days,
                     truth_problems)
 
@@ -147,20 +147,6 @@ class ScenarioModel(_Strict):
     @classmethod
     def _printable_description(cls, v):
         return _no_control(v, newlines=True)
-
-
-class ScenarioError(Exception):
-    """All the problems found in one scenario file."""
-
-    def __init__(self, source: str, problems: List[str]):
-        self.source = source
-        self.problems = problems
-        shown = problems[:MAX_PROBLEMS]
-        if len(problems) > MAX_PROBLEMS:
-            shown = shown + [f"... and {len(problems) - MAX_PROBLEMS:,} more problems"]
-        # one line per problem, whatever a message holds (a key with a newline ...)
-        super().__init__("\n".join(printable(f"{source}: {p}", keep_newlines=False)
-                                   for p in shown))
 
 
 @dataclass

@@ -99,7 +99,7 @@ from pydantic import (BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
                       field_validator, model_serializer, model_validator)
 
 from ..grades import MAX_GRADE, Scores, normalized_scores
-from ..randomness import stream_key, uniforms
+from ..randomness import counters, stream_key, uniforms, uniforms_at
 from ..types import LazyModule
 from .distributions import Distribution, DurationSpec
 from .limits import _CONTROL_ALL, MAX_DOSES, check_word, json_like, short
@@ -775,6 +775,185 @@ class OutcomeModel:
             if band.size:
                 late[j, band] = typ.onset.sample_from_uniforms(w[band]) > self.window_days
         return x.reshape(J, m, N), late.reshape(J, m, N)
+
+    #: most cells (codes x doses) of the :meth:`code_tables`; beyond it they are not built
+    MAX_CODE_CELLS = 1 << 16
+
+    def _code_thresholds(self) -> Optional[List[np.ndarray]]:
+        """Per type, its distinct grade thresholds ``self._thr[j][g][d]`` (g >= 1, every
+        dose), ascending; None when the code tables would exceed :data:`MAX_CODE_CELLS`."""
+        if "code_thr" not in self._cache:
+            T = [np.unique(np.asarray(self._thr[j][1:typ.max_grade + 1]).ravel())
+                 for j, typ in enumerate(self.types)]
+            cells = self.n_doses
+            for t in T:
+                cells *= t.size + 1
+            self._cache["code_thr"] = T if cells <= self.MAX_CODE_CELLS else None
+        return self._cache["code_thr"]
+
+    def code_tables(self) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """``(worst, dlt)``, shape ``(n_codes, n_doses)``: the worst grade in the window
+        (int8) and the DLT flag at each dose of a patient with code c
+        (:meth:`patient_codes`), or None when the truth has too many thresholds for tables.
+
+        Type j's part of the code is ``b_j``, the number of its distinct thresholds ``T_j``
+        (:meth:`_code_thresholds`, ascending) above its latent ``x_j`` (0 for an event that
+        starts after the window).  Thresholds above ``x_j`` are exactly the top ``b_j`` of
+        ``T_j``, so ``x_j < thr[g][d]`` iff ``b_j > 0`` and ``thr[g][d] >= T_j[-b_j]``:
+        the grade of type j at dose d is a function of ``b_j`` alone, and these tables give
+        :meth:`grades_at`'s values (same comparisons of the same numbers)."""
+        T = self._code_thresholds()
+        if T is None:
+            return None
+        if "code_tab" not in self._cache:
+            K = self.n_doses
+            sizes = [t.size + 1 for t in T]
+            n_codes = int(np.prod(sizes))
+            worst = np.zeros((n_codes, K), dtype=np.int8)
+            dlt = np.zeros((n_codes, K), dtype=bool)
+            rule = dict(self.rule)
+            codes = np.arange(n_codes)
+            stride = n_codes
+            for j, typ in enumerate(self.types):
+                stride //= sizes[j]
+                b = (codes // stride) % sizes[j]
+                # grade of type j at each dose per b (b = 0: no threshold above x: grade 0)
+                tab = np.zeros((sizes[j], K), dtype=np.int8)
+                for bb in range(1, sizes[j]):
+                    low = T[j][-bb]
+                    for gr in range(1, typ.max_grade + 1):
+                        tab[bb] += self._thr[j][gr] >= low
+                g = tab[b]
+                np.maximum(worst, g, out=worst)
+                if j in rule:
+                    dlt |= g >= rule[j]
+            self._cache["code_tab"] = (worst, dlt)
+        return self._cache["code_tab"]
+
+    def patient_codes(self, seed: int, trials, n_patients: int) -> np.ndarray:
+        """One integer per patient ``0 .. n_patients-1`` of each trial of ``trials``, shape
+        ``(len(trials), n_patients)``, from which :meth:`code_tables` give the worst grade in
+        the window and the DLT flag at every dose: the same values as :meth:`patient_latents`
+        and :meth:`grades_at` (the same draws and comparisons), in one small integer.  The
+        code is ``sum_j b_j * prod_{i > j} (|T_i| + 1)`` (see :meth:`code_tables`).  Needs
+        :meth:`code_tables` not None."""
+        T = self._code_thresholds()
+        if T is None:
+            raise ValueError("this truth has too many grade thresholds for code tables")
+        tr = np.asarray(trials, dtype=np.uint64).ravel()
+        m, N = tr.size, int(n_patients)
+        code = np.empty(m * N, dtype=np.int32)
+        # in slices of whole trials of about _CODE_SLICE patients: the temporaries stay in
+        # the processor's cache (about twice as fast as whole blocks of trials)
+        step = max(1, self._CODE_SLICE // max(N, 1))
+        keys = self._code_keys(seed)
+        k = np.arange(N, dtype=np.uint64)
+        for a in range(0, m, step):
+            tt = tr[a:a + step]
+            self._codes_into(code[a * N:(a + tt.size) * N], T, keys,
+                             counters(tt[:, None], k[None, :]).ravel())
+        return code.reshape(m, N)
+
+    #: patients per slice of :meth:`patient_codes`
+    _CODE_SLICE = 8192
+
+    def _code_keys(self, seed: int) -> List[Tuple[int, Optional[int]]]:
+        """Per type: the stream keys of its latent and of its onset (None: no onset law)."""
+        return [(stream_key(seed, "dlt" if j == 0 else LATENT_STREAM.format(type=typ.name)),
+                 None if typ.onset is None
+                 else stream_key(seed, ONSET_STREAM.format(type=typ.name)))
+                for j, typ in enumerate(self.types)]
+
+    def _codes_into(self, code: np.ndarray, T: List[np.ndarray], keys, base: np.ndarray
+                    ) -> None:
+        """:meth:`patient_codes` of the patients whose :func:`counters` are ``base``."""
+        rho = self.correlation
+        n = base.size
+        hit = np.empty(n, dtype=bool)
+        b = np.empty(n, dtype=np.int32)
+        code[...] = 0
+        bracket = self._bracket_table() if rho != 0.0 and len(self.types) == 2 else None
+        u0 = e0 = None
+        e = []
+        for j, typ in enumerate(self.types):
+            key, onset_key = keys[j]
+            u = uniforms_at(key, base)
+            if j == 0 or rho == 0.0:
+                u0 = u if j == 0 else u0
+                b[...] = 0
+                for thr in T[j]:
+                    np.less(u, thr, out=hit)
+                    b += hit
+            elif bracket is not None:
+                self._bracket_count(b, bracket, T[j], u0, u)
+            else:
+                # z_j = L[j, 0] e_0 + sum_{i=1..j} L[j, i] e_i, in _latents' order
+                if e0 is None:
+                    e0 = special.ndtri(u0)
+                e.append(special.ndtri(u))
+                x = self._chol[j, 0] * e0
+                for i in range(1, j + 1):
+                    x += self._chol[j, i] * e[i - 1]
+                b[...] = 0
+                for thr in T[j]:
+                    np.less(x, thr, out=hit)
+                    b += hit
+            if onset_key is not None:
+                w = uniforms_at(onset_key, base)
+                lo, hi = self._window_uniform(j)
+                late = w > hi
+                band = np.flatnonzero((w > lo) & (w <= hi))
+                if band.size:
+                    late[band] = typ.onset.sample_from_uniforms(w[band]) > self.window_days
+                b[late] = 0
+            code *= T[j].size + 1
+            code += b
+
+    #: uniform bins per axis of :meth:`_bracket_table` (a power of two: u * bins is exact)
+    _BRACKET_BINS = 512
+    #: margin around the bounds of :meth:`_bracket_table` (the bounds and z are computed
+    #: in floating point with errors of about 1e-14; see there)
+    _BRACKET_EPS = 1e-9
+
+    def _bracket_table(self) -> np.ndarray:
+        """Two correlated types: the second type's count ``b`` (thresholds above its latent
+        ``z = L10 Phi^-1(u0) + L11 Phi^-1(u1)``) for each pair of bins ``[i/B, (i+1)/B)`` of
+        ``(u0, u1)``, or -1 where the bin pair does not decide it.
+
+        ``Phi^-1`` is increasing, so in a bin pair z lies between the bounds computed from
+        the bins' ends ``E[i] = ndtri(i / B)`` (L10 < 0 swaps the first type's ends); the
+        count is decided when it is the same at both bounds widened by 1e-9 (far above the
+        floating-point errors of ndtri and of the sums, ~1e-14 for |z| < 9).  Most patients
+        then need no normal quantile; the others get z computed as :meth:`_latents` does,
+        so every count is that of the same comparisons."""
+        if "bracket" not in self._cache:
+            B = self._BRACKET_BINS
+            E = special.ndtri(np.arange(B + 1) / B)         # E[0] = -inf, E[B] = +inf
+            L0, L1 = float(self._chol[1, 0]), float(self._chol[1, 1])
+            lo0, hi0 = (E[:-1], E[1:]) if L0 > 0 else (E[1:], E[:-1])
+            lo = L0 * lo0[:, None] + L1 * E[None, :-1]
+            hi = L0 * hi0[:, None] + L1 * E[None, 1:]
+            T = self._code_thresholds()[1]
+            c_lo = T.size - np.searchsorted(T, lo - self._BRACKET_EPS, side="right")
+            c_hi = T.size - np.searchsorted(T, hi + self._BRACKET_EPS, side="right")
+            tab = np.where(c_lo == c_hi, c_lo, -1)
+            self._cache["bracket"] = tab.astype(np.int8 if T.size < 127 else np.int16).ravel()
+        return self._cache["bracket"]
+
+    def _bracket_count(self, b: np.ndarray, tab: np.ndarray, T: np.ndarray, u0: np.ndarray,
+                       u1: np.ndarray) -> None:
+        """``b`` = the second type's counts from :meth:`_bracket_table`, the undecided ones
+        from z itself."""
+        B = self._BRACKET_BINS
+        i0 = (u0 * B).astype(np.intp)
+        i0 *= B
+        i0 += (u1 * B).astype(np.intp)
+        b[...] = tab[i0]
+        todo = np.flatnonzero(b < 0)
+        if todo.size:
+            z = self._chol[1, 0] * special.ndtri(u0[todo])
+            z += self._chol[1, 1] * special.ndtri(u1[todo])
+            b[todo] = T.size - np.searchsorted(T, z, side="right")
 
     @staticmethod
     def fold_late(x: np.ndarray, late: np.ndarray) -> np.ndarray:
