@@ -779,7 +779,9 @@ class _Block:
                        self.u[r].tolist(), self.onset[r].tolist())
         ne = int(self.n_elig[r])
         rq = list(zip(self.ready[r, :ne].tolist(), self.order[r, :ne].tolist()))
-        return ClassicTrial(setup, d, (rq, self.at[r], self.failed[r], self.sdays[r])).run()
+        t = ClassicTrial(setup, d, (rq, self.at[r], self.failed[r], self.sdays[r])).run()
+        t.release()                      # (drops its heap and bound handlers: no cycle)
+        return t
 
 
 def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block: int,
