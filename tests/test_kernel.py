@@ -149,6 +149,53 @@ def test_states_beyond_the_table_run_in_python(monkeypatch):
         memo.pop("kernel_table", None)
 
 
+def test_table_grown_on_demand(monkeypatch):
+    """A table started from the empty state alone (PREBUILD = 1): each trial reaching a state
+    not enumerated yet stops, the state's successors are enumerated and the trial runs again
+    in the kernel; the results are still simpy's, none runs in Python."""
+    from escalation_sim.engines.calendar.fast import design_memo
+    design = build("crm", n_doses=5, cohort_size=2, max_n=20)
+    memo = design_memo(_setup(design))
+    memo.pop("kernel_table", None)
+    monkeypatch.setattr(kernel, "PREBUILD", 1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            counts = assert_kernel_trials(mp, design, [0.05, 0.1, 0.2, 0.3, 0.5],
+                                          Conduct(), 5, range(80))
+        assert counts.python == 0 and counts.kernel == 80
+        table = kernel.table_for(_setup(design))
+        assert 1 < len(table) < len(kernel.Table(_setup(design), prebuild=10**9))
+    finally:
+        memo.pop("kernel_table", None)
+
+
+def test_a_design_with_ever_new_states_goes_back_to_python(monkeypatch, caplog):
+    """A table still growing by more than DECLINE_GROWTH states per trial once past
+    DECLINE_STATES (here 100): the kernel gives the design up, with a note, and its trials
+    (this call's rest and later calls) run on the Python fast path; same trials as simpy."""
+    from escalation_sim.engines.calendar.fast import design_memo
+    design = build("boin", n_doses=5, cohort_size=1, max_n=18)
+    memo = design_memo(_setup(design))
+    memo.pop("kernel_table", None)
+    monkeypatch.setattr(kernel, "DECLINE_STATES", 100)
+    monkeypatch.setattr(kernel, "PREBUILD", 1)
+    p = [0.05, 0.1, 0.2, 0.3, 0.5]
+    try:
+        with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
+            with pytest.MonkeyPatch.context() as mp:
+                counts = assert_kernel_trials(mp, design, p, Conduct(), 5, range(600))
+        assert "this design's trials run on the Python fast path" in caplog.text
+        assert counts.python > 300
+        table = kernel.table_for(_setup(design))
+        assert table.declined
+        assert "gave up" in kernel.kernel_unsupported(_setup(design))
+        with pytest.MonkeyPatch.context() as mp:
+            counts = assert_kernel_trials(mp, design, p, Conduct(), 6, range(20))
+        assert counts.kernel == counts.python == 0
+    finally:
+        memo.pop("kernel_table", None)
+
+
 def _setup(design):
     from escalation_sim.engines.calendar.model import Setup
     return Setup(design, [0.1] * design.n_doses, Conduct(), False, 100)

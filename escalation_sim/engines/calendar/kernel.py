@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -39,8 +40,21 @@ from ...types import STOP_INDEX, StopReason
 _log = logging.getLogger("escalation_sim.engines.calendar")
 
 KERNEL_ENV = "ESCALATION_SIM_CALENDAR_KERNEL"
-#: states of one design's enumerated graph at most (beyond: those trials run in Python)
+#: states of a design enumerated before the first trial (breadth first); more on demand
+PREBUILD = 2_000
+#: states of one design's table at most (beyond: those trials run in Python)
 MAX_NODES = 400_000
+#: the kernel gives a design up for the process (its trials run on the Python fast path,
+#: with an INFO note) when, in one block of at least 100 trials, more than this fraction of
+#: the trials had to run in Python (long trials outgrowing their pre-drawn numbers, which the kernel then ran in
+#: vain) ...
+DECLINE_PYTHON = 0.25
+#: ... or when its table has more than DECLINE_STATES states and still grows by more than
+#: DECLINE_GROWTH states per trial (every trial a new path: each new state costs a
+#: decision, the trial a run again; e.g. N = 60 in cohorts of 1, where the kernel was 3x
+#: slower than the Python fast path)
+DECLINE_STATES = 8_000
+DECLINE_GROWTH = 2.0
 
 try:  # pragma: no cover - depends on the environment
     import numba as _nb
@@ -87,66 +101,126 @@ def kernel_unsupported(setup) -> Optional[str]:
             why.append(f"conduct.{name}")
     if not getattr(c, "screen_while_paused", True):
         why.append("conduct.screen_while_paused")
+    if not why:
+        from .fast import design_memo
+        table = design_memo(setup).get("kernel_table")
+        if table is not None and table.declined:
+            why.append("a design the kernel gave up (long trials or a growing table)")
     return ", ".join(why) or None
 
 
 # ---------------------------------------------------------------- the decision table
 class Table:
-    """The design's reachable complete-data states as arrays (see the module docstring)."""
+    """The design's complete-data states as arrays (see the module docstring): row k of
+    ``T`` is state k's decision (stop, dose, cohort size) and its successor per DLT count
+    (-1: not enumerated yet).  Built breadth first from the empty state up to
+    :data:`PREBUILD` states, then grown on demand (:meth:`expand`), up to :data:`MAX_NODES`."""
 
-    def __init__(self, setup):
-        states: List[Any] = []
-        decs: List[Any] = []
-        index: Dict[Any, int] = {}
-        root = setup.empty_state
-        index[root] = 0
-        states.append(root)
-        decs.append(setup.decide(root))
-        succ: List[List[int]] = []
-        i = 0
-        full = False
-        while i < len(states):            # breadth first: shallow states first
-            st, dec = states[i], decs[i]
-            row: List[int] = []
-            if not dec.stop:
-                for y in range(dec.cohort_size + 1):
-                    nxt = st.add_cohort(dec.dose, dec.cohort_size, y)
-                    k = index.get(nxt)
-                    if k is None:
-                        if len(states) >= MAX_NODES:
-                            full = True
-                            row.append(-1)
-                            continue
-                        k = index[nxt] = len(states)
-                        states.append(nxt)
-                        decs.append(setup.decide(nxt))
-                    row.append(k)
-            succ.append(row)
-            i += 1
-        n = len(states)
-        width = max([len(r) for r in succ] + [1])
-        self.succ = np.full((n, width), -1, dtype=np.int64)
-        for k, r in enumerate(succ):
-            self.succ[k, :len(r)] = r
-        # the kernel's table: stop, dose, cohort size, successor by DLT count
-        self.T = np.concatenate([
-            np.array([[int(bool(d.stop)), -1 if d.stop else int(d.dose),
-                       0 if d.stop else int(d.cohort_size)] for d in decs],
-                     dtype=np.int64).reshape(n, 3), self.succ], axis=1)
-        self.states = states
-        self.decs = decs
-        self.full = full
-        K = setup.K
-        self.n = np.array([s.n for s in states], dtype=np.int64).reshape(n, K)
-        self.y = np.array([s.y for s in states], dtype=np.int64).reshape(n, K)
-        self.total_n = self.n.sum(axis=1)
-        reasons = [d.stop_reason or StopReason.RULE_COMPLETE if d.stop else None
-                   for d in decs]
-        self.reason = reasons
-        self.stop_code = np.array([0 if r is None else STOP_INDEX[r] for r in reasons],
-                                  dtype=np.int64)
-        self._mtd = np.full(n, -2, dtype=np.int64)       # -2: not computed yet
+    def __init__(self, setup, prebuild: Optional[int] = None):
         self._setup = setup
+        self._lock = threading.Lock()
+        self.states: List[Any] = []
+        self.decs: List[Any] = []
+        self.reason: List[Any] = []
+        self._index: Dict[Any, int] = {}
+        self.full = False
+        #: the kernel gave this design up (see DECLINE_PYTHON)
+        self.declined = False
+        K = setup.K
+        self.T = np.full((0, T_SUCC + 1), -1, dtype=np.int64)
+        self._n = np.zeros((0, K), dtype=np.int64)
+        self._y = np.zeros((0, K), dtype=np.int64)
+        self._stop_code = np.zeros(0, dtype=np.int64)
+        self._mtd = np.zeros(0, dtype=np.int64)
+        self._add(setup.empty_state)
+        limit = PREBUILD if prebuild is None else prebuild
+        i = 0
+        while i < len(self.states) and len(self.states) < limit:   # breadth first
+            self._expand(i)
+            i += 1
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def _grow(self, rows: int, width: int) -> None:
+        cap, w = self.T.shape
+        if rows <= cap and width <= w:
+            return
+        new_cap = max(cap, 64)
+        while new_cap < rows:
+            new_cap *= 2
+        width = max(w, width)
+        T = np.full((new_cap, width), -1, dtype=np.int64)
+        T[:cap, :w] = self.T
+        self.T = T
+        K = self._n.shape[1]
+
+        def more(a, shape, fill):
+            b = np.full(shape, fill, dtype=np.int64)
+            b[:a.shape[0]] = a
+            return b
+        self._n = more(self._n, (new_cap, K), 0)
+        self._y = more(self._y, (new_cap, K), 0)
+        self._stop_code = more(self._stop_code, (new_cap,), 0)
+        self._mtd = more(self._mtd, (new_cap,), -2)           # -2: not computed yet
+
+    def _add(self, st) -> int:
+        """Index of a new state ``st`` (-1: the table is full)."""
+        k = len(self.states)
+        if k >= MAX_NODES:
+            self.full = True
+            return -1
+        dec = self._setup.decide(st)
+        size = 0 if dec.stop else int(dec.cohort_size)
+        self._grow(k + 1, T_SUCC + size + 1)
+        self.T[k, T_STOP] = int(bool(dec.stop))
+        self.T[k, T_DOSE] = -1 if dec.stop else int(dec.dose)
+        self.T[k, T_SIZE] = size
+        self._n[k] = st.n
+        self._y[k] = st.y
+        reason = (dec.stop_reason or StopReason.RULE_COMPLETE) if dec.stop else None
+        self._stop_code[k] = 0 if reason is None else STOP_INDEX[reason]
+        self.states.append(st)
+        self.decs.append(dec)
+        self.reason.append(reason)
+        self._index[st] = k
+        return k
+
+    def _expand(self, k: int) -> bool:
+        dec = self.decs[k]
+        if dec.stop:
+            return True
+        st = self.states[k]
+        ok = True
+        for y in range(dec.cohort_size + 1):
+            if self.T[k, T_SUCC + y] >= 0:
+                continue
+            nxt = st.add_cohort(dec.dose, dec.cohort_size, y)
+            j = self._index.get(nxt)
+            if j is None:
+                j = self._add(nxt)
+                if j < 0:
+                    ok = False
+                    continue
+            self.T[k, T_SUCC + y] = j
+        return ok
+
+    def expand(self, k: int) -> bool:
+        """Enumerate the successors of state ``k``; False if the table is full."""
+        with self._lock:
+            return self._expand(k)
+
+    @property
+    def n(self) -> np.ndarray:
+        return self._n
+
+    @property
+    def y(self) -> np.ndarray:
+        return self._y
+
+    @property
+    def stop_code(self) -> np.ndarray:
+        return self._stop_code
 
     def mtd(self, nodes: np.ndarray) -> np.ndarray:
         """The selected dose (-1: none) of each final state ``nodes``."""
@@ -164,9 +238,6 @@ def table_for(setup) -> Table:
     t = memo.get("kernel_table")
     if t is None:
         t = memo["kernel_table"] = Table(setup)
-        if t.full:
-            _log.info("calendar kernel: %s states enumerated (the cap); trials going "
-                      "beyond run on the Python fast path", f"{MAX_NODES:,}")
     return t
 
 
@@ -197,8 +268,8 @@ N_Q = 16
 # integer state (row Q_S)
 (S_SEQ, S_FIN, S_NODE, S_CUR, S_NPAT, S_INFL, S_TREAT, S_MANUF, S_PHASE, S_DROP, S_RQPOS,
  S_ARMED, S_NTOX, S_QH, S_QT, S_WH, S_WT, S_INFU, S_LOST, S_WMAX, S_WCLOSE, S_HN, S_NDT,
- S_HASFIRST, S_STATUS, S_NELIG, S_NSCR, S_NSF) = range(28)
-N_S = 28
+ S_HASFIRST, S_STATUS, S_NELIG, S_NSCR, S_NSF, S_NEEDY) = range(29)
+N_S = 29
 # float state (row X_F)
 F_NOW, F_FIRST, F_TEND, F_ATLAST = range(4)
 # integer parameters (row Q_PI)
@@ -589,6 +660,7 @@ def _complete(T, A, B, X, Q, c):
     nxt = T[Q[Q_S, S_NODE], T_SUCC + y]
     if nxt < 0:
         Q[Q_S, S_STATUS] = ST_NODE                # a state beyond the table
+        Q[Q_S, S_NEEDY] = y
         return
     Q[Q_S, S_NODE] = nxt
     delay = X[X_PF, PF_REVIEW]
@@ -713,6 +785,9 @@ def run_block(T, PI, PF, manuf, p, ready, n_elig, at, failed, fail_at, drop, dro
         Q[Q_S, S_NELIG] = n_elig[r]
         _run_trial(T, A, B, X, Q)
         o_int[r, 0] = Q[Q_S, S_STATUS]
+        if Q[Q_S, S_STATUS] == ST_NODE:           # (the state to enumerate next)
+            o_int[r, 1] = Q[Q_S, S_NODE]
+            o_int[r, 2] = Q[Q_S, S_NEEDY]
         if Q[Q_S, S_STATUS] != ST_OK:
             continue
         o_int[r, 1] = Q[Q_S, S_NODE]
@@ -789,6 +864,12 @@ class _Block:
         return t
 
 
+def _growing(table: Table, n0: int, trials: int) -> bool:
+    """The table is large and grew by more than DECLINE_GROWTH states per trial of the block
+    since it had ``n0`` states."""
+    return len(table) > DECLINE_STATES and len(table) - n0 > DECLINE_GROWTH * trials
+
+
 def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block: int,
              int_cols) -> Dict[str, Any]:
     """The per-trial columns of ``simulate_des_trials`` for ``trials`` (see the module
@@ -806,16 +887,50 @@ def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block
         tr = trials[rows].astype(np.uint64)
         blk = _Block(plan, tr, na, npat, ne)
         fa, dr, dd, pre, post, fd = blk.pat
-        run_block(table.T, PI, PF, manuf, p, blk.ready, blk.n_elig, blk.at, blk.failed, fa, dr, dd, pre, post, fd,
-                  blk.u, o_int[rows], o_float[rows], o_dts[rows])
+        ins = (blk.ready, blk.n_elig, blk.at, blk.failed, fa, dr, dd, pre, post, fd, blk.u)
+        n0 = len(table)
+        if table.declined:                       # (the rest of this call: Python)
+            o_int[rows, 0] = ST_MORE
+            again = np.zeros(0, dtype=np.int64)
+        else:
+            run_block(table.T, PI, PF, manuf, p, *ins, o_int[rows], o_float[rows],
+                      o_dts[rows])
+            # trials reaching a state beyond the table: enumerate its successors, run them
+            # again (all such trials of the block in one call, until none is left or the
+            # table is full)
+            again = np.flatnonzero(o_int[rows, 0] == ST_NODE)
+        while again.size:
+            if _growing(table, n0, tr.size):
+                break                            # (left to Python; the design declined)
+            grown = np.array([table.expand(int(k)) for k in o_int[b + again, 1]], dtype=bool)
+            again = again[grown]
+            if not again.size:
+                break
+            sub_int = np.zeros((again.size, _N_OUT_INT), dtype=np.int64)
+            sub_float = np.zeros((again.size, 2))
+            sub_dts = np.zeros((again.size, o_dts.shape[1]))
+            run_block(table.T, PI, PF, manuf, p, *[a[again] for a in ins], sub_int,
+                      sub_float, sub_dts)
+            o_int[b + again], o_float[b + again], o_dts[b + again] = sub_int, sub_float, \
+                sub_dts
+            again = again[sub_int[:, 0] == ST_NODE]
+        n_py = 0
         for r in range(tr.size):
             if o_int[b + r, 0] != ST_OK:
+                n_py += 1
                 t = blk.python_trial(setup, r)
                 if t.t_end > HORIZON_DAYS:
                     raise past_horizon(int(tr[r]))
                 py[b + r] = t
             elif o_float[b + r, 0] > HORIZON_DAYS:
                 raise past_horizon(int(tr[r]))
+        if not table.declined and ((tr.size >= 100 and n_py > DECLINE_PYTHON * tr.size)
+                                   or _growing(table, n0, tr.size)):
+            table.declined = True
+            _log.info("calendar kernel: %d of %d trials needed more pre-drawn numbers, and "
+                      "the design's table grew by %d states to %d; this design's trials run "
+                      "on the Python fast path from now on", n_py, tr.size, len(table) - n0,
+                      len(table))
     return _columns(setup, table, trials, o_int, o_float, o_dts, py, int_cols)
 
 
@@ -843,7 +958,7 @@ def _columns(setup, table: Table, trials, o_int, o_float, o_dts, py, int_cols):
             "n_decisions": 12}
     for name, k in cols.items():
         ints[name][:] = o_int[:, k]
-    ints["n_evaluable"][:] = table.total_n[node]
+    ints["n_evaluable"][:] = n.sum(axis=1)
     reasons = table.reason
     states = [table.states[k] for k in node.tolist()]
     stop_reason = np.empty(m, dtype=object)
