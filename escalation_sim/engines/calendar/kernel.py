@@ -10,15 +10,17 @@ by numpy exactly as :class:`~.fast.LeanChunkDraws` draws it).
 
 What stays outside the compiled loop:
 
-* *Decisions.*  Classic decisions depend only on the complete-data state, so before the
-  run the design's states reachable from the empty state are enumerated once (merged by
-  state, memoised per design with the fast path's memos; at most :data:`MAX_NODES`), each
-  with its decision (stop / dose / cohort size) and its successor for every DLT count.
-  The kernel walks these arrays.
-* *Anything rare.*  A trial that needs more pre-drawn numbers than its block holds, or that
-  reaches a state beyond the enumerated ones, is flagged by the kernel and run again from
-  its start on the Python :class:`~.fast.ClassicTrial` (which extends its draws on demand),
-  so the kernel never needs a second source of numbers.
+* *Decisions.*  Classic decisions depend only on the complete-data state, so the design's
+  states (merged by state, memoised per design with the fast path's memos) are kept as an
+  array, each with its decision (stop / dose / cohort size) and its successor for every DLT
+  count: :data:`PREBUILD` states enumerated breadth first before the first trial, more on
+  demand (a trial reaching a state not enumerated yet stops; the state's successors are
+  added and the trial runs again), at most :data:`MAX_NODES`.  The kernel walks the array.
+* *Anything rare.*  A trial that needs more pre-drawn numbers than its block holds, or a
+  state beyond :data:`MAX_NODES`, is flagged by the kernel and run again from its start on
+  the Python :class:`~.fast.ClassicTrial` (which extends its draws on demand), so the kernel
+  never needs a second source of numbers.  A design for which this is frequent is given up
+  (:data:`DECLINE_PYTHON`).
 
 Used by :func:`~escalation_sim.engines.calendar.simulate_des_trials` for classic designs
 (binary truth, limited accrual, no patient log) on the fast path when numba is installed
