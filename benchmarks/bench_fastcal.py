@@ -1,13 +1,17 @@
-"""The calendar engine's fast path against the simpy engine (issue 16, item 2).
+"""The calendar engine's fast path and compiled kernel against the simpy engine (issue 16,
+item 2).
 
 Every design of the seed scenario (scenarios/relma_cel_sle.yaml: 4 doses, N = 24, cohorts of
 3, its CAR-T ``conduct`` block with sentinel spacing and a follow-up cap) plus TITE-BOIN and
-TITE-CRM, on one core, through ``simulate_des_trials(..., engine="simpy" | "fast")``.  The two
-engines are timed interleaved in one process (round r: simpy then fast, for each design), so
-a machine shared with other jobs slows both alike and the ratio fast / simpy stays
-meaningful; each figure is the median over ``--rounds`` of trials per CPU second (process
-time) and per wall second.  Before timing, both engines run the first 200 trials (fills the
-decision memo) and their outputs are compared (the script stops if they differ).
+TITE-CRM, on one core, through ``simulate_des_trials(..., engine="simpy" | "fast")``; "fast"
+is timed twice for the classic designs on a binary truth: the Python fast path
+(``ESCALATION_SIM_CALENDAR_KERNEL=0``) and the compiled kernel (engines/calendar/kernel.py,
+numba; "-" where it does not apply or numba is not installed).  The engines are timed
+interleaved in one process (round r: simpy, fast, kernel, for each design), so a machine
+shared with other jobs slows them alike and the ratios to simpy stay meaningful; each figure
+is the median over ``--rounds`` of trials per CPU second (process time) and per wall second.
+Before timing, every engine runs the first 200 trials (fills the decision memo, compiles the
+kernel) and their outputs are compared (the script stops if they differ).
 
 Reference figures for R on this machine class (quoted in the README, not timed here):
 TITEgBOIN about 675 trials/s for TITE-BOIN, dfcrm::titesim about 40 for TITE-CRM.
@@ -37,7 +41,8 @@ from _common import add_save_option, record  # noqa: E402
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
 from escalation_sim.designs.registry import get_entry  # noqa: E402
-from escalation_sim.engines.calendar import calendar_truth, simulate_des_trials  # noqa: E402
+from escalation_sim.engines.calendar import (calendar_truth, is_time_to_event,  # noqa: E402
+                                             kernel, simulate_des_trials)
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026
@@ -57,6 +62,18 @@ def _same(a: dict, b: dict) -> bool:
         elif v != w:
             return False
     return True
+
+
+def _run(engine, design, p, conduct, trials):
+    """``simulate_des_trials`` on ``engine``: simpy, fast (the Python fast path, kernel off)
+    or kernel (the fast path with the compiled kernel)."""
+    if engine == "fast":
+        os.environ[kernel.KERNEL_ENV] = "0"
+    try:
+        return simulate_des_trials(design, p, conduct, SEED, trials,
+                                   engine="simpy" if engine == "simpy" else "fast")
+    finally:
+        os.environ.pop(kernel.KERNEL_ENV, None)
 
 
 def _designs(sc):
@@ -105,41 +122,59 @@ def main(argv=None):
               f"{'graded' if sc.model.truth.graded else 'binary'} truth")
     print(f"{args.trials:,} trials per timing, median of {args.rounds} interleaved rounds, "
           f"one core; load average {load:.1f} on {os.cpu_count()} CPUs at start")
+    os.environ.pop(kernel.KERNEL_ENV, None)
+    engines = {}            # (label, name) -> the engines timed
     for sc, label, p, conduct, name, design in runs:
-        a = simulate_des_trials(design, p, conduct, SEED, range(200), engine="simpy")
-        b = simulate_des_trials(design, p, conduct, SEED, range(200), engine="fast")
-        if not _same(a, b):
-            raise SystemExit(f"{label} {name}: the fast path and simpy differ")
+        k = (label, name)
+        engines[k] = ["simpy", "fast"]
+        if kernel.HAVE_NUMBA and not is_time_to_event(design) and "(graded)" not in label:
+            engines[k].append("kernel")
+        a = _run("simpy", design, p, conduct, range(200))
+        for eng in engines[k][1:]:
+            if not _same(a, _run(eng, design, p, conduct, range(200))):
+                raise SystemExit(f"{label} {name}: {eng} and simpy differ")
     keys = [(label, name) for _, label, _, _, name, _ in runs]
-    cpu = {(k, e): [] for k in keys for e in ("simpy", "fast")}
+    cpu = {(k, e): [] for k in keys for e in engines[k]}
     wall = {k: [] for k in cpu}
     for _ in range(args.rounds):
         for (sc, _, p, conduct, name, design), k in zip(runs, keys, strict=True):
-            for eng in ("simpy", "fast"):
+            for eng in engines[k]:
                 t0, c0 = time.perf_counter(), time.process_time()
-                simulate_des_trials(design, p, conduct, SEED, range(args.trials), engine=eng)
+                _run(eng, design, p, conduct, range(args.trials))
                 cpu[k, eng].append(args.trials / (time.process_time() - c0))
                 wall[k, eng].append(args.trials / (time.perf_counter() - t0))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{'scenario':<26}{'design':<12}{'simpy/cpu s':>13}{'fast/cpu s':>12}"
-          f"{'fast/wall s':>13}{'fast/simpy':>12}  R reference")
+          f"{'fast/simpy':>12}{'kernel/cpu s':>14}{'kernel/wall s':>15}{'kernel/simpy':>14}"
+          f"  R reference")
     for sc, label, _, _, name, _ in runs:
         k = (label, name)
-        s = statistics.median(cpu[k, "simpy"])
-        f = statistics.median(cpu[k, "fast"])
-        fw = statistics.median(wall[k, "fast"])
-        ratio = statistics.median(x / y for x, y in zip(cpu[k, "fast"], cpu[k, "simpy"],
-                                                         strict=True))
+
+        def med(eng, table=cpu):
+            return statistics.median(table[k, eng]) if (k, eng) in table else None
+
+        def ratio(eng):
+            if (k, eng) not in cpu:
+                return None
+            return statistics.median(x / y for x, y in zip(cpu[k, eng], cpu[k, "simpy"],
+                                                             strict=True))
+        s, f, kn, kw = med("simpy"), med("fast"), med("kernel"), med("kernel", wall)
+        rf, rk = ratio("fast"), ratio("kernel")
+        best = kn if kn is not None else f
         ref = R_REFERENCE.get(name)
-        ref_txt = f"{ref[0]} ~{ref[1]:,.0f}/s: fast {f / ref[1]:,.0f}x, simpy " \
+        ref_txt = f"{ref[0]} ~{ref[1]:,.0f}/s: fastest {best / ref[1]:,.0f}x, simpy " \
                   f"{s / ref[1]:,.0f}x" if ref else ""
-        print(f"{label:<26}{name:<12}{s:>13,.0f}{f:>12,.0f}{fw:>13,.0f}{ratio:>12.2f}  "
-              f"{ref_txt}")
+
+        def fmt(v, w, spec=",.0f"):
+            return f"{v:>{w}{spec}}" if v is not None else f"{'-':>{w}}"
+        print(f"{label:<26}{name:<12}{s:>13,.0f}{f:>12,.0f}{rf:>12.2f}{fmt(kn, 14)}"
+              f"{fmt(kw, 15)}{fmt(rk, 14, '.2f')}  {ref_txt}")
         record(args.save, benchmark="calendar_fast_vs_simpy", scenario=sc.name, design=name,
                truth="graded" if label.endswith("(graded)") else "binary",
                n_trials=args.trials, rounds=args.rounds, simpy_cpu_trials_per_s=s,
-               fast_cpu_trials_per_s=f, fast_wall_trials_per_s=fw, fast_over_simpy=ratio,
-               load_average=load, load_average_end=load_end,
+               fast_cpu_trials_per_s=f, fast_wall_trials_per_s=med("fast", wall),
+               fast_over_simpy=rf, kernel_cpu_trials_per_s=kn, kernel_wall_trials_per_s=kw,
+               kernel_over_simpy=rk, load_average=load, load_average_end=load_end,
                r_reference=None if ref is None else {"name": ref[0], "trials_per_s": ref[1]})
     print(f"load average at the end {load_end:.1f}")
 

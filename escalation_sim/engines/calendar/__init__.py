@@ -81,7 +81,7 @@ from ...inputs.conduct import Conduct
 from ...inputs.truth import OutcomeModel
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
-from .fast import HeapClock, choose, fast_draw_plan, trial_class, unsupported
+from .fast import ClassicTrial, HeapClock, choose, fast_draw_plan, trial_class, unsupported
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -228,6 +228,10 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     make, lean = trial_class(setup)
     if make is not Trial:                        # the fast path's lean trials
         plan = fast_draw_plan(plan)
+        if make is ClassicTrial and lean is not None:
+            from . import kernel                 # compiled classic trials (numba), if any
+            if kernel.enabled() and kernel.kernel_unsupported(setup) is None:
+                return kernel.simulate(setup, plan, trials, na, npat, ne, BLOCK, _INT_COLS)
     gc_on = gc.isenabled()
     gc.disable()
     try:
