@@ -26,8 +26,9 @@ from escalation_sim.inputs.distributions import DurationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
-#: bundled scenarios whose conduct uses options of issue 14 the fast path leaves to simpy
-#: (backfill, short products, costs ...); checked below to fall back
+#: bundled scenarios whose conduct uses options of issue 14 that time-to-event designs run on
+#: simpy (backfill, short products): their classic designs are checked in
+#: test_fast_path_equals_simpy_with_backfill_and_shortfall_on_cart_backfill
 SIMPY_ONLY = ("cart_backfill",)
 TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm", "rolling6"]
 
@@ -133,11 +134,69 @@ def test_heap_clock_raises_when_nothing_is_left_before_stop():
 
 
 # ------------------------------------------------------------------ bundled scenarios
-def test_issue14_conduct_options_fall_back_to_simpy():
+def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
+    """Backfill, short products, costs and the review options run on the fast path for
+    classic designs on a binary truth; with a time-to-event design, a graded truth, or the
+    options not on the allow-list (min_followup_days, screen_while_paused,
+    manufacturing_capacity) the call runs on simpy."""
     sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    conduct = sc.model.conduct
     for it in sc.designs:
-        assert clock_for(it.design, sc.model.conduct) is SimpyClock
-        assert "conduct.backfill" in unsupported(it.design, sc.model.conduct, CohortPolicy)
+        assert clock_for(it.design, conduct) is HeapClock
+        assert unsupported(it.design, conduct, CohortPolicy) is None
+    tite = build("tite-boin")
+    sf = {"shortfall": conduct.shortfall.model_dump()}
+    assert "conduct.shortfall" in unsupported(tite, _conduct(Conduct(), sf), TimeToEventPolicy)
+    assert clock_for(tite, _conduct(Conduct(), sf)) is SimpyClock
+    assert unsupported(build("boin"), conduct, CohortPolicy, graded_truth=True) == \
+        "conduct.backfill, conduct.shortfall, conduct.costs"
+    for extra, field in (({"min_followup_days": 7.0}, "conduct.min_followup_days"),
+                         ({"screen_while_paused": False}, "conduct.screen_while_paused"),
+                         ({"manufacturing_capacity": {"slots": 2}},
+                          "conduct.manufacturing_capacity")):
+        assert unsupported(build("boin"), _conduct(conduct, extra), CohortPolicy) == field
+
+
+def _conduct(base: Conduct, extra: dict) -> Conduct:
+    """``base`` with the fields of ``extra`` (validated as a scenario's block)."""
+    return Conduct.model_validate({**base.model_dump(), **extra})
+
+
+def test_fast_path_equals_simpy_with_backfill_and_shortfall_on_cart_backfill():
+    """scenarios/cart_backfill.yaml (backfill, short products counted as assigned, costs):
+    its designs and the other classic designs that take backfill (mTPI-2, Keyboard, i3+3,
+    BLRM on the scenario's dose amounts), then the same block with the short products counted
+    as received or excluded, under a review before escalations on a 14-day calendar and with
+    cohorts of 3, 2, 1: every design on the lean ConductTrial, trials and patient logs as
+    simpy's."""
+    from escalation_sim.engines.calendar import fast
+    from escalation_sim.engines.calendar.model import Setup
+    sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    tr = sc.model.trial
+    p = sc.p_true.tolist()
+    designs = [it.design for it in sc.designs]
+    designs += [build(t, sc.n_doses, sc.target, tr.cohort_size, tr.max_n)
+                for t in ("mtpi2", "keyboard", "i3+3")]
+    ctx = DesignContext(n_doses=sc.n_doses, target=sc.target, cohort_size=tr.cohort_size,
+                        max_n=tr.max_n, start_dose=0)
+    blrm = get_entry("blrm")
+    designs.append(blrm.build(blrm.spec_model(type="blrm", dose_amounts=[
+        d.amount for d in sc.model.doses]), ctx))
+    base = sc.model.conduct
+    sf = base.shortfall.model_dump()
+    variants = [base]
+    for policy in ("received", "exclude"):
+        variants.append(_conduct(base, {
+            "shortfall": dict(sf, policy=policy, prob=0.4),
+            "review": {"days": 3.0, "before": "escalation"}, "review_every_days": 14.0,
+            "cohort_sizes": [3, 2, 1]}))
+    for design in designs:
+        for conduct in variants:
+            assert clock_for(design, conduct) is HeapClock
+            setup = Setup(design, p, conduct, False, 1000, clock=HeapClock)
+            assert fast.trial_class(setup)[0].__name__ == "ConductTrial"
+            res = assert_same_trials(design, p, conduct, 7, range(40))
+            assert res["n_backfill"].sum() > 0 and res["n_short"].sum() > 0
 
 
 @pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem not in SIMPY_ONLY],
@@ -205,6 +264,74 @@ def conducts(draw):
 def test_fast_path_equals_simpy_on_random_scenarios(conduct, type_name, n_doses, cohort_size,
                                                     max_n, seed, p):
     design = build(type_name, n_doses=n_doses, cohort_size=cohort_size, max_n=max_n)
+    assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
+
+
+CLASSIC = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "blrm"]
+#: designs deciding by fixed cohorts: no backfill, no counting at the level received, no
+#: cohort_sizes (scenario validation refuses them)
+FIXED_COHORTS = ("3+3",)
+
+
+@st.composite
+def conducts14(draw, type_name, n_doses):
+    """:func:`conducts` with issue 14's blocks the fast path runs for classic designs:
+    backfill, short products (each counting policy, each fraction law), the review committee
+    (before every decision or only escalations, on a calendar), cohort sizes, costs."""
+    base = draw(conducts())
+    fixed = type_name in FIXED_COHORTS
+    extra = {}
+    if not fixed and draw(st.booleans()):
+        cap = draw(st.sampled_from([3, 6, 12]))
+        extra["backfill"] = {"max_per_dose": cap,
+                             "max_total": draw(st.sampled_from([1, 4, 24])),
+                             "min_evaluable": min(cap, draw(st.sampled_from([1, 2, 3])))}
+    if draw(st.booleans()):
+        policies = ["assigned", "exclude"] + ([] if fixed else ["received"])
+        dist = draw(st.sampled_from(["uniform", "beta", "fixed"]))
+        policy = draw(st.sampled_from(policies))
+        extra["shortfall"] = {     # (every product short and excluded: no trial would end)
+            "prob": draw(st.sampled_from([0.1, 0.5] + ([1.0] if policy == "assigned" else []))),
+            "received_fraction": {"mean": draw(st.sampled_from([0.4, 0.7])),
+                                  "sd": draw(st.sampled_from([0.0, 0.1])), "dist": dist},
+            "policy": policy,
+            "dose_amounts": [float(a) for a in draw(st.sampled_from(
+                [[1, 2, 4, 8, 16], [10, 15, 20, 25, 30]]))[:n_doses]]}
+    review = draw(st.sampled_from([None, "every_decision", "escalation"]))
+    if review is not None:
+        extra["review_days"] = 0.0
+        extra["review"] = {"days": draw(st.sampled_from([0.0, 5.0])), "before": review}
+    extra["review_every_days"] = draw(st.sampled_from([None, None, 7.0, 30.0]))
+    if not fixed:
+        extra["cohort_sizes"] = draw(st.sampled_from([None, None, [3, 2, 1], [1, 3]]))
+    if draw(st.booleans()):
+        extra["costs"] = {"screening": 5000.0, "manufacturing": 150000.0,
+                          "infusion": 50000.0, "per_month": 40000.0}
+    return _conduct(base, extra)
+
+
+def _classic(type_name, n_doses, cohort_size, max_n):
+    if type_name != "blrm":
+        return build(type_name, n_doses=n_doses, cohort_size=cohort_size, max_n=max_n)
+    ctx = DesignContext(n_doses=n_doses, target=0.25, cohort_size=cohort_size, max_n=max_n,
+                        start_dose=0)
+    entry = get_entry("blrm")
+    return entry.build(entry.spec_model(type="blrm", dose_amounts=[
+        float(2 ** d) for d in range(n_doses)]), ctx)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), type_name=st.sampled_from(CLASSIC), n_doses=st.integers(2, 5),
+       cohort_size=st.sampled_from([1, 2, 3]), max_n=st.sampled_from([6, 12, 18]),
+       seed=st.integers(0, 2**31), p=st.lists(st.floats(0.0, 0.8), min_size=5, max_size=5))
+def test_fast_path_equals_simpy_with_backfill_and_shortfall(data, type_name, n_doses,
+                                                            cohort_size, max_n, seed, p):
+    """Random conduct blocks with backfill, short products, review options, cohort sizes and
+    costs, every classic design that takes them: the lean ConductTrial (and the parts on the
+    heap clock, with the patient log) give simpy's trials."""
+    conduct = data.draw(conducts14(type_name, n_doses))
+    design = _classic(type_name, n_doses, cohort_size, max_n)
+    assert clock_for(design, conduct) is HeapClock
     assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
 
 

@@ -116,6 +116,10 @@ KNOWN_CONDUCT = frozenset({
     "accrual_per_month", "screening", "max_wait_days", "when_paused", "phases",
     "gate_before_phase", "dlt_window_days", "dlt_onset", "dropout_prob", "stagger_days",
     "stagger_mode", "stagger_scope", "max_in_followup", "review_days"})
+#: issue 14's conduct fields the fast path runs for classic designs on a binary truth
+#: (:mod:`.fast_conduct`); with a time-to-event design or a graded truth they stay on simpy
+KNOWN_CONDUCT_CLASSIC = frozenset({
+    "backfill", "shortfall", "review", "review_every_days", "cohort_sizes", "costs"})
 KNOWN_PHASE = frozenset({"name", "duration_days", "failure_prob", "probability", "kind"})
 KNOWN_SCREENING = frozenset({"failure_prob", "duration_days"})
 KNOWN_DURATION = frozenset(DurationSpec.model_fields)
@@ -155,7 +159,10 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     if not isinstance(conduct, Conduct):
         reasons.append(f"conduct type {type(conduct).__name__}")
     else:
-        reasons += _extra_fields(conduct, KNOWN_CONDUCT, "conduct.")
+        known = KNOWN_CONDUCT
+        if policy is CohortPolicy and options.get("graded_truth") is None:
+            known = KNOWN_CONDUCT | KNOWN_CONDUCT_CLASSIC
+        reasons += _extra_fields(conduct, known, "conduct.")
         if not isinstance(conduct.screening, Screening):
             reasons.append("conduct.screening type")
         else:
@@ -1019,7 +1026,8 @@ KNOWN_SETUP = frozenset({
     "K", "_canonical", "_decisions", "_exact", "_mtds", "cap", "clock", "conduct", "design",
     "empty_state", "gate", "gated", "known_release", "leave", "manufacturing",
     "max_patients", "max_wait", "p", "phase_names", "policy", "record", "review", "stagger",
-    "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded"})
+    "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded",
+    "shortfall", "backfill_rules", "conduct_memo"})
 
 
 def setup_unsupported(setup) -> Optional[str]:
@@ -1052,6 +1060,12 @@ def trial_class(setup):
     if setup.clock is HeapClock and not setup.record:
         if setup.graded is None:
             lean = None if setup.unlimited else LeanChunkDraws
+            from .backfill import BackfillPolicy, ConductPolicy
+            if setup.policy is ConductPolicy or setup.policy is BackfillPolicy:
+                from .fast_conduct import ConductTrial
+                return ConductTrial, lean
+            if setup.conduct.costs is not None:      # (costs read the parts' patients)
+                return Trial, None
             if setup.policy is CohortPolicy:
                 return ClassicTrial, lean
             if setup.policy is TimeToEventPolicy:

@@ -1,0 +1,456 @@
+"""The fast path for classic designs with issue 14's conduct options: :class:`ConductTrial`.
+
+:class:`~.backfill.ConductPolicy` / :class:`~.backfill.BackfillPolicy` (backfill cohorts,
+short products under every counting policy, the review committee's ``review`` /
+``review_every_days``, ``cohort_sizes``) flattened into the lean
+:class:`~.fast.ClassicTrial` loop, with ``conduct.costs`` read from the trial as the parts
+do.  Same calls in the same order with the same day arithmetic as the parts on simpy, so the
+same trials bit for bit (tests/test_fastcal.py: random conduct blocks with backfill and
+shortfall, every classic design, scenarios/cart_backfill.yaml).
+
+What differs from the parts is only how the work is done:
+
+* the highest dose open for backfill (:func:`~.backfill.backfill_dose`) is kept until
+  something it reads changes (an enrolment, a loss, a completed window, a new escalation
+  dose), instead of being recomputed at every arrival;
+* a decision (``ConductPolicy.decide_now``: the design on the pooled state, BF-BOIN's
+  conflict rule, ``max_n`` on escalation patients) is memoised per design across calls, keyed
+  by the pooled counts, the last cohort and the escalation patients so far (it is a pure
+  function of them), with the :class:`~escalation_sim.types.TrialState` it was made on;
+* short products: each patient's received fraction is read from the shortfall stream's
+  pre-drawn row (:meth:`~.shortfall.ShortfallModel.draws`), its counting level once at
+  enrolment.
+"""
+from __future__ import annotations
+
+import math
+from heapq import heappush
+from operator import add
+
+from ...types import Decision, StopReason, TrialState
+from ...designs.rules import StopAtN
+from .backfill import bf_conflict, backfill_dose
+from .draws import too_many_patients
+from .fast import (_CACT, _CDONE, _CDOSE, _CFREE, _CIDX, _COMPLETE, _CO, _CSIZE, _DOSE,
+                   _DROPPED, _FAILED, _INF, _J, _PIPELINE, _REL, _ST, ClassicTrial,
+                   design_memo, _inf_order)
+from .shortfall import dlt_rate_at
+
+_EXCLUDED = 4          # patient.EXCLUDED
+# conduct patients: ClassicTrial's six fields, then these
+_ENR, _RECV, _BF, _CNT = 6, 7, 8, 9
+#: entries of one decision memo before it starts afresh
+_MEMO_MAX = 500_000
+
+
+class _PatView:
+    """What ``cost_columns`` reads of a lean patient."""
+
+    __slots__ = ("j", "enrolled_day", "infusion_day", "status", "dose")
+
+    def __init__(self, p):
+        self.j = p[_J]
+        self.enrolled_day = p[_ENR]
+        self.infusion_day = p[_INF]
+        self.status = p[_ST]
+        self.dose = p[_DOSE]
+
+
+class ConductTrial(ClassicTrial):
+    """A classic-design trial under ``ConductPolicy`` / ``BackfillPolicy`` on the lean loop
+    (module docstring); ``policy`` is the trial itself (``conduct_columns`` reads the
+    counts from it)."""
+
+    __slots__ = ("bf", "sf", "frac", "sfd", "rules", "n_esc", "y_esc", "n_bf", "y_bf",
+                 "assigned", "bf_active", "side", "bf_cohorts", "max_n", "n_short",
+                 "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes", "n_cohorts",
+                 "state", "esc", "bfd", "dmemo", "review", "review_days", "every",
+                 "amounts", "ptrue", "costs")
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        c = setup.conduct
+        K = setup.K
+        self.bf = c.backfill
+        self.sf = sf = setup.shortfall
+        self.sfd = None
+        self.frac = None
+        if sf is not None:
+            self.sfd = sf.draws(draws.plan.seed, draws.trial)
+            self.frac = self.sfd.frac
+            self.amounts = sf.amounts
+        self.ptrue = setup.p
+        self.rules = setup.backfill_rules
+        self.n_esc = [0] * K
+        self.y_esc = [0] * K
+        self.n_bf = [0] * K
+        self.y_bf = [0] * K
+        self.assigned = [0] * K
+        self.bf_active = 0
+        self.side = None
+        self.bf_cohorts = [None] * K
+        design = setup.design
+        self.max_n = design.n if isinstance(design, StopAtN) else None
+        self.n_short = 0
+        self.n_excluded = 0
+        self.n_bf_enrolled = 0
+        self.n_bf_treated = 0
+        self.last = None
+        self.sizes = c.cohort_sizes
+        self.n_cohorts = 0
+        self.state = setup.empty_state
+        self.esc = 0                     # escalation patients evaluable (counted)
+        self.bfd = None                  # highest dose open for backfill; None: recompute
+        self.review = c.review
+        self.review_days = c.review_days
+        self.every = c.review_every_days
+        shared = design_memo(setup)
+        name = "conduct_bf" if self.bf is not None else "conduct"
+        memo = shared.get(name)
+        if memo is None or len(memo) > _MEMO_MAX:
+            memo = shared[name] = {}
+        self.dmemo = memo
+        self.costs = c.costs is not None
+
+    @property
+    def policy(self):
+        """What ``conduct_columns`` reads the counts from (as the parts' ``trial.policy``)."""
+        return self
+
+    def release(self) -> None:
+        super().release()
+        self.side = None
+        self.bf_cohorts = None
+        if self.costs:                 # what cost_columns reads; no patient <-> cohort cycle
+            self.pats = [_PatView(p) for p in self.pats]
+        else:
+            self.pats = [None] * len(self.pats)
+
+    # ---------------------------------------------------------------- decisions
+    def _start(self):
+        s = self.setup
+        self._open(self._sized(s.decide(s.empty_state)))
+
+    def _decide_now(self, key):
+        """``ConductPolicy.decide_now`` on the state of ``key`` (memoised): ``(state,
+        decision)``."""
+        hit = self.dmemo.get(key)
+        if hit is not None:
+            return hit
+        st = TrialState(*key[:5])
+        s = self.setup
+        if self.bf is None:
+            dec = s.decide(st)
+        else:
+            esc = key[5]
+            max_n = self.max_n
+            if max_n is not None and esc >= max_n:
+                dec = Decision.halt(StopReason.MAX_N, f"{esc} escalation patients treated "
+                                                      f"(max {max_n})")
+            else:
+                cm = s.conduct_memo
+                dec = cm.get(st)
+                if dec is None:
+                    base = s.design.base if max_n is not None else s.design
+                    dec = cm[st] = base.decide(st)
+                dec = bf_conflict(self.rules, st, dec)
+                if max_n is not None and not dec.stop and dec.cohort_size > max_n - esc:
+                    dec = Decision(dec.dose, max_n - esc, dec.reason, None, dec.estimates)
+        hit = self.dmemo[key] = (st, dec)
+        return hit
+
+    def _key(self, cur, last_n, last_y):
+        return (tuple(map(add, self.n_esc, self.n_bf)), tuple(map(add, self.y_esc, self.y_bf)),
+                cur, last_n, last_y, self.esc)
+
+    def _review_delay(self, now, escalating):
+        r = self.review
+        if r is not None and r.before == "escalation" and not escalating:
+            return 0.0
+        due = now + (r.days if r is not None else self.review_days)
+        every = self.every
+        if every is not None:
+            k = math.ceil(due / every - 1e-9)
+            due = max(due, k * every)
+        return due - now
+
+    def _sized(self, dec):
+        sizes = self.sizes
+        if sizes is None or dec.stop:
+            return dec
+        size = sizes[min(self.n_cohorts, len(sizes) - 1)]
+        self.n_cohorts += 1
+        if self.max_n is not None:
+            size = min(size, self.max_n - self.esc)
+        if size == dec.cohort_size:
+            return dec
+        return Decision(dec.dose, size, dec.reason, None, dec.estimates)
+
+    def _complete(self, c):
+        members, c[_CDONE] = c[_CDONE], []
+        members.sort(key=_inf_order)
+        d = self.draws
+        u = d.dlt_u
+        ptrue = self.ptrue
+        dose = c[_CDOSE]
+        k = self.n_tox
+        n_esc, y_esc = self.n_esc, self.y_esc
+        y = 0
+        for pat in members:
+            while k >= len(u):
+                d.more_evaluable()
+                u = d.dlt_u
+            f = pat[_RECV]
+            lvl = pat[_CNT]
+            n_esc[lvl] += 1
+            if u[k] < (ptrue[dose] if f >= 1.0 else
+                       dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
+                y_esc[lvl] += 1
+                y += 1
+            k += 1
+        self.n_tox = k
+        size = c[_CSIZE]
+        self.esc += size
+        self.bfd = None
+        self.last = (dose, size, y)
+        st, dec = self._decide_now(self._key(dose, size, y))
+        self.state = st
+        delay = self._review_delay(self.now, not dec.stop and dec.dose > dose)
+        if delay > 0:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+        else:
+            self._open_dec(dec)
+
+    def _decide(self, _):
+        # after a review: the data now (backfill windows may have closed meanwhile; without
+        # backfill the same state, so the memo gives the decision made at completion)
+        st, dec = self._decide_now(self._key(*self.last))
+        self.state = st
+        self._open_dec(dec)
+
+    def _open_dec(self, dec):
+        self.decision_times.append(self.now - self.first_enroll)
+        self._open(self._sized(dec))
+        if not self.finished:
+            self._fill()
+
+    def _open(self, dec):
+        if dec.stop:
+            self._finish(dec)
+            return
+        self.bfd = None
+        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
+                       []]
+
+    def _finish(self, dec):
+        self.finished = True
+        self.t_end = self.now
+        self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
+        self.final_state = self.state
+        self._close(self.t_end)
+        self._stop()
+
+    # ---------------------------------------------------------------- backfill slots
+    def _open_dose(self):
+        if self.finished:
+            return -1
+        b = self.bfd
+        if b is None:
+            b = self.bfd = backfill_dose(self.rules, self.bf, self.cohort[_CDOSE], self.n_esc,
+                                         self.y_esc, self.n_bf, self.y_bf, self.assigned,
+                                         self.bf_active)
+        return b
+
+    def _open_slot(self):
+        if self.bf is None:
+            return False
+        b = self._open_dose()
+        if b < 0:
+            return False
+        c = self.bf_cohorts[b]
+        if c is None:
+            c = self.bf_cohorts[b] = [-2, b, 0, 0, 0, None]
+        c[_CSIZE] += 1
+        c[_CFREE] += 1
+        self.side = c
+        return True
+
+    # ---------------------------------------------------------------- accrual
+    def _arm(self):
+        if self.armed or self.finished:
+            return
+        if self.cohort[_CFREE] <= 0 and (self.bf is None or self._open_dose() < 0):
+            return
+        r, i = self._peek()
+        self.rq_pos += 1
+        self.armed = True
+        n = self.seq = self.seq + 1
+        heappush(self.q, (self.now + (r - self.now), n, self.h_ready, i))
+
+    def _ready(self, i):
+        self.armed = False
+        if self.finished:
+            return
+        w = self.waiting
+        now = self.now
+        if w and w[0][1] < now:
+            self._purge(now)
+        if not w and (self.cohort[_CFREE] > 0 or self._open_slot()):
+            self._enroll(i)
+        elif not self.finished:
+            self._wait_or_leave(i, now)
+        self._arm()
+
+    def _fill(self):
+        unlimited = self.setup.unlimited
+        now = self.now
+        if not (unlimited or self.armed):
+            self._catch_up(now)
+        w = self.waiting
+        while not self.finished:
+            if w and w[0][1] < now:
+                self._purge(now)
+            if not w and not unlimited:
+                break
+            if not (self.cohort[_CFREE] > 0 or self._open_slot()):
+                break
+            self._enroll(w.popleft()[0] if w else self._new_candidate())
+        if not (unlimited or self.armed):
+            self._arm()
+
+    # ---------------------------------------------------------------- patients
+    def _enroll(self, i):
+        s, d = self.setup, self.draws
+        j = len(self.pats)
+        if j >= s.max_patients:
+            raise too_many_patients(d.trial, s.max_patients)
+        while j >= len(d.fail_at):
+            d.more_patients()
+        now = self.now
+        if self.first_enroll is None:
+            self.first_enroll = now
+        c = self.cohort
+        if c[_CFREE] <= 0:
+            c = self.side
+        c[_CFREE] -= 1
+        c[_CACT] += 1
+        dose = c[_CDOSE]
+        pat = [j, c, dose, -1.0, _PIPELINE, -1.0, now, 1.0, False, dose]
+        self.pats.append(pat)
+        self.in_flight += 1
+        # ConductPolicy.on_enroll
+        self.assigned[dose] += 1
+        self.bfd = None
+        if c[_CIDX] == -2:
+            pat[_BF] = True
+            self.bf_active += 1
+            self.n_bf_enrolled += 1
+        if self.sfd is not None:
+            frac = self.frac
+            if j >= len(frac):
+                f = self.sfd.fraction(j)
+                frac = self.frac = self.sfd.frac
+            f = frac[j]
+            if f < 1.0:
+                pat[_RECV] = f
+                self.n_short += 1
+                pat[_CNT] = self.sf.counted_dose(dose, f)
+        # Pathway.start
+        fa = d.fail_at[j]
+        if 0 <= fa < self.gate_i:
+            pat[_ST] = _FAILED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
+        elif not self.gated:
+            self._infuse(pat, d.pre_days[j] + d.post_days[j])
+        else:
+            self._gate_enter(pat)
+
+    def _infuse(self, pat, delay):
+        """``ConductPolicy.infuse``."""
+        now = self.now
+        if pat[_CNT] < 0:                    # excluded at infusion
+            pat[_INF] = now + delay
+            self.n_treated += 1
+            pat[_ST] = _EXCLUDED
+            self.n_excluded += 1
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + delay, n, self.h_end, pat))
+            return
+        if pat[_BF]:
+            self.n_bf_treated += 1
+        d = self.draws
+        j = pat[_J]
+        pat[_INF] = now + delay
+        self.n_treated += 1
+        n = self.seq = self.seq + 1
+        if d.drop[j]:
+            pat[_ST] = _DROPPED
+            heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
+        else:
+            pat[_ST] = _COMPLETE
+            heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
+
+    def _after_gate(self, pat, wait):
+        d = self.draws
+        j = pat[_J]
+        if d.fail_at[j] >= self.gate_i:
+            pat[_ST] = _FAILED
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
+                              self.h_end, pat))
+            return
+        self._infuse(pat, wait + d.post_days[j])
+
+    def _on_end(self, pat):
+        self.in_flight -= 1
+        if pat[_REL] >= 0:
+            self.in_followup -= 1
+            if self.queue:
+                self._admit()
+        st = pat[_ST]
+        c = pat[_CO]
+        if st == _COMPLETE:
+            if not pat[_BF]:
+                done = c[_CDONE]
+                done.append(pat)
+                if len(done) == c[_CSIZE]:
+                    self._complete(c)
+                return
+            # a backfill patient's window closed: observed now
+            d = self.draws
+            k = self.n_tox
+            self.n_tox = k + 1
+            while k >= len(d.dlt_u):
+                d.more_evaluable()
+            lvl = pat[_CNT]
+            self.n_bf[lvl] += 1
+            f = pat[_RECV]
+            dose = pat[_DOSE]
+            ptrue = self.ptrue
+            if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
+                             dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
+                self.y_bf[lvl] += 1
+            c[_CACT] -= 1
+            self.bfd = None
+            if not self.finished:
+                self._fill()
+            return
+        if st == _FAILED:
+            self.n_phase_fail += 1
+            if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
+                self.n_manuf_fail += 1
+        elif st == _DROPPED:
+            self.n_dropout += 1
+        c[_CACT] -= 1
+        # ConductPolicy.on_lost
+        self.assigned[pat[_DOSE]] -= 1
+        self.bfd = None
+        if pat[_BF]:
+            self.bf_active -= 1
+            c[_CSIZE] -= 1
+        else:
+            c[_CFREE] += 1
+        if not self.finished:
+            self._fill()
