@@ -228,6 +228,8 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     make, lean = trial_class(setup)
     if make is not Trial:                        # the fast path's lean trials
         plan = fast_draw_plan(plan)
+        if hasattr(lean, "block_sizes"):         # (its own block sizes: same numbers)
+            na, npat, ne = lean.block_sizes(conduct, max_n)
     gc_on = gc.isenabled()
     gc.disable()
     try:

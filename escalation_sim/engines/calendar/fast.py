@@ -1027,7 +1027,7 @@ KNOWN_SETUP = frozenset({
     "empty_state", "gate", "gated", "known_release", "leave", "manufacturing",
     "max_patients", "max_wait", "p", "phase_names", "policy", "record", "review", "stagger",
     "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded",
-    "shortfall", "backfill_rules", "conduct_memo"})
+    "shortfall", "backfill_rules", "conduct_memo", "_fast_conduct_memo"})
 
 
 def setup_unsupported(setup) -> Optional[str]:
@@ -1062,8 +1062,8 @@ def trial_class(setup):
             lean = None if setup.unlimited else LeanChunkDraws
             from .backfill import BackfillPolicy, ConductPolicy
             if setup.policy is ConductPolicy or setup.policy is BackfillPolicy:
-                from .fast_conduct import ConductTrial
-                return ConductTrial, lean
+                from .fast_conduct import ConductTrial, LeanConductChunkDraws
+                return ConductTrial, None if setup.unlimited else LeanConductChunkDraws
             if setup.conduct.costs is not None:      # (costs read the parts' patients)
                 return Trial, None
             if setup.policy is CohortPolicy:

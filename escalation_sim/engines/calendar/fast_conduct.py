@@ -25,20 +25,25 @@ from __future__ import annotations
 
 import math
 from heapq import heappush
-from operator import add
+from operator import itemgetter
+
+import numpy as np
 
 from ...types import Decision, StopReason, TrialState
+from ...designs.interval import DE_ESCALATE
 from ...designs.rules import StopAtN
-from .backfill import bf_conflict, backfill_dose
-from .draws import too_many_patients
+from .backfill import bf_conflict
+from .draws import block_sizes, too_many_patients
 from .fast import (_CACT, _CDONE, _CDOSE, _CFREE, _CIDX, _COMPLETE, _CO, _CSIZE, _DOSE,
                    _DROPPED, _FAILED, _INF, _J, _PIPELINE, _REL, _ST, ClassicTrial,
-                   design_memo, _inf_order)
-from .shortfall import dlt_rate_at
+                   LeanChunkDraws, design_memo)
+from .shortfall import STREAM, ShortfallDraws, dlt_rate_at, fractions_from_uniforms
+from ...randomness import stream_key, uniforms
 
 _EXCLUDED = 4          # patient.EXCLUDED
 # conduct patients: ClassicTrial's six fields, then these
 _ENR, _RECV, _BF, _CNT = 6, 7, 8, 9
+_by_infusion = itemgetter(_INF, _J)      # fast._inf_order, in C
 #: entries of one decision memo before it starts afresh
 _MEMO_MAX = 500_000
 
@@ -64,21 +69,25 @@ class ConductTrial(ClassicTrial):
     __slots__ = ("bf", "sf", "frac", "sfd", "rules", "n_esc", "y_esc", "n_bf", "y_bf",
                  "assigned", "bf_active", "side", "bf_cohorts", "max_n", "n_short",
                  "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes", "n_cohorts",
-                 "state", "esc", "bfd", "dmemo", "review", "review_days", "every",
-                 "amounts", "ptrue", "costs")
+                 "state", "esc", "cands", "dmemo", "review", "review_days", "every",
+                 "amounts", "ptrue", "costs", "n_pool", "y_pool", "bf_cap", "bf_max",
+                 "bf_min", "plain_review", "cmemo")
 
     def __init__(self, setup, draws, lean=None):
-        super().__init__(setup, draws, lean)
+        super().__init__(setup, draws, None if lean is None else lean[:4])
         c = setup.conduct
         K = setup.K
         self.bf = c.backfill
         self.sf = sf = setup.shortfall
-        self.sfd = None
+        self.sfd = None                  # the shortfall stream's ShortfallDraws, if needed
         self.frac = None
         if sf is not None:
-            self.sfd = sf.draws(draws.plan.seed, draws.trial)
-            self.frac = self.sfd.frac
             self.amounts = sf.amounts
+            if lean is not None and lean[4] is not None:
+                self.frac = lean[4]      # pre-drawn by LeanConductChunkDraws
+            else:
+                self.sfd = sf.draws(draws.plan.seed, draws.trial)
+                self.frac = self.sfd.frac
         self.ptrue = setup.p
         self.rules = setup.backfill_rules
         self.n_esc = [0] * K
@@ -100,15 +109,29 @@ class ConductTrial(ClassicTrial):
         self.n_cohorts = 0
         self.state = setup.empty_state
         self.esc = 0                     # escalation patients evaluable (counted)
-        self.bfd = None                  # highest dose open for backfill; None: recompute
+        # backfill: the doses below the escalation dose whose data open them (rules 1-3 of
+        # backfill.py), highest first, recomputed when the data or that dose change (None)
+        self.cands = None
+        self.n_pool = [0] * K            # escalation + backfill, per counted level
+        self.y_pool = [0] * K
+        bf = self.bf
+        if bf is not None:
+            self.cmemo = self.rules.memo         # Rules.classify's memo
+            self.bf_cap = bf.max_per_dose
+            self.bf_max = bf.max_total
+            self.bf_min = bf.min_evaluable
         self.review = c.review
+        self.plain_review = c.review is None and c.review_every_days is None
         self.review_days = c.review_days
         self.every = c.review_every_days
-        shared = design_memo(setup)
-        name = "conduct_bf" if self.bf is not None else "conduct"
-        memo = shared.get(name)
+        memo = setup.__dict__.get("_fast_conduct_memo")     # (this call's trials)
         if memo is None or len(memo) > _MEMO_MAX:
-            memo = shared[name] = {}
+            shared = design_memo(setup)
+            name = "conduct_bf" if self.bf is not None else "conduct"
+            memo = shared.get(name)
+            if memo is None or len(memo) > _MEMO_MAX:
+                memo = shared[name] = {}
+            setup._fast_conduct_memo = memo
         self.dmemo = memo
         self.costs = c.costs is not None
 
@@ -160,8 +183,7 @@ class ConductTrial(ClassicTrial):
         return hit
 
     def _key(self, cur, last_n, last_y):
-        return (tuple(map(add, self.n_esc, self.n_bf)), tuple(map(add, self.y_esc, self.y_bf)),
-                cur, last_n, last_y, self.esc)
+        return (tuple(self.n_pool), tuple(self.y_pool), cur, last_n, last_y, self.esc)
 
     def _review_delay(self, now, escalating):
         r = self.review
@@ -188,37 +210,50 @@ class ConductTrial(ClassicTrial):
 
     def _complete(self, c):
         members, c[_CDONE] = c[_CDONE], []
-        members.sort(key=_inf_order)
+        members.sort(key=_by_infusion)
         d = self.draws
         u = d.dlt_u
         ptrue = self.ptrue
         dose = c[_CDOSE]
         k = self.n_tox
         n_esc, y_esc = self.n_esc, self.y_esc
+        n_pool, y_pool = self.n_pool, self.y_pool
         y = 0
         for pat in members:
-            while k >= len(u):
-                d.more_evaluable()
+            if k >= len(u):
+                while k >= len(u):
+                    d.more_evaluable()
                 u = d.dlt_u
             f = pat[_RECV]
             lvl = pat[_CNT]
             n_esc[lvl] += 1
+            n_pool[lvl] += 1
             if u[k] < (ptrue[dose] if f >= 1.0 else
                        dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
                 y_esc[lvl] += 1
+                y_pool[lvl] += 1
                 y += 1
             k += 1
         self.n_tox = k
         size = c[_CSIZE]
-        self.esc += size
-        self.bfd = None
+        esc = self.esc = self.esc + size
+        self.cands = None
         self.last = (dose, size, y)
-        st, dec = self._decide_now(self._key(dose, size, y))
+        key = (tuple(n_pool), tuple(y_pool), dose, size, y, esc)
+        hit = self.dmemo.get(key)
+        if hit is None:
+            hit = self._decide_now(key)
+        st, dec = hit
         self.state = st
-        delay = self._review_delay(self.now, not dec.stop and dec.dose > dose)
+        now = self.now
+        if self.plain_review:
+            delay = (now + self.review_days) - now        # as review_delay computes it
+        else:
+            nxt = dec.dose
+            delay = self._review_delay(now, nxt is not None and nxt > dose)
         if delay > 0:
             n = self.seq = self.seq + 1
-            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+            heappush(self.q, (now + delay, n, self.h_decide, None))
         else:
             self._open_dec(dec)
 
@@ -231,15 +266,21 @@ class ConductTrial(ClassicTrial):
 
     def _open_dec(self, dec):
         self.decision_times.append(self.now - self.first_enroll)
-        self._open(self._sized(dec))
-        if not self.finished:
-            self._fill()
+        if self.sizes is not None:
+            dec = self._sized(dec)
+        if dec.dose is None:
+            self._finish(dec)
+            return
+        self.cands = None
+        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
+                       []]
+        self._fill()
 
     def _open(self, dec):
         if dec.stop:
             self._finish(dec)
             return
-        self.bfd = None
+        self.cands = None
         self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
                        []]
 
@@ -252,29 +293,76 @@ class ConductTrial(ClassicTrial):
         self._stop()
 
     # ---------------------------------------------------------------- backfill slots
+    def _candidates(self):
+        """The doses below the escalation dose open by their data (backfill.py's rules 1-3:
+        evaluable patients, not too toxic alone or pooled with the next dose, closure
+        monotone), highest first: ``backfill_dose`` without its capacity rules 4-5."""
+        cur = self.cohort[_CDOSE]
+        n_pool, y_pool = self.n_pool, self.y_pool
+        memo = self.cmemo
+        classify = self.rules.classify
+        K = len(n_pool)
+        need = self.bf_min
+        out = []
+        for b in range(cur):
+            n = n_pool[b]
+            if n == 0:
+                continue
+            y = y_pool[b]
+            v = memo.get((n, y))
+            if v is None:
+                v = classify(n, y)
+            if v <= DE_ESCALATE:                  # Rules.too_toxic
+                if b + 1 >= K:
+                    break
+                n2 = n + n_pool[b + 1]
+                if n2 == n:
+                    break
+                y2 = y + y_pool[b + 1]
+                v = memo.get((n2, y2))
+                if v is None:
+                    v = classify(n2, y2)
+                if v <= DE_ESCALATE:
+                    break
+            if n >= need:
+                out.append(b)
+        out.reverse()
+        self.cands = out
+        return out
+
     def _open_dose(self):
-        if self.finished:
+        """``backfill_dose`` now: the highest candidate with room (rules 4-5), or -1."""
+        if self.finished or self.bf_active >= self.bf_max:
             return -1
-        b = self.bfd
-        if b is None:
-            b = self.bfd = backfill_dose(self.rules, self.bf, self.cohort[_CDOSE], self.n_esc,
-                                         self.y_esc, self.n_bf, self.y_bf, self.assigned,
-                                         self.bf_active)
-        return b
+        cands = self.cands
+        if cands is None:
+            cands = self._candidates()
+        assigned = self.assigned
+        cap = self.bf_cap
+        for b in cands:
+            if assigned[b] < cap:
+                return b
+        return -1
 
     def _open_slot(self):
-        if self.bf is None:
+        """``BackfillPolicy.open_slot``: a slot at the highest dose open for backfill."""
+        if self.bf is None or self.finished or self.bf_active >= self.bf_max:
             return False
-        b = self._open_dose()
-        if b < 0:
-            return False
-        c = self.bf_cohorts[b]
-        if c is None:
-            c = self.bf_cohorts[b] = [-2, b, 0, 0, 0, None]
-        c[_CSIZE] += 1
-        c[_CFREE] += 1
-        self.side = c
-        return True
+        cands = self.cands
+        if cands is None:
+            cands = self._candidates()
+        assigned = self.assigned
+        cap = self.bf_cap
+        for b in cands:
+            if assigned[b] < cap:
+                c = self.bf_cohorts[b]
+                if c is None:
+                    c = self.bf_cohorts[b] = [-2, b, 0, 0, 0, None]
+                c[_CSIZE] += 1
+                c[_CFREE] += 1
+                self.side = c
+                return True
+        return False
 
     # ---------------------------------------------------------------- accrual
     def _arm(self):
@@ -300,7 +388,20 @@ class ConductTrial(ClassicTrial):
             self._enroll(i)
         elif not self.finished:
             self._wait_or_leave(i, now)
-        self._arm()
+        # _arm, inlined
+        if self.armed or self.finished:
+            return
+        if self.cohort[_CFREE] <= 0 and (self.bf is None or self._open_dose() < 0):
+            return
+        rq, pos = self.rq, self.rq_pos
+        if pos >= len(rq) or rq[pos][0] > self.at_last:
+            r, i = self._peek()
+        else:
+            r, i = rq[pos]
+        self.rq_pos += 1
+        self.armed = True
+        n = self.seq = self.seq + 1
+        heappush(self.q, (now + (r - now), n, self.h_ready, i))
 
     def _fill(self):
         unlimited = self.setup.unlimited
@@ -325,8 +426,9 @@ class ConductTrial(ClassicTrial):
         j = len(self.pats)
         if j >= s.max_patients:
             raise too_many_patients(d.trial, s.max_patients)
-        while j >= len(d.fail_at):
-            d.more_patients()
+        if j >= len(d.fail_at):
+            while j >= len(d.fail_at):
+                d.more_patients()
         now = self.now
         if self.first_enroll is None:
             self.first_enroll = now
@@ -341,16 +443,19 @@ class ConductTrial(ClassicTrial):
         self.in_flight += 1
         # ConductPolicy.on_enroll
         self.assigned[dose] += 1
-        self.bfd = None
         if c[_CIDX] == -2:
             pat[_BF] = True
             self.bf_active += 1
             self.n_bf_enrolled += 1
-        if self.sfd is not None:
-            frac = self.frac
+        frac = self.frac
+        if frac is not None:
             if j >= len(frac):
-                f = self.sfd.fraction(j)
-                frac = self.frac = self.sfd.frac
+                sfd = self.sfd
+                if sfd is None:          # past the pre-drawn row: the stream's next draws
+                    sfd = self.sfd = ShortfallDraws(self.sf.spec, self.draws.plan.seed,
+                                                    self.draws.trial, frac)
+                sfd.fraction(j)
+                frac = self.frac = sfd.frac
             f = frac[j]
             if f < 1.0:
                 pat[_RECV] = f
@@ -365,7 +470,45 @@ class ConductTrial(ClassicTrial):
         elif not self.gated:
             self._infuse(pat, d.pre_days[j] + d.post_days[j])
         else:
-            self._gate_enter(pat)
+            # Gate.enter (ClassicTrial._gate_enter), inlined
+            if self.known_release:
+                first = self.seen.get(c[_CIDX] if self.by_cohort else dose)
+                if first is not None:
+                    gate = now + d.pre_days[j]
+                    release = first + self.stagger - d.post_days[j]
+                    if gate >= release:                 # max(gate, release)
+                        release = gate
+                    pat[_REL] = release
+                    self.in_followup += 1
+                    wait = release - now
+                    if fa >= self.gate_i:
+                        pat[_ST] = _FAILED
+                        n = self.seq = self.seq + 1
+                        heappush(self.q, (now + (wait + d.fail_days[j] - d.pre_days[j]), n,
+                                          self.h_end, pat))
+                        return
+                    # _infuse(pat, wait + post), inlined
+                    delay = wait + d.post_days[j]
+                    pat[_INF] = now + delay
+                    self.n_treated += 1
+                    if pat[_CNT] < 0:                  # excluded at infusion
+                        pat[_ST] = _EXCLUDED
+                        self.n_excluded += 1
+                        n = self.seq = self.seq + 1
+                        heappush(self.q, (now + delay, n, self.h_end, pat))
+                        return
+                    if pat[_BF]:
+                        self.n_bf_treated += 1
+                    n = self.seq = self.seq + 1
+                    if d.drop[j]:
+                        pat[_ST] = _DROPPED
+                        heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
+                    else:
+                        pat[_ST] = _COMPLETE
+                        heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
+                    return
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.pre_days[j], n, self.h_arrive, pat))
 
     def _infuse(self, pat, delay):
         """``ConductPolicy.infuse``."""
@@ -426,14 +569,16 @@ class ConductTrial(ClassicTrial):
                 d.more_evaluable()
             lvl = pat[_CNT]
             self.n_bf[lvl] += 1
+            self.n_pool[lvl] += 1
             f = pat[_RECV]
             dose = pat[_DOSE]
             ptrue = self.ptrue
             if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
                              dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
                 self.y_bf[lvl] += 1
+                self.y_pool[lvl] += 1
             c[_CACT] -= 1
-            self.bfd = None
+            self.cands = None
             if not self.finished:
                 self._fill()
             return
@@ -446,7 +591,6 @@ class ConductTrial(ClassicTrial):
         c[_CACT] -= 1
         # ConductPolicy.on_lost
         self.assigned[pat[_DOSE]] -= 1
-        self.bfd = None
         if pat[_BF]:
             self.bf_active -= 1
             c[_CSIZE] -= 1
@@ -454,3 +598,42 @@ class ConductTrial(ClassicTrial):
             c[_CFREE] += 1
         if not self.finished:
             self._fill()
+
+
+class LeanConductChunkDraws(LeanChunkDraws):
+    """:class:`~.fast.LeanChunkDraws` plus each trial's short-product fractions for its first
+    ``n_patients`` patients, drawn for the whole chunk in one vectorised call with
+    :meth:`~.shortfall.ShortfallModel.draws`' formula (the shortfall stream, draws ``2 j``
+    and ``2 j + 1``: the numbers depend on (seed, trial, j) only, so a trial that enrols
+    more continues the same stream through :class:`~.shortfall.ShortfallDraws`).  Blocks are
+    sized for about half the backfill cap (:meth:`block_sizes`; any size gives the same
+    numbers, a trial that needs more extends its own)."""
+
+    def __init__(self, plan, trials, n_arrivals, n_patients, n_evaluable):
+        super().__init__(plan, trials, n_arrivals, n_patients, n_evaluable)
+        spec = plan.conduct.shortfall
+        self.frac = None
+        if spec is not None:
+            t = self.trials[:, None]
+            u = uniforms(stream_key(plan.seed, STREAM), t,
+                         np.arange(2 * n_patients, dtype=np.uint64)[None, :])
+            short = u[:, 0::2] < spec.prob
+            self.frac = np.where(short, fractions_from_uniforms(spec, u[:, 1::2]),
+                                 1.0).tolist()
+
+    @staticmethod
+    def block_sizes(conduct, max_n):
+        """:func:`~.draws.block_sizes` with half of ``backfill.max_total`` (at most
+        ``max_n``) expected on top of ``max_n`` instead of all of it: on the seed scenario
+        with {max_per_dose: 12, max_total: 24} the trials enrol 33.5 patients on average (99th
+        percentile 42), so blocks for 48 evaluable patients drew a third more than used."""
+        bf = conduct.backfill
+        if bf is None or max_n is None:
+            return block_sizes(conduct, max_n)
+        half = conduct.model_copy(update={"backfill": bf.model_copy(
+            update={"max_total": max(1, min(bf.max_total, max_n) // 2)})})
+        return block_sizes(half, max_n)
+
+    def trial(self, r: int):
+        d, lean = super().trial(r)
+        return d, lean + (None if self.frac is None else self.frac[r],)
