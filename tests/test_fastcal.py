@@ -335,6 +335,20 @@ def test_fast_path_equals_simpy_with_backfill_and_shortfall(data, type_name, n_d
     assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
 
 
+def test_conduct_trials_with_tiny_blocks(monkeypatch):
+    """Blocks of two arrivals and patients and one evaluable patient: every conduct trial
+    extends its arrivals, patients, DLT draws and short-product fractions on demand, in both
+    engines alike (scenarios/cart_backfill.yaml, short products counted each way)."""
+    import escalation_sim.engines.calendar as cal
+    monkeypatch.setattr(cal, "block_sizes", lambda conduct, max_n: (2, 2, 1))
+    sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    sf = sc.model.conduct.shortfall.model_dump()
+    for policy in ("assigned", "received", "exclude"):
+        conduct = _conduct(sc.model.conduct, {"shortfall": dict(sf, policy=policy, prob=0.4)})
+        for it in sc.designs:
+            assert_same_trials(it.design, sc.p_true.tolist(), conduct, 5, range(12))
+
+
 def test_zero_logistics_ties_and_simulate_one():
     """Zero-length logistics put many calls on the same instant (order decides)."""
     for t in TYPES:
@@ -348,10 +362,10 @@ def test_zero_logistics_ties_and_simulate_one():
 
 # ------------------------------------------------------------------ choice and fallback
 class _FutureConduct(Conduct):
-    """A conduct block with a feature the fast path does not know (stands for the
-    backfill / shortfall / graded-outcome fields other work adds)."""
+    """A conduct block with a feature the fast path does not know (stands for the fields
+    other work adds)."""
 
-    backfill: bool = False
+    future_option: bool = False
 
 
 def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
@@ -360,8 +374,8 @@ def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
     assert unsupported(design, Conduct(), TimeToEventPolicy, record_patients=True) is None
     # an unknown field at its default is the old behaviour: still the fast path
     assert unsupported(design, _FutureConduct(), CohortPolicy) is None
-    future = _FutureConduct(backfill=True)
-    assert unsupported(design, future, CohortPolicy) == "conduct.backfill"
+    future = _FutureConduct(future_option=True)
+    assert unsupported(design, future, CohortPolicy) == "conduct.future_option"
 
     class Backfill(CohortPolicy):
         __slots__ = ()
@@ -369,8 +383,8 @@ def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
     assert "option shortfall" in unsupported(design, Conduct(), CohortPolicy, shortfall=0.1)
     with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
         assert clock_for(design, future) is SimpyClock
-    assert "fast path does not support conduct.backfill" in caplog.text
-    with pytest.raises(ValueError, match="does not support: conduct.backfill"):
+    assert "fast path does not support conduct.future_option" in caplog.text
+    with pytest.raises(ValueError, match="does not support: conduct.future_option"):
         clock_for(design, future, "fast")
 
 

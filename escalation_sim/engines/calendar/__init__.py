@@ -229,7 +229,7 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     if make is not Trial:                        # the fast path's lean trials
         plan = fast_draw_plan(plan)
         if hasattr(lean, "block_sizes"):         # (its own block sizes: same numbers)
-            na, npat, ne = lean.block_sizes(conduct, max_n)
+            na, npat, ne = lean.block_sizes(conduct, max_n, (na, npat, ne))
     gc_on = gc.isenabled()
     gc.disable()
     try:

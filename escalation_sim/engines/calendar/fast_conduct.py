@@ -622,17 +622,24 @@ class LeanConductChunkDraws(LeanChunkDraws):
                                  1.0).tolist()
 
     @staticmethod
-    def block_sizes(conduct, max_n):
-        """:func:`~.draws.block_sizes` with half of ``backfill.max_total`` (at most
-        ``max_n``) expected on top of ``max_n`` instead of all of it: on the seed scenario
-        with {max_per_dose: 12, max_total: 24} the trials enrol 33.5 patients on average (99th
-        percentile 42), so blocks for 48 evaluable patients drew a third more than used."""
+    def block_sizes(conduct, max_n, sizes):
+        """The engine's block ``sizes`` (:func:`~.draws.block_sizes`), with the patient and
+        evaluable blocks made for half of ``backfill.max_total`` (at most ``max_n``) on top
+        of ``max_n`` instead of all of it (never larger than given): on the seed scenario
+        with {max_per_dose: 12, max_total: 24} the trials enrol 33.5 patients on average
+        (99th percentile 42), so blocks for 48 evaluable patients drew a third more than
+        used.  Those numbers are per patient, so any block size gives the same ones.  The
+        arrival block keeps the engine's size: an arrival day is a cumulative sum of gaps,
+        and a trial extending its block continues the sum from its last day
+        (``TrialDraws.more_arrivals``), which can differ from a longer block's sum in the
+        last bit."""
         bf = conduct.backfill
         if bf is None or max_n is None:
-            return block_sizes(conduct, max_n)
+            return sizes
         half = conduct.model_copy(update={"backfill": bf.model_copy(
             update={"max_total": max(1, min(bf.max_total, max_n) // 2)})})
-        return block_sizes(half, max_n)
+        _, npat, ne = block_sizes(half, max_n)
+        return sizes[0], min(npat, sizes[1]), min(ne, sizes[2])
 
     def trial(self, r: int):
         d, lean = super().trial(r)
