@@ -473,15 +473,21 @@ def test_lean_trials_are_freed_by_reference_counting():
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        for t in ("boin", "tite-boin"):
-            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], conduct, 1, range(20),
+        backfill = _conduct(conduct, {
+            "backfill": {"max_per_dose": 6}, "costs": {"infusion": 1.0},
+            "shortfall": {"prob": 0.3, "received_fraction": {"mean": 0.5},
+                          "dose_amounts": [1.0, 2.0, 3.0, 4.0]}})
+        for t, c in (("boin", conduct), ("tite-boin", conduct), ("boin", backfill)):
+            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], c, 1, range(20),
                                       engine="fast")
             assert res["n_enrolled"].sum() > 20
+        assert res["n_backfill"].sum() > 0
         del res
         gc.collect()
         ours = {type(o).__name__ for o in gc.garbage
                 if type(o).__module__.startswith("escalation_sim")}
-        assert not ours & {"ClassicTrial", "TiteTrial", "_AccrualCounts", "TrialDraws"}, ours
+        assert not ours & {"ClassicTrial", "TiteTrial", "ConductTrial", "_AccrualCounts",
+                           "TrialDraws", "_PatView"}, ours
     finally:
         gc.set_debug(0)
         gc.garbage.clear()

@@ -15,6 +15,8 @@ other feature (a new conduct field set away from its default, a new policy, an e
 option) runs on simpy, with a log message on ``escalation_sim.engines.calendar`` saying why.
 Graded truths (``truth.toxicities``: per-type grades and onsets, the DLT rule) are on it, for
 binary designs and score designs (gBOIN, TITE-gBOIN): see "graded truths, lean" below.
+Issue 14's backfill, short products, review options, ``cohort_sizes`` and costs are on it for
+classic designs on a binary truth (:class:`~.fast_conduct.ConductTrial`).
 
 Repetition on purpose: the lean trial classes restate, flattened and inlined, the steps of
 the reference engine's parts (enrolment, pathway, gate, infusion, follow-up), and the

@@ -144,10 +144,8 @@ class ConductTrial(ClassicTrial):
         super().release()
         self.side = None
         self.bf_cohorts = None
-        if self.costs:                 # what cost_columns reads; no patient <-> cohort cycle
+        if self.costs:                 # what cost_columns reads
             self.pats = [_PatView(p) for p in self.pats]
-        else:
-            self.pats = [None] * len(self.pats)
 
     # ---------------------------------------------------------------- decisions
     def _start(self):
