@@ -71,7 +71,7 @@ class ConductTrial(ClassicTrial):
                  "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes", "n_cohorts",
                  "state", "esc", "cands", "dmemo", "review", "review_days", "every",
                  "amounts", "ptrue", "costs", "n_pool", "y_pool", "bf_cap", "bf_max",
-                 "bf_min", "plain_review", "cmemo")
+                 "bf_min", "plain_review", "cmemo", "jlim")
 
     def __init__(self, setup, draws, lean=None):
         super().__init__(setup, draws, None if lean is None else lean[:4])
@@ -134,6 +134,10 @@ class ConductTrial(ClassicTrial):
             setup._fast_conduct_memo = memo
         self.dmemo = memo
         self.costs = c.costs is not None
+        # patients enrolled before _enroll must check its limits (the guard, the drawn
+        # patients, the drawn short-product fractions)
+        self.jlim = min(setup.max_patients, len(draws.fail_at),
+                        len(self.frac) if self.frac is not None else len(draws.fail_at))
 
     @property
     def policy(self):
@@ -217,11 +221,11 @@ class ConductTrial(ClassicTrial):
         n_esc, y_esc = self.n_esc, self.y_esc
         n_pool, y_pool = self.n_pool, self.y_pool
         y = 0
+        if k + len(members) > len(u):
+            while k + len(members) > len(u):
+                d.more_evaluable()
+            u = d.dlt_u
         for pat in members:
-            if k >= len(u):
-                while k >= len(u):
-                    d.more_evaluable()
-                u = d.dlt_u
             f = pat[_RECV]
             lvl = pat[_CNT]
             n_esc[lvl] += 1
@@ -386,11 +390,22 @@ class ConductTrial(ClassicTrial):
             self._enroll(i)
         elif not self.finished:
             self._wait_or_leave(i, now)
-        # _arm, inlined
+        # _arm, inlined (with _open_dose: a dose open for backfill keeps arrivals coming)
         if self.armed or self.finished:
             return
-        if self.cohort[_CFREE] <= 0 and (self.bf is None or self._open_dose() < 0):
-            return
+        if self.cohort[_CFREE] <= 0:
+            if self.bf is None or self.bf_active >= self.bf_max:
+                return
+            cands = self.cands
+            if cands is None:
+                cands = self._candidates()
+            assigned = self.assigned
+            cap = self.bf_cap
+            for b in cands:
+                if assigned[b] < cap:
+                    break
+            else:
+                return
         rq, pos = self.rq, self.rq_pos
         if pos >= len(rq) or rq[pos][0] > self.at_last:
             r, i = self._peek()
@@ -420,13 +435,11 @@ class ConductTrial(ClassicTrial):
 
     # ---------------------------------------------------------------- patients
     def _enroll(self, i):
-        s, d = self.setup, self.draws
-        j = len(self.pats)
-        if j >= s.max_patients:
-            raise too_many_patients(d.trial, s.max_patients)
-        if j >= len(d.fail_at):
-            while j >= len(d.fail_at):
-                d.more_patients()
+        d = self.draws
+        pats = self.pats
+        j = len(pats)
+        if j >= self.jlim:
+            self._extend(j)
         now = self.now
         if self.first_enroll is None:
             self.first_enroll = now
@@ -437,7 +450,7 @@ class ConductTrial(ClassicTrial):
         c[_CACT] += 1
         dose = c[_CDOSE]
         pat = [j, c, dose, -1.0, _PIPELINE, -1.0, now, 1.0, False, dose]
-        self.pats.append(pat)
+        pats.append(pat)
         self.in_flight += 1
         # ConductPolicy.on_enroll
         self.assigned[dose] += 1
@@ -447,13 +460,6 @@ class ConductTrial(ClassicTrial):
             self.n_bf_enrolled += 1
         frac = self.frac
         if frac is not None:
-            if j >= len(frac):
-                sfd = self.sfd
-                if sfd is None:          # past the pre-drawn row: the stream's next draws
-                    sfd = self.sfd = ShortfallDraws(self.sf.spec, self.draws.plan.seed,
-                                                    self.draws.trial, frac)
-                sfd.fraction(j)
-                frac = self.frac = sfd.frac
             f = frac[j]
             if f < 1.0:
                 pat[_RECV] = f
@@ -507,6 +513,26 @@ class ConductTrial(ClassicTrial):
                     return
             n = self.seq = self.seq + 1
             heappush(self.q, (now + d.pre_days[j], n, self.h_arrive, pat))
+
+    def _extend(self, j):
+        """Patient ``j`` is past a limit: the guard, or the drawn patients or short-product
+        fractions (drawn further, the same streams)."""
+        s, d = self.setup, self.draws
+        if j >= s.max_patients:
+            raise too_many_patients(d.trial, s.max_patients)
+        while j >= len(d.fail_at):
+            d.more_patients()
+        frac = self.frac
+        if frac is not None:
+            if j >= len(frac):
+                sfd = self.sfd
+                if sfd is None:          # past the pre-drawn row: the stream's next draws
+                    sfd = self.sfd = ShortfallDraws(self.sf.spec, d.plan.seed, d.trial, frac)
+                sfd.fraction(j)
+                frac = self.frac = sfd.frac
+            self.jlim = min(s.max_patients, len(d.fail_at), len(frac))
+        else:
+            self.jlim = min(s.max_patients, len(d.fail_at))
 
     def _infuse(self, pat, delay):
         """``ConductPolicy.infuse``."""
