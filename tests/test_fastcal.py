@@ -136,9 +136,9 @@ def test_heap_clock_raises_when_nothing_is_left_before_stop():
 # ------------------------------------------------------------------ bundled scenarios
 def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
     """Backfill, short products, costs and the review options run on the fast path for
-    classic designs on a binary truth; with a time-to-event design, a graded truth, or the
-    options not on the allow-list (min_followup_days, screen_while_paused,
-    manufacturing_capacity) the call runs on simpy."""
+    classic designs on a binary truth; with a time-to-event design, a graded truth,
+    manufacture_before_slot, or the options not on the allow-list (min_followup_days,
+    screen_while_paused, manufacturing_capacity) the call runs on simpy."""
     sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
     conduct = sc.model.conduct
     for it in sc.designs:
@@ -150,6 +150,8 @@ def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
     assert clock_for(tite, _conduct(Conduct(), sf)) is SimpyClock
     assert unsupported(build("boin"), conduct, CohortPolicy, graded_truth=True) == \
         "conduct.backfill, conduct.shortfall, conduct.costs"
+    premade = _conduct(conduct, {"manufacture_before_slot": True})
+    assert clock_for(build("boin"), premade) is SimpyClock
     for extra, field in (({"min_followup_days": 7.0}, "conduct.min_followup_days"),
                          ({"screen_while_paused": False}, "conduct.screen_while_paused"),
                          ({"manufacturing_capacity": {"slots": 2}},
