@@ -135,10 +135,10 @@ def test_heap_clock_raises_when_nothing_is_left_before_stop():
 
 # ------------------------------------------------------------------ bundled scenarios
 def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
-    """Backfill, short products, costs and the review options run on the fast path for
-    classic designs on a binary truth; with a time-to-event design, a graded truth,
-    manufacture_before_slot, or the options not on the allow-list (min_followup_days,
-    screen_while_paused, manufacturing_capacity) the call runs on simpy."""
+    """Backfill, short products, costs, the review options and screen_while_paused run on
+    the fast path for classic designs on a binary truth; with a time-to-event design, a
+    graded truth, manufacture_before_slot, or the options not on the allow-list
+    (min_followup_days, manufacturing_capacity) the call runs on simpy."""
     sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
     conduct = sc.model.conduct
     for it in sc.designs:
@@ -153,10 +153,12 @@ def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
     premade = _conduct(conduct, {"manufacture_before_slot": True})
     assert clock_for(build("boin"), premade) is SimpyClock
     for extra, field in (({"min_followup_days": 7.0}, "conduct.min_followup_days"),
-                         ({"screen_while_paused": False}, "conduct.screen_while_paused"),
                          ({"manufacturing_capacity": {"slots": 2}},
                           "conduct.manufacturing_capacity")):
         assert unsupported(build("boin"), _conduct(conduct, extra), CohortPolicy) == field
+    paused = _conduct(Conduct(), {"screen_while_paused": False})
+    assert unsupported(build("boin"), paused, CohortPolicy) is None
+    assert unsupported(tite, paused, TimeToEventPolicy) == "conduct.screen_while_paused"
 
 
 def _conduct(base: Conduct, extra: dict) -> Conduct:
@@ -279,7 +281,8 @@ FIXED_COHORTS = ("3+3",)
 def conducts14(draw, type_name, n_doses):
     """:func:`conducts` with issue 14's blocks the fast path runs for classic designs:
     backfill, short products (each counting policy, each fraction law), the review committee
-    (before every decision or only escalations, on a calendar), cohort sizes, costs."""
+    (before every decision or only escalations, on a calendar), cohort sizes, costs, no
+    screening while accrual is paused (finite accrual)."""
     base = draw(conducts())
     fixed = type_name in FIXED_COHORTS
     extra = {}
@@ -309,6 +312,8 @@ def conducts14(draw, type_name, n_doses):
     if draw(st.booleans()):
         extra["costs"] = {"screening": 5000.0, "manufacturing": 150000.0,
                           "infusion": 50000.0, "per_month": 40000.0}
+    if base.accrual_per_month is not None:
+        extra["screen_while_paused"] = draw(st.booleans())
     return _conduct(base, extra)
 
 
@@ -335,6 +340,29 @@ def test_fast_path_equals_simpy_with_backfill_and_shortfall(data, type_name, n_d
     design = _classic(type_name, n_doses, cohort_size, max_n)
     assert clock_for(design, conduct) is HeapClock
     assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
+
+
+def test_screen_while_paused_false_on_the_fast_path():
+    """``screen_while_paused: false`` on the seed scenario (classic designs: BOIN with and
+    without backfill, 3+3) and on cart_backfill.yaml: the lean paused trials give simpy's
+    trials, unscreened arrivals counted alike (and some there are)."""
+    from escalation_sim.engines.calendar import fast
+    from escalation_sim.engines.calendar.model import Setup
+    seed = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
+    cart = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    off = {"screen_while_paused": False}
+    cases = [(build("boin"), seed, _conduct(seed.model.conduct, off)),
+             (build("3+3"), seed, _conduct(seed.model.conduct, off)),
+             (build("boin"), seed, _conduct(seed.model.conduct, {**off, "backfill": {}})),
+             (cart.designs[1].design, cart, _conduct(cart.model.conduct, off))]
+    names = []
+    for design, sc, conduct in cases:
+        setup = Setup(design, sc.p_true.tolist(), conduct, False, 1000, clock=HeapClock)
+        names.append(fast.trial_class(setup)[0].__name__)
+        res = assert_same_trials(design, sc.p_true.tolist(), conduct, 3, range(30))
+        assert res["n_not_screened"].sum() > 0
+    assert names == ["PausedClassicTrial", "PausedClassicTrial", "PausedConductTrial",
+                     "PausedConductTrial"]
 
 
 def test_conduct_trials_with_tiny_blocks(monkeypatch):

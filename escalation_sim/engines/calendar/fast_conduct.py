@@ -4,7 +4,9 @@
 short products under every counting policy, the review committee's ``review`` /
 ``review_every_days``, ``cohort_sizes``) flattened into the lean
 :class:`~.fast.ClassicTrial` loop, with ``conduct.costs`` read from the trial as the parts
-do.  Same calls in the same order with the same day arithmetic as the parts on simpy, so the
+do, and ``screen_while_paused: false`` (:class:`PausedClassicTrial`,
+:class:`PausedConductTrial`).  Same calls in the same order with the same day arithmetic as
+the parts on simpy, so the
 same trials bit for bit (tests/test_fastcal.py: random conduct blocks with backfill and
 shortfall, every classic design, scenarios/cart_backfill.yaml).
 
@@ -24,6 +26,7 @@ What differs from the parts is only how the work is done:
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from heapq import heappush
 from operator import itemgetter
 
@@ -668,3 +671,104 @@ class LeanConductChunkDraws(LeanChunkDraws):
     def trial(self, r: int):
         d, lean = super().trial(r)
         return d, lean + (None if self.frac is None else self.frac[r],)
+
+
+# ------------------------------------------------------------------ screen_while_paused
+class _Pauses:
+    """``screen_while_paused: false`` for the lean classic trials (as :class:`~.accrual.
+    Accrual`'s ``pauses``, ``mark`` and ``unscreened``): the days the paused state changes
+    are recorded where the parts record them (after an offer, after a refill: the arming that
+    follows changes nothing they read), an eligible arrival that falls in a pause is dropped
+    unscreened whether an event or ``catch_up`` meets it, and the counts at the close leave
+    out every arrival during a pause."""
+
+    __slots__ = ()
+
+    def _init_pauses(self):
+        self.pauses = [(0.0, False)]
+
+    def _decides_on_arrival(self):
+        return False
+
+    def _mark(self, now):
+        paused = self.cohort[_CFREE] <= 0 and not self._decides_on_arrival()
+        if paused != self.pauses[-1][1]:
+            self.pauses.append((now, paused))
+
+    def _paused_at(self, day):
+        p = self.pauses
+        k = bisect_right(p, (day, True)) - 1
+        return p[k][1] if k >= 0 else False
+
+    def _arrival_day(self, i):
+        rows = self.arr_rows
+        if rows is not None:
+            return float(rows[0][i])
+        return self.draws.arrival_time[i]
+
+    def _unscreened(self, i):
+        if not self._paused_at(self._arrival_day(i)):
+            return False
+        self.accrual.n_not_screened += 1
+        return True
+
+    def _ready(self, i):
+        if not self.finished and self._unscreened(i):
+            self.armed = False
+            self._arm()
+            return
+        was = self.finished
+        super()._ready(i)
+        if not was and not self.finished:
+            self._mark(self.now)
+
+    def _fill(self):
+        super()._fill()
+        if not self.finished:
+            self._mark(self.now)
+
+    def _catch_up(self, until):
+        if self.armed or self.setup.unlimited:
+            return
+        while True:
+            r, i = self._peek()
+            if r > until:
+                return
+            self.rq_pos += 1
+            if self._unscreened(i):
+                continue
+            self._wait_or_leave(i, r)
+
+    def _count_arrivals(self, t_end):
+        super()._count_arrivals(t_end)
+        acc = self.accrual
+        self._lists()
+        d = self.draws
+        off = [i for i in range(acc.n_arrived) if self._paused_at(d.arrival_time[i])]
+        acc.n_not_screened = len(off)
+        acc.n_screened -= len(off)
+        acc.n_screen_failed -= sum(d.screen_failed[i] for i in off)
+
+
+class PausedClassicTrial(_Pauses, ClassicTrial):
+    """:class:`~.fast.ClassicTrial` with ``screen_while_paused: false``."""
+
+    __slots__ = ("pauses",)
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        self._init_pauses()
+
+
+class PausedConductTrial(_Pauses, ConductTrial):
+    """:class:`ConductTrial` with ``screen_while_paused: false`` (accrual is not paused
+    while a backfill dose is open: ``BackfillPolicy.decides_on_arrival``)."""
+
+    __slots__ = ("pauses",)
+
+    def __init__(self, setup, draws, lean=None):
+        super().__init__(setup, draws, lean)
+        self._init_pauses()
+
+    def _decides_on_arrival(self):
+        return self.bf is not None and self._open_dose() >= 0
