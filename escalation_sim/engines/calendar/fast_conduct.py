@@ -6,9 +6,8 @@ short products under every counting policy, the review committee's ``review`` /
 :class:`~.fast.ClassicTrial` loop, with ``conduct.costs`` read from the trial as the parts
 do, and ``screen_while_paused: false`` (:class:`PausedClassicTrial`,
 :class:`PausedConductTrial`).  Same calls in the same order with the same day arithmetic as
-the parts on simpy, so the
-same trials bit for bit (tests/test_fastcal.py: random conduct blocks with backfill and
-shortfall, every classic design, scenarios/cart_backfill.yaml).
+the parts on simpy, so the same trials bit for bit (tests/test_fastcal.py: random conduct
+blocks with these options, every classic design, scenarios/cart_backfill.yaml).
 
 What differs from the parts is only how the work is done:
 
