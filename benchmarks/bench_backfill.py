@@ -3,21 +3,30 @@
 The seed scenario (scenarios/relma_cel_sle.yaml) with its classic designs that accept
 backfill (BOIN, CRM), four ways: neither block, ``conduct.backfill`` ({max_per_dose: 12,
 max_total: 24}), ``conduct.shortfall`` ({prob: 0.15, received_fraction: {mean: 0.6, sd:
-0.15}}), and both.  Prints full simulated trials per second on one core in process CPU time
-(other load on the machine does not distort it), best of ``--repeat`` warm runs, the variants
-interleaved so that they see the same machine state.  Backfill trials treat more patients
-(about 31 instead of 24 here) and keep arrival events running while a backfill dose is
-open, so they cost more per trial.
+0.15}}), and both; each on the fast path and on the simpy engine.  Prints full simulated
+trials per CPU second on one core (process time, so other load on the machine distorts it
+less), the median over ``--rounds`` rounds in which every variant and engine runs once,
+interleaved (so they see the same machine state), and issue 14's speed item: the seed
+scenario with both blocks on the fast path against the seed scenario without them, on the
+fast path and on simpy (the ratio of the per-round figures, median over rounds).  Backfill
+trials treat more patients (about 33 instead of 25 enrolled here) and keep arrival events
+running while a backfill dose is open, so they cost more per trial.  Before timing, both
+engines run the first 200 trials of each variant (fills the decision memos) and their outputs
+are compared (the script stops if they differ).
 
-    python benchmarks/bench_backfill.py [--trials 2000] [--repeat 3] [--save [PATH]]
+    python benchmarks/bench_backfill.py [--trials 2000] [--rounds 5] [--save [PATH]]
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
+import statistics
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import add_save_option, record  # noqa: E402
@@ -36,12 +45,27 @@ VARIANTS = {
     "both": {"backfill": {"max_per_dose": 12, "max_total": 24},
              "shortfall": {"prob": 0.15, "received_fraction": {"mean": 0.6, "sd": 0.15}}},
 }
+ENGINES = ("fast", "simpy")
+
+
+def _same(a: dict, b: dict) -> bool:
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, np.ndarray):
+            if not np.array_equal(v, w, equal_nan=v.dtype.kind == "f"):
+                return False
+        elif k == "decision_times":
+            if any(not np.array_equal(x, y) for x, y in zip(v, w, strict=True)):
+                return False
+        elif v != w:
+            return False
+    return True
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=2000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     add_save_option(ap, "backfill.jsonl")
     a = ap.parse_args(argv)
     base = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
@@ -53,24 +77,46 @@ def main(argv=None) -> int:
         sc = load_scenario_dict(raw, f"seed+{name}")
         for it in sc.designs:
             runs[(it.name, name)] = (it.design, sc.model.truth.p_dlt, sc.model.conduct)
-    best = {k: float("inf") for k in runs}
-    for key, (d, p, c) in runs.items():                    # warm: fills the decision memos
-        simulate_des_trials(d, p, c, SEED, range(200))
-    for _ in range(a.repeat):
+    for key, (d, p, c) in runs.items():        # warm (decision memos) and compare
+        ref = simulate_des_trials(d, p, c, SEED, range(200), engine="simpy")
+        got = simulate_des_trials(d, p, c, SEED, range(200), engine="fast")
+        if not _same(ref, got):
+            raise SystemExit(f"{key}: the fast path and simpy differ")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    tps = {(k, e): [] for k in runs for e in ENGINES}
+    for _ in range(a.rounds):
         for key, (d, p, c) in runs.items():
-            t0 = time.process_time()
-            simulate_des_trials(d, p, c, SEED, range(a.trials))
-            best[key] = min(best[key], time.process_time() - t0)
-    print(f"seed scenario, {a.trials} trials, best of {a.repeat}, CPU trials/s on one core")
-    print(f"{'design':<8}" + "".join(f"{v:>12}" for v in VARIANTS))
-    for design in dict.fromkeys(k[0] for k in runs):
-        cells = []
-        for v in VARIANTS:
-            tps = a.trials / best[(design, v)]
-            cells.append(f"{tps:12.0f}")
-            record(a.save, bench="backfill", design=design, variant=v, trials=a.trials,
-                   cpu_trials_per_s=tps)
-        print(f"{design:<8}" + "".join(cells))
+            for eng in ENGINES:
+                t0 = time.process_time()
+                simulate_des_trials(d, p, c, SEED, range(a.trials), engine=eng)
+                tps[key, eng].append(a.trials / (time.process_time() - t0))
+    load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"seed scenario, {a.trials:,} trials per timing, median of {a.rounds} interleaved "
+          f"rounds, trials per CPU second on one core; load average {load:.1f} at start, "
+          f"{load_end:.1f} at the end, {os.cpu_count()} CPUs")
+    print(f"{'design':<8}{'engine':<7}" + "".join(f"{v:>11}" for v in VARIANTS))
+    designs = list(dict.fromkeys(k[0] for k in runs))
+    for design in designs:
+        for eng in ENGINES:
+            cells = []
+            for v in VARIANTS:
+                m = statistics.median(tps[(design, v), eng])
+                cells.append(f"{m:11,.0f}")
+                record(a.save, bench="backfill", design=design, variant=v, engine=eng,
+                       trials=a.trials, rounds=a.rounds, cpu_trials_per_s=m,
+                       load_average=load, load_average_end=load_end)
+            print(f"{design:<8}{eng:<7}" + "".join(cells))
+    print("issue 14 speed item: seed + backfill + shortfall on the fast path, against the "
+          "seed scenario without them")
+    for design in designs:
+        both = tps[(design, "both"), "fast"]
+        for eng in ENGINES:
+            seed = tps[(design, "neither"), eng]
+            ratio = statistics.median(x / y for x, y in zip(both, seed, strict=True))
+            print(f"  {design:<6} both (fast) {statistics.median(both):7,.0f}/s  vs  seed "
+                  f"({eng}) {statistics.median(seed):7,.0f}/s:  ratio {ratio:.2f}")
+            record(a.save, bench="backfill_vs_seed", design=design, seed_engine=eng,
+                   trials=a.trials, rounds=a.rounds, ratio=ratio)
     return 0
 
 

@@ -26,8 +26,9 @@ from escalation_sim.inputs.distributions import DurationSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
-#: bundled scenarios whose conduct uses options of issue 14 the fast path leaves to simpy
-#: (backfill, short products, costs ...); checked below to fall back
+#: bundled scenarios whose conduct uses options of issue 14 that time-to-event designs run on
+#: simpy (backfill, short products): their classic designs are checked in
+#: test_fast_path_equals_simpy_with_backfill_and_shortfall_on_cart_backfill
 SIMPY_ONLY = ("cart_backfill",)
 TYPES = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "tite-boin", "tite-crm", "rolling6"]
 
@@ -133,11 +134,73 @@ def test_heap_clock_raises_when_nothing_is_left_before_stop():
 
 
 # ------------------------------------------------------------------ bundled scenarios
-def test_issue14_conduct_options_fall_back_to_simpy():
+def test_issue14_conduct_options_the_fast_path_leaves_to_simpy():
+    """Backfill, short products, costs, the review options and screen_while_paused run on
+    the fast path for classic designs on a binary truth; with a time-to-event design, a
+    graded truth, manufacture_before_slot, or the options not on the allow-list
+    (min_followup_days, manufacturing_capacity) the call runs on simpy."""
     sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    conduct = sc.model.conduct
     for it in sc.designs:
-        assert clock_for(it.design, sc.model.conduct) is SimpyClock
-        assert "conduct.backfill" in unsupported(it.design, sc.model.conduct, CohortPolicy)
+        assert clock_for(it.design, conduct) is HeapClock
+        assert unsupported(it.design, conduct, CohortPolicy) is None
+    tite = build("tite-boin")
+    sf = {"shortfall": conduct.shortfall.model_dump()}
+    assert "conduct.shortfall" in unsupported(tite, _conduct(Conduct(), sf), TimeToEventPolicy)
+    assert clock_for(tite, _conduct(Conduct(), sf)) is SimpyClock
+    assert unsupported(build("boin"), conduct, CohortPolicy, graded_truth=True) == \
+        "conduct.backfill, conduct.shortfall, conduct.costs"
+    premade = _conduct(conduct, {"manufacture_before_slot": True})
+    assert clock_for(build("boin"), premade) is SimpyClock
+    for extra, field in (({"min_followup_days": 7.0}, "conduct.min_followup_days"),
+                         ({"manufacturing_capacity": {"slots": 2}},
+                          "conduct.manufacturing_capacity")):
+        assert unsupported(build("boin"), _conduct(conduct, extra), CohortPolicy) == field
+    paused = _conduct(Conduct(), {"screen_while_paused": False})
+    assert unsupported(build("boin"), paused, CohortPolicy) is None
+    assert unsupported(tite, paused, TimeToEventPolicy) == "conduct.screen_while_paused"
+
+
+def _conduct(base: Conduct, extra: dict) -> Conduct:
+    """``base`` with the fields of ``extra`` (validated as a scenario's block)."""
+    return Conduct.model_validate({**base.model_dump(), **extra})
+
+
+def test_fast_path_equals_simpy_with_backfill_and_shortfall_on_cart_backfill():
+    """scenarios/cart_backfill.yaml (backfill, short products counted as assigned, costs):
+    its designs and the other classic designs that take backfill (mTPI-2, Keyboard, i3+3,
+    BLRM on the scenario's dose amounts), then the same block with the short products counted
+    as received or excluded, under a review before escalations on a 14-day calendar and with
+    cohorts of 3, 2, 1: every design on the lean ConductTrial, trials and patient logs as
+    simpy's."""
+    from escalation_sim.engines.calendar import fast
+    from escalation_sim.engines.calendar.model import Setup
+    sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    tr = sc.model.trial
+    p = sc.p_true.tolist()
+    designs = [it.design for it in sc.designs]
+    designs += [build(t, sc.n_doses, sc.target, tr.cohort_size, tr.max_n)
+                for t in ("mtpi2", "keyboard", "i3+3")]
+    ctx = DesignContext(n_doses=sc.n_doses, target=sc.target, cohort_size=tr.cohort_size,
+                        max_n=tr.max_n, start_dose=0)
+    blrm = get_entry("blrm")
+    designs.append(blrm.build(blrm.spec_model(type="blrm", dose_amounts=[
+        d.amount for d in sc.model.doses]), ctx))
+    base = sc.model.conduct
+    sf = base.shortfall.model_dump()
+    variants = [base]
+    for policy in ("received", "exclude"):
+        variants.append(_conduct(base, {
+            "shortfall": dict(sf, policy=policy, prob=0.4),
+            "review": {"days": 3.0, "before": "escalation"}, "review_every_days": 14.0,
+            "cohort_sizes": [3, 2, 1]}))
+    for design in designs:
+        for conduct in variants:
+            assert clock_for(design, conduct) is HeapClock
+            setup = Setup(design, p, conduct, False, 1000, clock=HeapClock)
+            assert fast.trial_class(setup)[0].__name__ == "ConductTrial"
+            res = assert_same_trials(design, p, conduct, 7, range(40))
+            assert res["n_backfill"].sum() > 0 and res["n_short"].sum() > 0
 
 
 @pytest.mark.parametrize("path", [p for p in SCENARIOS if p.stem not in SIMPY_ONLY],
@@ -208,6 +271,114 @@ def test_fast_path_equals_simpy_on_random_scenarios(conduct, type_name, n_doses,
     assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
 
 
+CLASSIC = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "blrm"]
+#: designs deciding by fixed cohorts: no backfill, no counting at the level received, no
+#: cohort_sizes (scenario validation refuses them)
+FIXED_COHORTS = ("3+3",)
+
+
+@st.composite
+def conducts14(draw, type_name, n_doses):
+    """:func:`conducts` with issue 14's blocks the fast path runs for classic designs:
+    backfill, short products (each counting policy, each fraction law), the review committee
+    (before every decision or only escalations, on a calendar), cohort sizes, costs, no
+    screening while accrual is paused (finite accrual)."""
+    base = draw(conducts())
+    fixed = type_name in FIXED_COHORTS
+    extra = {}
+    if not fixed and draw(st.booleans()):
+        cap = draw(st.sampled_from([3, 6, 12]))
+        extra["backfill"] = {"max_per_dose": cap,
+                             "max_total": draw(st.sampled_from([1, 4, 24])),
+                             "min_evaluable": min(cap, draw(st.sampled_from([1, 2, 3])))}
+    if draw(st.booleans()):
+        policies = ["assigned", "exclude"] + ([] if fixed else ["received"])
+        dist = draw(st.sampled_from(["uniform", "beta", "fixed"]))
+        policy = draw(st.sampled_from(policies))
+        extra["shortfall"] = {     # (every product short and excluded: no trial would end)
+            "prob": draw(st.sampled_from([0.1, 0.5] + ([1.0] if policy == "assigned" else []))),
+            "received_fraction": {"mean": draw(st.sampled_from([0.4, 0.7])),
+                                  "sd": draw(st.sampled_from([0.0, 0.1])), "dist": dist},
+            "policy": policy,
+            "dose_amounts": [float(a) for a in draw(st.sampled_from(
+                [[1, 2, 4, 8, 16], [10, 15, 20, 25, 30]]))[:n_doses]]}
+    review = draw(st.sampled_from([None, "every_decision", "escalation"]))
+    if review is not None:
+        extra["review_days"] = 0.0
+        extra["review"] = {"days": draw(st.sampled_from([0.0, 5.0])), "before": review}
+    extra["review_every_days"] = draw(st.sampled_from([None, None, 7.0, 30.0]))
+    if not fixed:
+        extra["cohort_sizes"] = draw(st.sampled_from([None, None, [3, 2, 1], [1, 3]]))
+    if draw(st.booleans()):
+        extra["costs"] = {"screening": 5000.0, "manufacturing": 150000.0,
+                          "infusion": 50000.0, "per_month": 40000.0}
+    if base.accrual_per_month is not None:
+        extra["screen_while_paused"] = draw(st.booleans())
+    return _conduct(base, extra)
+
+
+def _classic(type_name, n_doses, cohort_size, max_n):
+    if type_name != "blrm":
+        return build(type_name, n_doses=n_doses, cohort_size=cohort_size, max_n=max_n)
+    ctx = DesignContext(n_doses=n_doses, target=0.25, cohort_size=cohort_size, max_n=max_n,
+                        start_dose=0)
+    entry = get_entry("blrm")
+    return entry.build(entry.spec_model(type="blrm", dose_amounts=[
+        float(2 ** d) for d in range(n_doses)]), ctx)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), type_name=st.sampled_from(CLASSIC), n_doses=st.integers(2, 5),
+       cohort_size=st.sampled_from([1, 2, 3]), max_n=st.sampled_from([6, 12, 18]),
+       seed=st.integers(0, 2**31), p=st.lists(st.floats(0.0, 0.8), min_size=5, max_size=5))
+def test_fast_path_equals_simpy_with_backfill_and_shortfall(data, type_name, n_doses,
+                                                            cohort_size, max_n, seed, p):
+    """Random conduct blocks with backfill, short products, review options, cohort sizes and
+    costs, every classic design that takes them: the lean ConductTrial (and the parts on the
+    heap clock, with the patient log) give simpy's trials."""
+    conduct = data.draw(conducts14(type_name, n_doses))
+    design = _classic(type_name, n_doses, cohort_size, max_n)
+    assert clock_for(design, conduct) is HeapClock
+    assert_same_trials(design, sorted(p)[:n_doses], conduct, seed, range(8))
+
+
+def test_screen_while_paused_false_on_the_fast_path():
+    """``screen_while_paused: false`` on the seed scenario (classic designs: BOIN with and
+    without backfill, 3+3) and on cart_backfill.yaml: the lean paused trials give simpy's
+    trials, unscreened arrivals counted alike (and some there are)."""
+    from escalation_sim.engines.calendar import fast
+    from escalation_sim.engines.calendar.model import Setup
+    seed = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
+    cart = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    off = {"screen_while_paused": False}
+    cases = [(build("boin"), seed, _conduct(seed.model.conduct, off)),
+             (build("3+3"), seed, _conduct(seed.model.conduct, off)),
+             (build("boin"), seed, _conduct(seed.model.conduct, {**off, "backfill": {}})),
+             (cart.designs[1].design, cart, _conduct(cart.model.conduct, off))]
+    names = []
+    for design, sc, conduct in cases:
+        setup = Setup(design, sc.p_true.tolist(), conduct, False, 1000, clock=HeapClock)
+        names.append(fast.trial_class(setup)[0].__name__)
+        res = assert_same_trials(design, sc.p_true.tolist(), conduct, 3, range(30))
+        assert res["n_not_screened"].sum() > 0
+    assert names == ["PausedClassicTrial", "PausedClassicTrial", "PausedConductTrial",
+                     "PausedConductTrial"]
+
+
+def test_conduct_trials_with_tiny_blocks(monkeypatch):
+    """Blocks of two arrivals and patients and one evaluable patient: every conduct trial
+    extends its arrivals, patients, DLT draws and short-product fractions on demand, in both
+    engines alike (scenarios/cart_backfill.yaml, short products counted each way)."""
+    import escalation_sim.engines.calendar as cal
+    monkeypatch.setattr(cal, "block_sizes", lambda conduct, max_n: (2, 2, 1))
+    sc = load_scenario(ROOT / "scenarios" / "cart_backfill.yaml")
+    sf = sc.model.conduct.shortfall.model_dump()
+    for policy in ("assigned", "received", "exclude"):
+        conduct = _conduct(sc.model.conduct, {"shortfall": dict(sf, policy=policy, prob=0.4)})
+        for it in sc.designs:
+            assert_same_trials(it.design, sc.p_true.tolist(), conduct, 5, range(12))
+
+
 def test_zero_logistics_ties_and_simulate_one():
     """Zero-length logistics put many calls on the same instant (order decides)."""
     for t in TYPES:
@@ -221,10 +392,10 @@ def test_zero_logistics_ties_and_simulate_one():
 
 # ------------------------------------------------------------------ choice and fallback
 class _FutureConduct(Conduct):
-    """A conduct block with a feature the fast path does not know (stands for the
-    backfill / shortfall / graded-outcome fields other work adds)."""
+    """A conduct block with a feature the fast path does not know (stands for the fields
+    other work adds)."""
 
-    backfill: bool = False
+    future_option: bool = False
 
 
 def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
@@ -233,8 +404,8 @@ def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
     assert unsupported(design, Conduct(), TimeToEventPolicy, record_patients=True) is None
     # an unknown field at its default is the old behaviour: still the fast path
     assert unsupported(design, _FutureConduct(), CohortPolicy) is None
-    future = _FutureConduct(backfill=True)
-    assert unsupported(design, future, CohortPolicy) == "conduct.backfill"
+    future = _FutureConduct(future_option=True)
+    assert unsupported(design, future, CohortPolicy) == "conduct.future_option"
 
     class Backfill(CohortPolicy):
         __slots__ = ()
@@ -242,8 +413,8 @@ def test_allow_list_falls_back_to_simpy_with_a_note(caplog):
     assert "option shortfall" in unsupported(design, Conduct(), CohortPolicy, shortfall=0.1)
     with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
         assert clock_for(design, future) is SimpyClock
-    assert "fast path does not support conduct.backfill" in caplog.text
-    with pytest.raises(ValueError, match="does not support: conduct.backfill"):
+    assert "fast path does not support conduct.future_option" in caplog.text
+    with pytest.raises(ValueError, match="does not support: conduct.future_option"):
         clock_for(design, future, "fast")
 
 
@@ -332,15 +503,21 @@ def test_lean_trials_are_freed_by_reference_counting():
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)
     try:
-        for t in ("boin", "tite-boin"):
-            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], conduct, 1, range(20),
+        backfill = _conduct(conduct, {
+            "backfill": {"max_per_dose": 6}, "costs": {"infusion": 1.0},
+            "shortfall": {"prob": 0.3, "received_fraction": {"mean": 0.5},
+                          "dose_amounts": [1.0, 2.0, 3.0, 4.0]}})
+        for t, c in (("boin", conduct), ("tite-boin", conduct), ("boin", backfill)):
+            res = simulate_des_trials(build(t), [0.1, 0.2, 0.3, 0.45], c, 1, range(20),
                                       engine="fast")
             assert res["n_enrolled"].sum() > 20
+        assert res["n_backfill"].sum() > 0
         del res
         gc.collect()
         ours = {type(o).__name__ for o in gc.garbage
                 if type(o).__module__.startswith("escalation_sim")}
-        assert not ours & {"ClassicTrial", "TiteTrial", "_AccrualCounts", "TrialDraws"}, ours
+        assert not ours & {"ClassicTrial", "TiteTrial", "ConductTrial", "_AccrualCounts",
+                           "TrialDraws", "_PatView"}, ours
     finally:
         gc.set_debug(0)
         gc.garbage.clear()

@@ -15,6 +15,9 @@ other feature (a new conduct field set away from its default, a new policy, an e
 option) runs on simpy, with a log message on ``escalation_sim.engines.calendar`` saying why.
 Graded truths (``truth.toxicities``: per-type grades and onsets, the DLT rule) are on it, for
 binary designs and score designs (gBOIN, TITE-gBOIN): see "graded truths, lean" below.
+Issue 14's backfill, short products, review options, ``cohort_sizes``,
+``screen_while_paused: false`` and costs are on it for classic designs on a binary truth
+(:mod:`.fast_conduct`).
 
 Repetition on purpose: the lean trial classes restate, flattened and inlined, the steps of
 the reference engine's parts (enrolment, pathway, gate, infusion, follow-up), and the
@@ -116,6 +119,11 @@ KNOWN_CONDUCT = frozenset({
     "accrual_per_month", "screening", "max_wait_days", "when_paused", "phases",
     "gate_before_phase", "dlt_window_days", "dlt_onset", "dropout_prob", "stagger_days",
     "stagger_mode", "stagger_scope", "max_in_followup", "review_days"})
+#: issue 14's conduct fields the fast path runs for classic designs on a binary truth
+#: (:mod:`.fast_conduct`); with a time-to-event design or a graded truth they stay on simpy
+KNOWN_CONDUCT_CLASSIC = frozenset({
+    "backfill", "shortfall", "review", "review_every_days", "cohort_sizes", "costs",
+    "screen_while_paused"})
 KNOWN_PHASE = frozenset({"name", "duration_days", "failure_prob", "probability", "kind"})
 KNOWN_SCREENING = frozenset({"failure_prob", "duration_days"})
 KNOWN_DURATION = frozenset(DurationSpec.model_fields)
@@ -155,7 +163,10 @@ def unsupported(design: Design, conduct: Conduct, policy: type, **options: Any
     if not isinstance(conduct, Conduct):
         reasons.append(f"conduct type {type(conduct).__name__}")
     else:
-        reasons += _extra_fields(conduct, KNOWN_CONDUCT, "conduct.")
+        known = KNOWN_CONDUCT
+        if policy is CohortPolicy and options.get("graded_truth") is None:
+            known = KNOWN_CONDUCT | KNOWN_CONDUCT_CLASSIC
+        reasons += _extra_fields(conduct, known, "conduct.")
         if not isinstance(conduct.screening, Screening):
             reasons.append("conduct.screening type")
         else:
@@ -259,7 +270,7 @@ class _AccrualCounts:
     """What ``_collect`` reads from ``trial.accrual``."""
 
     __slots__ = ("n_screened", "n_screen_failed", "n_lost", "n_wait_max",
-                 "n_waiting_at_close", "n_arrived")
+                 "n_waiting_at_close", "n_arrived", "n_not_screened")
 
 
 class ClassicTrial:
@@ -298,7 +309,7 @@ class ClassicTrial:
         self.final_state = None
         acc = self.accrual = _AccrualCounts()
         acc.n_screened = acc.n_screen_failed = acc.n_lost = acc.n_wait_max = 0
-        acc.n_waiting_at_close = acc.n_arrived = 0
+        acc.n_waiting_at_close = acc.n_arrived = acc.n_not_screened = 0
         self.rq = [] if lean is None else lean[0]
         self.rq_pos = 0
         self.at_last = None if lean is None else float(lean[1][-1])
@@ -1019,7 +1030,8 @@ KNOWN_SETUP = frozenset({
     "K", "_canonical", "_decisions", "_exact", "_mtds", "cap", "clock", "conduct", "design",
     "empty_state", "gate", "gated", "known_release", "leave", "manufacturing",
     "max_patients", "max_wait", "p", "phase_names", "policy", "record", "review", "stagger",
-    "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded"})
+    "unlimited", "window", "_fast_memo", "model", "units", "max_units", "graded",
+    "shortfall", "backfill_rules", "conduct_memo", "_fast_conduct_memo"})
 
 
 def setup_unsupported(setup) -> Optional[str]:
@@ -1052,6 +1064,18 @@ def trial_class(setup):
     if setup.clock is HeapClock and not setup.record:
         if setup.graded is None:
             lean = None if setup.unlimited else LeanChunkDraws
+            from .backfill import BackfillPolicy, ConductPolicy
+            paused = not setup.conduct.screen_while_paused
+            if setup.policy is ConductPolicy or setup.policy is BackfillPolicy:
+                from .fast_conduct import (ConductTrial, LeanConductChunkDraws,
+                                           PausedConductTrial)
+                return ((PausedConductTrial if paused else ConductTrial),
+                        None if setup.unlimited else LeanConductChunkDraws)
+            if setup.conduct.costs is not None:      # (costs read the parts' patients)
+                return Trial, None
+            if paused and setup.policy is CohortPolicy:
+                from .fast_conduct import PausedClassicTrial
+                return PausedClassicTrial, lean
             if setup.policy is CohortPolicy:
                 return ClassicTrial, lean
             if setup.policy is TimeToEventPolicy:
