@@ -58,12 +58,14 @@ def _exact_sum(x: np.ndarray) -> Fraction:
 
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
-              acceptable=None, record_patients: bool = False, model=None) -> ChunkResult:
+              acceptable=None, record_patients: bool = False, model=None,
+              efficacy=None) -> ChunkResult:
     """Simulate trials ``start..stop-1`` for every design (same patients for all).
 
     ``model``: the :class:`~escalation_sim.inputs.truth.OutcomeModel` of a graded truth (None
     for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it, the
-    calendar engine also each event type's onset."""
+    calendar engine also each event type's onset.  ``efficacy``: P(response) per dose, for
+    the designs that use responses (``Outcome.JOINT``)."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
@@ -71,12 +73,18 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
     for design in designs:
         score = design.outcome is Outcome.SCORE
         ok_d, over_d = ok, over
+        joint = design.outcome is Outcome.JOINT
+        if joint:   # its own correct answer: the true OBD (results.oc.obd_truth_sets)
+            from ..results.oc import obd_truth_sets
+            ok_j, over_j = obd_truth_sets(design, p_true, efficacy)
+            ok_d, over_d = ok_j.astype(np.int64), over_j.astype(np.int64)
         if score:  # its own true target dose: mean normalized score closest to its target
             ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
                                       design.inner.target)
             ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
         if conduct is None:
-            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
+            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model,
+                                       efficacy=efficacy if joint else None)
             g = ch.graph
             tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
             # per-trial arrays through the per-state look-up tables
@@ -120,6 +128,10 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                 cols[f"n_{d + 1}"] = n[:, d]
             for d in range(K):
                 cols[f"dlt_{d + 1}"] = y[:, d]
+            if joint and conduct is None:
+                resp = g.e[ch.sids].astype(np.int64)
+                for d in range(K):
+                    cols[f"responders_{d + 1}"] = resp[:, d]
             if durations[-1] is not None:
                 for k, v in des_stats[-1].items():
                     if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == stop - start:
