@@ -31,7 +31,11 @@ is the top dose or eliminated (then stay), D / DUT / DUE de-escalate to d-1 unle
 lowest dose or d-1 is eliminated (then stay), S stays.  The package keeps its eliminations in
 a history-dependent vector set from the table's letters (DUT/DUE mark the current dose, EUE
 marks the dose escalated *to*, and a dose the safety rule removed can still be used when the
-table says S); those quirks are not reproduced: a pure rule on the counts cannot.
+table says S); those quirks are not reproduced: a pure rule on the counts cannot.  An
+eliminated dose is never used: when the move above lands on an eliminated current dose (the
+table says S, or its neighbour is eliminated), the next dose is d+1 if d was eliminated for
+futility only and d+1 is not eliminated, else d-1 if not eliminated, else d+1 if not
+eliminated, else the trial stops (every dose in reach eliminated).
 
 OBD selection (:meth:`KeyboardOBD.select_obd`, ``select.obd.kb``)
 ----------------------------------------------------------------
@@ -186,7 +190,28 @@ class KeyboardOBD:
             nxt = d - 1 if d > 0 and not elim[d - 1] else d
         else:
             nxt = d
+        if elim[nxt]:       # only the current dose can be eliminated here: never treat at it
+            up = d + 1 < K and not elim[d + 1]
+            down = d > 0 and not elim[d - 1]
+            if up and not self._unsafe(counts, d):
+                return ObdDecision(d + 1, letter, f"{obs}; dose {d + 1} eliminated for "
+                                                  f"futility: dose {d + 2}")
+            if down:
+                return ObdDecision(d - 1, letter, f"{obs}; dose {d + 1} eliminated: dose {d}")
+            if up:
+                return ObdDecision(d + 1, letter, f"{obs}; dose {d + 1} eliminated: dose "
+                                                  f"{d + 2}")
+            return ObdDecision(None, None, f"{obs}; dose {d + 1} eliminated and no neighbour "
+                                           f"left: every dose eliminated: stop")
         return ObdDecision(nxt, letter, obs)
+
+    def _unsafe(self, counts: JointCounts, d: int) -> bool:
+        """The safety rule eliminates dose ``d`` (or a lower dose, which removes it)."""
+        for k in range(d + 1):
+            n, y = counts.n[k], counts.tox[k]
+            if n >= 3 and _sf(self.target_toxicity, 1 + y, 1 + n - y) > self.cutoff_tox:
+                return True
+        return False
 
     # ----------------------------------------------------------------- selection
     def utilities(self, counts: JointCounts) -> Dict[int, Tuple[float, float, float, float,
