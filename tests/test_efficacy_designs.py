@@ -259,3 +259,67 @@ def test_boin12_with_utilities_that_read_both_counts_keeps_them_per_trial():
     for i, sid in enumerate(ch.sids.tolist()):
         got, want = ch.graph.state(sid), _replay(d, P, Q, 7, i)
         assert (got.n, got.y, got.e, got.b) == (want.n, want.y, want.e, want.b)
+
+
+# ----------------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def obd_file(tmp_path_factory):
+    import yaml
+    f = tmp_path_factory.mktemp("obd") / "obd.yaml"
+    f.write_text(yaml.safe_dump({"name": "x", "doses": [1, 2, 3, 4, 5], "target": 0.35,
+                                 "truth": {"p_dlt": [0.05, 0.1, 0.2, 0.3, 0.4],
+                                           "efficacy": [0.1, 0.3, 0.5, 0.5, 0.5]},
+                                 "trial": {"max_n": 36, "cohort_size": 3},
+                                 "designs": [{"type": "boin12", "min_efficacy": 0.25},
+                                             {"type": "keyboard-obd", "target": 0.3}]}))
+    return f
+
+
+def test_cli_next_dose_follows_the_published_example(obd_file):
+    """Lin et al. 2020 p. 1396: after 1NNN 2ENT 3ETT 2EEN, dose 2 (RDS 11.340, 28.620, 7.997,
+    29.5, 29.5 by the reference notes' recomputation)."""
+    r = _cli("next-dose", obd_file, "--design", "boin12", "--outcomes",
+             "1NNN 2ENT 3ETT 2EEN", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    doc = json.loads(r.stdout)
+    assert doc["next_dose"] == 2 and doc["selects"] == "OBD"
+    assert doc["responders"] == [0, 3, 1, 0, 0]
+    assert [round(x, 2) for x in doc["estimates"]["rds"]] == [11.34, 28.62, 8.0, 29.5, 29.5]
+
+
+def test_cli_select_mtd_says_it_selects_the_obd(obd_file):
+    """select.obd.kb's Rd example (OBD dose 3) as outcome letters: doses 1-5 with (n, DLT,
+    responses) (3, 1, 0), (6, 2, 0), (12, 4, 5), (3, 2, 1), (3, 3, 1)."""
+    out = "1TNN 2TTNNNN 3BBTTEEENNNNN 4BTN 5BTT"
+    r = _cli("select-mtd", obd_file, "--design", "keyboard-obd", "--outcomes", out)
+    assert r.returncode == 0, r.stderr
+    assert "optimal biological dose (OBD)" in r.stdout and "OBD = dose 3" in r.stdout
+
+
+def test_cli_paths_and_tables(obd_file):
+    r = _cli("paths", obd_file, "--design", "boin12", "--cohorts", "1", "--truth",
+             "0.05,0.1,0.2,0.3,0.4", "--efficacy", "0.1,0.3,0.5,0.5,0.5", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+    doc = json.loads(r.stdout)
+    kids = doc["tree"]["children"]
+    assert len(kids) == 20                         # C(3 + 3, 3) joint outcomes of 3
+    assert sum(k["p_outcome"] for k in kids) == pytest.approx(1.0, abs=1e-12)
+    r = _cli("paths", obd_file, "--design", "boin12", "--truth", "0.05,0.1,0.2,0.3,0.4")
+    assert r.returncode == 2 and "--efficacy" in r.stderr
+    r = _cli("table", "--design", "keyboard-obd", "--target", "0.2", "--option",
+             "target_efficacy=0.4", "--cohort-size", "3", "--max-n", "3")
+    assert r.returncode == 0, r.stderr
+    # Keyboard 0.1.3 get.decision.obd.kb, bounds 0.15/0.25/0.35 and 0.25/0.45/0.65, targets
+    # 0.2 / 0.4, n = 3 (reference notes 7.1): rows y = 0..3
+    rows = [ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith("    ")]
+    assert rows == [["EUE", "E", "E", "E"], ["DUE", "S", "S", "S"],
+                    ["DUT"] * 4, ["DUT"] * 4]
+    r = _cli("table", "--design", "boin12", "--target", "0.35", "--cohort-size", "3",
+             "--max-n", "12")
+    assert r.returncode == 0, r.stderr
+    # BOIN boundaries for phi_t 0.35 (reference notes section 3): (n, esc <=, de-esc >=) =
+    # (3, 0, 2), (6, 1, 3), (9, 2, 4), (12, 3, 6)
+    got = [ln.split()[:3] for ln in r.stdout.splitlines() if ln.strip()[:1].isdigit()]
+    assert got == [["3", "0", "2"], ["6", "1", "3"], ["9", "2", "4"], ["12", "3", "6"]]
