@@ -323,3 +323,14 @@ def test_cli_paths_and_tables(obd_file):
     # (3, 0, 2), (6, 1, 3), (9, 2, 4), (12, 3, 6)
     got = [ln.split()[:3] for ln in r.stdout.splitlines() if ln.strip()[:1].isdigit()]
     assert got == [["3", "0", "2"], ["6", "1", "3"], ["9", "2", "4"], ["12", "3", "6"]]
+
+
+def test_html_report_has_the_obd_table():
+    from escalation_sim.api import exact_oc
+    from escalation_sim.report import render_report
+    res = exact_oc(scenario=_scenario([{"type": "boin12"}, {"type": "boin"}]))
+    html = render_report(res, swimmer=False)
+    assert "Efficacy designs: optimal biological dose" in html
+    assert "P(select the true OBD)" in html and "mean responders per trial" in html
+    p = res.design_oc("boin12")["p_select_obd"]
+    assert f"{100 * p:.1f}%" in html.split("Efficacy designs")[1]
