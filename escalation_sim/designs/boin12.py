@@ -102,6 +102,17 @@ class JointCounts:
         return len(self.n)
 
     @classmethod
+    def trusted(cls, n, tox, eff, both, current) -> "JointCounts":
+        """Counts already checked (an engine's ``JointState``): no validation (speed)."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "n", n)
+        object.__setattr__(obj, "tox", tox)
+        object.__setattr__(obj, "eff", eff)
+        object.__setattr__(obj, "both", both)
+        object.__setattr__(obj, "current", current)
+        return obj
+
+    @classmethod
     def empty(cls, n_doses: int) -> "JointCounts":
         z = (0,) * n_doses
         return cls(z, z, z, z)
@@ -174,6 +185,16 @@ def _cdf(x: float, a: float, b: float) -> float:
     return float(beta_dist.cdf(x, a, b))
 
 
+@lru_cache(maxsize=1 << 18)
+def _rds_cell(n: int, t: int, e: int, b: int, u: Tuple[float, float, float, float],
+              u_b: float) -> float:
+    """RDS of a dose with n patients, t DLTs, e responders, b with both (cached)."""
+    n01, n11, n10 = e - b, b, t - b
+    n00 = n - n01 - n11 - n10
+    x = (u[0] * n01 + u[1] * n00 + u[2] * n11 + u[3] * n10) / 100.0
+    return 100.0 * _sf(u_b / 100.0, 1.0 + x, 1.0 + n - x)
+
+
 @dataclass(frozen=True)
 class BOIN12:
     """BOIN12's rules (module docstring); ``u`` = (u1, u2, u3, u4)."""
@@ -198,11 +219,15 @@ class BOIN12:
             v = getattr(self, name)
             if not 0 < v < 1:
                 raise ValueError(f"{name} must be in (0, 1) (got {v})")
+        object.__setattr__(self, "_lam", boin_lambdas(self.target_toxicity))
+        object.__setattr__(self, "u", tuple(float(x) for x in self.u))
+        ub = self.u_bar + (100.0 - self.u_bar) / 2.0
+        object.__setattr__(self, "_ub", ub)
 
     # ----------------------------------------------------------------- quantities
     @property
     def lambdas(self) -> Tuple[float, float]:
-        return boin_lambdas(self.target_toxicity)
+        return self._lam
 
     @property
     def u_bar(self) -> float:
@@ -212,13 +237,14 @@ class BOIN12:
 
     @property
     def u_b(self) -> float:
-        return self.u_bar + (100.0 - self.u_bar) / 2.0
+        return self._ub
 
     def rds(self, counts: JointCounts, dose: int) -> float:
         """Rank-based desirability score of ``dose`` (0-100)."""
-        n = counts.n[dose]
-        x = counts.utility_data(dose, self.u)
-        return 100.0 * _sf(self.u_b / 100.0, 1.0 + x, 1.0 + n - x)
+        if counts.both is None:
+            raise ValueError("the utility needs the joint (both) count per dose")
+        return _rds_cell(counts.n[dose], counts.tox[dose], counts.eff[dose], counts.both[dose],
+                         self.u, self._ub)
 
     def admissible(self, counts: JointCounts, dose: int) -> bool:
         n, t, e = counts.n[dose], counts.tox[dose], counts.eff[dose]
@@ -305,7 +331,7 @@ def joint_counts(state: TrialState) -> JointCounts:
     if getattr(state, "e", None) is None or getattr(state, "b", None) is None:
         raise ValueError("this design uses responses: it needs a joint trial state "
                          "(responders and patients with both per dose)")
-    return JointCounts(state.n, state.y, state.e, state.b, state.current)
+    return JointCounts.trusted(state.n, state.y, state.e, state.b, state.current)
 
 
 def true_utility_boin12(p_tox, p_eff, u=(100.0, 40.0, 60.0, 0.0)) -> List[float]:
@@ -388,11 +414,12 @@ class Boin12Design(Design):
 
     # -- the truth's OBD (operating characteristics) --------------------------------------
     def true_utility(self, p_tox, p_eff) -> List[float]:
-        return true_utility_boin12(p_tox, p_eff, tuple(self.u))
+        return true_utility_boin12([float(p) for p in p_tox], [float(q) for q in p_eff],
+                                   tuple(self.u))
 
     def true_admissible(self, p_tox, p_eff) -> List[bool]:
         """Doses acceptable on the truth: p_d <= phi_t and q_d >= phi_e."""
-        return [p <= self.target + 1e-12 and q >= self.min_efficacy - 1e-12
+        return [bool(p <= self.target + 1e-12 and q >= self.min_efficacy - 1e-12)
                 for p, q in zip(p_tox, p_eff)]
 
     def true_obd(self, p_tox, p_eff) -> Optional[int]:

@@ -109,6 +109,14 @@ def obd_letter(n: int, y: int, r: int, tox_bounds: Tuple[float, float, float],
     return letter
 
 
+@lru_cache(maxsize=1 << 16)
+def _elim_flags(n: int, y: int, r: int, target_tox: float, target_eff: float,
+                cutoff_tox: float, cutoff_eff: float) -> Tuple[bool, bool]:
+    """(safety, futility) elimination of a dose with n patients, y DLTs, r responses."""
+    return (_sf(target_tox, 1 + y, 1 + n - y) > cutoff_tox,
+            _sf(target_eff, 1 + r, 1 + n - r) < cutoff_eff)
+
+
 @dataclass(frozen=True)
 class ObdDecision:
     dose: Optional[int]
@@ -157,13 +165,16 @@ class KeyboardOBD:
         K = self.n_doses
         out = [False] * K
         for d in range(K):
-            n, y, r = counts.n[d], counts.tox[d], counts.eff[d]
+            n = counts.n[d]
             if n < 3:
                 continue
-            if _sf(self.target_toxicity, 1 + y, 1 + n - y) > self.cutoff_tox:
+            unsafe, futile = _elim_flags(n, counts.tox[d], counts.eff[d], self.target_toxicity,
+                                         self.target_efficacy, self.cutoff_tox,
+                                         self.cutoff_eff)
+            if unsafe:
                 for k in range(d, K):
                     out[k] = True
-            if _sf(self.target_efficacy, 1 + r, 1 + n - r) < self.cutoff_eff:
+            if futile:
                 out[d] = True
         return out
 
@@ -369,13 +380,13 @@ class KeyboardObdDesign(Design):
         return self.target if self.indicator is None else self.indicator
 
     def true_utility(self, p_tox, p_eff) -> List[float]:
-        return [utility_values(p, q, self.utility, self.p1, self.p2, self.q1, self.q2,
+        return [utility_values(float(p), float(q), self.utility, self.p1, self.p2, self.q1, self.q2,
                                self.w1, self.w2, self._ind()) for p, q in zip(p_tox, p_eff)]
 
     def true_admissible(self, p_tox, p_eff) -> List[bool]:
         """Doses acceptable on the truth: p_d <= the DLT target and q_d >= the efficacy
         target (the rates the package's safety and futility rules test against)."""
-        return [p <= self.target + 1e-12 and q >= self.target_efficacy - 1e-12
+        return [bool(p <= self.target + 1e-12 and q >= self.target_efficacy - 1e-12)
                 for p, q in zip(p_tox, p_eff)]
 
     def true_obd(self, p_tox, p_eff) -> Optional[int]:
