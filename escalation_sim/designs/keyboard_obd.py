@@ -291,8 +291,10 @@ def utility_values(p: float, q: float, utility: int, p1: float, p2: float, q1: f
     return u2 - w2 * p * (1.0 if p > indicator else 0.0)
 
 
+#: stop reasons: dose 1 unsafe; every dose (in reach) eliminated, for safety or futility, is
+#: "no admissible dose" (``ALL_DOSES_ELIMINATED`` reads "as too toxic"); n.early reached
 _STOPS = {"too toxic": StopReason.LOWEST_DOSE_TOO_TOXIC,
-          "eliminated": StopReason.ALL_DOSES_ELIMINATED,
+          "eliminated": StopReason.NO_ADMISSIBLE_DOSE,
           "n_early": StopReason.N_AT_DOSE}
 
 
