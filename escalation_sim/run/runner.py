@@ -128,10 +128,6 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
                 cols[f"n_{d + 1}"] = n[:, d]
             for d in range(K):
                 cols[f"dlt_{d + 1}"] = y[:, d]
-            if joint and conduct is None:
-                resp = g.e[ch.sids].astype(np.int64)
-                for d in range(K):
-                    cols[f"responders_{d + 1}"] = resp[:, d]
             if durations[-1] is not None:
                 for k, v in des_stats[-1].items():
                     if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == stop - start:
