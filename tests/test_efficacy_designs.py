@@ -48,10 +48,10 @@ def designs(max_n):
 def test_joint_pmf_rows_are_distributions_with_binomial_margins():
     """Each cohort's joint outcome distribution sums to 1 and its DLT and response margins
     are the binomials of p_d and q_d (patients independent, DLT independent of response)."""
+    from escalation_sim.engines.graph import joint_code_count, joint_decode
     pmf = joint_pmf_table(P, Q, 3)
-    M = 4
-    codes = np.arange(M ** 3)
-    t, r = codes % M, (codes // M) % M
+    assert joint_code_count(3) == 20 == math.comb(6, 3)
+    t, r, _ = joint_decode(np.arange(20), 3)
     for d in range(4):
         for c in (1, 2, 3):
             assert abs(pmf[d, c].sum() - 1.0) < 1e-12
@@ -334,3 +334,10 @@ def test_html_report_has_the_obd_table():
     assert "P(select the true OBD)" in html and "mean responders per trial" in html
     p = res.design_oc("boin12")["p_select_obd"]
     assert f"{100 * p:.1f}%" in html.split("Efficacy designs")[1]
+
+
+def test_calendar_engine_refuses_efficacy_designs_when_called_directly():
+    from escalation_sim.engines.calendar import simulate_des_trials
+    from escalation_sim.inputs.conduct import Conduct
+    with pytest.raises(ValueError, match="calendar engine does not observe responses"):
+        simulate_des_trials(designs(12)[0], P, Conduct(), 1, range(3))

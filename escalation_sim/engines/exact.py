@@ -193,8 +193,8 @@ def joint_pmf_table(p: Sequence[float], q: Sequence[float], max_c: int) -> np.nd
     response with probability q_d (the truth draws them from independent streams), so the
     cohort's counts of (no DLT, no response), (DLT only), (response only), (both) are
     multinomial(c; (1-p)(1-q), p(1-q), (1-p)q, pq)."""
-    M = max_c + 1
-    out = np.zeros((len(p), max_c + 1, M ** 3), dtype=np.float64)
+    from .graph import joint_code_count
+    out = np.zeros((len(p), max_c + 1, joint_code_count(max_c)), dtype=np.float64)
     for d, (pd, qd) in enumerate(zip(p, q)):
         cat = ((1 - pd) * (1 - qd), pd * (1 - qd), (1 - pd) * qd, pd * qd)
         for c in range(1, max_c + 1):

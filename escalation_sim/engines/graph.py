@@ -6,8 +6,8 @@ dose, the last cohort), the design's decision (dose and cohort size, or stop cod
 a stopped trial and, as they are needed, the transitions ``trans[id, y]`` to the next state
 after a cohort with ``y`` DLTs (for a score design such as gBOIN, ``y`` is the cohort's sum of
 integer score units, 0 .. cohort size x ``unit_scale``; for a toxicity-and-efficacy design,
-``Outcome.JOINT``, ``y`` is the cohort's outcome code t + M r + M^2 b with t DLTs, r
-responders and b patients with both among its patients, M = max cohort size + 1, and the
+``Outcome.JOINT``, ``y`` is the code of the cohort's (DLTs, responders, patients with both),
+a dense index of the C(c + 3, 3) possible outcomes of cohorts of up to c patients, and the
 graph also stores the responders ``e`` and the "both" counts ``b`` per dose; :func:`joint_code`).  The vectorised engine walks thousands of trials through this
 graph with array look-ups; exact enumeration walks it with probabilities.  ``decide`` and
 ``select_mtd`` are therefore called once per distinct state, and both methods use exactly the
@@ -98,17 +98,42 @@ def is_joint(design: Design) -> bool:
     return design.outcome is Outcome.JOINT
 
 
+_JOINT_TABLES: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _joint_tables(max_cohort: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(index, outcomes)``: ``index[t, r, b]`` is the dense code of a cohort outcome (-1 if
+    impossible) and ``outcomes[code]`` its ``(t, r, b)``; codes list the C(C + 3, 3) outcomes
+    of cohorts of up to C = ``max_cohort`` patients (b <= min(t, r), t + r - b <= C)."""
+    tab = _JOINT_TABLES.get(max_cohort)
+    if tab is None:
+        C = max_cohort
+        index = np.full((C + 1, C + 1, C + 1), -1, dtype=np.int64)
+        outs = []
+        for b in range(C + 1):
+            for t in range(b, C + 1):
+                for r in range(b, C + 1 + b - t):
+                    index[t, r, b] = len(outs)
+                    outs.append((t, r, b))
+        tab = _JOINT_TABLES[max_cohort] = (index, np.array(outs, dtype=np.int64))
+    return tab
+
+
+def joint_code_count(max_cohort: int) -> int:
+    """The number of transition codes of a joint design: C(C + 3, 3) (20 for C = 3)."""
+    return len(_joint_tables(max_cohort)[1])
+
+
 def joint_code(t, r, b, max_cohort: int):
     """The transition code of a cohort with ``t`` DLTs, ``r`` responders and ``b`` patients
-    with both (arrays or ints): t + M r + M^2 b with M = ``max_cohort`` + 1."""
-    M = max_cohort + 1
-    return t + M * r + M * M * b
+    with both (arrays or ints; a dense index of the possible outcomes, :func:`_joint_tables`)."""
+    return _joint_tables(max_cohort)[0][t, r, b]
 
 
 def joint_decode(code, max_cohort: int):
     """``(t, r, b)`` of a transition code (:func:`joint_code`)."""
-    M = max_cohort + 1
-    return code % M, (code // M) % M, code // (M * M)
+    o = _joint_tables(max_cohort)[1][code]
+    return o[..., 0], o[..., 1], o[..., 2]
 
 
 class _StateView(Sequence):
@@ -178,8 +203,7 @@ class StateGraph:
         a joint design, 0 otherwise, so other designs store nothing more)."""
         self.joint = is_joint(self.design)
         if self.joint:
-            M = self.C + 1
-            self.W = M ** 3 - 1
+            self.W = joint_code_count(self.C) - 1
             self.KE = self.K
         else:
             self.W = self.C * self.L
