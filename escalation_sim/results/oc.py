@@ -60,10 +60,15 @@ class OutcomeTally:
 
     @classmethod
     def from_graph_sids(cls, graph, sids: np.ndarray) -> "OutcomeTally":
+        """The tally of the trials ending in states ``sids``: the keys of
+        :func:`terminal_key`, read in one pass from the graph's arrays (``graph.endings``;
+        a run of an efficacy design ends in a hundred thousand distinct states per chunk)."""
         t = cls(graph.K, exact=False)
         ids, cnt = np.unique(sids, return_counts=True)
-        for sid, c in zip(ids.tolist(), cnt.tolist()):
-            t.add(terminal_key(graph, sid), int(c))
+        mtd, stop, n, y = graph.endings(ids)
+        for m, sc, nr, yr, c in zip(mtd.tolist(), stop.tolist(), n.tolist(), y.tolist(),
+                                    cnt.tolist()):
+            t.add((m, sc, tuple(nr), tuple(yr)), int(c))
         return t
 
 

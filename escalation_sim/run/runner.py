@@ -20,7 +20,7 @@ import numpy as np
 
 from ..designs.base import Design, Outcome
 from ..engines.cohort import simulate_cohort_chunk
-from ..results.oc import OutcomeTally, terminal_key, truth_sets
+from ..results.oc import OutcomeTally, truth_sets
 
 #: the most trials in one chunk, per engine: small enough that a checkpointed chunk loses
 #: little work (about 30 ms of cohort-engine or 0.5 s of calendar time on one core) and that
@@ -89,11 +89,9 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
             tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
             # per-trial arrays through the per-state look-up tables
             uniq, inv = np.unique(ch.sids, return_inverse=True)
-            keys = [terminal_key(g, s) for s in uniq.tolist()]
-            mtd = np.array([k[0] for k in keys], dtype=np.int64)[inv]
-            n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
-            y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
-            stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            inv = inv.ravel()
+            mtd_u, stop_u, n_u, y_u = g.endings(uniq)     # terminal_key's values, as arrays
+            mtd, stopc, n, y = mtd_u[inv], stop_u[inv], n_u[inv], y_u[inv]
             if score:   # the states sum score units; the engine counted the DLTs (the
                 #             per-trial tables keep one layout for every design: n and DLTs)
                 y = ch.dlt.astype(np.int64)
