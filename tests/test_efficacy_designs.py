@@ -341,3 +341,28 @@ def test_calendar_engine_refuses_efficacy_designs_when_called_directly():
     from escalation_sim.inputs.conduct import Conduct
     with pytest.raises(ValueError, match="calendar engine does not observe responses"):
         simulate_des_trials(designs(12)[0], P, Conduct(), 1, range(3))
+
+
+def test_graded_truth_monte_carlo_agrees_with_exact_within_4_se():
+    """A graded truth (scenarios/cart_crs_icans.yaml's CRS / ICANS and DLT rule) with
+    truth.efficacy: each patient's DLT flag comes from the outcome model, the response from
+    the efficacy stream; exact enumeration uses the model's exact DLT rates."""
+    import yaml
+    from pathlib import Path
+    from escalation_sim.api import exact_oc, simulate
+    root = Path(__file__).resolve().parents[1]
+    raw = yaml.safe_load((root / "scenarios" / "cart_crs_icans.yaml").read_text())
+    raw.pop("conduct", None)
+    raw["doses"] = ["DL1", "DL2", "DL3", "DL4"]
+    raw["truth"]["efficacy"] = [0.3, 0.5, 0.6, 0.6]
+    raw["trial"]["max_n"] = 12
+    raw["designs"] = [{"type": "boin12"}, {"type": "keyboard-obd"}]
+    raw["simulation"] = {"n_trials": 20000, "seed": 3}
+    sc = load_scenario_dict(raw, "g.yaml")
+    assert sc.model.truth.graded
+    mc, ex = simulate(sc, n_jobs=1), exact_oc(scenario=sc)
+    for d in ("boin12", "keyboard-obd"):
+        a, b = mc.design_oc(d), ex.design_oc(d)
+        for key in ("p_select", "mean_n", "mean_dlt", "mean_responders"):
+            for m, e, se in zip(a[key], b[key], a["se_" + key], strict=True):
+                assert se == 0 and m == pytest.approx(e, abs=1e-12) or abs(m - e) / se < 4
