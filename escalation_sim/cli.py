@@ -417,6 +417,12 @@ def _real_state(rd: _RealData, args):
         raise UsageError(f"--pending needs --window DAYS, the DLT window (got {text!r})")
     if args.window is not None and not pending:
         raise UsageError(f"--window is used only with --pending (got {args.window:g})")
+    if rd.design.outcome is Outcome.JOINT:
+        from .outcomes import joint_state_from_outcomes
+        try:
+            return joint_state_from_outcomes(args.outcomes or "", rd.n_doses)
+        except (OutcomeStringError, ValueError) as exc:
+            raise UsageError(f"--outcomes: {exc}")
     score = rd.design.outcome is Outcome.SCORE
     try:
         from .outcomes import parse_outcomes
@@ -494,6 +500,11 @@ def cmd_next_dose(args) -> int:
                          for d in range(rd.n_doses) if state.n[d])
         print(f"{rec.design} after {args.outcomes!r} (normalized score sum / patients): "
               f"{what or 'no patients'}")
+    elif rec.responders is not None:
+        what = ", ".join(f"{labels[d]} {state.y[d]}/{state.n[d]} DLT, "
+                         f"{rec.responders[d]}/{state.n[d]} responses"
+                         for d in range(rd.n_doses) if state.n[d])
+        print(f"{rec.design} after {args.outcomes!r}: {what or 'no patients'}")
     else:
         what = ", ".join(f"{labels[d]} {state.y[d]}/{state.n[d]}"
                          + (f" ({rec.pending[d]} pending)" if rec.pending[d] else "")
@@ -502,7 +513,9 @@ def cmd_next_dose(args) -> int:
     if rec.stop:
         m = rec.mtd
         print(f"STOP ({rec.stop_reason}): {rec.reason}")
-        print(f"recommended MTD: {'none' if m is None else f'dose {m} ({labels[m - 1]})'}")
+        what = ("OBD (optimal biological dose, on toxicity and efficacy)"
+                if rec.selects == "OBD" else "MTD")
+        print(f"recommended {what}: {'none' if m is None else f'dose {m} ({labels[m - 1]})'}")
     elif rec.suspend:
         print(f"next: suspend accrual (no patient now) at dose {rec.next_dose} "
               f"({labels[rec.next_dose - 1]}) -- {rec.reason}")
@@ -530,6 +543,10 @@ def cmd_select_mtd(args) -> int:
         if args.n is not None or args.dlt is not None:
             raise UsageError("give either --outcomes or --n and --dlt, not both")
         state = _real_state(rd, args)
+    elif rd.design.outcome is Outcome.JOINT:
+        raise UsageError(f"design {rd.name!r} selects on toxicity and efficacy: give "
+                         f"--outcomes with one letter per patient, N (neither), E (response), "
+                         f"T (DLT), B (both), e.g. \"1NNE 2ETN\" (--n/--dlt count DLTs only)")
     elif rd.design.outcome is Outcome.SCORE:
         raise UsageError(f"design {rd.name!r} scores graded toxicities: give --outcomes "
                          f"with one worst grade per patient, e.g. \"1:003 2:0104\" "
@@ -553,7 +570,16 @@ def cmd_select_mtd(args) -> int:
         print(json.dumps(sel.to_dict(), default=str, indent=2))
         return 0
     m = sel.mtd
-    print(f"{sel.design}: MTD = " + ("none" if m is None else f"dose {m} ({rd.labels[m - 1]})"))
+    if sel.selects == "OBD":
+        print(f"{sel.design} selects the optimal biological dose (OBD) on toxicity and "
+              f"efficacy, not an MTD:")
+        print(f"{sel.design}: OBD = " + ("none" if m is None
+                                         else f"dose {m} ({rd.labels[m - 1]})"))
+        print("  responders per dose: " + ", ".join(
+            f"{rd.labels[d]} {sel.responders[d]}/{sel.n[d]}" for d in range(rd.n_doses)))
+    else:
+        print(f"{sel.design}: MTD = " + ("none" if m is None
+                                         else f"dose {m} ({rd.labels[m - 1]})"))
     print("\n".join(_fmt_intervals(rd, sel.n, sel.dlt, [0] * rd.n_doses, sel.intervals,
                                    sel.score_sum)))
     lines = _fmt_est(sel.estimates)
@@ -725,6 +751,27 @@ def cmd_paths(args) -> int:
     if rd.design.outcome is Outcome.SCORE:
         raise UsageError(f"design {rd.name!r} scores graded toxicities: dose paths "
                          "enumerate DLT counts, so they are for binary designs only")
+    joint = rd.design.outcome is Outcome.JOINT
+    efficacy = None
+    if args.efficacy is not None:
+        if not joint:
+            raise UsageError(f"--efficacy: design {rd.name!r} does not use responses (got "
+                             f"{args.efficacy!r})")
+        try:
+            efficacy = [float(x) for x in args.efficacy.split(",")]
+        except ValueError:
+            efficacy = None
+        if efficacy is None or len(efficacy) != rd.n_doses or not all(
+                0 <= q <= 1 for q in efficacy):
+            raise UsageError(f"--efficacy: {rd.n_doses} comma-separated probabilities in "
+                             f"[0, 1], one per dose (got {args.efficacy!r})")
+        if args.truth is None:
+            raise UsageError(f"--efficacy is used with --truth (path probabilities) (got "
+                             f"{args.efficacy!r})")
+    if joint and args.truth is not None and efficacy is None:
+        raise UsageError(f"--truth: design {rd.name!r} selects on toxicity and efficacy: "
+                         f"give the response rates too with --efficacy Q1,Q2,... (got "
+                         f"--truth {args.truth!r})")
     if args.level is not None:
         raise UsageError(f"--level: paths show decisions, not estimates (got {args.level:g}); "
                          "next-dose and select-mtd print credible intervals")
@@ -756,29 +803,36 @@ def cmd_paths(args) -> int:
             raise UsageError(f"--truth: {rd.n_doses} comma-separated probabilities in [0, 1], "
                              f"one per dose (got {args.truth!r})")
     c = int(rd.design.max_cohort_size)
+    import math as _math
+
+    def branches(k):        # outcomes per cohort of k: DLT counts, or joint counts
+        return _math.comb(k + 3, 3) if joint else k + 1
     if sizes is not None:
         leaves_bound = 1
         for k in sizes:
-            leaves_bound *= k + 1
+            leaves_bound *= branches(k)
         if leaves_bound > MAX_PATH_LEAVES:
             raise UsageError(f"--cohort-sizes {args.cohort_sizes} would print up to "
                              f"{leaves_bound:,} paths; at most {MAX_PATH_LEAVES:,} "
                              f"(got {args.cohort_sizes})")
     else:
         most = 0  # the most cohorts whose (c + 1)^cohorts paths stay within the limit
-        while (c + 1) ** (most + 1) <= MAX_PATH_LEAVES:
+        while branches(c) ** (most + 1) <= MAX_PATH_LEAVES:
             most += 1
         if args.cohorts > most:
-            raise UsageError(f"--cohorts {args.cohorts} would print up to {c + 1}^{args.cohorts} "
+            raise UsageError(f"--cohorts {args.cohorts} would print up to {branches(c)}^"
+                             f"{args.cohorts} "
                              f"paths with cohorts of {c}; at most {most} cohorts "
                              f"({MAX_PATH_LEAVES:,} paths) (got {args.cohorts})")
     state = _real_state(rd, args)
-    tree = dose_paths(rd.design, state, args.cohorts, truth=truth, cohort_sizes=sizes)
+    tree = dose_paths(rd.design, state, args.cohorts, truth=truth, cohort_sizes=sizes,
+                      efficacy=efficacy)
     fmt = "json" if args.json else (args.format or "text")
     prefix = args.outcomes or ""
     if fmt == "json":
         doc = tree if truth is None else {
-            "tree": tree, "truth": truth, "final_recommendations": final_recommendations(tree)}
+            "tree": tree, "truth": truth, "final_recommendations": final_recommendations(tree),
+            **({"efficacy": efficacy} if efficacy is not None else {})}
         print(json.dumps(doc, indent=2))
     elif fmt == "csv":
         sys.stdout.write(paths_csv(tree, prefix))
@@ -1295,6 +1349,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth", metavar="P1,P2,...",
                    help="true DLT rates: adds each path's probability and the probability "
                         "of each final recommendation")
+    s.add_argument("--efficacy", metavar="Q1,Q2,...",
+                   help="true response rates, with --truth, for the designs that use "
+                        "responses (boin12, keyboard-obd)")
     s.add_argument("--format", choices=["text", "json", "csv", "dot"],
                    help="output format (default text; --json = --format json)")
     s.set_defaults(func=cmd_paths)

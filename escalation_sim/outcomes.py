@@ -9,17 +9,22 @@ patients at dose 1 with worst grades 0, 0, 3, then four at dose 2 with grades 0,
 The design's ``score_units`` turn each grade into units (:func:`state_from_outcomes`).  A
 binary design refuses grade tokens and a score design refuses N/T letters: which grades make
 a DLT is the scenario's ``dlt`` rule, not something a string should guess.
+
+Toxicity-and-efficacy designs (BOIN12, Keyboard phase I/II): one letter per patient among
+``N`` (neither DLT nor response), ``E`` (response, no DLT), ``T`` (DLT, no response) and ``B``
+(both), e.g. ``"1NNE 2TEB"`` (:func:`joint_state_from_outcomes`).
 """
 from __future__ import annotations
 
 import re
 from typing import List, Optional, Sequence, Tuple
 
-from .types import TrialState
+from .types import JointState, TrialState
 
 # ASCII only: ``\d`` would also match other scripts' digits ('١NNN' read as dose 1)
 _TOKEN = re.compile(r"^([0-9]+)([NTnt]+)$")
 _GRADED = re.compile(r"^([0-9]+):([0-5]+)$")
+_JOINT = re.compile(r"^([0-9]+)([NETBnetb]+)$")
 #: highest grade a graded token may give (CTCAE grade 5 = death)
 _TOP_GRADE = 5
 #: digits of a dose number (more cannot name a dose; int() of a huge string is slow)
@@ -97,4 +102,29 @@ def state_from_outcomes(text: str, n_doses: int,
     for dose, grades in parse_outcomes(text, n_doses, graded=True):
         y = sum(units[int(g)] for g in grades)
         state = state.add_cohort(dose, len(grades), y, max_units=scale)
+    return state
+
+
+def joint_state_from_outcomes(text: str, n_doses: int) -> JointState:
+    """The :class:`~escalation_sim.types.JointState` after the cohorts in ``text``, one letter
+    per patient: N (neither), E (response only), T (DLT only), B (both)."""
+    state = JointState.empty(n_doses)
+    for pos, token in enumerate(text.split()):
+        m = _JOINT.match(token)
+        if not m:
+            raise OutcomeStringError(
+                f"cohort {pos + 1} {_short_token(token)}: expected a dose number (digits 0-9) "
+                f"followed by one letter per patient: N (neither), E (response), T (DLT), "
+                f"B (both), e.g. '2NEB'")
+        digits = m.group(1)
+        dose = int(digits) if len(digits) <= _MAX_DOSE_DIGITS else None
+        if dose is None or not 1 <= dose <= n_doses:
+            shown = digits if dose is not None else digits[:_MAX_DOSE_DIGITS] + "..."
+            raise OutcomeStringError(f"cohort {pos + 1} {_short_token(token)}: dose {shown} "
+                                     f"outside 1..{n_doses}")
+        letters = m.group(2).upper()
+        t = sum(ch in "TB" for ch in letters)
+        e = sum(ch in "EB" for ch in letters)
+        b = letters.count("B")
+        state = state.add_cohort(dose - 1, len(letters), t, e=e, b=b)
     return state

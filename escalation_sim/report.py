@@ -233,7 +233,8 @@ def _target_text(name: str, oc) -> str:
     """``name: dose k (definition)`` of a design's true target dose (graded truths)."""
     tm = oc["true_mtd"]
     where = "none" if tm is None else f"dose {tm}"
-    return f"{_e(name)}: {where} ({_e(oc.get('true_target_definition', ''))})"
+    return (f"{_e(name)}: {where} ("
+            f"{_e(oc.get('true_target_definition', 'true DLT rate closest to the target'))})")
 
 
 def _scenario_section(res, figure: bool = True) -> str:
@@ -453,7 +454,44 @@ def _oc_section(res) -> str:
     stop_tbl = ("<h3>Why trials stopped (% of trials, SE in brackets)</h3>" +
                 _table([""] + names, srows, cls="oc")) if stops else ""
     return _section("operating-characteristics",
-                    glance + _table([""] + names, rows, cls="oc") + note + stop_tbl)
+                    glance + _table([""] + names, rows, cls="oc") + note + stop_tbl
+                    + _obd_html(res, ocs, exact))
+
+
+def _obd_html(res, ocs, exact: bool) -> str:
+    """The efficacy designs' table (BOIN12, Keyboard phase I/II): the true OBD, P(select
+    it), the mean true utility of the selected dose and the mean responders (empty when no
+    such design ran)."""
+    obd = {n: oc for n, oc in ocs.items() if "selects" in oc}
+    if not obd:
+        return ""
+    labels = res.scenario.dose_labels
+    names = list(obd)
+    rows = [["<th>true OBD</th>"] + [
+        f'<td class="num">{"none" if oc["true_obd"] is None else _e(labels[oc["true_obd"] - 1])}'
+        "</td>" for oc in obd.values()]]
+    for key, heading, kind in (("p_select_obd", "P(select the true OBD)", "p"),
+                               ("mean_utility_selected", "mean true utility of the selected "
+                                                         "dose", "x"),
+                               ("mean_responders_total", "mean responders per trial", "x")):
+        rows.append([f"<th>{_e(heading)}</th>"] + [
+            _cell(oc[key], oc.get("se_" + key), kind, exact) for oc in obd.values()])
+    first = next(iter(obd.values()))
+    rows.append(["<th>true response rate by dose</th>"] + [
+        f'<td class="num">{_e(", ".join(f"{q:.2f}" for q in first["p_response"]))}</td>'
+        for _ in names])
+    rows.append(["<th>true utility by dose</th>"] + [
+        f'<td class="num">{_e(", ".join(f"{u:.3g}" + ("" if a else "*") for u, a in zip(oc["true_utility"], oc["true_admissible"])))}</td>'
+        for oc in obd.values()])
+    defs = " ".join(f"{_e(n)}: the true OBD is {_e(oc['true_obd_definition'])}."
+                    for n, oc in obd.items())
+    note = ('<p class="note">These designs select the optimal biological dose (OBD) on '
+            "toxicity and efficacy: their PCS, overdose and patients-at-the-MTD figures above "
+            "refer to their true OBD. * = not admissible on the truth. A trial selecting no "
+            "dose counts utility 0. Responders per trial: E[patients at the dose] x "
+            f"P(response) (Wald's identity). {defs}</p>")
+    return ("<h3>Efficacy designs: optimal biological dose</h3>"
+            + _table([""] + names, rows, cls="oc") + note)
 
 
 def _prop_se(p: float, res) -> Optional[float]:

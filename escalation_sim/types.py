@@ -87,6 +87,41 @@ class TrialState:
 
 
 @dataclass(frozen=True)
+class JointState(TrialState):
+    """The state of a toxicity-and-efficacy design (``Outcome.JOINT``: BOIN12, Keyboard
+    phase I/II): a :class:`TrialState` (``y`` counts DLTs, ``last_y`` the last cohort's)
+    plus ``e``, the responders, and ``b``, the patients with both a DLT and a response, per
+    dose.  A subclass, so that every other design's states are unchanged."""
+
+    e: Tuple[int, ...] = ()
+    b: Tuple[int, ...] = ()
+
+    @classmethod
+    def empty(cls, n_doses: int) -> "JointState":
+        if n_doses < 1:
+            raise ValueError(f"n_doses must be >= 1 (got {n_doses})")
+        z = (0,) * n_doses
+        return cls(n=z, y=z, e=z, b=z)
+
+    def add_cohort(self, dose: int, n: int, y: int, max_units: int = 1,
+                   e: Optional[int] = None, b: Optional[int] = None) -> "JointState":
+        """The state after a cohort of ``n`` at ``dose`` with ``y`` DLTs, ``e`` responders
+        and ``b`` patients with both."""
+        if e is None or b is None:
+            raise ValueError("a joint state needs the cohort's responders e and both b")
+        if not 0 <= dose < self.n_doses:
+            raise ValueError(f"dose index {dose} outside 0..{self.n_doses - 1}")
+        if n < 1 or not (0 <= y <= n and 0 <= e <= n and max(0, y + e - n) <= b <= min(y, e)):
+            raise ValueError(f"invalid cohort: n={n}, y={y}, e={e}, b={b}")
+        nn, yy, ee, bb = (list(v) for v in (self.n, self.y, self.e, self.b))
+        nn[dose] += n
+        yy[dose] += y
+        ee[dose] += e
+        bb[dose] += b
+        return JointState(tuple(nn), tuple(yy), dose, n, y, tuple(ee), tuple(bb))
+
+
+@dataclass(frozen=True)
 class Decision:
     """What to do next: treat ``cohort_size`` patients at ``dose`` (0-based), or stop."""
 

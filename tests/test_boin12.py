@@ -98,8 +98,10 @@ def test_obd_selection_escalation_style():
     assert DESIGN.select_obd(c) == 3
 
 
-def test_rules_only_not_registered():
-    assert "boin12" not in registry()
+def test_registered_as_a_joint_design():
+    """Issue 13: the design runs on the engines (it reads truth.efficacy)."""
+    from escalation_sim.designs.base import Outcome
+    assert registry()["boin12"].outcome is Outcome.JOINT
 
 
 # ----------------------------------------------------------------------------- properties

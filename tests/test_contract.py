@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from escalation_sim.designs.base import DesignContext, Outcome
 from escalation_sim.designs.registry import registry
 from escalation_sim.designs.tite import TiteState
-from escalation_sim.outcomes import format_outcomes, state_from_outcomes
-from escalation_sim.types import StopReason, TrialState
+from escalation_sim.outcomes import (format_outcomes, joint_state_from_outcomes,
+                                     state_from_outcomes)
+from escalation_sim.types import JointState, StopReason, TrialState
 
 K = 4
 MAX_N = 24
@@ -118,10 +119,15 @@ def is_score(design):
     return design.outcome is Outcome.SCORE
 
 
+def is_joint(design):
+    return design.outcome is Outcome.JOINT
+
+
 def walk(design, draws):
     """Follow the design's own decisions; ``draws`` picks each cohort's DLT count (score
-    designs: each patient's worst grade, and the cohort's score units)."""
-    state = TrialState.empty(K)
+    designs: each patient's worst grade, and the cohort's score units; joint designs: each
+    patient's letter N, E, T or B)."""
+    state = JointState.empty(K) if is_joint(design) else TrialState.empty(K)
     cohorts = []
     history = [state]
     for r in draws:
@@ -133,6 +139,11 @@ def walk(design, draws):
             letters = "".join(map(str, grades))
             y = sum(design.score_units[g] for g in grades)
             state = state.add_cohort(dec.dose, dec.cohort_size, y, design.unit_scale)
+        elif is_joint(design):
+            letters = "".join("NETB"[(r * (i + 1) + i) % 4] for i in range(dec.cohort_size))
+            t = sum(ch in "TB" for ch in letters)
+            e = sum(ch in "EB" for ch in letters)
+            state = state.add_cohort(dec.dose, dec.cohort_size, t, e=e, b=letters.count("B"))
         else:
             y = r % (dec.cohort_size + 1)
             letters = "T" * y + "N" * (dec.cohort_size - y)
@@ -155,6 +166,10 @@ def test_contract(case, draws):
         check_decision(case, s, case.design.decide(s), clones)
     # outcome strings round-trip to the same state
     units = case.design.score_units if is_score(case.design) else None
+    if is_joint(case.design):
+        again = joint_state_from_outcomes(format_outcomes(cohorts), K)
+        assert (again.n, again.y, again.e, again.b) == (state.n, state.y, state.e, state.b)
+        return
     again = state_from_outcomes(format_outcomes(cohorts), K, units)
     assert (again.n, again.y) == (state.n, state.y)
 
@@ -164,6 +179,10 @@ def test_contract(case, draws):
 @given(draws=draws)
 def test_coherence_one_more_dlt_never_raises_next_dose(case, draws):
     design = case.design
+    if is_joint(design):
+        pytest.skip("BOIN12 and Keyboard phase I/II trade toxicity against efficacy: one more "
+                    "DLT at the current dose can make a neighbouring dose the more desirable, "
+                    "a higher one included (their papers claim no such coherence)")
     state, cohorts, history = walk(design, draws)
     if len(history) < 2:
         return

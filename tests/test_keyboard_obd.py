@@ -69,8 +69,10 @@ def test_decide_moves_with_the_table():
     assert d.decide(JointCounts((3, 0, 0, 0), (3, 0, 0, 0), (0, 0, 0, 0), current=0)).stop
 
 
-def test_rules_only_not_registered():
-    assert "keyboard-obd" not in registry()
+def test_registered_as_a_joint_design():
+    """Issue 13: the design runs on the engines (it reads truth.efficacy)."""
+    from escalation_sim.designs.base import Outcome
+    assert registry()["keyboard-obd"].outcome is Outcome.JOINT
 
 
 # ----------------------------------------------------------------------------- properties

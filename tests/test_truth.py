@@ -742,7 +742,9 @@ def test_runs_say_what_the_engines_do_not_use_yet(capsys):
     # the time-free engine draws each patient from the outcome model (issue 12): no note
     # about a binary DLT at the derived rates any more
     assert not [n for n in notes if "graded truth" in n]
-    assert "g.yaml: truth.efficacy is not used by the engines yet" in notes
+    # efficacy is read only by the efficacy designs (issue 13: boin12, keyboard-obd)
+    assert ("g.yaml: truth.efficacy is used only by the efficacy designs (boin12, "
+            "keyboard-obd); none is run") in notes
     assert capsys.readouterr().err == ""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

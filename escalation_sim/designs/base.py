@@ -34,10 +34,13 @@ class Outcome(str, Enum):
       ``TrialState.y[d]`` is the sum of units at dose d and a patient's normalized score is
       ``score_units[g] / unit_scale``.  Needs a graded truth (``truth.toxicities``).
 
-    Joint toxicity-efficacy outcomes (BOIN12, EffTox) are the next members."""
+    * ``JOINT``: each patient contributes a binary DLT and a binary response (BOIN12,
+      Keyboard phase I/II); the state is a ``JointState``: ``y`` counts DLTs, ``e`` responders and
+      ``b`` patients with both.  Needs ``truth.efficacy``."""
 
     BINARY_DLT = "binary DLT"
     SCORE = "graded toxicity score"
+    JOINT = "binary DLT and response"
 
 
 class Design:

@@ -1,7 +1,8 @@
 """BOIN12 (Lin, Zhou, Yan, Li & Yuan 2020, JCO Precis Oncol 4:1393): toxicity and efficacy,
-rank-based desirability, optimal biological dose.  **Rules only**: pure functions on per-dose
-counts of patients, toxicities, responses and patients with both; not registered as a
-runnable design (the engines do not carry responses yet).
+rank-based desirability, optimal biological dose.  The rules are pure functions on per-dose
+counts of patients, toxicities, responses and patients with both (:class:`BOIN12`);
+:class:`Boin12Design` runs them on the engines' ``TrialState`` (``Outcome.JOINT``) and is
+registered as ``type: boin12`` (the spec, the true OBD and the decision table below).
 
 Sources (docs/reference_notes/boin12.md; the paper itself was not reachable): the rule as the
 R package escalation 0.x implements it (``boin12_logic.R``, written by M. Sweeting and edited
@@ -101,6 +102,17 @@ class JointCounts:
         return len(self.n)
 
     @classmethod
+    def trusted(cls, n, tox, eff, both, current) -> "JointCounts":
+        """Counts already checked (an engine's ``JointState``): no validation (speed)."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "n", n)
+        object.__setattr__(obj, "tox", tox)
+        object.__setattr__(obj, "eff", eff)
+        object.__setattr__(obj, "both", both)
+        object.__setattr__(obj, "current", current)
+        return obj
+
+    @classmethod
     def empty(cls, n_doses: int) -> "JointCounts":
         z = (0,) * n_doses
         return cls(z, z, z, z)
@@ -173,6 +185,16 @@ def _cdf(x: float, a: float, b: float) -> float:
     return float(beta_dist.cdf(x, a, b))
 
 
+@lru_cache(maxsize=1 << 18)
+def _rds_cell(n: int, t: int, e: int, b: int, u: Tuple[float, float, float, float],
+              u_b: float) -> float:
+    """RDS of a dose with n patients, t DLTs, e responders, b with both (cached)."""
+    n01, n11, n10 = e - b, b, t - b
+    n00 = n - n01 - n11 - n10
+    x = (u[0] * n01 + u[1] * n00 + u[2] * n11 + u[3] * n10) / 100.0
+    return 100.0 * _sf(u_b / 100.0, 1.0 + x, 1.0 + n - x)
+
+
 @dataclass(frozen=True)
 class BOIN12:
     """BOIN12's rules (module docstring); ``u`` = (u1, u2, u3, u4)."""
@@ -197,11 +219,15 @@ class BOIN12:
             v = getattr(self, name)
             if not 0 < v < 1:
                 raise ValueError(f"{name} must be in (0, 1) (got {v})")
+        object.__setattr__(self, "_lam", boin_lambdas(self.target_toxicity))
+        object.__setattr__(self, "u", tuple(float(x) for x in self.u))
+        ub = self.u_bar + (100.0 - self.u_bar) / 2.0
+        object.__setattr__(self, "_ub", ub)
 
     # ----------------------------------------------------------------- quantities
     @property
     def lambdas(self) -> Tuple[float, float]:
-        return boin_lambdas(self.target_toxicity)
+        return self._lam
 
     @property
     def u_bar(self) -> float:
@@ -211,13 +237,14 @@ class BOIN12:
 
     @property
     def u_b(self) -> float:
-        return self.u_bar + (100.0 - self.u_bar) / 2.0
+        return self._ub
 
     def rds(self, counts: JointCounts, dose: int) -> float:
         """Rank-based desirability score of ``dose`` (0-100)."""
-        n = counts.n[dose]
-        x = counts.utility_data(dose, self.u)
-        return 100.0 * _sf(self.u_b / 100.0, 1.0 + x, 1.0 + n - x)
+        if counts.both is None:
+            raise ValueError("the utility needs the joint (both) count per dose")
+        return _rds_cell(counts.n[dose], counts.tox[dose], counts.eff[dose], counts.both[dose],
+                         self.u, self._ub)
 
     def admissible(self, counts: JointCounts, dose: int) -> bool:
         n, t, e = counts.n[dose], counts.tox[dose], counts.eff[dose]
@@ -287,3 +314,237 @@ class BOIN12:
 
     def rds_table(self, counts: JointCounts) -> List[float]:
         return [self.rds(counts, d) for d in range(self.n_doses)]
+
+
+# =========================================================================== runnable design
+# (the engines' interface: TrialState with responses, Decision, registry entry, table)
+from typing import Any, ClassVar, Dict, Literal  # noqa: E402
+
+from pydantic import Field, field_validator  # noqa: E402
+
+from ..types import Decision, StopReason, TrialState  # noqa: E402
+from .base import Design, DesignContext, DesignSpecBase, Outcome  # noqa: E402
+
+
+def joint_counts(state: TrialState) -> JointCounts:
+    """The :class:`JointCounts` of a :class:`~escalation_sim.types.JointState`."""
+    if getattr(state, "e", None) is None or getattr(state, "b", None) is None:
+        raise ValueError("this design uses responses: it needs a joint trial state "
+                         "(responders and patients with both per dose)")
+    return JointCounts.trusted(state.n, state.y, state.e, state.b, state.current)
+
+
+def true_utility_boin12(p_tox, p_eff, u=(100.0, 40.0, 60.0, 0.0)) -> List[float]:
+    """The mean utility per patient of each dose (0-100) on the truth: u1 q(1-p) + u2 (1-p)
+    (1-q) + u3 p q + u4 p (1-q), toxicity and response independent (as the truth draws
+    them; BOIN12's u-bar formula)."""
+    u1, u2, u3, u4 = u
+    return [u1 * q * (1 - p) + u2 * (1 - p) * (1 - q) + u3 * p * q + u4 * p * (1 - q)
+            for p, q in zip(p_tox, p_eff)]
+
+
+@dataclass(frozen=True)
+class Boin12Design(Design):
+    """BOIN12 on the engines (``type: boin12``): ``target`` is phi_t (the highest acceptable
+    DLT rate), ``min_efficacy`` phi_e (the lowest acceptable response rate); the rules and
+    the OBD selection are :class:`BOIN12`'s.  ``select_mtd`` returns the **OBD**."""
+
+    n_doses: int
+    target: float = 0.35
+    min_efficacy: float = 0.25
+    u: Tuple[float, float, float, float] = (100.0, 40.0, 60.0, 0.0)
+    n_star: int = 6
+    explore_n: int = 9
+    c_t: float = 0.95
+    c_e: float = 0.90
+    cohort_size: int = 3
+    start_dose: int = 0
+    name: str = "boin12"
+
+    outcome: ClassVar[Outcome] = Outcome.JOINT
+    selects: ClassVar[str] = "OBD"
+
+    @property
+    def rules(self) -> BOIN12:
+        r = self.__dict__.get("_rules")
+        if r is None:
+            r = BOIN12(self.n_doses, self.target, self.min_efficacy, tuple(self.u),
+                       self.n_star, self.explore_n, self.c_t, self.c_e, self.start_dose)
+            object.__setattr__(self, "_rules", r)
+        return r
+
+    def __post_init__(self) -> None:
+        self.rules  # validates the options
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_rules"}
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+
+    @property
+    def max_cohort_size(self) -> int:
+        return self.cohort_size
+
+    def canonical(self, state: TrialState) -> Any:
+        """The counts the rules read; the "both" counts only when the utilities need them:
+        x = (u1 e + u2 (n - y - e) + u4 y + (u3 + u2 - u1 - u4) b) / 100, so with
+        u1 + u4 = u2 + u3 (the paper's 100, 40, 60, 0) b drops out."""
+        u1, u2, u3, u4 = self.u
+        if u1 + u4 == u2 + u3:
+            return (state.n, state.y, state.e, state.current)
+        return (state.n, state.y, state.e, state.b, state.current)
+
+    def decide(self, state: TrialState) -> Decision:
+        dec = self.rules.decide(joint_counts(state))
+        if dec.stop:
+            return Decision.halt(StopReason.NO_ADMISSIBLE_DOSE, dec.reason)
+        return Decision.treat(dec.dose, self.cohort_size, dec.reason)
+
+    def select_mtd(self, state: TrialState) -> Optional[int]:
+        """The optimal biological dose (:meth:`BOIN12.select_obd`), or None."""
+        return self.rules.select_obd(joint_counts(state))
+
+    select_obd = select_mtd
+
+    def estimates(self, state: TrialState) -> Dict[str, Any]:
+        c = joint_counts(state)
+        return {"rds": [round(v, 3) for v in self.rules.rds_table(c)],
+                "admissible": [self.rules.admissible(c, d) for d in range(self.n_doses)]}
+
+    # -- the truth's OBD (operating characteristics) --------------------------------------
+    def true_utility(self, p_tox, p_eff) -> List[float]:
+        return true_utility_boin12([float(p) for p in p_tox], [float(q) for q in p_eff],
+                                   tuple(self.u))
+
+    def true_admissible(self, p_tox, p_eff) -> List[bool]:
+        """Doses acceptable on the truth: p_d <= phi_t and q_d >= phi_e."""
+        return [bool(p <= self.target + 1e-12 and q >= self.min_efficacy - 1e-12)
+                for p, q in zip(p_tox, p_eff)]
+
+    def true_obd(self, p_tox, p_eff) -> Optional[int]:
+        """The true OBD: the admissible dose with the largest true utility (ties to the
+        lower dose), None when no dose is admissible."""
+        return best_admissible(self.true_utility(p_tox, p_eff),
+                               self.true_admissible(p_tox, p_eff))
+
+    true_obd_definition: ClassVar[str] = (
+        "the dose with the largest true utility u1 q(1-p) + u2 (1-p)(1-q) + u3 pq + u4 p(1-q) "
+        "among doses with true DLT rate p <= phi_t and response rate q >= phi_e")
+
+
+def best_admissible(util: List[float], ok: List[bool]) -> Optional[int]:
+    """The index of the largest of ``util`` among ``ok`` (ties, to 12 decimals, to the
+    lower), None when none is ok."""
+    cands = [d for d in range(len(util)) if ok[d]]
+    if not cands:
+        return None
+    top = max(round(util[d], 12) for d in cands)
+    return min(d for d in cands if round(util[d], 12) == top)
+
+
+# --------------------------------------------------------------------------- spec
+class Spec(DesignSpecBase):
+    """BOIN12 in the scenario file (``type: boin12``).  ``target`` (else the scenario's) is
+    phi_t, the highest acceptable DLT rate (0.35 in the paper's example)."""
+
+    type: Literal["boin12"] = "boin12"
+    min_efficacy: float = Field(default=0.25, gt=0, lt=1,
+                                description="phi_e, the lowest acceptable response rate")
+    utility: List[float] = Field(
+        default_factory=lambda: [100.0, 40.0, 60.0, 0.0],
+        description="utilities of (response, no DLT), (neither), (both), (DLT, no response) "
+                    "on 0-100: u1, u2, u3, u4 (paper: 100, 40, 60, 0)")
+    n_star: int = Field(default=6, ge=1, le=1000,
+                        description="N*: with lambda_e < p-hat < lambda_d and n >= N*, choose "
+                                    "between d-1 and d")
+    explore_n: int = Field(default=9, ge=1, le=1000,
+                           description="with n >= this at d and p-hat < lambda_d, explore an "
+                                       "untried d+1")
+    c_t: float = Field(default=0.95, gt=0, lt=1,
+                       description="not admissible if Pr(p_T > phi_t | data) >= c_t")
+    c_e: float = Field(default=0.90, gt=0, lt=1,
+                       description="not admissible if Pr(p_E < phi_e | data) >= c_e")
+
+    @field_validator("utility", mode="before")
+    @classmethod
+    def _floats(cls, v):
+        if isinstance(v, list):
+            return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x
+                    for x in v]
+        return v
+
+    @field_validator("utility")
+    @classmethod
+    def _utility(cls, v: List[float]) -> List[float]:
+        if len(v) != 4:
+            raise ValueError(f"utility needs 4 values u1, u2, u3, u4 (got {v})")
+        if not all(0 <= x <= 100 for x in v):
+            raise ValueError(f"utilities must lie in [0, 100] (got {v})")
+        u1, u2, u3, u4 = v
+        if not (u4 <= u2 and u3 <= u1 and u4 < u1):
+            raise ValueError(f"utilities need u4 <= u2, u3 <= u1 and u4 < u1 (got {v})")
+        return v
+
+
+def make(spec: Spec, ctx: DesignContext) -> Design:
+    c = spec.context(ctx)
+    return Boin12Design(n_doses=c.n_doses, target=c.target, min_efficacy=spec.min_efficacy,
+                        u=tuple(spec.utility), n_star=spec.n_star, explore_n=spec.explore_n,
+                        c_t=spec.c_t, c_e=spec.c_e, cohort_size=c.cohort_size,
+                        start_dose=c.start_dose, name=spec.name or spec.type)
+
+
+def boin12_table(request):
+    """BOIN12's decision table: for each n, the toxicity boundaries (escalate-side
+    p-hat <= lambda_e, de-escalate p-hat >= lambda_d as counts), the DLT count making a dose
+    not admissible and the response count at or below which it is not admissible (futility),
+    then the RDS of each (DLTs, responses) combination is data-dependent (the utility needs
+    the joint count): printed for the first cohort."""
+    from .tables import DecisionTable
+    design, notes = request.build_data_free(
+        ("target", "cohort_size", "max_n", "min_efficacy", "utility", "n_star", "explore_n",
+         "c_t", "c_e", "name"), "decision table", "decision table")
+    inner: Boin12Design = design.inner
+    r = inner.rules
+    lam_e, lam_d = r.lambdas
+    c = inner.cohort_size
+    cap = design.max_n or 30
+    ns = [n for n in range(1, cap + 1) if c == 1 or n % c == 0]
+    rows = []
+    for n in ns:
+        esc = max((y for y in range(n + 1) if y / n <= lam_e), default=-1)
+        de = min((y for y in range(n + 1) if y / n >= lam_d), default=None)
+        tox_out = min((y for y in range(n + 1) if _sf(r.target_toxicity, 1.0 + y, 1.0 + n - y)
+                       >= r.c_t), default=None)
+        eff_out = max((e for e in range(n + 1) if _cdf(r.min_efficacy, 1.0 + e, 1.0 + n - e)
+                       >= r.c_e), default=None)
+        rows.append({"n": n, "escalate_max_dlt": esc, "deescalate_min_dlt": de,
+                     "inadmissible_min_dlt": tox_out, "inadmissible_max_responses": eff_out})
+    def cell(v):
+        return "-" if v is None or v < 0 else str(v)
+    lines = [f"BOIN12 decision table, phi_t {inner.target:g}, phi_e {inner.min_efficacy:g}, "
+             f"utilities {', '.join(f'{x:g}' for x in inner.u)}",
+             f"lambda_e {lam_e:.4f}, lambda_d {lam_d:.4f}; u_b {r.u_b:.2f}; an untried dose "
+             f"has RDS {100 * _sf(r.u_b / 100, 1.0, 1.0):.1f}",
+             "Between the boundaries the admissible dose among d-1, d, d+1 with the largest "
+             "RDS is chosen (the RDS needs the joint DLT/response counts; next-dose shows it).",
+             f"{'n':>4} {'esc if DLT <=':>14} {'de-esc if DLT >=':>17} "
+             f"{'not adm. DLT >=':>16} {'not adm. resp <=':>17}"]
+    for row in rows:
+        lines.append(f"{row['n']:>4} {cell(row['escalate_max_dlt']):>14} "
+                     f"{cell(row['deescalate_min_dlt']):>17} "
+                     f"{cell(row['inadmissible_min_dlt']):>16} "
+                     f"{cell(row['inadmissible_max_responses']):>17}")
+    data = {"design": "boin12", "kind": "boin12", "phi_t": inner.target,
+            "phi_e": inner.min_efficacy, "utility": list(inner.u), "lambda_e": lam_e,
+            "lambda_d": lam_d, "u_b": r.u_b, "rows": rows}
+    return DecisionTable("\n".join(lines), data, tuple(notes))
+
+
+from .registry import DesignEntry, register  # noqa: E402
+
+register(DesignEntry(
+    type="boin12", spec_model=Spec, make=make, design_class=Boin12Design, table=boin12_table,
+    summary="BOIN12 phase I/II optimal biological dose (Lin et al. 2020; toxicity and "
+            "efficacy, utility-based RDS; needs truth.efficacy)"))

@@ -2,8 +2,8 @@
 Keyboard 0.1.3 (``get.decision.obd.kb``, ``get.oc.obd.kb``, ``select.obd.kb``; its Rd says the
 design is adopted from Li et al. 2017, TEPI).  **Rules only**: pure functions on per-dose
 counts of patients, toxicities and responses (:class:`~escalation_sim.designs.boin12.JointCounts`;
-the joint "both" count is not used); not registered as a runnable design (the engines do not
-carry responses yet).
+the joint "both" count is not used); :class:`KeyboardObdDesign` runs them on the engines
+(``Outcome.JOINT``), registered as ``type: keyboard-obd``.
 
 Sources: docs/reference_notes/keyboard.md, section 7 (the package's R code read, not copied).
 
@@ -31,7 +31,11 @@ is the top dose or eliminated (then stay), D / DUT / DUE de-escalate to d-1 unle
 lowest dose or d-1 is eliminated (then stay), S stays.  The package keeps its eliminations in
 a history-dependent vector set from the table's letters (DUT/DUE mark the current dose, EUE
 marks the dose escalated *to*, and a dose the safety rule removed can still be used when the
-table says S); those quirks are not reproduced: a pure rule on the counts cannot.
+table says S); those quirks are not reproduced: a pure rule on the counts cannot.  An
+eliminated dose is never used: when the move above lands on an eliminated current dose (the
+table says S, or its neighbour is eliminated), the next dose is d+1 if d was eliminated for
+futility only and d+1 is not eliminated, else d-1 if not eliminated, else d+1 if not
+eliminated, else the trial stops (every dose in reach eliminated).
 
 OBD selection (:meth:`KeyboardOBD.select_obd`, ``select.obd.kb``)
 ----------------------------------------------------------------
@@ -105,6 +109,14 @@ def obd_letter(n: int, y: int, r: int, tox_bounds: Tuple[float, float, float],
     return letter
 
 
+@lru_cache(maxsize=1 << 16)
+def _elim_flags(n: int, y: int, r: int, target_tox: float, target_eff: float,
+                cutoff_tox: float, cutoff_eff: float) -> Tuple[bool, bool]:
+    """(safety, futility) elimination of a dose with n patients, y DLTs, r responses."""
+    return (_sf(target_tox, 1 + y, 1 + n - y) > cutoff_tox,
+            _sf(target_eff, 1 + r, 1 + n - r) < cutoff_eff)
+
+
 @dataclass(frozen=True)
 class ObdDecision:
     dose: Optional[int]
@@ -153,13 +165,16 @@ class KeyboardOBD:
         K = self.n_doses
         out = [False] * K
         for d in range(K):
-            n, y, r = counts.n[d], counts.tox[d], counts.eff[d]
+            n = counts.n[d]
             if n < 3:
                 continue
-            if _sf(self.target_toxicity, 1 + y, 1 + n - y) > self.cutoff_tox:
+            unsafe, futile = _elim_flags(n, counts.tox[d], counts.eff[d], self.target_toxicity,
+                                         self.target_efficacy, self.cutoff_tox,
+                                         self.cutoff_eff)
+            if unsafe:
                 for k in range(d, K):
                     out[k] = True
-            if _sf(self.target_efficacy, 1 + r, 1 + n - r) < self.cutoff_eff:
+            if futile:
                 out[d] = True
         return out
 
@@ -186,7 +201,28 @@ class KeyboardOBD:
             nxt = d - 1 if d > 0 and not elim[d - 1] else d
         else:
             nxt = d
+        if elim[nxt]:       # only the current dose can be eliminated here: never treat at it
+            up = d + 1 < K and not elim[d + 1]
+            down = d > 0 and not elim[d - 1]
+            if up and not self._unsafe(counts, d):
+                return ObdDecision(d + 1, letter, f"{obs}; dose {d + 1} eliminated for "
+                                                  f"futility: dose {d + 2}")
+            if down:
+                return ObdDecision(d - 1, letter, f"{obs}; dose {d + 1} eliminated: dose {d}")
+            if up:
+                return ObdDecision(d + 1, letter, f"{obs}; dose {d + 1} eliminated: dose "
+                                                  f"{d + 2}")
+            return ObdDecision(None, None, f"{obs}; dose {d + 1} eliminated and no neighbour "
+                                           f"left: every dose eliminated: stop")
         return ObdDecision(nxt, letter, obs)
+
+    def _unsafe(self, counts: JointCounts, d: int) -> bool:
+        """The safety rule eliminates dose ``d`` (or a lower dose, which removes it)."""
+        for k in range(d + 1):
+            n, y = counts.n[k], counts.tox[k]
+            if n >= 3 and _sf(self.target_toxicity, 1 + y, 1 + n - y) > self.cutoff_tox:
+                return True
+        return False
 
     # ----------------------------------------------------------------- selection
     def utilities(self, counts: JointCounts) -> Dict[int, Tuple[float, float, float, float,
@@ -229,3 +265,250 @@ class KeyboardOBD:
 def obd_table(design: KeyboardOBD, n: int) -> List[str]:
     """Rows y = 0..n of the decision table at n patients; each row the letters for r = 0..n."""
     return [" ".join(design.letter(n, y, r) for r in range(n + 1)) for y in range(n + 1)]
+
+
+# =========================================================================== runnable design
+from typing import Any, ClassVar, Literal  # noqa: E402
+
+from pydantic import Field, field_validator, model_validator  # noqa: E402
+
+from ..types import Decision, StopReason, TrialState  # noqa: E402
+from .base import Design, DesignContext, DesignSpecBase, Outcome  # noqa: E402
+from .boin12 import best_admissible, joint_counts  # noqa: E402
+
+
+def utility_values(p: float, q: float, utility: int, p1: float, p2: float, q1: float,
+                   q2: float, w1: float, w2: float, indicator: float) -> float:
+    """``select.obd.kb``'s utility ``utility`` (1, 2 or 3) of a dose with DLT rate ``p`` and
+    response rate ``q`` (module docstring)."""
+    if utility == 1:
+        f1 = 1.0 if p <= p1 else (0.0 if p >= p2 else 1.0 - (p - p1) / (p2 - p1))
+        f2 = 0.0 if q < q1 else (1.0 if q >= q2 else (q - q1) / (q2 - q1))
+        return f1 * f2
+    u2 = q - w1 * p
+    if utility == 2:
+        return u2
+    return u2 - w2 * p * (1.0 if p > indicator else 0.0)
+
+
+#: stop reasons: dose 1 unsafe; every dose (in reach) eliminated, for safety or futility, is
+#: "no admissible dose" (``ALL_DOSES_ELIMINATED`` reads "as too toxic"); n.early reached
+_STOPS = {"too toxic": StopReason.LOWEST_DOSE_TOO_TOXIC,
+          "eliminated": StopReason.NO_ADMISSIBLE_DOSE,
+          "n_early": StopReason.N_AT_DOSE}
+
+
+@dataclass(frozen=True)
+class KeyboardObdDesign(Design):
+    """Keyboard phase I/II on the engines (``type: keyboard-obd``): ``target`` is the DLT
+    target; the rules and the OBD selection (under ``utility`` 1, 2 or 3) are
+    :class:`KeyboardOBD`'s.  ``select_mtd`` returns the **OBD**."""
+
+    n_doses: int
+    target: float = 0.30
+    target_efficacy: float = 0.40
+    tox_bounds: Tuple[float, float, float] = (0.15, 0.25, 0.35)
+    eff_bounds: Tuple[float, float, float] = (0.25, 0.45, 0.65)
+    cutoff_tox: float = 0.95
+    cutoff_eff: float = 0.3
+    n_early: int = 100
+    utility: int = 1
+    p1: float = 0.15
+    p2: float = 0.40
+    q1: float = 0.3
+    q2: float = 0.6
+    w1: float = 0.33
+    w2: float = 1.09
+    indicator: Optional[float] = None
+    cohort_size: int = 3
+    start_dose: int = 0
+    name: str = "keyboard-obd"
+
+    outcome: ClassVar[Outcome] = Outcome.JOINT
+    selects: ClassVar[str] = "OBD"
+
+    @property
+    def rules(self) -> KeyboardOBD:
+        r = self.__dict__.get("_rules")
+        if r is None:
+            r = KeyboardOBD(self.n_doses, self.target, self.target_efficacy,
+                            tuple(self.tox_bounds), tuple(self.eff_bounds), self.cutoff_tox,
+                            self.cutoff_eff, self.n_early, self.start_dose, self.p1, self.p2,
+                            self.q1, self.q2, self.w1, self.w2, self.indicator)
+            object.__setattr__(self, "_rules", r)
+        return r
+
+    def __post_init__(self) -> None:
+        if self.utility not in (1, 2, 3):
+            raise ValueError(f"utility must be 1, 2 or 3 (got {self.utility})")
+        self.rules
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_rules"}
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+
+    @property
+    def max_cohort_size(self) -> int:
+        return self.cohort_size
+
+    def canonical(self, state: TrialState) -> Any:
+        return (state.n, state.y, state.e, state.current)      # "both" is not used
+
+    def decide(self, state: TrialState) -> Decision:
+        dec = self.rules.decide(joint_counts(state))
+        if dec.stop:
+            why = next((r for k, r in _STOPS.items() if k in dec.reason),
+                       StopReason.RULE_COMPLETE)
+            return Decision.halt(why, dec.reason)
+        return Decision.treat(dec.dose, self.cohort_size, dec.reason)
+
+    def select_mtd(self, state: TrialState) -> Optional[int]:
+        """The optimal biological dose under ``utility`` (:meth:`KeyboardOBD.select_obd`)."""
+        return self.rules.select_obd(joint_counts(state), self.utility)
+
+    select_obd = select_mtd
+
+    def estimates(self, state: TrialState) -> Dict[str, Any]:
+        c = joint_counts(state)
+        us = self.rules.utilities(c)
+        return {"eliminated": self.rules.eliminated(c),
+                "utility": [None if d not in us else round(us[d][1 + self.utility], 4)
+                            for d in range(self.n_doses)]}
+
+    # -- the truth's OBD --------------------------------------------------------------
+    def _ind(self) -> float:
+        return self.target if self.indicator is None else self.indicator
+
+    def true_utility(self, p_tox, p_eff) -> List[float]:
+        return [utility_values(float(p), float(q), self.utility, self.p1, self.p2, self.q1, self.q2,
+                               self.w1, self.w2, self._ind()) for p, q in zip(p_tox, p_eff)]
+
+    def true_admissible(self, p_tox, p_eff) -> List[bool]:
+        """Doses acceptable on the truth: p_d <= the DLT target and q_d >= the efficacy
+        target (the rates the package's safety and futility rules test against)."""
+        return [bool(p <= self.target + 1e-12 and q >= self.target_efficacy - 1e-12)
+                for p, q in zip(p_tox, p_eff)]
+
+    def true_obd(self, p_tox, p_eff) -> Optional[int]:
+        return best_admissible(self.true_utility(p_tox, p_eff),
+                               self.true_admissible(p_tox, p_eff))
+
+    @property
+    def true_obd_definition(self) -> str:  # type: ignore[override]
+        return (f"the dose with the largest true utility {self.utility} of select.obd.kb "
+                f"among doses with true DLT rate <= {self.target:g} and response rate >= "
+                f"{self.target_efficacy:g}")
+
+
+# --------------------------------------------------------------------------- spec
+def _bounds_field(default, what):
+    return Field(default_factory=lambda: list(default),
+                 description=f"the three cut points of the {what} intervals (increasing, "
+                             f"inside (0, 1))")
+
+
+class Spec(DesignSpecBase):
+    """Keyboard phase I/II in the scenario file (``type: keyboard-obd``); ``target`` (else
+    the scenario's) is the DLT target (``target.toxicity``)."""
+
+    type: Literal["keyboard-obd"] = "keyboard-obd"
+    target_efficacy: float = Field(default=0.40, gt=0, lt=1,
+                                   description="target.efficacy (futility: Pr(p_E > it) < "
+                                               "cutoff_eff)")
+    tox_bounds: List[float] = _bounds_field((0.15, 0.25, 0.35), "toxicity")
+    eff_bounds: List[float] = _bounds_field((0.25, 0.45, 0.65), "efficacy")
+    cutoff_tox: float = Field(default=0.95, ge=0.5, lt=1,
+                              description="cutoff.eli.toxicity")
+    cutoff_eff: float = Field(default=0.3, gt=0, lt=1, description="cutoff.eli.efficacy")
+    n_early: int = Field(default=100, ge=1, le=1000,
+                         description="n.early: stop when the current dose has this many")
+    utility: int = Field(default=1, ge=1, le=3,
+                         description="which of select.obd.kb's utilities selects the OBD")
+    p1: float = Field(default=0.15, ge=0, le=1)
+    p2: float = Field(default=0.40, ge=0, le=1)
+    q1: float = Field(default=0.3, ge=0, le=1)
+    q2: float = Field(default=0.6, ge=0, le=1)
+    w1: float = Field(default=0.33, ge=0, description="w1.toxicity")
+    w2: float = Field(default=1.09, ge=0, description="w2.toxicity")
+    indicator: Optional[float] = Field(default=None, gt=0, lt=1,
+                                       description="utility 3's DLT-rate threshold "
+                                                   "(default: the DLT target)")
+
+    @field_validator("tox_bounds", "eff_bounds", mode="before")
+    @classmethod
+    def _floats(cls, v):
+        if isinstance(v, list):
+            return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x
+                    for x in v]
+        return v
+
+    @field_validator("tox_bounds", "eff_bounds")
+    @classmethod
+    def _bounds(cls, v: List[float]) -> List[float]:
+        if len(v) != 3 or not 0 < v[0] < v[1] < v[2] < 1:
+            raise ValueError(f"needs three increasing cut points inside (0, 1) (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _pq(self) -> "Spec":
+        if not self.p1 < self.p2:
+            raise ValueError(f"p1 must be below p2 (got p1 {self.p1}, p2 {self.p2})")
+        if not self.q1 < self.q2:
+            raise ValueError(f"q1 must be below q2 (got q1 {self.q1}, q2 {self.q2})")
+        return self
+
+
+def make(spec: Spec, ctx: DesignContext) -> Design:
+    c = spec.context(ctx)
+    return KeyboardObdDesign(
+        n_doses=c.n_doses, target=c.target, target_efficacy=spec.target_efficacy,
+        tox_bounds=tuple(spec.tox_bounds), eff_bounds=tuple(spec.eff_bounds),
+        cutoff_tox=spec.cutoff_tox, cutoff_eff=spec.cutoff_eff, n_early=spec.n_early,
+        utility=spec.utility, p1=spec.p1, p2=spec.p2, q1=spec.q1, q2=spec.q2, w1=spec.w1,
+        w2=spec.w2, indicator=spec.indicator, cohort_size=c.cohort_size,
+        start_dose=c.start_dose, name=spec.name or spec.type)
+
+
+def keyboard_obd_table(request):
+    """``get.decision.obd.kb``'s table: for each n (multiples of the cohort size up to
+    max_n), rows y = DLTs 0..n, columns r = responses 0..n."""
+    from .tables import DecisionTable
+    design, notes = request.build_data_free(
+        ("target", "cohort_size", "max_n", "target_efficacy", "tox_bounds", "eff_bounds",
+         "cutoff_tox", "cutoff_eff", "name"), "decision table", "decision table")
+    inner: KeyboardObdDesign = design.inner
+    c = inner.cohort_size
+    cap = design.max_n or 30
+    ns = [n for n in range(c, cap + 1, c)]
+    lines = [f"Keyboard phase I/II decision table, DLT target {inner.target:g}, efficacy "
+             f"target {inner.target_efficacy:g}",
+             f"toxicity cut points {', '.join(f'{b:g}' for b in inner.tox_bounds)}; efficacy "
+             f"cut points {', '.join(f'{b:g}' for b in inner.eff_bounds)}",
+             "E escalate, S stay, D de-escalate; DUT / DUE de-escalate for unacceptable "
+             "toxicity / efficacy, EUE escalate with unacceptable efficacy",
+             "rows: DLTs y; columns: responses r = 0..n"]
+    tables = {}
+    for n in ns:
+        rows = [design.inner.rules.letter(n, y, r).ljust(3) for y in range(n + 1)
+                for r in range(n + 1)]
+        grid = [rows[y * (n + 1):(y + 1) * (n + 1)] for y in range(n + 1)]
+        tables[str(n)] = [[x.strip() for x in row] for row in grid]
+        lines.append(f"n = {n}")
+        lines.append("  y\\r " + " ".join(f"{r:>3}" for r in range(n + 1)))
+        for y, row in enumerate(grid):
+            lines.append(f"  {y:>3} " + " ".join(f"{x:>3}" for x in row))
+    data = {"design": "keyboard-obd", "kind": "keyboard_obd", "target": inner.target,
+            "target_efficacy": inner.target_efficacy, "tox_bounds": list(inner.tox_bounds),
+            "eff_bounds": list(inner.eff_bounds), "tables": tables}
+    return DecisionTable("\n".join(lines), data, tuple(notes))
+
+
+from .registry import DesignEntry, register  # noqa: E402
+
+register(DesignEntry(
+    type="keyboard-obd", spec_model=Spec, make=make, design_class=KeyboardObdDesign,
+    table=keyboard_obd_table,
+    summary="Keyboard phase I/II optimal biological dose (R Keyboard 0.1.3 get.oc.obd.kb / "
+            "select.obd.kb; needs truth.efficacy)"))

@@ -90,7 +90,7 @@ def register(entry: DesignEntry) -> DesignEntry:
 
 
 _BUILTIN = ("threeplusthree", "boin", "crm", "tite", "mtpi2", "keyboard", "i3plus3", "blrm",
-            "rolling6", "gboin", "tite_gboin")
+            "rolling6", "gboin", "tite_gboin", "boin12", "keyboard_obd")
 _loaded = False
 _LOAD_LOCK = threading.RLock()
 

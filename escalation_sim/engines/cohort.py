@@ -12,7 +12,11 @@ What a patient contributes (patient k of trial t, 0-based treatment order, at do
   patient's DLT flag under the scenario's ``dlt`` rule (:meth:`OutcomeModel.dlt_flags`);
 * graded truth, score design (``Outcome.SCORE``, gBOIN): ``design.score_units[g]`` with g the
   worst grade among the events starting inside the DLT window
-  (``PatientOutcomes.worst_grade``).
+  (``PatientOutcomes.worst_grade``);
+* toxicity-and-efficacy design (``Outcome.JOINT``: BOIN12, Keyboard phase I/II): the DLT flag
+  above (binary or graded truth) and a response iff v(t, k) < q_d, v from the counter-based
+  ``efficacy`` stream and q = ``truth.efficacy`` (the draw of
+  :meth:`OutcomeModel.outcomes`), independent of the DLT.
 
 Every value is a pure function of ``(seed, trial, patient)`` and the dose, so the same patient
 is simulated in every design (common random numbers).
@@ -27,9 +31,10 @@ from typing import Optional, Sequence
 import numpy as np
 
 from ..designs.base import Design, Outcome
+from ..inputs.truth import EFFICACY_STREAM
 from ..randomness import stream_key, uniforms
 from .exact import patient_cap
-from .graph import StateGraph, graph_for
+from .graph import StateGraph, graph_for, joint_code
 
 BLOCK = 16384  # trials processed together (keeps the working set in cache)
 #: per-trial patient tables larger than this (patients x doses) are not precomputed
@@ -176,13 +181,52 @@ def _walk_block_model(g: StateGraph, model, seed: int, units, trials: np.ndarray
     return _walk(g, trials.shape[0], cohort_y)
 
 
+def _walk_block_joint(g: StateGraph, p: np.ndarray, q: np.ndarray, seed: int,
+                      trials: np.ndarray, model=None) -> np.ndarray:
+    """Joint designs: each patient's DLT (``u(t, k) < p_d`` from the ``dlt`` stream, or the
+    graded model's DLT flag) and response (``v(t, k) < q_d`` from the ``efficacy`` stream);
+    the cohort's outcome is the code of its DLTs, responders and patients with both."""
+    key = stream_key(seed, "dlt")
+    ekey = stream_key(seed, EFFICACY_STREAM)
+    C = g.C
+
+    def cohort_y(alive, s, d, c):
+        base = g.total_n[s].astype(np.uint64)
+        t = trials[alive]
+        qd = q[d]
+        pd = p[d]
+        cmax = int(c.max())
+        cmin = int(c.min())
+        yt = np.zeros(alive.size, dtype=np.int32)
+        yr = np.zeros(alive.size, dtype=np.int32)
+        yb = np.zeros(alive.size, dtype=np.int32)
+        for j in range(cmax):
+            k = base + np.uint64(j)
+            if model is None:
+                tox = uniforms(key, t, k) < pd
+            else:
+                tox = model.dlt_flags(seed, t, k, d).astype(bool)
+            eff = uniforms(ekey, t, k) < qd
+            if j >= cmin:
+                on = c > j
+                tox &= on
+                eff &= on
+            yt += tox
+            yr += eff
+            yb += tox & eff
+        return joint_code(yt, yr, yb, C)
+    return _walk(g, trials.shape[0], cohort_y)
+
+
 def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
-                          start: int, stop: int, model=None) -> ChunkTrials:
+                          start: int, stop: int, model=None,
+                          efficacy: Optional[Sequence[float]] = None) -> ChunkTrials:
     """Simulate trials ``start .. stop-1`` of ``design`` under true DLT rates ``p_true``.
 
     ``model``: the scenario's :class:`~escalation_sim.inputs.truth.OutcomeModel` for a graded
     truth (each patient's contribution then comes from it, see the module docstring); None
-    for a binary truth (``u(t, k) < p_d``).  A score design needs a model."""
+    for a binary truth (``u(t, k) < p_d``).  A score design needs a model.  A joint design
+    (``Outcome.JOINT``) needs the response rates: ``efficacy``, else the model's."""
     p = np.asarray(p_true, dtype=np.float64)
     if p.shape != (design.n_doses,):
         raise ValueError(f"p_true has {p.size} values for {design.n_doses} doses")
@@ -192,6 +236,25 @@ def simulate_cohort_chunk(design: Design, p_true: Sequence[float], seed: int,
                          "(an OutcomeModel), not DLT rates only")
     if model is not None and model.n_doses != design.n_doses:
         raise ValueError(f"the outcome model has {model.n_doses} doses for {design.n_doses}")
+    if design.outcome is Outcome.JOINT:
+        if efficacy is None and model is not None:
+            efficacy = model.response_rates()
+        if efficacy is None:
+            raise ValueError(f"{design!r} uses responses: it needs the response rate of each "
+                             "dose (truth.efficacy)")
+        q = np.asarray(efficacy, dtype=np.float64)
+        if q.shape != (design.n_doses,):
+            raise ValueError(f"efficacy has {q.size} values for {design.n_doses} doses")
+        t0 = time.perf_counter()
+        g = graph_for(design)
+        states0, build0 = g.n_states, g.stats["build_seconds"]
+        out = np.empty(stop - start, dtype=np.int32)
+        for b in range(start, stop, BLOCK):
+            e = min(b + BLOCK, stop)
+            trials = np.arange(b, e, dtype=np.uint64)
+            out[b - start:e - start] = _walk_block_joint(g, p, q, seed, trials, model)
+        return ChunkTrials(g, start, out, g.n_states - states0,
+                           g.stats["build_seconds"] - build0, time.perf_counter() - t0)
     units = np.asarray(design.score_units, dtype=np.int64) if score else None
     # with a cap on the patients of a trial, each block's patients' latents and onsets are
     # drawn in one pass (:meth:`OutcomeModel.patient_latents`): the same values, looked up

@@ -33,7 +33,7 @@ import numpy as np
 from ..designs.base import Design, Outcome
 from ..designs.rules import StopAtN
 from ..results.oc import OutcomeTally
-from .graph import MAX_PATIENTS, StateGraph, gc_paused, graph_for
+from .graph import MAX_PATIENTS, StateGraph, gc_paused, graph_for, joint_code
 
 log = logging.getLogger(__name__)
 
@@ -92,12 +92,49 @@ def patient_cap(design: Design) -> Optional[int]:
     return None
 
 
+#: the refusal threshold of :func:`joint_state_estimate` for toxicity-and-efficacy designs
+#: (measured with BOIN12 and Keyboard phase I/II on 4 doses, cohorts of 3: real graphs are
+#: 60 to 70 times smaller than the estimate, so N = 21 runs (about 0.7 M states) and N = 24,
+#: about 2.4 M states, is refused at once instead of after minutes)
+MAX_JOINT_STATES_ESTIMATE = 10**8
+
+
+def joint_state_estimate(n_doses: int, max_n: int, cohort_size: int,
+                         limit: Optional[int] = None) -> int:
+    """:func:`state_count_estimate` for a design that also counts responses: after m cohorts
+    at most min(B^m, sum over spreads of prod_d (c k_d + 1)^2) per-dose (patients, DLTs,
+    responders) counts, B = C(c + 3, 3) joint outcomes of a cohort of c."""
+    K, c = int(n_doses), max(1, int(cohort_size))
+    B = comb(c + 3, 3)
+    total = 0
+    for m in range(int(max_n) // c + 1):
+        poly = [1] + [0] * m
+        for _ in range(K):
+            new = [0] * (m + 1)
+            for i, v in enumerate(poly):
+                if v:
+                    for k in range(m + 1 - i):
+                        new[i + k] += v * (c * k + 1) ** 2
+            poly = new
+        total += min(B ** m, poly[m])
+        if limit is not None and total > limit:
+            break
+    return total
+
+
 def exact_size_problem(design: Design) -> Optional[str]:
     """Why exact enumeration of ``design`` is refused, or None when it may run."""
     cap = patient_cap(design)
     if cap is None:
         return None
     c = int(design.max_cohort_size)
+    if design.outcome is Outcome.JOINT:
+        est = joint_state_estimate(design.n_doses, cap, c, limit=MAX_JOINT_STATES_ESTIMATE)
+        if est <= MAX_JOINT_STATES_ESTIMATE:
+            return None
+        return (f"exact enumeration of a toxicity-and-efficacy design with {design.n_doses} "
+                f"doses and up to {cap} patients in cohorts of {c} would visit millions of "
+                f"trial states (estimate {est:.1e} > {MAX_JOINT_STATES_ESTIMATE:.0e}); {_HOW}")
     est = state_count_estimate(design.n_doses, cap, c, limit=MAX_EXACT_STATES_ESTIMATE)
     if est <= MAX_EXACT_STATES_ESTIMATE:
         return None
@@ -149,6 +186,28 @@ def _score_pmf_table(q: np.ndarray, max_c: int) -> np.ndarray:
     return out
 
 
+def joint_pmf_table(p: Sequence[float], q: Sequence[float], max_c: int) -> np.ndarray:
+    """``pmf[d, c, code]``: P(a cohort of c at dose d has the outcome ``code``) for a joint
+    design (:func:`~escalation_sim.engines.graph.joint_code` of its DLTs, responders and
+    patients with both).  Each patient independently has a DLT with probability p_d and a
+    response with probability q_d (the truth draws them from independent streams), so the
+    cohort's counts of (no DLT, no response), (DLT only), (response only), (both) are
+    multinomial(c; (1-p)(1-q), p(1-q), (1-p)q, pq)."""
+    from .graph import joint_code_count
+    out = np.zeros((len(p), max_c + 1, joint_code_count(max_c)), dtype=np.float64)
+    for d, (pd, qd) in enumerate(zip(p, q)):
+        cat = ((1 - pd) * (1 - qd), pd * (1 - qd), (1 - pd) * qd, pd * qd)
+        for c in range(1, max_c + 1):
+            for n10 in range(c + 1):
+                for n01 in range(c + 1 - n10):
+                    for n11 in range(c + 1 - n10 - n01):
+                        n00 = c - n10 - n01 - n11
+                        w = (comb(c, n10) * comb(c - n10, n01) * comb(c - n10 - n01, n11)
+                             * cat[0] ** n00 * cat[1] ** n10 * cat[2] ** n01 * cat[3] ** n11)
+                        out[d, c, joint_code(n10 + n11, n01 + n11, n11, max_c)] += w
+    return out
+
+
 def _first_order(ids: np.ndarray):
     """Distinct values of ``ids`` in order of first occurrence, each entry's rank among them,
     and the position of each distinct value's first occurrence."""
@@ -185,7 +244,10 @@ def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, 
         for a in range(0, sid.size, _PARENTS):      # bounded temporaries, same order
             s, p_, d_, c_ = sid[a:a + _PARENTS], pr[a:a + _PARENTS], d[a:a + _PARENTS], \
                 c[a:a + _PARENTS]
-            reps = c_ * g.L + 1 if g.L != 1 else c_ + 1
+            if g.joint:       # every outcome code; the pmf is 0 for the impossible ones
+                reps = np.full(c_.shape, g.W + 1, dtype=c_.dtype)
+            else:
+                reps = c_ * g.L + 1 if g.L != 1 else c_ + 1
             par = np.repeat(np.arange(s.size, dtype=np.int32), reps)     # parent of each child
             k = (np.arange(par.size, dtype=np.int32)
                  - np.repeat((np.cumsum(reps) - reps).astype(np.int32), reps))  # its DLTs
@@ -429,13 +491,16 @@ def _tally(g: StateGraph, ends: np.ndarray, probs: np.ndarray) -> ExactTally:
 
 
 def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | None = None,
-                start_sid: int = 0, model=None) -> OutcomeTally:
+                start_sid: int = 0, model=None,
+                efficacy: Optional[Sequence[float]] = None) -> OutcomeTally:
     """Probability of each trial ending, exactly (up to floating-point rounding).
 
     A binary design needs only the DLT rates ``p_true`` (patients are independent given
     their doses: binomial cohorts), whatever the truth.  A score design (``Outcome.SCORE``)
     needs the graded truth's ``model`` (an OutcomeModel): its cohorts sum score units, with
-    the convolution of the per-patient unit distribution (:func:`unit_pmf`)."""
+    the convolution of the per-patient unit distribution (:func:`unit_pmf`).  A joint design
+    (``Outcome.JOINT``) needs the response rates ``efficacy`` (else the model's):
+    :func:`joint_pmf_table`."""
     p = [float(v) for v in p_true]
     if len(p) != design.n_doses:
         raise ValueError(f"p_true has {len(p)} values for {design.n_doses} doses")
@@ -443,6 +508,16 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     if score and model is None:
         raise ValueError(f"{design!r} scores graded toxicities: exact enumeration needs the "
                          "graded truth (an OutcomeModel)")
+    joint = design.outcome is Outcome.JOINT
+    if joint:
+        if efficacy is None and model is not None:
+            efficacy = model.response_rates()
+        if efficacy is None:
+            raise ValueError(f"{design!r} uses responses: exact enumeration needs the "
+                             "response rate of each dose (truth.efficacy)")
+        q = [float(v) for v in efficacy]
+        if len(q) != design.n_doses:
+            raise ValueError(f"efficacy has {len(q)} values for {design.n_doses} doses")
     problem = exact_size_problem(design)
     if problem is not None:
         raise ExactTooLarge(problem)
@@ -462,7 +537,7 @@ def exact_tally(design: Design, p_true: Sequence[float], graph: StateGraph | Non
     before = g.n_states
     with gc_paused():
         pmf = (_score_pmf_table(unit_pmf(model, design.score_units), g.C) if score
-               else _pmf_table(p, g.C))
+               else joint_pmf_table(p, q, g.C) if joint else _pmf_table(p, g.C))
         ends, probs = _sweep(g, pmf, start_sid)
         tally = _tally(g, ends, probs)
     log.info("exact enumeration of %r: %d states (%d new), %d endings in %.2f s",

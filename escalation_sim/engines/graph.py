@@ -5,7 +5,10 @@ the graph stores, in numpy arrays, the state itself (patients and DLTs per dose,
 dose, the last cohort), the design's decision (dose and cohort size, or stop code), the MTD of
 a stopped trial and, as they are needed, the transitions ``trans[id, y]`` to the next state
 after a cohort with ``y`` DLTs (for a score design such as gBOIN, ``y`` is the cohort's sum of
-integer score units, 0 .. cohort size x ``unit_scale``).  The vectorised engine walks thousands of trials through this
+integer score units, 0 .. cohort size x ``unit_scale``; for a toxicity-and-efficacy design,
+``Outcome.JOINT``, ``y`` is the code of the cohort's (DLTs, responders, patients with both),
+a dense index of the C(c + 3, 3) possible outcomes of cohorts of up to c patients, and the
+graph also stores the responders ``e`` and the "both" counts ``b`` per dose; :func:`joint_code`).  The vectorised engine walks thousands of trials through this
 graph with array look-ups; exact enumeration walks it with probabilities.  ``decide`` and
 ``select_mtd`` are therefore called once per distinct state, and both methods use exactly the
 same decisions.
@@ -41,7 +44,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 import numpy as np
 
 from ..designs.base import Design, Outcome
-from ..types import STOP_CODES, STOP_INDEX, StopReason, TrialState
+from ..types import STOP_CODES, STOP_INDEX, JointState, StopReason, TrialState
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,8 @@ _STATE_CACHE = 1 << 18
 #: transitions created per pass of the Python loop (bounds its temporary objects)
 _SLICE = 1 << 15
 
-_STATE_ARRAYS = ("n", "y", "cur", "last_n", "last_y", "dose", "size", "total_n", "stop_code",
-                 "trans", "_mtd")
+_STATE_ARRAYS = ("n", "y", "e", "b", "cur", "last_n", "last_y", "dose", "size", "total_n",
+                 "stop_code", "trans", "_mtd")
 
 
 @contextmanager
@@ -88,6 +91,49 @@ def unit_scale_of(design: Design) -> int:
             raise ValueError(f"{design!r}: unit_scale must be >= 1 (got {L})")
         return L
     return 1
+
+
+def is_joint(design: Design) -> bool:
+    """True for a toxicity-and-efficacy design (``Outcome.JOINT``)."""
+    return design.outcome is Outcome.JOINT
+
+
+_JOINT_TABLES: Dict[int, Tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _joint_tables(max_cohort: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(index, outcomes)``: ``index[t, r, b]`` is the dense code of a cohort outcome (-1 if
+    impossible) and ``outcomes[code]`` its ``(t, r, b)``; codes list the C(C + 3, 3) outcomes
+    of cohorts of up to C = ``max_cohort`` patients (b <= min(t, r), t + r - b <= C)."""
+    tab = _JOINT_TABLES.get(max_cohort)
+    if tab is None:
+        C = max_cohort
+        index = np.full((C + 1, C + 1, C + 1), -1, dtype=np.int64)
+        outs = []
+        for b in range(C + 1):
+            for t in range(b, C + 1):
+                for r in range(b, C + 1 + b - t):
+                    index[t, r, b] = len(outs)
+                    outs.append((t, r, b))
+        tab = _JOINT_TABLES[max_cohort] = (index, np.array(outs, dtype=np.int64))
+    return tab
+
+
+def joint_code_count(max_cohort: int) -> int:
+    """The number of transition codes of a joint design: C(C + 3, 3) (20 for C = 3)."""
+    return len(_joint_tables(max_cohort)[1])
+
+
+def joint_code(t, r, b, max_cohort: int):
+    """The transition code of a cohort with ``t`` DLTs, ``r`` responders and ``b`` patients
+    with both (arrays or ints; a dense index of the possible outcomes, :func:`_joint_tables`)."""
+    return _joint_tables(max_cohort)[0][t, r, b]
+
+
+def joint_decode(code, max_cohort: int):
+    """``(t, r, b)`` of a transition code (:func:`joint_code`)."""
+    o = _joint_tables(max_cohort)[1][code]
+    return o[..., 0], o[..., 1], o[..., 2]
 
 
 class _StateView(Sequence):
@@ -128,7 +174,7 @@ class StateGraph:
         #: units per patient: 1 for binary designs (y counts DLTs), the design's unit_scale
         #: for score designs (y sums score units); a cohort adds 0..W = C * L to y
         self.L = unit_scale_of(design)
-        self.W = self.C * self.L
+        self._set_joint()
         self.max_states = max_states
         self._alloc(1024)
         self._n = 0
@@ -150,7 +196,18 @@ class StateGraph:
         # with ``trans`` last, and a transition not yet visible (-1) sends the reader to the
         # locked path, which looks again.
         self._lock = threading.RLock()
-        self.add(TrialState.empty(self.K))
+        self.add(JointState.empty(self.K) if self.joint else TrialState.empty(self.K))
+
+    def _set_joint(self) -> None:
+        """``W`` (the largest transition code) and ``KE`` (doses with response counts: K for
+        a joint design, 0 otherwise, so other designs store nothing more)."""
+        self.joint = is_joint(self.design)
+        if self.joint:
+            self.W = joint_code_count(self.C) - 1
+            self.KE = self.K
+        else:
+            self.W = self.C * self.L
+            self.KE = 0
 
     # -- storage ------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
@@ -159,6 +216,8 @@ class StateGraph:
         K = self.K
         self.n = np.empty((cap, K), dtype=np.int16)       # patients per dose
         self.y = np.empty((cap, K), dtype=np.int16)       # DLTs per dose
+        self.e = np.empty((cap, self.KE), dtype=np.int16)  # joint designs: responders
+        self.b = np.empty((cap, self.KE), dtype=np.int16)  # joint designs: DLT and response
         self.cur = np.empty(cap, dtype=np.int16)          # current dose, -1 = none yet
         self.last_n = np.empty(cap, dtype=np.int16)       # last cohort: patients
         self.last_y = np.empty(cap, dtype=np.int16)       # last cohort: DLTs
@@ -191,6 +250,11 @@ class StateGraph:
     def state(self, sid: int) -> TrialState:
         """The representative ``TrialState`` of ``sid`` (a new object each call)."""
         c = int(self.cur[sid])
+        if self.joint:
+            return JointState(tuple(self.n[sid].tolist()), tuple(self.y[sid].tolist()),
+                              None if c < 0 else c, int(self.last_n[sid]),
+                              int(self.last_y[sid]), tuple(self.e[sid].tolist()),
+                              tuple(self.b[sid].tolist()))
         return TrialState(tuple(self.n[sid].tolist()), tuple(self.y[sid].tolist()),
                           None if c < 0 else c, int(self.last_n[sid]), int(self.last_y[sid]))
 
@@ -244,7 +308,11 @@ class StateGraph:
             sid = lvl.get(key)
             if sid is None:
                 sid = self._n
-                self._write(np.array([state.n]), np.array([state.y]),
+                if self.joint and not isinstance(state, JointState):
+                    raise ValueError(f"{self.design!r} counts responses: give it a JointState")
+                ee = (np.array([state.e]), np.array([state.b])) if self.joint else (
+                    np.empty((1, 0)), np.empty((1, 0)))
+                self._write(np.array([state.n]), np.array([state.y]), *ee,
                             np.array([-1 if state.current is None else state.current]),
                             np.array([state.last_n]), np.array([state.last_y]),
                             np.array([t]), np.array([self._decision(state)]))
@@ -266,7 +334,7 @@ class StateGraph:
                                f"(max_cohort_size {self.C}) for {state}")
         return dec.dose, dec.cohort_size, 0, -2
 
-    def _write(self, n, y, cur, last_n, last_y, total, dec) -> None:
+    def _write(self, n, y, e, b, cur, last_n, last_y, total, dec) -> None:
         """Append states (arrays, one row each; ``dec`` rows from :meth:`_decision`)."""
         base = self._n
         k = len(total)
@@ -274,6 +342,8 @@ class StateGraph:
         sl = slice(base, base + k)
         self.n[sl] = n
         self.y[sl] = y
+        self.e[sl] = e
+        self.b[sl] = b
         self.cur[sl] = cur
         self.last_n[sl] = last_n
         self.last_y[sl] = last_y
@@ -299,9 +369,17 @@ class StateGraph:
         rows = np.arange(sids.size)
         cn = self.n[sids]                       # int16 copies (fancy indexing copies)
         cy = self.y[sids]
+        ce = self.e[sids]
+        cb = self.b[sids]
         cn[rows, d] += c.astype(np.int16)
-        cy[rows, d] += ys.astype(np.int16)
-        return d, c, cn, cy, tot
+        if self.joint:
+            t, r, bb = joint_decode(ys.astype(np.int64), self.C)
+            cy[rows, d] += t.astype(np.int16)
+            ce[rows, d] += r.astype(np.int16)
+            cb[rows, d] += bb.astype(np.int16)
+        else:
+            cy[rows, d] += ys.astype(np.int16)
+        return d, c, cn, cy, ce, cb, tot
 
     def _expand(self, sids: np.ndarray, ys: np.ndarray) -> None:
         """Create the transitions ``(sids[i], ys[i])`` still missing (under the lock)."""
@@ -319,13 +397,22 @@ class StateGraph:
         self.stats["transitions"] += m
         self.stats["build_seconds"] += time.perf_counter() - t0
 
-    def _expand_slice(self, sids, ys, d, c, cn, cy, tot) -> None:
+    def _expand_slice(self, sids, ys, d, c, cn, cy, ce, cb, tot) -> None:
         canonical = self.design.canonical
         tuples = self._tuples
         n_t = list(map(tuple, cn.tolist()))
         n_t = list(map(tuples.setdefault, n_t, n_t))   # one tuple object per count vector
         y_t = list(map(tuple, cy.tolist()))
         y_t = list(map(tuples.setdefault, y_t, y_t))
+        if self.joint:
+            e_t = list(map(tuple, ce.tolist()))
+            e_t = list(map(tuples.setdefault, e_t, e_t))
+            b_t = list(map(tuple, cb.tolist()))
+            b_t = list(map(tuples.setdefault, b_t, b_t))
+            last_t = joint_decode(ys.astype(np.int64), self.C)[0]
+        else:
+            e_t = b_t = [None] * len(n_t)
+            last_t = ys
         levels: Dict[int, Dict[Any, int]] = {}
         child: List[int] = []
         new_rows: List[int] = []
@@ -333,9 +420,10 @@ class StateGraph:
         added: List[tuple] = []          # (level dict, key): undone if a design call fails
         nxt = self._n
         try:
-            for i, (nt, yt, dd, cc, kk, t) in enumerate(zip(n_t, y_t, d.tolist(), c.tolist(),
-                                                             ys.tolist(), tot.tolist())):
-                st = TrialState(nt, yt, dd, cc, kk)
+            for i, (nt, yt, dd, cc, kk, t, et, bt) in enumerate(zip(
+                    n_t, y_t, d.tolist(), c.tolist(), last_t.tolist(), tot.tolist(), e_t, b_t)):
+                st = (JointState(nt, yt, dd, cc, kk, et, bt) if et is not None
+                      else TrialState(nt, yt, dd, cc, kk))
                 key = canonical(st)
                 lvl = levels.get(t)
                 if lvl is None:
@@ -353,7 +441,7 @@ class StateGraph:
                 dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
                 self.stats["design_seconds"] += time.perf_counter() - t0
                 r = np.array(new_rows, dtype=np.int64)
-                self._write(cn[r], cy[r], d[r], c[r], ys[r], tot[r], dec)
+                self._write(cn[r], cy[r], ce[r], cb[r], d[r], c[r], last_t[r], tot[r], dec)
         except BaseException:
             for lvl, key in added:
                 del lvl[key]
@@ -424,7 +512,7 @@ class StateGraph:
         self.K = int(self.design.n_doses)
         self.C = int(self.design.max_cohort_size)
         self.L = unit_scale_of(self.design)
-        self.W = self.C * self.L
+        self._set_joint()
         self.max_states = data["max_states"]
         n = int(data["n_states"])
         self._alloc(max(1024, n))

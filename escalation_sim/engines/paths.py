@@ -1,7 +1,11 @@
 """Dose paths: every possible course of the next k cohorts from the current data.
 
 Each node holds the decision at that point; its children are the cohort's possible outcomes
-(``"NNN"``, ``"NNT"``, ... grouped by number of DLTs, since designs see counts).  Used for
+(``"NNN"``, ``"NNT"``, ... grouped by number of DLTs, since designs see counts).  For a
+toxicity-and-efficacy design (BOIN12, Keyboard phase I/II) the children are the cohort's
+joint outcomes grouped by their counts of B (both), T (DLT only), E (response only) and N
+(neither): C(c + 3, 3) children per cohort of c (20 for c = 3); stopped nodes then carry the
+selected OBD (``"mtd"``, with ``"selects": "OBD"``).  Used for
 protocol appendices ("if the next cohort has 1 DLT we will ...").
 """
 from __future__ import annotations
@@ -15,16 +19,32 @@ from ..types import TrialState
 
 def dose_paths(design: Design, state: TrialState, cohorts: int,
                truth: Optional[Sequence[float]] = None,
-               cohort_sizes: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+               cohort_sizes: Optional[Sequence[int]] = None,
+               efficacy: Optional[Sequence[float]] = None) -> Dict[str, Any]:
     """Nested dict: ``{"n": [...], "dlt": [...], "next_dose", "cohort_size", "stop_reason",
     "reason", "children": [...]}`` (doses 1-based; a stopped node adds ``"mtd"``).
 
     ``truth`` (true DLT rate per dose): every node gets ``"probability"``, the chance of
     reaching it from the root, and each child ``"p_outcome"``, the binomial chance of its
     cohort's outcome (all orders of the letters together).  ``cohort_sizes``: the size of
-    each of the next cohorts (overriding the design's; ``cohorts`` is then its length)."""
+    each of the next cohorts (overriding the design's; ``cohorts`` is then its length).
+    ``efficacy`` (a joint design with ``truth``): the true response rate per dose; each child's
+    ``p_outcome`` is then the multinomial chance of its counts (DLT and response
+    independent)."""
     from ..designs.base import Outcome
-    if design.outcome is not Outcome.BINARY_DLT:
+    joint = design.outcome is Outcome.JOINT
+    if joint:
+        if truth is not None and efficacy is None:
+            raise ValueError("a design that uses responses needs the response rates "
+                             "(efficacy) as well as the DLT rates for path probabilities")
+        if efficacy is not None:
+            efficacy = [float(q) for q in efficacy]
+            if len(efficacy) != state.n_doses or not all(0.0 <= q <= 1.0 for q in efficacy):
+                raise ValueError(f"efficacy needs {state.n_doses} probabilities in [0, 1] "
+                                 f"(got {efficacy})")
+    elif efficacy is not None:
+        raise ValueError("efficacy: this design does not use responses")
+    elif design.outcome is not Outcome.BINARY_DLT:
         raise ValueError(f"dose paths enumerate DLT counts: not for a design whose patients "
                          f"contribute a {design.outcome.value}")
     if cohort_sizes is not None:
@@ -39,7 +59,56 @@ def dose_paths(design: Design, state: TrialState, cohorts: int,
         if len(truth) != state.n_doses or not all(0.0 <= p <= 1.0 for p in truth):
             raise ValueError(f"truth needs {state.n_doses} probabilities in [0, 1] "
                              f"(got {truth})")
+    if joint:
+        return _joint_node(design, state, cohorts, truth, efficacy, sizes, 0, 1.0)
     return _node(design, state, cohorts, truth, sizes, 0, 1.0)
+
+
+def joint_outcomes(c: int):
+    """``(n_both, n_dlt_only, n_response_only, n_neither)`` of a cohort of c, in the order
+    the paths list them."""
+    for b in range(c + 1):
+        for t in range(c + 1 - b):
+            for e in range(c + 1 - b - t):
+                yield b, t, e, c - b - t - e
+
+
+def _joint_node(design, state, cohorts, truth, eff, sizes, depth, prob) -> Dict[str, Any]:
+    dec = design.decide(state)
+    node: Dict[str, Any] = {
+        "n": list(state.n), "dlt": list(state.y), "responders": list(state.e),
+        "next_dose": None if dec.stop else dec.dose + 1,
+        "cohort_size": None if dec.stop else dec.cohort_size,
+        "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
+        "reason": dec.reason, "children": []}
+    if truth is not None:
+        node["probability"] = prob
+    if dec.stop:
+        m = design.select_mtd(state)
+        node["mtd"] = None if m is None else m + 1
+        node["selects"] = "OBD"
+        return node
+    if depth >= cohorts:
+        return node
+    c = dec.cohort_size if sizes is None else sizes[depth]
+    if sizes is not None:
+        node["cohort_size"] = c
+    for b, t, e, z in joint_outcomes(c):
+        p_o = None
+        if truth is not None:
+            p, q = truth[dec.dose], eff[dec.dose]
+            p_o = (math.factorial(c) / (math.factorial(b) * math.factorial(t)
+                                        * math.factorial(e) * math.factorial(z))
+                   * (p * q) ** b * (p * (1 - q)) ** t * ((1 - p) * q) ** e
+                   * ((1 - p) * (1 - q)) ** z)
+        after = state.add_cohort(dec.dose, c, b + t, e=b + e, b=b)
+        child = _joint_node(design, after, cohorts, truth, eff, sizes, depth + 1,
+                            prob * p_o if p_o is not None else 1.0)
+        child["outcome"] = f"{dec.dose + 1}" + "B" * b + "T" * t + "E" * e + "N" * z
+        if p_o is not None:
+            child["p_outcome"] = p_o
+        node["children"].append(child)
+    return node
 
 
 def _node(design, state, cohorts, truth, sizes, depth, prob) -> Dict[str, Any]:
@@ -100,7 +169,8 @@ def final_recommendations(tree: Dict[str, Any]) -> Dict[str, float]:
         if "probability" not in node:
             raise ValueError("final recommendation probabilities need a truth")
         if node["next_dose"] is None:
-            key = "no MTD" if node.get("mtd") is None else f"MTD {node['mtd']}"
+            what = node.get("selects", "MTD")
+            key = f"no {what}" if node.get("mtd") is None else f"{what} {node['mtd']}"
         elif node.get("cohort_size") == 0:
             key = f"suspend at dose {node['next_dose']}"
         else:
@@ -143,7 +213,8 @@ def paths_dot(tree: Dict[str, Any], labels: List[str], prefix: str = "") -> str:
     def label(node):
         if node["next_dose"] is None:
             m = node.get("mtd")
-            text = "stop\\nMTD: " + ("none" if m is None else labels[m - 1])
+            text = (f"stop\\n{node.get('selects', 'MTD')}: "
+                    + ("none" if m is None else labels[m - 1]))
         else:
             text = f"dose {node['next_dose']} ({labels[node['next_dose'] - 1]})"
         if "probability" in node:
@@ -172,7 +243,7 @@ def format_paths(tree: Dict[str, Any], labels: List[str], prefix: str = "") -> s
     def describe(node):
         if node["next_dose"] is None:
             m = node.get("mtd")
-            return f"stop ({node['stop_reason']}), MTD: " + (
+            return f"stop ({node['stop_reason']}), {node.get('selects', 'MTD')}: " + (
                 "none" if m is None else f"dose {m} ({labels[m - 1]})")
         return f"dose {node['next_dose']} ({labels[node['next_dose'] - 1]})"
 

@@ -675,7 +675,13 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                                 f"(truth.toxicities); the truth gives p_dlt only "
                                 f"(got {spec.type!r})")
                 continue
-            gives_all = TRUTH_OUTCOMES + (GRADED_TRUTH_OUTCOMES if graded else ())
+            if entry.outcome is Outcome.JOINT and model.truth.efficacy is None:
+                problems.append(f"designs[{i}].type: {spec.type} chooses a dose on toxicity "
+                                f"and efficacy: it needs truth.efficacy (the response rate "
+                                f"of each dose) (got {spec.type!r} without truth.efficacy)")
+                continue
+            gives_all = TRUTH_OUTCOMES + (GRADED_TRUTH_OUTCOMES if graded else ()) + (
+                (Outcome.JOINT,) if model.truth.efficacy is not None else ())
             if entry.outcome not in gives_all:
                 gives = ", ".join(o.value for o in TRUTH_OUTCOMES) or "no"
                 problems.append(f"designs[{i}] ({name}): the design needs {entry.outcome.value} "

@@ -60,10 +60,15 @@ class OutcomeTally:
 
     @classmethod
     def from_graph_sids(cls, graph, sids: np.ndarray) -> "OutcomeTally":
+        """The tally of the trials ending in states ``sids``: the keys of
+        :func:`terminal_key`, read in one pass from the graph's arrays (``graph.endings``;
+        a run of an efficacy design ends in a hundred thousand distinct states per chunk)."""
         t = cls(graph.K, exact=False)
         ids, cnt = np.unique(sids, return_counts=True)
-        for sid, c in zip(ids.tolist(), cnt.tolist()):
-            t.add(terminal_key(graph, sid), int(c))
+        mtd, stop, n, y = graph.endings(ids)
+        for m, sc, nr, yr, c in zip(mtd.tolist(), stop.tolist(), n.tolist(), y.tolist(),
+                                    cnt.tolist()):
+            t.add((m, sc, tuple(nr), tuple(yr)), int(c))
         return t
 
 
@@ -114,8 +119,13 @@ def _prop(p, R, exact):
 
 
 def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
-               acceptable: Optional[Tuple[float, float]] = None) -> Dict[str, object]:
-    """Every operating characteristic with its standard error (0 for exact tallies)."""
+               acceptable: Optional[Tuple[float, float]] = None,
+               sets: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, object]:
+    """Every operating characteristic with its standard error (0 for exact tallies).
+
+    ``sets``: the ``(correct, overdose)`` arrays to use instead of :func:`truth_sets` (a
+    design selecting an OBD: :func:`obd_truth_sets`); ``true_mtd`` is then the correct
+    dose."""
     K = tally.n_doses
     w, mtd, stop, n, y = tally.arrays()
     R = float(w.sum())
@@ -123,7 +133,7 @@ def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
     if R <= 0:
         raise ValueError("empty tally")
     f = w / R  # weights as probabilities
-    ok, over = truth_sets(p_true, target, acceptable)
+    ok, over = truth_sets(p_true, target, acceptable) if sets is None else sets
     at = ok
 
     p_select = np.array([f[mtd == d].sum() for d in range(K)])
@@ -171,7 +181,8 @@ def compute_oc(tally: OutcomeTally, p_true: Sequence[float], target: float,
     return {
         "n_trials": int(round(R)) if not exact else None,
         "exact": exact,
-        "true_mtd": (true_mtd(p_true, target) + 1) if ok.any() else None,
+        "true_mtd": (((true_mtd(p_true, target) if sets is None
+                       else int(np.flatnonzero(ok)[0])) + 1) if ok.any() else None),
         "p_select": p_select.tolist(),
         "se_p_select": [_prop(p, R, exact) for p in p_select],
         "p_no_mtd": p_none,
@@ -277,4 +288,67 @@ def graded_truth_oc(oc: Dict[str, object], tally: OutcomeTally, model) -> Dict[s
         ev = expected_events(tally, resp)
         oc["p_response"] = resp.tolist()
         oc["mean_responders"], oc["se_mean_responders"] = ev["mean"], ev["se"]
+    return oc
+
+
+# ---------------------------------------------------------------------------------------------
+# toxicity-and-efficacy designs (BOIN12, Keyboard phase I/II; issue 13)
+def obd_truth_sets(design, p_tox: Sequence[float], p_eff: Sequence[float]):
+    """``(correct, overdose)`` boolean arrays over doses for a design that selects an optimal
+    biological dose: correct = the true OBD (``design.inner.true_obd``: the largest true
+    utility among the truly admissible doses; none admissible -> no dose is correct and
+    stopping without a selection is the right answer, as :func:`truth_sets`); overdose =
+    the doses above the true OBD (every dose when there is none)."""
+    inner = design.inner
+    K = len(p_tox)
+    obd = inner.true_obd(list(p_tox), list(p_eff))
+    ok = np.zeros(K, dtype=bool)
+    if obd is None:
+        return ok, np.ones(K, dtype=bool)
+    ok[obd] = True
+    return ok, np.arange(K) > obd
+
+
+def efficacy_design_oc(oc: Dict[str, object], tally: OutcomeTally, design,
+                       p_tox: Sequence[float], p_eff: Sequence[float]) -> Dict[str, object]:
+    """Add the OBD operating characteristics of a toxicity-and-efficacy design to ``oc``
+    (computed by :func:`compute_oc` with the true OBD as the correct dose, so ``pcs``,
+    ``p_select_overdose`` and the patients-at/above figures refer to the OBD):
+
+    * ``true_obd`` (1-based, None when no dose is truly admissible), ``true_utility`` per dose
+      and ``true_admissible``, with ``true_obd_definition``;
+    * ``p_select_obd`` (= ``pcs``): P(select the true OBD; P(no selection) when none);
+    * ``mean_utility_selected``: E[true utility of the selected dose], a trial selecting no
+      dose counting 0 (the utility's own scale: 0-100 for BOIN12);
+    * ``mean_responders`` per dose and ``mean_responders_total``: E[n_d] q_d (Wald's
+      identity, :func:`expected_events`: the same definition for Monte Carlo and exact);
+    * ``p_response``: the truth's response rates."""
+    inner = design.inner
+    p_tox, p_eff = list(map(float, p_tox)), list(map(float, p_eff))
+    util = inner.true_utility(p_tox, p_eff)
+    obd = inner.true_obd(p_tox, p_eff)
+    w, mtd, _, _, _ = tally.arrays()
+    R = float(w.sum())
+    f = w / R
+    u_sel = np.array([util[m] if m >= 0 else 0.0 for m in mtd.tolist()], dtype=float)
+    mu = float((f * u_sel).sum())
+    if tally.exact:
+        se_mu = 0.0
+    else:
+        var = float((w * (u_sel - mu) ** 2).sum() / max(R - 1, 1))
+        se_mu = float(np.sqrt(var / R))
+    oc["selects"] = "OBD"
+    oc["true_obd"] = None if obd is None else obd + 1
+    oc["true_obd_definition"] = inner.true_obd_definition
+    oc["true_target_definition"] = "the true OBD: " + inner.true_obd_definition
+    oc["true_utility"] = util
+    oc["true_admissible"] = inner.true_admissible(p_tox, p_eff)
+    oc["p_select_obd"] = oc["pcs"]
+    oc["se_p_select_obd"] = oc["se_pcs"]
+    oc["mean_utility_selected"] = mu
+    oc["se_mean_utility_selected"] = se_mu
+    ev = expected_events(tally, p_eff)
+    oc["p_response"] = p_eff
+    oc["mean_responders"], oc["se_mean_responders"] = ev["mean"], ev["se"]
+    oc["mean_responders_total"], oc["se_mean_responders_total"] = ev["total"], ev["se_total"]
     return oc

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..designs.base import Outcome
 from ..types import STOP_CODES
-from .oc import OutcomeTally, compute_oc, graded_truth_oc, score_design_oc
+from .oc import (OutcomeTally, compute_oc, efficacy_design_oc, graded_truth_oc,
+                 obd_truth_sets, score_design_oc)
 
 SCALAR_OC = ["pcs", "p_no_mtd", "p_select_overdose", "mean_n_total", "mean_dlt_total",
              "pct_patients_at_mtd", "pct_patients_above_mtd", "p_over60_above_mtd",
@@ -89,9 +90,17 @@ class Results:
         a score design (gBOIN) gets its own true target dose (true mean normalized score
         closest to its target) and the score OCs (:func:`score_design_oc`)."""
         sc = self.scenario
+        design = _design_of(sc, dr.name)
+        if design is not None and design.outcome is Outcome.JOINT:
+            eff = list(sc.model.truth.efficacy)
+            oc = compute_oc(dr.tally, sc.p_true, sc.target, None,
+                            sets=obd_truth_sets(design, sc.p_true, eff))
+            oc = efficacy_design_oc(oc, dr.tally, design, sc.p_true, eff)
+            if not sc.model.truth.graded:
+                return oc
+            return graded_truth_oc(oc, dr.tally, sc.outcome_model)
         if not sc.model.truth.graded:
             return compute_oc(dr.tally, sc.p_true, sc.target, sc.model.oc.acceptable)
-        design = _design_of(sc, dr.name)
         model = sc.outcome_model
         if design is not None and design.outcome is Outcome.SCORE:
             inner = design.inner
@@ -136,9 +145,14 @@ class Results:
                 for k in ("mean_score_total",):
                     if k in oc:
                         row[k], row["se_" + k] = oc[k], oc["se_" + k]
-                for t, v in oc["toxicity_types"].items():
+                for t, v in oc.get("toxicity_types", {}).items():
                     row[f"mean_grade3_events_total_{t}"] = v["mean_grade3_events_total"]
                     row[f"se_mean_grade3_events_total_{t}"] = v["se_mean_grade3_events_total"]
+            if "selects" in oc:                   # efficacy designs (OBD) only
+                row["selects"] = oc["selects"]
+                row["true_obd"] = oc["true_obd"]
+                for k in ("p_select_obd", "mean_utility_selected", "mean_responders_total"):
+                    row[k], row["se_" + k] = oc[k], oc["se_" + k]
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -155,7 +169,7 @@ class Results:
                              "p_select": oc["p_select"][k], "se_p_select": oc["se_p_select"][k],
                              "mean_n": oc["mean_n"][k], "se_mean_n": oc["se_mean_n"][k],
                              "mean_dlt": oc["mean_dlt"][k], "se_mean_dlt": oc["se_mean_dlt"][k],
-                             **_graded_dose_columns(oc, k)})
+                             **_graded_dose_columns(oc, k), **_obd_dose_columns(oc, k)})
         return pd.DataFrame(rows)
 
     def paired(self):
@@ -264,6 +278,15 @@ class Results:
         ocs = {d.name: self.design_oc(d.name) for d in self.designs}
         w = max(12, max(len(d.name) for d in self.designs) + 2)
         tm = next(iter(ocs.values()))["true_mtd"]
+        if any("selects" in oc for oc in ocs.values()):   # efficacy designs: true_mtd is
+            tm = next((oc["true_mtd"] for oc in ocs.values()   # their OBD; show the MTD
+                       if "selects" not in oc), None)
+            if tm is None:
+                from .oc import truth_sets, true_mtd
+                ok, _ = truth_sets(self.scenario.p_true, self.scenario.target,
+                                   self.scenario.model.oc.acceptable)
+                tm = true_mtd(self.scenario.p_true, self.scenario.target) + 1 \
+                    if ok.any() else None
         lines = []
         title = (f"{self.scenario.name}: target {self.scenario.target:g}, "
                  f"{'exact' if exact else f'{self.n_trials:,} trials, seed {self.seed}'}")
@@ -334,9 +357,46 @@ class Results:
                      "No true MTD: even dose 1 is too toxic, stopping is correct.")
         keys = ["Sel %", "none", "PCS", "P(over)", "% pts > MTD", "early stop", "MTD", "SE"]
         lines.extend(_wrap(legend_text(keys, exact=exact), 100))
+        if any("selects" in oc for oc in ocs.values()):
+            lines += self._obd_lines(w, ocs, exact)
         if self.scenario.model.truth.graded:
             lines += self._graded_lines(w)
         return "\n".join(lines)
+
+    def _obd_lines(self, w: int, ocs: Dict[str, Dict[str, Any]], exact: bool) -> List[str]:
+        """The efficacy designs' part of :meth:`table` (BOIN12, Keyboard phase I/II): they
+        select an optimal biological dose (OBD), so their PCS, P(over) and % pts > MTD above
+        refer to their true OBD; here the truth's response rates and utilities, P(select the
+        true OBD), the mean true utility of the selected dose and the mean responders."""
+        from .display import num, pct
+        labels = self.scenario.dose_labels
+        obd = {n: oc for n, oc in ocs.items() if "selects" in oc}
+        first = next(iter(obd.values()))
+        lines = ["", "Efficacy designs: they select the optimal biological dose (OBD); their "
+                     "PCS, P(over) and % pts > MTD refer to their true OBD",
+                 "true response rate".ljust(w) + "".join(
+                     f"{l} {q:.2f}".rjust(13) for l, q in zip(labels, first["p_response"]))]
+        for name, oc in obd.items():
+            t = oc["true_obd"]
+            lines.append(f"{name:<{w}}true utility " + ", ".join(
+                f"{u:.3g}{'' if a else ' (not adm.)'}"
+                for u, a in zip(oc["true_utility"], oc["true_admissible"]))
+                + f"; true OBD: {'none' if t is None else f'dose {t}'}")
+        se = (lambda k, oc: None) if exact else (lambda k, oc: oc["se_" + k])
+        lines.append(f"{'':<{w}}{'P(OBD) %':>13}{'utility':>13}{'responders':>13}"
+                     + "".join(f"{l:>13}" for l in labels))
+        for name, oc in obd.items():
+            u = oc["mean_utility_selected"]
+            lines.append(f"{name:<{w}}{pct(oc['p_select_obd'], se('p_select_obd', oc)):>13}"
+                         f"{num(u, 3):>13}{num(oc['mean_responders_total'], 2):>13}"
+                         + "".join(f"{num(m, 2):>13}" for m in oc["mean_responders"]))
+        lines.append("P(OBD): P(select the true OBD) (P(no selection) when no dose is "
+                     "admissible); utility: mean true utility of the selected dose (no "
+                     "selection counts 0); responders: E[patients] x P(response) per dose "
+                     "(Wald's identity) and in all.")
+        for name, oc in obd.items():
+            lines.append(f"{name}: true OBD = {oc['true_obd_definition']}")
+        return lines
 
     def _graded_lines(self, w: int) -> List[str]:
         """The graded truth's part of :meth:`table`: each design's true target dose and its
@@ -530,6 +590,17 @@ def _graded_dose_columns(oc: Dict[str, Any], k: int) -> Dict[str, Any]:
         out["mean_score"] = oc["mean_score"][k]
         out["se_mean_score"] = oc["se_mean_score"][k]
     return out
+
+
+def _obd_dose_columns(oc: Dict[str, Any], k: int) -> Dict[str, Any]:
+    """The per-dose columns of an efficacy design (none for other designs): the truth's
+    response rate and utility, and the mean responders per trial."""
+    if "selects" not in oc:
+        return {}
+    return {"p_response": oc["p_response"][k], "true_utility": oc["true_utility"][k],
+            "true_admissible": oc["true_admissible"][k],
+            "mean_responders": oc["mean_responders"][k],
+            "se_mean_responders": oc["se_mean_responders"][k]}
 
 
 def _design_of(scenario, name: str):

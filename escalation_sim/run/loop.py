@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+from ..designs.base import Outcome
 from ..inputs.scenario import DesignItem, Scenario
 from ..results.tables import DesignResult, Results
 from .checkpoint import Checkpoint, ChunkDamaged, CheckpointError
@@ -192,6 +193,12 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
                               "skipped: they need calendar time (the conduct block)"),
                       stacklevel=2)
         items = [it for it in items if not it.time_to_event]
+    joint = [it.name for it in items if it.design.outcome is Outcome.JOINT]
+    if joint and engine == "des":
+        raise ValueError(f"{scenario.source}: designs {joint} choose a dose on toxicity and "
+                         f"efficacy; the calendar engine does not observe responses (it has "
+                         f"no efficacy window): run them on the time-free engine (run "
+                         f"--no-logistics, or --method exact) or leave them out")
     if engine == "des":
         from ..inputs.scenario import conduct_notes
         for note in conduct_notes(scenario.model.conduct, items):
@@ -212,12 +219,14 @@ def plan_run(scenario: Scenario, *, method: str = "monte-carlo",
 def truth_notes(plan: RunPlan) -> None:
     """Say (as :class:`RunNote` warnings) which parts of a graded truth the engines do not use
     yet (issue 12).  Every engine draws each patient from the outcome model (the calendar
-    engine also each event type at its own onset); efficacy is used by no design yet."""
+    engine also each event type at its own onset); efficacy is used only by the designs that
+    choose a dose on toxicity and efficacy (BOIN12, Keyboard phase I/II)."""
     sc = plan.scenario
     truth = sc.model.truth
-    if truth.efficacy is not None:
-        warnings.warn(RunNote(f"{sc.source}: truth.efficacy is not used by the engines yet"),
-                      stacklevel=3)
+    if truth.efficacy is not None and not any(it.design.outcome is Outcome.JOINT
+                                              for it in plan.items):
+        warnings.warn(RunNote(f"{sc.source}: truth.efficacy is used only by the efficacy "
+                              f"designs (boin12, keyboard-obd); none is run"), stacklevel=3)
     conduct = sc.model.conduct
     if (truth.graded and plan.engine == "des" and conduct is not None
             and "dlt_onset" in conduct.model_fields_set
@@ -260,9 +269,9 @@ class _Hooks:
 # ---------------------------------------------------------------------------------------------
 # the loop
 def _plan_chunk(key, designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                acceptable, model=None):
+                acceptable, model=None, efficacy=None):
     return key, run_chunk(designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                          acceptable, model=model)
+                          acceptable, model=model, efficacy=efficacy)
 
 
 @dataclass
@@ -365,7 +374,8 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     hooks = _Hooks()
     jobs = (joblib.delayed(_plan_chunk)(
         p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
-        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p))
+        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p),
+        _efficacy(p))
         for p in plans for a, b in todo[p.key])
     with backend_session(dispatch.backend, n_jobs, dispatch.scheduler):
         results = make_parallel(n_jobs, dispatch.backend)(jobs)
@@ -402,6 +412,16 @@ def _model(plan: RunPlan):
     return sc.outcome_model if sc.model.truth.graded else None
 
 
+def _efficacy(plan: RunPlan):
+    """``truth.efficacy`` (P(response) per dose) when a design of the plan uses responses
+    (``Outcome.JOINT``: BOIN12, Keyboard phase I/II), else None (other designs never see
+    it: their draws are unchanged)."""
+    if not any(it.design.outcome is Outcome.JOINT for it in plan.items):
+        return None
+    eff = plan.scenario.model.truth.efficacy
+    return None if eff is None else [float(v) for v in eff]
+
+
 def run_plan(plan: RunPlan, dispatch: Optional[Dispatch] = None, *,
              checkpoint: Optional[Checkpoint] = None, progress: Progress = None) -> Results:
     """Run one plan (Monte Carlo or exact) and return its results."""
@@ -421,8 +441,9 @@ def run_exact(plan: RunPlan) -> Results:
     truth_notes(plan)
     t0 = time.perf_counter()
     model = _model(plan)
+    eff = _efficacy(plan)
     res = [DesignResult(it.name, it.type, exact_tally(it.design, plan.scenario.p_true,
-                                                      model=model))
+                                                      model=model, efficacy=eff))
            for it in plan.items]
     return Results(plan.scenario, res, {}, 0, 0, "exact",
                    {"elapsed_s": time.perf_counter() - t0, "engine": "exact"})

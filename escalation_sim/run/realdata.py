@@ -52,6 +52,10 @@ class Recommendation:
     intervals: Optional[Dict[str, Any]] = None
     #: score designs (gBOIN): the normalized score sum per dose (``dlt`` is then None)
     score_sum: Optional[List[float]] = None
+    #: efficacy designs (BOIN12, Keyboard phase I/II): responders per dose, and what the
+    #: design selects at the end ("OBD", the optimal biological dose; ``mtd`` holds it)
+    responders: Optional[List[int]] = None
+    selects: str = "MTD"
 
     @property
     def action(self) -> str:
@@ -75,9 +79,19 @@ class MTDSelection:
     estimates: Dict[str, Any] = field(default_factory=dict)
     intervals: Optional[Dict[str, Any]] = None
     score_sum: Optional[List[float]] = None
+    responders: Optional[List[int]] = None
+    selects: str = "MTD"
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def _joint(design: Design, state: TrialState) -> Dict[str, Any]:
+    """``responders`` and ``selects`` of an efficacy design (``Outcome.JOINT``), else {}."""
+    from ..designs.base import Outcome
+    if design.outcome is not Outcome.JOINT:
+        return {}
+    return {"responders": list(getattr(state, "e", ())), "selects": "OBD"}
 
 
 def _counts(design: Design, state: TrialState):
@@ -202,7 +216,8 @@ def recommend(design: Design, state: TrialState, name: Optional[str] = None,
         n=list(state.n), dlt=dlt, pending=pend, score_sum=score_sum,
         suspend=(not dec.stop and dec.cohort_size == 0),
         estimates=design.estimates(state),
-        intervals=design.credible_intervals(state, level) if intervals else None)
+        intervals=design.credible_intervals(state, level) if intervals else None,
+        **_joint(design, state))
 
 
 def select_mtd(design: Design, state: TrialState, name: Optional[str] = None,
@@ -213,7 +228,8 @@ def select_mtd(design: Design, state: TrialState, name: Optional[str] = None,
     return MTDSelection(
         design=name or str(getattr(design, "name", type(design.inner).__name__)),
         mtd=None if m is None else m + 1, n=list(state.n), dlt=dlt, score_sum=score_sum,
-        estimates=design.estimates(state), intervals=design.credible_intervals(state, level))
+        estimates=design.estimates(state), intervals=design.credible_intervals(state, level),
+        **_joint(design, state))
 
 
 def as_state(n: Sequence[int], y: Sequence[int]) -> TrialState:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..designs.base import Design, Outcome
 from ..engines.cohort import simulate_cohort_chunk
-from ..results.oc import OutcomeTally, terminal_key, truth_sets
+from ..results.oc import OutcomeTally, truth_sets
 
 #: the most trials in one chunk, per engine: small enough that a checkpointed chunk loses
 #: little work (about 30 ms of cohort-engine or 0.5 s of calendar time on one core) and that
@@ -58,12 +58,14 @@ def _exact_sum(x: np.ndarray) -> Fraction:
 
 def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float, seed: int,
               start: int, stop: int, conduct=None, keep_trials: bool = False,
-              acceptable=None, record_patients: bool = False, model=None) -> ChunkResult:
+              acceptable=None, record_patients: bool = False, model=None,
+              efficacy=None) -> ChunkResult:
     """Simulate trials ``start..stop-1`` for every design (same patients for all).
 
     ``model``: the :class:`~escalation_sim.inputs.truth.OutcomeModel` of a graded truth (None
     for ``truth: {p_dlt}``); the time-free engine draws each patient's outcome from it, the
-    calendar engine also each event type's onset."""
+    calendar engine also each event type's onset.  ``efficacy``: P(response) per dose, for
+    the designs that use responses (``Outcome.JOINT``)."""
     K = designs[0].n_doses
     ok_b, over_b = truth_sets(p_true, target, acceptable)
     ok, over = ok_b.astype(np.int64), over_b.astype(np.int64)
@@ -71,21 +73,25 @@ def run_chunk(designs: Sequence[Design], p_true: Sequence[float], target: float,
     for design in designs:
         score = design.outcome is Outcome.SCORE
         ok_d, over_d = ok, over
+        joint = design.outcome is Outcome.JOINT
+        if joint:   # its own correct answer: the true OBD (results.oc.obd_truth_sets)
+            from ..results.oc import obd_truth_sets
+            ok_j, over_j = obd_truth_sets(design, p_true, efficacy)
+            ok_d, over_d = ok_j.astype(np.int64), over_j.astype(np.int64)
         if score:  # its own true target dose: mean normalized score closest to its target
             ok_s, over_s = truth_sets(model.mean_score(design.inner.scores),
                                       design.inner.target)
             ok_d, over_d = ok_s.astype(np.int64), over_s.astype(np.int64)
         if conduct is None:
-            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model)
+            ch = simulate_cohort_chunk(design, p_true, seed, start, stop, model=model,
+                                       efficacy=efficacy if joint else None)
             g = ch.graph
             tallies.append(OutcomeTally.from_graph_sids(g, ch.sids))
             # per-trial arrays through the per-state look-up tables
             uniq, inv = np.unique(ch.sids, return_inverse=True)
-            keys = [terminal_key(g, s) for s in uniq.tolist()]
-            mtd = np.array([k[0] for k in keys], dtype=np.int64)[inv]
-            n = np.array([k[2] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
-            y = np.array([k[3] for k in keys], dtype=np.int64).reshape(-1, K)[inv]
-            stopc = np.array([k[1] for k in keys], dtype=np.int64)[inv]
+            inv = inv.ravel()
+            mtd_u, stop_u, n_u, y_u = g.endings(uniq)     # terminal_key's values, as arrays
+            mtd, stopc, n, y = mtd_u[inv], stop_u[inv], n_u[inv], y_u[inv]
             if score:   # the states sum score units; the engine counted the DLTs (the
                 #             per-trial tables keep one layout for every design: n and DLTs)
                 y = ch.dlt.astype(np.int64)

@@ -207,6 +207,12 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
     reference); default: the environment variable ``ESCALATION_SIM_CALENDAR_ENGINE`` or
     ``auto`` (see :mod:`.fast`).  Both engines give the same trials bit for bit.
     """
+    from ...designs.base import Outcome
+    if design.outcome is Outcome.JOINT:
+        raise ValueError(f"design {getattr(design, 'name', type(design.inner).__name__)!r} "
+                         f"chooses a dose on toxicity and efficacy; the calendar engine does "
+                         f"not observe responses (no efficacy window): run it on the "
+                         f"time-free engine")
     conduct = _as_conduct(conduct)
     p, model = _truth(p_true, design.n_doses, conduct)
     trials = np.asarray(list(trial_indices) if not isinstance(trial_indices, np.ndarray)

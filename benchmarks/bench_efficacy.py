@@ -1,0 +1,101 @@
+"""Issue 13's speed targets for the efficacy designs (BOIN12, Keyboard phase I/II).
+
+* Time-free Monte Carlo on one core (``n_jobs=1``), 4 doses, N = 24 in cohorts of 3
+  (scenarios/standard_mtd3.yaml with ``truth.efficacy`` [0.20, 0.40, 0.55, 0.60] and the two
+  designs added in memory): trials per second at ``--trials`` (default 1e6), after a first
+  run of 20,000 trials (another seed) has started the state graph, best of ``--repeat``; and
+  "graph complete", the same trials again once every state they reach is in the graph (the
+  array work alone).  Target >= 2e5 trials/s.  These designs' states count responders as
+  well as DLTs: a run of 1e6 trials reaches about a million distinct states, each decided
+  once in Python, and that dominates the first run.
+* Exact operating characteristics, cold (a fresh state graph), at N = 12, 15, 18 and 24 (the
+  last is refused at once: about 2.4 million states).  Target < 1 s at N = 24.
+
+    python benchmarks/bench_efficacy.py [--trials 1000000] [--repeat 1] [--save [PATH]]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_save_option, record  # noqa: E402
+
+from escalation_sim import simulate  # noqa: E402
+from escalation_sim.designs.rules import with_stopping_rules  # noqa: E402
+from escalation_sim.engines.exact import ExactTooLarge, exact_tally  # noqa: E402
+from escalation_sim.engines.graph import StateGraph  # noqa: E402
+from escalation_sim.inputs.scenario import load_scenario, load_scenario_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EFFICACY = [0.20, 0.40, 0.55, 0.60]
+DESIGNS = [{"type": "boin12"}, {"type": "keyboard-obd"}]
+MC_TARGET = 2e5
+EXACT_TARGET_S = 1.0
+
+
+def scenario():
+    base = load_scenario(ROOT / "scenarios" / "standard_mtd3.yaml")
+    raw = dict(base.raw, designs=DESIGNS)
+    raw["truth"] = dict(raw["truth"], efficacy=EFFICACY)
+    return load_scenario_dict(raw, base.source)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=1, help="best of N timings")
+    add_save_option(ap, "efficacy.jsonl")
+    args = ap.parse_args(argv)
+    sc = scenario()
+    print(f"scenario {sc.name} + efficacy {EFFICACY}: {sc.n_doses} doses, "
+          f"N = {sc.model.trial.max_n}, load average {os.getloadavg()[0]:.2f}")
+    print(f"\nMonte Carlo, one core, {args.trials:,} trials")
+    print(f"{'design':<16}{'trials/s':>12}{'per CPU s':>12}{'states':>10}"
+          f"{'graph complete':>16}{'target':>10}  met")
+    for item in sc.designs:
+        name = item.name
+        simulate(sc, n_trials=20_000, designs=[name], n_jobs=1, seed=1)
+        best = cpu = float("inf")
+        for _ in range(args.repeat):
+            t0, c0 = time.perf_counter(), time.process_time()
+            simulate(sc, n_trials=args.trials, designs=[name], n_jobs=1, seed=2026)
+            best = min(best, time.perf_counter() - t0)
+            cpu = min(cpu, time.process_time() - c0)
+        t0 = time.perf_counter()
+        simulate(sc, n_trials=args.trials, designs=[name], n_jobs=1, seed=2026)
+        warm = args.trials / (time.perf_counter() - t0)
+        from escalation_sim.engines.graph import graph_for
+        states = graph_for(item.design).n_states
+        rate, cpu_rate = args.trials / best, args.trials / cpu
+        met = "yes" if rate >= MC_TARGET else "NO"
+        print(f"{name:<16}{rate:>12,.0f}{cpu_rate:>12,.0f}{states:>10,}{warm:>16,.0f}"
+              f"{MC_TARGET:>10,.0f}  {met}")
+        record(args.save, benchmark="efficacy_monte_carlo", design=name,
+               n_trials=args.trials, seconds=best, cpu_seconds=cpu, trials_per_s=rate,
+               trials_per_cpu_s=cpu_rate, graph_complete_trials_per_s=warm, states=states,
+               load_average=os.getloadavg()[0])
+
+    print(f"\nExact OCs, cold (fresh state graph); target < {EXACT_TARGET_S:g} s at N = 24")
+    print(f"{'design':<16}{'N':>4}{'seconds':>10}{'states':>10}{'endings':>10}")
+    for item in sc.designs:
+        for n in (12, 15, 18, 24):
+            d = with_stopping_rules(item.design.inner, max_n=n)
+            t0 = time.perf_counter()
+            g = StateGraph(d)
+            try:
+                tally = exact_tally(d, sc.p_true, graph=g, efficacy=EFFICACY)
+            except ExactTooLarge:
+                print(f"{item.name:<16}{n:>4}   refused (too many states; Monte Carlo)")
+                continue
+            dt = time.perf_counter() - t0
+            print(f"{item.name:<16}{n:>4}{dt:>10.2f}{g.n_states:>10,}{len(tally.counts):>10,}")
+            record(args.save, benchmark="efficacy_exact", design=item.name, max_n=n,
+                   seconds=dt, states=g.n_states, endings=len(tally.counts))
+
+
+if __name__ == "__main__":
+    main()
