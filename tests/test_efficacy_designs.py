@@ -234,7 +234,7 @@ def test_select_obd_kb_rd_example_through_the_engine_state():
     """select.obd.kb's Rd example: npts (3, 6, 12, 3, 3), ntox (1, 2, 4, 2, 3), neff (0, 0,
     5, 1, 1), targets 0.3 / 0.4 -> OBD 3 under each utility."""
     n, y, e = (3, 6, 12, 3, 3), (1, 2, 4, 2, 3), (0, 0, 5, 1, 1)
-    both = tuple(max(0, a + b - m) for a, b, m in zip(y, e, n))   # not read by the rule
+    both = tuple(max(0, a + b - m) for a, b, m in zip(y, e, n, strict=True))   # not read by the rule
     st = JointState(n, y, 4, 3, 3, e, both)
     for u in (1, 2, 3):
         assert KeyboardObdDesign(5, target=0.3, target_efficacy=0.4,
