@@ -207,3 +207,25 @@ def test_process_bad_file_exit_2_without_traceback(tmp_path, scenario_yaml):
     assert r.returncode == 2 and r.stdout == ""
     assert "Traceback" not in r.stderr
     assert r.stderr.strip() == f"{f}: target: Input should be less than 1 (got 1.3)"
+
+
+#: modules whose import alone costs 0.1-0.5 s; issue 18 asks `table`, `boundaries` and
+#: `--help` to start in at most 0.3 s (benchmarks/bench_startup.py measures it; this test
+#: only guards against a module-level import creeping back, as scipy.stats did when the
+#: efficacy designs were registered)
+HEAVY = ("scipy.stats", "scipy.special", "scipy.integrate", "pandas", "simpy", "numba",
+         "matplotlib", "yaml")
+
+
+@pytest.mark.parametrize("argv", [["table", "--design", "boin", "--target", "0.3"],
+                                  ["boundaries", "--target", "0.25"],
+                                  ["table", "--design", "3+3"]])
+def test_quick_commands_import_no_heavy_module(argv):
+    code = ("import contextlib, io, sys\n"
+            "from escalation_sim.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    rc = main({argv!r})\n"
+            f"print(rc, sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split("\n")[-2]
+    assert out == "0 []", out

@@ -57,7 +57,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import List, Optional, Tuple
 
-from scipy.stats import beta as beta_dist
 
 from .boin import boin_lambdas
 from .interval import isotonic_regression
@@ -177,11 +176,13 @@ class Boin12Decision:
 
 @lru_cache(maxsize=65536)
 def _sf(x: float, a: float, b: float) -> float:
+    from scipy.stats import beta as beta_dist   # on first use: the CLI starts without it
     return float(beta_dist.sf(x, a, b))
 
 
 @lru_cache(maxsize=65536)
 def _cdf(x: float, a: float, b: float) -> float:
+    from scipy.stats import beta as beta_dist   # on first use: the CLI starts without it
     return float(beta_dist.cdf(x, a, b))
 
 

@@ -55,7 +55,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Dict, List, Optional, Tuple
 
-from scipy.stats import beta as beta_dist
 
 from .boin12 import JointCounts
 from .interval import isotonic_inputs, isotonic_regression
@@ -69,6 +68,7 @@ GRID = ("EEEE", "EEES", "DSSS", "DDDD")
 
 @lru_cache(maxsize=65536)
 def _cdf(x: float, a: float, b: float) -> float:
+    from scipy.stats import beta as beta_dist   # on first use: the CLI starts without it
     return float(beta_dist.cdf(x, a, b))
 
 
