@@ -229,3 +229,28 @@ def test_quick_commands_import_no_heavy_module(argv):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True).stdout.split("\n")[-2]
     assert out == "0 []", out
+
+
+def test_type_modules_name_the_module_that_registers_each_type():
+    """registry.TYPE_MODULES (a scenario imports only its designs' modules) must list every
+    built-in type, in the registry's order, with the module that defines it."""
+    from escalation_sim.designs.registry import TYPE_MODULES, registry
+    reg = registry()
+    assert list(reg) == list(TYPE_MODULES)
+    for t, entry in reg.items():
+        assert entry.make.__module__ == f"escalation_sim.designs.{TYPE_MODULES[t]}", t
+
+
+def test_validate_imports_only_the_scenarios_design_modules():
+    code = ("import contextlib, io, sys\n"
+            "from escalation_sim.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    rc = main(['validate', {str(ROOT / 'scenarios' / 'relma_cel_sle.yaml')!r}])\n"
+            "print(rc, sorted(m.rsplit('.', 1)[1] for m in sys.modules\n"
+            "                 if m.startswith('escalation_sim.designs.')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout.split("\n")[-2]
+    rc, mods = out.split(" ", 1)
+    assert rc == "0"
+    for absent in ("boin12", "keyboard_obd", "blrm", "gboin", "tite_gboin", "rolling6"):
+        assert f"'{absent}'" not in mods, mods

@@ -668,7 +668,7 @@ def load_scenario_dict(raw: Dict[str, Any], source: str = "<dict>") -> Scenario:
                 problems.append(f"designs[{i}].start_dose: must be between 1 and {K} "
                                 f"(got {spec.start_dose})")
                 continue
-            entry = registry()[spec.type]
+            entry = get_entry(spec.type)
             graded = model.truth.graded
             if entry.outcome is Outcome.SCORE and not graded:
                 problems.append(f"designs[{i}].type: {spec.type} needs a graded truth "
