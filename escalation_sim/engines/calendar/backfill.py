@@ -744,16 +744,7 @@ class BackfillTitePolicy(ConductTitePolicy):
                 t.decision_times.append(t.clock.now - t.first_enroll)
             t.open(dec)
             return True
-        b = self.open_dose()
-        if b < 0:
-            return False
-        c = self.bf_cohorts[b]
-        if c is None:
-            c = self.bf_cohorts[b] = Cohort(-2, b, 0, 0)
-        c.size += 1
-        c.free += 1
-        self.side = c
-        return True
+        return BackfillPolicy.open_slot(self)    # the same backfill slot as classic designs
 
     def open_dose(self) -> int:
         """The highest dose open for backfill now, or -1 (evaluable data; ``n_active``,
