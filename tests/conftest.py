@@ -37,13 +37,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The compiled calendar kernel (numba) is tested where it is the subject: tests/test_kernel.py
-# turns it on and compares it with simpy and the Python fast path on every bundled scenario
-# and on random ones.  Everywhere else (golden, CLI subprocesses, ...) the Python fast path
-# runs, which gives the same trials bit for bit: otherwise every test worker would compile
-# the kernel on a fresh clone (about 7 CPU-s each) for no extra check.
-os.environ.setdefault("ESCALATION_SIM_CALENDAR_KERNEL", "0")
-
 # ------------------------------------------------------------------------------- hypothesis
 try:
     from hypothesis import settings as _hyp_settings

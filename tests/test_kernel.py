@@ -32,12 +32,6 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 CLASSIC = ["3+3", "boin", "crm", "mtpi2", "keyboard", "i3+3", "rolling6"]
 
 
-@pytest.fixture(autouse=True)
-def _kernel_on(monkeypatch):
-    """tests/conftest.py turns the kernel off for the rest of the suite: on here."""
-    monkeypatch.delenv(kernel.KERNEL_ENV, raising=False)
-
-
 class _Counts:
     """How many trials the kernel ran and how many it left to the Python fast path."""
 
