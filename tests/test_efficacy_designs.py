@@ -17,8 +17,6 @@ Sources of the expected values:
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -204,18 +202,13 @@ def test_bad_utility_is_a_clear_error():
         _scenario([{"type": "boin12", "utility": [100, 40, 60]}])
 
 
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "escalation_sim", *map(str, args)],
-                          capture_output=True, text=True)
-
-
-def test_cli_missing_efficacy_and_calendar_engine_exit_2(tmp_path):
+def test_cli_missing_efficacy_and_calendar_engine_exit_2(tmp_path, cli):
     import yaml
     f = tmp_path / "noeff.yaml"
     f.write_text(yaml.safe_dump({"name": "x", "doses": [1, 2, 3, 4], "target": 0.3,
                                  "truth": {"p_dlt": P}, "trial": {"max_n": 12},
                                  "designs": [{"type": "boin12"}]}))
-    r = _cli("run", f)
+    r = cli("run", f)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{f}: designs[0].type:" in r.stderr and "truth.efficacy" in r.stderr
     g = tmp_path / "cal.yaml"
@@ -224,7 +217,7 @@ def test_cli_missing_efficacy_and_calendar_engine_exit_2(tmp_path):
         "truth": {"p_dlt": P, "efficacy": Q}, "trial": {"max_n": 12},
         "designs": [{"type": "keyboard-obd"}],
         "conduct": {"accrual_per_month": 2.0, "dlt_window_days": 28}}))
-    r = _cli("run", g, "--n-trials", 10)
+    r = cli("run", g, "--n-trials", 10)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "keyboard-obd" in r.stderr and "calendar engine" in r.stderr
 
@@ -275,10 +268,10 @@ def obd_file(tmp_path_factory):
     return f
 
 
-def test_cli_next_dose_follows_the_published_example(obd_file):
+def test_cli_next_dose_follows_the_published_example(obd_file, cli):
     """Lin et al. 2020 p. 1396: after 1NNN 2ENT 3ETT 2EEN, dose 2 (RDS 11.340, 28.620, 7.997,
     29.5, 29.5 by the reference notes' recomputation)."""
-    r = _cli("next-dose", obd_file, "--design", "boin12", "--outcomes",
+    r = cli("next-dose", obd_file, "--design", "boin12", "--outcomes",
              "1NNN 2ENT 3ETT 2EEN", "--json")
     assert r.returncode == 0, r.stderr
     import json
@@ -288,17 +281,17 @@ def test_cli_next_dose_follows_the_published_example(obd_file):
     assert [round(x, 2) for x in doc["estimates"]["rds"]] == [11.34, 28.62, 8.0, 29.5, 29.5]
 
 
-def test_cli_select_mtd_says_it_selects_the_obd(obd_file):
+def test_cli_select_mtd_says_it_selects_the_obd(obd_file, cli):
     """select.obd.kb's Rd example (OBD dose 3) as outcome letters: doses 1-5 with (n, DLT,
     responses) (3, 1, 0), (6, 2, 0), (12, 4, 5), (3, 2, 1), (3, 3, 1)."""
     out = "1TNN 2TTNNNN 3BBTTEEENNNNN 4BTN 5BTT"
-    r = _cli("select-mtd", obd_file, "--design", "keyboard-obd", "--outcomes", out)
+    r = cli("select-mtd", obd_file, "--design", "keyboard-obd", "--outcomes", out)
     assert r.returncode == 0, r.stderr
     assert "optimal biological dose (OBD)" in r.stdout and "OBD = dose 3" in r.stdout
 
 
-def test_cli_paths_and_tables(obd_file):
-    r = _cli("paths", obd_file, "--design", "boin12", "--cohorts", "1", "--truth",
+def test_cli_paths_and_tables(obd_file, cli):
+    r = cli("paths", obd_file, "--design", "boin12", "--cohorts", "1", "--truth",
              "0.05,0.1,0.2,0.3,0.4", "--efficacy", "0.1,0.3,0.5,0.5,0.5", "--json")
     assert r.returncode == 0, r.stderr
     import json
@@ -306,9 +299,9 @@ def test_cli_paths_and_tables(obd_file):
     kids = doc["tree"]["children"]
     assert len(kids) == 20                         # C(3 + 3, 3) joint outcomes of 3
     assert sum(k["p_outcome"] for k in kids) == pytest.approx(1.0, abs=1e-12)
-    r = _cli("paths", obd_file, "--design", "boin12", "--truth", "0.05,0.1,0.2,0.3,0.4")
+    r = cli("paths", obd_file, "--design", "boin12", "--truth", "0.05,0.1,0.2,0.3,0.4")
     assert r.returncode == 2 and "--efficacy" in r.stderr
-    r = _cli("table", "--design", "keyboard-obd", "--target", "0.2", "--option",
+    r = cli("table", "--design", "keyboard-obd", "--target", "0.2", "--option",
              "target_efficacy=0.4", "--cohort-size", "3", "--max-n", "3")
     assert r.returncode == 0, r.stderr
     # Keyboard 0.1.3 get.decision.obd.kb, bounds 0.15/0.25/0.35 and 0.25/0.45/0.65, targets
@@ -316,7 +309,7 @@ def test_cli_paths_and_tables(obd_file):
     rows = [ln.split()[1:] for ln in r.stdout.splitlines() if ln.startswith("    ")]
     assert rows == [["EUE", "E", "E", "E"], ["DUE", "S", "S", "S"],
                     ["DUT"] * 4, ["DUT"] * 4]
-    r = _cli("table", "--design", "boin12", "--target", "0.35", "--cohort-size", "3",
+    r = cli("table", "--design", "boin12", "--target", "0.35", "--cohort-size", "3",
              "--max-n", "12")
     assert r.returncode == 0, r.stderr
     # BOIN boundaries for phi_t 0.35 (reference notes section 3): (n, esc <=, de-esc >=) =

@@ -33,13 +33,17 @@ COVERED = [
     ("crm", 4, 24, 3, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35], "restrict": "no_skip_only"}),
     ("crm", 4, 10, 1, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35]}),
     ("boin", 4, 24, 3, 0, {"stop_n_at_dose": 9}),
+    # titration (get.oc titration=TRUE): its states decided by the scalar code
+    ("boin", 4, 24, 3, 0, {"titration": True}),
+    ("boin", 5, 24, 3, 2, {"titration": True, "titration_complete_cohort": False}),
+    ("boin", 5, 24, 3, 2, {"titration": True, "titration_from_start_dose": True,
+                           "titration_step_down": True}),
     ("crm", 5, 24, 3, 0, {"skeleton": SKEL5, "restrict": False,
                           "rules": [{"no_skip": True}, {"stop_n_at_dose": 12}]}),
 ]
 
 NOT_COVERED = [
     ("3+3", 4, 24, 3, 0, {}),
-    ("boin", 4, 24, 3, 0, {"titration": True}),
     ("boin", 4, 24, 3, 0, {"extrasafe": True}),
     ("i3+3", 4, 24, 3, 0, {"extrasafe_mtd": True}),
     ("crm", 4, 24, 3, 0, {"skeleton": [0.10, 0.17, 0.25, 0.35], "model": "logistic"}),
@@ -74,13 +78,20 @@ def test_batch_rules_are_the_scalar_rules_on_every_state(case, build_design):
 @pytest.mark.parametrize("case", COVERED, ids=lambda c: f"{c[0]}-{c[1]}x{c[2]}-{c[5]}")
 def test_array_sweep_equals_graph_sweep_to_the_bit(case, build_design):
     """The array sweep (graph=None) and the graph sweep give the same endings in the same
-    order with the same probabilities (==, not approx), and visit as many states."""
+    order with the same probabilities (==, not approx), and visit as many states.  With
+    titration (cohorts of 1, then of cohort_size - 1) a state can be reached after different
+    numbers of cohorts, and the array sweep (one step per cohort) counts it once per step:
+    on the 4-dose case 9,499 visits of the graph's 9,329 states, 170 of them states reached
+    at two depths, as a breadth-first walk of the scalar decide shows."""
     d = _build(build_design, case)
     p = _truth(case[1])
     g = StateGraph(d)
     want = exact_tally(d, p, graph=g)
     got = exact_tally(d, p)
-    assert getattr(got, "n_states", None) == g.n_states
+    if case[5].get("titration"):
+        assert getattr(got, "n_states", 0) >= g.n_states
+    else:
+        assert getattr(got, "n_states", None) == g.n_states
     assert list(got.counts.items()) == list(want.counts.items())
     assert abs(math.fsum(got.counts.values()) - 1) < 1e-12
 

@@ -237,6 +237,46 @@ def test_kernel_off_by_environment_and_without_numba(monkeypatch, caplog):
     assert "numba is not installed" in caplog.text
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "getuid"), reason="POSIX file locks")
+def test_one_process_compiles_while_the_others_run_python(monkeypatch, caplog, tmp_path):
+    """While another process holds the compile lock (here another open file of this
+    process, which flock treats the same way), a process whose kernel is not compiled yet
+    runs the call on the Python fast path, the same trials, with a note; once the lock is
+    free it takes it, runs the kernel, and gives the lock back when the call ends."""
+    import fcntl
+    import os
+    sc = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
+    args = (sc.designs[1].design, sc.p_true.tolist(), sc.model.conduct, 3, range(40))
+    monkeypatch.setenv(kernel.KERNEL_ENV, "0")
+    want = simulate_des_trials(*args, engine="fast")          # the Python fast path
+    monkeypatch.delenv(kernel.KERNEL_ENV)
+    lock = tmp_path / "kernel.lock"
+    monkeypatch.setattr(kernel, "_compiled", lambda: False)
+    monkeypatch.setattr(kernel, "_lock_path", lambda: str(lock))
+    monkeypatch.setattr(kernel, "_waiting_noted", False)
+    counts = _Counts(monkeypatch)
+    other = os.open(lock, os.O_CREAT | os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with caplog.at_level(logging.INFO, logger="escalation_sim.engines.calendar"):
+            waited = simulate_des_trials(*args, engine="fast")
+        assert counts.kernel == 0
+        assert "another process is compiling the kernel" in caplog.text
+    finally:
+        os.close(other)
+    ran = simulate_des_trials(*args, engine="fast")
+    assert counts.kernel == 40 and kernel._turn_fd is None
+    for got in (waited, ran):
+        assert sorted(got) == sorted(want)
+        for key in want:
+            assert _same_value(want[key], got[key]), key
+    free = os.open(lock, os.O_RDWR)                 # given back: free to take at once
+    try:
+        fcntl.flock(free, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(free)
+
+
 def test_kernel_output_dtypes_match_the_python_path():
     """Same column dtypes and shapes (the golden files compare them too)."""
     sc = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")

@@ -277,15 +277,11 @@ def test_complete_data_decisions_and_mtd_equal_gboin(kw):
         assert tg.select_mtd(st) == g.select_mtd(st), st
 
 
-def test_table_cli():
+def test_table_cli(cli):
     """``table --design tite-gboin``: the unrounded boundaries times n and the real
     elimination thresholds of notes section 5 (n = 3: 2.3322 at phi = 0.47/1.5)."""
     import json
-    import subprocess
-    import sys
-    out = subprocess.run([sys.executable, "-m", "escalation_sim", "table", "--design",
-                          "tite-gboin", "--target", str(PHI_G), "--max-n", "6", "--json"],
-                         capture_output=True, text=True)
+    out = cli("table", "--design", "tite-gboin", "--target", PHI_G, "--max-n", 6, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["lambda_e"] == pytest.approx(0.247100, abs=5e-7)
@@ -300,18 +296,15 @@ def test_no_patient_left_at_the_current_dose_treats_there_again():
     assert (dec.dose, dec.cohort_size) == (1, 3)
 
 
-def test_next_dose_with_pending_follow_up_on_the_command_line():
+def test_next_dose_with_pending_follow_up_on_the_command_line(cli):
     """``next-dose --pending`` for TITE-gBOIN (cart scenario, target 0.26: lambda_e = 0.2047):
     DL2 has 3 complete patients with worst grades 0, 0, 3 (nETS 2/3) and 2 pending followed 7
     and 20 of 28 days: mu = (2/3) / (5 - 2 + 27/28) = 0.1682 <= lambda_e: escalate to DL3."""
     import json
-    import subprocess
-    import sys
     from pathlib import Path
     scen = Path(__file__).resolve().parents[1] / "scenarios" / "cart_crs_icans.yaml"
-    out = subprocess.run([sys.executable, "-m", "escalation_sim", "next-dose", str(scen),
-                          "--design", "tite-gboin", "--outcomes", "1:000 2:003",
-                          "--pending", "2:7,2:20", "--json"], capture_output=True, text=True)
+    out = cli("next-dose", scen, "--design", "tite-gboin", "--outcomes", "1:000 2:003",
+              "--pending", "2:7,2:20", "--json")
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert doc["next_dose"] == 3

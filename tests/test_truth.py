@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -706,11 +704,10 @@ def test_every_graded_problem_at_once():
     assert [x.split(":")[0] for x in p] == ["target", "truth.toxicities[0].grades.2", "dlt[1].type"]
 
 
-def test_cli_validate_graded_file_exit_2_no_traceback(tmp_path):
+def test_cli_validate_graded_file_exit_2_no_traceback(tmp_path, cli):
     f = tmp_path / "bad.yaml"
     f.write_text(GRADED.replace("{type: ICANS, min_grade: 3}", "{type: ICNAS, min_grade: 3}"))
-    r = subprocess.run([sys.executable, "-m", "escalation_sim", "validate", str(f)],
-                       capture_output=True, text=True)
+    r = cli("validate", f)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr + r.stdout
     assert f"{f}: dlt[1].type: unknown toxicity type; did you mean 'ICANS'?" in r.stderr + r.stdout

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ..types import STOP_INDEX, StopReason
+from ..types import STOP_INDEX, StopReason, TrialState
 
 _LOWEST = STOP_INDEX[StopReason.LOWEST_DOSE_TOO_TOXIC]
 _N_AT_DOSE = STOP_INDEX[StopReason.N_AT_DOSE]
@@ -255,6 +255,42 @@ def _pava(vals: np.ndarray, w: np.ndarray, m: np.ndarray) -> np.ndarray:
     return vals
 
 
+class TitrationRules:
+    """BOIN with titration (``get.oc(titration=TRUE)``): the interval kernel's rules, except
+    on the states that can be titration states (every tried dose holds exactly one patient,
+    the tried doses run from the first dose up to the current one, at most one DLT in all),
+    which are few (at most doses x 2 per level) and are decided by the design's own scalar
+    ``decide``: so every decision is the scalar one (a titration state's decision by
+    construction, any other state's by :class:`IntervalRules`)."""
+
+    def __init__(self, design, max_n: int):
+        self.design = design
+        self.base = IntervalRules(design, max_n)
+        self.key_range = self.base.key_range
+        self.first = int(design.first_dose)
+
+    def key(self, n, y, cur, last_n, last_y):
+        return self.base.key(n, y, cur, last_n, last_y)
+
+    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
+        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
+        doses = np.arange(n.shape[1])
+        tried = (doses[None, :] >= self.first) & (doses[None, :] <= cur[:, None])
+        maybe = (cur >= 0) & (y.sum(axis=1) <= 1) & (n == tried).all(axis=1)
+        for i in np.flatnonzero(maybe):
+            dec = self.design.decide(TrialState(tuple(int(v) for v in n[i]),
+                                                tuple(int(v) for v in y[i]), int(cur[i]),
+                                                int(last_n[i]), int(last_y[i])))
+            if dec.stop:
+                dose[i], size[i], code[i] = -1, 0, STOP_INDEX[dec.stop_reason]
+            else:
+                dose[i], size[i], code[i] = dec.dose, dec.cohort_size, 0
+        return dose, size, code
+
+    def select_mtd(self, n, y, cur, last_n, last_y):
+        return self.base.select_mtd(n, y, cur, last_n, last_y)
+
+
 class CRMRules:
     """The one-parameter empiric CRM (dfcrm's model; plug-in or posterior-mean estimates):
     the posterior of every distinct count vector computed in one batch on the design's own
@@ -453,4 +489,4 @@ def check_against_scalar(design, rules, states) -> Optional[str]:
     return None
 
 
-__all__ = ["StopAtNRules", "StopWhenNAtDoseRules", "NoSkippingRules", "IntervalRules", "CRMRules", "check_against_scalar"]
+__all__ = ["StopAtNRules", "StopWhenNAtDoseRules", "NoSkippingRules", "IntervalRules", "TitrationRules", "CRMRules", "check_against_scalar"]

@@ -293,10 +293,14 @@ class BOIN(IntervalDesign):
         return super().step(state, dose)
 
     def exact_rules(self, max_n: int) -> Any:
-        # without titration, step is the kernel's
-        if self._titrating or type(self).step is not BOIN.step:
+        # step is the kernel's, but for the titration states (decided by the scalar code)
+        if type(self).step is not BOIN.step:
             return None
-        return self._interval_rules(max_n, own_step=True)
+        rules = self._interval_rules(max_n, own_step=True)
+        if rules is None or not self._titrating:
+            return rules
+        from .batch import TitrationRules
+        return TitrationRules(self, max_n)
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         """The kernel's estimates (isotonic p_hat, eliminated flags, Pr(p > target)) plus

@@ -236,7 +236,8 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
         plan = fast_draw_plan(plan)
         if make is ClassicTrial and lean is not None:
             from . import kernel                 # compiled classic trials (numba), if any
-            if kernel.enabled() and kernel.kernel_unsupported(setup) is None:
+            if (kernel.enabled() and kernel.kernel_unsupported(setup) is None
+                    and kernel.take_compile_turn()):
                 return kernel.simulate(setup, plan, trials, na, npat, ne, BLOCK, _INT_COLS)
         if hasattr(lean, "block_sizes"):         # (its own block sizes: same numbers)
             na, npat, ne = lean.block_sizes(conduct, max_n, (na, npat, ne))

@@ -84,6 +84,76 @@ def enabled() -> bool:
     return True
 
 
+# -- one process compiles at a time -----------------------------------------------------
+#: the open lock file while this process compiles (or loads from numba's cache) the kernel
+_turn_fd: Optional[int] = None
+_turn_lock = threading.Lock()
+_waiting_noted = False
+
+
+def _lock_path() -> str:
+    """The lock file beside numba's on-disk cache of the kernel (the folder numba writes)."""
+    cache = getattr(getattr(run_block, "_cache", None), "_cache_path", None)
+    folder = cache if cache and os.path.isdir(cache) else None
+    if folder is None:
+        import tempfile
+        folder = tempfile.gettempdir()
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    return os.path.join(folder, f"escalation-sim-kernel-{uid}.lock")
+
+
+def _compiled() -> bool:
+    """The kernel is compiled (or loaded from the disk cache) in this process."""
+    return bool(getattr(run_block, "signatures", None))
+
+
+def take_compile_turn() -> bool:
+    """May this process call the compiled kernel now?
+
+    Yes once the kernel is compiled (or loaded from numba's disk cache) in this process.
+    Before that, the first use compiles it, about 7 s of one core in a fresh install, and
+    every process starting at the same time (the workers of ``--n-jobs 2``, test workers)
+    would compile the same code at once.  So the first use takes a lock file beside numba's
+    cache, without waiting: the process that gets it compiles (and numba writes the cache),
+    a process that does not runs this call's trials on the Python fast path, the same trials
+    bit for bit, and asks again at its next call, when the cache is there to load.  Without
+    file locks (no ``fcntl``) or a writable lock folder, every process compiles, as before.
+    :func:`simulate` gives the lock back when its call ends."""
+    global _turn_fd, _waiting_noted
+    if _compiled():
+        return True
+    with _turn_lock:
+        if _turn_fd is not None:                 # this process holds it (another thread)
+            return True
+        try:
+            import fcntl
+        except ImportError:                      # pragma: no cover - not POSIX
+            return True
+        try:
+            fd = os.open(_lock_path(), os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError:                          # pragma: no cover - no writable folder
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            if not _waiting_noted:
+                _waiting_noted = True
+                _log.info("calendar kernel: another process is compiling the kernel; this "
+                          "call runs on the Python fast path (the same trials)")
+            return False
+        _turn_fd = fd
+        return True
+
+
+def _end_compile_turn() -> None:
+    global _turn_fd
+    with _turn_lock:
+        if _turn_fd is not None:
+            os.close(_turn_fd)                   # closing the file releases the lock
+            _turn_fd = None
+
+
 def kernel_unsupported(setup) -> Optional[str]:
     """Why the kernel cannot run ``setup`` (already on the fast path's lean classic trial)."""
     from .policies import CohortPolicy
@@ -876,6 +946,13 @@ def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block
              int_cols) -> Dict[str, Any]:
     """The per-trial columns of ``simulate_des_trials`` for ``trials`` (see the module
     docstring); ``plan``: the fast path's draw plan; ``block``: trials per block."""
+    try:
+        return _simulate(setup, plan, trials, na, npat, ne, block, int_cols)
+    finally:
+        _end_compile_turn()
+
+
+def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
     from .draws import HORIZON_DAYS, past_horizon
     table = table_for(setup)
     PI, PF, manuf, p = _params(setup, na, npat, ne)
