@@ -15,13 +15,23 @@ engines run the first 200 trials of each variant (fills the decision memos) and 
 are compared (the script stops if they differ).
 
     python benchmarks/bench_backfill.py [--trials 2000] [--rounds 5] [--save [PATH]]
+        [--filed-tree DIR]
+
+``--filed-tree DIR`` adds, in every round, the seed scenario without the blocks as the code
+stood when issue 14 was filed (a checkout of that commit in DIR, e.g. ``git worktree add
+--detach ../filed 8bd0937``, the last commit before the second wave), timed in a child
+process on the same trials with the same designs (its engine: simpy, then the only one), and
+the ratio of this code's "both" on the fast path to it: the issue's "at least as many trials
+per second as the seed scenario without them today".
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import os
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -46,6 +56,41 @@ VARIANTS = {
              "shortfall": {"prob": 0.15, "received_fraction": {"mean": 0.6, "sd": 0.15}}},
 }
 ENGINES = ("fast", "simpy")
+DESIGNS = [{"type": "boin"}, {"type": "crm", "skeleton": [0.10, 0.17, 0.25, 0.35]}]
+
+#: run in the filed tree's own Python path (imports as they were then, or as they are now)
+FILED = """
+import copy, json, sys, time
+from escalation_sim import load_scenario
+try:
+    from escalation_sim.engines.calendar import simulate_des_trials
+    from escalation_sim.inputs.scenario import load_scenario_dict
+except ImportError:
+    from escalation_sim.des import simulate_des_trials
+    from escalation_sim.scenario import load_scenario_dict
+path, seed, n, designs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), json.loads(sys.argv[4])
+raw = copy.deepcopy(load_scenario(path).raw)
+raw["designs"] = designs
+sc = load_scenario_dict(raw, "seed")
+out = {}
+for it in sc.designs:
+    args = (it.design, sc.p_true.tolist(), sc.model.conduct, seed)
+    simulate_des_trials(*args, range(200))
+    t0 = time.process_time()
+    simulate_des_trials(*args, range(n))
+    out[it.name] = n / (time.process_time() - t0)
+print(json.dumps(out))
+"""
+
+
+def _filed(tree: Path, trials: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    r = subprocess.run([sys.executable, "-c", FILED, str(tree / "scenarios" / "relma_cel_sle.yaml"),
+                        str(SEED), str(trials), json.dumps(DESIGNS)], cwd=tree, env=env,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"--filed-tree {tree}: {r.stderr.strip().splitlines()[-1:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -66,13 +111,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--filed-tree", type=Path, default=None,
+                    help="a checkout of the commit issue 14 was filed at (see above)")
     add_save_option(ap, "backfill.jsonl")
     a = ap.parse_args(argv)
     base = load_scenario(ROOT / "scenarios" / "relma_cel_sle.yaml")
     runs = {}
     for name, extra in VARIANTS.items():
         raw = copy.deepcopy(base.raw)
-        raw["designs"] = [{"type": "boin"}, {"type": "crm", "skeleton": [0.10, 0.17, 0.25, 0.35]}]
+        raw["designs"] = copy.deepcopy(DESIGNS)
         raw["conduct"].update(extra)
         sc = load_scenario_dict(raw, f"seed+{name}")
         for it in sc.designs:
@@ -84,7 +131,10 @@ def main(argv=None) -> int:
             raise SystemExit(f"{key}: the fast path and simpy differ")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     tps = {(k, e): [] for k in runs for e in ENGINES}
+    filed = []
     for _ in range(a.rounds):
+        if a.filed_tree is not None:
+            filed.append(_filed(a.filed_tree.resolve(), a.trials))
         for key, (d, p, c) in runs.items():
             for eng in ENGINES:
                 t0 = time.process_time()
@@ -117,6 +167,17 @@ def main(argv=None) -> int:
                   f"({eng}) {statistics.median(seed):7,.0f}/s:  ratio {ratio:.2f}")
             record(a.save, bench="backfill_vs_seed", design=design, seed_engine=eng,
                    trials=a.trials, rounds=a.rounds, ratio=ratio)
+    if filed:
+        print(f"against the code when issue 14 was filed ({a.filed_tree}): the seed scenario "
+              "without the blocks there, same trials, same rounds")
+        for design in designs:
+            both = tps[(design, "both"), "fast"]
+            then = [f[design] for f in filed]
+            ratio = statistics.median(x / y for x, y in zip(both, then, strict=True))
+            print(f"  {design:<6} both (fast) {statistics.median(both):7,.0f}/s  vs  seed "
+                  f"then {statistics.median(then):7,.0f}/s:  ratio {ratio:.2f}")
+            record(a.save, bench="backfill_vs_filed", design=design, trials=a.trials,
+                   rounds=a.rounds, ratio=ratio, filed_trials_per_s=statistics.median(then))
     return 0
 
 
