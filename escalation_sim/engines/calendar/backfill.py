@@ -57,7 +57,7 @@ received.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 from ...designs.boin import _bounds_at
 from ...designs.interval import DE_ESCALATE, ESCALATE, IntervalDesign
@@ -292,6 +292,37 @@ def backfill_dose(rules: Rules, bf, cur: int, n_esc, y_esc, n_bf, y_bf, assigned
     return best
 
 
+def review_delay(review, review_days: float, every, now: float, escalating: bool) -> float:
+    """Days from ``now`` (a cohort's data complete) to the decision (``ConductPolicy
+    .review_delay``): ``review.days`` (or ``review_days`` without ``review``), none when
+    ``review.before`` is ``escalation`` and the decision is not an escalation; then, with
+    ``every`` (``review_every_days``), the first meeting (days 0, E, 2E, ...) at or after
+    that."""
+    if review is not None and review.before == "escalation" and not escalating:
+        return 0.0
+    due = now + (review.days if review is not None else review_days)
+    if every is not None:
+        k = math.ceil(due / every - 1e-9)
+        due = max(due, k * every)
+    return due - now
+
+
+def init_backfill(pol, s) -> "object":
+    """The backfill parts both backfill policies share (``conduct.backfill``, the open
+    backfill cohorts, ``max_n`` on escalation patients only); returns the design without
+    its ``max_n`` wrapper."""
+    pol.bf = s.conduct.backfill
+    pol.bf_active = 0
+    pol.side = None
+    pol.bf_cohorts = [None] * s.K
+    design = s.design
+    pol.max_n = None
+    if isinstance(design, StopAtN):      # max_n counts escalation patients only
+        pol.max_n = design.n
+        design = design.base
+    return design
+
+
 class ConductPolicy(CohortPolicy):
     """``CohortPolicy`` with backfill cohorts and / or short products (module docstring)."""
 
@@ -304,7 +335,6 @@ class ConductPolicy(CohortPolicy):
         super().__init__(trial)
         s = trial.setup
         K = s.K
-        self.bf = s.conduct.backfill
         self.sf = s.shortfall
         self.sf_draws = None
         if self.sf is not None:
@@ -316,15 +346,7 @@ class ConductPolicy(CohortPolicy):
         self.n_bf = [0] * K
         self.y_bf = [0] * K
         self.assigned = [0] * K
-        self.bf_active = 0
-        self.side: Optional[Cohort] = None
-        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
-        design = s.design
-        self.max_n = None
-        if isinstance(design, StopAtN):      # max_n counts escalation patients only
-            self.max_n = design.n
-            design = design.base
-        self.base_design = design
+        self.base_design = init_backfill(self, s)
         self.n_short = 0
         self.n_excluded = 0
         self.n_bf_enrolled = 0
@@ -457,15 +479,7 @@ class ConductPolicy(CohortPolicy):
         ``escalation`` and the decision is not an escalation; then, with
         ``review_every_days``, the first meeting (days 0, E, 2E, ...) at or after that."""
         c = self.trial.setup.conduct
-        r = c.review
-        if r is not None and r.before == "escalation" and not escalating:
-            return 0.0
-        due = now + (r.days if r is not None else c.review_days)
-        every = c.review_every_days
-        if every is not None:
-            k = math.ceil(due / every - 1e-9)
-            due = max(due, k * every)
-        return due - now
+        return review_delay(c.review, c.review_days, c.review_every_days, now, escalating)
 
     def decide_now(self) -> Decision:
         st = self.state
@@ -580,15 +594,10 @@ class ConductTitePolicy(TimeToEventPolicy):
     def state(self):
         if not self.where:
             return TimeToEventPolicy.state(self)
-        t = self.trial
-        now = t.clock.now
-        W = t.setup.window
-        at = self.where.get
-        pend = tuple((at(p, p.dose), 0.0 if p.infusion_day < 0 else
-                      min((now - p.infusion_day) / W, 1.0)) for p in self.pending)
-        c = t.cohort
+        c = self.trial.cohort
         return TiteState(tuple(self.n_active), tuple(self.y_obs),
-                         c.dose if c.index >= 0 else None, c.active, c.y, pend)
+                         c.dose if c.index >= 0 else None, c.active, c.y,
+                         self.pending_follow_up(self.where.get))
 
     def _infused(self, call) -> None:
         pat: Patient = call.arg
@@ -683,18 +692,9 @@ class BackfillTitePolicy(ConductTitePolicy):
         super().__init__(trial)
         s = trial.setup
         K = s.K
-        self.bf = s.conduct.backfill
         self.rules = s.backfill_rules
         self.n_eval = [0] * K                # evaluable: window closed, or a DLT seen
-        self.bf_active = 0
-        self.side: Optional[Cohort] = None
-        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
-        design = s.design
-        self.max_n = None
-        if isinstance(design, StopAtN):      # max_n counts escalation patients only
-            self.max_n = design.n
-            design = design.base
-        self.design = design
+        self.design = init_backfill(self, s)
         self.memo = s.conduct_memo
         self.n_esc = [0] * K                 # per dose, filled when the trial stops
         self.y_esc = [0] * K
@@ -730,21 +730,10 @@ class BackfillTitePolicy(ConductTitePolicy):
             dec = Decision(dec.dose, self.max_n - esc, dec.reason, None, dec.estimates)
         return dec
 
-    def open_slot(self) -> bool:
-        t = self.trial
-        if t.finished:
-            return False
-        dec = self.decide()
-        if dec.stop:
-            if t.in_flight == 0:
-                t.finish(dec)
-            return False
-        if dec.cohort_size > 0:              # escalation first
-            if t.first_enroll is not None:
-                t.decision_times.append(t.clock.now - t.first_enroll)
-            t.open(dec)
-            return True
-        return BackfillPolicy.open_slot(self)    # the same backfill slot as classic designs
+    def suspended(self) -> bool:
+        """Escalation first (``TimeToEventPolicy.open_slot``); when the design suspends
+        accrual, the same backfill slot as classic designs."""
+        return BackfillPolicy.open_slot(self)
 
     def open_dose(self) -> int:
         """The highest dose open for backfill now, or -1 (evaluable data; ``n_active``,
