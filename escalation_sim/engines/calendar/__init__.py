@@ -334,8 +334,14 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     else:   # score designs: y sums units; count the DLTs of the patients in the final state
         dlt = np.zeros((m, K), dtype=np.int64)
         for r, t in enumerate(res):
+            # conduct policies: the level a patient is counted at (-1: not in the data)
+            level = getattr(getattr(t, "policy", None), "data_level", None)
             for p in t.pats:
-                if p.dlt and p.status == COMPLETE:
+                if level is not None:
+                    d = level(p)
+                    if d >= 0 and p.dlt:
+                        dlt[r, d] += 1
+                elif p.dlt and p.status == COMPLETE:
                     dlt[r, p.dose] += 1
     out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,
