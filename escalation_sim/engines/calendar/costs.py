@@ -47,9 +47,14 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
         gaps = []
         ahead = t.path.premade if premade else {}
         n_pre = c.premade_phases
+        # with manufacturing_capacity too: each run's days queued for its slot
+        qwait = getattr(t.path, "waits", {}) if premade else {}
         for pat in t.pats:
             j = pat.j
             waited, credit = ahead.get(j, (0.0, 0.0))
+            w = qwait.get(j, 0.0)
+            waited -= w
+            credit -= w
             days = d.phase_days[j].tolist()
             happens = d.phase_happens[j].tolist()
             f = d.fail_at[j]
@@ -70,7 +75,10 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
                          - (waited if lp < n_pre else credit))
                 gaps.append(pat.infusion_day - first)
         if premade:              # screened in, waited, never enrolled: a run was started
-            wasted[r] = t.accrual.n_lost + t.accrual.n_waiting_at_close
+            if hasattr(t.path, "wasted_runs"):   # with capacity: only runs granted a slot
+                wasted[r] = t.path.wasted_runs(t.pats)
+            else:
+                wasted[r] = t.accrual.n_lost + t.accrual.n_waiting_at_close
             n_runs += int(wasted[r])
         runs[r] = n_runs
         if gaps:
