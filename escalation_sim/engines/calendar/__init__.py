@@ -56,7 +56,9 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``cost_total``,                 per evaluable patient
 ``cost_per_evaluable``
 ``manufacturing_runs_wasted``   with ``costs`` and ``manufacture_before_slot``: runs started for
-                                patients who never got a slot (in ``manufacturing_runs``)
+                                patients who never got a slot (in ``manufacturing_runs``;
+                                with ``manufacturing_capacity``, only runs granted a
+                                manufacturing slot)
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
                                 arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================

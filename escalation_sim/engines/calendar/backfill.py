@@ -2,9 +2,25 @@
 :class:`ConductTitePolicy` and :class:`BackfillTitePolicy` (time-to-event designs: their
 own docstrings say what differs: evaluable = window closed or DLT seen, backfill only while
 the design suspends accrual, a short product counted where it belongs from its infusion).
-With a graded truth (designs on DLTs; score designs are refused) backfill counts the DLT
-flags as always, and a short product's grades come from the outcome model at the amount
-received (:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
+With a graded truth, designs on DLTs count the DLT flags as always, and a short product's
+grades come from the outcome model at the amount received
+(:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
+
+**Score designs** (gBOIN, TITE-gBOIN; ``y`` = sums of integer score units, 1 unit =
+1 / ``unit_scale`` of the normalized equivalent toxicity score, nETS).  A patient
+contributes the units of its worst grade in the window (a short product: its grades at the
+amount received), escalation and backfill pooled, in every later decision and in the final
+selection.  "Observed rate below the design's de-escalation boundary" is the design's own
+quasi-Bernoulli rule: the dose's mean nETS over its evaluable patients ``s / n`` is below
+``lambda_d`` (BOIN's boundary on the nETS scale, not rounded) and the dose is not
+eliminated (``n >= 3`` and ``Pr(p > target | Beta(s + 1, n - s + 1)) > 0.95``, ``s`` the
+real score sum): gBOIN is an interval design (:class:`Rules` uses its ``rule`` and
+elimination); TITE-gBOIN is classified by its gBOIN twin (:func:`score_twin`: same target,
+boundaries, scores, elimination; TITE-gBOIN decides as gBOIN when nobody is pending), with
+a patient evaluable once it is no longer pending in TITE-gBOIN's sense (window closed, or a
+scored event seen: :class:`_ScoreTite`), so BF-BOIN's conflict rule applies to it too, on
+the evaluable data.  The DLT outputs (``y_escalation``, ``y_backfill``, per dose) count
+DLTs by the ``dlt`` rule (``data_level``: where each patient is in the data), not units.
 
 **Backfill** (``conduct.backfill``; Barnett et al. 2023, Clin Trials 20:261; BF-BOIN, Zhao,
 Yuan, Korn & Freidlin 2024, Clin Cancer Res 30:673; rules as in docs/reference_notes/

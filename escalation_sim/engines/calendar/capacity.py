@@ -13,6 +13,11 @@ Implementation: :class:`CapacityPathway` replaces :class:`~.pathway.Pathway`.  W
 granted, the patient's remaining pre-drawn days (to the gate, and to a later failure) are
 re-based on the start of the run, and the usual path continues from there, so the gate,
 failures and the decision policy are unchanged.
+
+With ``manufacture_before_slot`` (:class:`PremadeCapacityPathway`): the run asks for its slot
+on the day the patient is screened in (the premade phases start then), ``per_days`` is
+required (a booking), the manufacturing queue is first screened first served, enrolled or
+not; its docstring says what happens when the queue is full.
 """
 from __future__ import annotations
 

@@ -12,7 +12,10 @@ Per trial, from what the trial recorded (no random number is drawn):
   enrollment: its runs and vein-to-vein time start then, and the phases after manufacturing
   start when the product is ready or at enrollment, whichever is later), and every patient who left the
   waiting list or was still on it at the close had a run started too: a wasted run, counted
-  in ``manufacturing_runs`` (and ``manufacturing_runs_wasted``);
+  in ``manufacturing_runs`` (and ``manufacturing_runs_wasted``); with
+  ``manufacturing_capacity`` as well, a run starts when its booking is granted (the days it
+  queued, ``path.waits``, shift its phases) and only a granted run of a patient never
+  enrolled is wasted (:class:`~.capacity.PremadeCapacityPathway`);
 * ``cost_total`` = ``screening`` x patients screened + ``manufacturing`` x runs +
   ``infusion`` x patients infused + ``per_month`` x months from the opening (day 0) to the
   close (the final decision), 1 month = 30.4375 days;
