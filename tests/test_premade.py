@@ -333,3 +333,17 @@ def test_new_options_never_run_on_the_fast_path():
     sc = _scenario({"backfill": {}})
     with pytest.raises(ValueError, match="with a graded truth"):
         clock_for(sc.designs[0].design, sc.model.conduct, "fast", graded=True)
+
+
+def test_capacity_without_per_days_exit_code_2(cli, tmp_path):
+    """The one combination still refused: manufacture_before_slot with a capacity whose runs
+    hold their slot until they end (per_days: null): one line, exit 2, no traceback."""
+    f = tmp_path / "bad.yaml"
+    text = open("scenarios/relma_cel_sle.yaml").read()
+    f.write_text(text + "  manufacture_before_slot: true\n"
+                        "  manufacturing_capacity: {slots: 2}\n")
+    r = cli("validate", f)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (f"{f}: conduct.manufacture_before_slot: true with manufacturing_capacity needs "
+            "manufacturing_capacity.per_days") in r.stderr
+    assert r.stderr.rstrip().endswith("(got true with per_days: null)")
