@@ -358,7 +358,11 @@ def _conduct_html(conduct) -> str:
                       f"and {bf.max_total} backfill patients in all; their outcomes count in "
                       f"later decisions and in the final selection (BF-BOIN); time-to-event "
                       f"designs backfill while they suspend accrual, a patient being "
-                      f"evaluable once its window closed or its DLT was seen"))
+                      f"evaluable once its window closed or its DLT was seen; designs on a "
+                      f"toxicity score (gBOIN, TITE-gBOIN) clear a dose whose evaluable "
+                      f"patients' mean normalized score is below the design's de-escalation "
+                      f"boundary and that is not eliminated, a TITE-gBOIN patient being "
+                      f"evaluable once its window closed or a scored event was seen"))
     sf = getattr(c, "shortfall", None)
     if sf is not None:
         f = sf.received_fraction
@@ -368,7 +372,8 @@ def _conduct_html(conduct) -> str:
         pairs.append(("dose received below assigned",
                       f"{100 * sf.prob:.0f}% of products deliver on average "
                       f"{100 * f.mean:.0f}% of the assigned dose (sd {100 * f.sd:.0f}%, "
-                      f"{f.dist}) and are infused anyway; the DLT risk is that of the amount "
+                      f"{f.dist}) and are infused anyway; the DLT risk (on a graded truth, "
+                      f"the grades, hence a score design's score) is that of the amount "
                       f"received; the patient is {how}"))
     mc = getattr(c, "manufacturing_capacity", None)
     if mc is not None:
@@ -377,10 +382,16 @@ def _conduct_html(conduct) -> str:
         pairs.append(("manufacturing capacity", f"{mc.slots} run{'s' if mc.slots > 1 else ''} "
                       f"at once; {hold}; patients queue in order"))
     if getattr(c, "manufacture_before_slot", False):
-        pairs.append(("manufacturing before a slot", "leukapheresis and manufacturing start "
-                      "when a patient is screened in; a patient on the waiting list enters "
-                      "with the product made or under way (a run started for a patient who "
-                      "never gets a slot is wasted)"))
+        text = ("leukapheresis and manufacturing start when a patient is screened in; a "
+                "patient on the waiting list enters with the product made or under way (a run "
+                "started for a patient who never gets a slot is wasted)")
+        if mc is not None:
+            text += ("; with the capacity above, the run books its manufacturing slot from "
+                     "the day it starts: when every slot is booked it waits in the "
+                     "manufacturing queue from the day the patient is screened in (first come, "
+                     "first served), enrolled or still on the waiting list, and a wasted run "
+                     "used its slot all the same")
+        pairs.append(("manufacturing before a slot", text))
     co = getattr(c, "costs", None)
     if co is not None:
         pairs.append(("costs", f"{co.screening:,.0f} per patient screened, "

@@ -398,13 +398,21 @@ def test_graded_backfill_and_shortfall_columns():
                 < r["true_rate_selected_nominal"][sel]).all()
 
 
-def test_score_designs_refuse_backfill_and_shortfall():
-    with pytest.raises(ScenarioError) as exc:
-        _graded({"backfill": {}}, [{"type": "boin"}, {"type": "gboin", "target": 0.26}])
-    text = str(exc.value)
-    assert "designs[1] (gboin): conduct.backfill is not supported for designs on a " \
-           "toxicity score" in text
-    assert "designs[0]" not in text
+def test_score_designs_take_backfill_and_shortfall():
+    """No longer refused (tests/test_conduct_score.py checks what they do): a run with a
+    binary and a score design under both blocks loads, and the score designs get their
+    conduct policies."""
+    from escalation_sim.engines.calendar.model import Setup
+    sc = _graded({"backfill": {}, "shortfall": {"prob": 0.2, "received_fraction":
+                                                {"mean": 0.6, "sd": 0.1}}},
+                 [{"type": "boin"}, {"type": "gboin", "target": 0.26},
+                  {"type": "tite-gboin", "target": 0.26}])
+    assert [it.name for it in sc.designs] == ["boin", "gboin", "tite-gboin"]
+    want = [bfmod.BackfillPolicy, bfmod.BackfillPolicy, bfmod.BackfillScoreTitePolicy]
+    for it, cls in zip(sc.designs, want, strict=True):
+        s = Setup(it.design, sc.outcome_model.dlt_rates(), sc.model.conduct, False, 1000,
+                  model=sc.outcome_model)
+        assert s.policy is cls, it.name
 
 
 def test_tite_open_dose_cases():
@@ -472,8 +480,7 @@ def test_tite_decision_cases():
 def test_tite_gboin_keeps_its_own_policy_under_classic_conduct_options():
     """The review options and cohort_sizes concern classic designs (the scenario notes them as
     unused by time-to-event designs), so TITE-gBOIN must run the same trials with or without
-    them (before this fix it silently ran as a classic complete-cohort design);
-    min_followup_days is not modelled for it and is refused."""
+    them (before this fix it silently ran as a classic complete-cohort design)."""
     d = [{"type": "tite-gboin", "target": 0.26}]
     plain = _graded({}, d)
     review = _graded({"review": {"days": 7, "before": "escalation"},
@@ -484,6 +491,3 @@ def test_tite_gboin_keeps_its_own_policy_under_classic_conduct_options():
                             review.model.conduct, 5, range(60), engine="simpy")
     for key in ("mtd", "n", "y", "duration_days", "n_decisions", "n_enrolled"):
         assert np.array_equal(a[key], b[key]), key
-    with pytest.raises(ScenarioError) as exc:
-        _graded({"min_followup_days": 14}, d)
-    assert "designs[0] (tite-gboin): conduct.min_followup_days is not supported" in str(exc.value)

@@ -167,6 +167,120 @@ def test_option_changes_only_waiting_patients():
     assert n > 20
 
 
+# ------------------------------------------------------------------ with manufacturing_capacity
+def _capacity_trial(slots):
+    sc = _scenario({"manufacture_before_slot": True, "max_wait_days": 30, "costs": COSTS,
+                    "manufacturing_capacity": {"slots": slots, "per_days": 15}})
+    t = simulate_one(sc.designs[0].design, sc.model.truth.p_dlt, sc.model.conduct, 1, 0)
+    assert not any(p.dlt for p in t.pats[:9])            # the precondition
+    return sc, t
+
+
+def test_capacity_one_slot_runs_queue_from_screening(every_ten_days):
+    """One slot booked 15 days per run (manufacturing_capacity {slots: 1, per_days: 15});
+    the inputs of the hand-built trials above (ready every 10 days, premade phases 22 days,
+    27 to infusion, max_wait_days 30).  Each run asks for the slot on its patient's
+    screened-in day, first come first served; ties on a day: the slot freed by an earlier
+    booking first (it was scheduled first), then the new arrival.
+      * day 10: #0 slot (to 25), enrolled: infusion 37; day 20: #1 enrolled, run queued:
+        slot on 25 (to 40): its whole path starts then, infusion 52 (wait 5); day 30: #2
+        enrolled, slot on 40 (to 55): infusion 67 (wait 10);
+      * cohort full: #3 (40), #4 (50), #5 (60) wait on the list: their runs get the slot on
+        55, 70, 85 while they wait, and they are lost on 70, 80, 90 (deadlines): three
+        wasted runs, each of which used the slot;
+      * windows end 65, 80, 95: BOIN escalates on day 95 and takes #6, #7, #8 (screened in
+        70, 80, 90; lost 3-5 purged): their runs are still queued: slots on 100, 115, 130,
+        infusions 127, 142, 157 (waits 30, 35, 40; premade_days 25, 15, 5);
+      * #9 and #10 (ready 100, 110; deadlines 130, 140) leave the list before the slot
+        frees on 145 (to 160): no run for them; #11 (ready 120, deadline 150) gets it on 145
+        and is lost on 150: wasted."""
+    sc, t = _capacity_trial(1)
+    pats = t.pats[:6]
+    assert [p.candidate for p in pats] == [0, 1, 2, 6, 7, 8]
+    assert [p.enrolled_day for p in pats] == pytest.approx([10, 20, 30, 95, 95, 95])
+    assert [p.infusion_day for p in pats] == pytest.approx([37, 52, 67, 127, 142, 157])
+    assert [t.path.waits[p.j] for p in pats] == pytest.approx([0, 5, 10, 30, 35, 40])
+    g = t.path.granted
+    assert [g[i] for i in range(9)] == pytest.approx([10, 25, 40, 55, 70, 85, 100, 115, 130])
+    assert 9 not in g and 10 not in g and g[11] == pytest.approx(145)
+    rows = {r["arrival_index"]: r for r in patient_rows(t)}
+    assert [rows[i]["lost_day"] for i in (3, 4, 5, 9, 10, 11)] == pytest.approx(
+        [70, 80, 90, 130, 140, 150])
+    # the log: each run starts on its grant day; premade_days = screened in to enrollment
+    assert [rows[i]["leukapheresis_start_day"] for i in (0, 1, 2, 6, 7, 8)] == pytest.approx(
+        [10, 25, 40, 100, 115, 130])
+    assert [rows[i]["manufacturing_end_day"] for i in (6, 7, 8)] == pytest.approx(
+        [122, 137, 152])
+    assert [rows[i]["premade_days"] for i in (6, 7, 8)] == pytest.approx([25, 15, 5])
+    # never two bookings at once: grants at least 15 days apart
+    days = sorted(g.values())
+    assert min(b - a for a, b in zip(days, days[1:])) >= 15 - 1e-9
+    # costs: a run for every granted candidate, enrolled or not (COSTS: 1 per run)
+    r = simulate_des_trials(sc.designs[0].design, sc.model.truth.p_dlt, sc.model.conduct, 1,
+                            range(1))
+    enrolled = {p.candidate for p in t.pats}
+    wasted = sum(1 for i in g if i not in enrolled)
+    assert r["manufacturing_runs_wasted"][0] == wasted and wasted >= 4
+    assert r["manufacturing_runs"][0] == len(g)
+    assert r["cost_total"][0] == pytest.approx(len(g))
+    # vein-to-vein from the start of leukapheresis (the grant): 27 days for each of the six
+    inf = [p.infusion_day - g[p.candidate] for p in pats]
+    assert inf == pytest.approx([27] * 6)
+
+
+def test_capacity_two_slots_made_while_waiting(every_ten_days):
+    """Two slots booked 15 days: every run gets a slot on its screened-in day (runs start
+    every 10 days, each slot is busy 15 of every 20), so the calendar is exactly
+    test_products_made_while_waiting's: cohort 2 (#5, #6, #7 screened in 60, 70, 80,
+    enrolled on day 85) infused 90, 97, 107 (their products made since screening: credits
+    22, 15, 5); the runs of #3, #4 (lost 70, 80) are wasted."""
+    _, t = _capacity_trial(2)
+    pats = t.pats[:6]
+    assert [p.enrolled_day for p in pats] == pytest.approx([10, 20, 30, 85, 85, 85])
+    assert [p.infusion_day for p in pats] == pytest.approx([37, 47, 57, 90, 97, 107])
+    assert [t.path.granted[p.candidate] for p in pats] == pytest.approx(
+        [10, 20, 30, 60, 70, 80])
+    assert all(t.path.waits[p.j] == 0 for p in pats)
+    assert t.path.granted[3] == pytest.approx(40) and t.path.granted[4] == pytest.approx(50)
+    rows = {r["arrival_index"]: r for r in patient_rows(t)}
+    assert [rows[i]["lymphodepletion_start_day"] for i in (5, 6, 7)] == pytest.approx(
+        [85, 92, 102])
+
+
+def test_capacity_random_accrual_identities():
+    """Random accrual and the seed scenario's random phases, 2 slots booked 30 days: at
+    every grant fewer than 2 other bookings are running (grants in the 30 days before it);
+    each infused patient's day follows from its grant day g and enrollment day e alone:
+    g <= e: e + (days to infusion) - min(e - g, days of its premade phases); g > e: g +
+    (days to infusion) (no gate here)."""
+    sc = _scenario({"manufacture_before_slot": True, "accrual_per_month": 3.0,
+                    "manufacturing_capacity": {"slots": 2, "per_days": 30},
+                    "phases": load_scenario("scenarios/relma_cel_sle.yaml").raw["conduct"]
+                    ["phases"]}, p=[0.05, 0.1, 0.2, 0.3])
+    late = early = 0
+    for trial in range(10):
+        t = simulate_one(sc.designs[0].design, sc.model.truth.p_dlt, sc.model.conduct, 2,
+                         trial)
+        days = sorted(t.path.granted.values())
+        for k, g in enumerate(days):
+            assert sum(1 for h in days[:k] if h > g - 30 + 1e-9) < 2
+        d = t.draws
+        for p in t.pats:
+            if p.infusion_day < 0 or p.status == 2:
+                continue
+            g = t.path.granted[p.candidate]
+            e = p.enrolled_day
+            total = float(d.phase_days[p.j].sum())
+            if g <= e + 1e-9:
+                want = e + total - min(e - g, float(d.phase_days[p.j][:2].sum()))
+                early += e - g > 1e-9
+            else:
+                want = g + total
+                late += 1
+            assert p.infusion_day == pytest.approx(want)
+    assert late > 5 and early > 5
+
+
 @pytest.mark.parametrize("extra, message", [
     ({"when_paused": "leave"},
      "test: conduct.manufacture_before_slot: true needs when_paused: wait"),
@@ -178,8 +292,10 @@ def test_option_changes_only_waiting_patients():
      "test: conduct.manufacture_before_slot: the hold point (gate_before_phase "
      "'manufacturing') must come after the last manufacturing phase 'manufacturing'"),
     ({"manufacturing_capacity": {"slots": 2}},
-     "test: conduct.manufacture_before_slot: not modelled together with "
-     "manufacturing_capacity"),
+     "test: conduct.manufacture_before_slot: true with manufacturing_capacity needs "
+     "manufacturing_capacity.per_days: a run started for a patient on the waiting list has "
+     "no drawn length until the patient is enrolled (and none at all if it never is), so "
+     "each run books its slot for per_days days (got true with per_days: null)"),
 ])
 def test_bad_input(extra, message):
     with pytest.raises(ScenarioError) as exc:
@@ -217,3 +333,17 @@ def test_new_options_never_run_on_the_fast_path():
     sc = _scenario({"backfill": {}})
     with pytest.raises(ValueError, match="with a graded truth"):
         clock_for(sc.designs[0].design, sc.model.conduct, "fast", graded=True)
+
+
+def test_capacity_without_per_days_exit_code_2(cli, tmp_path):
+    """The one combination still refused: manufacture_before_slot with a capacity whose runs
+    hold their slot until they end (per_days: null): one line, exit 2, no traceback."""
+    f = tmp_path / "bad.yaml"
+    text = open("scenarios/relma_cel_sle.yaml").read()
+    f.write_text(text + "  manufacture_before_slot: true\n"
+                        "  manufacturing_capacity: {slots: 2}\n")
+    r = cli("validate", f)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert (f"{f}: conduct.manufacture_before_slot: true with manufacturing_capacity needs "
+            "manufacturing_capacity.per_days") in r.stderr
+    assert r.stderr.rstrip().endswith("(got true with per_days: null)")

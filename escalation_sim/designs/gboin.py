@@ -34,6 +34,9 @@ patients and nETS sum ``s`` at the current dose, ``mu = s / n``:
   ``Pr(p_j > phi | Beta(s_j + 1, n_j - s_j + 1)) > cutoff_eli`` (0.95), the real-valued
   score sum entering the Beta shape directly (TITEgBOIN 0.4.0; UnifiedDoseFinding instead
   rounds the boundary to an integer, which eliminates less eagerly).
+* nobody counted at the current dose (possible only in the calendar engine, when every
+  patient there counts at a lower level under ``conduct.shortfall.policy: received``): stay,
+  as TITE-gBOIN does with no patient left at the current dose;
 * guards, ``extrasafe``/``offset``, ``n_earlystop`` (counted when the decision is to stay,
   TITEgBOIN 0.4.0) and the movement rules are the interval kernel's
   (:mod:`escalation_sim.designs.interval`).
@@ -146,6 +149,8 @@ class GBOIN(IntervalDesign):
 
     # -- the rule ----------------------------------------------------------------------------
     def rule(self, n: int, y: int) -> Step:
+        if n == 0:     # nobody counted at the dose (calendar conduct.shortfall: received)
+            return Step(STAY, "(nobody counted at this dose: stay, treat there again)")
         lam_e, lam_d = self.lambdas
         mu = self.score_sum(y) / n
         if mu <= lam_e:

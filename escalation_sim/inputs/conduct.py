@@ -439,8 +439,9 @@ class Conduct(BaseModel):
                                    "the last of kind manufacturing) start when the patient "
                                    "is screened in, slot or not; a patient on the waiting "
                                    "list enters the trial with the product made or under "
-                                   "way (needs when_paused: wait and an accrual rate; not "
-                                   "with manufacturing_capacity)")
+                                   "way (needs when_paused: wait and an accrual rate; with "
+                                   "manufacturing_capacity, each run books a slot for "
+                                   "per_days from its start, queueing from screening)")
     costs: Optional[Costs] = Field(
         default=None, description="costs per patient screened, manufacturing run, infusion "
                                   "and month: cost outputs per trial (null: none)")
@@ -601,9 +602,13 @@ class Conduct(BaseModel):
         if "accrual_per_month" in data and data["accrual_per_month"] is None:
             raise ValueError("true needs an accrual rate (with accrual_per_month: null nobody "
                              "waits for a slot) (got true with accrual_per_month: null)")
-        if data.get("manufacturing_capacity") is not None:
-            raise ValueError("not modelled together with manufacturing_capacity yet; remove "
-                             "one of them (got true)")
+        cap = data.get("manufacturing_capacity")
+        if cap is not None and cap.per_days is None:
+            raise ValueError("true with manufacturing_capacity needs "
+                             "manufacturing_capacity.per_days: a run started for a patient "
+                             "on the waiting list has no drawn length until the patient is "
+                             "enrolled (and none at all if it never is), so each run books "
+                             "its slot for per_days days (got true with per_days: null)")
         return v
 
     @property

@@ -738,11 +738,12 @@ CONDUCT_ADDED = ("backfill", "shortfall", "costs", "review", "review_every_days"
 
 def supports_backfill(design) -> bool:
     """Designs that decide on any per-dose counts (backfill adds patients at lower doses):
-    interval designs and the model-based CRM and BLRM."""
+    interval designs (gBOIN included), the model-based CRM and BLRM, and TITE-gBOIN."""
     from ..designs.blrm import BLRM
     from ..designs.crm import CRM
     from ..designs.interval import IntervalDesign
-    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+    from ..designs.tite_gboin import TITEGBOIN
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM, TITEGBOIN))
 
 
 def backfill_problem(design, time_to_event: bool) -> Optional[str]:
@@ -759,16 +760,6 @@ def conduct_problem(conduct, design, time_to_event: bool) -> Optional[str]:
     it can)."""
     if conduct is None:
         return None
-    if getattr(design, "outcome", None) is Outcome.SCORE:
-        for key in ("backfill", "shortfall"):
-            if getattr(conduct, key) is not None:
-                return (f"conduct.{key} is not supported for designs on a toxicity score "
-                        f"(gBOIN, TITE-gBOIN) yet; use a design on DLTs (boin, tite-boin, "
-                        f"...) or remove conduct.{key}")
-        if time_to_event and conduct.min_followup_days is not None:
-            return ("conduct.min_followup_days is not supported for time-to-event designs on "
-                    "a toxicity score (TITE-gBOIN) yet; use tite-boin or remove "
-                    "conduct.min_followup_days")
     if conduct.backfill is not None:
         why = backfill_problem(design, time_to_event)
         if why:

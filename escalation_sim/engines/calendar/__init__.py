@@ -56,7 +56,9 @@ Per-trial keys (arrays of length ``len(trial_indices)`` unless said otherwise):
 ``cost_total``,                 per evaluable patient
 ``cost_per_evaluable``
 ``manufacturing_runs_wasted``   with ``costs`` and ``manufacture_before_slot``: runs started for
-                                patients who never got a slot (in ``manufacturing_runs``)
+                                patients who never got a slot (in ``manufacturing_runs``;
+                                with ``manufacturing_capacity``, only runs granted a
+                                manufacturing slot)
 ``patients``                    with ``record_patients=True``: a dict of columns, one row per
                                 arrival (see :mod:`.log`); else ``None``
 =============================== ===========================================================
@@ -334,8 +336,14 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     else:   # score designs: y sums units; count the DLTs of the patients in the final state
         dlt = np.zeros((m, K), dtype=np.int64)
         for r, t in enumerate(res):
+            # conduct policies: the level a patient is counted at (-1: not in the data)
+            level = getattr(getattr(t, "policy", None), "data_level", None)
             for p in t.pats:
-                if p.dlt and p.status == COMPLETE:
+                if level is not None:
+                    d = level(p)
+                    if d >= 0 and p.dlt:
+                        dlt[r, d] += 1
+                elif p.dlt and p.status == COMPLETE:
                     dlt[r, p.dose] += 1
     out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y, dlt=dlt,
                duration_days=duration, first_enrollment_day=first,

@@ -27,7 +27,7 @@ class Accrual:
 
     __slots__ = ("trial", "draws", "rec", "unlimited", "leave", "max_wait", "rq", "rq_pos",
                  "armed", "waiting", "n_arrived", "n_screened", "n_screen_failed", "n_lost",
-                 "n_wait_max", "n_waiting_at_close", "pauses", "n_not_screened")
+                 "n_wait_max", "n_waiting_at_close", "pauses", "n_not_screened", "every")
 
     def __init__(self, trial: "Trial", rec: Optional["Recorder"]):
         s = trial.setup
@@ -52,6 +52,9 @@ class Accrual:
         if not s.conduct.screen_while_paused and not s.unlimited:
             self.pauses = [(0.0, False)]
         self.n_not_screened = 0
+        #: every eligible arrival is an event, slot or not (manufacture_before_slot with
+        #: manufacturing_capacity: the pathway hears of each patient screened in, in time)
+        self.every = getattr(s, "premade_capacity", False)
 
     # -- the eligible-arrival queue ------------------------------------------------------
     def start(self) -> None:
@@ -81,7 +84,8 @@ class Accrual:
     def arm(self) -> None:
         """Schedule the next eligible arrival, if it can matter now."""
         t = self.trial
-        if self.armed or t.finished or (t.cohort.free <= 0 and not t.policy.decides_on_arrival):
+        if self.armed or t.finished or (t.cohort.free <= 0 and not t.policy.decides_on_arrival
+                                        and not self.every):
             return
         r, i = self._peek()
         self.rq_pos += 1
@@ -96,6 +100,8 @@ class Accrual:
         if self.pauses is not None and self.unscreened(call.arg):
             self.arm()
             return
+        if self.every:
+            t.path.screened_in(call.arg)
         t.offer(call.arg)
         self.arm()
 

@@ -2,9 +2,25 @@
 :class:`ConductTitePolicy` and :class:`BackfillTitePolicy` (time-to-event designs: their
 own docstrings say what differs: evaluable = window closed or DLT seen, backfill only while
 the design suspends accrual, a short product counted where it belongs from its infusion).
-With a graded truth (designs on DLTs; score designs are refused) backfill counts the DLT
-flags as always, and a short product's grades come from the outcome model at the amount
-received (:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
+With a graded truth, designs on DLTs count the DLT flags as always, and a short product's
+grades come from the outcome model at the amount received
+(:class:`~.shortfall.GradedShortfall`, :class:`ShortfallGradedToxicity`).
+
+**Score designs** (gBOIN, TITE-gBOIN; ``y`` = sums of integer score units, 1 unit =
+1 / ``unit_scale`` of the normalized equivalent toxicity score, nETS).  A patient
+contributes the units of its worst grade in the window (a short product: its grades at the
+amount received), escalation and backfill pooled, in every later decision and in the final
+selection.  "Observed rate below the design's de-escalation boundary" is the design's own
+quasi-Bernoulli rule: the dose's mean nETS over its evaluable patients ``s / n`` is below
+``lambda_d`` (BOIN's boundary on the nETS scale, not rounded) and the dose is not
+eliminated (``n >= 3`` and ``Pr(p > target | Beta(s + 1, n - s + 1)) > 0.95``, ``s`` the
+real score sum): gBOIN is an interval design (:class:`Rules` uses its ``rule`` and
+elimination); TITE-gBOIN is classified by its gBOIN twin (:func:`score_twin`: same target,
+boundaries, scores, elimination; TITE-gBOIN decides as gBOIN when nobody is pending), with
+a patient evaluable once it is no longer pending in TITE-gBOIN's sense (window closed, or a
+scored event seen: :class:`_ScoreTite`), so BF-BOIN's conflict rule applies to it too, on
+the evaluable data.  The DLT outputs (``y_escalation``, ``y_backfill``, per dose) count
+DLTs by the ``dlt`` rule (``data_level``: where each patient is in the data), not units.
 
 **Backfill** (``conduct.backfill``; Barnett et al. 2023, Clin Trials 20:261; BF-BOIN, Zhao,
 Yuan, Korn & Freidlin 2024, Clin Cancer Res 30:673; rules as in docs/reference_notes/
@@ -57,7 +73,7 @@ received.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 from ...designs.boin import _bounds_at
 from ...designs.interval import DE_ESCALATE, ESCALATE, IntervalDesign
@@ -65,8 +81,9 @@ from ...designs.rules import StopAtN
 from ...designs.tite import TiteState
 from ...types import Decision, StopReason, TrialState
 from .patient import COMPLETE, EXCLUDED, Cohort, Patient
-from .policies import CohortPolicy, TimeToEventPolicy, _infusion_order
-from .toxicity import Toxicity
+from .policies import (CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy,
+                       _infusion_order)
+from .toxicity import Toxicity, score_steps
 
 if TYPE_CHECKING:  # pragma: no cover
     from .trial import Trial
@@ -102,10 +119,12 @@ class ShortfallGradedToxicity:
     amount received (:class:`~.shortfall.GradedShortfall`: its own latents and onset days,
     thresholds interpolated in log amount).  One counter k for both (the base's)."""
 
-    __slots__ = ("base", "sf", "seed", "trial", "x", "out")
+    __slots__ = ("base", "sf", "seed", "trial", "x", "out", "units")
 
     def __init__(self, base, model, seed: int, trial: int):
         self.base = base
+        #: score designs: units per worst grade (``observe`` returns them); None: DLT flags
+        self.units = base.g.units
         self.sf = model
         self.seed = int(seed)
         self.trial = int(trial)
@@ -134,10 +153,20 @@ class ShortfallGradedToxicity:
         res = self.out[pat] = self.sf.graded.outcome(
             self.latents(k).tolist(), days.tolist(),
             self.sf.amounts[pat.dose] * pat.received)
+        if self.units is not None:           # a score design: the units of the worst grade
+            pat.dlt = res[1] is not None
+            pat.worst = res[2]
+            return self.units[res[2]]
         if res[1] is not None:
             pat.dlt = True
             return True
         return False
+
+    def steps(self, pat: Patient):
+        """Score designs: when a time-to-event design sees the units (``ScoreToxicity
+        .steps``), from the events at the amount received."""
+        g = self.base.g
+        return score_steps(self.events(pat), g.units, g.window)
 
     def onset_day(self, pat: Patient) -> float:
         r = self.out.get(pat)
@@ -170,7 +199,7 @@ class Rules:
     def __init__(self, design):
         self.design = design
         self.memo = {}
-        inner = design.inner
+        inner = score_twin(design.inner)
         self.interval = isinstance(inner, IntervalDesign)
         self.inner = inner
         if not self.interval:
@@ -202,6 +231,22 @@ class Rules:
 
     def too_toxic(self, n: int, y: int) -> bool:
         return self.classify(n, y) <= DE_ESCALATE
+
+
+def score_twin(inner):
+    """The design whose rule classifies a dose's evaluable data: ``inner`` itself, or for
+    TITE-gBOIN the gBOIN with its target, boundaries, scores and elimination (TITE-gBOIN
+    decides as gBOIN when nobody is pending, designs/tite_gboin.py)."""
+    from ...designs.tite_gboin import TITEGBOIN
+    if not isinstance(inner, TITEGBOIN):
+        return inner
+    from ...designs.gboin import GBOIN
+    p1, p2 = inner.phis
+    return GBOIN(n_doses=inner.n_doses, target=inner.target, cohort_size=inner.cohort_size,
+                 start_dose=inner.start_dose, scores=inner.scores, phi1=p1, phi2=p2,
+                 cutoff_eli=inner.cutoff_eli, extrasafe=inner.extrasafe, offset=inner.offset,
+                 n_earlystop=inner.n_earlystop, elimination_min_n=inner.elimination_min_n,
+                 name=inner.name)
 
 
 def bf_conflict(rules: Rules, state: TrialState, dec: Decision) -> Decision:
@@ -292,6 +337,37 @@ def backfill_dose(rules: Rules, bf, cur: int, n_esc, y_esc, n_bf, y_bf, assigned
     return best
 
 
+def review_delay(review, review_days: float, every, now: float, escalating: bool) -> float:
+    """Days from ``now`` (a cohort's data complete) to the decision (``ConductPolicy
+    .review_delay``): ``review.days`` (or ``review_days`` without ``review``), none when
+    ``review.before`` is ``escalation`` and the decision is not an escalation; then, with
+    ``every`` (``review_every_days``), the first meeting (days 0, E, 2E, ...) at or after
+    that."""
+    if review is not None and review.before == "escalation" and not escalating:
+        return 0.0
+    due = now + (review.days if review is not None else review_days)
+    if every is not None:
+        k = math.ceil(due / every - 1e-9)
+        due = max(due, k * every)
+    return due - now
+
+
+def init_backfill(pol, s) -> "object":
+    """The backfill parts both backfill policies share (``conduct.backfill``, the open
+    backfill cohorts, ``max_n`` on escalation patients only); returns the design without
+    its ``max_n`` wrapper."""
+    pol.bf = s.conduct.backfill
+    pol.bf_active = 0
+    pol.side = None
+    pol.bf_cohorts = [None] * s.K
+    design = s.design
+    pol.max_n = None
+    if isinstance(design, StopAtN):      # max_n counts escalation patients only
+        pol.max_n = design.n
+        design = design.base
+    return design
+
+
 class ConductPolicy(CohortPolicy):
     """``CohortPolicy`` with backfill cohorts and / or short products (module docstring)."""
 
@@ -304,7 +380,6 @@ class ConductPolicy(CohortPolicy):
         super().__init__(trial)
         s = trial.setup
         K = s.K
-        self.bf = s.conduct.backfill
         self.sf = s.shortfall
         self.sf_draws = None
         if self.sf is not None:
@@ -316,15 +391,7 @@ class ConductPolicy(CohortPolicy):
         self.n_bf = [0] * K
         self.y_bf = [0] * K
         self.assigned = [0] * K
-        self.bf_active = 0
-        self.side: Optional[Cohort] = None
-        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
-        design = s.design
-        self.max_n = None
-        if isinstance(design, StopAtN):      # max_n counts escalation patients only
-            self.max_n = design.n
-            design = design.base
-        self.base_design = design
+        self.base_design = init_backfill(self, s)
         self.n_short = 0
         self.n_excluded = 0
         self.n_bf_enrolled = 0
@@ -407,8 +474,7 @@ class ConductPolicy(CohortPolicy):
         t = self.trial
         d = self.counted(pat)
         self.n_bf[d] += 1
-        if t.toxicity.observe(pat):
-            self.y_bf[d] += 1
+        self.y_bf[d] += t.toxicity.observe(pat)      # the DLT flag, or a score's units
         pat.cohort.active -= 1
         t.changed()
 
@@ -428,19 +494,22 @@ class ConductPolicy(CohortPolicy):
         y = 0
         if self.bf is None and (self.sf is None or self.sf.policy != "received"):
             for pat in members:           # every patient counts at the cohort's dose
-                if observe(pat):
-                    y += 1
+                y += observe(pat)         # the DLT flag, or a score design's units
             c.y = y
             self.last = None
-            self.state = self.state.add_cohort(c.dose, c.size, y)
+            mu = t.setup.max_units
+            if mu is None:
+                self.state = self.state.add_cohort(c.dose, c.size, y)
+            else:
+                self.state = self.state.add_cohort(c.dose, c.size, y, max_units=mu)
         else:
             for pat in members:
-                dlt = observe(pat)
+                u = observe(pat)
                 d = self.counted(pat)
                 self.n_esc[d] += 1
-                if dlt:
-                    self.y_esc[d] += 1
-                    y += 1
+                if u:
+                    self.y_esc[d] += u
+                    y += u
             c.y = y
             self.last = (c.dose, c.size, y)
             self.state = self.pooled(c.dose, c.size, y)
@@ -457,15 +526,7 @@ class ConductPolicy(CohortPolicy):
         ``escalation`` and the decision is not an escalation; then, with
         ``review_every_days``, the first meeting (days 0, E, 2E, ...) at or after that."""
         c = self.trial.setup.conduct
-        r = c.review
-        if r is not None and r.before == "escalation" and not escalating:
-            return 0.0
-        due = now + (r.days if r is not None else c.review_days)
-        every = c.review_every_days
-        if every is not None:
-            k = math.ceil(due / every - 1e-9)
-            due = max(due, k * every)
-        return due - now
+        return review_delay(c.review, c.review_days, c.review_every_days, now, escalating)
 
     def decide_now(self) -> Decision:
         st = self.state
@@ -514,6 +575,12 @@ class ConductPolicy(CohortPolicy):
 
     def final_state(self) -> TrialState:
         return self.state
+
+    def data_level(self, pat: Patient) -> int:
+        """The level whose final data hold ``pat`` (-1: not in them: never observed)."""
+        if pat.k < 0 or pat.status != COMPLETE:
+            return -1
+        return self.counted(pat)
 
 
 class BackfillPolicy(ConductPolicy):
@@ -580,15 +647,10 @@ class ConductTitePolicy(TimeToEventPolicy):
     def state(self):
         if not self.where:
             return TimeToEventPolicy.state(self)
-        t = self.trial
-        now = t.clock.now
-        W = t.setup.window
-        at = self.where.get
-        pend = tuple((at(p, p.dose), 0.0 if p.infusion_day < 0 else
-                      min((now - p.infusion_day) / W, 1.0)) for p in self.pending)
-        c = t.cohort
+        c = self.trial.cohort
         return TiteState(tuple(self.n_active), tuple(self.y_obs),
-                         c.dose if c.index >= 0 else None, c.active, c.y, pend)
+                         c.dose if c.index >= 0 else None, c.active, c.y,
+                         self.pending_follow_up(self.where.get))
 
     def _infused(self, call) -> None:
         pat: Patient = call.arg
@@ -606,7 +668,14 @@ class ConductTitePolicy(TimeToEventPolicy):
                 self.n_active[pat.dose] -= 1
                 self.n_active[d] += 1
                 self.where[pat] = d
-        TimeToEventPolicy._infused(self, call)
+        self.follow_up(call)
+
+    #: what follows an infusion (the patient's DLT, or a score design's events)
+    follow_up = TimeToEventPolicy._infused
+
+    def data_level(self, pat: Patient) -> int:
+        """The level whose final data hold ``pat`` (-1: not in them)."""
+        return self.at(pat) if pat.status == COMPLETE else -1
 
     def _dlt(self, call) -> None:
         pat: Patient = call.arg
@@ -628,6 +697,8 @@ class ConductTitePolicy(TimeToEventPolicy):
             if at(p, p.dose) != dose or p.infusion_day < 0 or p.status != COMPLETE:
                 continue
             if p.dlt and now >= p.infusion_day + tox.onset_day(p) - 1e-9:
+                return True
+            if p.seen > 0:                   # a score design saw a scored event: complete
                 return True
             if now - p.infusion_day >= need - 1e-9:
                 return True
@@ -683,18 +754,9 @@ class BackfillTitePolicy(ConductTitePolicy):
         super().__init__(trial)
         s = trial.setup
         K = s.K
-        self.bf = s.conduct.backfill
         self.rules = s.backfill_rules
         self.n_eval = [0] * K                # evaluable: window closed, or a DLT seen
-        self.bf_active = 0
-        self.side: Optional[Cohort] = None
-        self.bf_cohorts: List[Optional[Cohort]] = [None] * K
-        design = s.design
-        self.max_n = None
-        if isinstance(design, StopAtN):      # max_n counts escalation patients only
-            self.max_n = design.n
-            design = design.base
-        self.design = design
+        self.design = init_backfill(self, s)
         self.memo = s.conduct_memo
         self.n_esc = [0] * K                 # per dose, filled when the trial stops
         self.y_esc = [0] * K
@@ -730,21 +792,10 @@ class BackfillTitePolicy(ConductTitePolicy):
             dec = Decision(dec.dose, self.max_n - esc, dec.reason, None, dec.estimates)
         return dec
 
-    def open_slot(self) -> bool:
-        t = self.trial
-        if t.finished:
-            return False
-        dec = self.decide()
-        if dec.stop:
-            if t.in_flight == 0:
-                t.finish(dec)
-            return False
-        if dec.cohort_size > 0:              # escalation first
-            if t.first_enroll is not None:
-                t.decision_times.append(t.clock.now - t.first_enroll)
-            t.open(dec)
-            return True
-        return BackfillPolicy.open_slot(self)    # the same backfill slot as classic designs
+    def suspended(self) -> bool:
+        """Escalation first (``TimeToEventPolicy.open_slot``); when the design suspends
+        accrual, the same backfill slot as classic designs."""
+        return BackfillPolicy.open_slot(self)
 
     def open_dose(self) -> int:
         """The highest dose open for backfill now, or -1 (evaluable data; ``n_active``,
@@ -770,8 +821,17 @@ class BackfillTitePolicy(ConductTitePolicy):
         self.n_eval[self.at(call.arg)] += 1
         ConductTitePolicy._dlt(self, call)
 
+    def evaluable_at_end(self, pat: Patient) -> bool:
+        """``pat``'s window closed: whether it becomes evaluable only now (a DLT patient
+        became evaluable at its onset)."""
+        return not pat.dlt
+
+    def now_evaluable(self, pat: Patient) -> None:
+        """``pat`` stopped being pending before its window closed (score designs)."""
+        self.n_eval[self.at(pat)] += 1
+
     def on_evaluable(self, pat: Patient) -> None:
-        if not pat.dlt:                      # a DLT patient became evaluable at its onset
+        if self.evaluable_at_end(pat):
             self.n_eval[self.at(pat)] += 1
         if pat.backfill:
             self.n_bf_treated += 1
@@ -784,42 +844,97 @@ class BackfillTitePolicy(ConductTitePolicy):
             pat.cohort.size -= 1
 
     def final_state(self) -> TrialState:
+        score = self.trial.setup.max_units is not None
         for p in self.trial.pats:            # everyone's window is over by now
             if p.status != COMPLETE:
                 continue
             d = self.at(p)
+            y = p.seen if score else p.dlt
             if p.backfill:
                 self.n_bf[d] += 1
-                self.y_bf[d] += p.dlt
+                self.y_bf[d] += y
             else:
                 self.n_esc[d] += 1
-                self.y_esc[d] += p.dlt
+                self.y_esc[d] += y
         return ConductTitePolicy.final_state(self)
+
+
+class _ScoreTite:
+    """Time-to-event designs on a score (TITE-gBOIN) under ``conduct``: what
+    :class:`~.policies.ScoreTimeToEventPolicy` does (events seen at their onsets, a patient
+    pending until its first scored event or the end of its window), at the level the patient
+    counts at (``conduct.shortfall.policy``).  For backfill a patient is **evaluable** once
+    it is no longer pending (its window closed, or a scored event seen) and the observed
+    nETS of a dose is its units seen over its evaluable patients: the same definition as the
+    design's own, so the backfill rules judge exactly what TITE-gBOIN would on complete
+    data (its gBOIN twin, :func:`score_twin`)."""
+
+    __slots__ = ()
+
+    def state(self):
+        t = self.trial
+        c = t.cohort
+        return TiteState(tuple(self.n_active), tuple(self.y_obs),
+                         c.dose if c.index >= 0 else None, c.active, c.y,
+                         self.pending_follow_up(self.where.get if self.where else None),
+                         t.setup.max_units)
+
+    follow_up = ScoreTimeToEventPolicy._infused
+
+    def _event(self, call) -> None:
+        pat, units = call.arg
+        gain = units - pat.seen
+        pat.seen = units
+        self.y_obs[self.at(pat)] += gain
+        pat.cohort.y += gain
+        if pat in self.pending:
+            del self.pending[pat]
+            self.now_evaluable(pat)
+        self.trial.changed()
+
+    def now_evaluable(self, pat: Patient) -> None:
+        pass
+
+    def evaluable_at_end(self, pat: Patient) -> bool:
+        return pat in self.pending
+
+
+class ConductScoreTitePolicy(_ScoreTite, ConductTitePolicy):
+    """``ConductTitePolicy`` for TITE-gBOIN (short products, ``min_followup_days``: a
+    scored event counts as followed, as a DLT does for TITE-BOIN)."""
+
+    __slots__ = ()
+
+
+class BackfillScoreTitePolicy(_ScoreTite, BackfillTitePolicy):
+    """``BackfillTitePolicy`` for TITE-gBOIN (see :class:`_ScoreTite`)."""
+
+    __slots__ = ()
+
+    def now_evaluable(self, pat: Patient) -> None:
+        BackfillTitePolicy.now_evaluable(self, pat)
 
 
 def _counts_any(design) -> bool:
     from ...designs.blrm import BLRM
     from ...designs.crm import CRM
-    return isinstance(design.inner, (IntervalDesign, CRM, BLRM))
+    from ...designs.tite_gboin import TITEGBOIN
+    return isinstance(design.inner, (IntervalDesign, CRM, BLRM, TITEGBOIN))
 
 
 def conduct_parts(setup) -> None:
     """Choose the policy and shared parts for ``conduct.backfill`` / ``conduct.shortfall``
     (called by :class:`~.model.Setup` only when one of them is set)."""
     from .shortfall import ShortfallModel
-    from .policies import ScoreTimeToEventPolicy
     c = setup.conduct
-    if setup.policy is ScoreTimeToEventPolicy:
+    score_tte = setup.policy is ScoreTimeToEventPolicy
+    if score_tte and c.backfill is None and c.shortfall is None and \
+            c.min_followup_days is None:
         # TITE-gBOIN keeps its own policy: the review options and cohort_sizes concern
-        # classic designs (the scenario notes them as unused); min_followup_days, backfill
-        # and shortfall are refused for it by inputs.scenario.conduct_problem
+        # classic designs (the scenario notes them as unused)
         return
-    tte = setup.policy is TimeToEventPolicy
+    tte = score_tte or setup.policy is TimeToEventPolicy
     graded = getattr(setup, "graded", None)
-    if graded is not None and graded.units is not None and (c.backfill is not None
-                                                          or c.shortfall is not None):
-        raise ValueError("conduct.backfill / conduct.shortfall: not supported for designs on "
-                         "a toxicity score (gBOIN, TITE-gBOIN) yet")
     if c.shortfall is not None:
         setup.shortfall = ShortfallModel(c.shortfall, setup.p,
                                          None if graded is None else setup.model,
@@ -830,7 +945,10 @@ def conduct_parts(setup) -> None:
                              "counts (interval designs, crm, blrm and their time-to-event "
                              "versions)")
         setup.backfill_rules = Rules(setup.design)
-    if tte:
+    if score_tte:
+        setup.policy = (ConductScoreTitePolicy if c.backfill is None else
+                        BackfillScoreTitePolicy)
+    elif tte:
         setup.policy = ConductTitePolicy if c.backfill is None else BackfillTitePolicy
     else:
         setup.policy = ConductPolicy if c.backfill is None else BackfillPolicy
@@ -850,9 +968,19 @@ def conduct_columns(setup, res, mtd) -> dict:
     c = setup.conduct
     if c.backfill is not None:
         nb = np.array([t.policy.n_bf for t in res], dtype=np.int64).reshape(m, K)
-        yb = np.array([t.policy.y_bf for t in res], dtype=np.int64).reshape(m, K)
         ne = np.array([t.policy.n_esc for t in res], dtype=np.int64).reshape(m, K)
-        ye = np.array([t.policy.y_esc for t in res], dtype=np.int64).reshape(m, K)
+        if setup.units is None:
+            yb = np.array([t.policy.y_bf for t in res], dtype=np.int64).reshape(m, K)
+            ye = np.array([t.policy.y_esc for t in res], dtype=np.int64).reshape(m, K)
+        else:      # score designs: y_esc / y_bf sum units; the columns count DLTs
+            yb = np.zeros((m, K), dtype=np.int64)
+            ye = np.zeros((m, K), dtype=np.int64)
+            for r, t in enumerate(res):
+                level = t.policy.data_level
+                for p in t.pats:
+                    d = level(p)
+                    if d >= 0 and p.dlt:
+                        (yb if p.backfill else ye)[r, d] += 1
         out["n_escalation"] = ne.sum(axis=1)
         out["y_escalation"] = ye.sum(axis=1)
         out["n_backfill"] = nb.sum(axis=1)

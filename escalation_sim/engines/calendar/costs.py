@@ -12,7 +12,10 @@ Per trial, from what the trial recorded (no random number is drawn):
   enrollment: its runs and vein-to-vein time start then, and the phases after manufacturing
   start when the product is ready or at enrollment, whichever is later), and every patient who left the
   waiting list or was still on it at the close had a run started too: a wasted run, counted
-  in ``manufacturing_runs`` (and ``manufacturing_runs_wasted``);
+  in ``manufacturing_runs`` (and ``manufacturing_runs_wasted``); with
+  ``manufacturing_capacity`` as well, a run starts when its booking is granted (the days it
+  queued, ``path.waits``, shift its phases) and only a granted run of a patient never
+  enrolled is wasted (:class:`~.capacity.PremadeCapacityPathway`);
 * ``cost_total`` = ``screening`` x patients screened + ``manufacturing`` x runs +
   ``infusion`` x patients infused + ``per_month`` x months from the opening (day 0) to the
   close (the final decision), 1 month = 30.4375 days;
@@ -47,9 +50,14 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
         gaps = []
         ahead = t.path.premade if premade else {}
         n_pre = c.premade_phases
+        # with manufacturing_capacity too: each run's days queued for its slot
+        qwait = getattr(t.path, "waits", {}) if premade else {}
         for pat in t.pats:
             j = pat.j
             waited, credit = ahead.get(j, (0.0, 0.0))
+            w = qwait.get(j, 0.0)
+            waited -= w
+            credit -= w
             days = d.phase_days[j].tolist()
             happens = d.phase_happens[j].tolist()
             f = d.fail_at[j]
@@ -70,7 +78,10 @@ def cost_columns(setup, res: List) -> Dict[str, np.ndarray]:
                          - (waited if lp < n_pre else credit))
                 gaps.append(pat.infusion_day - first)
         if premade:              # screened in, waited, never enrolled: a run was started
-            wasted[r] = t.accrual.n_lost + t.accrual.n_waiting_at_close
+            if hasattr(t.path, "wasted_runs"):   # with capacity: only runs granted a slot
+                wasted[r] = t.path.wasted_runs(t.pats)
+            else:
+                wasted[r] = t.accrual.n_lost + t.accrual.n_waiting_at_close
             n_runs += int(wasted[r])
         runs[r] = n_runs
         if gaps:

@@ -24,7 +24,6 @@ What differs from the parts is only how the work is done:
 """
 from __future__ import annotations
 
-import math
 from bisect import bisect_right
 from heapq import heappush
 from operator import itemgetter
@@ -34,7 +33,7 @@ import numpy as np
 from ...types import Decision, StopReason, TrialState
 from ...designs.interval import DE_ESCALATE
 from ...designs.rules import StopAtN
-from .backfill import bf_conflict
+from .backfill import bf_conflict, review_delay
 from .draws import block_sizes, too_many_patients
 from .fast import (_CACT, _CDONE, _CDOSE, _CFREE, _CIDX, _COMPLETE, _CO, _CSIZE, _DOSE,
                    _DROPPED, _FAILED, _INF, _J, _PIPELINE, _REL, _ST, ClassicTrial,
@@ -190,15 +189,7 @@ class ConductTrial(ClassicTrial):
         return (tuple(self.n_pool), tuple(self.y_pool), cur, last_n, last_y, self.esc)
 
     def _review_delay(self, now, escalating):
-        r = self.review
-        if r is not None and r.before == "escalation" and not escalating:
-            return 0.0
-        due = now + (r.days if r is not None else self.review_days)
-        every = self.every
-        if every is not None:
-            k = math.ceil(due / every - 1e-9)
-            due = max(due, k * every)
-        return due - now
+        return review_delay(self.review, self.review_days, self.every, now, escalating)
 
     def _sized(self, dec):
         sizes = self.sizes

@@ -91,9 +91,16 @@ class Setup:
         if getattr(conduct, "manufacturing_capacity", None) is not None:
             from .capacity import CapacityPathway
             self.pathway = CapacityPathway
+        #: manufacture_before_slot with manufacturing_capacity: every eligible arrival is an
+        #: event (its run queues for a slot on the day it is screened in)
+        self.premade_capacity = False
         if getattr(conduct, "manufacture_before_slot", False):
             from .pathway import PremadePathway
             self.pathway = PremadePathway
+            if conduct.manufacturing_capacity is not None:
+                from .capacity import PremadeCapacityPathway
+                self.pathway = PremadeCapacityPathway
+                self.premade_capacity = True
         self.window = conduct.dlt_window_days
         self.unlimited = conduct.accrual_per_month is None
         self.leave = conduct.when_paused == "leave"

@@ -191,16 +191,24 @@ class TimeToEventPolicy(DecisionPolicy):
         self.setup = trial.setup
         self.last = (None, None)          # (state, decision) of the last call
 
-    def state(self):
-        """The ``TiteState`` now."""
+    def pending_follow_up(self, at=None) -> tuple:
+        """``((dose, fraction of the window followed), ...)`` per pending patient, in
+        enrollment order (not infused yet: 0); ``at(patient, dose)``: the level a patient
+        counts at (default: its dose)."""
         t = self.trial
         now = t.clock.now
         W = t.setup.window
-        pend = tuple((p.dose, 0.0 if p.infusion_day < 0 else min((now - p.infusion_day) / W, 1.0))
-                     for p in self.pending)
-        c = t.cohort
+        if at is None:
+            return tuple((p.dose, 0.0 if p.infusion_day < 0 else
+                          min((now - p.infusion_day) / W, 1.0)) for p in self.pending)
+        return tuple((at(p, p.dose), 0.0 if p.infusion_day < 0 else
+                      min((now - p.infusion_day) / W, 1.0)) for p in self.pending)
+
+    def state(self):
+        """The ``TiteState`` now."""
+        c = self.trial.cohort
         return TiteState(tuple(self.n_active), tuple(self.y_obs),
-                         c.dose if c.index >= 0 else None, c.active, c.y, pend)
+                         c.dose if c.index >= 0 else None, c.active, c.y, self.pending_follow_up())
 
     def decide(self) -> Decision:
         """The design's decision now.  Memoised exactly (decide is a pure function of the
@@ -226,11 +234,16 @@ class TimeToEventPolicy(DecisionPolicy):
                 t.finish(dec)
             return False
         if dec.cohort_size <= 0:         # accrual suspended until the data change
-            return False
+            return self.suspended()
         if t.first_enroll is not None:
             t.decision_times.append(t.clock.now - t.first_enroll)
         t.open(dec)
         return True
+
+    def suspended(self) -> bool:
+        """The design suspends accrual (a decision with cohort size 0): whether a slot
+        opened all the same (False: the patient waits or leaves)."""
+        return False
 
     def on_enroll(self, pat: Patient) -> None:
         self.n_active[pat.dose] += 1
@@ -314,13 +327,9 @@ class ScoreTimeToEventPolicy(TimeToEventPolicy):
 
     def state(self):
         t = self.trial
-        now = t.clock.now
-        W = t.setup.window
-        pend = tuple((p.dose, 0.0 if p.infusion_day < 0 else min((now - p.infusion_day) / W, 1.0))
-                     for p in self.pending)
         c = t.cohort
         return TiteState(tuple(self.n_active), tuple(self.y_obs),
-                         c.dose if c.index >= 0 else None, c.active, c.y, pend,
+                         c.dose if c.index >= 0 else None, c.active, c.y, self.pending_follow_up(),
                          t.setup.max_units)
 
     def _infused(self, call) -> None:

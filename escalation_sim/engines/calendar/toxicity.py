@@ -171,12 +171,18 @@ class ScoreToxicity(GradedToxicity):
         """Score designs, for an observed patient: ``(day, units)`` at each event inside the
         window that raises the units seen so far (units of the worst grade among the events
         started by that day), in time order; the last units are the patient's total."""
-        units, W = self.g.units, self.g.window
-        out: List[Tuple[float, int]] = []
-        best = 0
-        for _, gr, day in sorted(self.events(pat), key=lambda e: e[2]):
-            u = units[gr]
-            if day <= W and u > best:
-                best = u
-                out.append((day, u))
-        return out
+        return score_steps(self.events(pat), self.g.units, self.g.window)
+
+
+def score_steps(events, units: Sequence[int], W: float) -> List[Tuple[float, int]]:
+    """``(day, units)`` at each of ``events`` (``(type, grade, onset day)``) inside the
+    window ``W`` that raises the units seen so far (``units[grade]`` of the worst grade
+    started by that day), in time order (:meth:`ScoreToxicity.steps`)."""
+    out: List[Tuple[float, int]] = []
+    best = 0
+    for _, gr, day in sorted(events, key=lambda e: e[2]):
+        u = units[gr]
+        if day <= W and u > best:
+            best = u
+            out.append((day, u))
+    return out
