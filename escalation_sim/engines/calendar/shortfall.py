@@ -116,10 +116,11 @@ class GradedShortfall:
     the outcome model's formula (``p_any_event``) at the interpolated thresholds, which at
     a level is the truth's DLT rate there."""
 
-    __slots__ = ("model", "amounts", "window", "normal", "memo")
+    __slots__ = ("model", "amounts", "window", "normal", "memo", "_fingerprint")
 
     def __init__(self, model, amounts: Sequence[float], window: float):
         self.model = model
+        self._fingerprint = None
         self.amounts = list(amounts)
         self.window = float(window)
         #: types whose latent is a normal score (the copula): thresholds on that scale
@@ -138,6 +139,16 @@ class GradedShortfall:
             if len(self.memo) < 10000:
                 self.memo[amount] = out
         return out
+
+    def fingerprint(self) -> tuple:
+        """(SHA-256 of the pickled outcome model, window): equal for equal truths, in any
+        process (a worker's unpickled copy included)."""
+        if self._fingerprint is None:
+            import hashlib
+            import pickle
+            self._fingerprint = (hashlib.sha256(pickle.dumps(self.model, protocol=4))
+                                 .hexdigest(), self.window)
+        return self._fingerprint
 
     def rates(self, amounts: Sequence[float]) -> np.ndarray:
         """True DLT probability at each of ``amounts`` (the outcome model's formula)."""
@@ -237,15 +248,19 @@ class ShortfallModel:
     def rate_as_given(self, dose: int, points: int = 2000) -> float:
         """Expected true DLT probability of a patient assigned ``dose``, short products
         included: ``(1 - prob) p_d + prob E[rate(a_d F)]`` (midpoint rule over the
-        fraction's quantiles, ``points`` nodes).  On a binary truth kept per value of its
-        inputs for the process (a few milliseconds per dose, asked once per chunk)."""
-        key = None
+        fraction's quantiles, ``points`` nodes).  Kept for the process per value of its
+        inputs (on a graded truth, with the outcome model object): a few milliseconds per
+        dose on a binary truth, about 3 s on a graded one, asked once per chunk."""
+        key = (self.spec.prob, self.spec.received_fraction, tuple(self.amounts),
+               tuple(self.p), dose, points)
         if self.graded is None:
-            key = (self.spec.prob, self.spec.received_fraction, tuple(self.amounts),
-                   tuple(self.p), dose, points)
-            v = _AS_GIVEN.get(key)
-            if v is not None:
-                return v
+            memo = _AS_GIVEN
+        else:   # by the outcome model's pickled bytes (the same in every worker's copy):
+            # 2,000 bivariate normal probabilities cost about 3 s per dose
+            memo = _AS_GIVEN_GRADED.setdefault(self.graded.fingerprint(), {})
+        v = memo.get(key)
+        if v is not None:
+            return v
         u = (np.arange(points) + 0.5) / points
         f = fractions_from_uniforms(self.spec, u)
         if self.graded is not None:
@@ -254,12 +269,13 @@ class ShortfallModel:
         else:
             short = float(np.mean([self.rate(dose, float(x)) for x in f]))
         v = (1.0 - self.spec.prob) * self.p[dose] + self.spec.prob * short
-        if key is not None:
-            if len(_AS_GIVEN) >= 4096:
-                _AS_GIVEN.clear()
-            _AS_GIVEN[key] = v
+        if len(memo) >= 4096:
+            memo.clear()
+        memo[key] = v
         return v
 
 
 #: ShortfallModel.rate_as_given's values on a binary truth, by their inputs
 _AS_GIVEN: dict = {}
+#: ... on a graded truth: per outcome model and window (GradedShortfall.fingerprint)
+_AS_GIVEN_GRADED: dict = {}
