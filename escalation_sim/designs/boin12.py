@@ -408,6 +408,12 @@ class Boin12Design(Design):
 
     select_obd = select_mtd
 
+    def exact_rules(self, max_n: int) -> Any:
+        """The rules on arrays of joint states (:class:`~.batch_obd.Boin12Rules`), or None
+        when the tables would be too large."""
+        from .batch_obd import Boin12Rules
+        return Boin12Rules(self, max_n) if Boin12Rules.supports(self, max_n) else None
+
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         c = joint_counts(state)
         return {"rds": [round(v, 3) for v in self.rules.rds_table(c)],

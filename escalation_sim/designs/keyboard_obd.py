@@ -370,6 +370,13 @@ class KeyboardObdDesign(Design):
 
     select_obd = select_mtd
 
+    def exact_rules(self, max_n: int) -> Any:
+        """The rules on arrays of joint states (:class:`~.batch_obd.KeyboardObdRules`), or
+        None when the tables would be too large."""
+        from .batch_obd import KeyboardObdRules
+        return KeyboardObdRules(self, max_n) if KeyboardObdRules.supports(self, max_n) \
+            else None
+
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         c = joint_counts(state)
         us = self.rules.utilities(c)

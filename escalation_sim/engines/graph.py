@@ -167,6 +167,11 @@ class _StateView(Sequence):
 class StateGraph:
     """Growable graph of trial states for one design (see the module docstring)."""
 
+    #: decide new states of a toxicity-and-efficacy design in batches with the design's
+    #: ``exact_rules`` when it has them (:attr:`batch_rules`); False: one ``decide`` call per
+    #: state (the reference, for tests)
+    batch_decisions = True
+
     def __init__(self, design: Design, max_states: int = 50_000_000):
         self.design = design
         self.K = int(design.n_doses)
@@ -319,6 +324,39 @@ class StateGraph:
                 lvl[key] = sid
             return sid
 
+    @property
+    def batch_rules(self):
+        """The design's rules on arrays (:mod:`escalation_sim.designs.batch_obd`) that decide
+        the new states of a toxicity-and-efficacy design in batches, or None (another
+        design, no patient cap, a rule without batch form, or :attr:`batch_decisions`
+        off): the decisions are the scalar ones to the bit either way."""
+        if "_batch" not in self.__dict__:
+            rules = None
+            cap = self.design.max_n
+            if self.joint and self.batch_decisions and cap is not None:
+                rules = self.design.exact_rules(int(cap))
+            self._batch = rules
+        return self._batch
+
+    def _batch_decisions(self, cn, cy, ce, cb, d, c, last_t, tot) -> np.ndarray:
+        """``(dose, size, stop code, mtd)`` rows of new joint states, from
+        :attr:`batch_rules` (what :meth:`_decision` gives state by state), checked."""
+        i64 = np.int64
+        n, y, e, b = (a.astype(i64) for a in (cn, cy, ce, cb))
+        cur, ln, ly = d.astype(i64), c.astype(i64), last_t.astype(i64)
+        rules = self._batch
+        dose, size, code = rules.decide(n, y, cur, ln, ly, tot.astype(i64), e, b)
+        mtd = np.full(dose.size, -2, dtype=i64)
+        stop = dose < 0
+        if stop.any():
+            mtd[stop] = rules.select_mtd(n[stop], y[stop], cur[stop], ln[stop], ly[stop],
+                                         e[stop], b[stop])
+        go = ~stop
+        if ((dose[go] >= self.K).any() or (size[go] < 1).any() or (size[go] > self.C).any()
+                or (code[stop] <= 0).any()):
+            raise RuntimeError(f"{self.design!r}: batch rules returned an invalid decision")
+        return np.column_stack([dose, size, code, mtd])
+
     def _decision(self, state: TrialState) -> Tuple[int, int, int, int]:
         """``(dose, size, stop code, mtd)`` of a new state, checked; the MTD of a stopped
         trial is computed at once (-2 for a trial that goes on)."""
@@ -438,9 +476,13 @@ class StateGraph:
                 child.append(sid)
             if new_rows:
                 t0 = time.perf_counter()
-                dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
-                self.stats["design_seconds"] += time.perf_counter() - t0
                 r = np.array(new_rows, dtype=np.int64)
+                if self.batch_rules is not None:
+                    dec = self._batch_decisions(cn[r], cy[r], ce[r], cb[r], d[r], c[r],
+                                                last_t[r], tot[r])
+                else:
+                    dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
+                self.stats["design_seconds"] += time.perf_counter() - t0
                 self._write(cn[r], cy[r], ce[r], cb[r], d[r], c[r], last_t[r], tot[r], dec)
         except BaseException:
             for lvl, key in added:
