@@ -421,16 +421,23 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
         if visited > MAX_JOINT_ARRAY_STATES:
             raise ExactTooLarge(f"exact enumeration stopped: the design reached more than "
                                 f"{MAX_JOINT_ARRAY_STATES:,} distinct trial states; {_HOW}")
+        # each child is kept as (parent row, outcome code) until the merge; only the
+        # distinct children's rows are built (a step's children are 10 to 20 times its states)
         keys: List[np.ndarray] = []
-        kids: List[np.ndarray] = []
+        srcs: List[np.ndarray] = []
+        codes: List[np.ndarray] = []
         contribs: List[np.ndarray] = []
+        step_dose = np.full(pr.size, -1, dtype=i64)
+        step_size = np.zeros(pr.size, dtype=i64)
         for a in range(0, pr.size, rows_per_pass):
             part = st[a:a + rows_per_pass].astype(i64)
             p_ = pr[a:a + rows_per_pass]
             n, y, e, b = (part[:, j * K:(j + 1) * K] for j in range(4))
             cur, last_n, last_y = part[:, 4 * K], part[:, 4 * K + 1], part[:, 4 * K + 2]
             dose, size, code = rules.decide(n, y, cur, last_n, last_y, n.sum(axis=1), e, b)
+            step_dose[a:a + dose.size], step_size[a:a + dose.size] = dose, size
             stop = dose < 0
+            src = np.arange(a, a + dose.size)
             if stop.any():
                 mtd = rules.select_mtd(n[stop], y[stop], cur[stop], last_n[stop],
                                        last_y[stop], e[stop], b[stop])
@@ -439,7 +446,7 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
                 ends_pr.append(p_[stop])
                 live = ~stop
                 n, y, e, b = n[live], y[live], e[live], b[live]
-                p_, dose, size = p_[live], dose[live], size[live]
+                p_, dose, size, src = p_[live], dose[live], size[live], src[live]
                 if not p_.size:
                     continue
             par = np.repeat(np.arange(p_.size), W1)              # parent of each child
@@ -453,18 +460,19 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
             o = outs[k]
             hit = cols[None, :] == d[:, None]
             cn = n[par] + hit * c[:, None]
+            radix = np.ones_like(cn)
+            np.cumprod(cn[:, :-1] + 1, axis=1, out=radix[:, 1:])
             cy = y[par] + hit * o[:, 0:1]
             ce = e[par] + hit * o[:, 1:2]
             cb = b[par] + hit * o[:, 2:3]
-            radix = np.ones_like(cn)
-            np.cumprod(cn[:, :-1] + 1, axis=1, out=radix[:, 1:])
             key = (cn @ n_pow) * y_range + (cy * radix).sum(axis=1)
             key = key * y_range + (ce * radix).sum(axis=1)
             if counts == 3:
                 key = key * y_range + (cb * radix).sum(axis=1)
             keys.append(key * extra + rules.key(cn, cy, d, c, o[:, 0], ce, cb))
-            kids.append(np.column_stack([cn, cy, ce, cb, d, c, o[:, 0]]).astype(i16))
-            del part, n, y, e, b, cn, cy, ce, cb, radix, hit, o
+            srcs.append(src[par].astype(np.int32))
+            codes.append(k.astype(np.int8))
+            del part, n, y, e, b, cn, cy, ce, cb, radix, hit, o, key
         if not keys:
             break
         key = np.concatenate(keys)
@@ -472,9 +480,22 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
         del keys, contribs
         _, idx, first = _first_order(key)
         del key
-        st = np.concatenate(kids)[first] if len(kids) > 1 else kids[0][first]
-        del kids
+        src = np.concatenate(srcs)[first]
+        k = np.concatenate(codes)[first].astype(i64)
+        del srcs, codes
         pr = np.bincount(idx, weights=contrib, minlength=first.size)
+        del idx, contrib
+        # the distinct children: the parent's row plus the cohort at its dose
+        d, c, o = step_dose[src], step_size[src], outs[k]
+        new = st[src]
+        rows = np.arange(src.size)
+        new[rows, d] += c.astype(i16)
+        new[rows, K + d] += o[:, 0].astype(i16)
+        new[rows, 2 * K + d] += o[:, 1].astype(i16)
+        new[rows, 3 * K + d] += o[:, 2].astype(i16)
+        new[:, 4 * K], new[:, 4 * K + 1], new[:, 4 * K + 2] = d, c, o[:, 0]
+        st = new
+        del src, k, d, c, o, rows
     if not ends_rows:
         return np.empty((0, 2 + 2 * K), dtype=np.int16), np.empty(0), visited
     return np.concatenate(ends_rows), np.concatenate(ends_pr), visited
