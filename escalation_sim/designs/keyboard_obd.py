@@ -518,4 +518,7 @@ register(DesignEntry(
     type="keyboard-obd", spec_model=Spec, make=make, design_class=KeyboardObdDesign,
     table=keyboard_obd_table,
     summary="Keyboard phase I/II optimal biological dose (R Keyboard 0.1.3 get.oc.obd.kb / "
-            "select.obd.kb; needs truth.efficacy)"))
+            "select.obd.kb; needs truth.efficacy)",
+    # one core's time per trial on the cohort engine, state graph included: a million trials
+    # (4 doses, N = 24) took 4.2-4.4 s of CPU (benchmarks/bench_efficacy.py, README)
+    seconds_per_trial=4.3e-6))
