@@ -201,3 +201,36 @@ def test_exact_size_limits_with_and_without_batch_rules():
             exact_tally(d27, P, efficacy=Q)
         demand = with_stopping_rules(design, max_n=24, rules=[RuleSpec(demand_n_at_dose=6)])
         assert "estimate" in exact_size_problem(demand)
+
+
+@pytest.mark.parametrize("which", [2, 4], ids=["boin12-u-both", "keyboard-obd"])
+def test_integer_index_keys_survive_release_and_pickling(which, monkeypatch):
+    """A graph indexed by integer keys, its index dropped (release_index) or pickled and
+    rebuilt from the arrays, goes on merging states as a fresh state-by-state graph does:
+    the next trials' endings are the same."""
+    import pickle
+    from escalation_sim.engines.cohort import simulate_cohort_chunk
+    from escalation_sim.engines.graph import MAX_PATIENTS, install_graph
+    from escalation_sim.results.oc import OutcomeTally
+    label, design, _, p, q = CASES[which]
+    d = _wrapped(design, 24)
+    graph_mod._GRAPHS.pop(d, None)
+    first = simulate_cohort_chunk(d, p, 9, 0, 1500, efficacy=q).graph
+    assert first._key_scale is not None
+    first.release_index(MAX_PATIENTS)
+    a = simulate_cohort_chunk(d, p, 9, 1500, 3000, efficacy=q)
+    assert a.graph is first and first.stats["index_rebuilds"] > 0
+    graph_mod._GRAPHS.pop(d, None)
+    install_graph(pickle.loads(pickle.dumps(first)))
+    b = simulate_cohort_chunk(d, p, 9, 3000, 4500, efficacy=q)
+    assert b.graph is not first and b.graph._key_scale is not None
+    monkeypatch.setattr(graph_mod.StateGraph, "batch_decisions", False)
+    for got in (a, b):
+        graph_mod._GRAPHS.pop(d, None)
+        ref = simulate_cohort_chunk(d, p, 9, got.trial_start,
+                                    got.trial_start + got.sids.size, efficacy=q)
+        assert ref.graph._key_scale is None
+        want = OutcomeTally.from_graph_sids(ref.graph, ref.sids).counts
+        have = OutcomeTally.from_graph_sids(got.graph, got.sids).counts
+        assert sorted(have.items()) == sorted(want.items())
+    graph_mod._GRAPHS.pop(d, None)
