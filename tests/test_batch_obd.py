@@ -234,3 +234,20 @@ def test_integer_index_keys_survive_release_and_pickling(which, monkeypatch):
         have = OutcomeTally.from_graph_sids(got.graph, got.sids).counts
         assert sorted(have.items()) == sorted(want.items())
     graph_mod._GRAPHS.pop(d, None)
+
+
+def test_cli_refuses_exact_n27_with_one_line_and_exit_2(tmp_path):
+    """Beyond the lifted limit the command line names the file and field (exit 2)."""
+    import subprocess
+    import sys
+    import yaml
+    f = tmp_path / "big.yaml"
+    f.write_text(yaml.safe_dump({"name": "big", "doses": [1, 2, 3, 4], "target": 0.3,
+                                 "truth": {"p_dlt": P, "efficacy": Q},
+                                 "trial": {"max_n": 27, "cohort_size": 3},
+                                 "designs": [{"type": "keyboard-obd"}]}))
+    r = subprocess.run([sys.executable, "-m", "escalation_sim", "run", str(f), "--method",
+                        "exact"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"{f}: trial.max_n: design 'keyboard-obd':" in r.stderr
+    assert "(got 27)" in r.stderr and "Monte Carlo" in r.stderr
