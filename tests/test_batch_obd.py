@@ -251,3 +251,13 @@ def test_cli_refuses_exact_n27_with_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert f"{f}: trial.max_n: design 'keyboard-obd':" in r.stderr
     assert "(got 27)" in r.stderr and "Monte Carlo" in r.stderr
+
+
+def test_quick_first_order_is_first_order():
+    """The joint sweep's merge (one unstable argsort) gives _first_order's arrays."""
+    from escalation_sim.engines.exact import _first_order, _first_order_quick
+    rng = np.random.default_rng(3)
+    for size, hi in ((0, 5), (1, 5), (50, 3), (10_000, 700), (10_000, 10**15)):
+        ids = rng.integers(0, hi, size).astype(np.int64) * 7919
+        for a, b in zip(_first_order(ids), _first_order_quick(ids), strict=True):
+            assert np.array_equal(a, b)

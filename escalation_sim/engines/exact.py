@@ -228,6 +228,30 @@ def _first_order(ids: np.ndarray):
     return uniq[order], rank[inv.ravel()], first[order]
 
 
+def _first_order_quick(ids: np.ndarray):
+    """:func:`_first_order` (the same three arrays) from one unstable argsort: each group's
+    first occurrence is the smallest position in it (``np.minimum.reduceat``), which spares
+    the stable merge sort ``np.unique`` needs for ``return_index`` (half the time on the
+    joint sweep's 8 to 10 million keys a step)."""
+    if not ids.size:
+        e = np.empty(0, dtype=np.int64)
+        return ids[:0], e, e
+    perm = ids.argsort()
+    srt = ids[perm]
+    flag = np.empty(srt.size, dtype=bool)
+    flag[0] = True
+    np.not_equal(srt[1:], srt[:-1], out=flag[1:])
+    starts = np.flatnonzero(flag)
+    first = np.minimum.reduceat(perm, starts)
+    group = np.cumsum(flag) - 1
+    order = np.argsort(first)
+    rank_of_group = np.empty(order.size, dtype=np.int64)
+    rank_of_group[order] = np.arange(order.size)
+    rank = np.empty(ids.size, dtype=np.int64)
+    rank[perm] = rank_of_group[group]
+    return srt[starts][order], rank, first[order]
+
+
 def _sweep(g: StateGraph, pmf: np.ndarray, start_sid: int) -> Tuple[np.ndarray, np.ndarray]:
     """Probability of each stopped trial, as ``(state ids, probabilities)`` in order of
     arrival (a state reached after different numbers of cohorts appears once per number)."""
@@ -478,7 +502,7 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
         key = np.concatenate(keys)
         contrib = np.concatenate(contribs)
         del keys, contribs
-        _, idx, first = _first_order(key)
+        _, idx, first = _first_order_quick(key)
         del key
         src = np.concatenate(srcs)[first]
         k = np.concatenate(codes)[first].astype(i64)
