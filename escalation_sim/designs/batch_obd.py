@@ -7,7 +7,8 @@ and ``b`` (patients with both a DLT and a response per dose), both (states, dose
   as the design's ``decide`` gives them (dose -1 and the ``STOP_INDEX`` code for a stop);
 * ``select_mtd(n, y, cur, last_n, last_y, e, b)``: the OBD per state (-1: none);
 * ``key(n, y, cur, last_n, last_y, e, b)``: ``cur + 1`` (the designs' canonical keys are the
-  counts and the current dose);
+  counts and the current dose); joint rules' keys read the current dose only (the joint
+  array sweep computes them once per parent);
 * ``uses_both``: whether the design reads the "both" counts (its canonical key keeps them).
 
 The wrappers' rules of :mod:`.batch` (``StopAtN``, ``stop_n_at_dose``, ``no_skip``) pass the

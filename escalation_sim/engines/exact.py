@@ -440,6 +440,20 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
     n_pow = (cap + 1) ** np.arange(K, dtype=i64)
     cols = np.arange(K)
     rows_per_pass = max(1, _ROWS // 4)
+    # additive keys when they fit: every count in base cap + 1, so that a child's key is its
+    # parent's plus a table entry per (dose, cohort size, outcome) (the joint rules' ``key``
+    # reads the current dose only, batch_obd's docstring); else the mixed-radix keys below
+    fields = 2 + counts
+    additive = (cap + 1) ** (fields * K) * extra < 1 << 62
+    if additive:
+        pows = ((cap + 1) ** np.arange(fields * K, dtype=i64)).reshape(fields, K)
+        delta = np.zeros((K, C + 1, W1), dtype=i64)
+        for dd in range(K):
+            for cc in range(1, C + 1):
+                delta[dd, cc] = cc * pows[0, dd] + outs[:, 0] * pows[1, dd] \
+                    + outs[:, 1] * pows[2, dd]
+                if counts == 3:
+                    delta[dd, cc] += outs[:, 2] * pows[3, dd]
     while pr.size:
         visited += pr.size
         if visited > MAX_JOINT_ARRAY_STATES:
@@ -481,6 +495,17 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
             if not keep.all():
                 par, k, w, d, c = par[keep], k[keep], w[keep], d[keep], c[keep]
             contribs.append(p_[par] * w)
+            srcs.append(src[par].astype(np.int32))
+            codes.append(k.astype(np.int8))
+            if additive:
+                base = n @ pows[0] + y @ pows[1] + e @ pows[2]
+                if counts == 3:
+                    base += b @ pows[3]
+                zero = np.zeros_like(dose)
+                kpar = rules.key(n, y, dose, size, zero, e, b)
+                keys.append((base[par] + delta[d, c, k]) * extra + kpar[par])
+                del part, n, y, e, b, base, kpar
+                continue
             o = outs[k]
             hit = cols[None, :] == d[:, None]
             cn = n[par] + hit * c[:, None]
@@ -494,8 +519,6 @@ def _joint_array_sweep(rules, K: int, cap: int, pmf: np.ndarray, C: int):
             if counts == 3:
                 key = key * y_range + (cb * radix).sum(axis=1)
             keys.append(key * extra + rules.key(cn, cy, d, c, o[:, 0], ce, cb))
-            srcs.append(src[par].astype(np.int32))
-            codes.append(k.astype(np.int8))
             del part, n, y, e, b, cn, cy, ce, cb, radix, hit, o, key
         if not keys:
             break
