@@ -25,6 +25,7 @@ with these rules (Monte Carlo and the graph's exact sweep): the per-state Python
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Tuple
 
 import numpy as np
@@ -102,6 +103,28 @@ def _packed(ok: np.ndarray):
     m = ok.sum(axis=1)
     inside = np.arange(K)[None, :] < m[:, None]
     return pos, m, inside
+
+
+_RULES: dict = {}
+_RULES_LOCK = threading.Lock()
+#: rules kept per process (their lazily filled tables are reused by later runs of the same
+#: design, e.g. a study's truths)
+_MAX_RULES = 16
+
+
+def cached_rules(cls, design, max_n: int):
+    """``cls(design, max_n)``, or None when ``cls.supports`` refuses, built once per
+    (design, max_n) in a process (designs are hashable values)."""
+    if not cls.supports(design, max_n):
+        return None
+    key = (cls, design, int(max_n))
+    with _RULES_LOCK:
+        rules = _RULES.get(key)
+        if rules is None:
+            if len(_RULES) >= _MAX_RULES:
+                _RULES.clear()
+            rules = _RULES[key] = cls(design, max_n)
+        return rules
 
 
 class _JointRules:
@@ -330,4 +353,4 @@ class KeyboardObdRules(_JointRules):
         return np.where(ok, pos[np.arange(S), best], -1)
 
 
-__all__ = ["Boin12Rules", "KeyboardObdRules", "LazyTable", "LETTERS"]
+__all__ = ["Boin12Rules", "KeyboardObdRules", "LazyTable", "LETTERS", "cached_rules"]

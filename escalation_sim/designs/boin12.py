@@ -411,8 +411,8 @@ class Boin12Design(Design):
     def exact_rules(self, max_n: int) -> Any:
         """The rules on arrays of joint states (:class:`~.batch_obd.Boin12Rules`), or None
         when the tables would be too large."""
-        from .batch_obd import Boin12Rules
-        return Boin12Rules(self, max_n) if Boin12Rules.supports(self, max_n) else None
+        from .batch_obd import Boin12Rules, cached_rules
+        return cached_rules(Boin12Rules, self, max_n)
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         c = joint_counts(state)

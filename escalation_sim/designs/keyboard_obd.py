@@ -373,9 +373,8 @@ class KeyboardObdDesign(Design):
     def exact_rules(self, max_n: int) -> Any:
         """The rules on arrays of joint states (:class:`~.batch_obd.KeyboardObdRules`), or
         None when the tables would be too large."""
-        from .batch_obd import KeyboardObdRules
-        return KeyboardObdRules(self, max_n) if KeyboardObdRules.supports(self, max_n) \
-            else None
+        from .batch_obd import KeyboardObdRules, cached_rules
+        return cached_rules(KeyboardObdRules, self, max_n)
 
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         c = joint_counts(state)
