@@ -556,5 +556,5 @@ register(DesignEntry(
     summary="BOIN12 phase I/II optimal biological dose (Lin et al. 2020; toxicity and "
             "efficacy, utility-based RDS; needs truth.efficacy)",
     # one core's time per trial on the cohort engine, state graph included: a million trials
-    # (4 doses, N = 24) took 3.3-3.6 s of CPU (benchmarks/bench_efficacy.py, README)
-    seconds_per_trial=3.5e-6))
+    # (4 doses, N = 24) took 2.2-2.5 s of CPU (benchmarks/bench_efficacy.py, README)
+    seconds_per_trial=2.3e-6))

@@ -519,5 +519,5 @@ register(DesignEntry(
     summary="Keyboard phase I/II optimal biological dose (R Keyboard 0.1.3 get.oc.obd.kb / "
             "select.obd.kb; needs truth.efficacy)",
     # one core's time per trial on the cohort engine, state graph included: a million trials
-    # (4 doses, N = 24) took 4.2-4.4 s of CPU (benchmarks/bench_efficacy.py, README)
-    seconds_per_trial=4.3e-6))
+    # (4 doses, N = 24) took 2.6-2.9 s of CPU (benchmarks/bench_efficacy.py, README)
+    seconds_per_trial=2.8e-6))
