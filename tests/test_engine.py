@@ -143,6 +143,38 @@ def test_auto_n_jobs_rule():
     assert auto_n_jobs(100.0, 1) == 1
 
 
+def test_auto_n_jobs_estimate_knows_the_efficacy_designs():
+    """The planner's estimate uses a design type's own cost per trial when its registry
+    entry gives one (issue 13: BOIN12 and Keyboard phase I/II build state graphs of 250,000
+    to 310,000 states per million trials, benchmarks/bench_efficacy.py): a million trials of
+    BOIN12 alone is worth two workers, of BOIN alone one (0.35 s at the engine's default)."""
+    from escalation_sim.designs.registry import get_entry
+    from escalation_sim.inputs.scenario import load_scenario_dict
+    from escalation_sim.run.loop import (SECONDS_PER_TRIAL, auto_n_jobs, estimated_seconds,
+                                         plan_run)
+    raw = {"name": "x", "doses": [1, 2, 3, 4], "target": 0.3,
+           "truth": {"p_dlt": [0.05, 0.1, 0.25, 0.4], "efficacy": [0.2, 0.4, 0.5, 0.5]},
+           "trial": {"max_n": 24}, "designs": [{"type": "boin"}, {"type": "boin12"},
+                                               {"type": "keyboard-obd"}],
+           "simulation": {"n_trials": 1_000_000}}
+    sc = load_scenario_dict(raw, "x.yaml")
+    todo = {0: [(0, 1_000_000)]}
+    est = {}
+    for name in ("boin", "boin12", "keyboard-obd"):
+        plan = plan_run(sc, designs=[name])
+        est[name] = estimated_seconds([plan], todo)
+    assert est["boin"] == pytest.approx(SECONDS_PER_TRIAL["cohort"] * 1e6)
+    assert get_entry("boin").seconds_per_trial is None
+    for name in ("boin12", "keyboard-obd"):
+        hint = get_entry(name).seconds_per_trial
+        assert hint is not None and hint > 2 * SECONDS_PER_TRIAL["cohort"]
+        assert est[name] == pytest.approx(hint * 1e6)
+        assert auto_n_jobs(est[name], 2) == 2
+    assert auto_n_jobs(est["boin"], 2) == 1
+    both = estimated_seconds([plan_run(sc)], todo)
+    assert both == pytest.approx(sum(est.values()))
+
+
 def test_explicit_jobs_on_a_tiny_run_run_in_one_process_with_a_note(scenario_yaml):
     """--n-jobs 2 on a run far below MIN_PARALLEL_SECONDS: one process and a note saying so;
     naming the backend starts the workers anyway; results identical either way."""

@@ -18,7 +18,9 @@ in the same order (so its results are those of ``decide`` / ``select_mtd`` to th
 them from tables filled by the scalar code itself, or, for CRM's posterior, decides from a
 batched computation only where it is far from any tie and asks the scalar code otherwise.
 ``exact_rules`` returns None for a design (or an option) not covered here; exact enumeration
-then calls the scalar methods state by state, as before.  tests/test_exact_batch.py holds
+then calls the scalar methods state by state, as before.  The toxicity-and-efficacy designs'
+rules (:mod:`.batch_obd`) take two more per-state arrays after these arguments, the
+responders ``e`` and the "both" counts ``b``; the wrappers' rules here pass them through.  tests/test_exact_batch.py holds
 every rule to the scalar methods on every state of whole enumerations.
 """
 from __future__ import annotations
@@ -43,11 +45,12 @@ class StopAtNRules:
         self.base = base
         self.n = int(n)
         self.key_range = base.key_range
+        self.uses_both = getattr(base, "uses_both", False)   # joint rules (batch_obd)
 
-    def key(self, n, y, cur, last_n, last_y):
-        return self.base.key(n, y, cur, last_n, last_y)
+    def key(self, n, y, cur, last_n, last_y, *more):
+        return self.base.key(n, y, cur, last_n, last_y, *more)
 
-    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
+    def decide(self, n, y, cur, last_n, last_y, total, *more) -> Arrays:
         S = total.size
         dose = np.full(S, -1, dtype=np.int64)
         size = np.zeros(S, dtype=np.int64)
@@ -56,14 +59,14 @@ class StopAtNRules:
         if go.any():
             idx = np.flatnonzero(go)
             d, c, k = self.base.decide(n[idx], y[idx], cur[idx], last_n[idx], last_y[idx],
-                                       total[idx])
+                                       total[idx], *(m[idx] for m in more))
             room = self.n - total[idx]
             c = np.where((d >= 0) & (c > room), room, c)
             dose[idx], size[idx], code[idx] = d, c, k
         return dose, size, code
 
-    def select_mtd(self, n, y, cur, last_n, last_y):
-        return self.base.select_mtd(n, y, cur, last_n, last_y)
+    def select_mtd(self, n, y, cur, last_n, last_y, *more):
+        return self.base.select_mtd(n, y, cur, last_n, last_y, *more)
 
 
 class _Forward:
@@ -73,20 +76,21 @@ class _Forward:
         self.base = base
         self.n = int(n)
         self.key_range = base.key_range
+        self.uses_both = getattr(base, "uses_both", False)   # joint rules (batch_obd)
 
-    def key(self, n, y, cur, last_n, last_y):
-        return self.base.key(n, y, cur, last_n, last_y)
+    def key(self, n, y, cur, last_n, last_y, *more):
+        return self.base.key(n, y, cur, last_n, last_y, *more)
 
-    def select_mtd(self, n, y, cur, last_n, last_y):
-        return self.base.select_mtd(n, y, cur, last_n, last_y)
+    def select_mtd(self, n, y, cur, last_n, last_y, *more):
+        return self.base.select_mtd(n, y, cur, last_n, last_y, *more)
 
 
 class StopWhenNAtDoseRules(_Forward):
     """:class:`~escalation_sim.designs.rules.StopWhenNAtDose`: stop when the next dose
     already has ``n`` patients."""
 
-    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
-        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
+    def decide(self, n, y, cur, last_n, last_y, total, *more) -> Arrays:
+        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total, *more)
         go = dose >= 0
         hit = go & (n[np.arange(dose.size), np.where(go, dose, 0)] >= self.n)
         return (np.where(hit, -1, dose), np.where(hit, 0, size),
@@ -97,8 +101,8 @@ class NoSkippingRules(_Forward):
     """:class:`~escalation_sim.designs.rules.NoSkipping`: never above the highest dose
     tried + 1."""
 
-    def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
-        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
+    def decide(self, n, y, cur, last_n, last_y, total, *more) -> Arrays:
+        dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total, *more)
         K = n.shape[1]
         tried = n > 0
         highest = np.where(tried.any(axis=1), K - 1 - tried[:, ::-1].argmax(axis=1), -1)
@@ -476,8 +480,12 @@ def check_against_scalar(design, rules, states) -> Optional[str]:
     cur = np.array([-1 if s.current is None else s.current for s in states], dtype=np.int64)
     ln = np.array([s.last_n for s in states], dtype=np.int64)
     ly = np.array([s.last_y for s in states], dtype=np.int64)
-    d, c, k = rules.decide(n, y, cur, ln, ly, n.sum(axis=1))
-    m = rules.select_mtd(n, y, cur, ln, ly)
+    more = ()
+    if states and getattr(states[0], "e", ()):      # joint states: responders, both
+        more = (np.array([s.e for s in states], dtype=np.int64),
+                np.array([s.b for s in states], dtype=np.int64))
+    d, c, k = rules.decide(n, y, cur, ln, ly, n.sum(axis=1), *more)
+    m = rules.select_mtd(n, y, cur, ln, ly, *more)
     for i, s in enumerate(states):
         dec = design.decide(s)
         want = (-1, 0, codes[dec.stop_reason]) if dec.stop else (dec.dose, dec.cohort_size, 0)

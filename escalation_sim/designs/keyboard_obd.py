@@ -370,6 +370,12 @@ class KeyboardObdDesign(Design):
 
     select_obd = select_mtd
 
+    def exact_rules(self, max_n: int) -> Any:
+        """The rules on arrays of joint states (:class:`~.batch_obd.KeyboardObdRules`), or
+        None when the tables would be too large."""
+        from .batch_obd import KeyboardObdRules, cached_rules
+        return cached_rules(KeyboardObdRules, self, max_n)
+
     def estimates(self, state: TrialState) -> Dict[str, Any]:
         c = joint_counts(state)
         us = self.rules.utilities(c)
@@ -511,4 +517,7 @@ register(DesignEntry(
     type="keyboard-obd", spec_model=Spec, make=make, design_class=KeyboardObdDesign,
     table=keyboard_obd_table,
     summary="Keyboard phase I/II optimal biological dose (R Keyboard 0.1.3 get.oc.obd.kb / "
-            "select.obd.kb; needs truth.efficacy)"))
+            "select.obd.kb; needs truth.efficacy)",
+    # one core's time per trial on the cohort engine, state graph included: a million trials
+    # (4 doses, N = 24) took 2.6-2.9 s of CPU (benchmarks/bench_efficacy.py, README)
+    seconds_per_trial=2.8e-6))

@@ -14,7 +14,10 @@ scenario loader, the engines and the command line never name a design:
   the trial (the default: the trial's, overridden by the spec; 3+3 uses cohorts of 3 and no
   cap unless its spec sets ``max_n``);
 * ``table(request)``: its decision table (:mod:`escalation_sim.designs.tables`); the default
-  is the next dose after each outcome of the next cohort, which fits any design.
+  is the next dose after each outcome of the next cohort, which fits any design;
+* ``seconds_per_trial``: one core's time per trial on the time-free cohort engine, for the
+  automatic choice of the number of workers (``n_jobs: auto``), when it is well above the
+  engine's default figure (``run.loop.SECONDS_PER_TRIAL``); None: the default.
 """
 from __future__ import annotations
 
@@ -54,6 +57,9 @@ class DesignEntry:
     summary: str = ""
     trial_size: Callable[[DesignSpecBase, DesignContext], TrialSize] = trial_size_from_context
     table: Optional[Callable[["TableRequest"], "DecisionTable"]] = None
+    #: one core's seconds per trial on the cohort engine (4 doses, N = 24), when the
+    #: engine's default estimate would be far too low (None: the default)
+    seconds_per_trial: Optional[float] = None
 
     @property
     def time_to_event(self) -> bool:

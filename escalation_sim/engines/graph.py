@@ -19,6 +19,12 @@ work per new state is one ``TrialState``, one ``canonical`` key, one ``decide`` 
 so designs that cache per-count work (CRM's posterior fits) find states with equal counts one
 after the other.
 
+A toxicity-and-efficacy design with batch rules (``Design.exact_rules``,
+:mod:`escalation_sim.designs.batch_obd`) grows faster: its children are looked up by integer
+keys computed on arrays (equal exactly when the canonical keys are) and its new states are
+decided in one batch, with no ``JointState`` built (:attr:`StateGraph.batch_rules`); the
+graph is the same, state for state.
+
 Memory: the states live in the arrays (about 60 bytes per state for 6 doses), not as Python
 objects; ``graph.states[sid]`` rebuilds a ``TrialState`` on demand.  The only Python objects per
 state are the canonical keys of the look-up index, kept per *level* (total patients).  A state
@@ -167,6 +173,11 @@ class _StateView(Sequence):
 class StateGraph:
     """Growable graph of trial states for one design (see the module docstring)."""
 
+    #: decide new states of a toxicity-and-efficacy design in batches with the design's
+    #: ``exact_rules`` when it has them (:attr:`batch_rules`); False: one ``decide`` call per
+    #: state (the reference, for tests)
+    batch_decisions = True
+
     def __init__(self, design: Design, max_states: int = 50_000_000):
         self.design = design
         self.K = int(design.n_doses)
@@ -196,6 +207,7 @@ class StateGraph:
         # with ``trans`` last, and a transition not yet visible (-1) sends the reader to the
         # locked path, which looks again.
         self._lock = threading.RLock()
+        self._set_keys()
         self.add(JointState.empty(self.K) if self.joint else TrialState.empty(self.K))
 
     def _set_joint(self) -> None:
@@ -276,9 +288,16 @@ class StateGraph:
             lvl = self._levels[total] = {}
             if total in self._released:
                 self._released.discard(total)
-                canonical = self.design.canonical
-                for sid in np.flatnonzero(self.total_n[: self._n] == total).tolist():
-                    lvl[canonical(self.state(sid))] = sid
+                sids = np.flatnonzero(self.total_n[: self._n] == total)
+                if self._key_scale is not None:
+                    lvl.update(zip(self._int_keys(self.n[sids], self.y[sids], self.e[sids],
+                                                  self.b[sids], self.cur[sids],
+                                                  self.last_n[sids], self.last_y[sids]).tolist(),
+                                   sids.tolist()))
+                else:
+                    canonical = self.design.canonical
+                    for sid in sids.tolist():
+                        lvl[canonical(self.state(sid))] = sid
                 self.stats["index_rebuilds"] += 1
         return lvl
 
@@ -303,7 +322,14 @@ class StateGraph:
         """Id of ``state`` (of its canonical class), adding it if it is new."""
         with self._lock:
             t = int(state.total_n)
-            key = self.design.canonical(state)
+            if self._key_scale is not None:
+                key = int(self._int_keys(
+                    np.array([state.n]), np.array([state.y]), np.array([state.e]),
+                    np.array([state.b]), np.array([-1 if state.current is None
+                                                   else state.current]),
+                    np.array([state.last_n]), np.array([state.last_y]))[0])
+            else:
+                key = self.design.canonical(state)
             lvl = self._level(t)
             sid = lvl.get(key)
             if sid is None:
@@ -318,6 +344,71 @@ class StateGraph:
                             np.array([t]), np.array([self._decision(state)]))
                 lvl[key] = sid
             return sid
+
+    @property
+    def batch_rules(self):
+        """The design's rules on arrays (:mod:`escalation_sim.designs.batch_obd`) that decide
+        the new states of a toxicity-and-efficacy design in batches, or None (another
+        design, no patient cap, a rule without batch form, or :attr:`batch_decisions`
+        off): the decisions are the scalar ones to the bit either way."""
+        if "_batch" not in self.__dict__:
+            rules = None
+            cap = self.design.max_n
+            if self.joint and self.batch_decisions and cap is not None:
+                rules = self.design.exact_rules(int(cap))
+            self._batch = rules
+        return self._batch
+
+    def _set_keys(self) -> None:
+        """Integer index keys for a joint design with batch rules (``_key_scale``, else
+        None: the design's canonical keys).  A key encodes n per dose in base N + 1, then
+        DLTs, responders and (when the design reads them, ``rules.uses_both``) the "both"
+        counts per dose each in mixed radix n_d + 1, then the rules' ``key`` (the current
+        dose): two states get equal keys exactly when their canonical keys are equal, and
+        no ``JointState`` need be built to look a child up."""
+        self._key_scale = None
+        rules = self.batch_rules
+        if rules is None:
+            return
+        K, cap = self.K, int(self.design.max_n)
+        counts = 3 if rules.uses_both else 2
+        y_range = int((cap / K + 1) ** K) + 1
+        if (cap + 1) ** K * y_range ** counts * rules.key_range < 1 << 62:
+            self._key_scale = (cap, y_range, counts)
+
+    def _int_keys(self, n, y, e, b, cur, last_n, last_y) -> np.ndarray:
+        """The integer keys (:meth:`_set_keys`) of states given as arrays."""
+        cap, y_range, counts = self._key_scale
+        i64 = np.int64
+        n, y, e, b = (a.astype(i64) for a in (n, y, e, b))
+        cur, last_n, last_y = (a.astype(i64) for a in (cur, last_n, last_y))
+        radix = np.ones_like(n)
+        np.cumprod(n[:, :-1] + 1, axis=1, out=radix[:, 1:])
+        key = (n @ ((cap + 1) ** np.arange(self.K, dtype=i64))) * y_range \
+            + (y * radix).sum(axis=1)
+        key = key * y_range + (e * radix).sum(axis=1)
+        if counts == 3:
+            key = key * y_range + (b * radix).sum(axis=1)
+        return key * self._batch.key_range + self._batch.key(n, y, cur, last_n, last_y, e, b)
+
+    def _batch_decisions(self, cn, cy, ce, cb, d, c, last_t, tot) -> np.ndarray:
+        """``(dose, size, stop code, mtd)`` rows of new joint states, from
+        :attr:`batch_rules` (what :meth:`_decision` gives state by state), checked."""
+        i64 = np.int64
+        n, y, e, b = (a.astype(i64) for a in (cn, cy, ce, cb))
+        cur, ln, ly = d.astype(i64), c.astype(i64), last_t.astype(i64)
+        rules = self._batch
+        dose, size, code = rules.decide(n, y, cur, ln, ly, tot.astype(i64), e, b)
+        mtd = np.full(dose.size, -2, dtype=i64)
+        stop = dose < 0
+        if stop.any():
+            mtd[stop] = rules.select_mtd(n[stop], y[stop], cur[stop], ln[stop], ly[stop],
+                                         e[stop], b[stop])
+        go = ~stop
+        if ((dose[go] >= self.K).any() or (size[go] < 1).any() or (size[go] > self.C).any()
+                or (code[stop] <= 0).any()):
+            raise RuntimeError(f"{self.design!r}: batch rules returned an invalid decision")
+        return np.column_stack([dose, size, code, mtd])
 
     def _decision(self, state: TrialState) -> Tuple[int, int, int, int]:
         """``(dose, size, stop code, mtd)`` of a new state, checked; the MTD of a stopped
@@ -398,6 +489,8 @@ class StateGraph:
         self.stats["build_seconds"] += time.perf_counter() - t0
 
     def _expand_slice(self, sids, ys, d, c, cn, cy, ce, cb, tot) -> None:
+        if self._key_scale is not None:
+            return self._expand_slice_keys(sids, ys, d, c, cn, cy, ce, cb, tot)
         canonical = self.design.canonical
         tuples = self._tuples
         n_t = list(map(tuple, cn.tolist()))
@@ -438,9 +531,49 @@ class StateGraph:
                 child.append(sid)
             if new_rows:
                 t0 = time.perf_counter()
-                dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
-                self.stats["design_seconds"] += time.perf_counter() - t0
                 r = np.array(new_rows, dtype=np.int64)
+                if self.batch_rules is not None:
+                    dec = self._batch_decisions(cn[r], cy[r], ce[r], cb[r], d[r], c[r],
+                                                last_t[r], tot[r])
+                else:
+                    dec = np.array([self._decision(st) for st in new_states], dtype=np.int64)
+                self.stats["design_seconds"] += time.perf_counter() - t0
+                self._write(cn[r], cy[r], ce[r], cb[r], d[r], c[r], last_t[r], tot[r], dec)
+        except BaseException:
+            for lvl, key in added:
+                del lvl[key]
+            raise
+        self.trans[sids, ys] = child
+
+    def _expand_slice_keys(self, sids, ys, d, c, cn, cy, ce, cb, tot) -> None:
+        """:meth:`_expand_slice` for a joint design with batch rules: the children are
+        looked up by integer keys (:meth:`_set_keys`) computed on arrays, and the new ones
+        decided in one batch; the ids come in the same order (first arrival)."""
+        last_t = joint_decode(ys.astype(np.int64), self.C)[0]
+        keys = self._int_keys(cn, cy, ce, cb, d, c, last_t).tolist()
+        levels: Dict[int, Dict[Any, int]] = {}
+        child: List[int] = []
+        new_rows: List[int] = []
+        added: List[tuple] = []
+        nxt = self._n
+        try:
+            for i, (key, t) in enumerate(zip(keys, tot.tolist())):
+                lvl = levels.get(t)
+                if lvl is None:
+                    lvl = levels[t] = self._level(t)
+                sid = lvl.get(key)
+                if sid is None:
+                    sid = lvl[key] = nxt
+                    nxt += 1
+                    new_rows.append(i)
+                    added.append((lvl, key))
+                child.append(sid)
+            if new_rows:
+                t0 = time.perf_counter()
+                r = np.array(new_rows, dtype=np.int64)
+                dec = self._batch_decisions(cn[r], cy[r], ce[r], cb[r], d[r], c[r],
+                                            last_t[r], tot[r])
+                self.stats["design_seconds"] += time.perf_counter() - t0
                 self._write(cn[r], cy[r], ce[r], cb[r], d[r], c[r], last_t[r], tot[r], dec)
         except BaseException:
             for lvl, key in added:
@@ -526,6 +659,7 @@ class StateGraph:
         self.states = _StateView(self)
         self.stats = dict(data["stats"])
         self._lock = threading.RLock()
+        self._set_keys()
 
     def __repr__(self) -> str:
         return f"<StateGraph of {self.design!r}: {self._n} states>"

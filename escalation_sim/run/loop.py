@@ -119,10 +119,27 @@ def auto_n_jobs(work_seconds: float, most: int) -> int:
     return max(1, min(int(most), int(work_seconds)))
 
 
+def seconds_per_trial(item: DesignItem, engine: str) -> float:
+    """One core's estimated time per trial of ``item`` on ``engine``: the design type's own
+    figure on the cohort engine when its registry entry gives one (``seconds_per_trial``:
+    the efficacy designs, whose state graphs are far larger), else
+    :data:`SECONDS_PER_TRIAL`."""
+    base = SECONDS_PER_TRIAL.get(engine, 0.0)
+    if engine != "cohort":
+        return base
+    from ..designs.registry import get_entry
+    try:
+        hint = get_entry(item.type).seconds_per_trial
+    except KeyError:          # a design built in Python under a type name not registered
+        hint = None
+    return base if hint is None else float(hint)
+
+
 def estimated_seconds(plans: Sequence["RunPlan"], todo: Dict[Any, List[Tuple[int, int]]]) -> float:
-    """One core's estimated time for the chunks still to run (:data:`SECONDS_PER_TRIAL`)."""
-    return sum(SECONDS_PER_TRIAL.get(p.engine, 0.0) * len(p.items) * (b - a)
-               for p in plans for a, b in todo.get(p.key, ()))
+    """One core's estimated time for the chunks still to run (:func:`seconds_per_trial` of
+    each design)."""
+    return sum(seconds_per_trial(it, p.engine) * (b - a)
+               for p in plans for it in p.items for a, b in todo.get(p.key, ()))
 
 
 def dispatch_for(scenario: Optional[Scenario] = None, n_jobs: Optional[int] = None,
