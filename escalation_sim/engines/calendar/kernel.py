@@ -93,7 +93,7 @@ _waiting_noted = False
 
 def _lock_path() -> str:
     """The lock file beside numba's on-disk cache of the kernel (the folder numba writes)."""
-    cache = getattr(getattr(run_block, "_cache", None), "_cache_path", None)
+    cache = getattr(getattr(_ENTRY, "_cache", None), "_cache_path", None)
     folder = cache if cache and os.path.isdir(cache) else None
     if folder is None:
         import tempfile
@@ -104,7 +104,7 @@ def _lock_path() -> str:
 
 def _compiled() -> bool:
     """The kernel is compiled (or loaded from the disk cache) in this process."""
-    return bool(getattr(run_block, "signatures", None))
+    return bool(getattr(_ENTRY, "signatures", None))
 
 
 def take_compile_turn() -> bool:
@@ -879,6 +879,11 @@ def run_block(T, PI, PF, manuf, p, ready, n_elig, at, failed, fail_at, drop, dro
         o_float[r, 1] = X[X_F, F_FIRST]
         for k in range(Q[Q_S, S_NDT]):
             o_dts[r, k] = X[X_DTS, k]
+
+
+#: the compiled entry itself (what take_compile_turn asks about, even where tests wrap
+#: ``run_block`` to count its calls)
+_ENTRY = run_block
 
 
 # ---------------------------------------------------------------- the driver
