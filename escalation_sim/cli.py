@@ -1530,11 +1530,12 @@ def _calendar_engine(engine: Optional[str]):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _load_inputs()
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
         else set()
+    _start_pool_early(args)
+    _load_inputs()
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     old_term = None
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -1596,6 +1597,33 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if "escalation_sim.run.pool" in sys.modules:  # the command is over: end idle workers
+            sys.modules["escalation_sim.run.pool"].stop_pool()
+
+
+def _start_pool_early(args) -> None:
+    """``run --n-trials N`` with N large enough that the run will use worker processes
+    whatever the scenario says (the work is at least N trials of one design on the fastest
+    engine): start the worker pool now, before the package is imported and the scenario read
+    here, so that the workers' own start-up (interpreter and imports, ~0.3 s) overlaps
+    this process's.  The run then finds the pool started (it resizes it if it wants
+    another number of workers; a pool it does not use ends with the command)."""
+    cpus = os.cpu_count() or 1
+    jobs = args.n_jobs if args.command == "run" else None
+    if (args.command != "run" or cpus < 2 or args.n_trials is None or args.resume
+            or args.method == "exact" or getattr(args, "calendar_engine", None)
+            or args.backend not in (None, "loky") or args.scheduler
+            or jobs is not None and not (jobs == -1 or 2 <= jobs <= 1024)
+            or not 1 <= args.n_trials <= 10 ** 9):
+        return   # (bad values are reported by the command)
+    from .run import pool
+    work = args.n_trials * min(pool.SECONDS_PER_TRIAL.values())
+    if jobs is None:   # auto, unless the scenario file sets n_jobs (the pool is then unused)
+        n = pool.auto_n_jobs(work, cpus)
+    else:
+        n = min(cpus if jobs == -1 else jobs, cpus) if work >= pool.MIN_PARALLEL_SECONDS else 1
+    if n > 1:
+        pool.start_pool(n - 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,88 @@
+"""The worker pool of local parallel runs, and how many workers a run gets.
+
+A run with ``n_jobs`` J > 1 on the default backend (loky) computes its chunks in this process
+and in a pool of J - 1 loky worker processes, all taking chunks from one queue
+(:func:`escalation_sim.run.loop.execute`).  The pool is process-wide and reused: a second run
+in the same process (a notebook's) finds its workers started, their imports done and their
+state graphs built.  Starting it returns at once; the workers start (interpreter, imports)
+while this process goes on, so the command line can start it before it has even read the
+scenario (:func:`start_pool` from ``cli.main``).
+
+This module imports nothing heavy: the command line consults it before importing numpy.
+"""
+from __future__ import annotations
+
+#: one core's time per trial and design, by engine, for choosing the number of workers (the
+#: cohort engine's figure is BOIN/CRM at N = 24, benchmarks/bench_oc.py; the calendar
+#: engine's the seed scenario, benchmarks/bench_des.py -- estimates, never limits)
+SECONDS_PER_TRIAL = {"cohort": 3.5e-7, "des": 2.5e-4}
+#: below this many estimated one-core seconds a run stays in one process when nobody chose
+#: ``n_jobs``: its workers would be up (~0.3-0.5 s: interpreter and imports) too late to
+#: take much of the work; the parent computes from the start, so above it they only add
+AUTO_PARALLEL_SECONDS = 1.0
+#: an explicit ``n_jobs`` > 1 on a process backend chosen by default still runs in one
+#: process below this many estimated seconds (the workers would not be up before it ends)
+MIN_PARALLEL_SECONDS = 0.5
+#: idle pool workers end after this many seconds
+POOL_IDLE_SECONDS = 300
+#: thread pools of numerical libraries in the workers: one thread each (the processes are
+#: the parallelism)
+_POOL_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                              "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")}
+
+_POOL = None
+
+
+def auto_n_jobs(work_seconds: float, most: int) -> int:
+    """Processes for a run estimated at ``work_seconds`` on one core: one below
+    :data:`AUTO_PARALLEL_SECONDS`, else one per second of work (at least two), at most
+    ``most``."""
+    if work_seconds < AUTO_PARALLEL_SECONDS or most <= 1:
+        return 1
+    return max(2, min(int(most), int(work_seconds)))
+
+
+def _worker_start() -> None:
+    """Each pool worker runs this as it starts: the imports every time-free chunk needs,
+    done while the parent computes its first chunks."""
+    from . import runner  # noqa: F401  (the cohort engine, state graphs, tallies)
+
+
+def pool_chunk(key, args: tuple, kwargs: dict):
+    """A chunk computed in a worker: ``(key, run_chunk(*args, **kwargs))``."""
+    from .runner import run_chunk
+    return key, run_chunk(*args, **kwargs)
+
+
+def start_pool(n_workers: int):
+    """The process-wide pool with ``n_workers`` workers (a loky process pool), started if
+    needed (a pool of another size, or a broken one, is replaced).  It returns at once: the
+    workers start while the caller goes on."""
+    global _POOL
+    pool = _POOL[0] if _POOL is not None else None
+    if pool is not None and _POOL[1] == n_workers and not _broken(pool):
+        return pool
+    stop_pool()
+    from joblib.externals.loky import ProcessPoolExecutor
+    pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
+                               initializer=_worker_start, env=dict(_POOL_ENV))
+    _POOL = (pool, n_workers)
+    return pool
+
+
+def _broken(pool) -> bool:
+    flags = getattr(pool, "_flags", None)
+    return bool(getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
+
+
+def stop_pool() -> None:
+    """End the pool's workers now, if :func:`start_pool` started any: after an error or an
+    interrupt, and when a command is over (a process about to exit then does not wait for
+    idle workers to wind down)."""
+    global _POOL
+    if _POOL is not None:
+        pool, _POOL = _POOL[0], None
+        # waiting lets the pool's manager thread end the workers and close the pool's
+        # queues (~15 ms); the pool, dropped here, then releases its semaphores while
+        # loky's resource tracker still runs (an interrupted command ends it next)
+        pool.shutdown(wait=True, kill_workers=True)
