@@ -12,6 +12,8 @@ This module imports nothing heavy: the command line consults it before importing
 """
 from __future__ import annotations
 
+import os
+
 #: one core's time per trial and design, by engine, for choosing the number of workers (the
 #: cohort engine's figure is BOIN/CRM at N = 24, benchmarks/bench_oc.py; the calendar
 #: engine's the seed scenario, benchmarks/bench_des.py -- estimates, never limits)
@@ -30,7 +32,12 @@ POOL_IDLE_SECONDS = 300
 _POOL_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                               "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")}
 
-_POOL = None
+#: environment variables the workers read, inherited when they start: a pool started under
+#: other values is replaced (``--calendar-engine`` sets the first,
+#: :data:`escalation_sim.engines.calendar.fast.ENV_VAR`)
+_INHERITED = ("ESCALATION_SIM_CALENDAR_ENGINE",)
+
+_POOL = None   # (executor, (workers, values of _INHERITED)) once started
 
 
 def auto_n_jobs(work_seconds: float, most: int) -> int:
@@ -59,14 +66,14 @@ def start_pool(n_workers: int):
     needed (a pool of another size, or a broken one, is replaced).  It returns at once: the
     workers start while the caller goes on."""
     global _POOL
-    pool = _POOL[0] if _POOL is not None else None
-    if pool is not None and _POOL[1] == n_workers and not _broken(pool):
-        return pool
+    key = (n_workers, tuple(os.environ.get(k) for k in _INHERITED))
+    if _POOL is not None and _POOL[1] == key and not _broken(_POOL[0]):
+        return _POOL[0]
     stop_pool()
     from joblib.externals.loky import ProcessPoolExecutor
     pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
                                initializer=_worker_start, env=dict(_POOL_ENV))
-    _POOL = (pool, n_workers)
+    _POOL = (pool, key)
     return pool
 
 
