@@ -3,7 +3,7 @@
     escalation-sim run scenarios/standard_mtd3.yaml --design boin --n-trials N [--n-jobs J]
 
 (a fresh process each time: interpreter, imports, scenario, worker start-up, the run, the
-printed table and the exit) for N = 1e6 and 1e7 with one job, two jobs and auto (no
+printed table and the exit; the package's bytecode cached, as after ``pip install``) for N = 1e6 and 1e7 with one job, two jobs and auto (no
 ``--n-jobs``), and the ratios one job / two jobs and one job / auto.  Targets: two jobs at
 least 1.7x one job at 1e7 and never slower than one; 1e6 trials on one job at most 1.0 s.
 
@@ -54,12 +54,18 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", default=["1e6", "1e7"], help="trial counts")
     ap.add_argument("--jobs", nargs="+", default=["1", "2", "auto"],
                     help="--n-jobs values ('auto': the option left out)")
+    ap.add_argument("--no-bytecode", action="store_true",
+                    help="keep PYTHONDONTWRITEBYTECODE if set: every process (workers too) "
+                         "then compiles the package from source, ~0.3 s of CPU each")
     add_save_option(ap, "parallel.jsonl")
     a = ap.parse_args()
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if not a.no_bytecode:   # as installed: pip writes the .pyc files at install time
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
     sizes = [int(float(s)) for s in a.sizes]
-    print(f"cpus {os.cpu_count()}, load average before: {load()}")
-    wall(command(10_000, "1"), env)   # warm the file cache
+    print(f"cpus {os.cpu_count()}, load average before: {load()}, bytecode "
+          f"{'not written' if env.get('PYTHONDONTWRITEBYTECODE') else 'cached'}")
+    wall(command(10_000, "1"), env)   # warm the file cache (and write the .pyc files)
     times = {(n, j): [] for n in sizes for j in a.jobs}
     for _ in range(a.rounds):
         for n in sizes:
@@ -75,7 +81,8 @@ def main() -> None:
             record(a.save, benchmark="parallel_cold", design="boin", n_trials=n, n_jobs=j,
                    median_s=med[j], min_s=min(times[n, j]), rounds=a.rounds,
                    ratio_vs_one=med["1"] / med[j] if "1" in med else None,
-                   load_after=os.getloadavg()[0])
+                   load_after=os.getloadavg()[0],
+                   bytecode=not env.get("PYTHONDONTWRITEBYTECODE"))
 
 
 if __name__ == "__main__":
