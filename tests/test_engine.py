@@ -61,11 +61,18 @@ def test_bit_identical_across_jobs_and_chunks(scenario):
 def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog):
     """n_jobs 2 on loky: this process and one pool worker take chunks from one queue (issue
     16); the results equal one process's to the bit for any chunk size, whichever process
-    computed which chunk.  The worker is handed two chunks before the parent computes its
-    first, so both always compute some (the loop's log line says how many)."""
+    computed which chunk.  With the worker up (started here first) it is handed two chunks
+    before the parent computes its first, so both compute some (the loop's log line says
+    how many)."""
     import logging
     import re
+    import time
+    from escalation_sim.run import pool
     sc = scenario(TRUTHS["mtd2"])
+    pool.start_pool(1)
+    deadline = time.monotonic() + 120
+    while not pool.pool_up() and time.monotonic() < deadline:
+        time.sleep(0.05)
     ref = simulate(sc, n_trials=20000, seed=5, backend="sequential", chunk_size=20000).to_dict()
     for cs in (997, 2500):
         caplog.clear()

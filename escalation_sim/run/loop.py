@@ -49,7 +49,8 @@ from .checkpoint import Checkpoint, ChunkDamaged, CheckpointError
 from .merge import ChunkMerger
 from . import RunNote
 from .pool import (AUTO_PARALLEL_SECONDS, MIN_PARALLEL_SECONDS,  # noqa: F401 (re-exported)
-                   SECONDS_PER_TRIAL, auto_n_jobs, pool_chunk, start_pool, stop_pool)
+                   SECONDS_PER_TRIAL, auto_n_jobs, pool_chunk, pool_up, start_pool,
+                   stop_pool)
 from .runner import (backend_session, chunk_ranges, default_chunk_size, make_parallel,
                      resolve_n_jobs, run_chunk)
 
@@ -435,9 +436,11 @@ def _shared_chunks(tasks, n_workers: int):
 
     One queue of chunks, in chunk order.  The pool is started (it returns at once; the
     command line may have started it already) and this process computes chunks while the
-    workers start (interpreter and imports, ~0.3 s each).  Each worker has at most
-    ``1 + _QUEUED_PER_WORKER`` chunks in hand; every other chunk stays in the queue and goes
-    to whoever is free first, so at the end the parent waits for at most those.  Results do
+    workers start (interpreter and imports, ~0.3 s each).  Chunks go to the workers once
+    one is up, each then holding at most ``1 + _QUEUED_PER_WORKER``; every other chunk stays
+    in the queue and goes to whoever is free first.  So a run that ends before the workers
+    are up is not slower than one process, and at the end the parent waits for at most
+    two chunks per worker.  Results do
     not depend on who computed which chunk: chunks are seeded by trial index and tallies
     merge exactly, in any order.
 
@@ -456,6 +459,8 @@ def _shared_chunks(tasks, n_workers: int):
     first = 0.0   # seconds until the workers' first chunk came in
 
     def feed() -> None:
+        if not pool_up():   # no worker up yet: the parent computes on
+            return
         while queue and len(running) < n_workers * (1 + _QUEUED_PER_WORKER):
             p, a, b = queue.popleft()
             running[pool.submit(pool_chunk, p.key, *_chunk_args(p, a, b))] = None

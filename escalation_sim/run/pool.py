@@ -37,7 +37,7 @@ _POOL_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
 #: :data:`escalation_sim.engines.calendar.fast.ENV_VAR`)
 _INHERITED = ("ESCALATION_SIM_CALENDAR_ENGINE",)
 
-_POOL = None   # (executor, (workers, values of _INHERITED)) once started
+_POOL = None   # (executor, (workers, values of _INHERITED), future of an _up task)
 
 
 def auto_n_jobs(work_seconds: float, most: int) -> int:
@@ -73,8 +73,19 @@ def start_pool(n_workers: int):
     from joblib.externals.loky import ProcessPoolExecutor
     pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
                                initializer=_worker_start, env=dict(_POOL_ENV))
-    _POOL = (pool, key)
+    _POOL = (pool, key, pool.submit(_up))
     return pool
+
+
+def _up() -> None:
+    """A no-op task: its result says that a worker is up (started, imports done)."""
+
+
+def pool_up() -> bool:
+    """Whether a worker of the pool :func:`start_pool` gave last is up (it has run a
+    task).  The run loop hands chunks to the workers only from then on: a worker still
+    starting would hold them while the parent, which could compute them, waits."""
+    return _POOL is not None and _POOL[2].done()
 
 
 def _broken(pool) -> bool:
