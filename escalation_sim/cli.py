@@ -1533,7 +1533,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
         else set()
-    _start_pool_early(args)
+    try:
+        _start_pool_early(args)
+    except KeyboardInterrupt:   # a Ctrl-C this early: nothing to keep
+        _stop_pool(collect=True)
+        print("interrupted", file=sys.stderr)
+        return 130
     _load_inputs()
     args.argv = list(sys.argv[1:] if argv is None else argv)
     old_term = None
@@ -1550,10 +1555,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Terminated:
         if old_term is not None:  # a second SIGTERM must not cut the cleanup short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_pool(collect=True)
         _stop_children(before)
         print("terminated", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        _stop_pool(collect=True)
         _stop_children(before)
         print("interrupted", file=sys.stderr)
         return 130
@@ -1597,8 +1604,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
-        if "escalation_sim.run.pool" in sys.modules:  # the command is over: end idle workers
-            sys.modules["escalation_sim.run.pool"].stop_pool()
+        _stop_pool()   # the command is over: end idle workers
+
+
+def _stop_pool(collect: bool = False) -> None:
+    """End the worker pool if the command started one (before ``_stop_children`` after an
+    interrupt: the pool's semaphores are released while their resource tracker runs)."""
+    if "escalation_sim.run.pool" in sys.modules:
+        sys.modules["escalation_sim.run.pool"].stop_pool(collect)
 
 
 def _start_pool_early(args) -> None:

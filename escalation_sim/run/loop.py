@@ -486,9 +486,9 @@ def _shared_chunks(tasks, n_workers: int):
                  first)
     finally:
         if not done:   # an error or an interrupt: stop the workers, drop their chunks
-            for f in running:
-                f.cancel()
-            stop_pool()
+            running.clear()
+            del pool       # (the traceback keeps this frame: the pool must not be kept)
+            stop_pool(collect=True)
 
 
 def _model(plan: RunPlan):

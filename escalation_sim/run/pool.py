@@ -70,10 +70,23 @@ def start_pool(n_workers: int):
     if _POOL is not None and _POOL[1] == key and not _broken(_POOL[0]):
         return _POOL[0]
     stop_pool()
+    import signal
     from joblib.externals.loky import ProcessPoolExecutor
-    pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
-                               initializer=_worker_start, env=dict(_POOL_ENV))
-    _POOL = (pool, key, pool.submit(_up))
+    # SIGINT ignored while the workers are started (the first task starts them): they
+    # start with it ignored, so a Ctrl-C at the terminal, which goes to every process of
+    # the command, is left to this process, which ends them (not a traceback from each);
+    # a Ctrl-C in these few milliseconds is lost
+    try:
+        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:   # not the main thread: signals stay as they are
+        old = None
+    try:
+        pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
+                                   initializer=_worker_start, env=dict(_POOL_ENV))
+        _POOL = (pool, key, pool.submit(_up))
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
     return pool
 
 
@@ -93,14 +106,21 @@ def _broken(pool) -> bool:
     return bool(getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
 
 
-def stop_pool() -> None:
+def stop_pool(collect: bool = False) -> None:
     """End the pool's workers now, if :func:`start_pool` started any: after an error or an
     interrupt, and when a command is over (a process about to exit then does not wait for
-    idle workers to wind down)."""
+    idle workers to wind down).
+
+    ``collect``: free the pool now (a garbage collection), so that its semaphores are
+    released while loky's resource tracker still runs: after an interrupt the command line
+    ends every process it started, the tracker included."""
     global _POOL
     if _POOL is not None:
         pool, _POOL = _POOL[0], None
         # waiting lets the pool's manager thread end the workers and close the pool's
-        # queues (~15 ms); the pool, dropped here, then releases its semaphores while
-        # loky's resource tracker still runs (an interrupted command ends it next)
+        # queues (~15 ms)
         pool.shutdown(wait=True, kill_workers=True)
+        del pool
+        if collect:
+            import gc
+            gc.collect()
