@@ -1533,10 +1533,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
         else set()
+    workers = None
+    if args.command in ("run", "study", "report"):
+        # this process's __main__ (escalation_sim.__main__ or the entry-point script) is
+        # guarded: spawned workers, which import it again, can be used (they start faster)
+        from .run import pool
+        workers, pool.WORKERS = pool.WORKERS, "spawn"
     try:
         _start_pool_early(args)
     except KeyboardInterrupt:   # a Ctrl-C this early: nothing to keep
         _stop_pool(collect=True)
+        if workers is not None:
+            sys.modules["escalation_sim.run.pool"].WORKERS = workers
         print("interrupted", file=sys.stderr)
         return 130
     _load_inputs()
@@ -1605,6 +1613,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         _stop_pool()   # the command is over: end idle workers
+        if workers is not None:
+            sys.modules["escalation_sim.run.pool"].WORKERS = workers
 
 
 def _stop_pool(collect: bool = False) -> None:

@@ -58,7 +58,9 @@ def test_bit_identical_across_jobs_and_chunks(scenario):
         assert ref["paired"] == other["paired"]
 
 
-def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog):
+@pytest.mark.parametrize("workers", ["loky", "spawn"])   # the library's, the command line's
+def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog, monkeypatch,
+                                                               workers):
     """n_jobs 2 on loky: this process and one pool worker take chunks from one queue (issue
     16); the results equal one process's to the bit for any chunk size, whichever process
     computed which chunk.  With the worker up (started here first) it is handed two chunks
@@ -69,6 +71,7 @@ def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog)
     import time
     from escalation_sim.run import pool
     sc = scenario(TRUTHS["mtd2"])
+    monkeypatch.setattr(pool, "WORKERS", workers)
     pool.start_pool(1)
     deadline = time.monotonic() + 120
     while not pool.pool_up() and time.monotonic() < deadline:
@@ -84,6 +87,7 @@ def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog)
                   if "chunks computed in the parent" in r.getMessage()]
         here, total = map(int, re.match(r"(\d+) of (\d+) ", line).groups())
         assert total == math.ceil(20000 / cs) and 0 < here < total, line
+    pool.stop_pool()
 
 
 def test_threading_and_sequential_backends_identical(scenario):

@@ -27,6 +27,8 @@ AUTO_PARALLEL_SECONDS = 1.0
 MIN_PARALLEL_SECONDS = 0.5
 #: thread pools of numerical libraries in the workers: one thread each (the processes are
 #: the parallelism)
+#: idle loky workers end after this many seconds (spawned ones end with the process)
+POOL_IDLE_SECONDS = 300
 _POOL_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                               "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS")}
 
@@ -35,7 +37,7 @@ _POOL_ENV = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NU
 #: :data:`escalation_sim.engines.calendar.fast.ENV_VAR`)
 _INHERITED = ("ESCALATION_SIM_CALENDAR_ENGINE",)
 
-_POOL = None   # (executor, (workers, values of _INHERITED), future of an _up task)
+_POOL = None   # (executor, (workers, kind, values of _INHERITED), future of an _up task)
 
 
 def auto_n_jobs(work_seconds: float, most: int) -> int:
@@ -63,35 +65,45 @@ def pool_chunk(key, args: tuple, kwargs: dict):
     return key, run_chunk(*args, **kwargs)
 
 
-def start_pool(n_workers: int):
-    """The process-wide pool with ``n_workers`` worker processes, started if needed (a pool
-    of another size, or a broken one, is replaced).  It returns at once: the workers start
-    while the caller goes on.
+#: the kind of workers: ``spawn`` (multiprocessing's, run by concurrent.futures), set by the
+#: command line, or ``loky`` (the library's default).  A spawned worker is up 0.24 s after it
+#: is started against 0.45 s for a loky worker, which imports joblib first (and so does this
+#: process, ~0.1 s, before it can start one; measured on 2 cores, bytecode cached), but it
+#: imports the ``__main__`` module again: fine for the command line's (guarded), not for a
+#: user's script that runs a simulation without ``if __name__ == "__main__":``.
+WORKERS = "loky"
 
-    The workers are fresh interpreters (multiprocessing's ``spawn``: nothing inherited from
-    this process's threads or locks) run by :class:`concurrent.futures.ProcessPoolExecutor`.
-    Measured (2 cores, bytecode cached): one is up 0.24 s after this process started it,
-    against 0.45 s for a loky worker, which imports joblib first (and so would this process,
-    ~0.1 s, before it could start it)."""
+
+def start_pool(n_workers: int):
+    """The process-wide pool with ``n_workers`` worker processes (:data:`WORKERS`), started
+    if needed (a pool of another size or kind, or a broken one, is replaced).  It returns at
+    once: the workers start while the caller goes on."""
     global _POOL
-    key = (n_workers, tuple(os.environ.get(k) for k in _INHERITED))
+    key = (n_workers, WORKERS, tuple(os.environ.get(k) for k in _INHERITED))
     if _POOL is not None and _POOL[1] == key and not _broken(_POOL[0]):
         return _POOL[0]
     stop_pool()
-    import multiprocessing
     import signal
-    from concurrent.futures import ProcessPoolExecutor
-    pool = ProcessPoolExecutor(max_workers=n_workers,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_start, initargs=(dict(_POOL_ENV),))
-    # the first task starts the workers, with SIGINT ignored meanwhile: they start with it
-    # ignored, so a Ctrl-C at the terminal, which goes to every process of the command, is
-    # left to this process, which ends them (a Ctrl-C in these few milliseconds is lost)
+    # the workers start with SIGINT ignored (it is ignored here while the first task starts
+    # them): a Ctrl-C at the terminal, which goes to every process of the command, is left
+    # to this process, which ends them (no traceback from each; a Ctrl-C in these few
+    # milliseconds is lost)
     try:
         old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:   # not the main thread: signals stay as they are
         old = None
     try:
+        if WORKERS == "spawn":
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+            pool = ProcessPoolExecutor(max_workers=n_workers,
+                                       mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_worker_start, initargs=(dict(_POOL_ENV),))
+        else:
+            from joblib.externals.loky import ProcessPoolExecutor
+            pool = ProcessPoolExecutor(max_workers=n_workers, timeout=POOL_IDLE_SECONDS,
+                                       initializer=_worker_start, initargs=(dict(_POOL_ENV),),
+                                       env=dict(_POOL_ENV))
         _POOL = (pool, key, pool.submit(_up))
     finally:
         if old is not None:
@@ -111,6 +123,9 @@ def pool_up() -> bool:
 
 
 def _broken(pool) -> bool:
+    flags = getattr(pool, "_flags", None)   # loky's
+    if flags is not None:
+        return bool(getattr(flags, "broken", None) or getattr(flags, "shutdown", False))
     return bool(getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread", False))
 
 
@@ -126,15 +141,19 @@ def stop_pool(collect: bool = False) -> None:
     if _POOL is None:
         return
     pool, _POOL = _POOL[0], None
-    procs = list((getattr(pool, "_processes", None) or {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
-    for p in procs:
-        p.join(5)
-    pool.shutdown(wait=True)   # the executor's manager thread closes its queues
-    del pool, procs
+    if hasattr(pool, "_flags"):   # loky: its manager thread ends the workers (~15 ms)
+        pool.shutdown(wait=True, kill_workers=True)
+    else:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(5)
+        pool.shutdown(wait=True)   # the executor's manager thread closes its queues
+        del procs
+    del pool
     if collect:
         import gc
         gc.collect()
