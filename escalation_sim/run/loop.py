@@ -9,8 +9,8 @@ line's ``run``, ``exact``, ``report`` and ``study``.
   made), the trial count, seed and chunk size.
 * :func:`execute` runs the chunks of one or many plans through one dispatch (in this
   process; this process and a pool of worker processes sharing one queue of chunks;
-  threads, joblib's multiprocessing pool or a Dask cluster), merges each plan's tallies as chunks arrive, saves
-  every chunk to the plan's checkpoint and reuses the chunks a killed run saved (each checked
+  threads, joblib's multiprocessing pool or a Dask cluster), merges each plan's tallies
+  as chunks arrive, saves every chunk to the plan's checkpoint and reuses the chunks a killed run saved (each checked
   first), and yields each plan's :class:`~escalation_sim.results.tables.Results` when its
   last chunk is in.
 * :func:`run_plan` and :func:`run_exact` run one plan in memory; :func:`run_in_folder` runs
