@@ -1530,11 +1530,25 @@ def _calendar_engine(engine: Optional[str]):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _load_inputs()
-    args.argv = list(sys.argv[1:] if argv is None else argv)
     # commands that may start worker processes: remember the children that are not theirs
     before = set(_descendants(os.getpid())) if args.command in ("run", "study", "report") \
         else set()
+    workers = None
+    if args.command in ("run", "study", "report"):
+        # this process's __main__ (escalation_sim.__main__ or the entry-point script) is
+        # guarded: spawned workers, which import it again, can be used (they start faster)
+        from .run import pool
+        workers, pool.WORKERS = pool.WORKERS, "spawn"
+    try:
+        _start_pool_early(args)
+    except KeyboardInterrupt:   # a Ctrl-C this early: nothing to keep
+        _stop_pool(collect=True)
+        if workers is not None:
+            sys.modules["escalation_sim.run.pool"].WORKERS = workers
+        print("interrupted", file=sys.stderr)
+        return 130
+    _load_inputs()
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     old_term = None
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -1549,10 +1563,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except Terminated:
         if old_term is not None:  # a second SIGTERM must not cut the cleanup short
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _stop_pool(collect=True)
         _stop_children(before)
         print("terminated", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
+        _stop_pool(collect=True)
         _stop_children(before)
         print("interrupted", file=sys.stderr)
         return 130
@@ -1596,6 +1612,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        _stop_pool()   # the command is over: end idle workers
+        if workers is not None:
+            sys.modules["escalation_sim.run.pool"].WORKERS = workers
+
+
+def _stop_pool(collect: bool = False) -> None:
+    """End the worker pool if the command started one (before ``_stop_children`` after an
+    interrupt: the pool's semaphores are released while their resource tracker runs)."""
+    if "escalation_sim.run.pool" in sys.modules:
+        sys.modules["escalation_sim.run.pool"].stop_pool(collect)
+
+
+def _start_pool_early(args) -> None:
+    """``run --n-trials N`` with N large enough that the run will use worker processes
+    whatever the scenario says (the work is at least N trials of one design on the fastest
+    engine): start the worker pool now, before the package is imported and the scenario read
+    here, so that the workers' own start-up (interpreter and imports, ~0.3 s) overlaps
+    this process's.  The run then finds the pool started (it resizes it if it wants
+    another number of workers; a pool it does not use ends with the command)."""
+    cpus = os.cpu_count() or 1
+    jobs = args.n_jobs if args.command == "run" else None
+    if (args.command != "run" or cpus < 2 or args.n_trials is None or args.resume
+            or args.method == "exact" or getattr(args, "calendar_engine", None)
+            or args.backend not in (None, "loky") or args.scheduler
+            or jobs is not None and not (jobs == -1 or 2 <= jobs <= 1024)
+            or not 1 <= args.n_trials <= 10 ** 9):
+        return   # (bad values are reported by the command)
+    from .run import pool
+    work = args.n_trials * min(pool.SECONDS_PER_TRIAL.values())
+    if jobs is None:   # auto, unless the scenario file sets n_jobs (the pool is then unused)
+        n = pool.auto_n_jobs(work, cpus)
+    else:
+        n = min(cpus if jobs == -1 else jobs, cpus) if work >= pool.MIN_PARALLEL_SECONDS else 1
+    if n > 1:
+        pool.start_pool(n - 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -58,6 +58,38 @@ def test_bit_identical_across_jobs_and_chunks(scenario):
         assert ref["paired"] == other["paired"]
 
 
+@pytest.mark.parametrize("workers", ["loky", "spawn"])   # the library's, the command line's
+def test_shared_pool_bit_identical_whoever_computes_each_chunk(scenario, caplog, monkeypatch,
+                                                               workers):
+    """n_jobs 2 on loky: this process and one pool worker take chunks from one queue (issue
+    16); the results equal one process's to the bit for any chunk size, whichever process
+    computed which chunk.  With the worker up (started here first) it is handed two chunks
+    before the parent computes its first, so both compute some (the loop's log line says
+    how many)."""
+    import logging
+    import re
+    import time
+    from escalation_sim.run import pool
+    sc = scenario(TRUTHS["mtd2"])
+    monkeypatch.setattr(pool, "WORKERS", workers)
+    pool.start_pool(1)
+    deadline = time.monotonic() + 120
+    while not pool.pool_up() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ref = simulate(sc, n_trials=20000, seed=5, backend="sequential", chunk_size=20000).to_dict()
+    for cs in (997, 2500):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="escalation_sim.run.loop"):
+            other = simulate(sc, n_trials=20000, seed=5, n_jobs=2, backend="loky",
+                             chunk_size=cs).to_dict()
+        assert other["designs"] == ref["designs"] and other["paired"] == ref["paired"]
+        [line] = [r.getMessage() for r in caplog.records
+                  if "chunks computed in the parent" in r.getMessage()]
+        here, total = map(int, re.match(r"(\d+) of (\d+) ", line).groups())
+        assert total == math.ceil(20000 / cs) and 0 < here < total, line
+    pool.stop_pool()
+
+
 def test_threading_and_sequential_backends_identical(scenario):
     sc = scenario(TRUTHS["mtd3"])
     a = simulate(sc, n_trials=5000, seed=3, n_jobs=2, backend="threading", chunk_size=999)
@@ -132,8 +164,9 @@ def test_oc_standard_errors(scenario):
 
 # --------------------------------------------------------------------------- dispatch rules
 def test_auto_n_jobs_rule():
-    """auto: one process below AUTO_PARALLEL_SECONDS of estimated work, then one worker per
-    estimated second up to the cap (issue 16: two jobs never slower than one)."""
+    """auto: one process below AUTO_PARALLEL_SECONDS of estimated work, then one process
+    per estimated second (at least two) up to the cap (issue 16: two jobs never slower than
+    one)."""
     from escalation_sim.run.loop import AUTO_PARALLEL_SECONDS, auto_n_jobs
     assert auto_n_jobs(0.0, 2) == 1
     assert auto_n_jobs(AUTO_PARALLEL_SECONDS - 1e-9, 8) == 1
@@ -141,6 +174,41 @@ def test_auto_n_jobs_rule():
     assert auto_n_jobs(5.5, 8) == 5
     assert auto_n_jobs(100.0, 2) == 2
     assert auto_n_jobs(100.0, 1) == 1
+    assert auto_n_jobs(AUTO_PARALLEL_SECONDS + 0.5, 8) == 2
+
+
+def test_pool_restarts_when_the_calendar_engine_setting_changes():
+    """Workers inherit the environment when they start: the variable ``--calendar-engine``
+    sets is one the pool watches (a pool started under another value is replaced)."""
+    from escalation_sim.engines.calendar.fast import ENV_VAR
+    from escalation_sim.run.pool import _INHERITED
+    assert ENV_VAR in _INHERITED
+
+
+@pytest.mark.parametrize("argv, workers", [
+    (["--n-trials", "10000000", "--n-jobs", "2"], 1),
+    (["--n-trials", "10000000"], 1),                       # auto: 3.5 s estimated at least
+    (["--n-trials", "10000000", "--n-jobs", "-1"], 1),
+    (["--n-trials", "10000000", "--backend", "loky", "--n-jobs", "2"], 1),
+    (["--n-trials", "10000000", "--n-jobs", "1"], None),
+    (["--n-trials", "1000000"], None),                     # auto: 0.35 s, one process
+    (["--n-trials", "1000000", "--n-jobs", "2"], None),    # under MIN_PARALLEL_SECONDS
+    (["--n-jobs", "2"], None),                             # trial count from the file
+    (["--n-trials", "10000000", "--backend", "threading", "--n-jobs", "2"], None),
+    (["--n-trials", "10000000", "--method", "exact"], None),
+    (["--n-trials", "10000000", "--resume", "--out", "x"], None),
+    (["--n-trials", "10000000", "--n-jobs", "0"], None),   # reported by the command
+])
+def test_cli_starts_the_pool_early_only_for_a_certain_parallel_run(monkeypatch, argv, workers):
+    """The command line starts the worker pool before its imports only when its arguments
+    make a parallel run certain (2 CPUs here at most matter: the pool has one worker)."""
+    from escalation_sim import cli
+    from escalation_sim.run import pool
+    calls = []
+    monkeypatch.setattr(pool, "start_pool", calls.append)
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    cli._start_pool_early(cli.build_parser().parse_args(["run", "s.yaml", *argv]))
+    assert calls == ([] if workers is None else [workers])
 
 
 def test_auto_n_jobs_estimate_knows_the_efficacy_designs():

@@ -7,9 +7,10 @@ line's ``run``, ``exact``, ``report`` and ``study``.
 * :func:`plan_run` turns a scenario and the caller's options into a :class:`RunPlan`: the
   designs to run, the engine (``cohort``, ``des`` or ``exact`` - the one place this choice is
   made), the trial count, seed and chunk size.
-* :func:`execute` runs the chunks of one or many plans through one joblib dispatch (local
-  processes, threads or a Dask cluster), merges each plan's tallies as chunks arrive, saves
-  every chunk to the plan's checkpoint and reuses the chunks a killed run saved (each checked
+* :func:`execute` runs the chunks of one or many plans through one dispatch (in this
+  process; this process and a pool of worker processes sharing one queue of chunks;
+  threads, joblib's multiprocessing pool or a Dask cluster), merges each plan's tallies
+  as chunks arrive, saves every chunk to the plan's checkpoint and reuses the chunks a killed run saved (each checked
   first), and yields each plan's :class:`~escalation_sim.results.tables.Results` when its
   last chunk is in.
 * :func:`run_plan` and :func:`run_exact` run one plan in memory; :func:`run_in_folder` runs
@@ -36,6 +37,7 @@ import os
 import shutil
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -46,6 +48,9 @@ from ..results.tables import DesignResult, Results
 from .checkpoint import Checkpoint, ChunkDamaged, CheckpointError
 from .merge import ChunkMerger
 from . import RunNote
+from .pool import (AUTO_PARALLEL_SECONDS, MIN_PARALLEL_SECONDS,  # noqa: F401 (re-exported)
+                   SECONDS_PER_TRIAL, auto_n_jobs, pool_chunk, pool_up, start_pool,
+                   stop_pool)
 from .runner import (backend_session, chunk_ranges, default_chunk_size, make_parallel,
                      resolve_n_jobs, run_chunk)
 
@@ -97,26 +102,6 @@ class Dispatch:
     scheduler: Optional[str] = None
     auto: bool = False
     exact: bool = False
-
-
-#: one core's time per trial and design, by engine, for choosing the number of workers (the
-#: cohort engine's figure is BOIN/CRM at N = 24, benchmarks/bench_oc.py; the calendar
-#: engine's the seed scenario, benchmarks/bench_des.py -- estimates, never limits)
-SECONDS_PER_TRIAL = {"cohort": 3.5e-7, "des": 2.5e-4}
-#: below this many estimated one-core seconds, starting worker processes (importing the
-#: package and building the state graphs in each, ~0.5 s) costs more than it saves
-AUTO_PARALLEL_SECONDS = 2.0
-#: an explicit ``n_jobs`` > 1 on a process backend chosen by default still runs in one
-#: process below this many estimated seconds (the workers would not be up before it ends)
-MIN_PARALLEL_SECONDS = 0.5
-
-
-def auto_n_jobs(work_seconds: float, most: int) -> int:
-    """Workers for a run estimated at ``work_seconds`` on one core: one below
-    :data:`AUTO_PARALLEL_SECONDS`, else one per second of work, at most ``most``."""
-    if work_seconds < AUTO_PARALLEL_SECONDS or most <= 1:
-        return 1
-    return max(1, min(int(most), int(work_seconds)))
 
 
 def seconds_per_trial(item: DesignItem, engine: str) -> float:
@@ -285,12 +270,6 @@ class _Hooks:
 
 # ---------------------------------------------------------------------------------------------
 # the loop
-def _plan_chunk(key, designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                acceptable, model=None, efficacy=None):
-    return key, run_chunk(designs, p_true, target, seed, start, stop, conduct, keep_trials,
-                          acceptable, model=model, efficacy=efficacy)
-
-
 @dataclass
 class RunStats:
     """What :func:`execute` did: trials computed and trials reused from checkpoints."""
@@ -313,7 +292,6 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     merger per plan in progress, never the chunks themselves.  Results do not depend on the
     backend, the number of workers, the chunk size or on which chunks were reused.
     """
-    import joblib
     checkpoints = checkpoints or {}
     spools = spools or {}
     stats = stats if stats is not None else RunStats()
@@ -389,37 +367,128 @@ def execute(plans: Sequence[RunPlan], dispatch: Dispatch, *,
     if not any(remaining.values()):
         return
     hooks = _Hooks()
-    jobs = (joblib.delayed(_plan_chunk)(
-        p.key, p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
-        a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable, _model(p),
-        _efficacy(p))
-        for p in plans for a, b in todo[p.key])
+    tasks = [(p, a, b) for p in plans for a, b in todo[p.key]]
+    if dispatch.backend == "dask" or (n_jobs > 1 and dispatch.backend in ("threading",
+                                                                          "multiprocessing")):
+        chunks = _joblib_chunks(tasks, n_jobs, dispatch)
+    elif n_jobs > 1 and dispatch.backend == "loky":
+        chunks = _shared_chunks(tasks, n_jobs - 1)
+    else:   # one process: sequential, or n_jobs 1 (no pool, no joblib)
+        chunks = (_chunk_task(p, a, b) for p, a, b in tasks)
+    try:
+        for key, ch in chunks:
+            p = by_key[key]
+            ck = checkpoints.get(key)
+            if ck is not None:
+                ck.save(ch)
+            if key in spools:
+                spools[key].add(ch)
+            merger(p).add(ch)
+            stats.computed_trials += ch.stop - ch.start
+            hooks.chunk_saved(ch.start, ch.stop)
+            if progress is not None:
+                progress(ch.stop - ch.start)
+            remaining[key] -= 1
+            if remaining[key] == 0:
+                yield p, finish(p)
+    finally:
+        # when the loop stops early (an error, an interrupt, SIGTERM turned into an
+        # exception) closing the source stops its workers and drops their tasks
+        chunks.close()
+
+
+def _chunk_args(p: RunPlan, a: int, b: int) -> Tuple[tuple, dict]:
+    """The arguments of :func:`~escalation_sim.run.runner.run_chunk` for trials a..b-1."""
+    return ((p.designs, [float(x) for x in p.scenario.p_true], p.scenario.target, p.seed,
+             a, b, p.conduct, p.keep_trials, p.scenario.model.oc.acceptable),
+            {"model": _model(p), "efficacy": _efficacy(p)})
+
+
+def _chunk_task(p: RunPlan, a: int, b: int):
+    args, kwargs = _chunk_args(p, a, b)
+    return p.key, run_chunk(*args, **kwargs)
+
+
+def _joblib_chunks(tasks, n_jobs: int, dispatch: Dispatch):
+    """Chunks through joblib (threads, multiprocessing, Dask), as they finish."""
+    import joblib
+    jobs = (joblib.delayed(pool_chunk)(p.key, *_chunk_args(p, a, b)) for p, a, b in tasks)
     with backend_session(dispatch.backend, n_jobs, dispatch.scheduler):
         results = make_parallel(n_jobs, dispatch.backend)(jobs)
         try:
-            for key, ch in results:
-                p = by_key[key]
-                ck = checkpoints.get(key)
-                if ck is not None:
-                    ck.save(ch)
-                if key in spools:
-                    spools[key].add(ch)
-                merger(p).add(ch)
-                stats.computed_trials += ch.stop - ch.start
-                hooks.chunk_saved(ch.start, ch.stop)
-                if progress is not None:
-                    progress(ch.stop - ch.start)
-                remaining[key] -= 1
-                if remaining[key] == 0:
-                    yield p, finish(p)
+            yield from results
         finally:
-            # ends joblib's dispatch: when the loop stops early (an error, an interrupt, SIGTERM
-            # turned into an exception) joblib then stops the workers and drops their tasks
+            # ends joblib's dispatch: joblib then stops the workers and drops their tasks
             close = getattr(results, "close", None)
             if close is not None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "tasks executed but not used"
                     close()
+
+
+#: chunks queued for each pool worker beyond the one it runs (so that it never waits for
+#: the parent, which hands out work only between its own chunks)
+_QUEUED_PER_WORKER = 1
+
+
+def _shared_chunks(tasks, n_workers: int):
+    """Chunks computed by this process and ``n_workers`` pool processes, as they finish.
+
+    One queue of chunks, in chunk order.  The pool is started (it returns at once; the
+    command line may have started it already) and this process computes chunks while the
+    workers start (interpreter and imports, ~0.3 s each).  Chunks go to the workers once
+    one is up, each then holding at most ``1 + _QUEUED_PER_WORKER``; every other chunk stays
+    in the queue and goes to whoever is free first.  So a run that ends before the workers
+    are up is not slower than one process, and at the end the parent waits for at most
+    two chunks per worker.  Results do
+    not depend on who computed which chunk: chunks are seeded by trial index and tallies
+    merge exactly, in any order.
+
+    Each worker builds the state graphs it needs once (cached for every later chunk and
+    run); the parent's graphs are not sent: a worker builds its graph while the parent
+    builds its own, and a task carrying one (85 kB at N = 24, many MB at N = 60) would not
+    fit the pipe to a worker that is still starting, which leaves loky's feeder thread
+    blocked when the run is interrupted then."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+    pool = start_pool(n_workers)
+    queue = deque(tasks)
+    running: Dict[Any, Any] = {}       # future -> None
+    done = False
+    t0 = time.perf_counter()
+    here = 0      # chunks computed here
+    first = 0.0   # seconds until the workers' first chunk came in
+
+    def feed() -> None:
+        if not pool_up():   # no worker up yet: the parent computes on
+            return
+        while queue and len(running) < n_workers * (1 + _QUEUED_PER_WORKER):
+            p, a, b = queue.popleft()
+            running[pool.submit(pool_chunk, p.key, *_chunk_args(p, a, b))] = None
+
+    try:
+        while queue or running:
+            for f in [f for f in running if f.done()]:
+                del running[f]
+                first = first or time.perf_counter() - t0
+                yield f.result()
+            feed()
+            if queue:
+                p, a, b = queue.popleft()
+                ch = _chunk_task(p, a, b)
+                here += 1
+                feed()   # before the parent's chunk goes to be saved and merged
+                yield ch
+            elif running:
+                wait(list(running), return_when=FIRST_COMPLETED)
+        done = True
+        log.info("%d of %d chunks computed in the parent, the rest in %d worker(s); their "
+                 "first chunk came in %.2f s after the start", here, len(tasks), n_workers,
+                 first)
+    finally:
+        if not done:   # an error or an interrupt: stop the workers, drop their chunks
+            running.clear()
+            del pool       # (the traceback keeps this frame: the pool must not be kept)
+            stop_pool(collect=True)
 
 
 def _model(plan: RunPlan):
