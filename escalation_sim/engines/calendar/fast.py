@@ -19,13 +19,19 @@ Issue 14's backfill, short products, review options, ``cohort_sizes``,
 ``screen_while_paused: false`` and costs are on it for classic designs on a binary truth
 (:mod:`.fast_conduct`).
 
-Repetition on purpose: the lean trial classes restate, flattened and inlined, the steps of
-the reference engine's parts (enrolment, pathway, gate, infusion, follow-up), and the
-time-to-event and graded classes restate the classic class's hot methods with their few extra
-lines.  Calling shared helpers instead costs 4-8 % of the fast path's speed (measured on the
-seed scenario, one core, at the end of issue 16's work), so the copies stay, each held to the
-simpy reference trial by trial by ``tests/test_fastcal.py``: a change to a reference part must
-be mirrored here, and those tests fail until it is.
+One body, no copies: the lean trial classes restate, flattened, the steps of the reference
+engine's parts (enrolment, pathway, gate, infusion, follow-up), each held to the simpy
+reference trial by trial by ``tests/test_fastcal.py`` (a change to a reference part must be
+mirrored here, and those tests fail until it is).  Inside the fast path each hot step is
+written once, in :class:`ClassicTrial`: what the other trials do differently on it is a class
+flag read there (``tite``: time-to-event designs; ``conduct_fields``: :mod:`.fast_conduct`'s
+patients; ``binary``: graded time-to-event truths; ``opens_on_arrival``, ``on_arrival``,
+``pausing``), and a hook method only where the step is per cohort, per decision or rare
+(``_observe``, ``_grow``, ``_final_state``, ``_open_dec``, ``_lost``, ``_toxicity``,
+``_observed``).  A flag costs an attribute read; a helper call per event or per patient costs
+4-8 % of the fast path's speed (measured at the end of issue 16's work and again when the
+copies were merged: calls per patient on the conduct loop cost about 7 %), so no per-event
+step is a separate call that the copies did not make.
 
 Engine choice: ``simulate_des_trials(..., engine=...)`` with ``"auto"`` (the fast path when
 supported, the default), ``"fast"`` (the fast path or an error) or ``"simpy"``; when not
