@@ -376,6 +376,24 @@ def _jit_entry(fn):
 
 
 @_jit
+def _heap_set(X, Q, i, day, seq, kind, arg):
+    """Heap slot ``i`` := the call (day, seq, kind, arg)."""
+    X[X_HDAY, i] = day
+    Q[Q_HSEQ, i] = seq
+    Q[Q_HKIND, i] = kind
+    Q[Q_HARG, i] = arg
+
+
+@_jit
+def _heap_move(X, Q, i, j):
+    """Heap slot ``i`` := slot ``j``."""
+    X[X_HDAY, i] = X[X_HDAY, j]
+    Q[Q_HSEQ, i] = Q[Q_HSEQ, j]
+    Q[Q_HKIND, i] = Q[Q_HKIND, j]
+    Q[Q_HARG, i] = Q[Q_HARG, j]
+
+
+@_jit
 def _push(X, Q, day, kind, arg):
     n = Q[Q_S, S_HN]
     if n >= Q[Q_PI, P_HCAP]:
@@ -389,15 +407,9 @@ def _push(X, Q, day, kind, arg):
         dp = X[X_HDAY, p]
         if dp < day or (dp == day and Q[Q_HSEQ, p] < seq):
             break
-        X[X_HDAY, i] = dp
-        Q[Q_HSEQ, i] = Q[Q_HSEQ, p]
-        Q[Q_HKIND, i] = Q[Q_HKIND, p]
-        Q[Q_HARG, i] = Q[Q_HARG, p]
+        _heap_move(X, Q, i, p)
         i = p
-    X[X_HDAY, i] = day
-    Q[Q_HSEQ, i] = seq
-    Q[Q_HKIND, i] = kind
-    Q[Q_HARG, i] = arg
+    _heap_set(X, Q, i, day, seq, kind, arg)
     Q[Q_S, S_HN] = n + 1
 
 
@@ -427,15 +439,9 @@ def _pop(X, Q):
             dc = X[X_HDAY, c]
             if day < dc or (day == dc and seq < Q[Q_HSEQ, c]):
                 break
-            X[X_HDAY, i] = dc
-            Q[Q_HSEQ, i] = Q[Q_HSEQ, c]
-            Q[Q_HKIND, i] = Q[Q_HKIND, c]
-            Q[Q_HARG, i] = Q[Q_HARG, c]
+            _heap_move(X, Q, i, c)
             i = c
-        X[X_HDAY, i] = day
-        Q[Q_HSEQ, i] = seq
-        Q[Q_HKIND, i] = kind
-        Q[Q_HARG, i] = arg
+        _heap_set(X, Q, i, day, seq, kind, arg)
     return kind0, arg0
 
 
