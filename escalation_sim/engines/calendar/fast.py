@@ -25,10 +25,9 @@ reference trial by trial by ``tests/test_fastcal.py`` (a change to a reference p
 mirrored here, and those tests fail until it is).  Inside the fast path each hot step is
 written once, in :class:`ClassicTrial`: what the other trials do differently on it is a class
 flag read there (``tite``: time-to-event designs; ``conduct_fields``: :mod:`.fast_conduct`'s
-patients; ``binary``: graded time-to-event truths; ``opens_on_arrival``, ``on_arrival``,
+patients; ``binary``: graded time-to-event truths; ``on_arrival``,
 ``pausing``), and a hook method only where the step is per cohort, per decision or rare
-(``_observe``, ``_grow``, ``_final_state``, ``_open_dec``, ``_lost``, ``_toxicity``,
-``_observed``).  A flag costs an attribute read; a helper call per event or per patient costs
+(``_observe``, ``_grow``, ``_final_state``, ``_open_dec``, ``_lost``, ``_toxicity``).  A flag costs an attribute read; a helper call per event or per patient costs
 4-8 % of the fast path's speed (measured at the end of issue 16's work and again when the
 copies were merged: calls per patient on the conduct loop cost about 7 %), so no per-event
 step is a separate call that the copies did not make.
@@ -58,6 +57,7 @@ from ...inputs.conduct import Conduct, Phase, Screening
 from ...inputs.distributions import _Z_GRID, DurationSpec, Gamma, _gamma_log_quantiles
 from ...types import StopReason, TrialState
 from .draws import TrialDraws, merge_ready, patient_draws
+from .shortfall import dlt_rate_at
 from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .trial import Trial
 
@@ -376,10 +376,9 @@ class ClassicTrial:
 
     #: arrivals keep coming while the cohort has no free slot (the parts' policies'
     #: ``decides_on_arrival``: time-to-event designs; a property where it depends on the
-    #: trial's state)
+    #: trial's state, backfill), and an arrival or a refill finding no free slot asks
+    #: ``_open_slot`` for one
     on_arrival = False
-    #: an arrival (or a refill) finding no free slot asks ``_open_slot`` for one
-    opens_on_arrival = False
     #: ``screen_while_paused: false``: ``_catch_up`` drops arrivals in a pause unscreened
     pausing = False
     #: a time-to-event design (:class:`TiteTrial`): an enrolled patient is pending, the
@@ -394,6 +393,7 @@ class ClassicTrial:
         self._open(self.node.dec)
 
     def _open_slot(self):
+        """A slot for the arrival (asked only when ``on_arrival`` is true, right after it)."""
         return False
 
     def release(self) -> None:
@@ -447,7 +447,7 @@ class ClassicTrial:
             w = self.waiting
             if w and w[0][1] < now:
                 self._purge(now)
-            if not w and (self.cohort[_CFREE] > 0 or (self.opens_on_arrival
+            if not w and (self.cohort[_CFREE] > 0 or (self.on_arrival
                                                       and self._open_slot())):
                 self._enroll(i)
             elif not self.finished:
@@ -548,12 +548,11 @@ class ClassicTrial:
                 self._purge(now)
             if not w and not unlimited:
                 break
-            if not (self.cohort[_CFREE] > 0 or (self.opens_on_arrival
-                                                and self._open_slot())):
+            if not (self.cohort[_CFREE] > 0 or (self.on_arrival and self._open_slot())):
                 break
             self._enroll(w.popleft()[0] if w else self._new_candidate())
         if not (unlimited or self.armed):
-            self._arm()
+            ClassicTrial._ready(self, None)                 # _arm
 
     def _open(self, dec):
         if dec.dose is None:                      # dec.stop
@@ -605,11 +604,11 @@ class ClassicTrial:
                     pat[_CNT] = self.sf.counted_dose(dose, f)
         else:
             pat = [j, c, dose, -1.0, _PIPELINE, -1.0]
+            if self.tite:
+                self.n_active[dose] += 1
+                self.pending[j] = pat
         self.pats.append(pat)
         self.in_flight += 1
-        if self.tite:
-            self.n_active[dose] += 1
-            self.pending[j] = pat
         # Pathway.start
         d = self.draws
         f = d.fail_at[j]
@@ -734,12 +733,28 @@ class ClassicTrial:
                 if len(done) == c[_CSIZE]:
                     self._complete(c)
             else:
-                self._observed(pat)
+                # a backfill patient's window closed: observed now (ConductTrial)
+                d = self.draws
+                k = self.n_tox
+                self.n_tox = k + 1
+                while k >= len(d.dlt_u):
+                    d.more_evaluable()
+                lvl = pat[_CNT]
+                self.n_bf[lvl] += 1
+                self.n_pool[lvl] += 1
+                f = pat[_RECV]
+                dose = pat[_DOSE]
+                ptrue = self.ptrue
+                if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
+                                 dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
+                    self.y_bf[lvl] += 1
+                    self.y_pool[lvl] += 1
+                c[_CACT] -= 1
+                self.cands = None
+                if not self.finished:
+                    self._fill()
         else:
             self._lost(pat)
-
-    def _observed(self, pat):
-        """The DLT window of backfill patient ``pat`` closed (:mod:`.fast_conduct`)."""
 
     def _count_loss(self, pat):
         st = pat[_ST]
@@ -826,7 +841,6 @@ class TiteTrial(ClassicTrial):
                  "design", "p", "mu")
 
     on_arrival = True
-    opens_on_arrival = True
     tite = True
     #: the DLT is a binary draw (graded and score truths: ``_toxicity``)
     binary = True

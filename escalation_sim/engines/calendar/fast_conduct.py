@@ -136,8 +136,6 @@ class ConductTrial(ClassicTrial):
         self.jlim = min(setup.max_patients, len(draws.fail_at),
                         len(self.frac) if self.frac is not None else len(draws.fail_at))
 
-    #: ``_open_slot``: a backfill slot (False without backfill)
-    opens_on_arrival = True
     conduct_fields = True
 
     @property
@@ -330,9 +328,8 @@ class ConductTrial(ClassicTrial):
     on_arrival = property(_room)
 
     def _open_slot(self):
-        """``BackfillPolicy.open_slot``: a slot at the highest dose open for backfill."""
-        if not self._room():
-            return False
+        """``BackfillPolicy.open_slot``: a slot at the highest dose open for backfill
+        (``bf_dose``: asked right after ``on_arrival`` found it)."""
         b = self.bf_dose
         c = self.bf_cohorts[b]
         if c is None:
@@ -359,29 +356,6 @@ class ConductTrial(ClassicTrial):
             self.jlim = min(s.max_patients, len(d.fail_at), len(frac))
         else:
             self.jlim = min(s.max_patients, len(d.fail_at))
-
-    def _observed(self, pat):
-        # a backfill patient's window closed: observed now
-        c = pat[_CO]
-        d = self.draws
-        k = self.n_tox
-        self.n_tox = k + 1
-        while k >= len(d.dlt_u):
-            d.more_evaluable()
-        lvl = pat[_CNT]
-        self.n_bf[lvl] += 1
-        self.n_pool[lvl] += 1
-        f = pat[_RECV]
-        dose = pat[_DOSE]
-        ptrue = self.ptrue
-        if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
-                         dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
-            self.y_bf[lvl] += 1
-            self.y_pool[lvl] += 1
-        c[_CACT] -= 1
-        self.cands = None
-        if not self.finished:
-            self._fill()
 
     def _lost(self, pat):
         self._count_loss(pat)
