@@ -27,7 +27,7 @@ written once, in :class:`ClassicTrial`: what the other trials do differently on 
 flag read there (``tite``: time-to-event designs; ``conduct_fields``: :mod:`.fast_conduct`'s
 patients; ``binary``: graded time-to-event truths; ``on_arrival``,
 ``pausing``), and a hook method only where the step is per cohort, per decision or rare
-(``_observe``, ``_grow``, ``_final_state``, ``_open_dec``, ``_lost``, ``_toxicity``).  A flag costs an attribute read; a helper call per event or per patient costs
+(``_observe``, ``_grow``, ``_final_state``, ``_lost``, ``_toxicity``).  A flag costs an attribute read; a helper call per event or per patient costs
 4-8 % of the fast path's speed (measured at the end of issue 16's work and again when the
 copies were merged: calls per patient on the conduct loop cost about 7 %), so no per-event
 step is a separate call that the copies did not make.
@@ -558,6 +558,8 @@ class ClassicTrial:
         if dec.dose is None:                      # dec.stop
             self._finish(dec)
             return
+        if self.conduct_fields:
+            self.cands = None                     # the backfill candidates change
         self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
                        0 if self.tite else []]
 
@@ -817,7 +819,10 @@ class ClassicTrial:
         self._open_dec(self.node.dec)
 
     def _open_dec(self, dec):
-        """A decision after a cohort (and its review): the next cohort, or the end."""
+        """A decision after a cohort (and its review): the next cohort, or the end
+        (``cohort_sizes``: of the conduct's size)."""
+        if self.conduct_fields and self.sizes is not None:
+            dec = self._sized(dec)
         self.decision_times.append(self.now - self.first_enroll)
         self._open(dec)
         if not self.finished:

@@ -258,15 +258,6 @@ class ConductTrial(ClassicTrial):
         self.state = st
         self._open_dec(dec)
 
-    def _open_dec(self, dec):
-        if self.sizes is not None:
-            dec = self._sized(dec)
-        ClassicTrial._open_dec(self, dec)
-
-    def _open(self, dec):
-        self.cands = None
-        ClassicTrial._open(self, dec)
-
     def _final_state(self):
         return self.state
 
