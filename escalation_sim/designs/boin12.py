@@ -335,42 +335,27 @@ def joint_counts(state: TrialState) -> JointCounts:
     return JointCounts.trusted(state.n, state.y, state.e, state.b, state.current)
 
 
-def true_utility_boin12(p_tox, p_eff, u=(100.0, 40.0, 60.0, 0.0)) -> List[float]:
-    """The mean utility per patient of each dose (0-100) on the truth: u1 q(1-p) + u2 (1-p)
-    (1-q) + u3 p q + u4 p (1-q), toxicity and response independent (as the truth draws
-    them; BOIN12's u-bar formula)."""
-    u1, u2, u3, u4 = u
-    return [u1 * q * (1 - p) + u2 * (1 - p) * (1 - q) + u3 * p * q + u4 * p * (1 - q)
-            for p, q in zip(p_tox, p_eff)]
-
-
-@dataclass(frozen=True)
-class Boin12Design(Design):
-    """BOIN12 on the engines (``type: boin12``): ``target`` is phi_t (the highest acceptable
-    DLT rate), ``min_efficacy`` phi_e (the lowest acceptable response rate); the rules and
-    the OBD selection are :class:`BOIN12`'s.  ``select_mtd`` returns the **OBD**."""
-
-    n_doses: int
-    target: float = 0.35
-    min_efficacy: float = 0.25
-    u: Tuple[float, float, float, float] = (100.0, 40.0, 60.0, 0.0)
-    n_star: int = 6
-    explore_n: int = 9
-    c_t: float = 0.95
-    c_e: float = 0.90
-    cohort_size: int = 3
-    start_dose: int = 0
-    name: str = "boin12"
+class JointRulesDesign(Design):
+    """The engine side shared by the toxicity-and-efficacy designs that run a pure rules
+    object on :class:`JointCounts` (BOIN12, Keyboard phase I/II): the rules built once from
+    the design's fields by ``_make_rules`` and left out of pickles, cohorts of
+    ``cohort_size``, the rules' decision on the joint counts (a stop maps to a reason through
+    ``_stop_reason``) and the true OBD from ``true_utility`` and ``true_admissible``."""
 
     outcome: ClassVar[Outcome] = Outcome.JOINT
     selects: ClassVar[str] = "OBD"
 
+    def _make_rules(self) -> Any:
+        raise NotImplementedError
+
+    def _stop_reason(self, reason: str) -> StopReason:
+        return StopReason.NO_ADMISSIBLE_DOSE
+
     @property
-    def rules(self) -> BOIN12:
+    def rules(self) -> Any:
         r = self.__dict__.get("_rules")
         if r is None:
-            r = BOIN12(self.n_doses, self.target, self.min_efficacy, tuple(self.u),
-                       self.n_star, self.explore_n, self.c_t, self.c_e, self.start_dose)
+            r = self._make_rules()
             object.__setattr__(self, "_rules", r)
         return r
 
@@ -387,6 +372,57 @@ class Boin12Design(Design):
     def max_cohort_size(self) -> int:
         return self.cohort_size
 
+    def decide(self, state: TrialState) -> Decision:
+        dec = self.rules.decide(joint_counts(state))
+        if dec.stop:
+            return Decision.halt(self._stop_reason(dec.reason), dec.reason)
+        return Decision.treat(dec.dose, self.cohort_size, dec.reason)
+
+    def true_obd(self, p_tox, p_eff) -> Optional[int]:
+        """The true OBD: the admissible dose with the largest true utility (ties to the
+        lower dose), None when no dose is admissible."""
+        return best_admissible(self.true_utility(p_tox, p_eff),
+                               self.true_admissible(p_tox, p_eff))
+
+
+def ints_to_floats(v):
+    """A pydantic before-validator body: whole numbers in a list become floats."""
+    if isinstance(v, list):
+        return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x for x in v]
+    return v
+
+
+def true_utility_boin12(p_tox, p_eff, u=(100.0, 40.0, 60.0, 0.0)) -> List[float]:
+    """The mean utility per patient of each dose (0-100) on the truth: u1 q(1-p) + u2 (1-p)
+    (1-q) + u3 p q + u4 p (1-q), toxicity and response independent (as the truth draws
+    them; BOIN12's u-bar formula)."""
+    u1, u2, u3, u4 = u
+    return [u1 * q * (1 - p) + u2 * (1 - p) * (1 - q) + u3 * p * q + u4 * p * (1 - q)
+            for p, q in zip(p_tox, p_eff)]
+
+
+@dataclass(frozen=True)
+class Boin12Design(JointRulesDesign):
+    """BOIN12 on the engines (``type: boin12``): ``target`` is phi_t (the highest acceptable
+    DLT rate), ``min_efficacy`` phi_e (the lowest acceptable response rate); the rules and
+    the OBD selection are :class:`BOIN12`'s.  ``select_mtd`` returns the **OBD**."""
+
+    n_doses: int
+    target: float = 0.35
+    min_efficacy: float = 0.25
+    u: Tuple[float, float, float, float] = (100.0, 40.0, 60.0, 0.0)
+    n_star: int = 6
+    explore_n: int = 9
+    c_t: float = 0.95
+    c_e: float = 0.90
+    cohort_size: int = 3
+    start_dose: int = 0
+    name: str = "boin12"
+
+    def _make_rules(self) -> BOIN12:
+        return BOIN12(self.n_doses, self.target, self.min_efficacy, tuple(self.u),
+                      self.n_star, self.explore_n, self.c_t, self.c_e, self.start_dose)
+
     def canonical(self, state: TrialState) -> Any:
         """The counts the rules read; the "both" counts only when the utilities need them:
         x = (u1 e + u2 (n - y - e) + u4 y + (u3 + u2 - u1 - u4) b) / 100, so with
@@ -395,12 +431,6 @@ class Boin12Design(Design):
         if u1 + u4 == u2 + u3:
             return (state.n, state.y, state.e, state.current)
         return (state.n, state.y, state.e, state.b, state.current)
-
-    def decide(self, state: TrialState) -> Decision:
-        dec = self.rules.decide(joint_counts(state))
-        if dec.stop:
-            return Decision.halt(StopReason.NO_ADMISSIBLE_DOSE, dec.reason)
-        return Decision.treat(dec.dose, self.cohort_size, dec.reason)
 
     def select_mtd(self, state: TrialState) -> Optional[int]:
         """The optimal biological dose (:meth:`BOIN12.select_obd`), or None."""
@@ -428,12 +458,6 @@ class Boin12Design(Design):
         """Doses acceptable on the truth: p_d <= phi_t and q_d >= phi_e."""
         return [bool(p <= self.target + 1e-12 and q >= self.min_efficacy - 1e-12)
                 for p, q in zip(p_tox, p_eff)]
-
-    def true_obd(self, p_tox, p_eff) -> Optional[int]:
-        """The true OBD: the admissible dose with the largest true utility (ties to the
-        lower dose), None when no dose is admissible."""
-        return best_admissible(self.true_utility(p_tox, p_eff),
-                               self.true_admissible(p_tox, p_eff))
 
     true_obd_definition: ClassVar[str] = (
         "the dose with the largest true utility u1 q(1-p) + u2 (1-p)(1-q) + u3 pq + u4 p(1-q) "
@@ -476,10 +500,7 @@ class Spec(DesignSpecBase):
     @field_validator("utility", mode="before")
     @classmethod
     def _floats(cls, v):
-        if isinstance(v, list):
-            return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x
-                    for x in v]
-        return v
+        return ints_to_floats(v)
 
     @field_validator("utility")
     @classmethod

@@ -236,6 +236,20 @@ def _scores_field() -> Any:
                              "can produce")
 
 
+def p_saf_field() -> Any:
+    """The spec field ``p_saf`` of gBOIN and TITE-gBOIN."""
+    return Field(default=None, gt=0, lt=1,
+                 description="highest mean normalized score deemed sub-therapeutic; default "
+                             "0.6*target")
+
+
+def p_tox_field() -> Any:
+    """The spec field ``p_tox`` of gBOIN and TITE-gBOIN."""
+    return Field(default=None, gt=0, lt=1,
+                 description="lowest mean normalized score deemed overly toxic; default "
+                             "1.4*target")
+
+
 class Spec(DesignSpecBase):
     """gBOIN in the scenario file (``type: gboin``).  ``target`` is on the normalized score
     scale; a scenario must give it (the scenario's own target is a DLT rate: the loader
@@ -243,12 +257,8 @@ class Spec(DesignSpecBase):
 
     type: Literal["gboin"] = "gboin"
     scores: Dict[int, float] = _scores_field()
-    p_saf: Optional[float] = Field(
-        default=None, gt=0, lt=1,
-        description="highest mean normalized score deemed sub-therapeutic; default 0.6*target")
-    p_tox: Optional[float] = Field(
-        default=None, gt=0, lt=1,
-        description="lowest mean normalized score deemed overly toxic; default 1.4*target")
+    p_saf: Optional[float] = p_saf_field()
+    p_tox: Optional[float] = p_tox_field()
     cutoff_eli: float = Field(
         default=0.95, ge=0.5, lt=1,
         description="eliminate a dose (and all above) when Pr(p > target | Beta(s+1, n-s+1)) "

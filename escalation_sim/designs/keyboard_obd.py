@@ -268,13 +268,13 @@ def obd_table(design: KeyboardOBD, n: int) -> List[str]:
 
 
 # =========================================================================== runnable design
-from typing import Any, ClassVar, Literal  # noqa: E402
+from typing import Any, Literal  # noqa: E402
 
 from pydantic import Field, field_validator, model_validator  # noqa: E402
 
-from ..types import Decision, StopReason, TrialState  # noqa: E402
-from .base import Design, DesignContext, DesignSpecBase, Outcome  # noqa: E402
-from .boin12 import best_admissible, joint_counts  # noqa: E402
+from ..types import StopReason, TrialState  # noqa: E402
+from .base import Design, DesignContext, DesignSpecBase  # noqa: E402
+from .boin12 import JointRulesDesign, ints_to_floats, joint_counts  # noqa: E402
 
 
 def utility_values(p: float, q: float, utility: int, p1: float, p2: float, q1: float,
@@ -299,7 +299,7 @@ _STOPS = {"too toxic": StopReason.LOWEST_DOSE_TOO_TOXIC,
 
 
 @dataclass(frozen=True)
-class KeyboardObdDesign(Design):
+class KeyboardObdDesign(JointRulesDesign):
     """Keyboard phase I/II on the engines (``type: keyboard-obd``): ``target`` is the DLT
     target; the rules and the OBD selection (under ``utility`` 1, 2 or 3) are
     :class:`KeyboardOBD`'s.  ``select_mtd`` returns the **OBD**."""
@@ -324,45 +324,22 @@ class KeyboardObdDesign(Design):
     start_dose: int = 0
     name: str = "keyboard-obd"
 
-    outcome: ClassVar[Outcome] = Outcome.JOINT
-    selects: ClassVar[str] = "OBD"
-
-    @property
-    def rules(self) -> KeyboardOBD:
-        r = self.__dict__.get("_rules")
-        if r is None:
-            r = KeyboardOBD(self.n_doses, self.target, self.target_efficacy,
-                            tuple(self.tox_bounds), tuple(self.eff_bounds), self.cutoff_tox,
-                            self.cutoff_eff, self.n_early, self.start_dose, self.p1, self.p2,
-                            self.q1, self.q2, self.w1, self.w2, self.indicator)
-            object.__setattr__(self, "_rules", r)
-        return r
+    def _make_rules(self) -> KeyboardOBD:
+        return KeyboardOBD(self.n_doses, self.target, self.target_efficacy,
+                           tuple(self.tox_bounds), tuple(self.eff_bounds), self.cutoff_tox,
+                           self.cutoff_eff, self.n_early, self.start_dose, self.p1, self.p2,
+                           self.q1, self.q2, self.w1, self.w2, self.indicator)
 
     def __post_init__(self) -> None:
         if self.utility not in (1, 2, 3):
             raise ValueError(f"utility must be 1, 2 or 3 (got {self.utility})")
         self.rules
 
-    def __getstate__(self):
-        return {k: v for k, v in self.__dict__.items() if k != "_rules"}
-
-    def __setstate__(self, d):
-        self.__dict__.update(d)
-
-    @property
-    def max_cohort_size(self) -> int:
-        return self.cohort_size
-
     def canonical(self, state: TrialState) -> Any:
         return (state.n, state.y, state.e, state.current)      # "both" is not used
 
-    def decide(self, state: TrialState) -> Decision:
-        dec = self.rules.decide(joint_counts(state))
-        if dec.stop:
-            why = next((r for k, r in _STOPS.items() if k in dec.reason),
-                       StopReason.RULE_COMPLETE)
-            return Decision.halt(why, dec.reason)
-        return Decision.treat(dec.dose, self.cohort_size, dec.reason)
+    def _stop_reason(self, reason: str) -> StopReason:
+        return next((r for k, r in _STOPS.items() if k in reason), StopReason.RULE_COMPLETE)
 
     def select_mtd(self, state: TrialState) -> Optional[int]:
         """The optimal biological dose under ``utility`` (:meth:`KeyboardOBD.select_obd`)."""
@@ -396,10 +373,6 @@ class KeyboardObdDesign(Design):
         target (the rates the package's safety and futility rules test against)."""
         return [bool(p <= self.target + 1e-12 and q >= self.target_efficacy - 1e-12)
                 for p, q in zip(p_tox, p_eff)]
-
-    def true_obd(self, p_tox, p_eff) -> Optional[int]:
-        return best_admissible(self.true_utility(p_tox, p_eff),
-                               self.true_admissible(p_tox, p_eff))
 
     @property
     def true_obd_definition(self) -> str:  # type: ignore[override]
@@ -445,10 +418,7 @@ class Spec(DesignSpecBase):
     @field_validator("tox_bounds", "eff_bounds", mode="before")
     @classmethod
     def _floats(cls, v):
-        if isinstance(v, list):
-            return [float(x) if isinstance(x, int) and not isinstance(x, bool) else x
-                    for x in v]
-        return v
+        return ints_to_floats(v)
 
     @field_validator("tox_bounds", "eff_bounds")
     @classmethod

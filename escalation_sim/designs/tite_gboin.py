@@ -66,8 +66,8 @@ from ..grades import check_scores, score_units_from
 from ..types import Decision, StopReason, TrialState
 from .base import Design, DesignContext, DesignSpecBase, Outcome
 from .boin import boin_lambdas
-from .gboin import (DEFAULT_SCORES, GBOIN_MTD_PRIOR, elimination_threshold,
-                    prob_above_real)
+from .gboin import (DEFAULT_SCORES, GBOIN_MTD_PRIOR, elimination_threshold, p_saf_field,
+                    p_tox_field, prob_above_real)
 from .interval import TIE_OFFSET, isotonic_regression
 from .registry import DesignEntry, register
 from .tables import DecisionTable, TableInputError, TableRequest
@@ -279,12 +279,8 @@ class TiteGBOINSpec(DesignSpecBase):
         default_factory=lambda: dict(DEFAULT_SCORES),
         description="severity score per worst grade (0..5), non-decreasing, grade 0 scores "
                     "0; normalized by the largest (default 0/0/0.5/1/1.5 for grades 0-4)")
-    p_saf: Optional[float] = Field(
-        default=None, gt=0, lt=1,
-        description="highest mean normalized score deemed sub-therapeutic; default 0.6*target")
-    p_tox: Optional[float] = Field(
-        default=None, gt=0, lt=1,
-        description="lowest mean normalized score deemed overly toxic; default 1.4*target")
+    p_saf: Optional[float] = p_saf_field()
+    p_tox: Optional[float] = p_tox_field()
     cutoff_eli: float = Field(
         default=0.95, ge=0.5, lt=1,
         description="eliminate a dose (and all above) when Pr(p > target | Beta(s+1, n-s+1)) "

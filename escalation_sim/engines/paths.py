@@ -73,10 +73,13 @@ def joint_outcomes(c: int):
                 yield b, t, e, c - b - t - e
 
 
-def _joint_node(design, state, cohorts, truth, eff, sizes, depth, prob) -> Dict[str, Any]:
+def _head(design, state, cohorts, truth, sizes, depth, prob, **counts):
+    """``(decision, node, size of the cohort to branch on)`` at ``state``; the size is
+    None at a leaf (a stop, or the end of the cohorts asked for).  ``counts``: more
+    per-dose counts for the node, after the DLTs."""
     dec = design.decide(state)
     node: Dict[str, Any] = {
-        "n": list(state.n), "dlt": list(state.y), "responders": list(state.e),
+        "n": list(state.n), "dlt": list(state.y), **counts,
         "next_dose": None if dec.stop else dec.dose + 1,
         "cohort_size": None if dec.stop else dec.cohort_size,
         "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
@@ -86,13 +89,22 @@ def _joint_node(design, state, cohorts, truth, eff, sizes, depth, prob) -> Dict[
     if dec.stop:
         m = design.select_mtd(state)
         node["mtd"] = None if m is None else m + 1
-        node["selects"] = "OBD"
-        return node
+        return dec, node, None
     if depth >= cohorts:
-        return node
+        return dec, node, None
     c = dec.cohort_size if sizes is None else sizes[depth]
     if sizes is not None:
         node["cohort_size"] = c
+    return dec, node, c
+
+
+def _joint_node(design, state, cohorts, truth, eff, sizes, depth, prob) -> Dict[str, Any]:
+    dec, node, c = _head(design, state, cohorts, truth, sizes, depth, prob,
+                         responders=list(state.e))
+    if dec.stop:
+        node["selects"] = "OBD"
+    if c is None:
+        return node
     for b, t, e, z in joint_outcomes(c):
         p_o = None
         if truth is not None:
@@ -112,25 +124,8 @@ def _joint_node(design, state, cohorts, truth, eff, sizes, depth, prob) -> Dict[
 
 
 def _node(design, state, cohorts, truth, sizes, depth, prob) -> Dict[str, Any]:
-    dec = design.decide(state)
-    node: Dict[str, Any] = {
-        "n": list(state.n), "dlt": list(state.y),
-        "next_dose": None if dec.stop else dec.dose + 1,
-        "cohort_size": None if dec.stop else dec.cohort_size,
-        "stop_reason": dec.stop_reason.value if dec.stop_reason else None,
-        "reason": dec.reason, "children": []}
-    if truth is not None:
-        node["probability"] = prob
-    if dec.stop:
-        m = design.select_mtd(state)
-        node["mtd"] = None if m is None else m + 1
-        return node
-    if depth >= cohorts:
-        return node
-    c = dec.cohort_size if sizes is None else sizes[depth]
-    if sizes is not None:
-        node["cohort_size"] = c
-    if c <= 0:  # a time-to-event design waiting: no cohort to branch on
+    dec, node, c = _head(design, state, cohorts, truth, sizes, depth, prob)
+    if c is None or c <= 0:  # c <= 0: a time-to-event design waiting, no cohort to branch on
         return node
     for y in range(c + 1):
         p_y = None

@@ -58,7 +58,17 @@ def _check_prob(v: float) -> float:
     return float(v)
 
 
-class Phase(BaseModel):
+class _Timed:
+    """A step that takes ``duration_days``: :attr:`distribution` reads it."""
+
+    __slots__ = ()
+
+    @property
+    def distribution(self) -> Distribution:
+        return as_distribution(self.duration_days)
+
+
+class Phase(_Timed, BaseModel):
     """One step of the patient's path between enrollment and infusion."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -90,12 +100,9 @@ class Phase(BaseModel):
     def _prob_ok(cls, v: float) -> float:
         return _check_prob(v)
 
-    @property
-    def distribution(self) -> Distribution:
-        return as_distribution(self.duration_days)
 
 
-class Screening(BaseModel):
+class Screening(_Timed, BaseModel):
     """Screening after arrival: takes some days, and some patients fail it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -111,9 +118,6 @@ class Screening(BaseModel):
     def _fail_ok(cls, v: float) -> float:
         return _check_prob(v)
 
-    @property
-    def distribution(self) -> Distribution:
-        return as_distribution(self.duration_days)
 
 
 class Backfill(BaseModel):

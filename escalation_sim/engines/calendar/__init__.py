@@ -288,10 +288,44 @@ def simulate_one(design: Design, p_true: Sequence[float], conduct, seed: int,
     return Trial(setup, chunk.trial(0)).run()
 
 
+def trial_row(setup: Setup, t, r: int, cols: Dict[str, np.ndarray],
+              ints: Dict[str, np.ndarray]) -> tuple:
+    """Write trial ``t``'s values (a run trial of any engine) in row ``r`` of the per-trial
+    columns ``cols`` (mtd, stop_code, stop_reason, n, y, duration_days,
+    first_enrollment_day, time_to_first_decision_days) and ``ints`` (``_INT_COLS``);
+    return its final state and decision times."""
+    nan = float("nan")
+    st = t.final_state
+    sel = setup.select_mtd(st)
+    cols["mtd"][r] = -1 if sel is None else sel
+    cols["stop_code"][r] = STOP_INDEX[t.stop_reason]
+    cols["stop_reason"][r] = t.stop_reason.value
+    cols["n"][r] = st.n
+    cols["y"][r] = st.y
+    fe = t.first_enroll
+    cols["duration_days"][r] = 0.0 if fe is None else t.t_end - fe
+    cols["first_enrollment_day"][r] = nan if fe is None else fe
+    dt = np.asarray(t.decision_times, dtype=float)
+    cols["time_to_first_decision_days"][r] = dt[0] if dt.size else nan
+    acc = t.accrual
+    ints["n_screened"][r] = acc.n_screened
+    ints["n_screen_failed"][r] = acc.n_screen_failed
+    ints["n_enrolled"][r] = len(t.pats)
+    ints["n_treated"][r] = t.n_treated
+    ints["n_evaluable"][r] = st.total_n
+    ints["n_lost"][r] = acc.n_lost
+    ints["n_waiting_max"][r] = acc.n_wait_max
+    ints["n_waiting_at_close"][r] = acc.n_waiting_at_close
+    ints["n_manufacturing_failures"][r] = t.n_manuf_fail
+    ints["n_phase_failures"][r] = t.n_phase_fail
+    ints["n_dropouts"][r] = t.n_dropout
+    ints["n_decisions"][r] = dt.size
+    return st, dt
+
+
 def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
              ) -> Dict[str, Any]:
     m, K = trials.size, setup.K
-    nan = float("nan")
     out: Dict[str, Any] = {"trial": trials.copy()}
     mtd = np.empty(m, dtype=np.int64)
     stop_code = np.empty(m, dtype=np.int64)
@@ -301,36 +335,15 @@ def _collect(setup: Setup, trials: np.ndarray, res: List[Trial], record: bool
     duration = np.empty(m)
     first = np.empty(m)
     ttfd = np.empty(m)
+    cols = {"mtd": mtd, "stop_code": stop_code, "stop_reason": stop_reason, "n": n, "y": y,
+            "duration_days": duration, "first_enrollment_day": first,
+            "time_to_first_decision_days": ttfd}
     ints = {c: np.zeros(m, dtype=np.int64) for c in _INT_COLS}
     states, dtimes = [], []
     for r, t in enumerate(res):
-        st = t.final_state
+        st, dt = trial_row(setup, t, r, cols, ints)
         states.append(st)
-        sel = setup.select_mtd(st)
-        mtd[r] = -1 if sel is None else sel
-        stop_code[r] = STOP_INDEX[t.stop_reason]
-        stop_reason[r] = t.stop_reason.value
-        n[r] = st.n
-        y[r] = st.y
-        fe = t.first_enroll
-        duration[r] = 0.0 if fe is None else t.t_end - fe
-        first[r] = nan if fe is None else fe
-        dt = np.asarray(t.decision_times, dtype=float)
         dtimes.append(dt)
-        ttfd[r] = dt[0] if dt.size else nan
-        acc = t.accrual
-        ints["n_screened"][r] = acc.n_screened
-        ints["n_screen_failed"][r] = acc.n_screen_failed
-        ints["n_enrolled"][r] = len(t.pats)
-        ints["n_treated"][r] = t.n_treated
-        ints["n_evaluable"][r] = st.total_n
-        ints["n_lost"][r] = acc.n_lost
-        ints["n_waiting_max"][r] = acc.n_wait_max
-        ints["n_waiting_at_close"][r] = acc.n_waiting_at_close
-        ints["n_manufacturing_failures"][r] = t.n_manuf_fail
-        ints["n_phase_failures"][r] = t.n_phase_fail
-        ints["n_dropouts"][r] = t.n_dropout
-        ints["n_decisions"][r] = dt.size
     if setup.units is None:
         dlt = y.copy()
     else:   # score designs: y sums units; count the DLTs of the patients in the final state

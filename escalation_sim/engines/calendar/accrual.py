@@ -17,6 +17,8 @@ from bisect import bisect_right
 from collections import deque
 from typing import TYPE_CHECKING, List, Optional
 
+from .draws import merge_ready
+
 if TYPE_CHECKING:  # pragma: no cover
     from .log import Recorder
     from .trial import Trial
@@ -62,12 +64,7 @@ class Accrual:
         self.arm()
 
     def _merge_ready(self, start: int) -> None:
-        d = self.draws
-        at, sf, sd = d.arrival_time, d.screen_failed, d.screen_days
-        new = [(at[i] + sd[i], i) for i in range(start, len(at)) if not sf[i]]
-        rest = self.rq[self.rq_pos:] + new
-        rest.sort()
-        self.rq = rest
+        self.rq = merge_ready(self.draws, self.rq[self.rq_pos:], start)
         self.rq_pos = 0
 
     def _peek(self) -> tuple:

@@ -77,6 +77,24 @@ def too_many_patients(trial: int, limit: int) -> SimulationLimitError:
         f"(failures and drop-outs are replaced); {_CHECK}")
 
 
+def merge_ready(d: "TrialDraws", rest: list, start: int) -> list:
+    """The accrual's ready queue: ``rest`` (sorted (day screening ends, arrival) pairs) with
+    the eligible arrivals of ``d`` from number ``start`` on merged in."""
+    at, sf, sd = d.arrival_time, d.screen_failed, d.screen_days
+    rest = rest + [(at[i] + sd[i], i) for i in range(start, len(at)) if not sf[i]]
+    rest.sort()
+    return rest
+
+
+def patient_draws(d: "TrialDraws", j: int, limit: int) -> None:
+    """Make sure patient ``j``'s draws exist in ``d`` (drawn further as needed), after
+    the guard: more than ``limit`` patients is an error."""
+    if j >= limit:
+        raise too_many_patients(d.trial, limit)
+    while j >= len(d.fail_at):
+        d.more_patients()
+
+
 class DrawPlan:
     """Keys and distributions shared by all trials of one simulation call."""
 

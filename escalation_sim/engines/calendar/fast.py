@@ -19,13 +19,18 @@ Issue 14's backfill, short products, review options, ``cohort_sizes``,
 ``screen_while_paused: false`` and costs are on it for classic designs on a binary truth
 (:mod:`.fast_conduct`).
 
-Repetition on purpose: the lean trial classes restate, flattened and inlined, the steps of
-the reference engine's parts (enrolment, pathway, gate, infusion, follow-up), and the
-time-to-event and graded classes restate the classic class's hot methods with their few extra
-lines.  Calling shared helpers instead costs 4-8 % of the fast path's speed (measured on the
-seed scenario, one core, at the end of issue 16's work), so the copies stay, each held to the
-simpy reference trial by trial by ``tests/test_fastcal.py``: a change to a reference part must
-be mirrored here, and those tests fail until it is.
+One body, no copies: the lean trial classes restate, flattened, the steps of the reference
+engine's parts (enrolment, pathway, gate, infusion, follow-up), each held to the simpy
+reference trial by trial by ``tests/test_fastcal.py`` (a change to a reference part must be
+mirrored here, and those tests fail until it is).  Inside the fast path each hot step is
+written once, in :class:`ClassicTrial`: what the other trials do differently on it is a class
+flag read there (``tite``: time-to-event designs; ``conduct_fields``: :mod:`.fast_conduct`'s
+patients; ``binary``: graded time-to-event truths; ``on_arrival``,
+``pausing``), and a hook method only where the step is per cohort, per decision or rare
+(``_observe``, ``_grow``, ``_final_state``, ``_lost``, ``_toxicity``).  A flag costs an attribute read; a helper call per event or per patient costs
+4-8 % of the fast path's speed (measured at the end of issue 16's work and again when the
+copies were merged: calls per patient on the conduct loop cost about 7 %), so no per-event
+step is a separate call that the copies did not make.
 
 Engine choice: ``simulate_des_trials(..., engine=...)`` with ``"auto"`` (the fast path when
 supported, the default), ``"fast"`` (the fast path or an error) or ``"simpy"``; when not
@@ -51,7 +56,8 @@ from ...designs.tite import TiteState
 from ...inputs.conduct import Conduct, Phase, Screening
 from ...inputs.distributions import _Z_GRID, DurationSpec, Gamma, _gamma_log_quantiles
 from ...types import StopReason, TrialState
-from .draws import TrialDraws, too_many_patients
+from .draws import TrialDraws, merge_ready, patient_draws
+from .shortfall import dlt_rate_at
 from .policies import CohortPolicy, ScoreTimeToEventPolicy, TimeToEventPolicy
 from .trial import Trial
 
@@ -207,7 +213,10 @@ def choose(engine: Optional[str]) -> str:
 _J, _CO, _DOSE, _INF, _ST, _REL = range(6)
 # cohort fields
 _CIDX, _CDOSE, _CSIZE, _CFREE, _CACT, _CDONE = range(6)
-_PIPELINE, _COMPLETE, _FAILED, _DROPPED = 0, 1, 2, 3
+_PIPELINE, _COMPLETE, _FAILED, _DROPPED, _EXCLUDED = 0, 1, 2, 3, 4
+# conduct patients (fast_conduct.ConductTrial): the six fields above, then enrolment day,
+# received fraction of the product, backfill or not, dose it counts at (-1: excluded)
+_ENR, _RECV, _BF, _CNT = 6, 7, 8, 9
 
 
 def _inf_order(p):
@@ -283,7 +292,8 @@ class ClassicTrial:
                  "accrual", "rq", "rq_pos", "armed", "waiting", "n_tox",
                  "queue", "in_followup", "seen", "h_ready", "h_end", "h_arrive",
                  "h_release", "h_decide", "gate_i", "gated", "window", "by_cohort",
-                 "stagger", "sequential", "known_release", "cap", "at_last", "arr_rows")
+                 "stagger", "sequential", "known_release", "cap", "at_last", "arr_rows",
+                 "jlim")
 
     def __init__(self, setup, draws, lean=None):
         self.setup = setup
@@ -332,6 +342,7 @@ class ClassicTrial:
         self.sequential = setup.conduct.stagger_mode == "all"
         self.known_release = setup.known_release
         self.cap = setup.cap
+        self.jlim = min(setup.max_patients, len(draws.fail_at))
 
     # ---------------------------------------------------------------- the loop
     def _after(self, delay, fn, arg):
@@ -363,14 +374,26 @@ class ClassicTrial:
         self._count_arrivals(self.t_end)
         return self
 
-    #: an arrival finding no free slot may lead to a decision (time-to-event designs)
+    #: arrivals keep coming while the cohort has no free slot (the parts' policies'
+    #: ``decides_on_arrival``: time-to-event designs; a property where it depends on the
+    #: trial's state, backfill), and an arrival or a refill finding no free slot asks
+    #: ``_open_slot`` for one
     on_arrival = False
+    #: ``screen_while_paused: false``: ``_catch_up`` drops arrivals in a pause unscreened
+    pausing = False
+    #: a time-to-event design (:class:`TiteTrial`): an enrolled patient is pending, the
+    #: infusion is a call (``h_infused``), a cohort's last field counts the DLTs seen
+    #: (classic designs: the patients whose window closed)
+    tite = False
+    #: patients carry the conduct fields (``_ENR`` ...: :mod:`.fast_conduct`)
+    conduct_fields = False
 
     def _start(self):
         self.node = state_graph_root(self.setup)
         self._open(self.node.dec)
 
     def _open_slot(self):
+        """A slot for the arrival (asked only when ``on_arrival`` is true, right after it)."""
         return False
 
     def release(self) -> None:
@@ -383,12 +406,7 @@ class ClassicTrial:
 
     # ---------------------------------------------------------------- accrual
     def _merge_ready(self, start):
-        d = self.draws
-        at, sf, sd = d.arrival_time, d.screen_failed, d.screen_days
-        new = [(at[i] + sd[i], i) for i in range(start, len(at)) if not sf[i]]
-        rest = self.rq[self.rq_pos:] + new
-        rest.sort()
-        self.rq = rest
+        self.rq = merge_ready(self.draws, self.rq[self.rq_pos:], start)
         self.rq_pos = 0
 
     def _lists(self):
@@ -412,28 +430,29 @@ class ClassicTrial:
         return self.rq[self.rq_pos]
 
     def _arm(self):
-        if self.armed or self.finished or (self.cohort[_CFREE] <= 0 and not self.on_arrival):
-            return
-        r, i = self._peek()
-        self.rq_pos += 1
-        self.armed = True
-        n = self.seq = self.seq + 1
-        heappush(self.q, (self.now + (r - self.now), n, self.h_ready, i))
+        """Schedule the next eligible arrival, unless one is scheduled or no slot can take
+        it (``_ready`` without an arrival)."""
+        ClassicTrial._ready(self, None)
 
     def _ready(self, i):
-        self.armed = False
-        if self.finished:
-            return
-        # offer(i)
-        w = self.waiting
+        """Eligible arrival ``i`` is ready: it takes a free slot (or one ``_open_slot``
+        opens), waits or leaves; then the next arrival is scheduled, unless one is or no
+        slot can take it (``i`` None: only that)."""
         now = self.now
-        if w and w[0][1] < now:
-            self._purge(now)
-        if not w and (self.cohort[_CFREE] > 0 or (self.on_arrival and self._open_slot())):
-            self._enroll(i)
-        elif not self.finished:
-            self._wait_or_leave(i, now)
-        # _arm, inlined
+        if i is not None:
+            self.armed = False
+            if self.finished:
+                return
+            # offer(i)
+            w = self.waiting
+            if w and w[0][1] < now:
+                self._purge(now)
+            if not w and (self.cohort[_CFREE] > 0 or (self.on_arrival
+                                                      and self._open_slot())):
+                self._enroll(i)
+            elif not self.finished:
+                self._wait_or_leave(i, now)
+        # arm
         if self.armed or self.finished or (self.cohort[_CFREE] <= 0 and not self.on_arrival):
             return
         rq, pos = self.rq, self.rq_pos
@@ -449,11 +468,14 @@ class ClassicTrial:
     def _catch_up(self, until):
         if self.armed or self.setup.unlimited:
             return
+        pausing = self.pausing
         while True:
             r, i = self._peek()
             if r > until:
                 return
             self.rq_pos += 1
+            if pausing and self._unscreened(i):
+                continue
             self._wait_or_leave(i, r)
 
     def _new_candidate(self):
@@ -530,65 +552,102 @@ class ClassicTrial:
                 break
             self._enroll(w.popleft()[0] if w else self._new_candidate())
         if not (unlimited or self.armed):
-            self._arm()
+            ClassicTrial._ready(self, None)                 # _arm
 
     def _open(self, dec):
-        if dec.stop:
+        if dec.dose is None:                      # dec.stop
             self._finish(dec)
             return
+        if self.conduct_fields:
+            self.cands = None                     # the backfill candidates change
         self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
-                       []]
+                       0 if self.tite else []]
 
     def _finish(self, dec):
         self.finished = True
         self.t_end = self.now
         self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
-        self.final_state = self.node.state
+        self.final_state = self._final_state()
         self._close(self.t_end)
         self._stop()
 
+    def _final_state(self):
+        return self.node.state
+
     def _enroll(self, i):
-        s, d = self.setup, self.draws
+        """Arrival ``i`` takes a slot (of the cohort, or one opened beside it: backfill) and
+        starts its path."""
         j = len(self.pats)
-        if j >= s.max_patients:
-            raise too_many_patients(d.trial, s.max_patients)
-        while j >= len(d.fail_at):
-            d.more_patients()
+        if j >= self.jlim:
+            self._extend(j)
         now = self.now
         if self.first_enroll is None:
             self.first_enroll = now
         c = self.cohort
+        if c[_CFREE] <= 0:                # a slot opened beside the cohort (backfill)
+            c = self.side
         c[_CFREE] -= 1
         c[_CACT] += 1
-        pat = [j, c, c[_CDOSE], -1.0, _PIPELINE, -1.0]
+        dose = c[_CDOSE]
+        if self.conduct_fields:
+            pat = [j, c, dose, -1.0, _PIPELINE, -1.0, now, 1.0, False, dose]
+            # ConductPolicy.on_enroll
+            self.assigned[dose] += 1
+            if c[_CIDX] == -2:
+                pat[_BF] = True
+                self.bf_active += 1
+                self.n_bf_enrolled += 1
+            frac = self.frac
+            if frac is not None:
+                f = frac[j]
+                if f < 1.0:
+                    pat[_RECV] = f
+                    self.n_short += 1
+                    pat[_CNT] = self.sf.counted_dose(dose, f)
+        else:
+            pat = [j, c, dose, -1.0, _PIPELINE, -1.0]
+            if self.tite:
+                self.n_active[dose] += 1
+                self.pending[j] = pat
         self.pats.append(pat)
         self.in_flight += 1
         # Pathway.start
+        d = self.draws
         f = d.fail_at[j]
         if 0 <= f < self.gate_i:
             pat[_ST] = _FAILED
             n = self.seq = self.seq + 1
             heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
         elif not self.gated:
-            self._infuse(pat, d.pre_days[j] + d.post_days[j])
+            self._after_gate(pat, d.pre_days[j])
         else:
-            self._gate_enter(pat)
+            # Gate.enter
+            if self.known_release:
+                first = self.seen.get(c[_CIDX] if self.by_cohort else dose)
+                if first is not None:
+                    gate = now + d.pre_days[j]
+                    release = first + self.stagger - d.post_days[j]
+                    if gate >= release:                 # max(gate, release)
+                        release = gate
+                    pat[_REL] = release
+                    self.in_followup += 1
+                    self._after_gate(pat, release - now)
+                    return
+            n = self.seq = self.seq + 1
+            heappush(self.q, (now + d.pre_days[j], n, self.h_arrive, pat))
 
-    def _infuse(self, pat, delay):
-        d = self.draws
-        j = pat[_J]
-        now = self.now
-        pat[_INF] = now + delay
-        self.n_treated += 1
-        n = self.seq = self.seq + 1
-        if d.drop[j]:
-            pat[_ST] = _DROPPED
-            heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
-        else:
-            pat[_ST] = _COMPLETE
-            heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
+    def _extend(self, j):
+        """Patient ``j`` is past the drawn patients or the guard."""
+        s, d = self.setup, self.draws
+        patient_draws(d, j, s.max_patients)
+        self.jlim = min(s.max_patients, len(d.fail_at))
 
     def _after_gate(self, pat, wait):
+        """The path after the gate, released ``wait`` days from now (without a gate: the
+        pre-infusion days): a failure in the remaining phases, else the infusion
+        (``ConductPolicy.infuse`` with ``conduct_fields``: an excluded patient's path ends
+        there); the DLT window or a drop-out follows, or, for time-to-event designs
+        (``tite``), the infusion is a call the design sees."""
         d = self.draws
         j = pat[_J]
         now = self.now
@@ -598,10 +657,20 @@ class ClassicTrial:
             heappush(self.q, (now + (wait + d.fail_days[j] - d.pre_days[j]), n,
                               self.h_end, pat))
             return
-        # _infuse, inlined
         delay = wait + d.post_days[j]
+        if self.tite:
+            heappush(self.q, (now + delay, n, self.h_infused, pat))
+            return
         pat[_INF] = now + delay
         self.n_treated += 1
+        if self.conduct_fields:
+            if pat[_CNT] < 0:                    # excluded at infusion
+                pat[_ST] = _EXCLUDED
+                self.n_excluded += 1
+                heappush(self.q, (now + delay, n, self.h_end, pat))
+                return
+            if pat[_BF]:
+                self.n_bf_treated += 1
         if d.drop[j]:
             pat[_ST] = _DROPPED
             heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
@@ -610,21 +679,6 @@ class ClassicTrial:
             heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
 
     # ---------------------------------------------------------------- the gate
-    def _gate_enter(self, pat):
-        d = self.draws
-        j = pat[_J]
-        if self.known_release:
-            first = self.seen.get(pat[_CO][_CIDX] if self.by_cohort else pat[_DOSE])
-            if first is not None:
-                now = self.now
-                gate = now + d.pre_days[j]
-                release = max(gate, first + self.stagger - d.post_days[j])
-                pat[_REL] = release
-                self.in_followup += 1
-                self._after_gate(pat, release - now)
-                return
-        n = self.seq = self.seq + 1
-        heappush(self.q, (self.now + d.pre_days[j], n, self.h_arrive, pat))
 
     def _arrive(self, pat):
         self.queue.append(pat)
@@ -669,20 +723,54 @@ class ClassicTrial:
             self.in_followup -= 1
             if self.queue:
                 self._admit()
+        if pat[_ST] == _COMPLETE:
+            c = pat[_CO]
+            if self.tite:                   # TimeToEventPolicy: the design sees it now
+                self.pending.pop(pat[_J], None)
+                self._changed()
+            elif c[_CIDX] >= 0:
+                # an escalation cohort of a classic design completes with its last patient
+                done = c[_CDONE]
+                done.append(pat)
+                if len(done) == c[_CSIZE]:
+                    self._complete(c)
+            else:
+                # a backfill patient's window closed: observed now (ConductTrial)
+                d = self.draws
+                k = self.n_tox
+                self.n_tox = k + 1
+                while k >= len(d.dlt_u):
+                    d.more_evaluable()
+                lvl = pat[_CNT]
+                self.n_bf[lvl] += 1
+                self.n_pool[lvl] += 1
+                f = pat[_RECV]
+                dose = pat[_DOSE]
+                ptrue = self.ptrue
+                if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
+                                 dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
+                    self.y_bf[lvl] += 1
+                    self.y_pool[lvl] += 1
+                c[_CACT] -= 1
+                self.cands = None
+                if not self.finished:
+                    self._fill()
+        else:
+            self._lost(pat)
+
+    def _count_loss(self, pat):
         st = pat[_ST]
-        c = pat[_CO]
-        if st == _COMPLETE:
-            done = c[_CDONE]
-            done.append(pat)
-            if len(done) == c[_CSIZE]:
-                self._complete(c)
-            return
         if st == _FAILED:
             self.n_phase_fail += 1
             if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
                 self.n_manuf_fail += 1
-        else:
+        elif st == _DROPPED:
             self.n_dropout += 1
+
+    def _lost(self, pat):
+        """The patient failed or dropped out: its slot is free again."""
+        self._count_loss(pat)
+        c = pat[_CO]
         c[_CACT] -= 1
         c[_CFREE] += 1
         if not self.finished:
@@ -691,9 +779,24 @@ class ClassicTrial:
     def _complete(self, c):
         members, c[_CDONE] = c[_CDONE], []
         members.sort(key=_inf_order)
+        y = self._observe(members, c[_CDOSE])
+        node = self.node
+        nxt = node.succ.get(y)
+        if nxt is None:
+            nxt = self._grow(node, c, y)
+        self.node = nxt
+        delay = self.setup.review.days
+        if delay > 0:
+            n = self.seq = self.seq + 1
+            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+        else:
+            self._decide(None)
+
+    def _observe(self, members, dose):
+        """The DLTs of a completed cohort's ``members`` (in infusion order) at ``dose``."""
         d = self.draws
         u = d.dlt_u
-        p = self.setup.p[c[_CDOSE]]
+        p = self.setup.p[dose]
         k = self.n_tox
         y = 0
         for _ in members:
@@ -704,22 +807,24 @@ class ClassicTrial:
                 y += 1
             k += 1
         self.n_tox = k
-        node = self.node
-        nxt = node.succ.get(y)
-        if nxt is None:
-            st = node.state.add_cohort(c[_CDOSE], c[_CSIZE], y)
-            nxt = node.succ[y] = _Node(st, self.setup.decide(st))
-        self.node = nxt
-        delay = self.setup.review.days
-        if delay > 0:
-            n = self.seq = self.seq + 1
-            heappush(self.q, (self.now + delay, n, self.h_decide, None))
-        else:
-            self._decide(None)
+        return y
+
+    def _grow(self, node, c, y):
+        """The state graph's new node after ``node`` when cohort ``c`` saw ``y``."""
+        st = node.state.add_cohort(c[_CDOSE], c[_CSIZE], y)
+        nxt = node.succ[y] = _Node(st, self.setup.decide(st))
+        return nxt
 
     def _decide(self, _):
+        self._open_dec(self.node.dec)
+
+    def _open_dec(self, dec):
+        """A decision after a cohort (and its review): the next cohort, or the end
+        (``cohort_sizes``: of the conduct's size)."""
+        if self.conduct_fields and self.sizes is not None:
+            dec = self._sized(dec)
         self.decision_times.append(self.now - self.first_enroll)
-        self._open(self.node.dec)
+        self._open(dec)
         if not self.finished:
             self._fill()
 
@@ -738,14 +843,18 @@ class TiteTrial(ClassicTrial):
     others against the last call only (continuous fractions do not repeat)."""
 
     __slots__ = ("n_active", "y_obs", "pending", "last", "memo", "h_infused", "h_dlt",
-                 "design", "p")
+                 "design", "p", "mu")
 
     on_arrival = True
+    tite = True
+    #: the DLT is a binary draw (graded and score truths: ``_toxicity``)
+    binary = True
 
     def __init__(self, setup, draws, lean=None):
         super().__init__(setup, draws, lean)
         K = setup.K
         self.cohort = [-1, -1, 0, 0, 0, 0]
+        self.mu = 1                       # TiteState.max_units (score designs: more)
         self.n_active = [0] * K
         self.y_obs = [0] * K
         self.pending = {}                 # j -> patient, in enrollment order
@@ -775,10 +884,11 @@ class TiteTrial(ClassicTrial):
         c = self.cohort
         key = (tuple(self.n_active), tuple(self.y_obs), c[_CDOSE] if c[_CIDX] >= 0 else None,
                c[_CACT], c[_CY])
+        mu = self.mu
         if not pend:
             dec = self.memo.get(key)
             if dec is None:
-                dec = self.memo[key] = self.setup.decide_exact(TiteState(*key, ()))
+                dec = self.memo[key] = self.setup.decide_exact(TiteState(*key, (), mu))
             return dec
         full = key + (pend,)
         last, dec = self.last
@@ -789,9 +899,9 @@ class TiteTrial(ClassicTrial):
             # states repeat across trials, so they share the memo too
             dec = self.memo.get(full)
             if dec is None:
-                dec = self.memo[full] = self.design.decide(TiteState(*full))
+                dec = self.memo[full] = self.design.decide(TiteState(*full, mu))
         else:
-            dec = self.design.decide(TiteState(*full))
+            dec = self.design.decide(TiteState(*full, mu))
         self.last = (full, dec)
         return dec
 
@@ -810,64 +920,15 @@ class TiteTrial(ClassicTrial):
         self._open(dec)
         return True
 
-    def _open(self, dec):
-        if dec.stop:
-            self._finish(dec)
-            return
-        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
-                       0]
-
     def _finish(self, dec):
-        self.finished = True
-        t_end = self.t_end = self.now
-        self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
         if self.first_enroll is not None:
-            self.decision_times.append(t_end - self.first_enroll)
-        c = self.cohort
-        self.final_state = TrialState(tuple(self.n_active), tuple(self.y_obs),
-                                      c[_CDOSE] if c[_CIDX] >= 0 else None, c[_CACT], c[_CY])
-        self._close(t_end)
-        self._stop()
+            self.decision_times.append(self.now - self.first_enroll)
+        ClassicTrial._finish(self, dec)
 
-    def _enroll(self, i):
-        s, d = self.setup, self.draws
-        j = len(self.pats)
-        if j >= s.max_patients:
-            raise too_many_patients(d.trial, s.max_patients)
-        while j >= len(d.fail_at):
-            d.more_patients()
-        now = self.now
-        if self.first_enroll is None:
-            self.first_enroll = now
+    def _final_state(self):
         c = self.cohort
-        c[_CFREE] -= 1
-        c[_CACT] += 1
-        pat = [j, c, c[_CDOSE], -1.0, _PIPELINE, -1.0]
-        self.pats.append(pat)
-        self.in_flight += 1
-        self.n_active[c[_CDOSE]] += 1
-        self.pending[j] = pat
-        f = d.fail_at[j]
-        if 0 <= f < self.gate_i:
-            pat[_ST] = _FAILED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
-        elif not self.gated:
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + (d.pre_days[j] + d.post_days[j]), n, self.h_infused, pat))
-        else:
-            self._gate_enter(pat)
-
-    def _after_gate(self, pat, wait):
-        d = self.draws
-        j = pat[_J]
-        n = self.seq = self.seq + 1
-        if d.fail_at[j] >= self.gate_i:
-            pat[_ST] = _FAILED
-            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
-                              self.h_end, pat))
-        else:
-            heappush(self.q, (self.now + (wait + d.post_days[j]), n, self.h_infused, pat))
+        return TrialState(tuple(self.n_active), tuple(self.y_obs),
+                          c[_CDOSE] if c[_CIDX] >= 0 else None, c[_CACT], c[_CY])
 
     def _infused(self, pat):
         d = self.draws
@@ -882,13 +943,21 @@ class TiteTrial(ClassicTrial):
         pat[_ST] = _COMPLETE
         k = self.n_tox
         self.n_tox = k + 1
-        while k >= len(d.dlt_u):
-            d.more_evaluable()
-        if d.dlt_u[k] < self.p[pat[_DOSE]]:
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.onset_day[k], n, self.h_dlt, pat))
+        if self.binary:                 # the DLT call at its onset, if it has one
+            while k >= len(d.dlt_u):
+                d.more_evaluable()
+            if d.dlt_u[k] < self.p[pat[_DOSE]]:
+                n = self.seq = self.seq + 1
+                heappush(self.q, (now + d.onset_day[k], n, self.h_dlt, pat))
+        else:
+            self._toxicity(pat, k, now)
         n = self.seq = self.seq + 1
         heappush(self.q, (now + self.window, n, self.h_end, pat))
+
+    def _toxicity(self, pat, k, now):
+        """Schedule what the design will see of infused patient ``pat``, the ``k``-th
+        observed (graded and score truths)."""
+        raise NotImplementedError
 
     def _dlt(self, pat):
         self.y_obs[pat[_DOSE]] += 1
@@ -906,23 +975,8 @@ class TiteTrial(ClassicTrial):
             if dec.stop:
                 self._finish(dec)
 
-    def _on_end(self, pat):
-        self.in_flight -= 1
-        if pat[_REL] >= 0:
-            self.in_followup -= 1
-            if self.queue:
-                self._admit()
-        st = pat[_ST]
-        if st == _COMPLETE:
-            self.pending.pop(pat[_J], None)
-            self._changed()
-            return
-        if st == _FAILED:
-            self.n_phase_fail += 1
-            if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
-                self.n_manuf_fail += 1
-        else:
-            self.n_dropout += 1
+    def _lost(self, pat):
+        self._count_loss(pat)
         pat[_CO][_CACT] -= 1
         self.n_active[pat[_DOSE]] -= 1
         self.pending.pop(pat[_J], None)
@@ -1002,7 +1056,6 @@ class LeanChunkDraws:
         gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
         at = plan.times(np.cumsum(gaps, axis=1))      # piecewise accrual: calendar days
         days, happens, *pat = plan.patients(self.trials, 0, n_patients)
-        u, onset, _ = plan.evaluable(self.trials, 0, n_evaluable)   # binary: no graded block
         self.days, self.happens = days, happens
         self.at, self.failed, self.sdays = at, failed, sdays
         ready = at + sdays                    # as Accrual._merge_ready: at[i] + sd[i]
@@ -1010,12 +1063,21 @@ class LeanChunkDraws:
         self.ready = np.take_along_axis(ready, order, axis=1)
         self.order = order
         self.n_elig = (~failed).sum(axis=1).tolist()
-        self.lists = [a.tolist() for a in pat] + [u.tolist(), onset.tolist()]
+        self.lists = [a.tolist() for a in pat]
+        self._keep(*plan.evaluable(self.trials, 0, n_evaluable))
+
+    def _keep(self, u, onset, graded):
+        """Keep the evaluable block (binary truth: the DLT uniforms and onsets as lists)."""
+        self.u, self.onset = u.tolist(), onset.tolist()
+
+    def _dlts(self, r: int):
+        return self.u[r], self.onset[r]
 
     def trial(self, r: int):
         """(TrialDraws without arrival lists, lean rows) of the r-th trial; the lists are
         used as they are (each trial is run once)."""
-        fail_at, drop, drop_day, pre, post, fail_days, u, onset = [c[r] for c in self.lists]
+        fail_at, drop, drop_day, pre, post, fail_days = [c[r] for c in self.lists]
+        u, onset = self._dlts(r)
         d = TrialDraws(self.plan, int(self.trials[r]), None, None, None, self.days[r],
                        self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, u,
                        onset)
@@ -1163,11 +1225,8 @@ class GradedClassicTrial(ClassicTrial):
             x = self.xdlt
             self.pats = [_PatView(p[_DOSE], p[_ST], p[_J] in x) for p in self.pats]
 
-    def _complete(self, c):
-        members, c[_CDONE] = c[_CDONE], []
-        members.sort(key=_inf_order)
+    def _observe(self, members, dose):
         d = self.draws
-        dose = c[_CDOSE]
         k = self.n_tox
         y = 0
         units = self.units
@@ -1184,27 +1243,21 @@ class GradedClassicTrial(ClassicTrial):
                 y += u
                 k += 1
         self.n_tox = k
-        node = self.node
-        nxt = node.succ.get(y)
-        if nxt is None:
-            if self.mu is None:
-                st = node.state.add_cohort(dose, c[_CSIZE], y)
-            else:
-                st = node.state.add_cohort(dose, c[_CSIZE], y, max_units=self.mu)
-            nxt = node.succ[y] = _Node(st, self.setup.decide(st))
-            sh = self.shared
-            grown = sh["grown"] = sh.get("grown", 0) + 1
-            if grown > _GRAPH_MAX:            # (this trial keeps its own path)
-                sh["grown"] = 0
-                sh["root"] = _Node(self.setup.empty_state,
-                                   self.setup.decide(self.setup.empty_state))
-        self.node = nxt
-        delay = self.setup.review.days
-        if delay > 0:
-            n = self.seq = self.seq + 1
-            heappush(self.q, (self.now + delay, n, self.h_decide, None))
+        return y
+
+    def _grow(self, node, c, y):
+        if self.mu is None:
+            st = node.state.add_cohort(c[_CDOSE], c[_CSIZE], y)
         else:
-            self._decide(None)
+            st = node.state.add_cohort(c[_CDOSE], c[_CSIZE], y, max_units=self.mu)
+        nxt = node.succ[y] = _Node(st, self.setup.decide(st))
+        sh = self.shared
+        grown = sh["grown"] = sh.get("grown", 0) + 1
+        if grown > _GRAPH_MAX:            # (this trial keeps its own path)
+            sh["grown"] = 0
+            sh["root"] = _Node(self.setup.empty_state,
+                               self.setup.decide(self.setup.empty_state))
+        return nxt
 
 
 class GradedTiteTrial(TiteTrial):
@@ -1213,25 +1266,14 @@ class GradedTiteTrial(TiteTrial):
 
     __slots__ = ()
 
-    def _infused(self, pat):
+    binary = False
+
+    def _toxicity(self, pat, k, now):
         d = self.draws
-        j = pat[_J]
-        now = pat[_INF] = self.now
-        self.n_treated += 1
-        if d.drop[j]:
-            pat[_ST] = _DROPPED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.drop_day[j], n, self.h_end, pat))
-            return
-        pat[_ST] = _COMPLETE
-        k = self.n_tox
-        self.n_tox = k + 1
         dose = pat[_DOSE]
         if _observe_graded(d, k, dose):
             n = self.seq = self.seq + 1
             heappush(self.q, (now + d.dlt_known.item(k, dose), n, self.h_dlt, pat))
-        n = self.seq = self.seq + 1
-        heappush(self.q, (now + self.window, n, self.h_end, pat))
 
 
 class ScoreTiteTrial(TiteTrial):
@@ -1240,7 +1282,9 @@ class ScoreTiteTrial(TiteTrial):
     max_units)``; each event inside the window that raises the units seen so far is a call
     at its onset (in time order), ending the patient's pending status."""
 
-    __slots__ = ("units", "mu", "xdlt", "xseen", "h_event")
+    __slots__ = ("units", "xdlt", "xseen", "h_event")
+
+    binary = False
 
     def __init__(self, setup, draws, lean=None):
         super().__init__(setup, draws, lean)
@@ -1256,46 +1300,9 @@ class ScoreTiteTrial(TiteTrial):
         x = self.xdlt
         self.pats = [_PatView(p[_DOSE], p[_ST], p[_J] in x) for p in self.pats]
 
-    def _decide_now(self):
-        now = self.now
-        W = self.window
-        pend = tuple((p[_DOSE], 0.0 if p[_INF] < 0 else min((now - p[_INF]) / W, 1.0))
-                     for p in self.pending.values())
-        c = self.cohort
-        key = (tuple(self.n_active), tuple(self.y_obs), c[_CDOSE] if c[_CIDX] >= 0 else None,
-               c[_CACT], c[_CY])
-        mu = self.mu
-        if not pend:
-            dec = self.memo.get(key)
-            if dec is None:
-                dec = self.memo[key] = self.setup.decide_exact(TiteState(*key, (), mu))
-            return dec
-        full = key + (pend,)
-        last, dec = self.last
-        if full == last:
-            return dec
-        if all(f == 0.0 or f == 1.0 for _, f in pend):
-            dec = self.memo.get(full)
-            if dec is None:
-                dec = self.memo[full] = self.design.decide(TiteState(*full, mu))
-        else:
-            dec = self.design.decide(TiteState(*full, mu))
-        self.last = (full, dec)
-        return dec
-
-    def _infused(self, pat):
+    def _toxicity(self, pat, k, now):
         d = self.draws
         j = pat[_J]
-        now = pat[_INF] = self.now
-        self.n_treated += 1
-        if d.drop[j]:
-            pat[_ST] = _DROPPED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.drop_day[j], n, self.h_end, pat))
-            return
-        pat[_ST] = _COMPLETE
-        k = self.n_tox
-        self.n_tox = k + 1
         dose = pat[_DOSE]
         dlt, _ = _score_of(d, k, dose, self.units)
         if dlt:
@@ -1315,8 +1322,6 @@ class ScoreTiteTrial(TiteTrial):
                 best = u
                 n = self.seq = self.seq + 1
                 heappush(q, (now + day, n, self.h_event, (pat, u)))
-        n = self.seq = self.seq + 1
-        heappush(q, (now + self.window, n, self.h_end, pat))
 
     def _event(self, arg):
         pat, units = arg
@@ -1333,32 +1338,16 @@ class LeanGradedChunkDraws(LeanChunkDraws):
     """:class:`LeanChunkDraws` for a graded truth: the arrivals and patients as there, and
     the graded block kept as arrays per trial (as ``ChunkDraws``), the DLT flags as lists."""
 
-    def __init__(self, plan, trials, n_arrivals, n_patients, n_evaluable):
-        self.plan = plan
-        self.trials = np.asarray(trials, dtype=np.uint64)
-        gaps, failed, sdays = plan.arrivals(self.trials, 0, n_arrivals)
-        at = plan.times(np.cumsum(gaps, axis=1))      # piecewise accrual: calendar days
-        days, happens, *pat = plan.patients(self.trials, 0, n_patients)
-        _, _, graded = plan.evaluable(self.trials, 0, n_evaluable)
-        self.days, self.happens = days, happens
-        self.at, self.failed, self.sdays = at, failed, sdays
-        ready = at + sdays
-        order = np.argsort(np.where(failed, np.inf, ready), axis=1, kind="stable")
-        self.ready = np.take_along_axis(ready, order, axis=1)
-        self.order = order
-        self.n_elig = (~failed).sum(axis=1).tolist()
-        self.lists = [a.tolist() for a in pat]
+    def _keep(self, u, onset, graded):
         self.graded = graded
         self.mask = None if graded[4] is None else graded[4].tolist()
 
+    def _dlts(self, r: int):
+        return [], []
+
     def trial(self, r: int):
-        fail_at, drop, drop_day, pre, post, fail_days = [c[r] for c in self.lists]
-        d = TrialDraws(self.plan, int(self.trials[r]), None, None, None, self.days[r],
-                       self.happens[r], fail_at, drop, drop_day, pre, post, fail_days, [],
-                       [])
+        d, lean = super().trial(r)
         d.grades, d.type_onset, d.dlt_known, d.worst_late = [
             None if a is None else a[r] for a in self.graded[:4]]
         d.dlt_mask = None if self.mask is None else self.mask[r]
-        ne = self.n_elig[r]
-        rq = list(zip(self.ready[r, :ne].tolist(), self.order[r, :ne].tolist()))
-        return d, (rq, self.at[r], self.failed[r], self.sdays[r])
+        return d, lean

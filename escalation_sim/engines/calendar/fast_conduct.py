@@ -34,16 +34,12 @@ from ...types import Decision, StopReason, TrialState
 from ...designs.interval import DE_ESCALATE
 from ...designs.rules import StopAtN
 from .backfill import bf_conflict, review_delay
-from .draws import block_sizes, too_many_patients
-from .fast import (_CACT, _CDONE, _CDOSE, _CFREE, _CIDX, _COMPLETE, _CO, _CSIZE, _DOSE,
-                   _DROPPED, _FAILED, _INF, _J, _PIPELINE, _REL, _ST, ClassicTrial,
-                   LeanChunkDraws, design_memo)
+from .draws import block_sizes, patient_draws
+from .fast import (_BF, _CACT, _CDONE, _CDOSE, _CFREE, _CNT, _CO, _CSIZE, _DOSE, _ENR, _INF,
+                   _J, _RECV, _ST, ClassicTrial, LeanChunkDraws, design_memo)
 from .shortfall import STREAM, ShortfallDraws, dlt_rate_at, fractions_from_uniforms
 from ...randomness import stream_key, uniforms
 
-_EXCLUDED = 4          # patient.EXCLUDED
-# conduct patients: ClassicTrial's six fields, then these
-_ENR, _RECV, _BF, _CNT = 6, 7, 8, 9
 _by_infusion = itemgetter(_INF, _J)      # fast._inf_order, in C
 #: entries of one decision memo before it starts afresh
 _MEMO_MAX = 500_000
@@ -72,7 +68,7 @@ class ConductTrial(ClassicTrial):
                  "n_excluded", "n_bf_enrolled", "n_bf_treated", "last", "sizes", "n_cohorts",
                  "state", "esc", "cands", "dmemo", "review", "review_days", "every",
                  "amounts", "ptrue", "costs", "n_pool", "y_pool", "bf_cap", "bf_max",
-                 "bf_min", "plain_review", "cmemo", "jlim")
+                 "bf_min", "plain_review", "cmemo", "bf_dose")
 
     def __init__(self, setup, draws, lean=None):
         super().__init__(setup, draws, None if lean is None else lean[:4])
@@ -140,10 +136,13 @@ class ConductTrial(ClassicTrial):
         self.jlim = min(setup.max_patients, len(draws.fail_at),
                         len(self.frac) if self.frac is not None else len(draws.fail_at))
 
+    conduct_fields = True
+
     @property
     def policy(self):
         """What ``conduct_columns`` reads the counts from (as the parts' ``trial.policy``)."""
         return self
+
 
     def release(self) -> None:
         super().release()
@@ -259,33 +258,8 @@ class ConductTrial(ClassicTrial):
         self.state = st
         self._open_dec(dec)
 
-    def _open_dec(self, dec):
-        self.decision_times.append(self.now - self.first_enroll)
-        if self.sizes is not None:
-            dec = self._sized(dec)
-        if dec.dose is None:
-            self._finish(dec)
-            return
-        self.cands = None
-        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
-                       []]
-        self._fill()
-
-    def _open(self, dec):
-        if dec.stop:
-            self._finish(dec)
-            return
-        self.cands = None
-        self.cohort = [self.cohort[_CIDX] + 1, dec.dose, dec.cohort_size, dec.cohort_size, 0,
-                       []]
-
-    def _finish(self, dec):
-        self.finished = True
-        self.t_end = self.now
-        self.stop_reason = dec.stop_reason or StopReason.RULE_COMPLETE
-        self.final_state = self.state
-        self._close(self.t_end)
-        self._stop()
+    def _final_state(self):
+        return self.state
 
     # ---------------------------------------------------------------- backfill slots
     def _candidates(self):
@@ -325,22 +299,9 @@ class ConductTrial(ClassicTrial):
         self.cands = out
         return out
 
-    def _open_dose(self):
-        """``backfill_dose`` now: the highest candidate with room (rules 4-5), or -1."""
-        if self.finished or self.bf_active >= self.bf_max:
-            return -1
-        cands = self.cands
-        if cands is None:
-            cands = self._candidates()
-        assigned = self.assigned
-        cap = self.bf_cap
-        for b in cands:
-            if assigned[b] < cap:
-                return b
-        return -1
-
-    def _open_slot(self):
-        """``BackfillPolicy.open_slot``: a slot at the highest dose open for backfill."""
+    def _room(self):
+        """Whether a dose is open for backfill now (``backfill_dose`` not None: the highest
+        candidate with room, rules 4-5, kept in ``bf_dose``)."""
         if self.bf is None or self.finished or self.bf_active >= self.bf_max:
             return False
         cands = self.cands
@@ -350,171 +311,31 @@ class ConductTrial(ClassicTrial):
         cap = self.bf_cap
         for b in cands:
             if assigned[b] < cap:
-                c = self.bf_cohorts[b]
-                if c is None:
-                    c = self.bf_cohorts[b] = [-2, b, 0, 0, 0, None]
-                c[_CSIZE] += 1
-                c[_CFREE] += 1
-                self.side = c
+                self.bf_dose = b
                 return True
         return False
 
-    # ---------------------------------------------------------------- accrual
-    def _arm(self):
-        if self.armed or self.finished:
-            return
-        if self.cohort[_CFREE] <= 0 and (self.bf is None or self._open_dose() < 0):
-            return
-        r, i = self._peek()
-        self.rq_pos += 1
-        self.armed = True
-        n = self.seq = self.seq + 1
-        heappush(self.q, (self.now + (r - self.now), n, self.h_ready, i))
+    #: ``BackfillPolicy.decides_on_arrival``: a dose open for backfill keeps arrivals coming
+    on_arrival = property(_room)
 
-    def _ready(self, i):
-        self.armed = False
-        if self.finished:
-            return
-        w = self.waiting
-        now = self.now
-        if w and w[0][1] < now:
-            self._purge(now)
-        if not w and (self.cohort[_CFREE] > 0 or self._open_slot()):
-            self._enroll(i)
-        elif not self.finished:
-            self._wait_or_leave(i, now)
-        # _arm, inlined (with _open_dose: a dose open for backfill keeps arrivals coming)
-        if self.armed or self.finished:
-            return
-        if self.cohort[_CFREE] <= 0:
-            if self.bf is None or self.bf_active >= self.bf_max:
-                return
-            cands = self.cands
-            if cands is None:
-                cands = self._candidates()
-            assigned = self.assigned
-            cap = self.bf_cap
-            for b in cands:
-                if assigned[b] < cap:
-                    break
-            else:
-                return
-        rq, pos = self.rq, self.rq_pos
-        if pos >= len(rq) or rq[pos][0] > self.at_last:
-            r, i = self._peek()
-        else:
-            r, i = rq[pos]
-        self.rq_pos += 1
-        self.armed = True
-        n = self.seq = self.seq + 1
-        heappush(self.q, (now + (r - now), n, self.h_ready, i))
-
-    def _fill(self):
-        unlimited = self.setup.unlimited
-        now = self.now
-        if not (unlimited or self.armed):
-            self._catch_up(now)
-        w = self.waiting
-        while not self.finished:
-            if w and w[0][1] < now:
-                self._purge(now)
-            if not w and not unlimited:
-                break
-            if not (self.cohort[_CFREE] > 0 or self._open_slot()):
-                break
-            self._enroll(w.popleft()[0] if w else self._new_candidate())
-        if not (unlimited or self.armed):
-            self._arm()
+    def _open_slot(self):
+        """``BackfillPolicy.open_slot``: a slot at the highest dose open for backfill
+        (``bf_dose``: asked right after ``on_arrival`` found it)."""
+        b = self.bf_dose
+        c = self.bf_cohorts[b]
+        if c is None:
+            c = self.bf_cohorts[b] = [-2, b, 0, 0, 0, None]
+        c[_CSIZE] += 1
+        c[_CFREE] += 1
+        self.side = c
+        return True
 
     # ---------------------------------------------------------------- patients
-    def _enroll(self, i):
-        d = self.draws
-        pats = self.pats
-        j = len(pats)
-        if j >= self.jlim:
-            self._extend(j)
-        now = self.now
-        if self.first_enroll is None:
-            self.first_enroll = now
-        c = self.cohort
-        if c[_CFREE] <= 0:
-            c = self.side
-        c[_CFREE] -= 1
-        c[_CACT] += 1
-        dose = c[_CDOSE]
-        pat = [j, c, dose, -1.0, _PIPELINE, -1.0, now, 1.0, False, dose]
-        pats.append(pat)
-        self.in_flight += 1
-        # ConductPolicy.on_enroll
-        self.assigned[dose] += 1
-        if c[_CIDX] == -2:
-            pat[_BF] = True
-            self.bf_active += 1
-            self.n_bf_enrolled += 1
-        frac = self.frac
-        if frac is not None:
-            f = frac[j]
-            if f < 1.0:
-                pat[_RECV] = f
-                self.n_short += 1
-                pat[_CNT] = self.sf.counted_dose(dose, f)
-        # Pathway.start
-        fa = d.fail_at[j]
-        if 0 <= fa < self.gate_i:
-            pat[_ST] = _FAILED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.fail_days[j], n, self.h_end, pat))
-        elif not self.gated:
-            self._infuse(pat, d.pre_days[j] + d.post_days[j])
-        else:
-            # Gate.enter (ClassicTrial._gate_enter), inlined
-            if self.known_release:
-                first = self.seen.get(c[_CIDX] if self.by_cohort else dose)
-                if first is not None:
-                    gate = now + d.pre_days[j]
-                    release = first + self.stagger - d.post_days[j]
-                    if gate >= release:                 # max(gate, release)
-                        release = gate
-                    pat[_REL] = release
-                    self.in_followup += 1
-                    wait = release - now
-                    if fa >= self.gate_i:
-                        pat[_ST] = _FAILED
-                        n = self.seq = self.seq + 1
-                        heappush(self.q, (now + (wait + d.fail_days[j] - d.pre_days[j]), n,
-                                          self.h_end, pat))
-                        return
-                    # _infuse(pat, wait + post), inlined
-                    delay = wait + d.post_days[j]
-                    pat[_INF] = now + delay
-                    self.n_treated += 1
-                    if pat[_CNT] < 0:                  # excluded at infusion
-                        pat[_ST] = _EXCLUDED
-                        self.n_excluded += 1
-                        n = self.seq = self.seq + 1
-                        heappush(self.q, (now + delay, n, self.h_end, pat))
-                        return
-                    if pat[_BF]:
-                        self.n_bf_treated += 1
-                    n = self.seq = self.seq + 1
-                    if d.drop[j]:
-                        pat[_ST] = _DROPPED
-                        heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
-                    else:
-                        pat[_ST] = _COMPLETE
-                        heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
-                    return
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + d.pre_days[j], n, self.h_arrive, pat))
-
     def _extend(self, j):
         """Patient ``j`` is past a limit: the guard, or the drawn patients or short-product
         fractions (drawn further, the same streams)."""
         s, d = self.setup, self.draws
-        if j >= s.max_patients:
-            raise too_many_patients(d.trial, s.max_patients)
-        while j >= len(d.fail_at):
-            d.more_patients()
+        patient_draws(d, j, s.max_patients)
         frac = self.frac
         if frac is not None:
             if j >= len(frac):
@@ -527,84 +348,9 @@ class ConductTrial(ClassicTrial):
         else:
             self.jlim = min(s.max_patients, len(d.fail_at))
 
-    def _infuse(self, pat, delay):
-        """``ConductPolicy.infuse``."""
-        now = self.now
-        if pat[_CNT] < 0:                    # excluded at infusion
-            pat[_INF] = now + delay
-            self.n_treated += 1
-            pat[_ST] = _EXCLUDED
-            self.n_excluded += 1
-            n = self.seq = self.seq + 1
-            heappush(self.q, (now + delay, n, self.h_end, pat))
-            return
-        if pat[_BF]:
-            self.n_bf_treated += 1
-        d = self.draws
-        j = pat[_J]
-        pat[_INF] = now + delay
-        self.n_treated += 1
-        n = self.seq = self.seq + 1
-        if d.drop[j]:
-            pat[_ST] = _DROPPED
-            heappush(self.q, (now + (delay + d.drop_day[j]), n, self.h_end, pat))
-        else:
-            pat[_ST] = _COMPLETE
-            heappush(self.q, (now + (delay + self.window), n, self.h_end, pat))
-
-    def _after_gate(self, pat, wait):
-        d = self.draws
-        j = pat[_J]
-        if d.fail_at[j] >= self.gate_i:
-            pat[_ST] = _FAILED
-            n = self.seq = self.seq + 1
-            heappush(self.q, (self.now + (wait + d.fail_days[j] - d.pre_days[j]), n,
-                              self.h_end, pat))
-            return
-        self._infuse(pat, wait + d.post_days[j])
-
-    def _on_end(self, pat):
-        self.in_flight -= 1
-        if pat[_REL] >= 0:
-            self.in_followup -= 1
-            if self.queue:
-                self._admit()
-        st = pat[_ST]
+    def _lost(self, pat):
+        self._count_loss(pat)
         c = pat[_CO]
-        if st == _COMPLETE:
-            if not pat[_BF]:
-                done = c[_CDONE]
-                done.append(pat)
-                if len(done) == c[_CSIZE]:
-                    self._complete(c)
-                return
-            # a backfill patient's window closed: observed now
-            d = self.draws
-            k = self.n_tox
-            self.n_tox = k + 1
-            while k >= len(d.dlt_u):
-                d.more_evaluable()
-            lvl = pat[_CNT]
-            self.n_bf[lvl] += 1
-            self.n_pool[lvl] += 1
-            f = pat[_RECV]
-            dose = pat[_DOSE]
-            ptrue = self.ptrue
-            if d.dlt_u[k] < (ptrue[dose] if f >= 1.0 else
-                             dlt_rate_at(self.amounts[dose] * f, self.amounts, ptrue)):
-                self.y_bf[lvl] += 1
-                self.y_pool[lvl] += 1
-            c[_CACT] -= 1
-            self.cands = None
-            if not self.finished:
-                self._fill()
-            return
-        if st == _FAILED:
-            self.n_phase_fail += 1
-            if self.setup.manufacturing[self.draws.fail_at[pat[_J]]]:
-                self.n_manuf_fail += 1
-        elif st == _DROPPED:
-            self.n_dropout += 1
         c[_CACT] -= 1
         # ConductPolicy.on_lost
         self.assigned[pat[_DOSE]] -= 1
@@ -615,6 +361,8 @@ class ConductTrial(ClassicTrial):
             c[_CFREE] += 1
         if not self.finished:
             self._fill()
+
+
 
 
 class LeanConductChunkDraws(LeanChunkDraws):
@@ -674,14 +422,13 @@ class _Pauses:
 
     __slots__ = ()
 
+    pausing = True
+
     def _init_pauses(self):
         self.pauses = [(0.0, False)]
 
-    def _decides_on_arrival(self):
-        return False
-
     def _mark(self, now):
-        paused = self.cohort[_CFREE] <= 0 and not self._decides_on_arrival()
+        paused = self.cohort[_CFREE] <= 0 and not self.on_arrival
         if paused != self.pauses[-1][1]:
             self.pauses.append((now, paused))
 
@@ -717,18 +464,6 @@ class _Pauses:
         if not self.finished:
             self._mark(self.now)
 
-    def _catch_up(self, until):
-        if self.armed or self.setup.unlimited:
-            return
-        while True:
-            r, i = self._peek()
-            if r > until:
-                return
-            self.rq_pos += 1
-            if self._unscreened(i):
-                continue
-            self._wait_or_leave(i, r)
-
     def _count_arrivals(self, t_end):
         super()._count_arrivals(t_end)
         acc = self.accrual
@@ -759,6 +494,3 @@ class PausedConductTrial(_Pauses, ConductTrial):
     def __init__(self, setup, draws, lean=None):
         super().__init__(setup, draws, lean)
         self._init_pauses()
-
-    def _decides_on_arrival(self):
-        return self.bf is not None and self._open_dose() >= 0

@@ -376,6 +376,24 @@ def _jit_entry(fn):
 
 
 @_jit
+def _heap_set(X, Q, i, day, seq, kind, arg):
+    """Heap slot ``i`` := the call (day, seq, kind, arg)."""
+    X[X_HDAY, i] = day
+    Q[Q_HSEQ, i] = seq
+    Q[Q_HKIND, i] = kind
+    Q[Q_HARG, i] = arg
+
+
+@_jit
+def _heap_move(X, Q, i, j):
+    """Heap slot ``i`` := slot ``j``."""
+    X[X_HDAY, i] = X[X_HDAY, j]
+    Q[Q_HSEQ, i] = Q[Q_HSEQ, j]
+    Q[Q_HKIND, i] = Q[Q_HKIND, j]
+    Q[Q_HARG, i] = Q[Q_HARG, j]
+
+
+@_jit
 def _push(X, Q, day, kind, arg):
     n = Q[Q_S, S_HN]
     if n >= Q[Q_PI, P_HCAP]:
@@ -389,15 +407,9 @@ def _push(X, Q, day, kind, arg):
         dp = X[X_HDAY, p]
         if dp < day or (dp == day and Q[Q_HSEQ, p] < seq):
             break
-        X[X_HDAY, i] = dp
-        Q[Q_HSEQ, i] = Q[Q_HSEQ, p]
-        Q[Q_HKIND, i] = Q[Q_HKIND, p]
-        Q[Q_HARG, i] = Q[Q_HARG, p]
+        _heap_move(X, Q, i, p)
         i = p
-    X[X_HDAY, i] = day
-    Q[Q_HSEQ, i] = seq
-    Q[Q_HKIND, i] = kind
-    Q[Q_HARG, i] = arg
+    _heap_set(X, Q, i, day, seq, kind, arg)
     Q[Q_S, S_HN] = n + 1
 
 
@@ -427,15 +439,9 @@ def _pop(X, Q):
             dc = X[X_HDAY, c]
             if day < dc or (day == dc and seq < Q[Q_HSEQ, c]):
                 break
-            X[X_HDAY, i] = dc
-            Q[Q_HSEQ, i] = Q[Q_HSEQ, c]
-            Q[Q_HKIND, i] = Q[Q_HKIND, c]
-            Q[Q_HARG, i] = Q[Q_HARG, c]
+            _heap_move(X, Q, i, c)
             i = c
-        X[X_HDAY, i] = day
-        Q[Q_HSEQ, i] = seq
-        Q[Q_HKIND, i] = kind
-        Q[Q_HARG, i] = arg
+        _heap_set(X, Q, i, day, seq, kind, arg)
     return kind0, arg0
 
 
@@ -1049,32 +1055,13 @@ def _columns(setup, table: Table, trials, o_int, o_float, o_dts, py, int_cols):
     stop_reason[:] = [None if reasons[k] is None else reasons[k].value
                       for k in node.tolist()]
     dtimes = [o_dts[r, :k].copy() for r, k in enumerate(ndt.tolist())]
+    if py:
+        from . import trial_row             # (the package imports this module lazily)
+        cols = {"mtd": mtd, "stop_code": stop_code, "stop_reason": stop_reason, "n": n,
+                "y": y, "duration_days": duration, "first_enrollment_day": first,
+                "time_to_first_decision_days": ttfd}
     for r, t in py.items():                 # the trials run on the Python fast path
-        st = t.final_state
-        states[r] = st
-        sel = setup.select_mtd(st)
-        mtd[r] = -1 if sel is None else sel
-        stop_code[r] = STOP_INDEX[t.stop_reason]
-        stop_reason[r] = t.stop_reason.value
-        n[r] = st.n
-        y[r] = st.y
-        f = t.first_enroll
-        duration[r] = 0.0 if f is None else t.t_end - f
-        first[r] = nan if f is None else f
-        dt = np.asarray(t.decision_times, dtype=float)
-        dtimes[r] = dt
-        ttfd[r] = dt[0] if dt.size else nan
-        acc = t.accrual
-        for name, v in (("n_screened", acc.n_screened),
-                        ("n_screen_failed", acc.n_screen_failed),
-                        ("n_enrolled", len(t.pats)), ("n_treated", t.n_treated),
-                        ("n_evaluable", st.total_n), ("n_lost", acc.n_lost),
-                        ("n_waiting_max", acc.n_wait_max),
-                        ("n_waiting_at_close", acc.n_waiting_at_close),
-                        ("n_manufacturing_failures", t.n_manuf_fail),
-                        ("n_phase_failures", t.n_phase_fail),
-                        ("n_dropouts", t.n_dropout), ("n_decisions", dt.size)):
-            ints[name][r] = v
+        states[r], dtimes[r] = trial_row(setup, t, r, cols, ints)
     out: Dict[str, Any] = {"trial": trials.copy()}
     out.update(mtd=mtd, stop_code=stop_code, stop_reason=stop_reason, n=n, y=y,
                dlt=y.copy(), duration_days=duration, first_enrollment_day=first,

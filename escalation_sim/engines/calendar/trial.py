@@ -26,7 +26,7 @@ from typing import List, Optional
 
 from ...types import Decision, StopReason, TrialState
 from .accrual import Accrual
-from .draws import TrialDraws, too_many_patients
+from .draws import TrialDraws, patient_draws
 from .gates import Gate
 from .log import Recorder
 from .model import Setup
@@ -145,12 +145,8 @@ class Trial:
 
     # ------------------------------------------------------------------ patients
     def enroll(self, i: int) -> None:
-        s, d = self.setup, self.draws
         j = len(self.pats)
-        if j >= s.max_patients:
-            raise too_many_patients(d.trial, s.max_patients)
-        while j >= len(d.fail_at):
-            d.more_patients()
+        patient_draws(self.draws, j, self.setup.max_patients)
         now = self.clock.now
         if self.first_enroll is None:
             self.first_enroll = now
