@@ -38,10 +38,10 @@ _MAX_N = STOP_INDEX[StopReason.MAX_N]
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
-class StopAtNRules:
-    """:class:`~escalation_sim.designs.rules.StopAtN` around the wrapped design's rules."""
+class _Forward:
+    """A wrapper's rules: key and ``select_mtd`` are the wrapped design's."""
 
-    def __init__(self, base, n: int):
+    def __init__(self, base, n: int = 0):
         self.base = base
         self.n = int(n)
         self.key_range = base.key_range
@@ -49,6 +49,16 @@ class StopAtNRules:
 
     def key(self, n, y, cur, last_n, last_y, *more):
         return self.base.key(n, y, cur, last_n, last_y, *more)
+
+    def select_mtd(self, n, y, cur, last_n, last_y, *more):
+        return self.base.select_mtd(n, y, cur, last_n, last_y, *more)
+
+
+class StopAtNRules(_Forward):
+    """:class:`~escalation_sim.designs.rules.StopAtN` around the wrapped design's rules."""
+
+    def __init__(self, base, n: int):
+        super().__init__(base, n)
 
     def decide(self, n, y, cur, last_n, last_y, total, *more) -> Arrays:
         S = total.size
@@ -64,25 +74,6 @@ class StopAtNRules:
             c = np.where((d >= 0) & (c > room), room, c)
             dose[idx], size[idx], code[idx] = d, c, k
         return dose, size, code
-
-    def select_mtd(self, n, y, cur, last_n, last_y, *more):
-        return self.base.select_mtd(n, y, cur, last_n, last_y, *more)
-
-
-class _Forward:
-    """A wrapper's rules: key and ``select_mtd`` are the wrapped design's."""
-
-    def __init__(self, base, n: int = 0):
-        self.base = base
-        self.n = int(n)
-        self.key_range = base.key_range
-        self.uses_both = getattr(base, "uses_both", False)   # joint rules (batch_obd)
-
-    def key(self, n, y, cur, last_n, last_y, *more):
-        return self.base.key(n, y, cur, last_n, last_y, *more)
-
-    def select_mtd(self, n, y, cur, last_n, last_y, *more):
-        return self.base.select_mtd(n, y, cur, last_n, last_y, *more)
 
 
 class StopWhenNAtDoseRules(_Forward):
@@ -259,7 +250,7 @@ def _pava(vals: np.ndarray, w: np.ndarray, m: np.ndarray) -> np.ndarray:
     return vals
 
 
-class TitrationRules:
+class TitrationRules(_Forward):
     """BOIN with titration (``get.oc(titration=TRUE)``): the interval kernel's rules, except
     on the states that can be titration states (every tried dose holds exactly one patient,
     the tried doses run from the first dose up to the current one, at most one DLT in all),
@@ -268,13 +259,9 @@ class TitrationRules:
     construction, any other state's by :class:`IntervalRules`)."""
 
     def __init__(self, design, max_n: int):
+        super().__init__(IntervalRules(design, max_n))
         self.design = design
-        self.base = IntervalRules(design, max_n)
-        self.key_range = self.base.key_range
         self.first = int(design.first_dose)
-
-    def key(self, n, y, cur, last_n, last_y):
-        return self.base.key(n, y, cur, last_n, last_y)
 
     def decide(self, n, y, cur, last_n, last_y, total) -> Arrays:
         dose, size, code = self.base.decide(n, y, cur, last_n, last_y, total)
@@ -290,9 +277,6 @@ class TitrationRules:
             else:
                 dose[i], size[i], code[i] = dec.dose, dec.cohort_size, 0
         return dose, size, code
-
-    def select_mtd(self, n, y, cur, last_n, last_y):
-        return self.base.select_mtd(n, y, cur, last_n, last_y)
 
 
 class CRMRules:
