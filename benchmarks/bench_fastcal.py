@@ -4,9 +4,10 @@ item 2).
 Every design of the seed scenario (scenarios/relma_cel_sle.yaml: 4 doses, N = 24, cohorts of
 3, its CAR-T ``conduct`` block with sentinel spacing and a follow-up cap) plus TITE-BOIN and
 TITE-CRM, on one core, through ``simulate_des_trials(..., engine="simpy" | "fast")``; "fast"
-is timed twice for the classic designs on a binary truth: the Python fast path
+is timed twice for the classic designs and TITE-BOIN on a binary truth: the Python fast path
 (``ESCALATION_SIM_CALENDAR_KERNEL=0``) and the compiled kernel (engines/calendar/kernel.py,
-numba; "-" where it does not apply or numba is not installed).  The engines are timed
+TITE-BOIN: engines/calendar/kernel_tite.py, numba; "-" where it does not apply or numba is
+not installed; TITE-CRM is not compiled).  The engines are timed
 interleaved in one process (round r: simpy, fast, kernel, for each design), so a machine
 shared with other jobs slows them alike and the ratios to simpy stay meaningful; each figure
 is the median over ``--rounds`` of trials per CPU second (process time) and per wall second.
@@ -127,7 +128,8 @@ def main(argv=None):
     for sc, label, p, conduct, name, design in runs:
         k = (label, name)
         engines[k] = ["simpy", "fast"]
-        if kernel.HAVE_NUMBA and not is_time_to_event(design) and "(graded)" not in label:
+        compiled = not is_time_to_event(design) or type(design.inner).__name__ == "TITEBOIN"
+        if kernel.HAVE_NUMBA and compiled and "(graded)" not in label:
             engines[k].append("kernel")
         a = _run("simpy", design, p, conduct, range(200))
         for eng in engines[k][1:]:
