@@ -258,3 +258,23 @@ def test_fallback_routes(monkeypatch):
     counts = assert_tite_trials(monkeypatch, g, calendar_truth(graded), graded.model.conduct,
                                 2, range(8))
     assert counts.kernel == counts.python == 0
+
+
+def test_full_keys_when_the_design_keeps_the_latest_cohort(monkeypatch):
+    """A design whose canonical key is the whole state (the always-safe default) gets a
+    table keyed by the latest cohort's size and DLTs too; the trials are still simpy's."""
+    from escalation_sim.designs.tite import TITEBOIN
+    monkeypatch.setattr(TITEBOIN, "canonical", lambda self, state: state)
+    design = tite_boin(4, 0.25, 3, 18)
+    memo = design_memo(_setup(design))
+    memo.pop("kernel_tite_table", None)
+    sc = load_scenario(SEED)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            counts = assert_tite_trials(mp, design, sc.p_true.tolist(), sc.model.conduct, 8,
+                                        range(60))
+        assert counts.kernel > 50
+        table = kernel_tite.table_for(_setup(design))
+        assert not table.reduced and table.klen == 2 * 4 + 3
+    finally:
+        memo.pop("kernel_tite_table", None)

@@ -83,7 +83,7 @@ Q_CY, Q_PPEND, Q_NACT, Q_YOBS, Q_KEY, Q_T2 = range(N_Q, N_Q + 6)
 N_QT = N_Q + 6
 # row Q_T2: the trial's TITE integers
 (T2_LO, T2_ROW, T2_CLS, T2_STOP, T2_DOSE, T2_SIZE, T2_CODE, T2_FROW, T2_FCODE, T2_QUASI,
- T2_KLEN) = range(11)
+ T2_KLEN, T2_FLN, T2_FLY) = range(13)
 # verdict classes (the table's decision per class)
 C_NONE, C_ESC, C_STAY, C_DE, C_SUSP = range(5)
 N_CLS = 5
@@ -153,7 +153,12 @@ class TiteTable:
         self._setup = setup
         self._lock = threading.Lock()
         K = setup.K
-        self.klen = 2 * K + 3
+        from ...designs.tite import TiteState
+        probe = TiteState(tuple(range(1, K + 1)), (0,) * K, 0, 2, 1, ())
+        #: the design declares the latest cohort's size and DLTs irrelevant to its decisions
+        #: (its canonical key is (n, y, current)): the table's states leave them out
+        self.reduced = setup.design.canonical(probe) == (probe.n, probe.y, probe.current)
+        self.klen = 2 * K + (1 if self.reduced else 3)
         self.states: List[Any] = []
         self.decs: List[Any] = []
         self.declined = False
@@ -174,6 +179,7 @@ class TiteTable:
         for cls, v in verdicts.items():
             self._forced[cls] = _forced(design, v)
         self._verdicts = verdicts
+        self._suspend: Dict[int, Any] = {}
         self._decision = Decision
 
     def __len__(self) -> int:
@@ -201,8 +207,8 @@ class TiteTable:
         H[s, self.klen] = row
 
     def add(self, key) -> bool:
-        """Add the state of integers ``key`` (n, y, current or -1, last n, last y); False if
-        the table is full."""
+        """Add the state of integers ``key`` (n, y, current or -1, then last n, last y unless
+        the table is ``reduced``); False if the table is full."""
         from ...designs.tite import TiteState
         with self._lock:
             K = self._setup.K
@@ -215,15 +221,17 @@ class TiteTable:
                 return False
             n, y = key[:K], key[K:2 * K]
             cur = None if key[2 * K] < 0 else key[2 * K]
-            last_n, last_y = key[2 * K + 1], key[2 * K + 2]
+            last_n, last_y = (0, 0) if self.reduced else (key[2 * K + 1], key[2 * K + 2])
             st = TiteState(n, y, cur, last_n, last_y, ())
             decs = [self._setup.decide_exact(st)] + [None] * (N_CLS - 1)
             if cur is not None and n[cur] - y[cur] >= 1:
                 st1 = TiteState(n, y, cur, last_n, last_y, ((cur, 0.0),))
                 for cls, d in self._forced.items():
                     decs[cls] = d.decide(st1)
-                susp = _forced(self._setup.design,
-                               self._decision(cur, 0, "suspend", None, None))
+                susp = self._suspend.get(cur)
+                if susp is None:
+                    susp = self._suspend[cur] = _forced(
+                        self._setup.design, self._decision(cur, 0, "suspend", None, None))
                 decs[C_SUSP] = susp.decide(st1)
             self._grow()
             T = self.T
@@ -440,6 +448,9 @@ def _finish(A, X, Q):
     X[X_F, F_TEND] = t_end
     Q[Q_T2, T2_FROW] = Q[Q_T2, T2_ROW]
     Q[Q_T2, T2_FCODE] = Q[Q_T2, T2_CLS]
+    K = Q[Q_PI, P_K]
+    Q[Q_T2, T2_FLN] = Q[Q_KEY, 2 * K + 1]                # the final state's latest cohort
+    Q[Q_T2, T2_FLY] = Q[Q_KEY, 2 * K + 2]
     if Q[Q_S, S_HASFIRST] != 0:
         k = Q[Q_S, S_NDT]
         if k >= Q[Q_PI, P_DCAP]:
@@ -757,9 +768,9 @@ def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail
     NA = PI[P_NA]
     NE = PI[P_NE]
     K = PI[P_K]
-    L = 2 * K + 3
+    L = o_key.shape[1]
     W = max(NA, NP, NE, PI[P_HCAP], PI[P_NC] + K, PI[P_DCAP], N_S, N_PI, 16, manuf.size,
-            p.size, L)
+            p.size, 2 * K + 3)
     A = np.zeros((N_AT, W))
     B = np.zeros((N_B, W), dtype=np.int64)
     X = np.zeros((N_XT, W))
@@ -812,6 +823,8 @@ def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail
         o_int[r, 11] = Q[Q_S, S_NSF]
         o_int[r, 12] = Q[Q_S, S_NDT]
         o_int[r, 13] = Q[Q_S, S_HASFIRST]
+        o_int[r, 14] = Q[Q_T2, T2_FLN]
+        o_int[r, 15] = Q[Q_T2, T2_FLY]
         o_float[r, 0] = X[X_F, F_TEND]
         o_float[r, 1] = X[X_F, F_FIRST]
         for k in range(Q[Q_S, S_NDT]):
@@ -837,6 +850,10 @@ class _Block(_k._Block):
         return t
 
 
+#: kernel.py's output columns, then the final state's latest cohort size and DLTs
+_N_OUT_INT = _k._N_OUT_INT + 2
+
+
 def _growing(table: TiteTable, n0: int, trials: int) -> bool:
     return (len(table) > _k.DECLINE_STATES
             and len(table) - n0 > _k.DECLINE_GROWTH * trials)
@@ -845,12 +862,23 @@ def _growing(table: TiteTable, n0: int, trials: int) -> bool:
 def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block: int,
              int_cols) -> Dict[str, Any]:
     """The per-trial columns of ``simulate_des_trials`` for ``trials`` (module docstring)."""
+    import gc
+    gc_on = gc.isenabled()
+    gc.disable()             # (as the Python path: the growing table would be rescanned)
+    try:
+        return _simulate(setup, plan, trials, na, npat, ne, block, int_cols)
+    finally:
+        if gc_on:
+            gc.enable()
+
+
+def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
     from .draws import HORIZON_DAYS, past_horizon
     table = table_for(setup)
     PI, PF, manuf, p = _k._params(setup, na, npat, ne)
     m = trials.size
     L = table.klen
-    o_int = np.zeros((m, _k._N_OUT_INT), dtype=np.int64)
+    o_int = np.zeros((m, _N_OUT_INT), dtype=np.int64)
     o_float = np.zeros((m, 2))
     o_dts = np.zeros((m, npat + 2))
     py: Dict[int, Any] = {}
@@ -878,7 +906,7 @@ def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block
             again = again[np.array([ok[tuple(k)] for k in o_key[again].tolist()], dtype=bool)]
             if not again.size:
                 break
-            sub_int = np.zeros((again.size, _k._N_OUT_INT), dtype=np.int64)
+            sub_int = np.zeros((again.size, _N_OUT_INT), dtype=np.int64)
             sub_float = np.zeros((again.size, 2))
             sub_dts = np.zeros((again.size, o_dts.shape[1]))
             sub_key = np.zeros((again.size, L), dtype=np.int64)
@@ -905,4 +933,17 @@ def simulate(setup, plan, trials: np.ndarray, na: int, npat: int, ne: int, block
                       "the design's table grew by %d states to %d; this design's trials run "
                       "on the Python fast path from now on", n_py, tr.size, len(table) - n0,
                       len(table))
-    return _k._columns(setup, table.finals(), trials, o_int, o_float, o_dts, py, int_cols)
+    out = _k._columns(setup, table.finals(), trials, o_int, o_float, o_dts, py, int_cols)
+    if table.reduced:             # the final states with their latest cohort's size and DLTs
+        from ...types import TrialState
+        states = out["final_state"]
+        made: Dict[Any, Any] = {}
+        ok = o_int[:, 0] == ST_OK
+        for r in np.flatnonzero(ok).tolist():
+            k = (int(o_int[r, 1]) // N_CLS, int(o_int[r, 14]), int(o_int[r, 15]))
+            st = made.get(k)
+            if st is None:
+                base = table.states[k[0]]
+                st = made[k] = TrialState(base.n, base.y, base.current, k[1], k[2])
+            states[r] = st
+    return out
