@@ -148,7 +148,7 @@ def test_table_decisions_are_the_designs():
     simulate_des_trials(design, sc.p_true.tolist(), sc.model.conduct, 1, range(20),
                         engine="fast")
     table = kernel_tite.table_for(setup)
-    assert len(table) > 20
+    assert len(table) > 20 and table.reduced
     inner = design.inner
     seen = set()
     for k, st_ in enumerate(table.states):
@@ -166,6 +166,7 @@ def test_table_decisions_are_the_designs():
                         -1: kernel_tite.C_DE}[verdict.move])
                 seen.add(cls)
                 b = kernel_tite.R_DEC + 4 * cls
+                assert table.add(st_.n + st_.y + (cur,), cls)      # (computed if not yet)
                 dec = design.decide(full)
                 assert table.T[k, b] == int(bool(dec.stop))
                 if not dec.stop:

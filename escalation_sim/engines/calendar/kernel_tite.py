@@ -92,6 +92,8 @@ N_CLS = 5
 R_CUR, R_ND, R_YD, R_BD = range(4)
 R_DEC = 4
 R_W = R_DEC + 4 * N_CLS
+#: a class's decision not computed yet (the trial stops; Python computes it)
+_TODO = -2
 _HMASK = 0xFFFFFFF
 
 
@@ -180,6 +182,7 @@ class TiteTable:
             self._forced[cls] = _forced(design, v)
         self._verdicts = verdicts
         self._suspend: Dict[int, Any] = {}
+        self._mtd = np.zeros(0, dtype=np.int64)
         self._decision = Decision
 
     def __len__(self) -> int:
@@ -206,61 +209,82 @@ class TiteTable:
         H[s, :self.klen] = key
         H[s, self.klen] = row
 
-    def add(self, key) -> bool:
+    def add(self, key, cls: int = C_NONE) -> bool:
         """Add the state of integers ``key`` (n, y, current or -1, then last n, last y unless
-        the table is ``reduced``); False if the table is full."""
-        from ...designs.tite import TiteState
+        the table is ``reduced``) if new, and its decision for verdict class ``cls`` (the
+        other classes are computed when a trial needs them); False if the table is full."""
         with self._lock:
-            K = self._setup.K
             key = tuple(int(v) for v in key)
-            if self.lookup(key) >= 0:
-                return True
-            k = len(self.states)
-            if k >= MAX_ROWS:
-                self.full = True
-                return False
-            n, y = key[:K], key[K:2 * K]
-            cur = None if key[2 * K] < 0 else key[2 * K]
-            last_n, last_y = (0, 0) if self.reduced else (key[2 * K + 1], key[2 * K + 2])
-            st = TiteState(n, y, cur, last_n, last_y, ())
-            decs = [self._setup.decide_exact(st)] + [None] * (N_CLS - 1)
-            if cur is not None and n[cur] - y[cur] >= 1:
-                st1 = TiteState(n, y, cur, last_n, last_y, ((cur, 0.0),))
-                for cls, d in self._forced.items():
-                    decs[cls] = d.decide(st1)
-                susp = self._suspend.get(cur)
-                if susp is None:
-                    susp = self._suspend[cur] = _forced(
-                        self._setup.design, self._decision(cur, 0, "suspend", None, None))
-                decs[C_SUSP] = susp.decide(st1)
-            self._grow()
-            T = self.T
-            T[k, :] = -1
-            T[k, R_CUR] = key[2 * K]
-            if cur is not None:
-                T[k, R_ND] = n[cur]
-                T[k, R_YD] = y[cur]
-                T[k, R_BD] = self.inner.bounds(n[cur])[1] if n[cur] > 0 else 1 << 40
-            for cls, dec in enumerate(decs):
-                if dec is None:
-                    continue
-                b = R_DEC + 4 * cls
-                T[k, b] = int(bool(dec.stop))
-                T[k, b + 1] = -1 if dec.stop else int(dec.dose)
-                T[k, b + 2] = 0 if dec.stop else int(dec.cohort_size)
-                reason = (dec.stop_reason or StopReason.RULE_COMPLETE) if dec.stop else None
-                T[k, b + 3] = 0 if reason is None else STOP_INDEX[reason]
-            self._n[k] = n
-            self._y[k] = y
-            self.states.append(st.as_trial_state())
-            self.decs.append(decs)
-            if 2 * (k + 1) > self.H.shape[0]:
-                H = self.H
-                self.H = np.full((2 * H.shape[0], self.klen + 1), -1, dtype=np.int64)
-                for s in np.flatnonzero(H[:, self.klen] >= 0).tolist():
-                    self._insert(tuple(H[s, :self.klen].tolist()), int(H[s, self.klen]))
-            self._insert(key, k)
+            k = self.lookup(key)
+            if k < 0:
+                k = self._new_row(key)
+                if k < 0:
+                    return False
+            if self.T[k, R_DEC + 4 * cls] == _TODO:
+                self._decide(k, cls)
             return True
+
+    def _new_row(self, key) -> int:
+        from ...designs.tite import TiteState
+        K = self._setup.K
+        k = len(self.states)
+        if k >= MAX_ROWS:
+            self.full = True
+            return -1
+        n, y = key[:K], key[K:2 * K]
+        cur = None if key[2 * K] < 0 else key[2 * K]
+        last_n, last_y = (0, 0) if self.reduced else (key[2 * K + 1], key[2 * K + 2])
+        st = TiteState(n, y, cur, last_n, last_y, ())
+        self._grow()
+        T = self.T
+        T[k, :] = -1
+        T[k, R_CUR] = key[2 * K]
+        if cur is not None:
+            T[k, R_ND] = n[cur]
+            T[k, R_YD] = y[cur]
+            T[k, R_BD] = self.inner.bounds(n[cur])[1] if n[cur] > 0 else 1 << 40
+        T[k, R_DEC] = _TODO
+        if cur is not None and n[cur] - y[cur] >= 1:   # (else nobody can be pending there)
+            for cls in range(1, N_CLS):
+                T[k, R_DEC + 4 * cls] = _TODO
+        self._n[k] = n
+        self._y[k] = y
+        self.states.append(st.as_trial_state())
+        self.decs.append([None] * N_CLS)
+        if 2 * (k + 1) > self.H.shape[0]:
+            H = self.H
+            self.H = np.full((2 * H.shape[0], self.klen + 1), -1, dtype=np.int64)
+            for s in np.flatnonzero(H[:, self.klen] >= 0).tolist():
+                self._insert(tuple(H[s, :self.klen].tolist()), int(H[s, self.klen]))
+        self._insert(key, k)
+        return k
+
+    def _decide(self, k: int, cls: int) -> None:
+        """The design's decision at state ``k`` for verdict class ``cls``."""
+        from ...designs.tite import TiteState
+        st = self.states[k]
+        if cls == C_NONE:
+            dec = self._setup.decide_exact(TiteState(st.n, st.y, st.current, st.last_n,
+                                                     st.last_y, ()))
+        else:
+            cur = st.current
+            st1 = TiteState(st.n, st.y, cur, st.last_n, st.last_y, ((cur, 0.0),))
+            if cls == C_SUSP:
+                design = self._suspend.get(cur)
+                if design is None:
+                    design = self._suspend[cur] = _forced(
+                        self._setup.design, self._decision(cur, 0, "suspend", None, None))
+            else:
+                design = self._forced[cls]
+            dec = design.decide(st1)
+        b = R_DEC + 4 * cls
+        T = self.T
+        T[k, b + 1] = -1 if dec.stop else int(dec.dose)
+        T[k, b + 2] = 0 if dec.stop else int(dec.cohort_size)
+        reason = (dec.stop_reason or StopReason.RULE_COMPLETE) if dec.stop else None
+        T[k, b + 3] = 0 if reason is None else STOP_INDEX[reason]
+        T[k, b] = int(bool(dec.stop))
+        self.decs[k][cls] = dec
 
     def lookup(self, key) -> int:
         H = self.H
@@ -272,38 +296,43 @@ class TiteTable:
             s = (s + 1) & mask
         return -1
 
-    def finals(self):
-        """A view for :func:`.kernel._columns`: final node = row * N_CLS + class."""
-        return _Finals(self)
+    def finals(self, codes: np.ndarray) -> "_Finals":
+        """A view for :func:`.kernel._columns` of the final nodes ``codes`` (row * N_CLS +
+        class, distinct): node i of the view is ``codes[i]``."""
+        return _Finals(self, codes)
+
+    def mtd_of(self, rows) -> np.ndarray:
+        """The selected dose (-1: none) of the states ``rows`` (kept with the table)."""
+        m = self._mtd
+        if m.size < len(self.states):
+            m = self._mtd = np.concatenate([m, np.full(len(self.states) - m.size, -2,
+                                                       dtype=np.int64)])
+        for k in np.unique(rows[m[rows] == -2]).tolist():
+            sel = self._setup.select_mtd(self.states[k])
+            m[k] = -1 if sel is None else sel
+        return m[rows]
 
 
 class _Finals:
-    """The table seen by :func:`.kernel._columns` (node = row * N_CLS + class)."""
+    """The table as :func:`.kernel._columns` reads it, for the final nodes ``codes`` only."""
 
-    def __init__(self, t: TiteTable):
-        m = len(t)
+    def __init__(self, t: TiteTable, codes: np.ndarray):
+        rows, cls = codes // N_CLS, codes % N_CLS
         self._t = t
-        self.n = np.repeat(t._n[:m], N_CLS, axis=0)
-        self.y = np.repeat(t._y[:m], N_CLS, axis=0)
-        codes = t.T[:m, R_DEC + 3::4][:, :N_CLS]
-        self.stop_code = np.maximum(codes, 0).reshape(-1)
+        self._rows = rows
+        self.n = t._n[rows]
+        self.y = t._y[rows]
+        self.stop_code = np.maximum(t.T[rows, R_DEC + 4 * cls + 3], 0)
         self.reason = []
         self.states = []
-        for k in range(m):
-            st = t.states[k]
-            for dec in t.decs[k]:
-                self.reason.append(None if dec is None or not dec.stop else
-                                   (dec.stop_reason or StopReason.RULE_COMPLETE))
-                self.states.append(st)
-        self._mtd = np.full(m, -2, dtype=np.int64)
+        for k, c in zip(rows.tolist(), cls.tolist()):
+            dec = t.decs[k][c]
+            self.reason.append(None if dec is None or not dec.stop else
+                               (dec.stop_reason or StopReason.RULE_COMPLETE))
+            self.states.append(t.states[k])
 
     def mtd(self, nodes: np.ndarray) -> np.ndarray:
-        rows = nodes // N_CLS
-        m = self._mtd
-        for k in np.unique(rows[m[rows] == -2]).tolist():
-            sel = self._t._setup.select_mtd(self._t.states[k])
-            m[k] = -1 if sel is None else sel
-        return m[rows]
+        return self._t.mtd_of(self._rows[nodes])
 
 
 def table_for(setup) -> TiteTable:
@@ -370,6 +399,7 @@ def _lookup(T, H, Q):
             return H[s, L]
         s = (s + 1) & mask
     Q[Q_S, S_STATUS] = ST_NODE
+    Q[Q_KEY, L] = C_NONE
     return -1
 
 
@@ -431,7 +461,11 @@ def _decide_now(T, H, X, Q):
                         cls = C_STAY
     b = R_DEC + 4 * cls
     if T[row, b] < 0:
-        Q[Q_S, S_STATUS] = ST_MORE                # (unreachable: Python)
+        if T[row, b] == _TODO:                    # (Python computes it, the trial reruns)
+            Q[Q_S, S_STATUS] = ST_NODE
+            Q[Q_KEY, Q[Q_T2, T2_KLEN]] = cls
+        else:
+            Q[Q_S, S_STATUS] = ST_MORE            # (unreachable: Python)
         return
     Q[Q_T2, T2_ROW] = row
     Q[Q_T2, T2_CLS] = cls
@@ -768,9 +802,9 @@ def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail
     NA = PI[P_NA]
     NE = PI[P_NE]
     K = PI[P_K]
-    L = o_key.shape[1]
+    L = o_key.shape[1] - 1
     W = max(NA, NP, NE, PI[P_HCAP], PI[P_NC] + K, PI[P_DCAP], N_S, N_PI, 16, manuf.size,
-            p.size, 2 * K + 3)
+            p.size, 2 * K + 4)
     A = np.zeros((N_AT, W))
     B = np.zeros((N_B, W), dtype=np.int64)
     X = np.zeros((N_XT, W))
@@ -806,7 +840,7 @@ def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail
         _run_trial(T, H, A, B, X, Q)
         o_int[r, 0] = Q[Q_S, S_STATUS]
         if Q[Q_S, S_STATUS] == ST_NODE:
-            for i in range(L):
+            for i in range(L + 1):
                 o_key[r, i] = Q[Q_KEY, i]
         if Q[Q_S, S_STATUS] != ST_OK:
             continue
@@ -890,7 +924,7 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
         ins = (blk.ready, blk.n_elig, blk.at, blk.failed, fa, dr, dd, pre, post, fd, blk.u,
                blk.onset)
         n0 = len(table)
-        o_key = np.zeros((tr.size, L), dtype=np.int64)
+        o_key = np.zeros((tr.size, L + 1), dtype=np.int64)
         if table.declined:
             o_int[rows, 0] = ST_MORE
             again = np.zeros(0, dtype=np.int64)
@@ -902,14 +936,14 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
             if _growing(table, n0, tr.size):
                 break
             keys = {tuple(k) for k in o_key[again].tolist()}
-            ok = {k: table.add(k) for k in keys}
+            ok = {k: table.add(k[:L], k[L]) for k in keys}
             again = again[np.array([ok[tuple(k)] for k in o_key[again].tolist()], dtype=bool)]
             if not again.size:
                 break
             sub_int = np.zeros((again.size, _N_OUT_INT), dtype=np.int64)
             sub_float = np.zeros((again.size, 2))
             sub_dts = np.zeros((again.size, o_dts.shape[1]))
-            sub_key = np.zeros((again.size, L), dtype=np.int64)
+            sub_key = np.zeros((again.size, L + 1), dtype=np.int64)
             run_block(table.T, table.H, table.TF, table.quasi, PI, PF, manuf, p,
                       *[a[again] for a in ins], sub_int, sub_float, sub_dts, sub_key)
             o_int[b + again], o_float[b + again], o_dts[b + again] = sub_int, sub_float, \
@@ -933,14 +967,21 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
                       "the design's table grew by %d states to %d; this design's trials run "
                       "on the Python fast path from now on", n_py, tr.size, len(table) - n0,
                       len(table))
-    out = _k._columns(setup, table.finals(), trials, o_int, o_float, o_dts, py, int_cols)
+    ok = o_int[:, 0] == ST_OK
+    codes = o_int[ok, 1]
+    if not codes.size:
+        codes = np.zeros(1, dtype=np.int64)
+    codes, inv = np.unique(codes, return_inverse=True)
+    final = o_int[:, 1].copy()                   # (row * N_CLS + class)
+    o_int[ok, 1] = inv.reshape(-1)[:int(ok.sum())]
+    out = _k._columns(setup, table.finals(codes), trials, o_int, o_float, o_dts, py,
+                      int_cols)
     if table.reduced:             # the final states with their latest cohort's size and DLTs
         from ...types import TrialState
         states = out["final_state"]
         made: Dict[Any, Any] = {}
-        ok = o_int[:, 0] == ST_OK
         for r in np.flatnonzero(ok).tolist():
-            k = (int(o_int[r, 1]) // N_CLS, int(o_int[r, 14]), int(o_int[r, 15]))
+            k = (int(final[r]) // N_CLS, int(o_int[r, 14]), int(o_int[r, 15]))
             st = made.get(k)
             if st is None:
                 base = table.states[k[0]]
