@@ -42,7 +42,7 @@ class _Counts:
 
         def run_block(*args):
             out = run(*args)
-            self.kernel += int((args[-4][:, 0] == kernel.ST_OK).sum())
+            self.kernel += int((args[-4][args[-5], 0] == kernel.ST_OK).sum())
             return out
 
         def python_trial(blk, setup, r):

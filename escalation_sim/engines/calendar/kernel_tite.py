@@ -86,8 +86,9 @@ X_TF = N_X
 N_XT = N_X + 1
 TF_LAME, TF_LAMD, TF_TARGET, TF_FRAC = range(4)
 # extra Q rows
-Q_CY, Q_PPEND, Q_NACT, Q_YOBS, Q_KEY, Q_T2 = range(N_Q, N_Q + 6)
-N_QT = N_Q + 6
+# (Q_BD: BOIN's de-escalation boundary b_d(n) by n)
+Q_CY, Q_PPEND, Q_NACT, Q_YOBS, Q_KEY, Q_T2, Q_BD = range(N_Q, N_Q + 7)
+N_QT = N_Q + 7
 # row Q_T2: the trial's TITE integers
 (T2_LO, T2_ROW, T2_CLS, T2_STOP, T2_DOSE, T2_SIZE, T2_CODE, T2_FROW, T2_FCODE, T2_QUASI,
  T2_KLEN, T2_FLN, T2_FLY) = range(13)
@@ -190,6 +191,7 @@ class TiteTable:
         self._verdicts = verdicts
         self._suspend: Dict[int, Any] = {}
         self._mtd = np.zeros(0, dtype=np.int64)
+        self._bd = np.zeros(0, dtype=np.int64)
         self._decision = Decision
 
     def __len__(self) -> int:
@@ -293,6 +295,14 @@ class TiteTable:
         T[k, b + 3] = 0 if reason is None else STOP_INDEX[reason]
         T[k, b] = int(bool(dec.stop))
         self.decs[k][cls] = dec
+
+    def b_d(self, npat: int) -> np.ndarray:
+        """BOIN's de-escalation boundary b_d(n) for n = 0..npat (n = 0: never)."""
+        b = self._bd
+        if b.size <= npat:
+            b = self._bd = np.array([1 << 40] + [self.inner.bounds(n)[1]
+                                                 for n in range(1, npat + 1)], dtype=np.int64)
+        return b
 
     def lookup(self, key) -> int:
         H = self.H
@@ -407,18 +417,16 @@ def _lookup(T, H, Q):
             return H[s, L]
         s = (s + 1) & mask
     Q[Q_S, S_STATUS] = ST_NODE
-    Q[Q_KEY, L] = C_NONE
     return -1
 
 
 @_jit
 def _decide_now(T, H, X, Q):
-    """TiteTrial._decide_now: sets T2_STOP / DOSE / SIZE / CODE (and ROW, CLS)."""
-    row = _lookup(T, H, Q)
-    if row < 0:
-        return
+    """TiteTrial._decide_now: sets T2_STOP / DOSE / SIZE / CODE (and ROW, CLS).  The
+    verdict first (it needs the counts at the current dose only), then the state's row."""
     cls = C_NONE
-    cur = T[row, R_CUR]
+    c = Q[Q_S, S_CUR]
+    cur = Q[Q_CDOSE, c] if c >= 0 else -1
     if cur >= 0:
         now = X[X_F, F_NOW]
         W = X[X_PF, PF_WINDOW]
@@ -441,9 +449,9 @@ def _decide_now(T, H, X, Q):
                         f = 1.0
                 s += f
         if m > 0:
-            n_d = T[row, R_ND]
-            y_d = T[row, R_YD]
-            if y_d >= T[row, R_BD]:
+            n_d = Q[Q_NACT, cur]
+            y_d = Q[Q_YOBS, cur]
+            if y_d >= Q[Q_BD, n_d]:
                 cls = C_DE
             elif m > X[X_TF, TF_FRAC] * n_d:
                 cls = C_SUSP
@@ -467,6 +475,10 @@ def _decide_now(T, H, X, Q):
                         cls = C_DE
                     else:
                         cls = C_STAY
+    row = _lookup(T, H, Q)
+    if row < 0:
+        Q[Q_KEY, Q[Q_T2, T2_KLEN]] = cls
+        return
     b = R_DEC + 4 * cls
     if T[row, b] < 0:
         if T[row, b] == _TODO:                    # (Python computes it, the trial reruns)
@@ -800,19 +812,19 @@ def _run_trial(T, H, A, B, X, Q):
 
 
 @_jit_entry
-def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail_at, drop,
-              drop_day, pre, post, fail_days, u, onset, o_int, o_float, o_dts, o_key):
-    """Run the block's trials (rows of the pre-drawn arrays); per trial ``o_int``: status,
-    final node (row * N_CLS + class), then the counts (as :func:`.kernel.run_block`);
-    ``o_key``: the state to add (status ST_NODE)."""
-    m = ready.shape[0]
+def run_block(T, H, TF, quasi, bd, PI, PF, manuf, p, ready, n_elig, at, failed, fail_at, drop,
+              drop_day, pre, post, fail_days, u, onset, sel, o_int, o_float, o_dts, o_key):
+    """Run the block's trials ``sel`` (rows of the pre-drawn and output arrays); per trial
+    ``o_int``: status, final node (row * N_CLS + class), then the counts (as
+    :func:`.kernel.run_block`); ``o_key``: the state (and verdict class) to add (status
+    ST_NODE)."""
     NP = PI[P_NP]
     NA = PI[P_NA]
     NE = PI[P_NE]
     K = PI[P_K]
     L = o_key.shape[1] - 1
     W = max(NA, NP, NE, PI[P_HCAP], PI[P_NC] + K, PI[P_DCAP], N_S, N_PI, 16, manuf.size,
-            p.size, 2 * K + 4)
+            p.size, 2 * K + 4, bd.size)
     A = np.zeros((N_AT, W))
     B = np.zeros((N_B, W), dtype=np.int64)
     X = np.zeros((N_XT, W))
@@ -828,8 +840,11 @@ def run_block(T, H, TF, quasi, PI, PF, manuf, p, ready, n_elig, at, failed, fail
     for k in range(manuf.size):
         Q[Q_MANUF, k] = manuf[k]
     Q[Q_T2, T2_QUASI] = quasi
+    for k in range(bd.size):
+        Q[Q_BD, k] = bd[k]
     Q[Q_T2, T2_KLEN] = L
-    for r in range(m):
+    for i in range(sel.size):
+        r = sel[i]
         for k in range(NA):
             A[A_READY, k] = ready[r, k]
             A[A_AT, k] = at[r, k]
@@ -920,6 +935,7 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
     PI, PF, manuf, p = _k._params(setup, na, npat, ne)
     m = trials.size
     L = table.klen
+    bd = table.b_d(npat)
     o_int = np.zeros((m, _N_OUT_INT), dtype=np.int64)
     o_float = np.zeros((m, 2))
     o_dts = np.zeros((m, npat + 2))
@@ -937,8 +953,8 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
             o_int[rows, 0] = ST_MORE
             again = np.zeros(0, dtype=np.int64)
         else:
-            run_block(table.T, table.H, table.TF, table.quasi, PI, PF, manuf, p, *ins,
-                      o_int[rows], o_float[rows], o_dts[rows], o_key)
+            run_block(table.T, table.H, table.TF, table.quasi, bd, PI, PF, manuf, p, *ins,
+                      np.arange(tr.size), o_int[rows], o_float[rows], o_dts[rows], o_key)
             again = np.flatnonzero(o_int[rows, 0] == ST_NODE)
         while again.size:
             if _growing(table, n0, tr.size):
@@ -948,16 +964,10 @@ def _simulate(setup, plan, trials, na, npat, ne, block, int_cols):
             again = again[np.array([ok[tuple(k)] for k in o_key[again].tolist()], dtype=bool)]
             if not again.size:
                 break
-            sub_int = np.zeros((again.size, _N_OUT_INT), dtype=np.int64)
-            sub_float = np.zeros((again.size, 2))
-            sub_dts = np.zeros((again.size, o_dts.shape[1]))
-            sub_key = np.zeros((again.size, L + 1), dtype=np.int64)
-            run_block(table.T, table.H, table.TF, table.quasi, PI, PF, manuf, p,
-                      *[a[again] for a in ins], sub_int, sub_float, sub_dts, sub_key)
-            o_int[b + again], o_float[b + again], o_dts[b + again] = sub_int, sub_float, \
-                sub_dts
-            o_key[again] = sub_key
-            again = again[sub_int[:, 0] == ST_NODE]
+            run_block(table.T, table.H, table.TF, table.quasi, bd, PI, PF, manuf, p, *ins,
+                      again,
+                      o_int[rows], o_float[rows], o_dts[rows], o_key)
+            again = again[o_int[b + again, 0] == ST_NODE]
         n_py = 0
         for r in range(tr.size):
             if o_int[b + r, 0] != ST_OK:
