@@ -33,6 +33,25 @@ SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
 SEED = ROOT / "scenarios" / "relma_cel_sle.yaml"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _kernels_compiled_in_this_worker():
+    """Compile (or load from numba's cache) the kernels in this process first: while another
+    process (another pytest-xdist worker) holds the compile lock, a call runs on the Python
+    fast path (kernel.take_compile_turn), and a test expecting the kernel would see none."""
+    import time
+    from escalation_sim.engines.calendar import kernel_tite as kt
+    from escalation_sim.inputs.conduct import Conduct as _C
+    from test_fastcal import build as _build
+    deadline = time.monotonic() + 600
+    for design, done in ((_build("3+3", n_doses=2, max_n=6), kernel._compiled),
+                         (_build("tite-boin", n_doses=2, max_n=6), kt._compiled)):
+        while not done() and time.monotonic() < deadline:
+            simulate_des_trials(design, [0.1, 0.3], _C(), 1, range(2), engine="fast")
+            if not done():
+                time.sleep(0.2)
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _kernel_not_given_up():
     """Each test starts with no design given up by the kernel: a test whose trials outgrow

@@ -244,7 +244,8 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
                 return kernel.simulate(setup, plan, trials, na, npat, ne, BLOCK, _INT_COLS)
         if make is TiteTrial and lean is not None:
             from . import kernel, kernel_tite    # compiled TITE-BOIN trials (numba), if any
-            if kernel.enabled() and kernel_tite.kernel_unsupported(setup) is None:
+            if (kernel.enabled() and kernel_tite.kernel_unsupported(setup) is None
+                    and kernel.take_compile_turn(kernel_tite._compiled)):
                 return kernel_tite.simulate(setup, plan, trials, na, npat, ne, BLOCK,
                                             _INT_COLS)
         if hasattr(lean, "block_sizes"):         # (its own block sizes: same numbers)
