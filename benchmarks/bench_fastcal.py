@@ -4,9 +4,10 @@ item 2).
 Every design of the seed scenario (scenarios/relma_cel_sle.yaml: 4 doses, N = 24, cohorts of
 3, its CAR-T ``conduct`` block with sentinel spacing and a follow-up cap) plus TITE-BOIN and
 TITE-CRM, on one core, through ``simulate_des_trials(..., engine="simpy" | "fast")``; "fast"
-is timed twice for the classic designs on a binary truth: the Python fast path
+is timed twice for the classic designs and TITE-BOIN on a binary truth: the Python fast path
 (``ESCALATION_SIM_CALENDAR_KERNEL=0``) and the compiled kernel (engines/calendar/kernel.py,
-numba; "-" where it does not apply or numba is not installed).  The engines are timed
+TITE-BOIN: engines/calendar/kernel_tite.py, numba; "-" where it does not apply or numba is
+not installed; TITE-CRM is not compiled).  The engines are timed
 interleaved in one process (round r: simpy, fast, kernel, for each design), so a machine
 shared with other jobs slows them alike and the ratios to simpy stay meaningful; each figure
 is the median over ``--rounds`` of trials per CPU second (process time) and per wall second.
@@ -17,7 +18,7 @@ Reference figures for R on this machine class (quoted in the README, not timed h
 TITEgBOIN about 675 trials/s for TITE-BOIN, dfcrm::titesim about 40 for TITE-CRM.
 
     python benchmarks/bench_fastcal.py [--scenario PATH ...] [--trials 2000] [--rounds 3]
-                                       [--save [PATH]]
+                                       [--fresh-seeds] [--save [PATH]]
 
 Several ``--scenario`` files are timed interleaved (round r: every design of every scenario,
 simpy then fast), e.g. the seed scenario against scenarios/cart_crs_icans.yaml (the seed
@@ -64,13 +65,13 @@ def _same(a: dict, b: dict) -> bool:
     return True
 
 
-def _run(engine, design, p, conduct, trials):
+def _run(engine, design, p, conduct, trials, seed=SEED):
     """``simulate_des_trials`` on ``engine``: simpy, fast (the Python fast path, kernel off)
     or kernel (the fast path with the compiled kernel)."""
     if engine == "fast":
         os.environ[kernel.KERNEL_ENV] = "0"
     try:
-        return simulate_des_trials(design, p, conduct, SEED, trials,
+        return simulate_des_trials(design, p, conduct, seed, trials,
                                    engine="simpy" if engine == "simpy" else "fast")
     finally:
         os.environ.pop(kernel.KERNEL_ENV, None)
@@ -101,6 +102,10 @@ def main(argv=None):
                     help="also time each graded scenario on its derived DLT rates (binary "
                          "DLTs, same logistics and DLT curve; score designs skipped): "
                          "isolates the cost of the graded model")
+    ap.add_argument("--fresh-seeds", action="store_true",
+                    help="round r runs seed 2027 + r (every engine the same trials in a "
+                         "round): decision memos and the kernel's tables meet new states "
+                         "each round, as in a study; default: the same trials every round")
     add_save_option(ap, "fastcal.jsonl")
     args = ap.parse_args(argv)
     runs = []               # (scenario, label, truth, conduct, design name, design)
@@ -121,13 +126,15 @@ def main(argv=None):
         print(f"scenario {sc.name}: {sc.n_doses} doses, N = {tr.max_n}, "
               f"{'graded' if sc.model.truth.graded else 'binary'} truth")
     print(f"{args.trials:,} trials per timing, median of {args.rounds} interleaved rounds, "
+          f"{'a new seed each round' if args.fresh_seeds else 'the same trials each round'}, "
           f"one core; load average {load:.1f} on {os.cpu_count()} CPUs at start")
     os.environ.pop(kernel.KERNEL_ENV, None)
     engines = {}            # (label, name) -> the engines timed
     for sc, label, p, conduct, name, design in runs:
         k = (label, name)
         engines[k] = ["simpy", "fast"]
-        if kernel.HAVE_NUMBA and not is_time_to_event(design) and "(graded)" not in label:
+        compiled = not is_time_to_event(design) or type(design.inner).__name__ == "TITEBOIN"
+        if kernel.HAVE_NUMBA and compiled and "(graded)" not in label:
             engines[k].append("kernel")
         a = _run("simpy", design, p, conduct, range(200))
         for eng in engines[k][1:]:
@@ -136,11 +143,12 @@ def main(argv=None):
     keys = [(label, name) for _, label, _, _, name, _ in runs]
     cpu = {(k, e): [] for k in keys for e in engines[k]}
     wall = {k: [] for k in cpu}
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
+        seed = SEED + 1 + rnd if args.fresh_seeds else SEED
         for (sc, _, p, conduct, name, design), k in zip(runs, keys, strict=True):
             for eng in engines[k]:
                 t0, c0 = time.perf_counter(), time.process_time()
-                _run(eng, design, p, conduct, range(args.trials))
+                _run(eng, design, p, conduct, range(args.trials), seed)
                 cpu[k, eng].append(args.trials / (time.process_time() - c0))
                 wall[k, eng].append(args.trials / (time.perf_counter() - t0))
     load_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -171,7 +179,8 @@ def main(argv=None):
               f"{fmt(kw, 15)}{fmt(rk, 14, '.2f')}  {ref_txt}")
         record(args.save, benchmark="calendar_fast_vs_simpy", scenario=sc.name, design=name,
                truth="graded" if label.endswith("(graded)") else "binary",
-               n_trials=args.trials, rounds=args.rounds, simpy_cpu_trials_per_s=s,
+               n_trials=args.trials, rounds=args.rounds, fresh_seeds=args.fresh_seeds,
+               simpy_cpu_trials_per_s=s,
                fast_cpu_trials_per_s=f, fast_wall_trials_per_s=med("fast", wall),
                fast_over_simpy=rf, kernel_cpu_trials_per_s=kn, kernel_wall_trials_per_s=kw,
                kernel_over_simpy=rk, load_average=load, load_average_end=load_end,

@@ -49,6 +49,21 @@ def _kernel_compiled_here():
             time.sleep(0.2)
 
 
+@pytest.fixture(autouse=True)
+def _kernel_not_given_up():
+    """Each test starts with no design given up by the kernel: a test whose trials outgrow
+    their blocks (tiny blocks, slow random conducts) makes the kernel give its design up for
+    the process, and a later test on an equal design in the same worker (pytest-xdist
+    orders them differently) would then see only the Python fast path."""
+    from escalation_sim.engines.calendar.fast import _memos
+    for memo in list(_memos.values()):
+        for key in ("kernel_table", "kernel_tite_table"):
+            table = memo.get(key)
+            if table is not None:
+                table.declined = False
+    yield
+
+
 class _Counts:
     """How many trials the kernel ran and how many it left to the Python fast path."""
 

@@ -83,7 +83,8 @@ from ...inputs.conduct import Conduct
 from ...inputs.truth import OutcomeModel
 from ...designs.base import Design
 from ...types import STOP_CODES, STOP_INDEX
-from .fast import ClassicTrial, HeapClock, choose, fast_draw_plan, trial_class, unsupported
+from .fast import (ClassicTrial, HeapClock, TiteTrial, choose, fast_draw_plan, trial_class,
+                   unsupported)
 from .draws import HORIZON_DAYS, ChunkDraws, DrawPlan, block_sizes, past_horizon
 from .log import patient_columns, swimmer_table
 from .model import Setup, is_time_to_event
@@ -241,6 +242,12 @@ def simulate_des_trials(design: Design, p_true: Union[Sequence[float], OutcomeMo
             if (kernel.enabled() and kernel.kernel_unsupported(setup) is None
                     and kernel.take_compile_turn()):
                 return kernel.simulate(setup, plan, trials, na, npat, ne, BLOCK, _INT_COLS)
+        if make is TiteTrial and lean is not None:
+            from . import kernel, kernel_tite    # compiled TITE-BOIN trials (numba), if any
+            if (kernel.enabled() and kernel_tite.kernel_unsupported(setup) is None
+                    and kernel.take_compile_turn(kernel_tite._compiled)):
+                return kernel_tite.simulate(setup, plan, trials, na, npat, ne, BLOCK,
+                                            _INT_COLS)
         if hasattr(lean, "block_sizes"):         # (its own block sizes: same numbers)
             na, npat, ne = lean.block_sizes(conduct, max_n, (na, npat, ne))
     gc_on = gc.isenabled()

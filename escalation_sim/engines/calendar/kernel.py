@@ -107,7 +107,7 @@ def _compiled() -> bool:
     return bool(getattr(_ENTRY, "signatures", None))
 
 
-def take_compile_turn() -> bool:
+def take_compile_turn(compiled=None) -> bool:
     """May this process call the compiled kernel now?
 
     Yes once the kernel is compiled (or loaded from numba's disk cache) in this process.
@@ -118,9 +118,11 @@ def take_compile_turn() -> bool:
     a process that does not runs this call's trials on the Python fast path, the same trials
     bit for bit, and asks again at its next call, when the cache is there to load.  Without
     file locks (no ``fcntl``) or a writable lock folder, every process compiles, as before.
-    :func:`simulate` gives the lock back when its call ends."""
+    :func:`simulate` gives the lock back when its call ends.  ``compiled``: whether the
+    caller's kernel is compiled in this process (default: this module's; kernel_tite.py
+    passes its own and shares the lock)."""
     global _turn_fd, _waiting_noted
-    if _compiled():
+    if (_compiled if compiled is None else compiled)():
         return True
     with _turn_lock:
         if _turn_fd is not None:                 # this process holds it (another thread)
