@@ -55,3 +55,20 @@ def scenario_with_extra_designs(path, max_n=None, only=None):
     if only:
         raw["designs"] = [d for d in raw["designs"] if (d.get("name") or d["type"]) in only]
     return load_scenario_dict(raw, str(path))
+
+
+def same_columns(a: dict, b: dict) -> bool:
+    """Two ``simulate_des_trials`` outputs equal column by column (NaN equal to NaN; the
+    per-trial decision-time arrays one by one)."""
+    import numpy as np
+    for k, v in a.items():
+        w = b[k]
+        if isinstance(v, np.ndarray):
+            if not np.array_equal(v, w, equal_nan=v.dtype.kind == "f"):
+                return False
+        elif k == "decision_times":
+            if any(not np.array_equal(x, y) for x, y in zip(v, w, strict=True)):
+                return False
+        elif v != w:
+            return False
+    return True

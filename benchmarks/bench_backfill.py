@@ -36,10 +36,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_save_option, record  # noqa: E402
+from _common import same_columns as _same, add_save_option, record  # noqa: E402
 
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.engines.calendar import simulate_des_trials  # noqa: E402
@@ -91,20 +90,6 @@ def _filed(tree: Path, trials: int) -> dict:
     if r.returncode != 0:
         raise SystemExit(f"--filed-tree {tree}: {r.stderr.strip().splitlines()[-1:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def _same(a: dict, b: dict) -> bool:
-    for k, v in a.items():
-        w = b[k]
-        if isinstance(v, np.ndarray):
-            if not np.array_equal(v, w, equal_nan=v.dtype.kind == "f"):
-                return False
-        elif k == "decision_times":
-            if any(not np.array_equal(x, y) for x, y in zip(v, w, strict=True)):
-                return False
-        elif v != w:
-            return False
-    return True
 
 
 def main(argv=None) -> int:

@@ -34,10 +34,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_save_option, record  # noqa: E402
+from _common import same_columns as _same, add_save_option, record  # noqa: E402
 
 from escalation_sim import load_scenario  # noqa: E402
 from escalation_sim.designs.base import DesignContext  # noqa: E402
@@ -49,20 +48,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = 2026
 #: R references on this machine class, trials per second (README)
 R_REFERENCE = {"tite-boin": ("TITEgBOIN", 675.0), "tite-crm": ("titesim", 40.0)}
-
-
-def _same(a: dict, b: dict) -> bool:
-    for k, v in a.items():
-        w = b[k]
-        if isinstance(v, np.ndarray):
-            if not np.array_equal(v, w, equal_nan=v.dtype.kind == "f"):
-                return False
-        elif k == "decision_times":
-            if any(not np.array_equal(x, y) for x, y in zip(v, w, strict=True)):
-                return False
-        elif v != w:
-            return False
-    return True
 
 
 def _run(engine, design, p, conduct, trials, seed=SEED):
