@@ -65,32 +65,33 @@ def _kernel_not_given_up():
 
 
 class _Counts:
-    """How many trials the kernel ran and how many it left to the Python fast path."""
+    """How many trials a kernel module ran and how many it left to the Python fast path
+    (``status(args)``: the status column of ``run_block``'s rows that ran, from its args)."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, module=kernel, status=lambda args: args[-3][:, 0]):
         self.kernel = self.python = 0
-        run, py = kernel.run_block, kernel._Block.python_trial
+        run, py = module.run_block, module._Block.python_trial
 
         def run_block(*args):
             out = run(*args)
-            self.kernel += int((args[-3][:, 0] == kernel.ST_OK).sum())
+            self.kernel += int((status(args) == kernel.ST_OK).sum())
             return out
 
         def python_trial(blk, setup, r):
             self.python += 1
             return py(blk, setup, r)
-        monkeypatch.setattr(kernel, "run_block", run_block)
-        monkeypatch.setattr(kernel._Block, "python_trial", python_trial)
+        monkeypatch.setattr(module, "run_block", run_block)
+        monkeypatch.setattr(module._Block, "python_trial", python_trial)
 
 
-def assert_kernel_trials(monkeypatch, design, p, conduct, seed, trials):
+def assert_kernel_trials(monkeypatch, design, p, conduct, seed, trials, counts=_Counts):
     """simpy, the Python fast path and the kernel: every output key identical; returns the
-    trial counts of the kernel call."""
+    trial counts of the kernel call (``counts(monkeypatch)`` installs the counting)."""
     ref = simulate_des_trials(design, p, conduct, seed, trials, engine="simpy")
     monkeypatch.setenv(kernel.KERNEL_ENV, "0")
     lean = simulate_des_trials(design, p, conduct, seed, trials, engine="fast")
     monkeypatch.delenv(kernel.KERNEL_ENV)
-    counts = _Counts(monkeypatch)
+    counts = counts(monkeypatch)
     got = simulate_des_trials(design, p, conduct, seed, trials, engine="fast")
     monkeypatch.undo()
     assert sorted(ref) == sorted(got) == sorted(lean)

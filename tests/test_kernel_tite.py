@@ -26,7 +26,9 @@ from escalation_sim.engines.calendar.fast import design_memo  # noqa: E402
 from escalation_sim.engines.calendar.model import Setup  # noqa: E402
 from escalation_sim.inputs.conduct import Conduct  # noqa: E402
 
-from test_fastcal import SIMPY_ONLY, _same_value, conducts  # noqa: E402
+from test_fastcal import SIMPY_ONLY, conducts  # noqa: E402
+# the counting, the three-way comparison and the per-test reset of given-up designs
+from test_kernel import _Counts as _KernelCounts, _kernel_not_given_up, assert_kernel_trials  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.yaml"))
@@ -52,56 +54,14 @@ def _kernels_compiled_in_this_worker():
     yield
 
 
-@pytest.fixture(autouse=True)
-def _kernel_not_given_up():
-    """Each test starts with no design given up by the kernel: a test whose trials outgrow
-    their blocks (tiny blocks, slow random conducts) makes the kernel give its design up for
-    the process, and a later test on an equal design in the same worker (pytest-xdist
-    orders them differently) would then see only the Python fast path."""
-    from escalation_sim.engines.calendar.fast import _memos
-    for memo in list(_memos.values()):
-        for key in ("kernel_table", "kernel_tite_table"):
-            table = memo.get(key)
-            if table is not None:
-                table.declined = False
-    yield
-
-
-class _Counts:
+def _Counts(monkeypatch):
     """How many trials the TITE kernel ran and how many it left to the Python fast path."""
-
-    def __init__(self, monkeypatch):
-        self.kernel = self.python = 0
-        run, py = kernel_tite.run_block, kernel_tite._Block.python_trial
-
-        def run_block(*args):
-            out = run(*args)
-            self.kernel += int((args[-4][args[-5], 0] == kernel.ST_OK).sum())
-            return out
-
-        def python_trial(blk, setup, r):
-            self.python += 1
-            return py(blk, setup, r)
-        monkeypatch.setattr(kernel_tite, "run_block", run_block)
-        monkeypatch.setattr(kernel_tite._Block, "python_trial", python_trial)
+    return _KernelCounts(monkeypatch, kernel_tite, lambda args: args[-4][args[-5], 0])
 
 
 def assert_tite_trials(monkeypatch, design, p, conduct, seed, trials):
-    """simpy, the Python fast path and the kernel: every output key identical; returns the
-    trial counts of the kernel call."""
-    ref = simulate_des_trials(design, p, conduct, seed, trials, engine="simpy")
-    monkeypatch.setenv(kernel.KERNEL_ENV, "0")
-    lean = simulate_des_trials(design, p, conduct, seed, trials, engine="fast")
-    monkeypatch.delenv(kernel.KERNEL_ENV)
-    counts = _Counts(monkeypatch)
-    got = simulate_des_trials(design, p, conduct, seed, trials, engine="fast")
-    monkeypatch.undo()
-    assert sorted(ref) == sorted(got) == sorted(lean)
-    for key in ref:
-        assert _same_value(ref[key], got[key]), key
-        assert _same_value(ref[key], lean[key]), key
-    assert counts.kernel + counts.python in (0, len(trials))
-    return counts
+    """simpy, the Python fast path and the TITE kernel: every output key identical."""
+    return assert_kernel_trials(monkeypatch, design, p, conduct, seed, trials, _Counts)
 
 
 def tite_boin(n_doses=4, target=0.25, cohort_size=3, max_n=24, **kw):
